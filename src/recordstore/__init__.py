@@ -1,0 +1,1 @@
+"""recordstore placeholder"""

@@ -1,0 +1,132 @@
+"""Engines, SQLite settings, transactions and the translation of database errors.
+
+Every database error leaves the library through :func:`translate_errors` as a
+:class:`~recordstore.errors.StoreError` (or :class:`BusyError`), ``from`` the original.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+
+from .errors import BusyError, StoreError
+
+__all__ = ["default_db_path", "open_engine", "translate_errors", "write_transaction"]
+
+#: How long a statement waits for another connection's transaction (one batch) to end.
+BUSY_TIMEOUT_S = 30.0
+
+
+def default_db_path() -> Path:
+    """``$XDG_DATA_HOME/recordstore/store.db``, else ``~/.local/share/recordstore/store.db``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "recordstore" / "store.db"
+
+
+def to_url(target: str | os.PathLike[str]) -> str:
+    text = os.fspath(target)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().absolute()}"
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the store file owner-only before SQLite does (its -wal/-shm files
+    inherit these permissions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engine:
+    url = make_url(to_url(target))
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            path = Path(database)
+            if create:
+                try:
+                    _create_private_file(path)
+                except OSError as exc:
+                    raise StoreError(f"cannot create store {path}: {exc.strerror or exc}") from exc
+            elif not path.exists():
+                raise StoreError(f"store {path} does not exist")
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" below issue BEGIN, so writers can ask for IMMEDIATE.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            pass  # read-only file systems: keep whatever mode the file has
+        # FULL: a committed batch (rows + backups + bookkeeping) survives power loss too.
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA cache_size=-65536")
+        cur.execute("PRAGMA temp_store=MEMORY")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def is_sqlite(conn: Connection | Engine) -> bool:
+    return conn.dialect.name == "sqlite"
+
+
+@contextlib.contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that takes SQLite's write lock at once (BEGIN IMMEDIATE)."""
+    with translate_errors(), engine.connect() as conn:
+        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        raise _translate(exc.orig if exc.orig is not None else exc) from exc
+    except sqlite3.Error as exc:
+        raise _translate(exc) from exc
+
+
+def _translate(orig: BaseException) -> StoreError:
+    text = str(orig)
+    low = text.lower()
+    if "database is locked" in low or "database is busy" in low:
+        return BusyError("the store is busy: another process holds its write lock")
+    if "readonly" in low or "read-only" in low:
+        return StoreError("the store is read-only: nothing was changed")
+    if "disk is full" in low or "disk full" in low:
+        return StoreError("the disk is full: the last batch was rolled back, nothing was lost")
+    if "not a database" in low:
+        return StoreError("the file is not a recordstore database (not SQLite)")
+    if "unable to open" in low:
+        return StoreError("cannot open the store file (missing directory or no permission)")
+    if "malformed" in low:
+        return StoreError(f"the store file is damaged: {text}")
+    return StoreError(f"database error: {text}")

@@ -1,0 +1,140 @@
+"""The one exception tree of recordstore.
+
+Every error the library raises derives from :class:`RecordStoreError`; lower-layer
+errors (``sqlalchemy.exc``, ``sqlite3``, ``OSError``, JSON decoding) are translated at
+the boundary with ``raise ... from exc``. Each class carries its context as attributes
+and an ``exit_code`` the CLI uses::
+
+    RecordStoreError                 exit 3
+    ├── RegistryError                exit 3   .domain .step
+    ├── InputError                   exit 1   .path .line .reason
+    │   └── NewerVersionError        exit 1   .version .current_version
+    ├── MigrationError               exit 1   .domain .key .from_version .to_version .step .reason
+    ├── ExportError                  exit 1   .path .reason
+    ├── QueryError                   exit 3
+    └── StoreError                   exit 3   problems with the store itself
+        ├── StoreVersionError        exit 5   written by a newer recordstore
+        ├── BusyError                exit 4   .holder
+        └── RestoreConflictError     exit 1   .keys
+
+This module imports nothing of recordstore, so every other module may import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RecordStoreError(Exception):
+    """Root of every error recordstore raises; ``str()`` is one line a user can act on."""
+
+    exit_code = 3
+
+
+class RegistryError(RecordStoreError):
+    """A registry that cannot be loaded or whose step chains are broken."""
+
+    def __init__(self, message: str, *, domain: str | None = None, step: int | None = None):
+        super().__init__(message)
+        self.domain = domain
+        self.step = step
+
+
+class InputError(RecordStoreError):
+    """A file, line or record that cannot be imported; names where and why."""
+
+    exit_code = 1
+
+    def __init__(self, path: str, reason: str, *, line: int | None = None):
+        self.path = path
+        self.line = line
+        self.reason = reason
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {reason}")
+
+
+class NewerVersionError(InputError):
+    """A record whose version is newer than its domain's current version."""
+
+    def __init__(
+        self, path: str, *, domain: str, version: int, current_version: int, line: int | None = None
+    ):
+        self.domain = domain
+        self.version = version
+        self.current_version = current_version
+        super().__init__(
+            path,
+            f"schema_version {version} is newer than current version {current_version} "
+            f"of domain {domain!r}",
+            line=line,
+        )
+
+
+class MigrationError(RecordStoreError):
+    """A step that failed on one record; the record is left exactly as it was."""
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        domain: str,
+        key: str,
+        from_version: int,
+        to_version: int,
+        step: str | None = None,
+    ):
+        self.domain = domain
+        self.key = key
+        self.from_version = from_version
+        self.to_version = to_version
+        self.step = step
+        self.reason = reason
+        named = f" ({step})" if step else ""
+        super().__init__(f"{domain} {key}: v{from_version} -> v{to_version}{named} failed: {reason}")
+
+
+class ExportError(RecordStoreError):
+    """A record that cannot be written safely (for instance, a path escaping OUT)."""
+
+    exit_code = 1
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class QueryError(RecordStoreError):
+    """A query that cannot be run: unknown operator, malformed JSON path, bad value."""
+
+
+class StoreError(RecordStoreError):
+    """The store itself cannot be opened, read or written."""
+
+
+class StoreVersionError(StoreError):
+    """The store was written by a newer recordstore; it is never modified."""
+
+    exit_code = 5
+
+
+class BusyError(StoreError):
+    """Another writer holds the store; ``holder`` describes it."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, holder: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.holder = holder or {}
+
+
+class RestoreConflictError(StoreError):
+    """A restore that would overwrite records a later run changed again."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, keys: list[tuple[str, str]]):
+        super().__init__(message)
+        self.keys = keys

@@ -1,0 +1,163 @@
+"""Lossless JSON decoding and encoding.
+
+The rules, which every other module relies on:
+
+* integers of any size survive exactly; floats survive as the IEEE double they denote;
+* ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON and are rejected, both when
+  decoding and when encoding a step's output (a fast codec would turn them into
+  ``null`` silently);
+* an object with the same key twice is rejected: every parser keeps a different one
+  of the two values, so accepting it would change a value silently;
+* key order is kept;
+* strings holding lone surrogates (legal JSON escapes, not valid Unicode) are accepted
+  and written back as escapes.
+
+``orjson`` is the fast path. It turns integers beyond 64 bits into floats and keeps
+the last of duplicate keys without a word, so its result is only used when a cheap
+check proves neither can have happened; otherwise the exact standard-library path
+decides.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+__all__ = ["JSONError", "decode", "encode", "encode_compact"]
+
+
+class JSONError(ValueError):
+    """Text that is not acceptable JSON; ``line`` is 1-based within the text."""
+
+    def __init__(self, reason: str, line: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r} in one object")
+            seen.add(key)
+    return obj
+
+
+_exact = json.JSONDecoder(object_pairs_hook=_unique_pairs, parse_constant=_reject_constant)
+
+# A run of 19+ digits may be an integer outside the 64-bit range (orjson would make it
+# a float). Colons count keys; see _keys_and_colons.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def _keys_and_colons(value: Any) -> int:
+    """Keys in ``value`` plus the ``:`` characters inside its strings.
+
+    In JSON text every key is followed by exactly one structural ``:``; every other
+    ``:`` is inside a string (literally, or escaped as ``\\u003a``). So for text
+    without duplicate keys, ``text.count(':')`` equals this number minus the escaped
+    colons; a duplicate key makes this number smaller, whatever the values are.
+    """
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            total += len(item)
+            for key, sub in item.items():
+                if ":" in key:
+                    total += key.count(":")
+                if isinstance(sub, (dict, list)):
+                    stack.append(sub)
+                elif isinstance(sub, str) and ":" in sub:
+                    total += sub.count(":")
+        elif isinstance(item, list):
+            for sub in item:
+                if isinstance(sub, (dict, list)):
+                    stack.append(sub)
+                elif isinstance(sub, str) and ":" in sub:
+                    total += sub.count(":")
+        elif isinstance(item, str):
+            total += item.count(":")
+    return total
+
+
+def decode(data: bytes | str) -> Any:
+    """Decode one JSON text strictly (see the module docstring); raise :class:`JSONError`."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _decode_exact(data)
+    if _LONG_DIGITS.search(raw) is not None:
+        return _decode_exact(data)
+    escaped = raw.count(b"\\u003a") + raw.count(b"\\u003A")
+    if _keys_and_colons(value) - escaped != raw.count(b":"):
+        return _decode_exact(data)
+    return value
+
+
+def _decode_exact(data: bytes | str) -> Any:
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JSONError(f"invalid UTF-8 at byte {exc.start}", _line_of(data, exc.start)) from None
+    else:
+        text = data
+    if text.startswith("\ufeff"):
+        raise JSONError("starts with a UTF-8 byte order mark, which JSON forbids", 1)
+    try:
+        return _exact.decode(text)
+    except json.JSONDecodeError as exc:
+        return _raise(exc.msg, exc.lineno, exc.colno)
+    except ValueError as exc:  # from the hooks: duplicates, NaN
+        raise JSONError(str(exc)) from None
+    except RecursionError:
+        raise JSONError("nested too deeply") from None
+
+
+def _raise(msg: str, line: int, col: int) -> Any:
+    raise JSONError(f"invalid JSON: {msg} at line {line} column {col}", line)
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def encode_compact(value: Any) -> str:
+    """One-line JSON, ``,``/``:`` separators, UTF-8 characters unescaped."""
+    return encode(value, None)
+
+
+def encode(value: Any, indent: int | None) -> str:
+    """Encode ``value``; ``indent=None`` is compact, otherwise pretty with ``": "``.
+
+    Raises :class:`JSONError` for values JSON cannot hold exactly (NaN, sets, ...).
+    """
+    try:
+        if indent is None:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        else:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent)
+    except (TypeError, ValueError) as exc:
+        raise JSONError(f"not representable as JSON: {exc}") from None
+    except RecursionError:
+        raise JSONError("nested too deeply to encode") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates: keep them as \\u escapes, the form they arrived in.
+        separators = (",", ":") if indent is None else None
+        text = json.dumps(value, ensure_ascii=True, allow_nan=False, indent=indent, separators=separators)
+    return text

@@ -1,0 +1,253 @@
+"""Registries: which files hold which domain's records, and how each version moves on.
+
+A registry is Python. A user module (or ``.py`` file) exposes a module-level
+``registry``; :func:`load_registry` finds it by path or dotted name and validates it.
+
+    registry = Registry()
+    session = registry.domain("session", version=3, files=["sessions/*.json"])
+
+    @session.step(1)            # migrates v1 -> v2
+    def rename_model(record):
+        record["metadata"]["model_id"] = record["metadata"].pop("model")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import marshal
+import re
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RegistryError
+
+__all__ = ["Domain", "Registry", "Step", "StepFunction", "load_registry"]
+
+StepFunction = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+
+DEFAULT_VERSION_FIELD = "schema_version"
+
+
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a glob where ``*`` and ``?`` stay within one path segment and ``**/``
+    matches any number of whole directories."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]*/)*")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] == "!" else i + 1)
+            if end == -1:
+                out.append(re.escape(ch))
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = end
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One registered migration: ``func`` turns a record of ``from_version`` into the next."""
+
+    domain: str
+    from_version: int
+    func: StepFunction
+
+    @property
+    def to_version(self) -> int:
+        return self.from_version + 1
+
+    @property
+    def name(self) -> str:
+        return getattr(self.func, "__qualname__", repr(self.func))
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the step's code: it changes when the step's source changes."""
+        try:
+            material = inspect.getsource(self.func).encode()
+        except (OSError, TypeError):
+            code = getattr(self.func, "__code__", None)
+            material = marshal.dumps(code.co_code) if code is not None else repr(self.func).encode()
+        return hashlib.sha256(material).hexdigest()[:16]
+
+
+@dataclass
+class Domain:
+    """A kind of record with its own version line, file patterns and steps."""
+
+    name: str
+    version: int
+    files: list[str]
+    version_field: str = DEFAULT_VERSION_FIELD
+    steps: dict[int, Step] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._patterns = [glob_to_regex(p) for p in self.files]
+
+    def step(self, from_version: int) -> Callable[[StepFunction], StepFunction]:
+        """Register the decorated function as the step from ``from_version`` to the next."""
+
+        def register(func: StepFunction) -> StepFunction:
+            self.add_step(from_version, func)
+            return func
+
+        return register
+
+    def add_step(self, from_version: int, func: StepFunction) -> Step:
+        if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 1:
+            raise RegistryError(
+                f"domain {self.name!r}: step {from_version!r} must be a version >= 1",
+                domain=self.name,
+            )
+        if from_version in self.steps:
+            raise RegistryError(
+                f"domain {self.name!r}: step {from_version} -> {from_version + 1} is registered twice "
+                f"({self.steps[from_version].name} and {getattr(func, '__qualname__', func)})",
+                domain=self.name,
+                step=from_version,
+            )
+        step = Step(self.name, from_version, func)
+        self.steps[from_version] = step
+        return step
+
+    def matches(self, relpath: str) -> bool:
+        return any(p.match(relpath) for p in self._patterns)
+
+    def validate(self) -> None:
+        """The chain must be dense from 1 to ``version``: no gap, nothing beyond."""
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            raise RegistryError(
+                f"domain {self.name!r}: current version must be an integer >= 1, not {self.version!r}",
+                domain=self.name,
+            )
+        for n in sorted(self.steps):
+            if n >= self.version:
+                raise RegistryError(
+                    f"domain {self.name!r}: step {n} -> {n + 1} goes beyond current version {self.version}",
+                    domain=self.name,
+                    step=n,
+                )
+        for n in range(1, self.version):
+            if n not in self.steps:
+                raise RegistryError(
+                    f"domain {self.name!r}: no step {n} -> {n + 1}, so the chain cannot reach "
+                    f"current version {self.version}",
+                    domain=self.name,
+                    step=n,
+                )
+
+    def chain(self, from_version: int) -> list[Step]:
+        """The steps that bring a record of ``from_version`` up to the current version."""
+        return [self.steps[n] for n in range(from_version, self.version)]
+
+
+class Registry:
+    """The set of domains; the first domain whose pattern matches a file owns it."""
+
+    def __init__(self) -> None:
+        self.domains: dict[str, Domain] = {}
+
+    def domain(
+        self,
+        name: str,
+        *,
+        version: int,
+        files: Iterable[str] = (),
+        version_field: str = DEFAULT_VERSION_FIELD,
+    ) -> Domain:
+        """Declare a domain (or add file patterns to one already declared)."""
+        if not name or not isinstance(name, str):
+            raise RegistryError(f"a domain needs a non-empty name, not {name!r}")
+        if name in self.domains:
+            existing = self.domains[name]
+            if existing.version != version or existing.version_field != version_field:
+                raise RegistryError(
+                    f"domain {name!r} is declared twice with different versions",
+                    domain=name,
+                )
+            existing.files.extend(files)
+            existing.__post_init__()
+            return existing
+        dom = Domain(name, version, list(files), version_field)
+        self.domains[name] = dom
+        return dom
+
+    def __getitem__(self, name: str) -> Domain:
+        try:
+            return self.domains[name]
+        except KeyError:
+            known = ", ".join(sorted(self.domains)) or "none"
+            raise RegistryError(f"unknown domain {name!r} (known: {known})", domain=name) from None
+
+    def __iter__(self) -> Any:
+        return iter(self.domains.values())
+
+    def match(self, relpath: str) -> Domain | None:
+        for dom in self.domains.values():
+            if dom.matches(relpath):
+                return dom
+        return None
+
+    def validate(self) -> Registry:
+        for dom in self.domains.values():
+            dom.validate()
+        return self
+
+    def fingerprints(self) -> dict[str, dict[str, str]]:
+        return {
+            d.name: {str(n): s.fingerprint for n, s in sorted(d.steps.items())} for d in self.domains.values()
+        }
+
+
+def load_registry(spec: str | None = None) -> Registry:
+    """Load and validate a registry: ``None`` for the built-in DeepSeek TUI one, a path
+    to a ``.py`` file, or a dotted module name, each exposing ``registry``."""
+    if spec is None or spec in ("", "deepseek", "builtin"):
+        spec = "recordstore.domains.deepseek"
+    try:
+        if spec.endswith(".py") or "/" in spec or Path(spec).is_file():
+            path = Path(spec)
+            if not path.is_file():
+                raise RegistryError(f"registry file {spec} does not exist")
+            name = f"_recordstore_registry_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
+            mod_spec = importlib.util.spec_from_file_location(name, path)
+            if mod_spec is None or mod_spec.loader is None:
+                raise RegistryError(f"cannot load registry file {spec}")
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.modules[name] = module
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(spec)
+    except RegistryError:
+        raise
+    except Exception as exc:  # the user's module may raise anything while importing
+        raise RegistryError(f"cannot load registry {spec}: {type(exc).__name__}: {exc}") from exc
+    registry = getattr(module, "registry", None)
+    if not isinstance(registry, Registry):
+        raise RegistryError(f"registry {spec} has no module-level `registry` (a recordstore.Registry)")
+    return registry.validate()

@@ -1,0 +1,92 @@
+"""The only module that knows Alembic: bring a store to head, refuse newer stores.
+
+The Alembic environment ships inside the package (``recordstore/_alembic``, built
+from the top-level ``alembic/`` directory); its configuration is built in memory, so
+nothing depends on the current directory or an ``alembic.ini``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, Engine, inspect, text
+
+from .engine import translate_errors
+from .errors import StoreError, StoreVersionError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+__all__ = ["HEAD_REVISION", "alembic_config", "current_revision", "ensure_schema", "script_location"]
+
+#: The newest revision this recordstore knows; a test proves it is Alembic's single head.
+HEAD_REVISION = "0001_initial"
+
+
+def script_location() -> Path:
+    packaged = Path(str(resources.files("recordstore"))) / "_alembic"
+    if (packaged / "env.py").is_file():
+        return packaged
+    source_tree = Path(__file__).resolve().parents[2] / "alembic"
+    if (source_tree / "env.py").is_file():
+        return source_tree
+    raise StoreError("recordstore is installed without its Alembic scripts (reinstall it)")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location()))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def current_revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Upgrade the store to head; refuse one written by a newer recordstore."""
+    with translate_errors():
+        with engine.connect() as conn:
+            with conn.begin():
+                if current_revision(conn) == HEAD_REVISION:
+                    return
+        with engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                revision = current_revision(conn)
+                if revision == HEAD_REVISION:
+                    return  # another process upgraded it while we waited
+                if revision is None:
+                    foreign = [t for t in inspect(conn).get_table_names() if not t.startswith("sqlite_")]
+                    if foreign:
+                        raise StoreError(
+                            "the database holds other tables and is not a recordstore store: "
+                            + ", ".join(sorted(foreign)[:5])
+                        )
+                _upgrade(conn, revision)
+
+
+def _upgrade(conn: Connection, revision: str | None) -> None:
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    cfg = alembic_config(conn)
+    if revision is not None:
+        try:
+            known = ScriptDirectory.from_config(cfg).get_revision(revision) is not None
+        except CommandError:
+            known = False
+        if not known:
+            raise StoreVersionError(
+                f"the store was written by a newer recordstore (schema revision {revision!r} "
+                "is unknown here); upgrade recordstore to use it. The store was not modified."
+            )
+    command.upgrade(cfg, "head")

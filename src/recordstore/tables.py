@@ -1,0 +1,137 @@
+"""The store's own tables at head, in SQLAlchemy Core.
+
+Alembic revisions in ``alembic/versions`` evolve a store to exactly this; a test runs
+``alembic check`` to prove there is no drift.
+
+* ``files``: one row per imported source file: where it was (relative to the import
+  root), its container, and the text around its records so export can rebuild it
+  byte for byte.
+* ``records``: one row per record. ``payload`` is the record's JSON text as it stood in
+  its file until a step rewrites it; ``key`` is its location (``path``, ``path:LINE``
+  for JSON lines, ``path[INDEX]`` for arrays) and is unique.
+* ``backups``: the exact previous row, written in the same transaction as every change.
+* ``runs`` / ``failures``: the history of import, migrate and restore runs.
+* ``lock``: at most one row, the writer holding the store.
+* ``indexes``: JSON-path indexes a user asked for.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("started_at", String(32), nullable=False),
+    Column("finished_at", String(32)),
+    Column("outcome", String(16), nullable=False),
+    Column("pid", Integer),
+    Column("host", String(255)),
+    Column("options", Text, nullable=False, server_default="{}"),
+    Column("counts", Text, nullable=False, server_default="{}"),
+    Column("fingerprints", Text, nullable=False, server_default="{}"),
+    Column("message", Text),
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", Text, nullable=False, unique=True),
+    Column("domain", String(255), nullable=False),
+    Column("container", String(8), nullable=False),
+    Column("head", Text, nullable=False, server_default=""),
+    Column("sep", Text, nullable=False, server_default=""),
+    Column("tail", Text, nullable=False, server_default=""),
+    Column("indent", Integer),
+    Column("digest", String(64), nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id")),
+)
+
+records = Table(
+    "records",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("domain", String(255), nullable=False),
+    Column("key", Text, nullable=False, unique=True),
+    Column("version", Integer, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("file_id", Integer, ForeignKey("files.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id")),
+    Index("ix_records_domain_version", "domain", "version", "id"),
+    Index("ix_records_file_position", "file_id", "position"),
+)
+
+backups = Table(
+    "backups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("record_id", Integer, nullable=False),
+    Column("domain", String(255), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("file_id", Integer, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("origin_run_id", Integer),
+    Column("reason", String(16), nullable=False),
+    Index("ix_backups_run", "run_id"),
+    Index("ix_backups_record", "record_id", "id"),
+)
+
+failures = Table(
+    "failures",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("domain", String(255)),
+    Column("key", Text),
+    Column("source", Text),
+    Column("line", Integer),
+    Column("from_version", Integer),
+    Column("to_version", Integer),
+    Column("step", String(255)),
+    Column("reason", Text, nullable=False),
+    Index("ix_failures_run", "run_id"),
+)
+
+lock = Table(
+    "lock",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("operation", String(16), nullable=False),
+    Column("run_id", Integer),
+    Column("pid", Integer, nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("acquired_at", String(32), nullable=False),
+)
+
+indexes = Table(
+    "indexes",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("domain", String(255), nullable=False),
+    Column("path", Text, nullable=False),
+)
