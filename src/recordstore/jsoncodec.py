@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JSONError", "decode", "encode", "encode_compact"]
+__all__ = ["JSONError", "decode", "encode", "encode_compact", "scan"]
 
 
 class JSONError(ValueError):
@@ -125,6 +125,18 @@ def _decode_exact(data: bytes | str) -> Any:
         raise JSONError(str(exc)) from None
     except RecursionError:
         raise JSONError("nested too deeply") from None
+
+
+def scan(text: str, pos: int) -> tuple[Any, int]:
+    """Decode the one JSON value starting at ``text[pos]`` strictly; return it and its end."""
+    try:
+        return _exact.raw_decode(text, pos)
+    except json.JSONDecodeError as exc:
+        return _raise(exc.msg, exc.lineno, exc.colno)
+    except ValueError as exc:
+        raise JSONError(str(exc), text.count("\n", 0, pos) + 1) from None
+    except RecursionError:
+        raise JSONError("nested too deeply", text.count("\n", 0, pos) + 1) from None
 
 
 def _raise(msg: str, line: int, col: int) -> Any:

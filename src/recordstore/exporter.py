@@ -1,0 +1,198 @@
+"""Writing records back to files, in the layout they came from, atomically and only
+inside the target directory."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from .errors import ExportError
+from .importer import element_prefix
+from .tables import files, records
+
+__all__ = ["ExportResult", "export_records", "safe_target"]
+
+
+@dataclass
+class ExportResult:
+    """The outcome of :meth:`Store.export_to`."""
+
+    out: Path
+    files: int = 0
+    records: int = 0
+    domains: dict[str, int] = field(default_factory=dict)
+    problems: list[ExportError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "files": self.files,
+            "records": self.records,
+            "domains": dict(sorted(self.domains.items())),
+            "problems": [str(p) for p in self.problems],
+        }
+
+
+def safe_target(out_real: Path, relpath: str) -> Path:
+    """The path for ``relpath`` inside ``out_real``, or :class:`ExportError` if it could
+    land anywhere else (absolute paths, ``..``, drive letters, NUL, empty parts)."""
+    if not relpath or "\x00" in relpath:
+        raise ExportError(repr(relpath), "unsafe source path (empty or contains NUL)")
+    if "\\" in relpath or (len(relpath) >= 2 and relpath[1] == ":"):
+        raise ExportError(relpath, "unsafe source path (backslash or drive letter)")
+    pure = PurePosixPath(relpath)
+    if pure.is_absolute() or any(part in ("..", ".", "") for part in relpath.split("/")):
+        raise ExportError(relpath, "unsafe source path (absolute or contains '..')")
+    return out_real.joinpath(*pure.parts)
+
+
+class _Writer:
+    def __init__(self, out: Path, overwrite: bool):
+        out.mkdir(parents=True, exist_ok=True)
+        self.out_real = out.resolve()
+        self.overwrite = overwrite
+        self.checked: set[Path] = {self.out_real}
+        self.dirty_dirs: set[Path] = set()
+
+    def _ensure_dir(self, directory: Path, relpath: str) -> None:
+        """Create ``directory`` one part at a time, refusing any part that is (or leads
+        through) a link out of OUT."""
+        if directory in self.checked:
+            return
+        parent = directory.parent
+        self._ensure_dir(parent, relpath)
+        if directory.is_symlink() or directory.exists():
+            real = directory.resolve()
+            if real != self.out_real and self.out_real not in real.parents:
+                raise ExportError(relpath, f"refused: {directory} leads outside the export directory")
+            if not real.is_dir():
+                raise ExportError(relpath, f"refused: {directory} exists and is not a directory")
+        else:
+            directory.mkdir()
+            self.dirty_dirs.add(parent)
+        self.checked.add(directory)
+
+    def write(self, relpath: str, content: str) -> None:
+        target = safe_target(self.out_real, relpath)
+        self._ensure_dir(target.parent, relpath)
+        if (target.exists() or target.is_symlink()) and not self.overwrite:
+            raise ExportError(relpath, "exists in the export directory (use --force to overwrite)")
+        data = content.encode("utf-8", "surrogatepass")
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:40]}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644 & ~_umask())
+            os.replace(tmp, target)  # replaces a link itself, never writes through it
+        except BaseException:
+            with _suppress():
+                os.unlink(tmp)
+            raise
+        self.dirty_dirs.add(target.parent)
+
+    def sync_dirs(self) -> None:
+        for directory in sorted(self.dirty_dirs):
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.dirty_dirs.clear()
+
+
+class _suppress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return True
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _file_rows(conn: Connection, domains: Iterable[str] | None) -> dict[int, Any]:
+    query = select(files.c.id, files.c.path, files.c.domain, files.c.head, files.c.sep, files.c.tail)
+    if domains is not None:
+        query = query.where(files.c.domain.in_(list(domains)))
+    return {row.id: row for row in conn.execute(query)}
+
+
+def _grouped(conn: Connection, file_ids: set[int]) -> Iterator[tuple[int, list[str], str]]:
+    """(file id, record texts in position order, domain) per file, streaming."""
+    query = select(records.c.file_id, records.c.payload, records.c.domain).order_by(
+        records.c.file_id, records.c.position
+    )
+    result = conn.execution_options(stream_results=True, yield_per=2000).execute(query)
+    current: int | None = None
+    texts: list[str] = []
+    domain = ""
+    for file_id, payload, dom in result:
+        if file_id != current:
+            if current is not None and current in file_ids:
+                yield current, texts, domain
+            current, texts, domain = file_id, [], dom
+        if file_id in file_ids:
+            texts.append(payload)
+    if current is not None and current in file_ids:
+        yield current, texts, domain
+
+
+def render(head: str, sep: str, tail: str, texts: list[str]) -> str:
+    """A file's text from its layout and its records' texts."""
+    prefix = element_prefix(head) if head.rstrip(" \t\r\n").endswith("[") else ""
+    if prefix:
+        texts = [t.replace("\n", "\n" + prefix) for t in texts]
+    return head + sep.join(texts) + tail
+
+
+def export_records(
+    conn: Connection,
+    out: Path,
+    domains: Iterable[str] | None = None,
+    *,
+    overwrite: bool = False,
+    progress: Any = None,
+) -> ExportResult:
+    result = ExportResult(out=out)
+    try:
+        writer = _Writer(out, overwrite)
+    except OSError as exc:
+        raise ExportError(str(out), f"cannot create the export directory: {exc.strerror or exc}") from exc
+    file_rows = _file_rows(conn, domains)
+    if progress is not None:
+        progress.start(len(file_rows), "export")
+    for file_id, texts, domain in _grouped(conn, set(file_rows)):
+        row = file_rows[file_id]
+        try:
+            writer.write(row.path, render(row.head, row.sep, row.tail, texts))
+        except ExportError as exc:
+            result.problems.append(exc)
+        except OSError as exc:
+            result.problems.append(ExportError(row.path, f"cannot write: {exc.strerror or exc}"))
+        else:
+            result.files += 1
+            result.records += len(texts)
+            result.domains[domain] = result.domains.get(domain, 0) + len(texts)
+        if progress is not None:
+            progress.advance(1)
+    try:
+        writer.sync_dirs()
+    except OSError as exc:
+        result.problems.append(ExportError(str(out), f"cannot sync directories: {exc.strerror or exc}"))
+    return result

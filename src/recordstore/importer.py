@@ -1,0 +1,676 @@
+"""Finding files, parsing their records, and writing them in batched transactions.
+
+A file is read once; its records keep their exact JSON text (so an export of an
+unmigrated record gives back the bytes it came from), and the text around them
+(``head``, ``sep``, ``tail``) is kept on the file's row. A file whose bytes did not
+change since the last import is not parsed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+
+from . import jsoncodec
+from .errors import InputError, NewerVersionError
+from .registry import Domain, Registry
+from .tables import backups, failures, files, records
+
+__all__ = ["DomainCounts", "ImportResult", "discover", "parse_file", "read_version"]
+
+LINE_SUFFIXES = (".jsonl", ".ndjson")
+JSON_SUFFIXES = (".json", *LINE_SUFFIXES)
+#: Files above this size are hashed and parsed in a streaming pass (JSON lines only).
+STREAM_THRESHOLD = 64 * 1024 * 1024
+#: Records written per transaction.
+BATCH_RECORDS = 5000
+
+
+@dataclass
+class DomainCounts:
+    """What an import did to one domain's records."""
+
+    imported: int = 0
+    unchanged: int = 0
+    updated: int = 0
+    removed: int = 0
+    rejected: int = 0
+    failed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ImportResult:
+    """The outcome of :meth:`Store.import_paths`."""
+
+    run_id: int | None
+    domains: dict[str, DomainCounts] = field(default_factory=dict)
+    files: int = 0
+    skipped: int = 0
+    problems: list[InputError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self, domain: str) -> DomainCounts:
+        return self.domains.setdefault(domain, DomainCounts())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run_id,
+            "files": self.files,
+            "skipped": self.skipped,
+            "domains": {d: c.as_dict() for d, c in sorted(self.domains.items())},
+            "problems": [str(p) for p in self.problems],
+        }
+
+
+# --------------------------------------------------------------------------- finding
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A file to import: where it is, its path relative to the import root, its domain."""
+
+    path: Path
+    relpath: str
+    domain: Domain | None
+
+
+def discover(
+    paths: Iterable[str | os.PathLike[str]],
+    registry: Registry,
+    domain: Domain | None = None,
+    problems: list[InputError] | None = None,
+) -> Iterator[Candidate]:
+    """Yield the files below ``paths`` with their domains (``None``: no domain).
+
+    Directories are walked without following links (so link loops end); a file given
+    by itself is matched by the shortest trailing part of its path that a domain's
+    pattern accepts, unless ``domain`` is given.
+    """
+    for raw in paths:
+        root = Path(raw)
+        if root.is_dir():
+            for dirpath, dirnames, filenames in os.walk(root, onerror=_walk_error(problems, root)):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    full = Path(dirpath) / name
+                    rel = full.relative_to(root).as_posix()
+                    yield Candidate(full, rel, _domain_for(rel, registry, domain))
+        elif root.exists() or root.is_symlink():
+            if domain is not None:
+                yield Candidate(root, root.name, domain if root.name.endswith(JSON_SUFFIXES) else None)
+                continue
+            parts = root.absolute().parts
+            for n in range(1, len(parts)):
+                rel = "/".join(parts[-n:])
+                found = registry.match(rel)
+                if found is not None:
+                    yield Candidate(root, rel, found)
+                    break
+            else:
+                yield Candidate(root, root.name, None)
+        elif problems is not None:
+            problems.append(InputError(str(raw), "no such file or directory"))
+
+
+def _walk_error(problems: list[InputError] | None, root: Path) -> Any:
+    def report(exc: OSError) -> None:
+        if problems is not None:
+            problems.append(InputError(str(exc.filename or root), f"cannot read directory: {exc.strerror}"))
+
+    return report
+
+
+def _domain_for(rel: str, registry: Registry, domain: Domain | None) -> Domain | None:
+    if domain is not None:
+        return domain if rel.endswith(JSON_SUFFIXES) else None
+    return registry.match(rel)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass
+class ParsedRecord:
+    position: int
+    key: str
+    line: int | None
+    version: int
+    text: str
+
+
+@dataclass
+class FileLayout:
+    """The text around a file's records: ``head + sep.join(records) + tail``."""
+
+    container: str  # "object", "array" or "lines"
+    head: str = ""
+    sep: str = ""
+    tail: str = ""
+    indent: int | None = None
+
+
+def element_prefix(head: str) -> str:
+    """The whitespace that starts each line of an array's elements (from the head)."""
+    return head[head.rfind("\n") + 1 :] if "\n" in head else ""
+
+
+def dedent(element: str, prefix: str) -> str:
+    """Store an array element as if it stood alone: JSON strings hold no raw newline,
+    so every newline in the text is layout. Left as it is unless every line has ``prefix``."""
+    if not prefix or "\n" not in element:
+        return element
+    lines = element.split("\n")
+    if all(line.startswith(prefix) for line in lines[1:]):
+        return "\n".join([lines[0]] + [line[len(prefix) :] for line in lines[1:]])
+    return element
+
+
+def read_version(value: dict[str, Any], domain: Domain) -> int:
+    """A record's version: its version field, or 1 when it has none. Raises ValueError."""
+    if domain.version_field not in value:
+        return 1
+    version = value[domain.version_field]
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(
+            f"{domain.version_field} must be a positive integer, not {_describe(version)}"
+        )
+    if version < 1:
+        raise ValueError(f"{domain.version_field} must be a positive integer, not {version}")
+    return version
+
+
+def _describe(value: Any) -> str:
+    kind = {bool: "a boolean", str: "a string", float: "a float", type(None): "null", list: "an array", dict: "an object"}
+    name = kind.get(type(value), type(value).__name__)
+    shown = jsoncodec.encode_compact(value) if not isinstance(value, (dict, list)) else ""
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return f"{name} {shown}".strip()
+
+
+def _indent_of(text: str) -> int | None:
+    """The indent width of pretty JSON text (``None`` for one-line text)."""
+    nl = text.find("\n")
+    if nl == -1:
+        return None
+    rest = text[nl + 1 :]
+    width = len(rest) - len(rest.lstrip(" "))
+    return width or None
+
+
+class FileParse:
+    """Parse one file: ``layout`` is set once ``records()`` has been consumed;
+    ``problems`` holds one :class:`InputError` per bad record (or one for the file)."""
+
+    def __init__(self, path: Path, relpath: str, domain: Domain, data: bytes | None):
+        self.path = path
+        self.relpath = relpath
+        self.domain = domain
+        self.data = data
+        self.layout = FileLayout("object")
+        self.problems: list[InputError] = []
+        self.fatal = False  # the file as a whole is unreadable: keep its stored records
+        self.count = 0  # record slots seen, good or bad; positions run from 0 to count - 1
+
+    def _fail(self, reason: str, line: int | None = None) -> None:
+        self.problems.append(InputError(self.relpath, reason, line=line))
+
+    def records(self) -> Iterator[ParsedRecord]:
+        if self.relpath.endswith(LINE_SUFFIXES):
+            yield from self._lines()
+            return
+        assert self.data is not None
+        try:
+            text = self.data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self.fatal = True
+            line = self.data.count(b"\n", 0, exc.start) + 1
+            self._fail(f"invalid UTF-8 at byte {exc.start}", line)
+            return
+        body = text.lstrip("\ufeff \t\r\n")
+        head = text[: len(text) - len(body)]
+        stripped = body.rstrip(" \t\r\n")
+        tail = body[len(stripped) :]
+        if not stripped:
+            self.fatal = True
+            self._fail("empty file: no JSON value")
+            return
+        first_line = head.count("\n") + 1
+        if stripped[0] == "[":
+            yield from self._array(text, len(head), first_line)
+            return
+        try:
+            value = jsoncodec.decode(stripped)
+        except jsoncodec.JSONError as exc:
+            if stripped[0] == "{" and "\n" in stripped and self._looks_like_lines(stripped):
+                yield from self._lines()
+                return
+            self.fatal = True
+            self._fail(exc.reason, None if exc.line is None else exc.line + first_line - 1)
+            return
+        self.layout = FileLayout("object", head=head, tail=tail, indent=_indent_of(stripped))
+        self.count = 1
+        record = self._record(value, stripped, 0, self.relpath, first_line)
+        if record is not None:
+            yield record
+
+    @staticmethod
+    def _looks_like_lines(text: str) -> bool:
+        first = text.split("\n", 1)[0].strip()
+        try:
+            return isinstance(jsoncodec.decode(first), dict)
+        except jsoncodec.JSONError:
+            return False
+
+    def _record(self, value: Any, text: str, position: int, key: str, line: int | None) -> ParsedRecord | None:
+        if not isinstance(value, dict):
+            self._fail(f"record is {_describe(value)}, not a JSON object", line)
+            return None
+        try:
+            version = read_version(value, self.domain)
+        except ValueError as exc:
+            self._fail(str(exc), line)
+            return None
+        if version > self.domain.version:
+            self.problems.append(
+                NewerVersionError(
+                    self.relpath,
+                    domain=self.domain.name,
+                    version=version,
+                    current_version=self.domain.version,
+                    line=line,
+                )
+            )
+            return None
+        return ParsedRecord(position, key, line, version, text)
+
+    def _array(self, text: str, start: int, first_line: int) -> Iterator[ParsedRecord]:
+        """Scan the array element by element, so a huge array never becomes one tree.
+        Elements before a syntax error are imported; the error names its line."""
+        ws = " \t\r\n"
+        pos = start + 1
+        while pos < len(text) and text[pos] in ws:
+            pos += 1
+        head = text[:pos]
+        seps: list[str] = []
+        index = 0
+        end = pos
+        try:
+            if pos < len(text) and text[pos] == "]":
+                head, end = text[: start + 1], start + 1
+            else:
+                while True:
+                    value, end = jsoncodec.scan(text, pos)
+                    element = dedent(text[pos:end], element_prefix(head))
+                    line = text.count("\n", 0, pos) + 1
+                    record = self._record(value, element, index, f"{self.relpath}[{index}]", line)
+                    index += 1
+                    if record is not None:
+                        yield record
+                    nxt = end
+                    while nxt < len(text) and text[nxt] in ws:
+                        nxt += 1
+                    if nxt < len(text) and text[nxt] == "]":
+                        end = nxt
+                        break
+                    if nxt >= len(text) or text[nxt] != ",":
+                        raise jsoncodec.JSONError(
+                            "invalid JSON: expected ',' or ']' after an array element",
+                            text.count("\n", 0, nxt) + 1,
+                        )
+                    nxt += 1
+                    while nxt < len(text) and text[nxt] in ws:
+                        nxt += 1
+                    seps.append(text[end:nxt])
+                    pos = nxt
+                # ``end`` is at the closing bracket; the tail starts there.
+                end_of_elements = end
+                while text[end_of_elements - 1] in ws:
+                    end_of_elements -= 1
+                end = end_of_elements
+            after = text[end:].lstrip(ws)
+            if not after.startswith("]") or after[1:].strip(ws):
+                raise jsoncodec.JSONError(
+                    "invalid JSON: unexpected data after the array", text.count("\n", 0, end) + 1
+                )
+        except jsoncodec.JSONError as exc:
+            self.fatal = True
+            self.count = index
+            self._fail(exc.reason, exc.line)
+            return
+        self.count = index
+        if seps:
+            sep = seps[0]
+        else:
+            indent = head[head.rfind("\n") + 1 :] if "\n" in head else ""
+            sep = ",\n" + indent if "\n" in head else ","
+        self.layout = FileLayout(
+            "array", head=head, sep=sep, tail=text[end:], indent=_indent_of(text[start:].rstrip())
+        )
+
+    def _lines(self) -> Iterator[ParsedRecord]:
+        sep = "\n"
+        ends_with_newline = True
+        position = 0
+        for lineno, raw in enumerate(self._raw_lines(), start=1):
+            ends_with_newline = raw.endswith(b"\n")
+            line = raw.rstrip(b"\n")
+            if line.endswith(b"\r"):
+                sep = "\r\n"
+                line = line[:-1]
+            if not line.strip():
+                continue
+            try:
+                value = jsoncodec.decode(line)
+            except jsoncodec.JSONError as exc:
+                self._fail(exc.reason, lineno)
+                position += 1
+                continue
+            record = self._record(value, line.decode("utf-8"), position, f"{self.relpath}:{lineno}", lineno)
+            position += 1
+            if record is not None:
+                yield record
+        self.count = position
+        self.layout = FileLayout("lines", sep=sep, tail=sep if ends_with_newline else "")
+
+    def _raw_lines(self) -> Iterator[bytes]:
+        if self.data is not None:
+            start = 0
+            data = self.data
+            while start < len(data):
+                nl = data.find(b"\n", start)
+                end = len(data) if nl == -1 else nl + 1
+                yield data[start:end]
+                start = end
+            return
+        with open(self.path, "rb") as fh:
+            yield from fh
+
+
+def read_file(path: Path) -> tuple[bytes | None, str]:
+    """The file's bytes (``None`` when it is large enough to stream) and its digest."""
+    size = path.stat().st_size
+    if size <= STREAM_THRESHOLD or not path.name.endswith(LINE_SUFFIXES):
+        data = path.read_bytes()
+        return data, hashlib.blake2b(data, digest_size=20).hexdigest()
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return None, digest.hexdigest()
+
+
+def parse_file(path: Path, relpath: str, domain: Domain) -> FileParse:
+    """Read and prepare a file for parsing (raises OSError when it cannot be read)."""
+    data, _digest = read_file(path)
+    return FileParse(path, relpath, domain, data)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class Importer:
+    """Writes parsed files into the store within one import run, batch by batch."""
+
+    def __init__(self, conn: Connection, run_id: int, result: ImportResult):
+        self.conn = conn
+        self.run_id = run_id
+        self.result = result
+        self.pending = 0
+        self.known: dict[str, tuple[int, str, str]] = {
+            path: (fid, digest, dom)
+            for fid, path, digest, dom in conn.execute(select(files.c.id, files.c.path, files.c.digest, files.c.domain))
+        }
+        self._tx = conn.begin()
+
+    def commit(self) -> None:
+        self._tx.commit()
+        self._tx = self.conn.begin()
+        self.pending = 0
+
+    def close(self) -> None:
+        self._tx.commit()
+
+    def rollback(self) -> None:
+        self._tx.rollback()
+
+    def _maybe_commit(self) -> None:
+        if self.pending >= BATCH_RECORDS:
+            self.commit()
+
+    def import_file(self, cand: Candidate) -> None:
+        assert cand.domain is not None
+        domain = cand.domain
+        counts = self.result.counts(domain.name)
+        try:
+            if not cand.path.is_file():
+                raise InputError(cand.relpath, "not a regular file")
+            data, digest = read_file(cand.path)
+        except OSError as exc:
+            counts.failed += 1
+            self._problem(InputError(cand.relpath, f"cannot read: {exc.strerror or exc}"), domain.name)
+            return
+        except InputError as exc:
+            counts.failed += 1
+            self._problem(exc, domain.name)
+            return
+        known = self.known.get(cand.relpath)
+        if known is not None and known[1] == digest and known[2] == domain.name:
+            counts.unchanged += self._count_records(known[0])
+            return
+        parse = FileParse(cand.path, cand.relpath, domain, data)
+        if known is None:
+            file_id = self.conn.execute(
+                insert(files).values(
+                    path=cand.relpath, domain=domain.name, container="object", digest="", run_id=self.run_id
+                )
+            ).inserted_primary_key[0]
+            self.known[cand.relpath] = (file_id, "", domain.name)
+            existing = False
+        else:
+            file_id = known[0]
+            existing = True
+        batch: list[ParsedRecord] = []
+        written = 0
+        try:
+            for rec in parse.records():
+                batch.append(rec)
+                if len(batch) >= BATCH_RECORDS:
+                    written += len(batch)
+                    self._write(batch, file_id, domain, counts, existing)
+                    batch = []
+                    self.commit()
+        except OSError as exc:  # the file vanished or became unreadable mid-read
+            parse.fatal = True
+            parse.problems.append(InputError(cand.relpath, f"cannot read: {exc.strerror or exc}"))
+        self._write(batch, file_id, domain, counts, existing)
+        written += len(batch)
+        for problem in parse.problems:
+            if isinstance(problem, NewerVersionError):
+                counts.rejected += 1
+            else:
+                counts.failed += 1
+            self._problem(problem, domain.name)
+        if parse.fatal and not existing and not written:
+            self.conn.execute(files.delete().where(files.c.id == file_id))
+            del self.known[cand.relpath]
+            return
+        if existing and not parse.fatal:
+            # Records past the new end of the file: back them up, then remove them.
+            counts.removed += self._remove_beyond(file_id, parse.count)
+        layout = parse.layout
+        # A file with a refused record keeps no digest, so the next import looks again.
+        final_digest = "" if parse.problems else digest
+        if parse.fatal:  # keep the old layout; the records written so far stay
+            self.conn.execute(update(files).where(files.c.id == file_id).values(digest=""))
+            self.known[cand.relpath] = (file_id, "", domain.name)
+            self._maybe_commit()
+            return
+        self.conn.execute(
+            update(files)
+            .where(files.c.id == file_id)
+            .values(
+                domain=domain.name,
+                container=layout.container,
+                head=layout.head,
+                sep=layout.sep,
+                tail=layout.tail,
+                indent=layout.indent,
+                digest=final_digest,
+                run_id=self.run_id,
+            )
+        )
+        self.known[cand.relpath] = (file_id, final_digest, domain.name)
+        self._maybe_commit()
+
+    def _count_records(self, file_id: int) -> int:
+        return int(
+            self.conn.execute(select(func.count()).select_from(records).where(records.c.file_id == file_id)).scalar()
+            or 0
+        )
+
+    def _problem(self, problem: InputError, domain: str | None) -> None:
+        self.result.problems.append(problem)
+        self.conn.execute(
+            insert(failures).values(
+                run_id=self.run_id,
+                domain=domain,
+                source=problem.path,
+                line=problem.line,
+                from_version=getattr(problem, "version", None),
+                to_version=getattr(problem, "current_version", None),
+                reason=problem.reason,
+            )
+        )
+
+    def _write(
+        self, batch: list[ParsedRecord], file_id: int, domain: Domain, counts: Any, existing: bool
+    ) -> None:
+        if not batch:
+            return
+        self.pending += len(batch)
+        if not existing:
+            self.conn.execute(
+                insert(records),
+                [
+                    {
+                        "domain": domain.name,
+                        "key": r.key,
+                        "version": r.version,
+                        "payload": r.text,
+                        "file_id": file_id,
+                        "position": r.position,
+                        "run_id": self.run_id,
+                    }
+                    for r in batch
+                ],
+            )
+            counts.imported += len(batch)
+            return
+        positions = [r.position for r in batch]
+        old = {
+            row.position: row
+            for row in self.conn.execute(
+                select(records.c.id, records.c.position, records.c.key, records.c.payload, records.c.domain).where(
+                    records.c.file_id == file_id, records.c.position.in_(positions)
+                )
+            )
+        }
+        fresh: list[dict[str, Any]] = []
+        changed: list[dict[str, Any]] = []
+        for r in batch:
+            row = old.get(r.position)
+            if row is None:
+                fresh.append(
+                    {
+                        "domain": domain.name,
+                        "key": r.key,
+                        "version": r.version,
+                        "payload": r.text,
+                        "file_id": file_id,
+                        "position": r.position,
+                        "run_id": self.run_id,
+                    }
+                )
+            elif row.payload == r.text and row.key == r.key and row.domain == domain.name:
+                counts.unchanged += 1
+            else:
+                changed.append(
+                    {"rid": row.id, "domain": domain.name, "key": r.key, "version": r.version, "payload": r.text}
+                )
+        if changed:
+            backup_rows(self.conn, [c["rid"] for c in changed], self.run_id, "import")
+            self.conn.execute(
+                update(records)
+                .where(records.c.id == bindparam("rid"))
+                .values(
+                    domain=bindparam("domain"),
+                    key=bindparam("key"),
+                    version=bindparam("version"),
+                    payload=bindparam("payload"),
+                    run_id=self.run_id,
+                ),
+                changed,
+            )
+            counts.updated += len(changed)
+        if fresh:
+            self.conn.execute(insert(records), fresh)
+            counts.imported += len(fresh)
+
+    def _remove_beyond(self, file_id: int, count: int) -> int:
+        ids = list(
+            self.conn.execute(
+                select(records.c.id).where(records.c.file_id == file_id, records.c.position >= count)
+            ).scalars()
+        )
+        if ids:
+            backup_rows(self.conn, ids, self.run_id, "remove")
+            self.conn.execute(records.delete().where(records.c.id.in_(ids)))
+        return len(ids)
+
+
+def backup_rows(conn: Connection, record_ids: list[int], run_id: int, reason: str) -> None:
+    """Copy the current rows of ``record_ids`` into ``backups``, exactly as they are."""
+    for start in range(0, len(record_ids), 500):
+        chunk = record_ids[start : start + 500]
+        conn.execute(
+            insert(backups).from_select(
+                [
+                    "run_id",
+                    "record_id",
+                    "domain",
+                    "key",
+                    "version",
+                    "payload",
+                    "file_id",
+                    "position",
+                    "origin_run_id",
+                    "reason",
+                ],
+                select(
+                    bindparam("run", run_id),
+                    records.c.id,
+                    records.c.domain,
+                    records.c.key,
+                    records.c.version,
+                    records.c.payload,
+                    records.c.file_id,
+                    records.c.position,
+                    records.c.run_id,
+                    bindparam("why", reason),
+                ).where(records.c.id.in_(chunk)),
+            )
+        )
