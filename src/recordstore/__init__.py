@@ -1,1 +1,75 @@
-"""recordstore placeholder"""
+"""recordstore: a SQLite-backed versioned record store.
+
+Import JSON records from files into SQLite, migrate them forward step by step with
+backups, export them back to the files they came from, and query them::
+
+    from recordstore import Store
+
+    with Store("records.db") as store:
+        store.import_paths(["~/.deepseek"])
+        store.migrate()
+        for record in store.query("task").where("status", "=", "completed"):
+            print(record.key, record.data["prompt"])
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .errors import (
+    BusyError,
+    ExportError,
+    InputError,
+    MigrationError,
+    NewerVersionError,
+    QueryError,
+    RecordStoreError,
+    RegistryError,
+    RestoreConflictError,
+    StoreError,
+    StoreVersionError,
+)
+from .exporter import ExportResult
+from .importer import DomainCounts, ImportResult
+from .migrator import MigrationResult, RecordDiff, RestoreResult, migrate_value
+from .query import Query, Record
+from .registry import Domain, Registry, Step, load_registry
+from .runs import RunInfo
+from .store import CheckResult, DomainStatus, Progress, Store, StoreStatus
+
+try:
+    __version__ = version("recordstore")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "BusyError",
+    "CheckResult",
+    "Domain",
+    "DomainCounts",
+    "DomainStatus",
+    "ExportError",
+    "ExportResult",
+    "ImportResult",
+    "InputError",
+    "MigrationError",
+    "MigrationResult",
+    "NewerVersionError",
+    "Progress",
+    "Query",
+    "QueryError",
+    "Record",
+    "RecordDiff",
+    "RecordStoreError",
+    "Registry",
+    "RegistryError",
+    "RestoreConflictError",
+    "RestoreResult",
+    "RunInfo",
+    "Step",
+    "Store",
+    "StoreError",
+    "StoreStatus",
+    "StoreVersionError",
+    "__version__",
+    "load_registry",
+    "migrate_value",
+]

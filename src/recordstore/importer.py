@@ -430,11 +430,11 @@ class Importer:
         self.run_id = run_id
         self.result = result
         self.pending = 0
+        self._tx = conn.begin()
         self.known: dict[str, tuple[int, str, str]] = {
             path: (fid, digest, dom)
             for fid, path, digest, dom in conn.execute(select(files.c.id, files.c.path, files.c.digest, files.c.domain))
         }
-        self._tx = conn.begin()
 
     def commit(self) -> None:
         self._tx.commit()

@@ -1,0 +1,5 @@
+"""``python -m recordstore`` is the ``store`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,488 @@
+"""The ``store`` command: a thin shell over :class:`recordstore.Store`.
+
+Each command parses its options, calls one ``Store`` method, renders the result and
+maps errors to one line on stderr and an exit code:
+
+    0  done, nothing refused
+    1  done, but some records were rejected or failed (or a restore conflicted)
+    2  usage error
+    3  error: registry, store, query or input problem (one line says which)
+    4  busy: another writer holds the store
+    5  the store was written by a newer recordstore
+    70 internal error (a bug: please report it with the output of --debug)
+    130 interrupted
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import jsoncodec
+from .errors import RecordStoreError
+from .store import Store
+
+app = typer.Typer(
+    name="store",
+    help="A SQLite-backed versioned record store: import JSON records, migrate them, export them back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+index_app = typer.Typer(help="JSON-path indexes that make filters fast.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+WAIT_SECONDS = 24 * 3600.0
+
+
+class Options:
+    def __init__(self, db: str | None, registry: str | None, debug: bool, quiet: bool):
+        self.db = db
+        self.registry = registry
+        self.debug = debug
+        self.quiet = quiet
+
+    def open(self, wait: bool = False) -> Store:
+        return Store(self.db, registry=self.registry, wait=WAIT_SECONDS if wait else None)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    db: Annotated[
+        Optional[str],
+        typer.Option(
+            "--db",
+            envvar="STORE_DB",
+            help="Store file or SQLAlchemy URL [default: $XDG_DATA_HOME/recordstore/store.db].",
+            show_default=False,
+        ),
+    ] = None,
+    registry: Annotated[
+        Optional[str],
+        typer.Option(
+            "--registry",
+            envvar="STORE_REGISTRY",
+            help="Registry: a .py file or module exposing `registry` [default: built-in DeepSeek TUI].",
+            show_default=False,
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    ctx.obj = Options(db, registry, debug, quiet)
+
+
+@contextlib.contextmanager
+def _errors(ctx: typer.Context) -> Iterator[None]:
+    try:
+        yield
+    except RecordStoreError as exc:
+        if ctx.obj.debug:
+            traceback.print_exc()
+        err.print(f"store: error: {exc}", markup=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("store: interrupted; every committed batch is kept, run the command again to finish")
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort, typer.BadParameter):
+        raise
+    except Exception as exc:  # a bug of ours: still one line, the traceback on request
+        if ctx.obj.debug:
+            traceback.print_exc()
+        err.print(f"store: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)", markup=False)
+        raise typer.Exit(70) from None
+
+
+class _Bar:
+    """A rich progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def start(self, total: int | None, label: str) -> None:
+        if not self.enabled:
+            return
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            )
+            self.progress.start()
+        self.task = self.progress.add_task(label, total=total)
+
+    def advance(self, n: int) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.advance(self.task, n)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@contextlib.contextmanager
+def _bar(ctx: typer.Context, json_out: bool = False) -> Iterator[_Bar]:
+    bar = _Bar(err.is_terminal and not ctx.obj.quiet and not json_out)
+    try:
+        yield bar
+    finally:
+        bar.stop()
+
+
+def _emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+
+
+def _problems(lines: list[Any]) -> None:
+    for problem in lines:
+        err.print(f"store: {problem}", markup=False)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Files and directories to import.", show_default=False)],
+    domain: Annotated[
+        Optional[str], typer.Option("--domain", help="Put the given files in this domain, whatever their paths.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Import records from JSON files (objects, arrays, JSON lines) into the store.
+
+    Unchanged files are skipped; changed records are updated and their previous rows kept
+    as backups. Files in no domain are skipped and counted. Bad files and records are
+    reported one per line; everything else goes in. Exit code 1 if anything was refused.
+    """
+    with _errors(ctx), ctx.obj.open(wait) as store, _bar(ctx, json_out) as bar:
+        result = store.import_paths(paths, domain=domain, progress=bar)
+    _problems(result.problems)
+    if json_out:
+        _emit_json(result.as_dict())
+    else:
+        table = Table("domain", "imported", "unchanged", "updated", "removed", "rejected", "failed", title=None)
+        for name, c in sorted(result.domains.items()):
+            table.add_row(name, *(str(v) for v in c.as_dict().values()))
+        out.print(table)
+        out.print(f"{result.files} file(s) read, {result.skipped} skipped (no domain); run {result.run_id}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Per domain: the current version and how many records are stored at each version."""
+    with _errors(ctx), ctx.obj.open() as store:
+        st = store.status()
+    if json_out:
+        _emit_json(st.as_dict())
+        return
+    table = Table("domain", "current", "records", "by version", "pending", "newer")
+    for name, d in st.domains.items():
+        by_version = ", ".join(f"v{v}: {n}" for v, n in sorted(d.versions.items())) or "-"
+        current = "?" if d.current_version is None else str(d.current_version)
+        table.add_row(name, current, str(d.total), by_version, str(d.pending), str(d.newer))
+    out.print(table)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Directory to write the files into.")],
+    domain: Annotated[Optional[list[str]], typer.Option("--domain", help="Only these domains (repeatable).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite files that already exist in OUT.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Write every record back to OUT/<its source path>, in the layout it came from.
+
+    Each file is written atomically; nothing is ever written outside OUT; existing files
+    are refused unless --force.
+    """
+    with _errors(ctx), ctx.obj.open() as store, _bar(ctx, json_out) as bar:
+        result = store.export_to(out_dir, domains=domain, overwrite=force, progress=bar)
+    _problems(result.problems)
+    if json_out:
+        _emit_json(result.as_dict())
+    else:
+        out.print(f"wrote {result.records} record(s) in {result.files} file(s) to {out_dir}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return jsoncodec.decode(text)
+    except jsoncodec.JSONError:
+        return text
+
+
+def _where_triples(args: list[str]) -> list[tuple[str, str, str]]:
+    """``--where PATH OP VALUE`` triples from the command's extra arguments (Typer has
+    no repeatable option of three values)."""
+    triples: list[tuple[str, str, str]] = []
+    i = 0
+    while i < len(args):
+        if args[i] != "--where":
+            raise typer.BadParameter(f"unexpected argument {args[i]!r}", param_hint="query")
+        if i + 3 >= len(args) + 0 and len(args) - i < 4:
+            raise typer.BadParameter("--where takes three values: PATH OP VALUE", param_hint="--where")
+        triples.append((args[i + 1], args[i + 2], args[i + 3]))
+        i += 4
+    return triples
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def query(
+    ctx: typer.Context,
+    domain: Annotated[str, typer.Argument(help="The domain to query.")],
+    version: Annotated[Optional[int], typer.Option("--version", help="Only records at this version.")] = None,
+    order_by: Annotated[Optional[str], typer.Option("--order-by", help="'key' or a JSON path.")] = None,
+    desc: Annotated[bool, typer.Option("--desc", help="Descending order.")] = False,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="At most N records.")] = None,
+    offset: Annotated[int, typer.Option("--offset", help="Skip N records.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print each record as one JSON line.")] = False,
+) -> None:
+    """Print the records of DOMAIN that match every filter, one per line.
+
+    Filter with --where PATH OP VALUE (repeatable): a JSON path such as metadata.model
+    or messages[0].role; an operator: = != < <= > >= in "not in" exists missing; a
+    value read as JSON when it parses (5, true, null, ["a","b"]) and as text otherwise.
+    """
+    where = _where_triples(ctx.args)
+    with _errors(ctx), ctx.obj.open() as store:
+        q = store.query(domain)
+        for path, op, raw in where:
+            q = q.where(path, op, _parse_value(raw))
+        if version is not None:
+            q = q.version(version)
+        if order_by:
+            q = q.order_by(order_by, descending=desc)
+        q = q.limit(limit).offset(offset)
+        for record in q:
+            if json_out:
+                sys.stdout.write(
+                    json.dumps(
+                        {"key": record.key, "version": record.version, "record": record.data},
+                        ensure_ascii=False,
+                        separators=(",", ":"),
+                    )
+                    + "\n"
+                )
+            else:
+                sys.stdout.write(f"{record.key}\tv{record.version}\t{jsoncodec.encode_compact(record.data)}\n")
+
+
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    domain: Annotated[Optional[list[str]], typer.Option("--domain", help="Only these domains (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Run every step, write nothing, report.")] = False,
+    diff: Annotated[int, typer.Option("--diff", metavar="N", help="With --dry-run: show N records before/after.")] = 0,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing record.")] = False,
+    atomic: Annotated[bool, typer.Option("--atomic", help="One transaction: all records or none.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Bring every record below its domain's current version up to it, step by step.
+
+    Each batch commits its records together with backups of the originals. A failing
+    record stays exactly as it was and is reported; the exit code is then 1.
+    """
+    with _errors(ctx), ctx.obj.open(wait) as store, _bar(ctx, json_out) as bar:
+        result = store.migrate(
+            domain, dry_run=dry_run, fail_fast=fail_fast, atomic=atomic, diff=diff, progress=bar
+        )
+    if json_out:
+        _emit_json(result.as_dict())
+    else:
+        _render_migration(result)
+    if result.failures:
+        raise typer.Exit(1)
+
+
+def _render_migration(result: Any) -> None:
+    for d in result.diffs:
+        out.print(f"--- {d.domain} {d.key} v{d.from_version}", markup=False)
+        out.print(f"+++ {d.domain} {d.key} v{d.to_version}", markup=False)
+        lines = difflib.unified_diff(d.before.splitlines(), d.after.splitlines(), lineterm="", n=2)
+        for line in list(lines)[2:]:
+            out.print(line, markup=False)
+    for f in result.failures:
+        where = f" ({f.source})" if getattr(f, "source", None) else ""
+        err.print(f"store: failed: {f}{where}", markup=False)
+    verb = "would migrate" if result.dry_run else "migrated"
+    if result.counts:
+        table = Table("domain", "from -> to", "records")
+        for name, steps in sorted(result.counts.items()):
+            for span, n in sorted(steps.items()):
+                table.add_row(name, span.replace("->", " -> "), str(n))
+        out.print(table)
+    for name, n in sorted(result.newer.items()):
+        out.print(f"{name}: {n} record(s) newer than the current version, left untouched")
+    tail = ""
+    if result.rolled_back:
+        tail = " (rolled back: --atomic and a record failed; nothing was changed)"
+    elif result.stopped_early:
+        tail = " (stopped at the first failure: --fail-fast)"
+    run = f"; run {result.run_id}" if result.run_id else ""
+    out.print(f"{verb} {result.migrated} record(s), {len(result.failures)} failed{tail}{run}")
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    run: Annotated[Optional[int], typer.Argument(help="Show this run with its failures.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list of runs.")] = False,
+) -> None:
+    """List the runs (import, migrate, restore, prune), or show one with its failures."""
+    with _errors(ctx), ctx.obj.open() as store:
+        runs = store.history(run, failure_limit=None if (run is not None or json_out) else 0)
+    if json_out:
+        _emit_json([r.as_dict() for r in runs])
+        return
+    if run is None:
+        table = Table("run", "kind", "started", "finished", "outcome", "counts", "failures")
+        for r in runs:
+            table.add_row(
+                str(r.id), r.kind, r.started_at, r.finished_at or "-", r.outcome, _short_counts(r), str(r.failure_count)
+            )
+        out.print(table)
+        return
+    r = runs[0]
+    out.print(f"run {r.id}: {r.kind}, {r.outcome}, {r.started_at} -> {r.finished_at or '-'}", markup=False)
+    out.print(f"counts: {json.dumps(r.counts, ensure_ascii=False)}", markup=False)
+    if r.message:
+        out.print(f"message: {r.message}", markup=False)
+    for f in r.failures:
+        parts = [f.get("domain") or "", f.get("key") or f.get("source") or ""]
+        if f.get("from_version") is not None and r.kind == "migrate":
+            parts.append(f"v{f['from_version']} -> v{f['to_version']}")
+        if f.get("step"):
+            parts.append(f["step"])
+        line = f":{f['line']}" if f.get("line") else ""
+        out.print(" ".join(p for p in parts if p) + line + ": " + f["reason"], markup=False)
+
+
+def _short_counts(r: Any) -> str:
+    c = r.counts
+    if r.kind == "migrate":
+        return ", ".join(
+            f"{d} {span}: {n}" for d, steps in sorted((c.get("migrated") or {}).items()) for span, n in steps.items()
+        ) or "-"
+    if r.kind == "import":
+        total = {k: 0 for k in ("imported", "updated", "unchanged")}
+        for per in (c.get("domains") or {}).values():
+            for k in total:
+                total[k] += per.get(k, 0)
+        return ", ".join(f"{k} {v}" for k, v in total.items())
+    if r.kind == "restore":
+        return ", ".join(f"{d}: {n}" for d, n in sorted((c.get("restored") or {}).items())) or "-"
+    return json.dumps(c)
+
+
+@app.command()
+def restore(
+    ctx: typer.Context,
+    run: Annotated[Optional[int], typer.Option("--run", help="Put back every row this run changed.")] = None,
+    domain: Annotated[Optional[str], typer.Option("--domain", help="Restore the latest backups of this domain.")] = None,
+    key: Annotated[Optional[str], typer.Option("--key", help="With --domain: only this record.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Restore even records a later run changed again.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Put back original rows from the backups. The restore is itself a run, and can be undone."""
+    with _errors(ctx), ctx.obj.open(wait) as store:
+        result = store.restore(run=run, domain=domain, key=key, force=force)
+    if json_out:
+        _emit_json(result.as_dict())
+    else:
+        detail = ", ".join(f"{d}: {n}" for d, n in sorted(result.restored.items()))
+        out.print(f"restored {result.total} record(s){' (' + detail + ')' if detail else ''}; run {result.run_id}")
+
+
+@app.command("prune-backups")
+def prune_backups(
+    ctx: typer.Context,
+    before: Annotated[int, typer.Option("--before", help="Delete backups written by runs before this run.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")] = False,
+) -> None:
+    """Delete old backups (only when asked; says how many)."""
+    with _errors(ctx), ctx.obj.open(wait) as store:
+        n = store.prune_backups(before)
+    out.print(f"deleted {n} backup(s) written before run {before}")
+
+
+@app.command()
+def check(ctx: typer.Context) -> None:
+    """Report steps whose code changed after they migrated records, chain problems,
+    records newer than the registry, and SQLite integrity problems."""
+    with _errors(ctx), ctx.obj.open() as store:
+        result = store.check()
+    for problem in result.problems:
+        out.print(f"problem: {problem}", markup=False)
+    if not result.ok:
+        raise typer.Exit(1)
+    out.print("ok: registry chains valid, steps unchanged since use, store intact")
+
+
+@index_app.command("add")
+def index_add(
+    ctx: typer.Context,
+    domain: Annotated[str, typer.Argument(help="Domain.")],
+    path: Annotated[str, typer.Argument(help="JSON path, e.g. metadata.model.")],
+) -> None:
+    """Index a JSON path, so filters on it stop scanning every record."""
+    with _errors(ctx), ctx.obj.open() as store:
+        store.add_index(domain, path)
+    out.print(f"indexed {domain} {path}")
+
+
+@index_app.command("list")
+def index_list(ctx: typer.Context) -> None:
+    """List the JSON-path indexes."""
+    with _errors(ctx), ctx.obj.open() as store:
+        for domain, path in store.indexes():
+            out.print(f"{domain}\t{path}", markup=False)
+
+
+@index_app.command("drop")
+def index_drop(
+    ctx: typer.Context,
+    domain: Annotated[str, typer.Argument(help="Domain.")],
+    path: Annotated[str, typer.Argument(help="JSON path.")],
+) -> None:
+    """Drop a JSON-path index."""
+    with _errors(ctx), ctx.obj.open() as store:
+        store.drop_index(domain, path)
+    out.print(f"dropped index {domain} {path}")
+
+
+def main() -> None:
+    app(prog_name="store")

@@ -1,0 +1,388 @@
+"""Migrations: plan, dry run, apply in batched transactions, restore.
+
+Each batch commits its changed rows, the exact original rows copied to ``backups``,
+its failures and the run's counts together, or not at all; so a crash at any instant
+leaves every record either old with no new backup, or new with its backup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+
+from . import jsoncodec
+from .engine import translate_errors
+from .errors import MigrationError, RestoreConflictError
+from .importer import _indent_of, backup_rows
+from .registry import Domain, Registry
+from .runs import RunHandle
+from .tables import backups, files, records
+
+__all__ = ["MigrationResult", "RestoreResult", "migrate_records", "migrate_value", "restore_records"]
+
+BATCH_ROWS = 2000
+
+
+@dataclass
+class RecordDiff:
+    """A record before and after a (dry) migration, as pretty JSON texts."""
+
+    domain: str
+    key: str
+    from_version: int
+    to_version: int
+    before: str
+    after: str
+
+
+@dataclass
+class MigrationResult:
+    """What a migration did (or, for a dry run, would do)."""
+
+    run_id: int | None
+    dry_run: bool
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    failures: list[MigrationError] = field(default_factory=list)
+    newer: dict[str, int] = field(default_factory=dict)
+    diffs: list[RecordDiff] = field(default_factory=list)
+    stopped_early: bool = False
+    rolled_back: bool = False
+
+    @property
+    def migrated(self) -> int:
+        return sum(sum(c.values()) for c in self.counts.values())
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run_id,
+            "dry_run": self.dry_run,
+            "migrated": self.migrated,
+            "counts": self.counts,
+            "newer": self.newer,
+            "failures": [failure_dict(f) for f in self.failures],
+            "stopped_early": self.stopped_early,
+            "rolled_back": self.rolled_back,
+        }
+
+
+def failure_dict(f: MigrationError) -> dict[str, Any]:
+    return {
+        "domain": f.domain,
+        "key": f.key,
+        "from_version": f.from_version,
+        "to_version": f.to_version,
+        "step": f.step,
+        "reason": f.reason,
+    }
+
+
+def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[str, Any]:
+    """Run ``domain``'s steps over one decoded record from ``version`` to current.
+
+    Stamps the version field after each step. Raises :class:`MigrationError` naming the
+    step that failed; ``value`` must be the caller's own copy.
+    """
+    for step in domain.chain(version):
+        try:
+            if not isinstance(value, dict):
+                raise TypeError(f"record is {type(value).__name__}, not a JSON object")
+            out = step.func(value)
+            if out is None:
+                out = value
+            if not isinstance(out, dict):
+                raise TypeError(f"step returned {type(out).__name__}, not a JSON object (dict)")
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, TypeError) and "step returned" in str(exc) else f"{type(exc).__name__}: {exc}"
+            raise MigrationError(
+                reason,
+                domain=domain.name,
+                key=key,
+                from_version=step.from_version,
+                to_version=step.to_version,
+                step=step.name,
+            ) from exc
+        if domain.version_field in out:
+            out[domain.version_field] = step.to_version
+        else:  # a record that had no version field gets one, first, as writers put it
+            out = {domain.version_field: step.to_version, **out}
+        value = out
+    return value
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.updates: list[dict[str, Any]] = []
+        self.failures: list[MigrationError] = []
+
+
+def migrate_records(
+    engine: Engine,
+    registry: Registry,
+    domains: Iterable[str] | None,
+    *,
+    run: RunHandle | None,
+    fail_fast: bool = False,
+    atomic: bool = False,
+    diff: int = 0,
+    progress: Any = None,
+) -> MigrationResult:
+    """Migrate (``run`` given) or dry-run (``run`` is ``None``) the pending records."""
+    chosen = [registry[d] for d in domains] if domains else list(registry)
+    result = MigrationResult(run_id=run.run_id if run else None, dry_run=run is None)
+    with translate_errors(), engine.connect() as conn:
+        pending_total = 0
+        with conn.begin():
+            for dom in chosen:
+                pending_total += _count(conn, dom, below=True)
+                newer = _count(conn, dom, below=False)
+                if newer:
+                    result.newer[dom.name] = newer
+        if progress is not None:
+            progress.start(pending_total, "migrate")
+        outer = conn.begin() if atomic and run is not None else None
+        try:
+            for dom in chosen:
+                if not _migrate_domain(conn, dom, result, run, fail_fast, atomic, diff, progress):
+                    result.stopped_early = True
+                    break
+            if outer is not None:
+                if result.failures:
+                    outer.rollback()
+                    result.rolled_back = True
+                    result.counts = {}
+                    _record_failures_alone(conn, run, result)
+                else:
+                    outer.commit()
+        except BaseException:
+            if outer is not None and outer.is_active:
+                outer.rollback()
+            raise
+    return result
+
+
+def _count(conn: Connection, dom: Domain, *, below: bool) -> int:
+    cond = records.c.version < dom.version if below else records.c.version > dom.version
+    return int(conn.execute(select(func.count()).select_from(records).where(records.c.domain == dom.name, cond)).scalar() or 0)
+
+
+def _migrate_domain(
+    conn: Connection,
+    dom: Domain,
+    result: MigrationResult,
+    run: RunHandle | None,
+    fail_fast: bool,
+    atomic: bool,
+    diff: int,
+    progress: Any,
+) -> bool:
+    """Returns False when the run must stop (fail-fast)."""
+    last_id = 0
+    while True:
+        tx = None if (atomic and run is not None) or conn.in_transaction() else conn.begin()
+        rows = conn.execute(
+            select(records.c.id, records.c.key, records.c.version, records.c.payload, files.c.path)
+            .join(files, files.c.id == records.c.file_id)
+            .where(records.c.domain == dom.name, records.c.version < dom.version, records.c.id > last_id)
+            .order_by(records.c.id)
+            .limit(BATCH_ROWS)
+        ).all()
+        if not rows:
+            if tx is not None:
+                tx.commit()
+            return True
+        batch = _Batch()
+        stop = False
+        for row in rows:
+            last_id = row.id
+            try:
+                value = jsoncodec.decode(row.payload)
+            except jsoncodec.JSONError as exc:
+                failure = MigrationError(
+                    f"stored payload is not valid JSON: {exc.reason}",
+                    domain=dom.name, key=row.key, from_version=row.version, to_version=dom.version,
+                )
+            else:
+                try:
+                    new = migrate_value(dom, row.key, value, row.version)
+                    text = jsoncodec.encode(new, _indent_of(row.payload))
+                except MigrationError as exc:
+                    failure = exc
+                except jsoncodec.JSONError as exc:
+                    failure = MigrationError(
+                        exc.reason, domain=dom.name, key=row.key, from_version=row.version, to_version=dom.version
+                    )
+                else:
+                    batch.updates.append({"rid": row.id, "payload": text, "version": dom.version})
+                    step = f"{row.version}->{dom.version}"
+                    per = result.counts.setdefault(dom.name, {})
+                    per[step] = per.get(step, 0) + 1
+                    if len(result.diffs) < diff:
+                        result.diffs.append(
+                            RecordDiff(
+                                dom.name, row.key, row.version, dom.version,
+                                jsoncodec.encode(jsoncodec.decode(row.payload), 2),
+                                jsoncodec.encode(new, 2),
+                            )
+                        )
+                    continue
+            failure.source = row.path  # type: ignore[attr-defined]
+            batch.failures.append(failure)
+            result.failures.append(failure)
+            if fail_fast:
+                stop = True
+                break
+        if run is not None:
+            _write_batch(conn, run, batch, result)
+        if progress is not None:
+            progress.advance(len(batch.updates) + len(batch.failures))
+        if tx is not None:
+            tx.commit()
+        if stop:
+            return False
+
+
+def _write_batch(conn: Connection, run: RunHandle, batch: _Batch, result: MigrationResult) -> None:
+    if batch.updates:
+        backup_rows(conn, [u["rid"] for u in batch.updates], run.run_id, "migrate")
+        conn.execute(
+            update(records)
+            .where(records.c.id == bindparam("rid"))
+            .values(payload=bindparam("payload"), version=bindparam("version"), run_id=run.run_id),
+            batch.updates,
+        )
+    for f in batch.failures:
+        _insert_failure(conn, run, f)
+    run.counts = {"migrated": result.counts, "failures": len(result.failures)}
+    run.save_counts(conn)
+
+
+def _insert_failure(conn: Connection, run: RunHandle, f: MigrationError) -> None:
+    run.add_failure(
+        conn,
+        domain=f.domain,
+        key=f.key,
+        source=getattr(f, "source", None),
+        from_version=f.from_version,
+        to_version=f.to_version,
+        step=f.step,
+        reason=f.reason,
+    )
+
+
+def _record_failures_alone(conn: Connection, run: RunHandle | None, result: MigrationResult) -> None:
+    if run is None:
+        return
+    with conn.begin():
+        for f in result.failures:
+            _insert_failure(conn, run, f)
+        run.counts = {"migrated": {}, "failures": len(result.failures), "rolled_back": True}
+        run.save_counts(conn)
+
+
+# --------------------------------------------------------------------------- restore
+
+
+@dataclass
+class RestoreResult:
+    """What a restore put back."""
+
+    run_id: int
+    restored: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.restored.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run": self.run_id, "restored": self.restored, "total": self.total}
+
+
+def _chosen_backups(conn: Connection, run_id: int | None, domain: str | None, key: str | None) -> list[Any]:
+    """One backup per record: the oldest of ``run_id`` (the row before that run), or the
+    latest one of each record of ``domain``/``key``."""
+    if run_id is not None:
+        pick = (
+            select(func.min(backups.c.id).label("bid"))
+            .where(backups.c.run_id == run_id)
+            .group_by(backups.c.record_id)
+        )
+    else:
+        pick = select(func.max(backups.c.id).label("bid")).group_by(backups.c.record_id)
+        if domain is not None:
+            pick = pick.where(backups.c.domain == domain)
+        if key is not None:
+            pick = pick.where(backups.c.key == key)
+    sub = pick.subquery()
+    rows = conn.execute(select(backups).join(sub, sub.c.bid == backups.c.id).order_by(backups.c.id)).all()
+    return rows
+
+
+def restore_records(
+    engine: Engine,
+    *,
+    run: RunHandle,
+    from_run: int | None = None,
+    domain: str | None = None,
+    key: str | None = None,
+    force: bool = False,
+) -> RestoreResult:
+    result = RestoreResult(run_id=run.run_id)
+    with translate_errors(), engine.connect() as conn, conn.begin():
+        chosen = _chosen_backups(conn, from_run, domain, key)
+        current = {}
+        ids = [b.record_id for b in chosen]
+        for start in range(0, len(ids), 500):
+            for row in conn.execute(
+                select(records.c.id, records.c.run_id, records.c.key, records.c.domain).where(
+                    records.c.id.in_(ids[start : start + 500])
+                )
+            ):
+                current[row.id] = row
+        if from_run is not None and not force:
+            conflicts = [
+                (current[b.record_id].domain, current[b.record_id].key)
+                for b in chosen
+                if b.record_id in current and current[b.record_id].run_id != from_run
+            ]
+            if conflicts:
+                shown = ", ".join(f"{d} {k}" for d, k in conflicts[:3])
+                more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
+                raise RestoreConflictError(
+                    f"refusing to restore run {from_run}: {len(conflicts)} record(s) were changed again by a "
+                    f"later run ({shown}{more}); pass --force to restore them anyway",
+                    keys=conflicts,
+                )
+        present = [b.record_id for b in chosen if b.record_id in current]
+        backup_rows(conn, present, run.run_id, "restore")
+        touched_files: set[int] = set()
+        for b in chosen:
+            values = {
+                "domain": b.domain,
+                "key": b.key,
+                "version": b.version,
+                "payload": b.payload,
+                "file_id": b.file_id,
+                "position": b.position,
+                "run_id": run.run_id,
+            }
+            if b.record_id in current:
+                conn.execute(update(records).where(records.c.id == b.record_id).values(**values))
+            else:
+                conn.execute(insert(records).values(id=b.record_id, **values))
+            touched_files.add(b.file_id)
+            result.restored[b.domain] = result.restored.get(b.domain, 0) + 1
+        if touched_files:
+            # The next import must compare these files again rather than trust their digest.
+            fids = sorted(touched_files)
+            for start in range(0, len(fids), 500):
+                conn.execute(update(files).where(files.c.id.in_(fids[start : start + 500])).values(digest=""))
+        run.counts = {"restored": result.restored, "from_run": from_run}
+        run.save_counts(conn)
+    return result

@@ -1,0 +1,227 @@
+"""Queries over records: filter by domain, version and JSON paths; order; page; stream.
+
+Every value is a bound parameter. A JSON path is parsed first: a plain path (names of
+letters, digits and ``_``, and array indexes, like ``metadata.model`` or
+``messages[0].role``) is rendered as a quoted SQL literal, which is what lets SQLite use
+a JSON-path index; any other path is bound as a parameter; a path that cannot be
+expressed is refused with :class:`QueryError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, and_, func, literal_column, not_, select
+
+from . import jsoncodec
+from .engine import translate_errors
+from .errors import QueryError
+from .tables import files, records
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+__all__ = ["OPERATORS", "Query", "Record", "json_path"]
+
+OPERATORS = ("=", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "exists", "missing")
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SEGMENT = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]|\.?"((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored record. ``data`` is its decoded JSON object; ``text`` the stored JSON."""
+
+    domain: str
+    key: str
+    version: int
+    source: str
+    text: str
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        value = jsoncodec.decode(self.text)
+        assert isinstance(value, dict)
+        return value
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"domain": self.domain, "key": self.key, "version": self.version, "source": self.source, "data": self.data}
+
+
+def json_path(path: str) -> tuple[str, bool]:
+    """Turn ``a.b[0]`` into SQLite's ``$.a.b[0]``; the flag says it is plain (safe to
+    render as a literal)."""
+    if not isinstance(path, str) or not path:
+        raise QueryError(f"a JSON path must be a non-empty string, not {path!r}")
+    text = path[2:] if path.startswith("$.") else path
+    pos = 0
+    parts: list[str] = []
+    plain = True
+    while pos < len(text):
+        m = _SEGMENT.match(text, pos)
+        if m is None or (pos > 0 and text[pos] not in ".[" ) or (pos == 0 and text[0] == "."):
+            raise QueryError(f"malformed JSON path {path!r} at character {pos + 1}")
+        name, index, bracketed, quoted = m.groups()
+        if name is not None:
+            parts.append("." + name)
+        elif index is not None:
+            parts.append(f"[{int(index)}]")
+        else:
+            key = bracketed if bracketed is not None else quoted
+            if '"' in key.replace('\\"', '"') or "\\" in key or any(ord(c) < 32 for c in key):
+                raise QueryError(f"JSON path {path!r}: keys with quotes, backslashes or control characters cannot be queried")
+            parts.append(f'."{key}"')
+            plain = False
+        pos = m.end()
+    return "$" + "".join(parts), plain
+
+
+def path_expr(path: str) -> ColumnElement[Any]:
+    sql_path, plain = json_path(path)
+    if plain:
+        return func.json_extract(records.c.payload, literal_column("'" + sql_path + "'"))
+    return func.json_extract(records.c.payload, sql_path)
+
+
+def _type_expr(path: str) -> ColumnElement[Any]:
+    sql_path, plain = json_path(path)
+    arg: Any = literal_column("'" + sql_path + "'") if plain else sql_path
+    return func.json_type(records.c.payload, arg)
+
+
+def _scalar(value: Any, path: str) -> Any:
+    if isinstance(value, (dict, list)):
+        raise QueryError(f"{path}: compare with a scalar (string, number, true, false, null), not {type(value).__name__}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise QueryError(f"{path}: integer {value} is outside the range SQLite can compare exactly")
+    return value
+
+
+def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
+    op = op.lower().strip()
+    if op not in OPERATORS:
+        raise QueryError(f"unknown operator {op!r} (use one of: {', '.join(OPERATORS)})")
+    if op == "exists":
+        return _type_expr(path).is_not(None) if value in (None, True) else _type_expr(path).is_(None)
+    if op == "missing":
+        return _type_expr(path).is_(None)
+    if op in ("in", "not in"):
+        if not isinstance(value, (list, tuple, set)):
+            raise QueryError(f"{path}: '{op}' needs a list of values")
+        values = [_scalar(v, path) for v in value]
+        if any(isinstance(v, bool) or v is None for v in values):
+            raise QueryError(f"{path}: '{op}' takes strings and numbers; use '=' for true, false and null")
+        expr = path_expr(path).in_(values)
+        return expr if op == "in" else and_(_type_expr(path).is_not(None), not_(expr))
+    value = _scalar(value, path)
+    if value is None or isinstance(value, bool):
+        if op not in ("=", "==", "!="):
+            raise QueryError(f"{path}: {value!r} can only be compared with = or !=")
+        kind = "null" if value is None else ("true" if value else "false")
+        typed = _type_expr(path) == kind
+        return typed if op != "!=" else and_(_type_expr(path).is_not(None), _type_expr(path) != kind)
+    expr = path_expr(path)
+    if op in ("=", "=="):
+        return expr == value
+    if op == "!=":
+        return expr != value
+    if op == "<":
+        return expr < value
+    if op == "<=":
+        return expr <= value
+    if op == ">":
+        return expr > value
+    return expr >= value
+
+
+@dataclass(frozen=True)
+class Query:
+    """An immutable query over one domain's records; iterate it to stream results."""
+
+    engine: Engine
+    domain: str | None
+    conditions: tuple[ColumnElement[bool], ...] = ()
+    order: tuple[tuple[str, bool], ...] = ()
+    _limit: int | None = None
+    _offset: int = 0
+    batch: int = field(default=1000)
+
+    def where(self, path: str, op: str = "=", value: Any = None) -> Query:
+        return replace(self, conditions=(*self.conditions, condition(path, op, value)))
+
+    def version(self, version: int) -> Query:
+        return replace(self, conditions=(*self.conditions, records.c.version == int(version)))
+
+    def key(self, key: str) -> Query:
+        return replace(self, conditions=(*self.conditions, records.c.key == key))
+
+    def order_by(self, path: str = "key", *, descending: bool = False) -> Query:
+        if path != "key":
+            json_path(path)
+        return replace(self, order=(*self.order, (path, descending)))
+
+    def limit(self, n: int | None) -> Query:
+        if n is not None and n < 0:
+            raise QueryError("limit must be >= 0")
+        return replace(self, _limit=n)
+
+    def offset(self, n: int) -> Query:
+        if n < 0:
+            raise QueryError("offset must be >= 0")
+        return replace(self, _offset=n)
+
+    def _select(self, columns: Sequence[Any]) -> Any:
+        stmt = select(*columns).select_from(records.join(files, files.c.id == records.c.file_id))
+        if self.domain is not None:
+            stmt = stmt.where(records.c.domain == self.domain)
+        for cond in self.conditions:
+            stmt = stmt.where(cond)
+        return stmt
+
+    def statement(self) -> Any:
+        stmt = self._select([records.c.domain, records.c.key, records.c.version, files.c.path, records.c.payload])
+        for path, desc in self.order:
+            col: Any = records.c.key if path == "key" else path_expr(path)
+            stmt = stmt.order_by(col.desc() if desc else col)
+        stmt = stmt.order_by(records.c.id)
+        if self._limit is not None:
+            stmt = stmt.limit(self._limit)
+        if self._offset:
+            stmt = stmt.offset(self._offset)
+        return stmt
+
+    def __iter__(self) -> Iterator[Record]:
+        with translate_errors(), self.engine.connect() as conn, conn.begin():
+            result = conn.execution_options(stream_results=True, yield_per=self.batch).execute(self.statement())
+            for domain, key, version, source, text in result:
+                yield Record(domain, key, version, source, text)
+
+    def all(self) -> list[Record]:
+        return list(self)
+
+    def first(self) -> Record | None:
+        for record in self.limit(1):
+            return record
+        return None
+
+    def count(self) -> int:
+        with translate_errors(), self.engine.connect() as conn:
+            sub = self._select([records.c.id]).subquery()
+            return int(conn.execute(select(func.count()).select_from(sub)).scalar() or 0)
+
+
+def index_ddl(path: str) -> tuple[str, str, str]:
+    """(index name, SQLite path, ``CREATE INDEX``) for lookups on ``path`` by domain."""
+    import hashlib
+
+    sql_path, plain = json_path(path)
+    if not plain:
+        raise QueryError(f"only plain paths (names of letters, digits and _, and [N]) can be indexed, not {path!r}")
+    name = "ix_json_" + hashlib.sha1(sql_path.encode()).hexdigest()[:12]
+    ddl = f"CREATE INDEX IF NOT EXISTS {name} ON records (domain, json_extract(payload, '{sql_path}'))"
+    return name, sql_path, ddl

@@ -1,0 +1,228 @@
+"""Runs and the writer lock.
+
+Every writing operation (import, migrate, restore, prune) is a *run*: a row in
+``runs`` created when the writer lock is taken and finished when it is released. The
+lock is one row in ``lock``; a holder whose process is gone (killed, crashed) is stale
+and is taken over, and its run is marked ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, insert, select, update
+
+from .engine import translate_errors, write_transaction
+from .errors import BusyError
+from .tables import failures, lock, runs
+
+__all__ = ["RunInfo", "held_run", "now", "process_alive"]
+
+HOST = socket.gethostname()
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def process_alive(pid: int, host: str) -> bool:
+    """Whether the lock holder may still be running (another host: assume so)."""
+    if host != HOST:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _describe_holder(row: Any) -> str:
+    return (
+        f"the store is busy: {row.operation} (run {row.run_id}) is running in process {row.pid} "
+        f"on {row.host} since {row.acquired_at}; retry later or pass --wait"
+    )
+
+
+def _try_acquire(engine: Engine, operation: str, options: dict[str, Any], fingerprints: dict[str, Any]) -> int | Any:
+    with write_transaction(engine) as conn:
+        holder = conn.execute(select(lock)).first()
+        if holder is not None:
+            if holder.pid != os.getpid() and not process_alive(holder.pid, holder.host):
+                _mark_interrupted(conn, holder.run_id)
+                conn.execute(delete(lock))
+            else:
+                return holder
+        run_id = conn.execute(
+            insert(runs).values(
+                kind=operation,
+                started_at=now(),
+                outcome="running",
+                pid=os.getpid(),
+                host=HOST,
+                options=json.dumps(options, sort_keys=True),
+                fingerprints=json.dumps(fingerprints, sort_keys=True),
+            )
+        ).inserted_primary_key[0]
+        conn.execute(
+            insert(lock).values(id=1, operation=operation, run_id=run_id, pid=os.getpid(), host=HOST, acquired_at=now())
+        )
+        return int(run_id)
+
+
+def _mark_interrupted(conn: Connection, run_id: int | None) -> None:
+    if run_id is not None:
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id, runs.c.outcome == "running")
+            .values(outcome="interrupted", message="the process holding the store stopped before finishing")
+        )
+
+
+@contextlib.contextmanager
+def held_run(
+    engine: Engine,
+    operation: str,
+    *,
+    wait: float | None = None,
+    options: dict[str, Any] | None = None,
+    fingerprints: dict[str, Any] | None = None,
+) -> Iterator[RunHandle]:
+    """Take the writer lock and open a run; ``wait`` seconds to wait for another writer
+    (``None``: fail at once with :class:`BusyError`, naming the holder)."""
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        got = _try_acquire(engine, operation, options or {}, fingerprints or {})
+        if isinstance(got, int):
+            break
+        if deadline is None or time.monotonic() >= deadline:
+            raise BusyError(
+                _describe_holder(got),
+                holder={"operation": got.operation, "run": got.run_id, "pid": got.pid, "host": got.host},
+            )
+        time.sleep(0.1)
+    handle = RunHandle(engine, got)
+    try:
+        yield handle
+    except BaseException as exc:
+        handle.finish("failed", message=f"{type(exc).__name__}: {exc}")
+        raise
+    else:
+        handle.finish(handle.outcome)
+
+
+@dataclass
+class RunHandle:
+    """The open run of the current writer."""
+
+    engine: Engine
+    run_id: int
+    outcome: str = "ok"
+    counts: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None
+
+    def save_counts(self, conn: Connection) -> None:
+        conn.execute(update(runs).where(runs.c.id == self.run_id).values(counts=json.dumps(self.counts, sort_keys=True)))
+
+    def add_failure(self, conn: Connection, **values: Any) -> None:
+        conn.execute(insert(failures).values(run_id=self.run_id, **values))
+
+    def finish(self, outcome: str, message: str | None = None) -> None:
+        with translate_errors(), write_transaction(self.engine) as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == self.run_id)
+                .values(
+                    finished_at=now(),
+                    outcome=outcome,
+                    counts=json.dumps(self.counts, sort_keys=True),
+                    message=message or self.message,
+                )
+            )
+            conn.execute(delete(lock).where(lock.c.run_id == self.run_id, lock.c.pid == os.getpid()))
+
+
+@dataclass
+class RunInfo:
+    """One run as :meth:`Store.history` reports it."""
+
+    id: int
+    kind: str
+    started_at: str
+    finished_at: str | None
+    outcome: str
+    pid: int | None
+    counts: dict[str, Any]
+    options: dict[str, Any]
+    fingerprints: dict[str, Any]
+    message: str | None
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    failure_count: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "outcome": self.outcome,
+            "pid": self.pid,
+            "counts": self.counts,
+            "options": self.options,
+            "message": self.message,
+            "failure_count": self.failure_count,
+            "failures": self.failures,
+        }
+
+
+def read_history(conn: Connection, run_id: int | None = None, *, failure_limit: int | None = None) -> list[RunInfo]:
+    holder = conn.execute(select(lock)).first()
+    live_run = holder.run_id if holder is not None and process_alive(holder.pid, holder.host) else None
+    query = select(runs).order_by(runs.c.id)
+    if run_id is not None:
+        query = query.where(runs.c.id == run_id)
+    out: list[RunInfo] = []
+    for row in conn.execute(query):
+        outcome = row.outcome
+        if outcome == "running" and row.id != live_run:
+            outcome = "interrupted"
+        fq = select(failures).where(failures.c.run_id == row.id).order_by(failures.c.id)
+        if failure_limit is not None:
+            fq = fq.limit(failure_limit)
+        fails = [
+            {k: v for k, v in f._mapping.items() if k not in ("id", "run_id") and v is not None}
+            for f in conn.execute(fq)
+        ]
+        count = len(fails) if failure_limit is None else _count_failures(conn, row.id)
+        out.append(
+            RunInfo(
+                id=row.id,
+                kind=row.kind,
+                started_at=row.started_at,
+                finished_at=row.finished_at,
+                outcome=outcome,
+                pid=row.pid,
+                counts=json.loads(row.counts or "{}"),
+                options=json.loads(row.options or "{}"),
+                fingerprints=json.loads(row.fingerprints or "{}"),
+                message=row.message,
+                failures=fails,
+                failure_count=count,
+            )
+        )
+    return out
+
+
+def _count_failures(conn: Connection, run_id: int) -> int:
+    from sqlalchemy import func
+
+    return int(conn.execute(select(func.count()).select_from(failures).where(failures.c.run_id == run_id)).scalar() or 0)

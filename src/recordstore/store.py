@@ -1,0 +1,353 @@
+"""``Store``: the facade over importing, migrating, exporting, restoring and querying."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+from sqlalchemy import delete, func, insert, select, text
+
+from .engine import default_db_path, open_engine, translate_errors
+from .errors import QueryError, RecordStoreError
+from .exporter import ExportResult, export_records
+from .importer import ImportResult, Importer, discover
+from .migrator import MigrationResult, RestoreResult, migrate_records, restore_records
+from .query import Query, Record, index_ddl
+from .registry import Registry, load_registry
+from .runs import RunInfo, held_run, read_history
+from .schema import ensure_schema
+from .tables import backups, indexes, records
+
+__all__ = ["CheckResult", "DomainStatus", "Progress", "Store", "StoreStatus"]
+
+
+class Progress(Protocol):
+    """What long operations report to: a total, then steps done."""
+
+    def start(self, total: int | None, label: str) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+
+@dataclass
+class DomainStatus:
+    current_version: int | None
+    versions: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> int:
+        if self.current_version is None:
+            return 0
+        return sum(n for v, n in self.versions.items() if v < self.current_version)
+
+    @property
+    def newer(self) -> int:
+        if self.current_version is None:
+            return 0
+        return sum(n for v, n in self.versions.items() if v > self.current_version)
+
+    @property
+    def total(self) -> int:
+        return sum(self.versions.values())
+
+
+@dataclass
+class StoreStatus:
+    """Per domain: the registry's current version and the stored records per version."""
+
+    domains: dict[str, DomainStatus]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "domains": {
+                name: {
+                    "current_version": d.current_version,
+                    "versions": {str(v): n for v, n in sorted(d.versions.items())},
+                    "pending": d.pending,
+                    "newer": d.newer,
+                }
+                for name, d in self.domains.items()
+            }
+        }
+
+
+@dataclass
+class CheckResult:
+    """Problems ``store check`` found; empty means all is well."""
+
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Store:
+    """A record store, opened by path or SQLAlchemy URL; use it as a context manager.
+
+    ``registry`` is a :class:`Registry`, a spec for :func:`load_registry` (a ``.py``
+    path or module name), or ``None`` for the built-in DeepSeek TUI registry. ``wait``
+    is how many seconds a writing operation waits for another writer (default: none,
+    :class:`BusyError` at once).
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | None = None,
+        *,
+        registry: Registry | str | None = None,
+        wait: float | None = None,
+    ):
+        self.registry = registry.validate() if isinstance(registry, Registry) else load_registry(registry)
+        self.target = target if target is not None else default_db_path()
+        self.wait = wait
+        self.engine = open_engine(self.target)
+        try:
+            ensure_schema(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- import / export
+
+    def import_paths(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        domain: str | None = None,
+        progress: Progress | None = None,
+    ) -> ImportResult:
+        """Import files and directories; bad files and records are reported in the
+        result's ``problems`` while everything else goes in."""
+        forced = self.registry[domain] if domain is not None else None
+        result = ImportResult(run_id=None)
+        candidates = list(discover(paths, self.registry, forced, result.problems))
+        for problem in result.problems:
+            result.counts("(none)").failed += 1
+        if progress is not None:
+            progress.start(len(candidates), "import")
+        options = {"paths": [str(p) for p in paths], "domain": domain}
+        with held_run(self.engine, "import", wait=self.wait, options=options) as run:
+            result.run_id = run.run_id
+            with translate_errors(), self.engine.connect() as conn:
+                importer = Importer(conn.execution_options(sqlite_begin="IMMEDIATE"), run.run_id, result)
+                try:
+                    for cand in candidates:
+                        if cand.domain is None:
+                            result.skipped += 1
+                        else:
+                            result.files += 1
+                            importer.import_file(cand)
+                        if progress is not None:
+                            progress.advance(1)
+                    run.counts = {k: v for k, v in result.as_dict().items() if k != "problems"}
+                    run.counts["problems"] = len(result.problems)
+                    run.save_counts(conn)
+                except BaseException:
+                    importer.rollback()
+                    raise
+                importer.close()
+            run.outcome = "ok" if result.ok else "partial"
+        return result
+
+    def export_to(
+        self,
+        out: str | os.PathLike[str],
+        *,
+        domains: Sequence[str] | None = None,
+        overwrite: bool = False,
+        progress: Progress | None = None,
+    ) -> ExportResult:
+        """Write every record (of ``domains``) back to ``out/<source path>``."""
+        for name in domains or ():
+            self.registry[name]
+        with translate_errors(), self.engine.connect() as conn, conn.begin():
+            return export_records(conn, Path(out), domains or None, overwrite=overwrite, progress=progress)
+
+    # ----------------------------------------------------------------- reading
+
+    def status(self) -> StoreStatus:
+        out = {d.name: DomainStatus(d.version) for d in self.registry}
+        with translate_errors(), self.engine.connect() as conn:
+            for domain, version, count in conn.execute(
+                select(records.c.domain, records.c.version, func.count()).group_by(records.c.domain, records.c.version)
+            ):
+                out.setdefault(domain, DomainStatus(None)).versions[version] = count
+        return StoreStatus(out)
+
+    def query(self, domain: str | None = None) -> Query:
+        """A query over ``domain``'s records (all domains when ``None``)."""
+        if domain is not None and domain not in self.registry.domains:
+            self.registry[domain]
+        return Query(self.engine, domain)
+
+    def get(self, domain: str, key: str) -> Record | None:
+        return self.query(domain).key(key).first()
+
+    def history(self, run: int | None = None, *, failure_limit: int | None = None) -> list[RunInfo]:
+        with translate_errors(), self.engine.connect() as conn, conn.begin():
+            found = read_history(conn, run, failure_limit=failure_limit)
+        if run is not None and not found:
+            raise RecordStoreError(f"no run {run} in this store")
+        return found
+
+    # ----------------------------------------------------------------- migrating
+
+    def migrate(
+        self,
+        domains: Sequence[str] | None = None,
+        *,
+        dry_run: bool = False,
+        fail_fast: bool = False,
+        atomic: bool = False,
+        diff: int = 0,
+        progress: Progress | None = None,
+    ) -> MigrationResult:
+        """Bring every record below its domain's current version up to it."""
+        for name in domains or ():
+            self.registry[name]
+        if dry_run:
+            return migrate_records(
+                self.engine, self.registry, domains, run=None, fail_fast=fail_fast, diff=diff, progress=progress
+            )
+        options = {"domains": list(domains or []), "fail_fast": fail_fast, "atomic": atomic}
+        with held_run(
+            self.engine, "migrate", wait=self.wait, options=options, fingerprints=self.registry.fingerprints()
+        ) as run:
+            result = migrate_records(
+                self.engine,
+                self.registry,
+                domains,
+                run=run,
+                fail_fast=fail_fast,
+                atomic=atomic,
+                diff=diff,
+                progress=progress,
+            )
+            if result.rolled_back:
+                run.outcome = "rolled-back"
+            elif result.failures:
+                run.outcome = "partial"
+        return result
+
+    def plan(self, domains: Sequence[str] | None = None, *, diff: int = 0) -> MigrationResult:
+        """A dry run: every step runs over every pending record; nothing is written."""
+        return self.migrate(domains, dry_run=True, diff=diff)
+
+    def restore(
+        self,
+        *,
+        run: int | None = None,
+        domain: str | None = None,
+        key: str | None = None,
+        force: bool = False,
+    ) -> RestoreResult:
+        """Put back the rows a run changed (``run``), or the latest backups of a domain's
+        records (``domain``, optionally one ``key``). Itself a recorded run."""
+        if run is None and domain is None:
+            raise RecordStoreError("restore needs a run (--run) or a domain (--domain)")
+        if run is not None:
+            self.history(run)
+        options = {"run": run, "domain": domain, "key": key, "force": force}
+        with held_run(self.engine, "restore", wait=self.wait, options=options) as handle:
+            return restore_records(self.engine, run=handle, from_run=run, domain=domain, key=key, force=force)
+
+    def prune_backups(self, before: int) -> int:
+        """Delete the backups written by runs before run ``before``; returns how many."""
+        with held_run(self.engine, "prune", wait=self.wait, options={"before": before}) as run:
+            with translate_errors(), self.engine.connect() as conn, conn.begin():
+                removed = conn.execute(delete(backups).where(backups.c.run_id < before)).rowcount
+                run.counts = {"pruned": removed, "before": before}
+                run.save_counts(conn)
+        return int(removed)
+
+    # ----------------------------------------------------------------- checking
+
+    def check(self) -> CheckResult:
+        """Steps whose code changed after they migrated records; records newer than the
+        registry knows; SQLite's integrity check."""
+        result = CheckResult()
+        current = self.registry.fingerprints()
+        for info in self.history():
+            if info.kind != "migrate" or info.outcome == "rolled-back":
+                continue
+            for domain, steps in (info.counts.get("migrated") or {}).items():
+                used: set[int] = set()
+                for span, n in steps.items():
+                    lo, hi = (int(x) for x in span.split("->"))
+                    if n:
+                        used.update(range(lo, hi))
+                for n in sorted(used):
+                    old = info.fingerprints.get(domain, {}).get(str(n))
+                    new = current.get(domain, {}).get(str(n))
+                    if old is not None and old != new:
+                        step = self.registry.domains[domain].steps.get(n) if domain in self.registry.domains else None
+                        name = f" ({step.name})" if step else ""
+                        result.problems.append(
+                            f"domain {domain!r}: step {n} -> {n + 1}{name} changed since run {info.id} used it; "
+                            "the records it migrated came from the old code"
+                        )
+        for name, dom in self.status().domains.items():
+            if dom.current_version is None:
+                result.problems.append(f"domain {name!r} has {dom.total} stored record(s) but is not in the registry")
+            elif dom.newer:
+                result.problems.append(
+                    f"domain {name!r} has {dom.newer} record(s) newer than current version {dom.current_version}"
+                )
+        result.problems.extend(self.integrity_problems())
+        return result
+
+    def integrity_problems(self) -> list[str]:
+        if self.engine.dialect.name != "sqlite":
+            return []
+        with translate_errors(), self.engine.connect() as conn:
+            rows = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check")]
+            rows += [f"foreign key violation in {r[0]}" for r in conn.exec_driver_sql("PRAGMA foreign_key_check")]
+        return [f"SQLite integrity check: {r}" for r in rows if r != "ok"]
+
+    # ----------------------------------------------------------------- indexes
+
+    def add_index(self, domain: str, path: str) -> str:
+        """Index a JSON path so equality and range filters on it stop scanning."""
+        self.registry[domain]
+        name, sql_path, ddl = index_ddl(path)
+        with translate_errors(), self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                conn.execute(text(ddl))
+                conn.execute(delete(indexes).where(indexes.c.domain == domain, indexes.c.path == sql_path))
+                conn.execute(insert(indexes).values(name=f"{domain}:{sql_path}", domain=domain, path=sql_path))
+        return name
+
+    def indexes(self) -> list[tuple[str, str]]:
+        with translate_errors(), self.engine.connect() as conn:
+            return [(r.domain, r.path) for r in conn.execute(select(indexes).order_by(indexes.c.domain, indexes.c.path))]
+
+    def drop_index(self, domain: str, path: str) -> None:
+        name, sql_path, _ = index_ddl(path)
+        with translate_errors(), self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                gone = conn.execute(
+                    delete(indexes).where(indexes.c.domain == domain, indexes.c.path == sql_path)
+                ).rowcount
+                if not gone:
+                    raise QueryError(f"no index on {path} in domain {domain!r}")
+                still = conn.execute(select(func.count()).select_from(indexes).where(indexes.c.path == sql_path)).scalar()
+                if not still:
+                    conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+
+

@@ -1,0 +1,80 @@
+"""Shared fixtures: an example home, a store, a registry, and the CLI."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from recordstore import Store
+from recordstore.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_HOME = ROOT / "examples" / "deepseek-home"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the heavy variants (huge files, many trials)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="heavy variant: run with --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test touches the user's default store or picks up their registry."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("STORE_DB", raising=False)
+    monkeypatch.delenv("STORE_REGISTRY", raising=False)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fresh copy of the bundled DeepSeek-style example home."""
+    dest = tmp_path / "home" / ".deepseek"
+    shutil.copytree(EXAMPLE_HOME, dest)
+    return dest
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    with Store(db_path) as s:
+        yield s
+
+
+@pytest.fixture
+def cli(db_path: Path) -> "Cli":
+    return Cli(db_path)
+
+
+class Cli:
+    """Runs ``store --db DB ...`` in-process and returns the click Result."""
+
+    def __init__(self, db: Path):
+        self.db = db
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, registry: str | None = None) -> object:
+        argv = ["--db", str(self.db)]
+        if registry:
+            argv += ["--registry", registry]
+        return self.runner.invoke(app, [*argv, *map(str, args)], catch_exceptions=False)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file below ``root`` by relative path, with its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
