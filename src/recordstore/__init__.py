@@ -12,7 +12,7 @@ backups, export them back to the files they came from, and query them::
             print(record.key, record.data["prompt"])
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata as _metadata
 
 from .errors import (
     BusyError,
@@ -36,8 +36,8 @@ from .runs import RunInfo
 from .store import CheckResult, DomainStatus, Progress, Store, StoreStatus
 
 try:
-    __version__ = version("recordstore")
-except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = _metadata.version("recordstore")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
 __all__ = [

@@ -122,13 +122,23 @@ def discover(
             else:
                 yield Candidate(root, root.name, None)
         elif problems is not None:
-            problems.append(InputError(str(raw), "no such file or directory"))
+            problems.append(InputError(display_path(str(raw)), "no such file or directory"))
+
+
+def display_path(path: str) -> str:
+    """``path`` as one printable line: control characters and bytes that are not UTF-8
+    (``os`` hands them over as lone surrogates) become backslash escapes."""
+    if path.isprintable():
+        return path
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _walk_error(problems: list[InputError] | None, root: Path) -> Any:
     def report(exc: OSError) -> None:
         if problems is not None:
-            problems.append(InputError(str(exc.filename or root), f"cannot read directory: {exc.strerror}"))
+            where = display_path(str(exc.filename or root))
+            problems.append(InputError(where, f"cannot read directory: {exc.strerror}"))
 
     return report
 
@@ -193,7 +203,15 @@ def read_version(value: dict[str, Any], domain: Domain) -> int:
 
 
 def _describe(value: Any) -> str:
-    kind = {bool: "a boolean", str: "a string", float: "a float", type(None): "null", list: "an array", dict: "an object"}
+    kind = {
+        bool: "a boolean",
+        int: "a number",
+        str: "a string",
+        float: "a float",
+        type(None): "null",
+        list: "an array",
+        dict: "an object",
+    }
     name = kind.get(type(value), type(value).__name__)
     shown = jsoncodec.encode_compact(value) if not isinstance(value, (dict, list)) else ""
     if len(shown) > 40:
@@ -218,6 +236,7 @@ class FileParse:
     def __init__(self, path: Path, relpath: str, domain: Domain, data: bytes | None):
         self.path = path
         self.relpath = relpath
+        self.shown = display_path(relpath)
         self.domain = domain
         self.data = data
         self.layout = FileLayout("object")
@@ -226,7 +245,7 @@ class FileParse:
         self.count = 0  # record slots seen, good or bad; positions run from 0 to count - 1
 
     def _fail(self, reason: str, line: int | None = None) -> None:
-        self.problems.append(InputError(self.relpath, reason, line=line))
+        self.problems.append(InputError(self.shown, reason, line=line))
 
     def records(self) -> Iterator[ParsedRecord]:
         if self.relpath.endswith(LINE_SUFFIXES):
@@ -263,7 +282,7 @@ class FileParse:
             return
         self.layout = FileLayout("object", head=head, tail=tail, indent=_indent_of(stripped))
         self.count = 1
-        record = self._record(value, stripped, 0, self.relpath, first_line)
+        record = self._record(value, stripped, 0, self.relpath, None)
         if record is not None:
             yield record
 
@@ -277,7 +296,8 @@ class FileParse:
 
     def _record(self, value: Any, text: str, position: int, key: str, line: int | None) -> ParsedRecord | None:
         if not isinstance(value, dict):
-            self._fail(f"record is {_describe(value)}, not a JSON object", line)
+            what = f"element {position}" if self.layout.container == "array" else "record"
+            self._fail(f"{what} is {_describe(value)}, not a JSON object", line)
             return None
         try:
             version = read_version(value, self.domain)
@@ -287,7 +307,7 @@ class FileParse:
         if version > self.domain.version:
             self.problems.append(
                 NewerVersionError(
-                    self.relpath,
+                    self.shown,
                     domain=self.domain.name,
                     version=version,
                     current_version=self.domain.version,
@@ -305,6 +325,7 @@ class FileParse:
         while pos < len(text) and text[pos] in ws:
             pos += 1
         head = text[:pos]
+        self.layout = FileLayout("array", head=head)
         seps: list[str] = []
         index = 0
         end = pos
@@ -455,13 +476,20 @@ class Importer:
         assert cand.domain is not None
         domain = cand.domain
         counts = self.result.counts(domain.name)
+        shown = display_path(cand.relpath)
+        try:
+            cand.relpath.encode("utf-8")
+        except UnicodeEncodeError:
+            counts.failed += 1
+            self._problem(InputError(shown, "file name is not valid UTF-8; rename the file to import it"), domain.name)
+            return
         try:
             if not cand.path.is_file():
-                raise InputError(cand.relpath, "not a regular file")
+                raise InputError(shown, "not a regular file")
             data, digest = read_file(cand.path)
         except OSError as exc:
             counts.failed += 1
-            self._problem(InputError(cand.relpath, f"cannot read: {exc.strerror or exc}"), domain.name)
+            self._problem(InputError(shown, f"cannot read: {exc.strerror or exc}"), domain.name)
             return
         except InputError as exc:
             counts.failed += 1
@@ -495,7 +523,7 @@ class Importer:
                     self.commit()
         except OSError as exc:  # the file vanished or became unreadable mid-read
             parse.fatal = True
-            parse.problems.append(InputError(cand.relpath, f"cannot read: {exc.strerror or exc}"))
+            parse.problems.append(InputError(shown, f"cannot read: {exc.strerror or exc}"))
         self._write(batch, file_id, domain, counts, existing)
         written += len(batch)
         for problem in parse.problems:
@@ -550,8 +578,8 @@ class Importer:
                 domain=domain,
                 source=problem.path,
                 line=problem.line,
-                from_version=getattr(problem, "version", None),
-                to_version=getattr(problem, "current_version", None),
+                from_version=_sql_int(getattr(problem, "version", None)),
+                to_version=_sql_int(getattr(problem, "current_version", None)),
                 reason=problem.reason,
             )
         )
@@ -640,6 +668,11 @@ class Importer:
             backup_rows(self.conn, ids, self.run_id, "remove")
             self.conn.execute(records.delete().where(records.c.id.in_(ids)))
         return len(ids)
+
+
+def _sql_int(value: int | None) -> int | None:
+    """``value`` if SQLite can store it as an INTEGER, else ``None`` (the reason names it)."""
+    return value if value is None or -(2**63) <= value < 2**63 else None
 
 
 def backup_rows(conn: Connection, record_ids: list[int], run_id: int, reason: str) -> None:

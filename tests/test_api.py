@@ -1,0 +1,42 @@
+"""The public API: an explicit, sorted, complete __all__ and one exception tree."""
+
+from __future__ import annotations
+
+import inspect
+
+import recordstore
+from recordstore import errors
+
+
+def test_all_is_sorted_and_names_only_what_exists() -> None:
+    assert recordstore.__all__ == sorted(recordstore.__all__)
+    for name in recordstore.__all__:
+        assert hasattr(recordstore, name), name
+
+
+def test_every_public_class_and_function_is_exported_and_documented() -> None:
+    public = {
+        name
+        for name, obj in vars(recordstore).items()
+        if not name.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj))
+    }
+    assert public <= set(recordstore.__all__)
+    for name in recordstore.__all__:
+        obj = getattr(recordstore, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__doc__, f"{name} has no docstring"
+
+
+def test_every_error_derives_from_one_root_with_an_exit_code() -> None:
+    classes = [c for c in vars(errors).values() if inspect.isclass(c) and issubclass(c, Exception)]
+    assert len(classes) >= 10
+    for cls in classes:
+        assert issubclass(cls, recordstore.RecordStoreError)
+        assert isinstance(cls.exit_code, int) and cls.exit_code != 0
+    assert recordstore.__version__ not in ("", None)
+
+
+def test_migration_error_carries_the_seed_frameworks_fields() -> None:
+    exc = recordstore.MigrationError("boom", domain="task", key="k", from_version=1, to_version=2, step="s")
+    assert (exc.domain, exc.key, exc.from_version, exc.to_version, exc.reason) == ("task", "k", 1, 2, "boom")
+    assert str(exc) == "task k: v1 -> v2 (s) failed: boom"

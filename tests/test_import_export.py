@@ -1,0 +1,232 @@
+"""Import and export: counts, re-imports, the bad-input classes, lossless round trips."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recordstore import NewerVersionError, Store
+from conftest import EXAMPLE_HOME, tree
+
+# The example home: 25 domain files holding 37 records, and 4 files in no domain.
+EXAMPLE_COUNTS = {
+    "automation": 2,
+    "automation_run": 3,
+    "offline_queue": 1,
+    "runtime": 23,
+    "session": 5,
+    "task": 3,
+}
+
+
+def test_importing_the_example_home_puts_every_record_in_its_domain(store: Store, home: Path) -> None:
+    result = store.import_paths([home])
+    assert result.ok, result.problems
+    assert {d: c.imported for d, c in result.domains.items()} == EXAMPLE_COUNTS
+    assert result.files == 25 and result.skipped == 4
+    status = store.status().domains
+    assert {d: s.total for d, s in status.items()} == EXAMPLE_COUNTS
+    # Legacy files without schema_version are version 1, never the current version.
+    assert status["runtime"].versions == {1: 9, 2: 14}
+    assert status["task"].versions == {1: 1, 2: 2}
+    legacy = store.get("session", "sessions/c0a7f3e9-2b64-4d1a-8e5f-71b9d3c6a402.json")
+    assert legacy is not None and legacy.version == 1 and "schema_version" not in legacy.data
+
+
+def test_export_reproduces_every_example_file_byte_for_byte(store: Store, home: Path, tmp_path: Path) -> None:
+    store.import_paths([home])
+    result = store.export_to(tmp_path / "out")
+    assert result.ok and result.files == 25 and result.records == 37
+    exported = tree(tmp_path / "out")
+    original = {k: v for k, v in tree(EXAMPLE_HOME).items() if k in exported}
+    assert exported == original
+    assert set(tree(EXAMPLE_HOME)) - set(exported) == {
+        "config.toml",
+        "settings.json",
+        "tasks/queue.json",
+        "tasks/artifacts/task_9c0d1e2f/output.txt",
+    }
+
+
+def test_a_codewhale_home_imports_the_same_way(store: Store, tmp_path: Path) -> None:
+    codewhale = tmp_path / ".codewhale"
+    shutil.copytree(EXAMPLE_HOME, codewhale)
+    result = store.import_paths([codewhale])
+    assert {d: c.imported for d, c in result.domains.items()} == EXAMPLE_COUNTS
+
+
+def test_reimporting_unchanged_files_changes_nothing(store: Store, home: Path) -> None:
+    store.import_paths([home])
+    again = store.import_paths([home])
+    assert again.ok
+    assert sum(c.imported + c.updated + c.removed for c in again.domains.values()) == 0
+    assert {d: c.unchanged for d, c in again.domains.items()} == EXAMPLE_COUNTS
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM backups").scalar() == 0
+
+
+def test_a_changed_file_updates_its_records_and_keeps_the_old_rows(store: Store, home: Path) -> None:
+    store.import_paths([home])
+    task = home / "tasks" / "tasks" / "task_9c0d1e2f.json"
+    before = task.read_text()
+    record = json.loads(before)
+    record["status"] = "failed"
+    task.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+    events = home / "tasks" / "runtime" / "events" / "thr_1a2b3c4d.jsonl"
+    lines = events.read_text().splitlines(keepends=True)
+    events.write_text("".join(lines[:-2]))  # the last two events are gone
+
+    result = store.import_paths([home])
+    assert result.domains["task"].updated == 1
+    assert result.domains["runtime"].removed == 2
+    assert store.get("task", "tasks/tasks/task_9c0d1e2f.json").data["status"] == "failed"
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT key, payload, reason FROM backups ORDER BY id").all()
+    assert ("tasks/tasks/task_9c0d1e2f.json", before, "import") in [tuple(r) for r in rows]
+    assert sum(1 for r in rows if r.reason == "remove") == 2
+    # Restoring the import run brings back the previous rows, removed ones included.
+    store.restore(run=result.run_id)
+    assert store.get("task", "tasks/tasks/task_9c0d1e2f.json").text == before
+    assert store.query("runtime").where("thread_id", "=", "thr_1a2b3c4d").where("event", "exists").count() == 8
+
+
+def test_domain_option_imports_a_lone_file_regardless_of_patterns(store: Store, tmp_path: Path) -> None:
+    src = EXAMPLE_HOME / "tasks" / "runtime" / "events" / "thr_1a2b3c4d.jsonl"
+    lone = tmp_path / "events.jsonl"
+    shutil.copy(src, lone)
+    result = store.import_paths([lone], domain="runtime")
+    assert result.ok and result.domains["runtime"].imported == 8
+    assert store.get("runtime", "events.jsonl:1") is not None
+
+
+def test_a_file_given_by_path_is_matched_by_its_trailing_path(store: Store, home: Path) -> None:
+    result = store.import_paths([home / "tasks" / "tasks" / "task_9c0d1e2f.json"])
+    assert result.domains["task"].imported == 1
+    assert store.get("task", "tasks/tasks/task_9c0d1e2f.json") is not None
+
+
+def _write(root: Path, rel: str, text: str | bytes) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+
+
+GOOD_TASK = '{"schema_version": 2, "id": "good", "status": "completed"}'
+
+
+@pytest.mark.parametrize(
+    ("rel", "content", "line", "reason"),
+    [
+        ("tasks/tasks/bad.json", '{"schema_version": 2, "id": ', 1, "invalid JSON"),
+        ("tasks/tasks/bad.json", '[{"id": "ok"},\n 5]', 2, "element 1 is a number 5, not a JSON object"),
+        ("tasks/tasks/bad.json", '{"schema_version": "2"}', None, 'must be a positive integer, not a string "2"'),
+        ("tasks/tasks/bad.json", '{"schema_version": 0}', None, "must be a positive integer, not 0"),
+        ("tasks/tasks/bad.json", '{"schema_version": 3}', None, "newer than current version 2 of domain 'task'"),
+        (
+            "tasks/runtime/events/e.jsonl",
+            '{"schema_version":2,"seq":1}\n{"seq": 2,\n{"schema_version":2,"seq":3}\n',
+            2,
+            "invalid JSON",
+        ),
+    ],
+    ids=["malformed", "non-object", "version-string", "version-zero", "newer", "jsonl-bad-line"],
+)
+def test_each_bad_input_is_reported_and_the_rest_goes_in(
+    store: Store, tmp_path: Path, rel: str, content: str, line: int | None, reason: str
+) -> None:
+    root = tmp_path / "h"
+    _write(root, "tasks/tasks/good.json", GOOD_TASK)
+    _write(root, rel, content)
+    _write(root, "notes/readme.json", "not json at all, and in no domain")
+    result = store.import_paths([root])
+    assert len(result.problems) == 1
+    problem = result.problems[0]
+    assert problem.path == rel and problem.line == line
+    assert reason in str(problem)
+    assert "\n" not in str(problem)
+    assert result.skipped == 1  # the file in no domain is counted, never an error
+    assert store.get("task", "tasks/tasks/good.json") is not None
+    if rel.endswith(".jsonl"):
+        assert store.query("runtime").count() == 2
+        assert result.domains["runtime"].failed == 1
+
+
+def test_a_newer_record_names_the_file_and_both_versions(store: Store, tmp_path: Path) -> None:
+    _write(tmp_path / "h", "tasks/tasks/new.json", '{"schema_version": 7}')
+    result = store.import_paths([tmp_path / "h"])
+    (problem,) = result.problems
+    assert isinstance(problem, NewerVersionError)
+    assert (problem.version, problem.current_version) == (7, 2)
+    assert str(problem) == "tasks/tasks/new.json: schema_version 7 is newer than current version 2 of domain 'task'"
+    assert result.domains["task"].rejected == 1
+
+
+def test_the_cli_summary_and_exit_code_report_refusals(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "h"
+    _write(root, "tasks/tasks/good.json", GOOD_TASK)
+    _write(root, "tasks/tasks/new.json", '{"schema_version": 9}')
+    res = cli("import", root)
+    assert res.exit_code == 1
+    assert "tasks/tasks/new.json: schema_version 9 is newer than current version 2" in res.stderr
+    assert "Traceback" not in res.output + res.stderr
+    summary = cli("import", root, "--json")
+    data = json.loads(summary.stdout)
+    assert data["domains"]["task"]["unchanged"] == 1 and data["domains"]["task"]["rejected"] == 1
+
+
+# --------------------------------------------------------------------------- round trips
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+records = st.dictionaries(st.text(max_size=10), json_values, max_size=6).filter(
+    lambda d: "schema_version" not in d
+)
+
+
+def _no_lone_surrogates(value: object) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(records.filter(_no_lone_surrogates), min_size=1, max_size=5))
+def test_import_then_export_is_the_identity_on_arbitrary_json(tmp_path_factory: pytest.TempPathFactory, batch: list) -> None:
+    root = tmp_path_factory.mktemp("rt")
+    home, out = root / "home", root / "out"
+    _write(home, "tasks/tasks/one.json", json.dumps(batch[0], indent=2, ensure_ascii=False))
+    _write(home, "tasks/tasks/array.json", json.dumps(batch, indent=2, ensure_ascii=False))
+    _write(
+        home,
+        "tasks/runtime/events/e.jsonl",
+        "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in batch),
+    )
+    with Store(root / "s.db") as store:
+        result = store.import_paths([home])
+        assert result.ok, result.problems
+        store.export_to(out)
+        for rec in store.query("task"):
+            assert rec.data in batch  # decoded values are exact: big ints, floats, unicode
+    assert tree(out) == tree(home)  # byte for byte: pretty, array and JSON lines alike
+    for rel in ("tasks/tasks/one.json", "tasks/tasks/array.json"):
+        assert json.loads((out / rel).read_text()) == json.loads((home / rel).read_text())

@@ -1,0 +1,79 @@
+"""The store's own tables: Alembic's single head, upgrade from empty, no drift, newer stores refused."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect
+
+from recordstore import Store, StoreError, StoreVersionError
+from recordstore.schema import HEAD_REVISION, alembic_config, script_location
+from recordstore.tables import metadata
+
+
+def test_there_is_a_single_head_and_it_is_what_the_code_expects() -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    assert script.get_heads() == [HEAD_REVISION]
+    # A linear history: every revision has at most one parent.
+    for rev in script.walk_revisions():
+        assert not isinstance(rev.down_revision, tuple)
+
+
+def test_the_alembic_scripts_ship_inside_the_installed_package() -> None:
+    location = script_location()
+    assert (location / "env.py").is_file()
+    assert list((location / "versions").glob("*.py"))
+
+
+def test_opening_a_new_store_upgrades_it_from_empty_to_head(db_path: Path) -> None:
+    Store(db_path).close()
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD_REVISION,)]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert set(metadata.tables) <= tables
+
+
+def test_the_revisions_match_the_table_definitions(db_path: Path) -> None:
+    Store(db_path).close()
+    engine = create_engine(f"sqlite:///{db_path}")
+    with engine.begin() as conn:
+        command.check(alembic_config(conn))  # raises if autogenerate sees any difference
+
+
+def test_a_store_from_a_newer_recordstore_is_refused_and_left_alone(db_path: Path) -> None:
+    Store(db_path).close()
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE alembic_version SET version_num = '0099_from_the_future'")
+    conn.commit()
+    conn.close()
+    before = db_path.read_bytes()
+    with pytest.raises(StoreVersionError, match="newer recordstore"):
+        Store(db_path)
+    assert db_path.read_bytes() == before
+
+
+def test_a_database_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="not a recordstore store: invoices"):
+        Store(other)
+    assert set(inspect(create_engine(f"sqlite:///{other}")).get_table_names()) == {"invoices"}
+
+
+def test_a_file_that_is_not_sqlite_is_one_clear_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.db"
+    bogus.write_bytes(b"this is not a database, just text" * 100)
+    with pytest.raises(StoreError, match="not a recordstore database"):
+        Store(bogus)
+
+
+def test_the_store_file_is_private_to_its_owner(db_path: Path) -> None:
+    Store(db_path).close()
+    assert db_path.stat().st_mode & 0o077 == 0
