@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -384,11 +385,14 @@ class FileParse:
 
     def _lines(self) -> Iterator[ParsedRecord]:
         sep = "\n"
+        head = ""
         ends_with_newline = True
         position = 0
         for lineno, raw in enumerate(self._raw_lines(), start=1):
             ends_with_newline = raw.endswith(b"\n")
             line = raw.rstrip(b"\n")
+            if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):  # a BOM starting the file: kept
+                head, line = "\ufeff", line[3:]
             if line.endswith(b"\r"):
                 sep = "\r\n"
                 line = line[:-1]
@@ -405,7 +409,7 @@ class FileParse:
             if record is not None:
                 yield record
         self.count = position
-        self.layout = FileLayout("lines", sep=sep, tail=sep if ends_with_newline else "")
+        self.layout = FileLayout("lines", head=head, sep=sep, tail=sep if ends_with_newline else "")
 
     def _raw_lines(self) -> Iterator[bytes]:
         if self.data is not None:
@@ -484,7 +488,7 @@ class Importer:
             self._problem(InputError(shown, "file name is not valid UTF-8; rename the file to import it"), domain.name)
             return
         try:
-            if not cand.path.is_file():
+            if not stat.S_ISREG(cand.path.stat().st_mode):  # a link loop or dangling link: OSError
                 raise InputError(shown, "not a regular file")
             data, digest = read_file(cand.path)
         except OSError as exc:

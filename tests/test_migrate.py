@@ -1,0 +1,327 @@
+"""`store migrate`: steps in order, stamped versions, backups, failures, dry runs, restore."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recordstore import MigrationError, Registry, RestoreConflictError, Store, StoreError
+from conftest import tree
+
+REGISTRY_SOURCE = '''
+from recordstore import Registry
+
+registry = Registry()
+notes = registry.domain("note", version=3, files=["notes/*.json", "notes/*.jsonl"])
+
+
+@notes.step(1)
+def rename_body(record):
+    record["text"] = record.pop("body")
+
+
+@notes.step(2)
+def add_tags(record):
+    record.setdefault("tags", [])
+    if record.get("explode"):
+        raise ValueError("cannot tag an exploding note")
+    return record
+'''
+
+
+@pytest.fixture
+def registry_file(tmp_path: Path) -> Path:
+    path = tmp_path / "notes_registry.py"
+    path.write_text(REGISTRY_SOURCE)
+    return path
+
+
+@pytest.fixture
+def notes(tmp_path: Path) -> Path:
+    """A home of notes: three v1 files, one v2, one current, and a JSON-lines file of v1 notes."""
+    root = tmp_path / "notes-home"
+    (root / "notes").mkdir(parents=True)
+    docs = {
+        "a.json": {"schema_version": 1, "body": "first", "n": 12345678901234567890123},
+        "b.json": {"body": "legacy, no version"},
+        "c.json": {"schema_version": 1, "body": "will explode", "explode": True},
+        "d.json": {"schema_version": 2, "text": "already renamed", "tags": ["keep"]},
+        "e.json": {"schema_version": 3, "text": "current", "tags": []},
+    }
+    for name, doc in docs.items():
+        (root / "notes" / name).write_text(json.dumps(doc, indent=2, ensure_ascii=False))
+    lines = [{"schema_version": 1, "body": f"line {i}", "f": i / 7} for i in range(5)]
+    (root / "notes" / "log.jsonl").write_text("".join(json.dumps(x, separators=(",", ":")) + "\n" for x in lines))
+    return root
+
+
+@pytest.fixture
+def nstore(db_path: Path, registry_file: Path, notes: Path) -> Any:
+    with Store(db_path, registry=str(registry_file)) as s:
+        s.import_paths([notes])
+        yield s
+
+
+def _rows(db: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_records_already_current_are_untouched(nstore: Store, db_path: Path) -> None:
+    before = nstore.get("note", "notes/e.json")
+    nstore.migrate()
+    after = nstore.get("note", "notes/e.json")
+    assert after == before
+    assert _rows(db_path, "SELECT count(*) FROM backups WHERE key = 'notes/e.json'") == [(0,)]
+
+
+def test_a_v1_record_runs_every_step_and_is_stamped(nstore: Store) -> None:
+    result = nstore.migrate()
+    a = nstore.get("note", "notes/a.json")
+    assert a.version == 3
+    assert a.data == {"schema_version": 3, "text": "first", "n": 12345678901234567890123, "tags": []}
+    # A record that had no version field gets one, placed first as writers put it.
+    b = nstore.get("note", "notes/b.json")
+    assert list(b.data) == ["schema_version", "text", "tags"] and b.version == 3
+    # Pretty records stay pretty; JSON lines stay compact.
+    assert a.text.startswith('{\n  "schema_version": 3,')
+    assert "\n" not in nstore.get("note", "notes/log.jsonl:1").text
+    assert result.counts == {"note": {"1->3": 7, "2->3": 1}}
+
+
+def test_a_v2_record_runs_only_the_remaining_steps_and_keeps_its_values(nstore: Store) -> None:
+    nstore.migrate()
+    d = nstore.get("note", "notes/d.json")
+    assert d.data == {"schema_version": 3, "text": "already renamed", "tags": ["keep"]}
+
+
+def test_the_backup_is_the_exact_original_row(nstore: Store, notes: Path, db_path: Path) -> None:
+    result = nstore.migrate()
+    original = (notes / "notes" / "a.json").read_text()
+    rows = _rows(
+        db_path, f"SELECT version, payload, reason FROM backups WHERE key = 'notes/a.json' AND run_id = {result.run_id}"
+    )
+    assert rows == [(1, original, "migrate")]
+
+
+def test_a_step_failing_mid_chain_leaves_that_record_exactly_as_it_was(nstore: Store, notes: Path) -> None:
+    before = nstore.get("note", "notes/c.json")
+    result = nstore.migrate()
+    (failure,) = result.failures
+    assert isinstance(failure, MigrationError)
+    assert (failure.domain, failure.key, failure.from_version, failure.to_version) == ("note", "notes/c.json", 2, 3)
+    assert failure.step == "add_tags" and "cannot tag an exploding note" in failure.reason
+    assert nstore.get("note", "notes/c.json") == before  # same version, same bytes: no half step
+    assert nstore.status().domains["note"].versions == {1: 1, 3: 9}
+    (run,) = [r for r in nstore.history() if r.kind == "migrate"]
+    assert run.outcome == "partial"
+    assert run.failures[0]["step"] == "add_tags" and run.failures[0]["source"] == "notes/c.json"
+
+
+def test_fail_fast_stops_at_the_first_failure(nstore: Store) -> None:
+    result = nstore.migrate(fail_fast=True)
+    assert result.stopped_early and len(result.failures) == 1
+    versions = nstore.status().domains["note"].versions
+    # a.json and b.json come before c.json; everything after it is still pending.
+    assert nstore.get("note", "notes/a.json").version == 3
+    assert nstore.get("note", "notes/log.jsonl:1").version == 1
+    assert versions[1] > 1
+
+
+def test_atomic_is_all_or_nothing(nstore: Store, db_path: Path) -> None:
+    before = {r.key: r.text for r in nstore.query("note")}
+    result = nstore.migrate(atomic=True)
+    assert result.rolled_back and result.migrated == 0 and len(result.failures) == 1
+    assert {r.key: r.text for r in nstore.query("note")} == before
+    assert _rows(db_path, "SELECT count(*) FROM backups") == [(0,)]
+    (run,) = [r for r in nstore.history() if r.kind == "migrate"]
+    assert run.outcome == "rolled-back" and run.failure_count == 1
+
+
+def test_atomic_without_failures_migrates_everything(db_path: Path, registry_file: Path, notes: Path) -> None:
+    (notes / "notes" / "c.json").unlink()
+    with Store(db_path, registry=str(registry_file)) as s:
+        s.import_paths([notes])
+        result = s.migrate(atomic=True)
+        assert result.ok and result.migrated == 8
+        assert s.status().domains["note"].pending == 0
+
+
+def test_a_dry_run_reports_what_a_real_run_does_and_writes_nothing(nstore: Store, db_path: Path) -> None:
+    nstore.close()
+    files_before = {p.name: p.read_bytes() for p in db_path.parent.glob("store.db*")}
+    with Store(db_path, registry=nstore.registry) as s:
+        plan = s.plan(diff=2)
+    assert {p.name: p.read_bytes() for p in db_path.parent.glob("store.db*")} == files_before
+    assert plan.dry_run and plan.run_id is None
+    assert len(plan.diffs) == 2 and '"text": "first"' in plan.diffs[0].after and '"body"' in plan.diffs[0].before
+    with Store(db_path, registry=nstore.registry) as s:
+        real = s.migrate()
+    assert real.counts == plan.counts
+    assert [str(f) for f in real.failures] == [str(f) for f in plan.failures]
+
+
+def test_restore_by_run_gives_back_the_original_export_byte_for_byte(nstore: Store, notes: Path, tmp_path: Path) -> None:
+    result = nstore.migrate()
+    restored = nstore.restore(run=result.run_id)
+    assert restored.total == 8
+    nstore.export_to(tmp_path / "out")
+    assert tree(tmp_path / "out") == tree(notes)
+    # The restore is itself a run, and can be undone.
+    nstore.restore(run=restored.run_id)
+    assert nstore.get("note", "notes/a.json").version == 3
+
+
+def test_restore_refuses_records_a_later_run_changed_again(nstore: Store, notes: Path) -> None:
+    first = nstore.migrate()
+    (notes / "notes" / "a.json").write_text(json.dumps({"schema_version": 3, "text": "edited", "tags": []}, indent=2))
+    nstore.import_paths([notes])
+    with pytest.raises(RestoreConflictError, match=r"changed again by a later run \(note notes/a.json\)"):
+        nstore.restore(run=first.run_id)
+    assert nstore.get("note", "notes/a.json").data["text"] == "edited"
+    nstore.restore(run=first.run_id, force=True)
+    assert nstore.get("note", "notes/a.json").data["body"] == "first"
+
+
+def test_restore_by_domain_and_key_takes_the_latest_backup(nstore: Store, notes: Path) -> None:
+    nstore.migrate()
+    result = nstore.restore(domain="note", key="notes/b.json")
+    assert result.restored == {"note": 1}
+    assert nstore.get("note", "notes/b.json").text == (notes / "notes" / "b.json").read_text()
+    assert nstore.get("note", "notes/a.json").version == 3
+
+
+def test_backups_are_only_pruned_when_asked_and_the_count_is_told(nstore: Store, db_path: Path) -> None:
+    run = nstore.migrate().run_id
+    assert _rows(db_path, "SELECT count(*) FROM backups") == [(8,)]
+    assert nstore.prune_backups(before=run) == 0
+    assert nstore.prune_backups(before=run + 1) == 8
+    assert _rows(db_path, "SELECT count(*) FROM backups") == [(0,)]
+
+
+def test_a_failing_backup_never_corrupts_anything(nstore: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import recordstore.migrator as migrator
+
+    before = {r.key: r.text for r in nstore.query("note")}
+
+    def broken_backup(*args: Any, **kwargs: Any) -> None:
+        raise StoreError("the disk is full: the last batch was rolled back, nothing was lost")
+
+    monkeypatch.setattr(migrator, "backup_rows", broken_backup)
+    with pytest.raises(StoreError, match="disk is full"):
+        nstore.migrate()
+    assert {r.key: r.text for r in nstore.query("note")} == before
+    assert [r.outcome for r in nstore.history() if r.kind == "migrate"] == ["failed"]
+    monkeypatch.undo()
+    assert nstore.migrate().migrated == 8  # and a rerun finishes the job
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("return [record]", "step returned list, not a JSON object"),
+        ("record['x'] = float('nan')", "not representable as JSON"),
+        ("record['x'] = {1, 2}", "not representable as JSON"),
+        ("record['nested']['a'] = 1; raise KeyError('late')", "KeyError: 'late'"),
+    ],
+)
+def test_a_bad_step_result_is_a_failure_and_the_record_is_kept(tmp_path: Path, body: str, reason: str) -> None:
+    reg = Registry()
+    d = reg.domain("note", version=2, files=["*.json"])
+    namespace: dict[str, Any] = {}
+    exec(f"def step(record):\n    {body}\n", namespace)
+    d.add_step(1, namespace["step"])
+    home = tmp_path / "h"
+    home.mkdir()
+    original = '{"schema_version": 1, "nested": {"a": 0}}'
+    (home / "n.json").write_text(original)
+    with Store(tmp_path / "s.db", registry=reg) as s:
+        s.import_paths([home])
+        result = s.migrate()
+        assert reason in result.failures[0].reason
+        assert s.get("note", "n.json").text == original
+
+
+def test_records_newer_than_the_registry_are_never_touched(db_path: Path, tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "n.json").write_text('{"schema_version": 3}')
+    new = Registry()
+    d = new.domain("note", version=3, files=["*.json"])
+    d.add_step(1, lambda r: None)
+    d.add_step(2, lambda r: None)
+    with Store(db_path, registry=new) as s:
+        s.import_paths([home])
+    old = Registry()
+    old.domain("note", version=1, files=["*.json"])
+    with Store(db_path, registry=old) as s:
+        result = s.migrate()
+        assert result.newer == {"note": 1} and result.migrated == 0
+        assert s.get("note", "n.json").text == '{"schema_version": 3}'
+        assert any("newer than current version 1" in p for p in s.check().problems)
+
+
+def test_check_reports_steps_whose_code_changed_after_use(nstore: Store, db_path: Path, tmp_path: Path) -> None:
+    nstore.migrate()
+    assert nstore.check().ok, nstore.check().problems
+    changed = tmp_path / "changed.py"
+    changed.write_text(REGISTRY_SOURCE.replace('record["text"] = record.pop("body")', 'record["text"] = record.pop("body").strip()'))
+    with Store(db_path, registry=str(changed)) as s:
+        problems = s.check().problems
+    assert len(problems) == 1
+    assert "step 1 -> 2 (rename_body) changed since run" in problems[0]
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_migrate_reports_failures_and_exits_1(cli: Any, registry_file: Path, notes: Path) -> None:
+    cli("import", notes, registry=str(registry_file))
+    res = cli("migrate", "--json", registry=str(registry_file))
+    assert res.exit_code == 1
+    summary = json.loads(res.stdout)
+    assert summary["migrated"] == 8 and summary["failures"][0]["step"] == "add_tags"
+    hist = json.loads(cli("history", "--json", registry=str(registry_file)).stdout)
+    assert [(h["kind"], h["outcome"]) for h in hist] == [("import", "ok"), ("migrate", "partial")]
+    assert hist[1]["failures"][0]["key"] == "notes/c.json"
+    one = cli("history", str(hist[1]["id"]), registry=str(registry_file))
+    assert "notes/c.json v2 -> v3 add_tags: ValueError: cannot tag an exploding note" in one.stdout
+
+
+def test_cli_dry_run_with_diff_shows_before_and_after(cli: Any, registry_file: Path, notes: Path) -> None:
+    cli("import", notes, registry=str(registry_file))
+    res = cli("migrate", "--dry-run", "--diff", "1", registry=str(registry_file))
+    assert res.exit_code == 1  # the exploding note would fail
+    assert '-  "body": "first",' in res.stdout and '+  "text": "first",' in res.stdout
+    assert "would migrate 8 record(s), 1 failed" in res.stdout
+    status = json.loads(cli("status", "--json", registry=str(registry_file)).stdout)
+    assert status["domains"]["note"]["versions"] == {"1": 8, "2": 1, "3": 1}
+
+
+def test_cli_restore_and_prune(cli: Any, registry_file: Path, notes: Path, tmp_path: Path) -> None:
+    cli("import", notes, registry=str(registry_file))
+    cli("migrate", registry=str(registry_file))
+    res = cli("restore", "--run", "2", registry=str(registry_file))
+    assert res.exit_code == 0 and "restored 8 record(s)" in res.stdout
+    res = cli("prune-backups", "--before", "3", registry=str(registry_file))
+    assert "deleted 8 backup(s)" in res.stdout
+    res = cli("restore", registry=str(registry_file))
+    assert res.exit_code == 3 and "restore needs a run" in res.stderr
+
+
+def test_cli_a_registry_with_a_gap_is_one_line_naming_domain_and_step(cli: Any, tmp_path: Path) -> None:
+    gap = tmp_path / "gap.py"
+    gap.write_text(
+        "from recordstore import Registry\nregistry = Registry()\nd = registry.domain('note', version=3)\n"
+        "d.add_step(1, lambda r: r)\n"
+    )
+    res = cli("migrate", registry=str(gap))
+    assert res.exit_code == 3
+    assert res.stderr.strip() == "store: error: domain 'note': no step 2 -> 3, so the chain cannot reach current version 3"
