@@ -1,0 +1,953 @@
+#!/usr/bin/env python3
+"""Benchmark (issue 4): recordstore against a lean standard-library baseline and sqlite-utils.
+
+    python scripts/bench.py                       # ~250,000 records in ~50,000 files
+    python scripts/bench.py --records 2000        # a quick run
+    python scripts/bench.py --records 20000 --sweep        # 1x, 2x, 4x: how time and RSS grow
+    python scripts/bench.py --workdir /tmp/b --keep --json figures.json
+
+It generates a deterministic (seeded) DeepSeek-style home: sessions with nested content
+blocks, tasks, runtime threads/turns/items as one pretty object per file and runtime
+events as compact JSON lines; most records sit at v1 of the domains that
+``scripts/bench_registry.py`` migrates, so ``migrate`` has real work.
+
+Then, each phase a separate process so its peak RSS can be read with ``os.wait4``:
+
+* recordstore, through its real CLI: ``store import HOME``, ``store migrate``,
+  ``store export OUT``;
+* a baseline in the standard library only (this script re-invoked with
+  ``--baseline-phase``): json.loads every record into one SQLite table, run the same
+  step functions with backups in per-batch transactions, write the files back with a
+  temp file + fsync + os.replace. Same SQLite durability as recordstore (WAL,
+  synchronous=FULL);
+* ``sqlite-utils insert DB events FILE --nl`` on all the JSON lines concatenated into one
+  file, against ``store import FILE --domain runtime``.
+
+Finally the two exports are compared file by file: both must write the same bytes.
+Uses the standard library and recordstore only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import importlib.util
+import json
+import os
+import random
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REGISTRY_PATH = HERE / "bench_registry.py"
+GENERATOR_VERSION = 1  # bump when the generated corpus changes, so --workdir reuse stays honest
+
+PHASES = ("import", "migrate", "export", "jsonl-ingest")
+
+# =========================================================================== the corpus
+
+WORDS = (
+    "the a test fails when we run cargo build with release flags and the linker cannot find "
+    "symbol add in src lib rs so read the file first then fix the assertion check that every "
+    "case passes again update docs refactor module parse token stream error handling retry "
+    "timeout config workspace branch commit diff patch review naïve café résumé façade "
+    "日本語 テスト 修正 ✓ → — 🚀 über straße"
+).split()
+MODELS = ("deepseek-v4-pro", "deepseek-v4-flash", "deepseek-reasoner", "deepseek-chat")
+WORKSPACES = ("/home/alice/proj", "/home/alice/work/api", "/home/bob/src/tui", "/srv/build/ci-runner")
+TOOLS = ("read_file", "exec_shell", "write_file", "grep_files", "apply_patch", "list_dir")
+FILES_IN_REPO = ("src/lib.rs", "src/main.rs", "Cargo.toml", "tests/add.rs", "README.md", "src/parser/mod.rs")
+ITEM_KINDS = ("command_execution", "file_change", "agent_message", "reasoning", "tool_call")
+
+
+class Corpus:
+    """What was generated: counts to check the tools' results against."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.files = 0  # files that belong to a domain
+        self.other_files = 0  # files in no domain (skipped by both importers)
+        self.bytes = 0
+        self.jsonl_records = 0
+        self.by_domain: dict[str, int] = {}
+        self.pending: dict[str, int] = {}
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Corpus:
+        c = cls()
+        c.__dict__.update(d)
+        return c
+
+
+class Generator:
+    def __init__(self, home: Path, seed: int, current: dict[str, int]):
+        self.home = home
+        self.rng = random.Random(seed)
+        self.current = current
+        self.corpus = Corpus()
+        self.clock = dt.datetime(2026, 1, 5, 8, 0, 0, tzinfo=dt.timezone.utc)
+        self.made: set[Path] = set()
+
+    # ------------------------------------------------------------------ helpers
+
+    def uid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def hexid(self, prefix: str) -> str:
+        return f"{prefix}_{self.rng.getrandbits(32):08x}"
+
+    def tick(self, max_seconds: int = 90) -> str:
+        self.clock += dt.timedelta(seconds=self.rng.randint(1, max_seconds), microseconds=self.rng.randint(0, 999999))
+        ns = self.rng.randint(0, 999)
+        return self.clock.strftime("%Y-%m-%dT%H:%M:%S.%f") + f"{ns:03d}Z"
+
+    def words(self, lo: int, hi: int) -> str:
+        return " ".join(self.rng.choices(WORDS, k=self.rng.randint(lo, hi)))
+
+    def tokens(self) -> int:
+        r = self.rng.random()
+        if r < 0.01:  # u64 token counters: beyond 2**63, exact only with care
+            return self.rng.randint(2**63, 2**64 - 1)
+        if r < 0.05:
+            return self.rng.randint(2**32, 2**53)
+        return self.rng.randint(100, 400_000)
+
+    def pick_version(self, domain: str) -> int | None:
+        """Mostly v1 (some without any version field), some already current."""
+        cur = self.current[domain]
+        r = self.rng.random()
+        if cur == 1 or r >= 0.8:
+            return cur if cur == 1 or r >= 0.9 else self.rng.randint(2, cur)
+        return None if r < 0.08 else 1
+
+    def count(self, domain: str, version: int | None) -> None:
+        self.corpus.records += 1
+        self.corpus.by_domain[domain] = self.corpus.by_domain.get(domain, 0) + 1
+        if (version or 1) < self.current[domain]:
+            self.corpus.pending[domain] = self.corpus.pending.get(domain, 0) + 1
+
+    def _path(self, rel: str) -> Path:
+        path = self.home / rel
+        if path.parent not in self.made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.made.add(path.parent)
+        return path
+
+    def write_pretty(self, rel: str, domain: str, obj: dict[str, Any]) -> None:
+        data = json.dumps(obj, indent=2, ensure_ascii=False).encode()
+        self._path(rel).write_bytes(data)
+        self.corpus.files += 1
+        self.corpus.bytes += len(data)
+        self.count(domain, obj.get("schema_version"))
+
+    def write_lines(self, rel: str, domain: str, objs: list[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(o, ensure_ascii=False, separators=(",", ":")) + "\n" for o in objs).encode()
+        self._path(rel).write_bytes(data)
+        self.corpus.files += 1
+        self.corpus.bytes += len(data)
+        self.corpus.jsonl_records += len(objs)
+        for o in objs:
+            self.count(domain, o.get("schema_version"))
+
+    def write_other(self, rel: str, text: str) -> None:
+        self._path(rel).write_text(text, encoding="utf-8")
+        self.corpus.other_files += 1
+
+    @staticmethod
+    def versioned(version: int | None, body: dict[str, Any]) -> dict[str, Any]:
+        return body if version is None else {"schema_version": version, **body}
+
+    # ------------------------------------------------------------------ sessions
+
+    def text_block(self, version: int, text: str) -> dict[str, Any]:
+        return {"type": "text", "parts": [text]} if version >= 3 else {"type": "text", "text": text}
+
+    def session(self, version: int | None) -> dict[str, Any]:
+        v = version or 1
+        rng = self.rng
+        messages: list[dict[str, Any]] = [
+            {"role": "user", "content": [self.text_block(v, self.words(4, 30))]}
+        ]
+        target = rng.randint(3, 40)
+        while len(messages) < target:
+            blocks: list[dict[str, Any]] = []
+            if rng.random() < 0.6:
+                blocks.append({"type": "thinking", "thinking": self.words(8, 60)})
+            if rng.random() < 0.5:
+                blocks.append(self.text_block(v, self.words(5, 80)))
+            calls = []
+            for _ in range(rng.choice((0, 0, 1, 1, 1, 2, 3))):
+                call_id = f"call_{rng.randint(0, 99):02d}_{rng.getrandbits(24):06x}"
+                name = rng.choice(TOOLS)
+                arg = {"path": rng.choice(FILES_IN_REPO)} if name != "exec_shell" else {"command": "cargo test --all"}
+                calls.append(call_id)
+                blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": arg})
+            if not blocks:
+                blocks.append(self.text_block(v, self.words(3, 20)))
+            messages.append({"role": "assistant", "content": blocks})
+            if calls:
+                results: list[dict[str, Any]] = []
+                for call_id in calls:
+                    res: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
+                    if rng.random() < 0.1:
+                        res["content"] = [self.text_block(v, self.words(5, 40))]
+                    else:
+                        res["content"] = "\n".join(self.words(3, 12) for _ in range(rng.randint(1, 8)))
+                    if rng.random() < 0.1:
+                        res["is_error"] = True
+                    results.append(res)
+                messages.append({"role": "user", "content": results})
+            else:
+                messages.append({"role": "user", "content": [self.text_block(v, self.words(3, 30))]})
+        sid = self.uid()
+        created = self.tick(3600)
+        meta: dict[str, Any] = {
+            "id": sid,
+            "title": self.words(3, 10),
+            "created_at": created,
+            "updated_at": self.tick(600),
+            "message_count": len(messages),
+            "total_tokens": self.tokens(),
+            "model": rng.choice(MODELS),
+            "workspace": rng.choice(WORKSPACES),
+            "mode": rng.choice(("agent", "plan", "yolo")),
+        }
+        if v >= 2:  # as the 1 -> 2 step leaves it
+            meta["model_id"] = meta.pop("model")
+        prompt = None if rng.random() < 0.7 else self.words(10, 40)
+        return self.versioned(version, {"metadata": meta, "messages": messages, "system_prompt": prompt})
+
+    # ------------------------------------------------------------------ tasks
+
+    def task(self, version: int | None, task_id: str, thread_turns: int) -> dict[str, Any]:
+        rng = self.rng
+        v = version or 1
+        body: dict[str, Any] = {
+            "id": task_id,
+            "prompt": self.words(3, 25),
+            "model": rng.choice(MODELS),
+            "workspace": rng.choice(WORKSPACES),
+            "mode": "agent",
+            "allow_shell": rng.random() < 0.5,
+            "trust_mode": False,
+            "auto_approve": rng.random() < 0.5,
+            "status": rng.choice(("completed", "completed", "failed", "cancelled")),
+            "created_at": self.tick(),
+            "started_at": self.tick(),
+            "ended_at": self.tick(600),
+            "duration_ms": rng.randint(500, 3_600_000),
+            "runtime_event_count": rng.randint(1, 400),
+        }
+        if v >= 2:
+            body["checklist"] = {
+                "items": [{"id": f"c{i}", "text": self.words(2, 8), "done": rng.random() < 0.7} for i in range(rng.randint(0, 4))],
+                "completion_pct": round(rng.random(), 3),
+                "in_progress_id": None,
+                "updated_at": None,
+            }
+        body["gates"] = []
+        body["attempts"] = [{"n": i + 1, "outcome": rng.choice(("ok", "error"))} for i in range(rng.randint(1, 3))]
+        body["artifacts"] = [f"artifacts/{task_id}/out{i}.txt" for i in range(rng.randint(0, 2))]
+        if v >= 2:
+            body["github_events"] = []
+        body["tool_calls"] = [{"name": rng.choice(TOOLS), "ok": rng.random() < 0.9} for _ in range(rng.randint(0, 6))]
+        body["timeline"] = [{"timestamp": self.tick(), "kind": k, "summary": f"Task {k}"} for k in ("queued", "started", "finished")[: 1 + thread_turns % 3]]
+        return self.versioned(version, body)
+
+    # ------------------------------------------------------------------ runtime
+
+    def thread_unit(self, unit: int) -> None:
+        rng = self.rng
+        version = self.pick_version("runtime")
+        v = version or 1
+        thr = self.hexid("thr")
+        n_turns = rng.randint(1, 5)
+        events: list[dict[str, Any]] = []
+        seq = 0
+        turn_ids: list[str] = []
+
+        def event(kind: str, turn: str | None, item: str | None, payload: dict[str, Any]) -> None:
+            nonlocal seq
+            seq += 1
+            ev = self.versioned(
+                version,
+                {"seq": seq, "timestamp": self.tick(20), "thread_id": thr, "turn_id": turn, "item_id": item, "event": kind, "payload": payload},
+            )
+            if v >= 2:
+                ev["origin"] = "local"
+            events.append(ev)
+
+        event("thread.started", None, None, {"model": rng.choice(MODELS)})
+        for _ in range(n_turns):
+            turn = self.hexid("turn")
+            turn_ids.append(turn)
+            item_ids: list[str] = []
+            event("turn.started", turn, None, {"input_summary": self.words(2, 10)})
+            for _ in range(rng.randint(1, 3)):
+                item = self.hexid("item")
+                item_ids.append(item)
+                kind = rng.choice(ITEM_KINDS)
+                nested = {"schema_version": v, "id": item, "kind": kind, "status": "in_progress"}
+                event("item.started", turn, item, {"item": nested})
+                for _ in range(rng.randint(2, 10)):
+                    event("item.delta", turn, item, {"delta": self.words(2, 14)})
+                event("item.completed", turn, item, {"item": {**nested, "status": "completed"}, "exit_code": 0})
+                body: dict[str, Any] = {
+                    "id": item,
+                    "turn_id": turn,
+                    "kind": kind,
+                    "status": "completed",
+                    "summary": f"{rng.choice(TOOLS)}: ok",
+                    "detail": self.words(3, 30),
+                    "started_at": self.tick(),
+                    "ended_at": self.tick(),
+                }
+                if v >= 2:
+                    body["artifact_refs"] = []
+                self.write_pretty(f"tasks/runtime/items/{item}.json", "runtime", self.versioned(version, body))
+            event("turn.completed", turn, None, {"usage": {"input_tokens": self.tokens(), "output_tokens": rng.randint(10, 9000)}})
+            tbody: dict[str, Any] = {
+                "id": turn,
+                "thread_id": thr,
+                "status": "completed",
+                "input_summary": self.words(2, 12),
+                "created_at": self.tick(),
+                "usage": {"input_tokens": self.tokens(), "output_tokens": rng.randint(10, 9000), "cost_usd": round(rng.random() / 10, 6)},
+                "item_ids": item_ids,
+            }
+            if v >= 2:
+                tbody["steer_count"] = rng.randint(0, 2)
+            self.write_pretty(f"tasks/runtime/turns/{turn}.json", "runtime", self.versioned(version, tbody))
+        thread: dict[str, Any] = {
+            "id": thr,
+            "created_at": self.tick(),
+            "updated_at": self.tick(),
+            "model": rng.choice(MODELS),
+            "workspace": rng.choice(WORKSPACES),
+            "mode": "agent",
+            "allow_shell": False,
+            "trust_mode": False,
+            "auto_approve": True,
+            "latest_turn_id": turn_ids[-1],
+            "archived": rng.random() < 0.2,
+        }
+        if v >= 2:
+            thread["coherence_state"] = "healthy"
+        self.write_pretty(f"tasks/runtime/threads/{thr}.json", "runtime", self.versioned(version, thread))
+        self.write_lines(f"tasks/runtime/events/{thr}.jsonl", "runtime", events)
+
+        # One session and one task per thread.
+        s_version = self.pick_version("session")
+        session = self.session(s_version)
+        self.write_pretty(f"sessions/{session['metadata']['id']}.json", "session", session)
+        task_id = self.hexid("task")
+        self.write_pretty(f"tasks/tasks/{task_id}.json", "task", self.task(self.pick_version("task"), task_id, n_turns))
+        if rng.random() < 0.05:
+            self.write_other(f"tasks/artifacts/{task_id}/out0.txt", self.words(20, 200) + "\n")
+        if unit % 40 == 0:
+            self.automation()
+
+    def automation(self) -> None:
+        rng = self.rng
+        aid = self.uid()
+        self.write_pretty(
+            f"automations/automations/{aid}.json",
+            "automation",
+            {
+                "schema_version": 1,
+                "id": aid,
+                "name": self.words(2, 4),
+                "prompt": self.words(3, 12),
+                "rrule": "FREQ=WEEKLY;BYDAY=MO,WE,FR;BYHOUR=9;BYMINUTE=0",
+                "cwds": [rng.choice(WORKSPACES)],
+                "status": rng.choice(("active", "paused")),
+                "created_at": self.tick(),
+                "updated_at": self.tick(),
+                "next_run_at": self.tick(86400),
+            },
+        )
+        for _ in range(rng.randint(1, 4)):
+            rid = self.uid()
+            self.write_pretty(
+                f"automations/runs/{aid}/{rid}.json",
+                "automation_run",
+                {
+                    "schema_version": 1,
+                    "id": rid,
+                    "automation_id": aid,
+                    "scheduled_for": self.tick(86400),
+                    "status": "completed",
+                    "created_at": self.tick(),
+                    "started_at": self.tick(),
+                    "ended_at": self.tick(),
+                    "task_id": self.hexid("task"),
+                },
+            )
+
+    def generate(self, records: int) -> Corpus:
+        self.home.mkdir(parents=True, exist_ok=True)
+        # A thread unit averages about 67 records in about 13 files.
+        units = max(1, round(records / 67))
+        for unit in range(units):
+            self.thread_unit(unit)
+        self.write_pretty("sessions/checkpoints/latest.json", "session", self.session(1))
+        self.write_pretty(
+            "sessions/checkpoints/offline_queue.json",
+            "offline_queue",
+            {"schema_version": 1, "messages": [{"display": "run the tests again", "skill_instruction": None}], "draft": None},
+        )
+        self.write_pretty("tasks/runtime/state.json", "runtime", {"schema_version": 2, "next_seq": units * 60})
+        self.write_other("tasks/queue.json", json.dumps({"queue": []}, indent=2))
+        self.write_other("config.toml", 'model = "deepseek-v4-pro"\n')
+        self.write_other("settings.json", json.dumps({"theme": "dark"}, indent=2))
+        return self.corpus
+
+
+def generate_home(home: Path, records: int, seed: int, current: dict[str, int]) -> tuple[Corpus, float, bool]:
+    """Generate (or, when the same parameters made it before, reuse) the home."""
+    params_file = home.parent / (home.name + ".params.json")
+    params = {"records": records, "seed": seed, "generator": GENERATOR_VERSION, "current": current}
+    if home.is_dir() and params_file.is_file():
+        saved = json.loads(params_file.read_text())
+        if saved.get("params") == params:
+            return Corpus.from_dict(saved["corpus"]), 0.0, True
+    if home.exists():
+        shutil.rmtree(home)
+    params_file.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    corpus = Generator(home, seed, current).generate(records)
+    elapsed = time.perf_counter() - t0
+    params_file.write_text(json.dumps({"params": params, "corpus": corpus.as_dict()}))
+    return corpus, elapsed, False
+
+
+# =========================================================================== the baseline
+
+
+def load_bench_registry(path: Path = REGISTRY_PATH) -> ModuleType:
+    """Load the registry module without building its recordstore ``registry``."""
+    spec = importlib.util.spec_from_file_location("bench_registry", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_registry"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _glob_regex(pattern: str) -> str:
+    return "".join("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in pattern)
+
+
+def _connect(db: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")  # recordstore's durability
+    return conn
+
+
+def _indent_of(text: str) -> int | None:
+    nl = text.find("\n")
+    if nl == -1:
+        return None
+    rest = text[nl + 1 :]
+    return (len(rest) - len(rest.lstrip(" "))) or None
+
+
+BATCH_INSERT = 5000
+BATCH_MIGRATE = 2000
+
+
+def baseline_import(home: Path, db: Path, reg: ModuleType) -> dict[str, Any]:
+    matchers = [(d, re.compile("|".join(f"(?:{_glob_regex(p)})" for p in pats))) for d, pats in reg.FILES.items()]
+    vf, current = reg.VERSION_FIELD, reg.CURRENT
+    conn = _connect(db)
+    conn.execute(
+        "CREATE TABLE records (id INTEGER PRIMARY KEY, domain TEXT NOT NULL, key TEXT NOT NULL, "
+        "version INTEGER NOT NULL, payload TEXT NOT NULL, source TEXT NOT NULL)"
+    )
+    conn.execute(
+        "CREATE TABLE backups (id INTEGER PRIMARY KEY, record_id INTEGER NOT NULL, domain TEXT NOT NULL, "
+        "key TEXT NOT NULL, version INTEGER NOT NULL, payload TEXT NOT NULL)"
+    )
+    insert = "INSERT INTO records (domain, key, version, payload, source) VALUES (?, ?, ?, ?, ?)"
+    rows: list[tuple[str, str, int, str, str]] = []
+    out = {"records": 0, "files": 0, "skipped": 0, "rejected": 0, "failed": 0}
+
+    def add(domain: str, key: str, text: str, rel: str) -> None:
+        try:
+            value = json.loads(text)
+            version = value.get(vf, 1) if isinstance(value, dict) else None
+        except ValueError:
+            version = None
+        if type(version) is not int or version < 1:
+            out["failed"] += 1
+        elif version > current[domain]:
+            out["rejected"] += 1
+        else:
+            rows.append((domain, key, version, text, rel))
+
+    conn.execute("BEGIN IMMEDIATE")
+    for dirpath, dirnames, filenames in os.walk(home):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, home).replace(os.sep, "/")
+            domain = next((d for d, rx in matchers if rx.fullmatch(rel)), None)
+            if domain is None:
+                out["skipped"] += 1
+                continue
+            out["files"] += 1
+            with open(full, "rb") as fh:
+                text = fh.read().decode("utf-8")
+            if name.endswith(".jsonl"):
+                for lineno, line in enumerate(text.split("\n"), start=1):
+                    if line.strip():
+                        add(domain, f"{rel}:{lineno}", line, rel)
+            else:
+                add(domain, rel, text.strip(), rel)
+            if len(rows) >= BATCH_INSERT:
+                conn.executemany(insert, rows)
+                out["records"] += len(rows)
+                rows.clear()
+    conn.executemany(insert, rows)
+    out["records"] += len(rows)
+    conn.execute("COMMIT")
+    conn.close()
+    return out
+
+
+def baseline_migrate(db: Path, reg: ModuleType) -> dict[str, Any]:
+    vf, current, steps = reg.VERSION_FIELD, reg.CURRENT, reg.STEPS
+    case = " ".join(f"WHEN '{d}' THEN {v}" for d, v in current.items())
+    select = (
+        f"SELECT id, domain, key, version, payload FROM records "
+        f"WHERE id > ? AND version < (CASE domain {case} ELSE 0 END) ORDER BY id LIMIT {BATCH_MIGRATE}"
+    )
+    conn = _connect(db)
+    out = {"migrated": 0, "failed": 0}
+    last = 0
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        rows = conn.execute(select, (last,)).fetchall()
+        if not rows:
+            conn.execute("COMMIT")
+            break
+        backups: list[tuple[int, str, str, int, str]] = []
+        updates: list[tuple[int, str, int]] = []
+        for rid, domain, key, version, payload in rows:
+            last = rid
+            try:
+                value = json.loads(payload)
+                for v in range(version, current[domain]):
+                    new = steps[domain][v - 1](value)
+                    if new is not None:
+                        value = new
+                    if vf in value:
+                        value[vf] = v + 1
+                    else:
+                        value = {vf: v + 1, **value}
+                indent = _indent_of(payload)
+                if indent is None:
+                    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+                else:
+                    text = json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent)
+            except Exception:
+                out["failed"] += 1
+                continue
+            backups.append((rid, domain, key, version, payload))
+            updates.append((current[domain], text, rid))
+        conn.executemany("INSERT INTO backups (record_id, domain, key, version, payload) VALUES (?, ?, ?, ?, ?)", backups)
+        conn.executemany("UPDATE records SET version = ?, payload = ? WHERE id = ?", updates)
+        conn.execute("COMMIT")
+        out["migrated"] += len(updates)
+    conn.close()
+    return out
+
+
+def baseline_export(db: Path, out_dir: Path) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_real = out_dir.resolve()
+    made: set[str] = {str(out_real)}
+    dirty: set[str] = set()
+    counts = {"records": 0, "files": 0}
+
+    def ensure(d: str) -> None:
+        if d in made:
+            return
+        ensure(os.path.dirname(d))
+        if not os.path.isdir(d):
+            os.mkdir(d)
+            dirty.add(os.path.dirname(d))
+        made.add(d)
+
+    def write(source: str, texts: list[str]) -> None:
+        target = os.path.join(out_real, *source.split("/"))
+        if not os.path.realpath(target).startswith(str(out_real) + os.sep):
+            raise SystemExit(f"refusing to write outside {out_real}: {source}")
+        content = "".join(t + "\n" for t in texts) if source.endswith(".jsonl") else texts[0]
+        d = os.path.dirname(target)
+        ensure(d)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target)[:40] + ".", suffix=".tmp", dir=d)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(content.encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        dirty.add(d)
+        counts["files"] += 1
+        counts["records"] += len(texts)
+
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("BEGIN")
+    current: str | None = None
+    texts: list[str] = []
+    for source, payload in conn.execute("SELECT source, payload FROM records ORDER BY id"):
+        if source != current:
+            if current is not None:
+                write(current, texts)
+            current, texts = source, []
+        texts.append(payload)
+    if current is not None:
+        write(current, texts)
+    conn.execute("COMMIT")
+    conn.close()
+    for d in sorted(dirty):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return counts
+
+
+def baseline_main(args: argparse.Namespace) -> int:
+    reg = load_bench_registry(Path(args.registry) if args.registry else REGISTRY_PATH)
+    if args.baseline_phase == "import":
+        result = baseline_import(Path(args.home), Path(args.db), reg)
+    elif args.baseline_phase == "migrate":
+        result = baseline_migrate(Path(args.db), reg)
+    else:
+        result = baseline_export(Path(args.db), Path(args.out))
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+# =========================================================================== measuring
+
+
+class ChildFailed(RuntimeError):
+    pass
+
+
+def _maxrss_mb(ru: Any) -> float:
+    # ru_maxrss is KiB on Linux and the BSDs, bytes on macOS.
+    return ru.ru_maxrss / (1024 * 1024) if sys.platform == "darwin" else ru.ru_maxrss / 1024
+
+
+def run_child(cmd: list[str], logdir: Path, label: str) -> tuple[float, float, str]:
+    """Run ``cmd``; return (wall seconds, peak RSS MB, stdout). Raises ChildFailed."""
+    env = {k: v for k, v in os.environ.items() if k not in ("STORE_DB", "STORE_REGISTRY")}
+    out_path, err_path = logdir / f"{label}.out", logdir / f"{label}.err"
+    with open(out_path, "wb") as fo, open(err_path, "wb") as fe:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env)
+        try:
+            _pid, status, ru = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    stdout = out_path.read_text(encoding="utf-8", errors="replace")
+    if proc.returncode != 0:
+        stderr = err_path.read_text(encoding="utf-8", errors="replace")
+        raise ChildFailed(f"{label}: exit {proc.returncode}: {' '.join(cmd)}\n{stderr[-4000:]}{stdout[-2000:]}")
+    return wall, _maxrss_mb(ru), stdout
+
+
+def store_cmd() -> list[str]:
+    exe = Path(sys.executable).parent / "store"
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "recordstore"]
+
+
+def sqlite_utils_exe() -> Path | None:
+    exe = Path(sys.executable).parent / "sqlite-utils"
+    return exe if exe.is_file() else None
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            full = Path(dirpath) / name
+            out[full.relative_to(root).as_posix()] = hashlib.blake2b(full.read_bytes(), digest_size=16).hexdigest()
+    return out
+
+
+def measure(records: int, seed: int, workdir: Path, log: Any) -> dict[str, Any]:
+    reg = load_bench_registry()
+    current = dict(reg.CURRENT)
+    home = workdir / "home"
+    log(f"generating ~{records} records in {home} (seed {seed}) ...")
+    corpus, gen_s, reused = generate_home(home, records, seed, current)
+    pending = sum(corpus.pending.values())
+    log(
+        ("reused" if reused else f"generated in {gen_s:.1f}s:")
+        + f" {corpus.records} records ({corpus.jsonl_records} in JSON lines, {pending} pending migration) "
+        + f"in {corpus.files} files (+{corpus.other_files} in no domain), {corpus.bytes / 1e6:.1f} MB"
+    )
+    logdir = workdir / "logs"
+    for name in ("rs.db", "baseline.db", "rs-out", "baseline-out", "jsonl", "sqlite-utils.db", "rs-jsonl.db", "logs"):
+        path = workdir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if p.is_file():
+                p.unlink()
+    logdir.mkdir()
+
+    store = [*store_cmd(), "--registry", str(REGISTRY_PATH), "--quiet"]
+    rs_db, bl_db = workdir / "rs.db", workdir / "baseline.db"
+    baseline = [sys.executable, str(Path(__file__).resolve()), "--registry", str(REGISTRY_PATH), "--baseline-phase"]
+    rows: list[dict[str, Any]] = []
+    checks: list[str] = []
+
+    def row(phase: str, tool: str, n: int, cmd: list[str]) -> str:
+        log(f"  {phase:<12} {tool:<12} ...")
+        wall, rss, stdout = run_child(cmd, logdir, f"{phase}-{tool}")
+        rows.append(
+            {"phase": phase, "tool": tool, "seconds": wall, "records": n, "records_per_s": n / wall if wall else 0.0, "peak_rss_mb": rss}
+        )
+        return stdout
+
+    def check(what: str, got: Any, want: Any) -> None:
+        if got != want:
+            checks.append(f"{what}: got {got}, expected {want}")
+
+    # import
+    res = json.loads(row("import", "recordstore", corpus.records, [*store, "--db", str(rs_db), "import", "--json", str(home)]))
+    check("recordstore import: records", sum(d["imported"] for d in res["domains"].values()), corpus.records)
+    check("recordstore import: problems", res["problems"], [])
+    res = json.loads(row("import", "baseline", corpus.records, [*baseline, "import", "--home", str(home), "--db", str(bl_db)]))
+    check("baseline import: records", res["records"], corpus.records)
+    # migrate
+    res = json.loads(row("migrate", "recordstore", pending, [*store, "--db", str(rs_db), "migrate", "--json"]))
+    check("recordstore migrate: records", res["migrated"], pending)
+    check("recordstore migrate: failures", res["failures"], [])
+    res = json.loads(row("migrate", "baseline", pending, [*baseline, "migrate", "--db", str(bl_db)]))
+    check("baseline migrate: records", res["migrated"], pending)
+    # export
+    rs_out, bl_out = workdir / "rs-out", workdir / "baseline-out"
+    res = json.loads(row("export", "recordstore", corpus.records, [*store, "--db", str(rs_db), "export", "--json", str(rs_out)]))
+    check("recordstore export: records", res["records"], corpus.records)
+    res = json.loads(row("export", "baseline", corpus.records, [*baseline, "export", "--db", str(bl_db), "--out", str(bl_out)]))
+    check("baseline export: records", res["records"], corpus.records)
+    rs_tree, bl_tree = tree_digest(rs_out), tree_digest(bl_out)
+    differ = sorted(p for p in rs_tree.keys() | bl_tree.keys() if rs_tree.get(p) != bl_tree.get(p))
+    identical = not differ
+    if differ:
+        checks.append(f"exports differ in {len(differ)} file(s), e.g. {differ[:3]}")
+    log(f"  exports identical: {'yes' if identical else 'NO'} ({len(rs_tree)} files)")
+
+    # JSON lines: one concatenated file
+    jsonl = workdir / "jsonl" / "events.jsonl"
+    jsonl.parent.mkdir()
+    with open(jsonl, "wb") as dst:
+        events = home / "tasks" / "runtime" / "events"
+        for name in sorted(os.listdir(events)):
+            with open(events / name, "rb") as src:
+                shutil.copyfileobj(src, dst)
+    n_lines = corpus.jsonl_records
+    res = json.loads(
+        row("jsonl-ingest", "recordstore", n_lines, [*store, "--db", str(workdir / "rs-jsonl.db"), "import", "--json", "--domain", "runtime", str(jsonl)])
+    )
+    check("recordstore jsonl ingest: records", sum(d["imported"] for d in res["domains"].values()), n_lines)
+    su = sqlite_utils_exe()
+    if su is None:
+        log(f"  sqlite-utils not found next to {sys.executable}: skipping the sqlite-utils comparison")
+    else:
+        row("jsonl-ingest", "sqlite-utils", n_lines, [str(su), "insert", str(workdir / "sqlite-utils.db"), "events", str(jsonl), "--nl", "--alter"])
+        with sqlite3.connect(workdir / "sqlite-utils.db") as c:
+            check("sqlite-utils insert: rows", c.execute("SELECT count(*) FROM events").fetchone()[0], n_lines)
+
+    return {
+        "records": corpus.records,
+        "requested_records": records,
+        "files": corpus.files,
+        "other_files": corpus.other_files,
+        "corpus_mb": corpus.bytes / 1e6,
+        "jsonl_records": corpus.jsonl_records,
+        "pending": pending,
+        "pending_by_domain": corpus.pending,
+        "records_by_domain": corpus.by_domain,
+        "seed": seed,
+        "generate_seconds": gen_s,
+        "rows": rows,
+        "ratios": ratios(rows),
+        "exports_identical": identical,
+        "checks_failed": checks,
+    }
+
+
+def ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    by = {(r["phase"], r["tool"]): r for r in rows}
+    out: dict[str, dict[str, Any]] = {}
+    for phase in PHASES:
+        other = "sqlite-utils" if phase == "jsonl-ingest" else "baseline"
+        a, b = by.get((phase, "recordstore")), by.get((phase, other))
+        if a and b:
+            out[phase] = {
+                "against": other,
+                "time": a["seconds"] / b["seconds"] if b["seconds"] else None,
+                "peak_rss": a["peak_rss_mb"] / b["peak_rss_mb"] if b["peak_rss_mb"] else None,
+            }
+    return out
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['records']} records ({result['jsonl_records']} JSON lines, {result['pending']} pending) "
+        f"in {result['files']} files, {result['corpus_mb']:.1f} MB",
+        "",
+        f"{'phase':<13} {'tool':<13} {'seconds':>9} {'records':>9} {'records/s':>11} {'peak RSS MB':>12}",
+        "-" * 72,
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"{r['phase']:<13} {r['tool']:<13} {r['seconds']:>9.2f} {r['records']:>9} "
+            f"{r['records_per_s']:>11,.0f} {r['peak_rss_mb']:>12.1f}"
+        )
+    lines.append("")
+    for phase, q in result["ratios"].items():
+        lines.append(
+            f"ratio {phase:<13} recordstore/{q['against']:<13} time {q['time']:>6.2f}x   peak RSS {q['peak_rss']:>5.2f}x"
+        )
+    lines.append(f"exports identical (recordstore vs baseline): {'yes' if result['exports_identical'] else 'NO'}")
+    for c in result["checks_failed"]:
+        lines.append(f"CHECK FAILED: {c}")
+    return "\n".join(lines)
+
+
+def render_sweep(results: list[dict[str, Any]], factors: list[float]) -> str:
+    keys = [(r["phase"], r["tool"]) for r in results[0]["rows"]]
+    head = f"{'phase':<13} {'tool':<13}" + "".join(f" {f'{f:g}x s':>9}" for f in factors) + f" {'time growth':>12}"
+    head += "".join(f" {f'{f:g}x MB':>9}" for f in factors) + f" {'RSS growth':>11}"
+    lines = [
+        "growth with scale (records: " + ", ".join(str(r["records"]) for r in results) + ")",
+        head,
+        "-" * len(head),
+    ]
+    for key in keys:
+        rs = [next((x for x in r["rows"] if (x["phase"], x["tool"]) == key), None) for r in results]
+        if any(x is None for x in rs):
+            continue
+        secs = [x["seconds"] for x in rs]  # type: ignore[index]
+        mbs = [x["peak_rss_mb"] for x in rs]  # type: ignore[index]
+        lines.append(
+            f"{key[0]:<13} {key[1]:<13}"
+            + "".join(f" {s:>9.2f}" for s in secs)
+            + f" {secs[-1] / secs[0]:>11.2f}x"
+            + "".join(f" {m:>9.1f}" for m in mbs)
+            + f" {mbs[-1] / mbs[0]:>10.2f}x"
+        )
+    lines.append(f"(records grew {results[-1]['records'] / results[0]['records']:.2f}x; linear scaling means time growth close to that)")
+    return "\n".join(lines)
+
+
+# =========================================================================== main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--records", type=int, default=250_000, help="about this many records, in about N/5 files (default 250000)")
+    p.add_argument("--seed", type=int, default=4, help="seed of the generated home (default 4)")
+    p.add_argument("--workdir", type=Path, help="work directory (default: a new temporary directory)")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (homes, stores, exports, logs)")
+    p.add_argument(
+        "--sweep",
+        "--scale",
+        nargs="?",
+        const="1,2,4",
+        metavar="FACTORS",
+        help="run at several multiples of --records (default 1,2,4) and show how time and peak RSS grow",
+    )
+    p.add_argument("--json", dest="json_out", type=Path, metavar="FILE", help="also write the figures as JSON")
+    # internal: one baseline phase, run as its own process
+    p.add_argument("--baseline-phase", choices=("import", "migrate", "export"), help=argparse.SUPPRESS)
+    p.add_argument("--home", help=argparse.SUPPRESS)
+    p.add_argument("--db", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--registry", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.records < 1:
+        p.error("--records must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.baseline_phase:
+        return baseline_main(args)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    factors = [float(f) for f in args.sweep.split(",")] if args.sweep else [1.0]
+    own_tmp = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="recordstore-bench-")) if own_tmp else args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    try:
+        for f in factors:
+            n = max(1, round(args.records * f))
+            sub = workdir / f"x{f:g}" if len(factors) > 1 else workdir
+            sub.mkdir(exist_ok=True)
+            result = measure(n, args.seed, sub, log)
+            result["factor"] = f
+            results.append(result)
+            print(("" if len(results) == 1 else "\n") + (f"== {f:g}x ==\n" if len(factors) > 1 else "") + render(result), flush=True)
+            if len(factors) > 1 and not args.keep:
+                shutil.rmtree(sub, ignore_errors=True)
+    except ChildFailed as exc:
+        print(f"bench: a measured command failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if own_tmp and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif args.keep:
+            log(f"work directory kept: {workdir}")
+    if len(results) > 1:
+        print("\n" + render_sweep(results, factors))
+    meta = {
+        "python": sys.version.split()[0],
+        "platform": sys.platform,
+        "sqlite": sqlite3.sqlite_version,
+        "store": store_cmd(),
+        "sqlite_utils": str(sqlite_utils_exe()) if sqlite_utils_exe() else None,
+    }
+    if args.json_out:
+        payload: dict[str, Any] = {**meta, **results[0]} if len(results) == 1 else {**meta, "sweep": results}
+        args.json_out.write_text(json.dumps(payload, indent=2) + "\n")
+    return 1 if any(r["checks_failed"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
