@@ -14,14 +14,13 @@ The rules, which every other module relies on:
 
 ``orjson`` is the fast path. It turns integers beyond 64 bits into floats and keeps
 the last of duplicate keys without a word, so its result is only used when a cheap
-check proves neither can have happened; otherwise the exact standard-library path
-decides.
+check proves neither can have happened (see :func:`decode`); otherwise the exact
+standard-library path decides.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -55,56 +54,24 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 _exact = json.JSONDecoder(object_pairs_hook=_unique_pairs, parse_constant=_reject_constant)
 
-# A run of 19+ digits may be an integer outside the 64-bit range (orjson would make it
-# a float). Colons count keys; see _keys_and_colons.
-_LONG_DIGITS = re.compile(rb"\d{19}")
-
-
-def _keys_and_colons(value: Any) -> int:
-    """Keys in ``value`` plus the ``:`` characters inside its strings.
-
-    In JSON text every key is followed by exactly one structural ``:``; every other
-    ``:`` is inside a string (literally, or escaped as ``\\u003a``). So for text
-    without duplicate keys, ``text.count(':')`` equals this number minus the escaped
-    colons; a duplicate key makes this number smaller, whatever the values are.
-    """
-    total = 0
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            total += len(item)
-            for key, sub in item.items():
-                if ":" in key:
-                    total += key.count(":")
-                if isinstance(sub, (dict, list)):
-                    stack.append(sub)
-                elif isinstance(sub, str) and ":" in sub:
-                    total += sub.count(":")
-        elif isinstance(item, list):
-            for sub in item:
-                if isinstance(sub, (dict, list)):
-                    stack.append(sub)
-                elif isinstance(sub, str) and ":" in sub:
-                    total += sub.count(":")
-        elif isinstance(item, str):
-            total += item.count(":")
-    return total
-
-
 def decode(data: bytes | str) -> Any:
-    """Decode one JSON text strictly (see the module docstring); raise :class:`JSONError`."""
+    """Decode one JSON text strictly (see the module docstring); raise :class:`JSONError`.
+
+    orjson parses; its result is trusted when encoding it again gives back the very same
+    bytes (compact, or pretty with a 2-space indent: what serde_json, Python's json and
+    most writers produce). That one comparison rules out both of orjson's silent changes:
+    a dropped duplicate key would make the output shorter, and an integer turned into a
+    float would come back with a '.' or an exponent. Anything else goes the exact way.
+    """
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return _decode_exact(data)
-    if _LONG_DIGITS.search(raw) is not None:
-        return _decode_exact(data)
-    escaped = raw.count(b"\\u003a") + raw.count(b"\\u003A")
-    if _keys_and_colons(value) - escaped != raw.count(b":"):
-        return _decode_exact(data)
-    return value
+    pretty = raw[1:2] == b"\n" and raw[:1] in (b"{", b"[")
+    if orjson.dumps(value, option=orjson.OPT_INDENT_2 if pretty else 0) == raw:
+        return value
+    return _decode_exact(data)
 
 
 def _decode_exact(data: bytes | str) -> Any:
