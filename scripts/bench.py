@@ -30,6 +30,7 @@ Uses the standard library and recordstore only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import importlib.util
@@ -467,6 +468,9 @@ def _indent_of(text: str) -> int | None:
 
 
 BATCH_INSERT = 5000
+#: ... or fewer, once their texts hold this many characters (a str with one character
+#: beyond Latin-1 takes 2 or 4 bytes per character: 5000 sessions would be ~200 MB).
+BATCH_INSERT_CHARS = 8_000_000
 BATCH_MIGRATE = 2000
 
 
@@ -484,9 +488,11 @@ def baseline_import(home: Path, db: Path, reg: ModuleType) -> dict[str, Any]:
     )
     insert = "INSERT INTO records (domain, key, version, payload, source) VALUES (?, ?, ?, ?, ?)"
     rows: list[tuple[str, str, int, str, str]] = []
+    chars = 0
     out = {"records": 0, "files": 0, "skipped": 0, "rejected": 0, "failed": 0}
 
     def add(domain: str, key: str, text: str, rel: str) -> None:
+        nonlocal chars
         try:
             value = json.loads(text)
             version = value.get(vf, 1) if isinstance(value, dict) else None
@@ -498,6 +504,7 @@ def baseline_import(home: Path, db: Path, reg: ModuleType) -> dict[str, Any]:
             out["rejected"] += 1
         else:
             rows.append((domain, key, version, text, rel))
+            chars += len(text)
 
     conn.execute("BEGIN IMMEDIATE")
     for dirpath, dirnames, filenames in os.walk(home):
@@ -518,10 +525,11 @@ def baseline_import(home: Path, db: Path, reg: ModuleType) -> dict[str, Any]:
                         add(domain, f"{rel}:{lineno}", line, rel)
             else:
                 add(domain, rel, text.strip(), rel)
-            if len(rows) >= BATCH_INSERT:
+            if len(rows) >= BATCH_INSERT or chars >= BATCH_INSERT_CHARS:
                 conn.executemany(insert, rows)
                 out["records"] += len(rows)
                 rows.clear()
+                chars = 0
     conn.executemany(insert, rows)
     out["records"] += len(rows)
     conn.execute("COMMIT")
@@ -661,10 +669,15 @@ def _maxrss_mb(ru: Any) -> float:
     return ru.ru_maxrss / (1024 * 1024) if sys.platform == "darwin" else ru.ru_maxrss / 1024
 
 
-def run_child(cmd: list[str], logdir: Path, label: str) -> tuple[float, float, str]:
-    """Run ``cmd``; return (wall seconds, peak RSS MB, stdout). Raises ChildFailed."""
+def run_child(cmd: list[str], logdir: Path, label: str) -> tuple[float, float, float, str]:
+    """Run ``cmd``; return (wall seconds, CPU seconds, peak RSS MB, stdout). Raises ChildFailed.
+
+    Dirty pages of earlier steps are flushed first (``os.sync``), so a phase does not pay
+    for the write-back of the one before it."""
     env = {k: v for k, v in os.environ.items() if k not in ("STORE_DB", "STORE_REGISTRY")}
     out_path, err_path = logdir / f"{label}.out", logdir / f"{label}.err"
+    if hasattr(os, "sync"):
+        os.sync()
     with open(out_path, "wb") as fo, open(err_path, "wb") as fe:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env)
@@ -680,7 +693,7 @@ def run_child(cmd: list[str], logdir: Path, label: str) -> tuple[float, float, s
     if proc.returncode != 0:
         stderr = err_path.read_text(encoding="utf-8", errors="replace")
         raise ChildFailed(f"{label}: exit {proc.returncode}: {' '.join(cmd)}\n{stderr[-4000:]}{stdout[-2000:]}")
-    return wall, _maxrss_mb(ru), stdout
+    return wall, ru.ru_utime + ru.ru_stime, _maxrss_mb(ru), stdout
 
 
 def store_cmd() -> list[str]:
@@ -693,6 +706,18 @@ def sqlite_utils_exe() -> Path | None:
     return exe if exe.is_file() else None
 
 
+def same_json(a: Path, b: Path) -> bool:
+    """Whether two files hold equal JSON (per line for JSON lines), whatever the bytes."""
+    try:
+        ta, tb = a.read_text(encoding="utf-8"), b.read_text(encoding="utf-8")
+        if a.name.endswith(".jsonl"):
+            la, lb = ta.splitlines(), tb.splitlines()
+            return len(la) == len(lb) and all(json.loads(x) == json.loads(y) for x, y in zip(la, lb))
+        return bool(json.loads(ta) == json.loads(tb))
+    except (OSError, ValueError):
+        return False
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for dirpath, _dirs, names in os.walk(root):
@@ -702,7 +727,9 @@ def tree_digest(root: Path) -> dict[str, str]:
     return out
 
 
-def measure(records: int, seed: int, workdir: Path, log: Any) -> dict[str, Any]:
+def measure(records: int, seed: int, workdir: Path, log: Any, repeat: int = 1) -> dict[str, Any]:
+    """Generate (or reuse) the home at this scale, then run every phase ``repeat`` times;
+    each row is the run with the median wall time."""
     reg = load_bench_registry()
     current = dict(reg.CURRENT)
     home = workdir / "home"
@@ -714,14 +741,66 @@ def measure(records: int, seed: int, workdir: Path, log: Any) -> dict[str, Any]:
         + f" {corpus.records} records ({corpus.jsonl_records} in JSON lines, {pending} pending migration) "
         + f"in {corpus.files} files (+{corpus.other_files} in no domain), {corpus.bytes / 1e6:.1f} MB"
     )
-    logdir = workdir / "logs"
-    for name in ("rs.db", "baseline.db", "rs-out", "baseline-out", "jsonl", "sqlite-utils.db", "rs-jsonl.db", "logs"):
+    runs: list[list[dict[str, Any]]] = []
+    checks: list[str] = []
+    differ: set[str] = set()
+    for i in range(repeat):
+        if repeat > 1:
+            log(f" run {i + 1}/{repeat}")
+        rows, failed, bytes_differ = pipeline(workdir, home, corpus, log)
+        runs.append(rows)
+        checks += [c for c in failed if c not in checks]
+        differ.update(bytes_differ)
+    rows = []
+    for j, first in enumerate(runs[0]):
+        candidates = sorted((r[j] for r in runs), key=lambda r: r["seconds"])
+        chosen = dict(candidates[(len(candidates) - 1) // 2])
+        if repeat > 1:
+            chosen["all_seconds"] = [r[j]["seconds"] for r in runs]
+        rows.append(chosen)
+    return {
+        "records": corpus.records,
+        "requested_records": records,
+        "files": corpus.files,
+        "other_files": corpus.other_files,
+        "corpus_mb": corpus.bytes / 1e6,
+        "jsonl_records": corpus.jsonl_records,
+        "pending": pending,
+        "pending_by_domain": corpus.pending,
+        "records_by_domain": corpus.by_domain,
+        "seed": seed,
+        "generate_seconds": gen_s,
+        "repeat": repeat,
+        "rows": rows,
+        "ratios": ratios(rows),
+        "exports_identical": not differ,
+        "exports_equal_json": not any(c.startswith("exports hold different JSON") for c in checks),
+        "exports_bytes_differ": sorted(differ),
+        "checks_failed": checks,
+    }
+
+
+OUTPUTS = ("rs.db", "baseline.db", "rs-out", "baseline-out", "jsonl", "sqlite-utils.db", "rs-jsonl.db", "logs")
+
+
+def remove_outputs(workdir: Path) -> None:
+    """Remove what a pipeline writes (stores, exports, logs), never the generated home."""
+    for name in OUTPUTS:
         path = workdir / name
         if path.is_dir():
             shutil.rmtree(path)
-        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
             if p.is_file():
                 p.unlink()
+
+
+def pipeline(workdir: Path, home: Path, corpus: Corpus, log: Any) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """One measurement of every phase; returns (rows, failed checks, files whose bytes differ
+    between the two exports). Both exports must hold equal JSON; bytes may differ only in
+    how a step's output was re-encoded (e.g. a float written 2.2e-05 or 0.000022)."""
+    pending = sum(corpus.pending.values())
+    logdir = workdir / "logs"
+    remove_outputs(workdir)
     logdir.mkdir()
 
     store = [*store_cmd(), "--registry", str(REGISTRY_PATH), "--quiet"]
@@ -732,9 +811,17 @@ def measure(records: int, seed: int, workdir: Path, log: Any) -> dict[str, Any]:
 
     def row(phase: str, tool: str, n: int, cmd: list[str]) -> str:
         log(f"  {phase:<12} {tool:<12} ...")
-        wall, rss, stdout = run_child(cmd, logdir, f"{phase}-{tool}")
+        wall, cpu, rss, stdout = run_child(cmd, logdir, f"{phase}-{tool}")
         rows.append(
-            {"phase": phase, "tool": tool, "seconds": wall, "records": n, "records_per_s": n / wall if wall else 0.0, "peak_rss_mb": rss}
+            {
+                "phase": phase,
+                "tool": tool,
+                "seconds": wall,
+                "cpu_seconds": cpu,
+                "records": n,
+                "records_per_s": n / wall if wall else 0.0,
+                "peak_rss_mb": rss,
+            }
         )
         return stdout
 
@@ -762,10 +849,10 @@ def measure(records: int, seed: int, workdir: Path, log: Any) -> dict[str, Any]:
     check("baseline export: records", res["records"], corpus.records)
     rs_tree, bl_tree = tree_digest(rs_out), tree_digest(bl_out)
     differ = sorted(p for p in rs_tree.keys() | bl_tree.keys() if rs_tree.get(p) != bl_tree.get(p))
-    identical = not differ
-    if differ:
-        checks.append(f"exports differ in {len(differ)} file(s), e.g. {differ[:3]}")
-    log(f"  exports identical: {'yes' if identical else 'NO'} ({len(rs_tree)} files)")
+    unequal = [p for p in differ if not same_json(rs_out / p, bl_out / p)]
+    if unequal:
+        checks.append(f"exports hold different JSON in {len(unequal)} file(s), e.g. {unequal[:3]}")
+    log(f"  exports identical: {'yes' if not differ else 'NO'} ({len(rs_tree)} files)")
 
     # JSON lines: one concatenated file
     jsonl = workdir / "jsonl" / "events.jsonl"
@@ -777,34 +864,24 @@ def measure(records: int, seed: int, workdir: Path, log: Any) -> dict[str, Any]:
                 shutil.copyfileobj(src, dst)
     n_lines = corpus.jsonl_records
     res = json.loads(
-        row("jsonl-ingest", "recordstore", n_lines, [*store, "--db", str(workdir / "rs-jsonl.db"), "import", "--json", "--domain", "runtime", str(jsonl)])
+        row(
+            "jsonl-ingest",
+            "recordstore",
+            n_lines,
+            [*store, "--db", str(workdir / "rs-jsonl.db"), "import", "--json", "--domain", "runtime", str(jsonl)],
+        )
     )
     check("recordstore jsonl ingest: records", sum(d["imported"] for d in res["domains"].values()), n_lines)
     su = sqlite_utils_exe()
     if su is None:
         log(f"  sqlite-utils not found next to {sys.executable}: skipping the sqlite-utils comparison")
     else:
-        row("jsonl-ingest", "sqlite-utils", n_lines, [str(su), "insert", str(workdir / "sqlite-utils.db"), "events", str(jsonl), "--nl", "--alter"])
-        with sqlite3.connect(workdir / "sqlite-utils.db") as c:
+        # --alter: v2 events carry a field v1 events lack.
+        su_db = workdir / "sqlite-utils.db"
+        row("jsonl-ingest", "sqlite-utils", n_lines, [str(su), "insert", str(su_db), "events", str(jsonl), "--nl", "--alter"])
+        with contextlib.closing(sqlite3.connect(su_db)) as c:
             check("sqlite-utils insert: rows", c.execute("SELECT count(*) FROM events").fetchone()[0], n_lines)
-
-    return {
-        "records": corpus.records,
-        "requested_records": records,
-        "files": corpus.files,
-        "other_files": corpus.other_files,
-        "corpus_mb": corpus.bytes / 1e6,
-        "jsonl_records": corpus.jsonl_records,
-        "pending": pending,
-        "pending_by_domain": corpus.pending,
-        "records_by_domain": corpus.by_domain,
-        "seed": seed,
-        "generate_seconds": gen_s,
-        "rows": rows,
-        "ratios": ratios(rows),
-        "exports_identical": identical,
-        "checks_failed": checks,
-    }
+    return rows, checks, differ
 
 
 def ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -817,6 +894,7 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             out[phase] = {
                 "against": other,
                 "time": a["seconds"] / b["seconds"] if b["seconds"] else None,
+                "cpu": a["cpu_seconds"] / b["cpu_seconds"] if b["cpu_seconds"] else None,
                 "peak_rss": a["peak_rss_mb"] / b["peak_rss_mb"] if b["peak_rss_mb"] else None,
             }
     return out
@@ -825,22 +903,33 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def render(result: dict[str, Any]) -> str:
     lines = [
         f"{result['records']} records ({result['jsonl_records']} JSON lines, {result['pending']} pending) "
-        f"in {result['files']} files, {result['corpus_mb']:.1f} MB",
+        f"in {result['files']} files, {result['corpus_mb']:.1f} MB"
+        + (f"; median of {result['repeat']} runs" if result["repeat"] > 1 else ""),
         "",
-        f"{'phase':<13} {'tool':<13} {'seconds':>9} {'records':>9} {'records/s':>11} {'peak RSS MB':>12}",
-        "-" * 72,
+        f"{'phase':<13} {'tool':<13} {'seconds':>9} {'CPU s':>8} {'records':>9} {'records/s':>11} {'peak RSS MB':>12}",
+        "-" * 81,
     ]
     for r in result["rows"]:
         lines.append(
-            f"{r['phase']:<13} {r['tool']:<13} {r['seconds']:>9.2f} {r['records']:>9} "
+            f"{r['phase']:<13} {r['tool']:<13} {r['seconds']:>9.2f} {r['cpu_seconds']:>8.2f} {r['records']:>9} "
             f"{r['records_per_s']:>11,.0f} {r['peak_rss_mb']:>12.1f}"
         )
     lines.append("")
     for phase, q in result["ratios"].items():
         lines.append(
-            f"ratio {phase:<13} recordstore/{q['against']:<13} time {q['time']:>6.2f}x   peak RSS {q['peak_rss']:>5.2f}x"
+            f"ratio {phase:<13} recordstore/{q['against']:<13} time {q['time']:>6.2f}x   CPU {q['cpu']:>6.2f}x"
+            f"   peak RSS {q['peak_rss']:>5.2f}x"
         )
-    lines.append(f"exports identical (recordstore vs baseline): {'yes' if result['exports_identical'] else 'NO'}")
+    if result["exports_identical"]:
+        lines.append("exports identical (recordstore vs baseline): yes")
+    elif result["exports_equal_json"]:
+        shown = ", ".join(result["exports_bytes_differ"][:3])
+        lines.append(
+            f"exports identical (recordstore vs baseline): equal JSON, but {len(result['exports_bytes_differ'])} "
+            f"file(s) differ in bytes (number formatting?), e.g. {shown}"
+        )
+    else:
+        lines.append("exports identical (recordstore vs baseline): NO")
     for c in result["checks_failed"]:
         lines.append(f"CHECK FAILED: {c}")
     return "\n".join(lines)
@@ -848,27 +937,30 @@ def render(result: dict[str, Any]) -> str:
 
 def render_sweep(results: list[dict[str, Any]], factors: list[float]) -> str:
     keys = [(r["phase"], r["tool"]) for r in results[0]["rows"]]
-    head = f"{'phase':<13} {'tool':<13}" + "".join(f" {f'{f:g}x s':>9}" for f in factors) + f" {'time growth':>12}"
-    head += "".join(f" {f'{f:g}x MB':>9}" for f in factors) + f" {'RSS growth':>11}"
+    head = f"{'phase':<13} {'tool':<13}" + "".join(f" {f'{f:g}x s':>8}" for f in factors)
+    head += f" {'time':>7} {'CPU':>7}" + "".join(f" {f'{f:g}x MB':>8}" for f in factors) + f" {'RSS':>7}"
+    grew = results[-1]["records"] / results[0]["records"]
     lines = [
-        "growth with scale (records: " + ", ".join(str(r["records"]) for r in results) + ")",
+        "growth with scale (records: " + ", ".join(str(r["records"]) for r in results) + f"; {grew:.2f}x from first to last)",
         head,
         "-" * len(head),
     ]
     for key in keys:
-        rs = [next((x for x in r["rows"] if (x["phase"], x["tool"]) == key), None) for r in results]
-        if any(x is None for x in rs):
+        found = [next((x for x in r["rows"] if (x["phase"], x["tool"]) == key), None) for r in results]
+        rs = [x for x in found if x is not None]
+        if len(rs) != len(found):
             continue
-        secs = [x["seconds"] for x in rs]  # type: ignore[index]
-        mbs = [x["peak_rss_mb"] for x in rs]  # type: ignore[index]
+        secs = [x["seconds"] for x in rs]
+        cpus = [x["cpu_seconds"] for x in rs]
+        mbs = [x["peak_rss_mb"] for x in rs]
         lines.append(
             f"{key[0]:<13} {key[1]:<13}"
-            + "".join(f" {s:>9.2f}" for s in secs)
-            + f" {secs[-1] / secs[0]:>11.2f}x"
-            + "".join(f" {m:>9.1f}" for m in mbs)
-            + f" {mbs[-1] / mbs[0]:>10.2f}x"
+            + "".join(f" {v:>8.2f}" for v in secs)
+            + f" {secs[-1] / secs[0]:>6.2f}x {cpus[-1] / cpus[0]:>6.2f}x"
+            + "".join(f" {v:>8.1f}" for v in mbs)
+            + f" {mbs[-1] / mbs[0]:>6.2f}x"
         )
-    lines.append(f"(records grew {results[-1]['records'] / results[0]['records']:.2f}x; linear scaling means time growth close to that)")
+    lines.append("(time, CPU, RSS: last scale over first; linear scaling means time and CPU grow about as records do)")
     return "\n".join(lines)
 
 
@@ -879,8 +971,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", type=int, default=250_000, help="about this many records, in about N/5 files (default 250000)")
     p.add_argument("--seed", type=int, default=4, help="seed of the generated home (default 4)")
-    p.add_argument("--workdir", type=Path, help="work directory (default: a new temporary directory)")
-    p.add_argument("--keep", action="store_true", help="keep the work directory (homes, stores, exports, logs)")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="work directory (default: a new temporary directory, removed at the end); its generated "
+        "home is kept and reused by the next run with the same --records and --seed",
+    )
+    p.add_argument("--keep", action="store_true", help="keep everything: homes, stores, exports, logs")
     p.add_argument(
         "--sweep",
         "--scale",
@@ -889,6 +986,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="FACTORS",
         help="run at several multiples of --records (default 1,2,4) and show how time and peak RSS grow",
     )
+    p.add_argument("--repeat", type=int, default=1, metavar="N", help="run every phase N times, report the median (default 1)")
     p.add_argument("--json", dest="json_out", type=Path, metavar="FILE", help="also write the figures as JSON")
     # internal: one baseline phase, run as its own process
     p.add_argument("--baseline-phase", choices=("import", "migrate", "export"), help=argparse.SUPPRESS)
@@ -899,6 +997,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.records < 1:
         p.error("--records must be at least 1")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     return args
 
 
@@ -920,12 +1020,15 @@ def main(argv: list[str] | None = None) -> int:
             n = max(1, round(args.records * f))
             sub = workdir / f"x{f:g}" if len(factors) > 1 else workdir
             sub.mkdir(exist_ok=True)
-            result = measure(n, args.seed, sub, log)
+            result = measure(n, args.seed, sub, log, args.repeat)
             result["factor"] = f
             results.append(result)
             print(("" if len(results) == 1 else "\n") + (f"== {f:g}x ==\n" if len(factors) > 1 else "") + render(result), flush=True)
-            if len(factors) > 1 and not args.keep:
-                shutil.rmtree(sub, ignore_errors=True)
+            if not args.keep:
+                if own_tmp and len(factors) > 1:
+                    shutil.rmtree(sub, ignore_errors=True)
+                elif not own_tmp:
+                    remove_outputs(sub)
     except ChildFailed as exc:
         print(f"bench: a measured command failed: {exc}", file=sys.stderr)
         return 1

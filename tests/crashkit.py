@@ -9,11 +9,15 @@ loads exactly what a user's would. It reads a few environment variables, all opt
                             enough to be killed mid-way; ``0`` for a fast rerun.
 ``CRASHKIT_MIGRATE_BATCH``  rows per migration batch (``recordstore.migrator.BATCH_ROWS``).
 ``CRASHKIT_IMPORT_BATCH``   records per import batch (``recordstore.importer.BATCH_RECORDS``).
+``CRASHKIT_GATE``           a path: every step and every imported file first waits until
+                            it exists (creating ``PATH.held`` the first time it waits), so
+                            a test can hold a writer mid-run for as long as it likes.
 ``CRASHKIT_CRASH``          ``POINT`` or ``POINT:N``: the process SIGKILLs itself the Nth
                             time (default 1st) it reaches POINT, one of
                             ``before-finish`` (all work committed, run not yet finished),
                             ``batch-written`` (a migration batch written, not committed),
-                            ``import-commit`` (an import batch about to commit).
+                            ``import-commit`` (an import batch about to commit),
+                            ``schema-written`` (a new store's tables created, not committed).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import time
 from recordstore import Registry
 
 SLEEP = float(os.environ.get("CRASHKIT_SLEEP", "0.0005"))
+GATE = os.environ.get("CRASHKIT_GATE")
 
 registry = Registry()
 note = registry.domain("note", version=3, files=["notes/*.json"])
@@ -55,6 +60,10 @@ item = registry.domain("item", version=2, files=["lists/*.json"])
 
 
 def _pause():
+    if GATE and not os.path.exists(GATE):
+        open(GATE + ".held", "w").close()
+        while not os.path.exists(GATE):
+            time.sleep(0.005)
     if SLEEP:
         time.sleep(SLEEP)
 
@@ -104,6 +113,14 @@ def _configure():
         recordstore.migrator.BATCH_ROWS = int(os.environ["CRASHKIT_MIGRATE_BATCH"])
     if os.environ.get("CRASHKIT_IMPORT_BATCH"):
         recordstore.importer.BATCH_RECORDS = int(os.environ["CRASHKIT_IMPORT_BATCH"])
+    if GATE:
+        import_file = recordstore.importer.Importer.import_file
+
+        def gated_import_file(self, cand):
+            _pause()
+            return import_file(self, cand)
+
+        recordstore.importer.Importer.import_file = gated_import_file
     crash = os.environ.get("CRASHKIT_CRASH")
     if not crash:
         return
@@ -134,6 +151,10 @@ def _configure():
         around(recordstore.migrator, "_write_batch", before=False)
     elif point == "import-commit":
         around(recordstore.importer.Importer, "commit", before=True)
+    elif point == "schema-written":
+        import recordstore.schema
+
+        around(recordstore.schema, "_upgrade", before=False)
     else:
         raise ValueError(f"unknown crash point {point!r}")
 

@@ -101,3 +101,24 @@ def test_decode_of_encode_is_the_identity(value: object) -> None:
 def test_the_fast_path_agrees_with_the_exact_path(value: object) -> None:
     text = json.dumps(value)
     assert decode(text) == jsoncodec._decode_exact(text)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"when": __import__("datetime").date(2026, 1, 1)},
+        {"t": (1, 2), "nan": float("nan")},
+        {"big": 2**70, "inf": float("-inf")},
+    ],
+)
+def test_the_fast_encoder_never_turns_a_value_into_another(value: dict) -> None:
+    """orjson writes NaN as null and dates as strings; encode must refuse instead."""
+    with pytest.raises(JSONError, match="not representable"):
+        encode(value, 2)
+
+
+def test_the_fast_encoder_writes_what_the_standard_library_would() -> None:
+    value = {"a": [1, 2.5, "ü"], "b": {}, "c": [], "d": None, "e": True, "big": 2**70}
+    for indent in (None, 2):
+        separators = (",", ":") if indent is None else None
+        assert encode(value, indent) == json.dumps(value, ensure_ascii=False, indent=indent, separators=separators)

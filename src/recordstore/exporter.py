@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from .errors import ExportError
-from .importer import element_prefix
+from .importer import display_path, element_prefix
 from .tables import files, records
 
 __all__ = ["ExportResult", "export_records", "safe_target"]
@@ -56,6 +56,11 @@ def safe_target(out_real: Path, relpath: str) -> Path:
     return out_real.joinpath(*pure.parts)
 
 
+#: Files written before one sync makes the batch durable and they are renamed into place.
+STAGE_FILES = 2000
+STAGE_BYTES = 64 * 1024 * 1024
+
+
 class _Writer:
     def __init__(self, out: Path, overwrite: bool):
         out.mkdir(parents=True, exist_ok=True)
@@ -63,6 +68,10 @@ class _Writer:
         self.overwrite = overwrite
         self.checked: set[Path] = {self.out_real}
         self.dirty_dirs: set[Path] = set()
+        self.staged: list[tuple[str, Path, Path]] = []
+        self.staged_targets: set[Path] = set()
+        self.staged_bytes = 0
+        self.counter = 0
 
     def _ensure_dir(self, directory: Path, relpath: str) -> None:
         """Create ``directory`` one part at a time, refusing any part that is (or leads
@@ -72,7 +81,10 @@ class _Writer:
         parent = directory.parent
         self._ensure_dir(parent, relpath)
         if directory.is_symlink() or directory.exists():
-            real = directory.resolve()
+            try:
+                real = directory.resolve()
+            except RuntimeError:  # Python < 3.13 raises this (not OSError) for a link loop
+                raise ExportError(relpath, f"refused: {directory} is a symbolic link loop") from None
             if real != self.out_real and self.out_real not in real.parents:
                 raise ExportError(relpath, f"refused: {directory} leads outside the export directory")
             if not real.is_dir():
@@ -83,24 +95,65 @@ class _Writer:
         self.checked.add(directory)
 
     def write(self, relpath: str, content: str) -> None:
+        """Write ``content`` to a temporary file beside the target; it is renamed into
+        place by :meth:`flush`, once its data is durable."""
         target = safe_target(self.out_real, relpath)
         self._ensure_dir(target.parent, relpath)
-        if (target.exists() or target.is_symlink()) and not self.overwrite:
+        if not self.overwrite and (target.exists() or target.is_symlink()):
             raise ExportError(relpath, "exists in the export directory (use --force to overwrite)")
+        if target in self.staged_targets:
+            raise ExportError(relpath, "two records sources name the same file")
         data = content.encode("utf-8", "surrogatepass")
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:40]}.", suffix=".tmp", dir=target.parent)
+        self.counter += 1
+        tmp = target.parent / f".{target.name[:40]}.{os.getpid()}.{self.counter}.rstmp"
+        # 0o666 less the umask, like any new file; O_EXCL: never through a planted link.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644 & ~_umask())
-            os.replace(tmp, target)  # replaces a link itself, never writes through it
         except BaseException:
             with _suppress():
                 os.unlink(tmp)
             raise
-        self.dirty_dirs.add(target.parent)
+        self.staged.append((relpath, tmp, target))
+        self.staged_targets.add(target)
+        self.staged_bytes += len(data)
+
+    def full(self) -> bool:
+        return len(self.staged) >= STAGE_FILES or self.staged_bytes >= STAGE_BYTES
+
+    def flush(self) -> list[tuple[str, OSError | None]]:
+        """Make every staged file durable with one sync, then rename each into place
+        and sync the directories. Returns (relpath, error or None) per staged file."""
+        staged, self.staged, self.staged_targets, self.staged_bytes = self.staged, [], set(), 0
+        if not staged:
+            return []
+        try:
+            os.sync()  # one flush for the whole batch instead of an fsync per file
+        except OSError as exc:
+            for _rel, tmp, _target in staged:
+                with _suppress():
+                    os.unlink(tmp)
+            return [(rel, exc) for rel, _tmp, _target in staged]
+        done: list[tuple[str, OSError | None]] = []
+        for rel, tmp, target in staged:
+            try:
+                os.replace(tmp, target)  # replaces a link itself, never writes through it
+            except OSError as exc:
+                with _suppress():
+                    os.unlink(tmp)
+                done.append((rel, exc))
+            else:
+                self.dirty_dirs.add(target.parent)
+                done.append((rel, None))
+        self.sync_dirs()
+        return done
+
+    def discard(self) -> None:
+        for _rel, tmp, _target in self.staged:
+            with _suppress():
+                os.unlink(tmp)
+        self.staged = []
 
     def sync_dirs(self) -> None:
         for directory in sorted(self.dirty_dirs):
@@ -118,12 +171,6 @@ class _suppress:
 
     def __exit__(self, *exc: object) -> bool:
         return True
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _file_rows(conn: Connection, domains: Iterable[str] | None) -> dict[int, Any]:
@@ -177,22 +224,35 @@ def export_records(
     file_rows = _file_rows(conn, domains)
     if progress is not None:
         progress.start(len(file_rows), "export")
-    for file_id, texts, domain in _grouped(conn, set(file_rows)):
-        row = file_rows[file_id]
-        try:
-            writer.write(row.path, render(row.head, row.sep, row.tail, texts))
-        except ExportError as exc:
-            result.problems.append(exc)
-        except OSError as exc:
-            result.problems.append(ExportError(row.path, f"cannot write: {exc.strerror or exc}"))
-        else:
+    sizes: dict[str, tuple[str, int]] = {}
+
+    def settle() -> None:
+        for rel, error in writer.flush():
+            domain, n = sizes.pop(rel)
+            if error is not None:
+                result.problems.append(ExportError(display_path(rel), f"cannot write: {error.strerror or error}"))
+                continue
             result.files += 1
-            result.records += len(texts)
-            result.domains[domain] = result.domains.get(domain, 0) + len(texts)
-        if progress is not None:
-            progress.advance(1)
+            result.records += n
+            result.domains[domain] = result.domains.get(domain, 0) + n
+
     try:
-        writer.sync_dirs()
-    except OSError as exc:
-        result.problems.append(ExportError(str(out), f"cannot sync directories: {exc.strerror or exc}"))
+        for file_id, texts, domain in _grouped(conn, set(file_rows)):
+            row = file_rows[file_id]
+            try:
+                writer.write(row.path, render(row.head, row.sep, row.tail, texts))
+            except ExportError as exc:  # one line each, whatever the names hold
+                result.problems.append(ExportError(display_path(exc.path), display_path(exc.reason)))
+            except OSError as exc:
+                result.problems.append(ExportError(display_path(row.path), f"cannot write: {exc.strerror or exc}"))
+            else:
+                sizes[row.path] = (domain, len(texts))
+            if writer.full():
+                settle()
+            if progress is not None:
+                progress.advance(1)
+        settle()
+    except BaseException:
+        writer.discard()  # nothing half-written stays behind, not even as a temp file
+        raise
     return result

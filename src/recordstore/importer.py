@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -214,20 +215,25 @@ def _describe(value: Any) -> str:
         dict: "an object",
     }
     name = kind.get(type(value), type(value).__name__)
-    shown = jsoncodec.encode_compact(value) if not isinstance(value, (dict, list)) else ""
+    shown = jsoncodec.encode_compact(value) if not isinstance(value, (dict, list, type(None))) else ""
     if len(shown) > 40:
         shown = shown[:37] + "..."
     return f"{name} {shown}".strip()
 
 
-def _indent_of(text: str) -> int | None:
-    """The indent width of pretty JSON text (``None`` for one-line text)."""
-    nl = text.find("\n")
-    if nl == -1:
+def _indent_of(text: str, start: int = 0) -> int | None:
+    """The indent width of pretty JSON text from ``start`` (``None`` for one-line text).
+    Trailing whitespace does not count; nothing is copied, so a huge text costs nothing."""
+    nl = text.find("\n", start)
+    if nl == -1 or _TRAILING_SPACE.match(text, nl):
         return None
-    rest = text[nl + 1 :]
-    width = len(rest) - len(rest.lstrip(" "))
-    return width or None
+    pos = nl + 1
+    while text[pos] == " ":
+        pos += 1
+    return (pos - nl - 1) or None
+
+
+_TRAILING_SPACE = re.compile(r"\s*\Z")
 
 
 class FileParse:
@@ -270,6 +276,7 @@ class FileParse:
             return
         first_line = head.count("\n") + 1
         if stripped[0] == "[":
+            del body, stripped  # a huge array: keep only one copy of its text
             yield from self._array(text, len(head), first_line)
             return
         try:
@@ -330,18 +337,34 @@ class FileParse:
         seps: list[str] = []
         index = 0
         end = pos
+        line, counted = 1, 0  # newlines are counted once, not from 0 for every element
         try:
             if pos < len(text) and text[pos] == "]":
                 head, end = text[: start + 1], start + 1
             else:
                 while True:
-                    value, end = jsoncodec.scan(text, pos)
-                    element = dedent(text[pos:end], element_prefix(head))
-                    line = text.count("\n", 0, pos) + 1
-                    record = self._record(value, element, index, f"{self.relpath}[{index}]", line)
-                    index += 1
-                    if record is not None:
-                        yield record
+                    line += text.count("\n", counted, pos)
+                    counted = pos
+                    try:
+                        value, end = jsoncodec.scan(text, pos)
+                    except jsoncodec.JSONError as exc:
+                        if exc.line is not None:  # a syntax error: the scan cannot go on
+                            raise
+                        # Well-formed but refused (duplicate key, NaN, too deep): refuse
+                        # this element only, and go on after it.
+                        skip = _element_end(text, pos)
+                        if skip is None:
+                            exc.line = line
+                            raise
+                        self._fail(f"element {index}: {exc.reason}", line)
+                        index += 1
+                        end = skip
+                    else:
+                        element = dedent(text[pos:end], element_prefix(head))
+                        record = self._record(value, element, index, f"{self.relpath}[{index}]", line)
+                        index += 1
+                        if record is not None:
+                            yield record
                     nxt = end
                     while nxt < len(text) and text[nxt] in ws:
                         nxt += 1
@@ -380,7 +403,7 @@ class FileParse:
             indent = head[head.rfind("\n") + 1 :] if "\n" in head else ""
             sep = ",\n" + indent if "\n" in head else ","
         self.layout = FileLayout(
-            "array", head=head, sep=sep, tail=text[end:], indent=_indent_of(text[start:].rstrip())
+            "array", head=head, sep=sep, tail=text[end:], indent=_indent_of(text, start)
         )
 
     def _lines(self) -> Iterator[ParsedRecord]:
@@ -488,7 +511,8 @@ class Importer:
             self._problem(InputError(shown, "file name is not valid UTF-8; rename the file to import it"), domain.name)
             return
         try:
-            if not stat.S_ISREG(cand.path.stat().st_mode):  # a link loop or dangling link: OSError
+            before = cand.path.stat()  # a link loop or a dangling link: OSError
+            if not stat.S_ISREG(before.st_mode):
                 raise InputError(shown, "not a regular file")
             data, digest = read_file(cand.path)
         except OSError as exc:
@@ -528,6 +552,13 @@ class Importer:
         except OSError as exc:  # the file vanished or became unreadable mid-read
             parse.fatal = True
             parse.problems.append(InputError(shown, f"cannot read: {exc.strerror or exc}"))
+        else:
+            if _changed_since(cand.path, before):
+                # What was read is stored (a complete record, or a reported error); the
+                # empty digest below makes the next import read the file again.
+                parse.problems.append(
+                    InputError(shown, "changed while being imported; import again to pick up the change")
+                )
         self._write(batch, file_id, domain, counts, existing)
         written += len(batch)
         for problem in parse.problems:
@@ -672,6 +703,41 @@ class Importer:
             backup_rows(self.conn, ids, self.run_id, "remove")
             self.conn.execute(records.delete().where(records.c.id.in_(ids)))
         return len(ids)
+
+
+_LOOSE = json.JSONDecoder()  # takes NaN and duplicate keys: only to find where a value ends
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _element_end(text: str, pos: int) -> int | None:
+    """Where the JSON value at ``text[pos]`` ends, judged by its syntax alone (``None``
+    when that cannot be told). Nesting too deep for the parser is delimited by its
+    brackets, strings skipped."""
+    try:
+        return _LOOSE.raw_decode(text, pos)[1]
+    except ValueError:
+        return None
+    except RecursionError:
+        pass
+    depth = 0
+    for match in _TOKENS.finditer(text, pos):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+        elif token in ("]", "}"):
+            depth -= 1
+            if depth == 0:
+                return match.end()
+    return None
+
+
+def _changed_since(path: Path, before: os.stat_result) -> bool:
+    try:
+        after = path.stat()
+    except OSError:
+        return True
+    fields = ("st_ino", "st_dev", "st_size", "st_mtime_ns")
+    return any(getattr(before, f) != getattr(after, f) for f in fields)
 
 
 def _sql_int(value: int | None) -> int | None:

@@ -41,6 +41,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e999: it would become Infinity
+        raise ValueError(f"number {text[:40]} is too large for a double")
+    return value
+
+
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
@@ -52,7 +59,9 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-_exact = json.JSONDecoder(object_pairs_hook=_unique_pairs, parse_constant=_reject_constant)
+_exact = json.JSONDecoder(
+    object_pairs_hook=_unique_pairs, parse_constant=_reject_constant, parse_float=_finite_float
+)
 
 def decode(data: bytes | str) -> Any:
     """Decode one JSON text strictly (see the module docstring); raise :class:`JSONError`.
@@ -95,18 +104,24 @@ def _decode_exact(data: bytes | str) -> Any:
 
 
 def scan(text: str, pos: int) -> tuple[Any, int]:
-    """Decode the one JSON value starting at ``text[pos]`` strictly; return it and its end."""
+    """Decode the one JSON value starting at ``text[pos]`` strictly; return it and its end.
+
+    A syntax error carries its line. A value refused for what it holds (a duplicate key,
+    NaN, a number too large, nesting too deep) carries none: the caller knows where the
+    value began, and counting lines here for every refused element of a huge array
+    would be quadratic."""
     try:
         return _exact.raw_decode(text, pos)
     except json.JSONDecodeError as exc:
         return _raise(exc.msg, exc.lineno, exc.colno)
     except ValueError as exc:
-        raise JSONError(str(exc), text.count("\n", 0, pos) + 1) from None
+        raise JSONError(str(exc)) from None
     except RecursionError:
-        raise JSONError("nested too deeply", text.count("\n", 0, pos) + 1) from None
+        raise JSONError("nested too deeply") from None
 
 
 def _raise(msg: str, line: int, col: int) -> Any:
+    msg = msg.removesuffix(" at")  # "Invalid control character at" would read "at at line"
     raise JSONError(f"invalid JSON: {msg} at line {line} column {col}", line)
 
 
@@ -123,7 +138,26 @@ def encode(value: Any, indent: int | None) -> str:
     """Encode ``value``; ``indent=None`` is compact, otherwise pretty with ``": "``.
 
     Raises :class:`JSONError` for values JSON cannot hold exactly (NaN, sets, ...).
+    orjson writes compact and 2-space text fast, but writes NaN and Infinity as
+    ``null`` and turns dates and dataclasses into other types: its output is used only
+    when decoding it gives back an equal value; otherwise the standard library decides.
     """
+    if indent in (None, 2):
+        try:
+            out = orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0)
+        except (TypeError, orjson.JSONEncodeError):
+            pass  # integers beyond 64 bits, lone surrogates, non-string keys, ...
+        else:
+            try:
+                same = bool(orjson.loads(out) == value)
+            except (TypeError, ValueError, RecursionError):
+                same = False
+            if same:
+                return out.decode("utf-8")
+    return _encode_exact(value, indent)
+
+
+def _encode_exact(value: Any, indent: int | None) -> str:
     try:
         if indent is None:
             text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))

@@ -146,6 +146,11 @@ def migrate_records(
                     result.newer[dom.name] = newer
         if progress is not None:
             progress.start(pending_total, "migrate")
+        if run is not None:
+            # A batch reads its rows, then writes: it must hold SQLite's write lock from
+            # its BEGIN, or a write committed in between (``store index add`` takes no run
+            # lock) makes SQLite refuse the batch's first write ("database is locked").
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         outer = conn.begin() if atomic and run is not None else None
         try:
             for dom in chosen:
@@ -324,6 +329,12 @@ def _chosen_backups(conn: Connection, run_id: int | None, domain: str | None, ke
     return rows
 
 
+def _already_restored(row: Any, backup: Any) -> bool:
+    return all(
+        getattr(row, c) == getattr(backup, c) for c in ("domain", "key", "version", "payload", "file_id", "position")
+    )
+
+
 def restore_records(
     engine: Engine,
     *,
@@ -334,22 +345,28 @@ def restore_records(
     force: bool = False,
 ) -> RestoreResult:
     result = RestoreResult(run_id=run.run_id)
-    with translate_errors(), engine.connect() as conn, conn.begin():
+    # IMMEDIATE: it reads the backups, then writes (see migrate_records)
+    with translate_errors(), engine.connect() as conn, conn.execution_options(sqlite_begin="IMMEDIATE").begin():
         chosen = _chosen_backups(conn, from_run, domain, key)
         current = {}
         ids = [b.record_id for b in chosen]
         for start in range(0, len(ids), 500):
             for row in conn.execute(
-                select(records.c.id, records.c.run_id, records.c.key, records.c.domain).where(
-                    records.c.id.in_(ids[start : start + 500])
-                )
+                select(
+                    records.c.id, records.c.run_id, records.c.key, records.c.domain, records.c.version,
+                    records.c.payload, records.c.file_id, records.c.position,
+                ).where(records.c.id.in_(ids[start : start + 500]))
             ):
                 current[row.id] = row
         if from_run is not None and not force:
+            # A record already back to its backup (a restore of this run that was killed
+            # after its commit, before its run was marked finished) is no conflict.
             conflicts = [
                 (current[b.record_id].domain, current[b.record_id].key)
                 for b in chosen
-                if b.record_id in current and current[b.record_id].run_id != from_run
+                if b.record_id in current
+                and current[b.record_id].run_id != from_run
+                and not _already_restored(current[b.record_id], b)
             ]
             if conflicts:
                 shown = ", ".join(f"{d} {k}" for d, k in conflicts[:3])

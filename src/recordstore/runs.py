@@ -46,6 +46,18 @@ def process_alive(pid: int, host: str) -> bool:
     return True
 
 
+#: The runs this process holds. A lock row with our pid but another run was left by a
+#: killed process whose pid we now have (a container's pid 1 after a restart): stale.
+_HELD_HERE: set[int] = set()
+
+
+def holder_alive(row: Any) -> bool:
+    """Whether the lock row ``row`` belongs to a writer that may still be running."""
+    if row.pid == os.getpid() and row.host == HOST:
+        return row.run_id in _HELD_HERE
+    return process_alive(row.pid, row.host)
+
+
 def _describe_holder(row: Any) -> str:
     return (
         f"the store is busy: {row.operation} (run {row.run_id}) is running in process {row.pid} "
@@ -54,10 +66,16 @@ def _describe_holder(row: Any) -> str:
 
 
 def _try_acquire(engine: Engine, operation: str, options: dict[str, Any], fingerprints: dict[str, Any]) -> int | Any:
+    # A live holder is answered from a plain read: it may hold SQLite's write lock for a
+    # whole batch (an import does), and BEGIN IMMEDIATE would sit in the busy timeout.
+    with translate_errors(), engine.connect() as conn, conn.begin():
+        holder = conn.execute(select(lock)).first()
+    if holder is not None and holder_alive(holder):
+        return holder
     with write_transaction(engine) as conn:
         holder = conn.execute(select(lock)).first()
         if holder is not None:
-            if holder.pid != os.getpid() and not process_alive(holder.pid, holder.host):
+            if not holder_alive(holder):
                 _mark_interrupted(conn, holder.run_id)
                 conn.execute(delete(lock))
             else:
@@ -76,6 +94,7 @@ def _try_acquire(engine: Engine, operation: str, options: dict[str, Any], finger
         conn.execute(
             insert(lock).values(id=1, operation=operation, run_id=run_id, pid=os.getpid(), host=HOST, acquired_at=now())
         )
+        _HELD_HERE.add(int(run_id))  # before the commit: another thread must never see it unheld
         return int(run_id)
 
 
@@ -149,6 +168,7 @@ class RunHandle:
                 )
             )
             conn.execute(delete(lock).where(lock.c.run_id == self.run_id, lock.c.pid == os.getpid()))
+        _HELD_HERE.discard(self.run_id)
 
 
 @dataclass
@@ -186,7 +206,7 @@ class RunInfo:
 
 def read_history(conn: Connection, run_id: int | None = None, *, failure_limit: int | None = None) -> list[RunInfo]:
     holder = conn.execute(select(lock)).first()
-    live_run = holder.run_id if holder is not None and process_alive(holder.pid, holder.host) else None
+    live_run = holder.run_id if holder is not None and holder_alive(holder) else None
     query = select(runs).order_by(runs.c.id)
     if run_id is not None:
         query = query.where(runs.c.id == run_id)

@@ -1,0 +1,445 @@
+"""One writer at a time, consistent readers (DESIGN guarantee 5), with real processes:
+
+* writers started together: exactly one proceeds; the others fail at once with exit
+  code 4 and one "busy" line naming the operation and the holder's pid, or, with
+  ``--wait``, wait their turn and succeed, never two runs at once;
+* readers querying while a migration commits batch after batch see whole records
+  (payload version = version column), each record once, at one version, never going back;
+* a writer SIGKILLed mid-run leaves a stale lock that the next writer takes over at
+  once, marking the killed run interrupted;
+* the library: two ``Store`` objects in one process, the second writer gets
+  :class:`BusyError` (or waits, given ``wait``).
+
+Writers are held mid-run by a gate (``CRASHKIT_GATE``: each step and imported file waits
+for a file to exist), so the tests do not depend on timing.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import crashkit as ck
+from recordstore import BusyError, Registry, Store
+
+CURRENT = {"note": 3, "event": 2, "item": 2}
+
+
+@dataclass
+class World:
+    home: Path
+    registry: Path
+    imported: Path
+    counts: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    root = tmp_path_factory.mktemp("concurrency")
+    home = ck.make_home(root / "home", notes=300, logs=4, lines=100, lists=4, items=50)
+    registry = ck.write_registry(root / "registry.py")
+    imported = root / "imported.db"
+    done = ck.run_store(imported, registry, "import", home)
+    assert done.returncode == 0, done.stderr
+    ck.checkpoint(imported)
+    counts = collections.Counter(row.domain for row in ck.records_of(imported).values())
+    return World(home, registry, imported, dict(counts))
+
+
+def gated(gate: Path, **extra: str) -> dict[str, str]:
+    return ck.child_env(CRASHKIT_GATE=str(gate), CRASHKIT_SLEEP="0", **extra)
+
+
+def held(gate: Path) -> Path:
+    return Path(f"{gate}.held")
+
+
+def runs_of(db: Path) -> list[dict[str, Any]]:
+    conn = ck._connect(db)
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM runs ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def assert_one_at_a_time(runs: list[dict[str, Any]]) -> None:
+    """No two runs overlap: each starts after the one before it finished."""
+    ordered = sorted(runs, key=lambda r: r["started_at"])
+    for prev, nxt in zip(ordered, ordered[1:]):
+        assert prev["finished_at"] is not None and prev["finished_at"] <= nxt["started_at"], (prev, nxt)
+
+
+# --------------------------------------------------------------------------- writers
+
+
+COMMANDS = [["migrate"], ["import", "HOME"], ["migrate"]]
+
+
+def _argv(world: World, cmd: list[str]) -> list[Any]:
+    return [world.home if a == "HOME" else a for a in cmd]
+
+
+@pytest.mark.parametrize("first", [None, 0, 1], ids=["together", "migrate-holds", "import-holds"])
+def test_writers_started_together_one_proceeds_the_others_are_busy(
+    world: World, tmp_path: Path, first: int | None
+) -> None:
+    """All three started at once (any may win), or one given a head start so that both a
+    migrate and an import (which holds SQLite's write lock for whole batches) are tried
+    as the holder."""
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    gate = tmp_path / "gate"
+    procs: list[Any] = [None] * len(COMMANDS)
+    if first is not None:
+        procs[first] = ck.spawn_store(db, world.registry, *_argv(world, COMMANDS[first]), env=gated(gate))
+        assert ck.wait_until(held(gate).exists, timeout=60)
+    for i, c in enumerate(COMMANDS):
+        if procs[i] is None:
+            procs[i] = ck.spawn_store(db, world.registry, *_argv(world, c), env=gated(gate))
+    try:
+        # the two that lost fail at once, while the winner is still held inside its run
+        assert ck.wait_until(lambda: sum(p.poll() is not None for p in procs) >= 2, timeout=60)
+        assert ck.wait_until(held(gate).exists, timeout=60)
+        running = [p for p in procs if p.poll() is None]
+        assert len(running) == 1
+    finally:
+        gate.touch()
+    ends = [ck.finish(p) for p in procs]
+    codes = [e.returncode for e in ends]
+    assert sorted(codes) == [0, 4, 4], [e.stderr for e in ends]
+    w = codes.index(0)
+    assert first is None or w == first
+    winner, operation = procs[w], COMMANDS[w][0]
+    for i, e in enumerate(ends):
+        if i == w:
+            continue
+        lines = e.stderr.strip().splitlines()
+        assert len(lines) == 1, e.stderr
+        assert "busy" in lines[0] and operation in lines[0] and f"process {winner.pid}" in lines[0], lines[0]
+        assert e.stdout == ""
+    runs = runs_of(db)[1:]  # after the import that made the store
+    assert [(r["kind"], r["pid"], r["outcome"]) for r in runs] == [(operation, winner.pid, "ok")]
+
+
+def test_writers_with_wait_take_turns_and_all_succeed(world: World, tmp_path: Path) -> None:
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    gate = tmp_path / "gate"
+    procs = [
+        ck.spawn_store(db, world.registry, *_argv(world, c), "--wait", env=gated(gate)) for c in COMMANDS
+    ]
+    try:
+        assert ck.wait_until(held(gate).exists, timeout=60)
+        time.sleep(0.5)  # the other two are polling by now
+        assert all(p.poll() is None for p in procs)
+        running = [r for r in runs_of(db) if r["outcome"] == "running"]
+        assert len(running) == 1  # only the holder has a run
+    finally:
+        gate.touch()
+    ends = [ck.finish(p) for p in procs]
+    assert [e.returncode for e in ends] == [0, 0, 0], [e.stderr for e in ends]
+    assert not any("busy" in e.stderr for e in ends)
+    runs = runs_of(db)[1:]
+    assert sorted((r["kind"], r["pid"]) for r in runs) == sorted(
+        (c[0], p.pid) for c, p in zip(COMMANDS, procs)
+    )
+    assert all(r["outcome"] == "ok" for r in runs)
+    assert_one_at_a_time(runs)
+    now = ck.records_of(db)
+    assert all(row.version == CURRENT[row.domain] for row in now.values())
+
+
+def test_busy_writer_does_not_block_behind_a_long_import_batch(world: World, tmp_path: Path) -> None:
+    """An import holds SQLite's write lock for a whole batch: a second writer must still
+    answer "busy, naming the import" at once, not sit in SQLite's busy timeout."""
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    gate = tmp_path / "gate"
+    holder = ck.spawn_store(db, world.registry, "import", world.home, env=gated(gate))
+    try:
+        assert ck.wait_until(held(gate).exists, timeout=60)
+        t0 = time.monotonic()
+        busy = ck.run_store(db, world.registry, "migrate")
+        took = time.monotonic() - t0
+    finally:
+        gate.touch()
+    assert ck.finish(holder).returncode == 0
+    assert busy.returncode == 4, busy.stderr
+    assert f"import (run 2) is running in process {holder.pid}" in busy.stderr
+    assert took < 10, f"the busy answer took {took:.1f}s"
+
+
+@pytest.mark.parametrize("round_", [0, *(pytest.param(n, marks=pytest.mark.slow) for n in range(1, 13))])
+def test_many_writers_racing_never_overlap(world: World, tmp_path: Path, round_: int) -> None:
+    """No gate: five writers (migrate and import, slow steps) started at once, as users
+    would. Each either runs or is told "busy" naming a writer that really held the store;
+    no two runs overlap; the store ends fully migrated and intact."""
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    commands = [["migrate"], ["import", "HOME"], ["migrate"], ["migrate"], ["import", "HOME"]][: 3 + round_ % 3]
+    env = ck.child_env(CRASHKIT_SLEEP="0.0003", CRASHKIT_MIGRATE_BATCH="100")
+    procs = [ck.spawn_store(db, world.registry, *_argv(world, c), env=env) for c in commands]
+    ends = [ck.finish(p) for p in procs]
+    assert {e.returncode for e in ends} <= {0, 4}, [e.stderr for e in ends]
+    runs = runs_of(db)[1:]
+    ran = {r["pid"]: r for r in runs}
+    for p, c, e in zip(procs, commands, ends):
+        if e.returncode == 0:
+            assert ran[p.pid]["kind"] == c[0] and ran[p.pid]["outcome"] == "ok"
+        else:
+            assert p.pid not in ran
+            line = e.stderr.strip()
+            assert "\n" not in line and "busy" in line, e.stderr
+            holders = [pid for pid in ran if f"process {pid} " in line]
+            assert len(holders) == 1 and ran[holders[0]]["kind"] in line, (line, ran)
+    assert_one_at_a_time(runs)
+    if any(r["kind"] == "migrate" for r in runs):
+        assert all(r.version == CURRENT[r.domain] for r in ck.records_of(db).values())
+    with Store(db, registry=str(world.registry)) as s:
+        assert s.integrity_problems() == []
+
+
+def test_a_lockless_writer_does_not_break_a_running_migration(world: World, tmp_path: Path) -> None:
+    """`store index add` writes without taking the run lock. Held inside a batch (rows
+    read, steps running), the migration must not fail when that write commits: SQLite
+    refuses to turn a read snapshot another writer made stale into a write."""
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    gate = tmp_path / "gate"
+    writer = ck.spawn_store(db, world.registry, "migrate", env=gated(gate))
+    try:
+        assert ck.wait_until(held(gate).exists, timeout=60)
+        indexer = ck.spawn_store(db, world.registry, "index", "add", "note", "name")
+        # it may commit at once (the migration holds no write lock between its writes) or
+        # wait for the batch; either way the batch must then commit
+        ck.wait_until(lambda: indexer.poll() is not None, timeout=3)
+    finally:
+        gate.touch()
+    ended, indexed = ck.finish(writer), ck.finish(indexer)
+    assert indexed.returncode == 0, indexed.stderr
+    assert ended.returncode == 0, ended.stderr
+    assert all(r.version == CURRENT[r.domain] for r in ck.records_of(db).values())
+
+
+# --------------------------------------------------------------------------- readers
+
+
+@dataclass
+class ReaderLog:
+    snapshots: int = 0
+    mixed: int = 0
+    errors: list[str] | None = None
+
+
+def _check_snapshot(records: list[tuple[str, int, dict[str, Any]]], domain: str, expected: int,
+                    high_water: dict[str, int], log: ReaderLog) -> None:
+    keys = [k for k, _, _ in records]
+    assert len(keys) == len(set(keys)) == expected, (domain, len(keys), expected)
+    for key, version, data in records:
+        assert data.get("schema_version", 1) == version, (key, version, data)
+    new = sum(1 for _, v, _ in records if v == CURRENT[domain])
+    assert new >= high_water.get(domain, 0), "a record went back to its old version"
+    high_water[domain] = new
+    log.snapshots += 1
+    if 0 < sum(1 for _, v, _ in records if v < CURRENT[domain]) and new > high_water.get(f"{domain}:start", 0):
+        log.mixed += 1
+
+
+def test_readers_see_whole_records_at_one_version_during_a_migration(world: World, tmp_path: Path) -> None:
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    start = {d: sum(1 for r in ck.records_of(db).values() if r.domain == d and r.version == CURRENT[d]) for d in CURRENT}
+    log, cli_log = ReaderLog(errors=[]), ReaderLog(errors=[])
+    marks = {f"{d}:start": n for d, n in start.items()}
+    writer = ck.spawn_store(db, world.registry, "migrate",
+                            env=ck.child_env(CRASHKIT_SLEEP="0.0004", CRASHKIT_MIGRATE_BATCH="50"))
+
+    def library_reader() -> None:
+        high = dict(marks)
+        try:
+            with Store(db, registry=str(world.registry)) as s:
+                while writer.poll() is None:
+                    for domain in CURRENT:
+                        snap = [(r.key, r.version, r.data) for r in s.query(domain)]
+                        _check_snapshot(snap, domain, world.counts[domain], high, log)
+        except BaseException as exc:  # reported by the main thread
+            log.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def cli_reader() -> None:
+        high = dict(marks)
+        try:
+            while writer.poll() is None:
+                got = ck.run_store(db, world.registry, "query", "event", "--json")
+                assert got.returncode == 0, got.stderr
+                snap = []
+                for line in got.stdout.splitlines():
+                    rec = json.loads(line)
+                    snap.append((rec["key"], rec["version"], rec["record"]))
+                _check_snapshot(snap, "event", world.counts["event"], high, cli_log)
+        except BaseException as exc:
+            cli_log.errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=library_reader), threading.Thread(target=cli_reader)]
+    for t in threads:
+        t.start()
+    ended = ck.finish(writer)
+    for t in threads:
+        t.join(timeout=120)
+    assert ended.returncode == 0, ended.stderr
+    assert log.errors == [] and cli_log.errors == []
+    assert log.snapshots > 3 and log.mixed > 0, log  # the reads did overlap the migration
+    assert cli_log.snapshots >= 1
+    assert all(r.version == CURRENT[r.domain] for r in ck.records_of(db).values())
+
+
+# --------------------------------------------------------------------------- stale locks
+
+
+def _killed_mid_migrate(world: World, db: Path) -> tuple[subprocess.Popen[str], int]:
+    proc = ck.spawn_store(db, world.registry, "migrate",
+                          env=ck.child_env(CRASHKIT_SLEEP="0.0005", CRASHKIT_MIGRATE_BATCH="50"))
+    # wait until some batches are committed: the run is really mid-way
+    assert ck.wait_until(
+        lambda: proc.poll() is not None or ck.scalar(db, "SELECT count(*) FROM backups") >= 100, timeout=60
+    )
+    ended = ck.kill9(proc)
+    assert ended.killed, ended
+    run = ck.run_of_pid(db, proc.pid)
+    assert run is not None and run["outcome"] == "running"
+    return proc, run["id"]
+
+
+def test_stale_lock_of_a_killed_writer_is_taken_over_at_once(world: World, tmp_path: Path) -> None:
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    proc, run_id = _killed_mid_migrate(world, db)
+    assert ck.scalar(db, "SELECT pid FROM lock") == proc.pid  # the lock is left behind
+    with Store(db, registry=str(world.registry)) as s:
+        assert s.history(run_id)[0].outcome == "interrupted"
+
+    t0 = time.monotonic()
+    again = ck.run_store(db, world.registry, "migrate", env=ck.child_env(CRASHKIT_SLEEP="0"))
+    took = time.monotonic() - t0
+    assert again.returncode == 0, again.stderr
+    assert "busy" not in again.stderr
+    assert took < 20
+    runs = runs_of(db)
+    old = next(r for r in runs if r["id"] == run_id)
+    assert old["outcome"] == "interrupted" and "stopped before finishing" in old["message"]
+    assert runs[-1]["outcome"] == "ok" and runs[-1]["pid"] != proc.pid
+    assert ck.scalar(db, "SELECT count(*) FROM lock") == 0
+    assert all(r.version == CURRENT[r.domain] for r in ck.records_of(db).values())
+    # each record was backed up exactly once, by whichever run changed it
+    per_key = collections.Counter(b["key"] for b in ck.backups_of(db))
+    assert set(per_key.values()) == {1}
+
+
+def test_a_waiting_writer_takes_over_when_the_holder_is_killed(world: World, tmp_path: Path) -> None:
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    gate = tmp_path / "gate"
+    holder = ck.spawn_store(db, world.registry, "migrate", env=gated(gate))
+    assert ck.wait_until(held(gate).exists, timeout=60)
+    waiter = ck.spawn_store(db, world.registry, "migrate", "--wait", env=ck.child_env(CRASHKIT_SLEEP="0"))
+    time.sleep(1.0)
+    assert waiter.poll() is None  # waiting for the live holder
+    assert ck.kill9(holder).killed
+    ended = ck.finish(waiter, timeout=60)
+    assert ended.returncode == 0, ended.stderr
+    runs = runs_of(db)
+    assert [(r["pid"], r["outcome"]) for r in runs[1:]] == [(holder.pid, "interrupted"), (waiter.pid, "ok")]
+    assert all(r.version == CURRENT[r.domain] for r in ck.records_of(db).values())
+
+
+# --------------------------------------------------------------------------- the library
+
+
+def test_library_second_store_in_one_process_gets_busy_error_or_waits(tmp_path: Path) -> None:
+    entered, release = threading.Event(), threading.Event()
+    registry = Registry()
+    note = registry.domain("note", version=2, files=["notes/*.json"])
+
+    @note.step(1)
+    def held_step(record: dict[str, Any]) -> None:
+        entered.set()
+        assert release.wait(60)
+        record["seen"] = True
+
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    for n in range(5):
+        (home / "notes" / f"{n}.json").write_text(json.dumps({"schema_version": 1, "n": n}, indent=2))
+    db = tmp_path / "store.db"
+    with Store(db, registry=registry) as s:
+        s.import_paths([home])
+
+    first, second, patient = (Store(db, registry=registry), Store(db, registry=registry),
+                              Store(db, registry=registry, wait=60))
+    results: dict[str, Any] = {}
+
+    def run(name: str, fn: Any) -> None:
+        try:
+            results[name] = fn()
+        except BaseException as exc:
+            results[name] = exc
+
+    try:
+        migrating = threading.Thread(target=run, args=("first", first.migrate))
+        migrating.start()
+        assert entered.wait(30)
+        for attempt in (second.migrate, lambda: second.import_paths([home]), lambda: second.restore(domain="note"),
+                        lambda: second.prune_backups(1)):
+            with pytest.raises(BusyError) as info:
+                attempt()
+            assert info.value.holder["operation"] == "migrate"
+            assert info.value.holder["pid"] == os.getpid()
+            assert "busy" in str(info.value) and f"process {os.getpid()}" in str(info.value)
+        # readers are not writers: they go on, and see the records as they were
+        assert [r.version for r in second.query("note")] == [1] * 5
+        waiting = threading.Thread(target=run, args=("patient", lambda: patient.import_paths([home])))
+        waiting.start()
+        time.sleep(0.5)
+        assert waiting.is_alive()
+    finally:
+        release.set()
+    migrating.join(30)
+    waiting.join(30)
+    try:
+        assert results["first"].migrated == 5
+        assert results["patient"].ok and results["patient"].run_id == results["first"].run_id + 1
+        history = second.history()
+        assert [(r.kind, r.outcome) for r in history] == [("import", "ok"), ("migrate", "ok"), ("import", "ok")]
+        assert_one_at_a_time([{"started_at": r.started_at, "finished_at": r.finished_at} for r in history])
+    finally:
+        for s in (first, second, patient):
+            s.close()
+
+
+def test_stale_lock_left_under_our_own_pid_is_taken_over(tmp_path: Path) -> None:
+    """A killed writer whose pid now belongs to us (a container's `store` is often pid 1
+    again after a restart) holds nothing: the lock is stale, not ours."""
+    import socket
+    import sqlite3
+
+    registry = Registry()
+    registry.domain("note", version=1, files=["notes/*.json"])
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    (home / "notes" / "a.json").write_text('{"schema_version": 1}')
+    db = tmp_path / "store.db"
+    with Store(db, registry=registry) as s:
+        s.import_paths([home])
+    conn = sqlite3.connect(db)
+    with conn:
+        cur = conn.execute(
+            "INSERT INTO runs (kind, started_at, outcome, pid, host) VALUES ('migrate', '2026-01-01T00:00:00Z', "
+            "'running', ?, ?)", (os.getpid(), socket.gethostname()))
+        conn.execute("INSERT INTO lock (id, operation, run_id, pid, host, acquired_at) VALUES "
+                     "(1, 'migrate', ?, ?, ?, '2026-01-01T00:00:00Z')", (cur.lastrowid, os.getpid(), socket.gethostname()))
+    conn.close()
+    with Store(db, registry=registry) as s:
+        assert s.history()[-1].outcome == "interrupted"
+        result = s.import_paths([home])
+        assert result.ok
+        assert [r.outcome for r in s.history()] == ["ok", "interrupted", "ok"]

@@ -1,0 +1,319 @@
+"""Export never writes outside OUT, never leaves a temp or half-written file, refuses
+existing files unless asked, and still writes every good file (guarantee 6).
+
+Import never produces a hostile source path, so the tests import a good home normally
+and then rewrite ``files.path`` in the store directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import errno
+import os
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import hostile
+from conftest import Cli, tree
+from hostile import Home, build_home
+from recordstore import ExportError, Store
+from recordstore import exporter as exporter_module
+
+VICTIM = f"{hostile.TASKS}/task_good_2.json"  # the row whose path the tests rewrite
+UNSAFE = r"^unsafe source path \(absolute or contains '\.\.'\)$"
+WINDOWS = r"^unsafe source path \(backslash or drive letter\)$"
+EMPTY_OR_NUL = r"^unsafe source path \(empty or contains NUL\)$"
+TOO_LONG = r"^cannot write: File name too long$"
+
+
+@pytest.fixture
+def world(tmp_path: Path, store: Store) -> tuple[Home, Path, Path]:
+    """(home imported into ``store``, OUT, a sibling of OUT that must stay empty)."""
+    home = build_home(tmp_path / "home")
+    assert store.import_paths([home.root]).ok
+    area = tmp_path / "export"
+    sibling = area / "sibling"
+    sibling.mkdir(parents=True)
+    return home, area / "out", sibling
+
+
+def set_path(db: Path, old: str, new: str) -> None:
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("UPDATE files SET path = ? WHERE path = ?", (new, old)).rowcount == 1
+    conn.close()
+
+
+def everything_below(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def assert_contained(out: Path, sibling: Path) -> None:
+    """Nothing in the sibling, nothing beside the OUT directories (``out*``) and the
+    sibling, no temp files in OUT."""
+    assert everything_below(sibling) == set()
+    assert all(p.name == sibling.name or p.name.startswith("out") for p in out.parent.iterdir())
+    if out.exists():
+        temps = [p for p in out.rglob("*") if re.fullmatch(r"\..*\.tmp", p.name)]
+        assert temps == []
+
+
+def assert_one_line_each(problems: list[ExportError]) -> None:
+    for problem in problems:
+        assert isinstance(problem, ExportError)
+        assert "\n" not in str(problem) and "\r" not in str(problem), repr(str(problem))
+
+
+def assert_good_files_written(home: Home, out: Path, but: set[str]) -> None:
+    written = tree(out)
+    for rel, data in home.exact.items():
+        if rel not in but:
+            assert written.get(rel) == data, f"{rel} was not written exactly"
+
+
+def assert_cli_export(cli: Cli, out: Path, expected: list[str], *flags: str) -> None:
+    """``expected``: a regex per stderr line."""
+    result = cli("export", str(out), *flags)
+    output = result.stdout + result.stderr  # type: ignore[attr-defined]
+    assert "Traceback" not in output
+    lines = result.stderr.splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == len(expected), lines
+    for line, pattern in zip(sorted(lines), sorted(expected)):
+        assert re.search(pattern, line), (line, pattern)
+    assert result.exit_code == (1 if expected else 0), output  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- hostile source paths
+
+REFUSED = [
+    ("dotdot", "../sibling/escape.json", UNSAFE),
+    ("dotdot-inside", "tasks/../../sibling/escape.json", UNSAFE),
+    ("dotdot-alone", "..", UNSAFE),
+    ("dotdot-trailing", "tasks/..", UNSAFE),
+    ("absolute", "{sibling}/absolute.json", UNSAFE),
+    ("absolute-root-dotdot", "/../{sibling}/x.json", UNSAFE),
+    ("dot", "./tasks/x.json", UNSAFE),
+    ("double-slash", "tasks//x.json", UNSAFE),
+    ("trailing-slash", "tasks/x/", UNSAFE),
+    ("drive-letter", "C:/sibling/x.json", WINDOWS),
+    ("drive-relative", "c:x.json", WINDOWS),
+    ("backslash-dotdot", "..\\sibling\\x.json", WINDOWS),
+    ("unc", "\\\\server\\share\\x.json", WINDOWS),
+    ("nul", "tasks/a\x00b.json", EMPTY_OR_NUL),
+    ("nul-dotdot", "../sibling/\x00.json", EMPTY_OR_NUL),
+    ("empty", "", EMPTY_OR_NUL),
+    ("long-name", "tasks/" + "n" * 300 + ".json", TOO_LONG),
+    ("long-path", "/".join(["d" * 200] * 25) + "/x.json", TOO_LONG),
+]
+
+ACCEPTED = [  # odd but harmless: written as literal names inside OUT
+    ("tilde", "~/x.json"),
+    ("dollar", "$HOME/x.json"),
+    ("three-dots", ".../x.json"),
+    ("dotdot-in-name", "tasks/..x.json"),
+    ("newline", "tasks/new\nline.json"),
+    ("dotfile", ".hidden.json"),
+    ("unicode", "tâches/日本 ✓.json"),
+    ("name-255", "tasks/" + "n" * 250 + ".json"),
+]
+
+
+@pytest.mark.parametrize(("path", "reason"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
+def test_a_hostile_source_path_is_refused_and_the_rest_is_written(
+    world: tuple[Home, Path, Path], store: Store, db_path: Path, cli: Cli, path: str, reason: str
+) -> None:
+    home, out, sibling = world
+    path = path.format(sibling=sibling)
+    set_path(db_path, VICTIM, path)
+
+    result = store.export_to(out)
+    assert_one_line_each(result.problems)
+    assert len(result.problems) == 1, result.problems
+    assert re.search(reason, result.problems[0].reason)
+    assert str(result.problems[0]).startswith(
+        (exporter_module.display_path(path) + ": ", repr(path) + ": ")
+    ), str(result.problems[0])
+    assert result.files == len(home.exact) - 1
+    assert_good_files_written(home, out, {VICTIM})
+    assert_contained(out, sibling)
+
+    assert_cli_export(cli, out.with_name("out-cli"), [reason.removeprefix("^")])
+    assert_contained(out.with_name("out-cli"), sibling)
+
+
+@pytest.mark.parametrize("path", [c[1] for c in ACCEPTED], ids=[c[0] for c in ACCEPTED])
+def test_an_odd_but_harmless_source_path_is_written_inside_out(
+    world: tuple[Home, Path, Path], store: Store, db_path: Path, path: str
+) -> None:
+    home, out, sibling = world
+    set_path(db_path, VICTIM, path)
+    result = store.export_to(out)
+    assert result.ok, result.problems
+    assert (out / path).read_bytes() == home.exact[VICTIM]
+    assert_good_files_written(home, out, {VICTIM})
+    assert_contained(out, sibling)
+
+
+# --------------------------------------------------------------------------- links in OUT
+
+
+def test_a_link_in_out_to_a_directory_outside_is_never_written_through(
+    world: tuple[Home, Path, Path], store: Store, cli: Cli
+) -> None:
+    home, out, sibling = world
+    out.mkdir()
+    (out / "tasks").symlink_to(sibling)
+    (out / "sessions").symlink_to("../sibling")
+    for overwrite in (False, True):
+        result = store.export_to(out, overwrite=overwrite)
+        assert_one_line_each(result.problems)
+        refused = {p.path for p in result.problems}
+        assert refused == set(home.exact), "every file below the two links is refused"
+        assert all(re.search(r"leads outside the export directory$", p.reason) for p in result.problems)
+        assert_contained(out, sibling)
+    assert_cli_export(cli, out, [r"leads outside the export directory$"] * len(home.exact), "--force")
+    assert_contained(out, sibling)
+
+
+def test_a_link_in_out_to_a_file_outside_is_replaced_never_followed(
+    world: tuple[Home, Path, Path], store: Store
+) -> None:
+    home, out, sibling = world
+    rel = f"{hostile.TASKS}/task_good_1.json"
+    victim = sibling / "victim.json"
+    victim.write_bytes(b"victim")
+    (out / hostile.TASKS).mkdir(parents=True)
+    (out / rel).symlink_to(victim)
+    dangling = f"{hostile.TASKS}/task_legacy.json"
+    (out / dangling).symlink_to(sibling / "created.json")
+
+    result = store.export_to(out)
+    assert sorted(p.path for p in result.problems) == sorted([rel, dangling])
+    assert all(p.reason == "exists in the export directory (use --force to overwrite)" for p in result.problems)
+    assert_good_files_written(home, out, {rel, dangling})
+
+    result = store.export_to(out, overwrite=True)
+    assert result.ok, result.problems
+    assert not (out / rel).is_symlink() and not (out / dangling).is_symlink()
+    assert_good_files_written(home, out, set())
+    assert victim.read_bytes() == b"victim"
+    assert everything_below(sibling) == {"victim.json"}
+    victim.unlink()
+    assert_contained(out, sibling)
+
+
+def test_a_link_loop_in_out_is_refused_in_one_line(world: tuple[Home, Path, Path], store: Store, cli: Cli) -> None:
+    home, out, sibling = world
+    out.mkdir()
+    (out / "tasks").symlink_to("tasks")
+    below = {rel for rel in home.exact if rel.startswith("tasks/")}
+    result = store.export_to(out)
+    assert_one_line_each(result.problems)
+    assert {p.path for p in result.problems} == below
+    assert all(p.reason.endswith("is a symbolic link loop") for p in result.problems)
+    assert_good_files_written(home, out, below)
+    assert_contained(out, sibling)
+    assert_cli_export(cli, out, [r"is a symbolic link loop$"] * len(below), "--force")
+
+
+def test_a_link_to_a_directory_inside_out_is_followed(world: tuple[Home, Path, Path], store: Store) -> None:
+    home, out, sibling = world
+    (out / "real").mkdir(parents=True)
+    (out / "tasks").symlink_to("real")
+    result = store.export_to(out)
+    assert result.ok, result.problems
+    assert (out / "real" / "tasks" / "task_good_1.json").read_bytes() == home.exact[f"{hostile.TASKS}/task_good_1.json"]
+    assert_contained(out, sibling)
+
+
+def test_a_file_where_a_directory_belongs_and_a_directory_where_a_file_belongs(
+    world: tuple[Home, Path, Path], store: Store
+) -> None:
+    home, out, sibling = world
+    out.mkdir()
+    (out / "sessions").write_bytes(b"not a directory")
+    target = out / hostile.TASKS / "task_good_1.json"
+    target.mkdir(parents=True)
+    result = store.export_to(out, overwrite=True)
+    assert_one_line_each(result.problems)
+    reasons = {p.path: p.reason for p in result.problems}
+    assert reasons == {
+        "sessions/s1.json": f"refused: {out.resolve() / 'sessions'} exists and is not a directory",
+        f"{hostile.TASKS}/task_good_1.json": "cannot write: Is a directory",
+    }
+    assert (out / "sessions").read_bytes() == b"not a directory" and target.is_dir()
+    assert_good_files_written(home, out, set(reasons))
+    assert_contained(out, sibling)
+
+
+# --------------------------------------------------------------------------- existing files, failures
+
+
+def test_existing_files_are_refused_unless_forced(world: tuple[Home, Path, Path], store: Store, cli: Cli) -> None:
+    home, out, sibling = world
+    assert store.export_to(out).ok
+    edited = out / f"{hostile.TASKS}/task_good_1.json"
+    edited.write_bytes(b"edited by hand")
+
+    result = store.export_to(out)
+    assert result.files == 0 and len(result.problems) == len(home.exact)
+    assert all(p.reason == "exists in the export directory (use --force to overwrite)" for p in result.problems)
+    assert edited.read_bytes() == b"edited by hand"
+    assert_cli_export(cli, out, [r"exists in the export directory \(use --force to overwrite\)$"] * len(home.exact))
+    assert edited.read_bytes() == b"edited by hand"
+
+    assert_cli_export(cli, out, [], "--force")
+    assert_good_files_written(home, out, set())
+    assert_contained(out, sibling)
+
+
+def test_out_that_is_a_file_is_one_clear_error(world: tuple[Home, Path, Path], store: Store, cli: Cli) -> None:
+    home, out, sibling = world
+    out.write_bytes(b"a file")
+    with pytest.raises(ExportError, match="cannot create the export directory"):
+        store.export_to(out)
+    result = cli("export", str(out))
+    assert result.exit_code == 1 and "Traceback" not in result.stderr  # type: ignore[attr-defined]
+    assert len(result.stderr.splitlines()) == 1  # type: ignore[attr-defined]
+    assert out.read_bytes() == b"a file"
+    assert_contained(out.with_name("nothing"), sibling)
+
+
+def test_a_write_that_fails_midway_leaves_no_temp_and_no_half_file(
+    world: tuple[Home, Path, Path], store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while one file is written: that file is reported, never appears
+    half-written, its temp file is gone, and the other files are written."""
+    home, out, sibling = world
+    rel = f"{hostile.TASKS}/task_good_1.json"
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, fh: Any) -> None:
+            self.fh = fh
+
+        def __enter__(self) -> "FullDisk":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+        def write(self, data: bytes) -> int:
+            self.fh.write(data[: len(data) // 2])  # half of it lands, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def failing_fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
+        fh = real_fdopen(fd, *args, **kwargs)
+        return FullDisk(fh) if ".task_good_1.json." in os.readlink(f"/proc/self/fd/{fd}") else fh
+
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc/self/fd to recognise the temp file")
+    monkeypatch.setattr(exporter_module.os, "fdopen", failing_fdopen)
+    result = store.export_to(out)
+    assert [str(p) for p in result.problems] == [f"{rel}: cannot write: No space left on device"]
+    assert not (out / rel).exists()
+    assert_good_files_written(home, out, {rel})
+    assert_contained(out, sibling)
