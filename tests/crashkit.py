@@ -150,7 +150,8 @@ def _configure():
     elif point == "batch-written":
         around(recordstore.migrator, "_write_batch", before=False)
     elif point == "import-commit":
-        around(recordstore.importer.Importer, "commit", before=True)
+        importer = recordstore.importer.Importer
+        around(importer, "flush" if hasattr(importer, "flush") else "commit", before=True)
     elif point == "schema-written":
         import recordstore.schema
 
@@ -410,5 +411,6 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 def is_temp(relpath: str) -> bool:
+    """An exporter's temporary file (``.NAME.….rstmp``, or ``.NAME.….tmp`` before)."""
     name = relpath.rsplit("/", 1)[-1]
-    return name.startswith(".") and name.endswith(".tmp")
+    return name.startswith(".") and name.endswith((".tmp", ".rstmp"))

@@ -25,7 +25,7 @@ from .errors import InputError, NewerVersionError
 from .registry import Domain, Registry
 from .tables import backups, failures, files, records
 
-__all__ = ["DomainCounts", "ImportResult", "discover", "parse_file", "read_version"]
+__all__ = ["DomainCounts", "ImportResult", "discover", "read_version"]
 
 LINE_SUFFIXES = (".jsonl", ".ndjson")
 JSON_SUFFIXES = (".json", *LINE_SUFFIXES)
@@ -154,7 +154,7 @@ def _domain_for(rel: str, registry: Registry, domain: Domain | None) -> Domain |
 # --------------------------------------------------------------------------- parsing
 
 
-@dataclass
+@dataclass(slots=True)
 class ParsedRecord:
     position: int
     key: str
@@ -234,6 +234,30 @@ def _indent_of(text: str, start: int = 0) -> int | None:
 
 
 _TRAILING_SPACE = re.compile(r"\s*\Z")
+_LOOSE = json.JSONDecoder()  # takes NaN and duplicate keys: only to find where a value ends
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _element_end(text: str, pos: int) -> int | None:
+    """Where the JSON value at ``text[pos]`` ends, judged by its syntax alone (``None``
+    when that cannot be told). Nesting too deep for the parser is delimited by its
+    brackets, strings skipped."""
+    try:
+        return _LOOSE.raw_decode(text, pos)[1]
+    except ValueError:
+        return None
+    except RecursionError:
+        pass
+    depth = 0
+    for match in _TOKENS.finditer(text, pos):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+        elif token in ("]", "}"):
+            depth -= 1
+            if depth == 0:
+                return match.end()
+    return None
 
 
 class FileParse:
@@ -448,56 +472,84 @@ class FileParse:
             yield from fh
 
 
-def read_file(path: Path) -> tuple[bytes | None, str]:
-    """The file's bytes (``None`` when it is large enough to stream) and its digest."""
-    size = path.stat().st_size
-    if size <= STREAM_THRESHOLD or not path.name.endswith(LINE_SUFFIXES):
-        data = path.read_bytes()
-        return data, hashlib.blake2b(data, digest_size=20).hexdigest()
-    digest = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return None, digest.hexdigest()
-
-
-def parse_file(path: Path, relpath: str, domain: Domain) -> FileParse:
-    """Read and prepare a file for parsing (raises OSError when it cannot be read)."""
-    data, _digest = read_file(path)
-    return FileParse(path, relpath, domain, data)
+def read_file(path: Path) -> tuple[bytes | None, str, os.stat_result]:
+    """The file's bytes (``None`` when it is large enough to stream), its digest and its
+    status. Opened without blocking and checked to be a regular file, so a FIFO or a
+    device never hangs an import. Raises OSError, or InputError for non-files."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(display_path(str(path)), "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            if info.st_size <= STREAM_THRESHOLD or not path.name.endswith(LINE_SUFFIXES):
+                data = fh.read()
+                return data, hashlib.sha256(data).hexdigest(), info
+            digest = hashlib.sha256()
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+            return None, digest.hexdigest(), info
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- writing
 
 
 class Importer:
-    """Writes parsed files into the store within one import run, batch by batch."""
+    """Writes parsed files into the store within one import run.
+
+    New files (the common case) are written in batches: their ``files`` rows, records
+    and failures go in with one ``executemany`` each and one commit per batch, file ids
+    being handed out here (the run holds the writer lock). A file's row is written in
+    the same transaction as its last records, with its digest; so after a crash a file
+    is either fully imported or read again. Changed files are compared record by
+    record, backing up every row they replace.
+    """
 
     def __init__(self, conn: Connection, run_id: int, result: ImportResult):
         self.conn = conn
         self.run_id = run_id
         self.result = result
-        self.pending = 0
         self._tx = conn.begin()
-        self.known: dict[str, tuple[int, str, str]] = {
-            path: (fid, digest, dom)
+        counts = dict(
+            (tuple(r) for r in conn.execute(select(records.c.file_id, func.count()).group_by(records.c.file_id)))
+        )
+        self.known: dict[str, tuple[int, str, str, int]] = {
+            path: (fid, digest, dom, counts.get(fid, 0))
             for fid, path, digest, dom in conn.execute(select(files.c.id, files.c.path, files.c.digest, files.c.domain))
         }
+        self.next_file_id = int(conn.execute(select(func.max(files.c.id))).scalar() or 0) + 1
+        self.file_rows: list[tuple[Any, ...]] = []
+        self.record_rows: list[tuple[Any, ...]] = []
+        self.failure_rows: list[tuple[Any, ...]] = []
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
-    def commit(self) -> None:
+        def sql(table: str, columns: str) -> str:
+            return f"INSERT INTO {table} ({columns}) VALUES ({', '.join([mark] * (columns.count(',') + 1))})"
+
+        self.sql_file = sql("files", "id, path, domain, container, head, sep, tail, indent, digest, run_id")
+        self.sql_record = sql("records", "domain, key, version, payload, file_id, position, run_id")
+        self.sql_failure = sql("failures", "run_id, domain, source, line, from_version, to_version, reason")
+
+    def flush(self) -> None:
+        """Write what is pending and commit."""
+        if self.file_rows:
+            self.conn.exec_driver_sql(self.sql_file, self.file_rows)
+        if self.record_rows:
+            self.conn.exec_driver_sql(self.sql_record, self.record_rows)
+        if self.failure_rows:
+            self.conn.exec_driver_sql(self.sql_failure, self.failure_rows)
+        self.file_rows, self.record_rows, self.failure_rows = [], [], []
         self._tx.commit()
         self._tx = self.conn.begin()
-        self.pending = 0
 
     def close(self) -> None:
+        self.flush()
         self._tx.commit()
 
     def rollback(self) -> None:
         self._tx.rollback()
-
-    def _maybe_commit(self) -> None:
-        if self.pending >= BATCH_RECORDS:
-            self.commit()
 
     def import_file(self, cand: Candidate) -> None:
         assert cand.domain is not None
@@ -508,85 +560,121 @@ class Importer:
             cand.relpath.encode("utf-8")
         except UnicodeEncodeError:
             counts.failed += 1
-            self._problem(InputError(shown, "file name is not valid UTF-8; rename the file to import it"), domain.name)
+            self.record_problem(InputError(shown, "file name is not valid UTF-8; rename the file to import it"), domain.name)
             return
         try:
-            before = cand.path.stat()  # a link loop or a dangling link: OSError
-            if not stat.S_ISREG(before.st_mode):
-                raise InputError(shown, "not a regular file")
-            data, digest = read_file(cand.path)
+            data, digest, before = read_file(cand.path)
         except OSError as exc:
             counts.failed += 1
-            self._problem(InputError(shown, f"cannot read: {exc.strerror or exc}"), domain.name)
+            self.record_problem(InputError(shown, f"cannot read: {exc.strerror or exc}"), domain.name)
             return
         except InputError as exc:
             counts.failed += 1
-            self._problem(exc, domain.name)
+            self.record_problem(InputError(shown, exc.reason), domain.name)
             return
         known = self.known.get(cand.relpath)
         if known is not None and known[1] == digest and known[2] == domain.name:
-            counts.unchanged += self._count_records(known[0])
+            counts.unchanged += known[3]
             return
         parse = FileParse(cand.path, cand.relpath, domain, data)
         if known is None:
-            file_id = self.conn.execute(
-                insert(files).values(
-                    path=cand.relpath, domain=domain.name, container="object", digest="", run_id=self.run_id
-                )
-            ).inserted_primary_key[0]
-            self.known[cand.relpath] = (file_id, "", domain.name)
-            existing = False
+            self._import_new(cand, parse, digest, before, counts)
         else:
-            file_id = known[0]
-            existing = True
-        batch: list[ParsedRecord] = []
-        written = 0
+            self._import_changed(cand, parse, digest, before, counts, known[0])
+        if len(self.record_rows) + len(self.file_rows) >= BATCH_RECORDS:
+            self.flush()
+
+    def _read_all(self, cand: Candidate, parse: FileParse, before: os.stat_result) -> Iterator[ParsedRecord]:
+        """The file's records; read errors and changes during the read become problems."""
         try:
-            for rec in parse.records():
-                batch.append(rec)
-                if len(batch) >= BATCH_RECORDS:
-                    written += len(batch)
-                    self._write(batch, file_id, domain, counts, existing)
-                    batch = []
-                    self.commit()
+            yield from parse.records()
         except OSError as exc:  # the file vanished or became unreadable mid-read
             parse.fatal = True
-            parse.problems.append(InputError(shown, f"cannot read: {exc.strerror or exc}"))
-        else:
-            if _changed_since(cand.path, before):
-                # What was read is stored (a complete record, or a reported error); the
-                # empty digest below makes the next import read the file again.
-                parse.problems.append(
-                    InputError(shown, "changed while being imported; import again to pick up the change")
-                )
-        self._write(batch, file_id, domain, counts, existing)
-        written += len(batch)
+            parse.problems.append(InputError(parse.shown, f"cannot read: {exc.strerror or exc}"))
+            return
+        if _changed_since(cand.path, before):
+            # What was read is stored (a complete record, or a reported error); the
+            # empty digest makes the next import read the file again.
+            parse.problems.append(
+                InputError(parse.shown, "changed while being imported; import again to pick up the change")
+            )
+
+    def _report(self, parse: FileParse, counts: DomainCounts) -> None:
         for problem in parse.problems:
             if isinstance(problem, NewerVersionError):
                 counts.rejected += 1
             else:
                 counts.failed += 1
-            self._problem(problem, domain.name)
-        if parse.fatal and not existing and not written:
-            self.conn.execute(files.delete().where(files.c.id == file_id))
-            del self.known[cand.relpath]
+            self.record_problem(problem, parse.domain.name)
+
+    def _import_new(
+        self, cand: Candidate, parse: FileParse, digest: str, before: os.stat_result, counts: DomainCounts
+    ) -> None:
+        file_id = self.next_file_id
+        self.next_file_id += 1
+        name, run = parse.domain.name, self.run_id
+        rows = self.record_rows
+        row_written = False  # the file's row went in early, to carry a huge file's first batches
+        n = 0
+        for rec in self._read_all(cand, parse, before):
+            rows.append((name, rec.key, rec.version, rec.text, file_id, rec.position, run))
+            n += 1
+            if len(rows) >= BATCH_RECORDS:
+                if not row_written:
+                    self.file_rows.append((file_id, cand.relpath, name, "lines", "", "", "", None, "", run))
+                    row_written = True
+                self.flush()
+                rows = self.record_rows
+        counts.imported += n
+        self._report(parse, counts)
+        if parse.fatal and not n:
             return
-        if existing and not parse.fatal:
-            # Records past the new end of the file: back them up, then remove them.
-            counts.removed += self._remove_beyond(file_id, parse.count)
         layout = parse.layout
-        # A file with a refused record keeps no digest, so the next import looks again.
-        final_digest = "" if parse.problems else digest
-        if parse.fatal:  # keep the old layout; the records written so far stay
+        final_digest = "" if parse.problems else digest  # refused records: look again next time
+        values = (name, layout.container, layout.head, layout.sep, layout.tail, layout.indent, final_digest, run)
+        if row_written:
+            if not parse.fatal:
+                self.conn.execute(
+                    update(files)
+                    .where(files.c.id == file_id)
+                    .values(dict(zip(("domain", "container", "head", "sep", "tail", "indent", "digest", "run_id"), values)))
+                )
+        else:
+            self.file_rows.append((file_id, cand.relpath, *values))
+        self.known[cand.relpath] = (file_id, final_digest, name, n)
+
+    def _import_changed(
+        self,
+        cand: Candidate,
+        parse: FileParse,
+        digest: str,
+        before: os.stat_result,
+        counts: DomainCounts,
+        file_id: int,
+    ) -> None:
+        self.flush()  # new files' rows first: this path writes directly
+        batch: list[ParsedRecord] = []
+        for rec in self._read_all(cand, parse, before):
+            batch.append(rec)
+            if len(batch) >= BATCH_RECORDS:
+                self._write_changed(batch, file_id, parse.domain, counts)
+                batch = []
+                self.flush()
+        self._write_changed(batch, file_id, parse.domain, counts)
+        self._report(parse, counts)
+        if parse.fatal:  # keep the old layout and the records not reached
             self.conn.execute(update(files).where(files.c.id == file_id).values(digest=""))
-            self.known[cand.relpath] = (file_id, "", domain.name)
-            self._maybe_commit()
+            self.known[cand.relpath] = (file_id, "", parse.domain.name, self._count_records(file_id))
             return
+        # Records past the new end of the file: back them up, then remove them.
+        counts.removed += self._remove_beyond(file_id, parse.count)
+        layout = parse.layout
+        final_digest = "" if parse.problems else digest
         self.conn.execute(
             update(files)
             .where(files.c.id == file_id)
             .values(
-                domain=domain.name,
+                domain=parse.domain.name,
                 container=layout.container,
                 head=layout.head,
                 sep=layout.sep,
@@ -596,8 +684,7 @@ class Importer:
                 run_id=self.run_id,
             )
         )
-        self.known[cand.relpath] = (file_id, final_digest, domain.name)
-        self._maybe_commit()
+        self.known[cand.relpath] = (file_id, final_digest, parse.domain.name, self._count_records(file_id))
 
     def _count_records(self, file_id: int) -> int:
         return int(
@@ -605,43 +692,22 @@ class Importer:
             or 0
         )
 
-    def _problem(self, problem: InputError, domain: str | None) -> None:
+    def record_problem(self, problem: InputError, domain: str | None) -> None:
         self.result.problems.append(problem)
-        self.conn.execute(
-            insert(failures).values(
-                run_id=self.run_id,
-                domain=domain,
-                source=problem.path,
-                line=problem.line,
-                from_version=_sql_int(getattr(problem, "version", None)),
-                to_version=_sql_int(getattr(problem, "current_version", None)),
-                reason=problem.reason,
+        self.failure_rows.append(
+            (
+                self.run_id,
+                domain,
+                problem.path,
+                problem.line,
+                _sql_int(getattr(problem, "version", None)),
+                _sql_int(getattr(problem, "current_version", None)),
+                problem.reason,
             )
         )
 
-    def _write(
-        self, batch: list[ParsedRecord], file_id: int, domain: Domain, counts: Any, existing: bool
-    ) -> None:
+    def _write_changed(self, batch: list[ParsedRecord], file_id: int, domain: Domain, counts: DomainCounts) -> None:
         if not batch:
-            return
-        self.pending += len(batch)
-        if not existing:
-            self.conn.execute(
-                insert(records),
-                [
-                    {
-                        "domain": domain.name,
-                        "key": r.key,
-                        "version": r.version,
-                        "payload": r.text,
-                        "file_id": file_id,
-                        "position": r.position,
-                        "run_id": self.run_id,
-                    }
-                    for r in batch
-                ],
-            )
-            counts.imported += len(batch)
             return
         positions = [r.position for r in batch]
         old = {
@@ -652,22 +718,12 @@ class Importer:
                 )
             )
         }
-        fresh: list[dict[str, Any]] = []
         changed: list[dict[str, Any]] = []
         for r in batch:
             row = old.get(r.position)
             if row is None:
-                fresh.append(
-                    {
-                        "domain": domain.name,
-                        "key": r.key,
-                        "version": r.version,
-                        "payload": r.text,
-                        "file_id": file_id,
-                        "position": r.position,
-                        "run_id": self.run_id,
-                    }
-                )
+                self.record_rows.append((domain.name, r.key, r.version, r.text, file_id, r.position, self.run_id))
+                counts.imported += 1
             elif row.payload == r.text and row.key == r.key and row.domain == domain.name:
                 counts.unchanged += 1
             else:
@@ -689,9 +745,6 @@ class Importer:
                 changed,
             )
             counts.updated += len(changed)
-        if fresh:
-            self.conn.execute(insert(records), fresh)
-            counts.imported += len(fresh)
 
     def _remove_beyond(self, file_id: int, count: int) -> int:
         ids = list(
@@ -703,32 +756,6 @@ class Importer:
             backup_rows(self.conn, ids, self.run_id, "remove")
             self.conn.execute(records.delete().where(records.c.id.in_(ids)))
         return len(ids)
-
-
-_LOOSE = json.JSONDecoder()  # takes NaN and duplicate keys: only to find where a value ends
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-
-
-def _element_end(text: str, pos: int) -> int | None:
-    """Where the JSON value at ``text[pos]`` ends, judged by its syntax alone (``None``
-    when that cannot be told). Nesting too deep for the parser is delimited by its
-    brackets, strings skipped."""
-    try:
-        return _LOOSE.raw_decode(text, pos)[1]
-    except ValueError:
-        return None
-    except RecursionError:
-        pass
-    depth = 0
-    for match in _TOKENS.finditer(text, pos):
-        token = match.group()
-        if token in ("[", "{"):
-            depth += 1
-        elif token in ("]", "}"):
-            depth -= 1
-            if depth == 0:
-                return match.end()
-    return None
 
 
 def _changed_since(path: Path, before: os.stat_result) -> bool:

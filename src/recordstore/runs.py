@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from .engine import translate_errors, write_transaction
+from .engine import durable_transaction, translate_errors, write_transaction
 from .errors import BusyError
 from .tables import failures, lock, runs
 
@@ -156,7 +156,8 @@ class RunHandle:
         conn.execute(insert(failures).values(run_id=self.run_id, **values))
 
     def finish(self, outcome: str, message: str | None = None) -> None:
-        with translate_errors(), write_transaction(self.engine) as conn:
+        # Durable: when a command reports success, everything its run wrote is on disk.
+        with translate_errors(), durable_transaction(self.engine) as conn:
             conn.execute(
                 update(runs)
                 .where(runs.c.id == self.run_id)

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from sqlalchemy import delete, func, insert, select, text
 
 from .engine import default_db_path, open_engine, translate_errors
-from .errors import QueryError, RecordStoreError
+from .errors import InputError, QueryError, RecordStoreError
 from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer, discover
 from .migrator import MigrationResult, RestoreResult, migrate_records, restore_records
@@ -132,13 +132,15 @@ class Store:
     ) -> ImportResult:
         """Import files and directories; bad files and records are reported in the
         result's ``problems`` while everything else goes in."""
+        paths = list(paths)
         forced = self.registry[domain] if domain is not None else None
         result = ImportResult(run_id=None)
-        candidates = list(discover(paths, self.registry, forced, result.problems))
-        for problem in result.problems:
-            result.counts("(none)").failed += 1
+        walk_problems: list[InputError] = []  # missing paths, unreadable directories
+        found = discover(paths, self.registry, forced, walk_problems)
+        # Counting the files first is what a progress bar needs; without one, stream.
+        candidates: Iterable[Any] = list(found) if progress is not None else found
         if progress is not None:
-            progress.start(len(candidates), "import")
+            progress.start(len(candidates), "import")  # type: ignore[arg-type]
         options = {"paths": [str(p) for p in paths], "domain": domain}
         with held_run(self.engine, "import", wait=self.wait, options=options) as run:
             result.run_id = run.run_id
@@ -153,6 +155,9 @@ class Store:
                             importer.import_file(cand)
                         if progress is not None:
                             progress.advance(1)
+                    for problem in walk_problems:
+                        result.counts("(none)").failed += 1
+                        importer.record_problem(problem, None)
                     run.counts = {k: v for k, v in result.as_dict().items() if k != "problems"}
                     run.counts["problems"] = len(result.problems)
                     run.save_counts(conn)
