@@ -21,7 +21,7 @@ standard-library path decides.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -111,7 +111,8 @@ def scan(text: str, pos: int) -> tuple[Any, int]:
     value began, and counting lines here for every refused element of a huge array
     would be quadratic."""
     try:
-        return _exact.raw_decode(text, pos)
+        value, end = _exact.raw_decode(text, pos)
+        return value, int(end)
     except json.JSONDecodeError as exc:
         return _raise(exc.msg, exc.lineno, exc.colno)
     except ValueError as exc:
@@ -120,7 +121,7 @@ def scan(text: str, pos: int) -> tuple[Any, int]:
         raise JSONError("nested too deeply") from None
 
 
-def _raise(msg: str, line: int, col: int) -> Any:
+def _raise(msg: str, line: int, col: int) -> NoReturn:
     msg = msg.removesuffix(" at")  # "Invalid control character at" would read "at at line"
     raise JSONError(f"invalid JSON: {msg} at line {line} column {col}", line)
 

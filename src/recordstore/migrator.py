@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 
@@ -113,7 +113,7 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
         else:  # a record that had no version field gets one, first, as writers put it
             out = {domain.version_field: step.to_version, **out}
         value = out
-    return value
+    return cast(dict[str, Any], value)
 
 
 class _Batch:
@@ -325,8 +325,7 @@ def _chosen_backups(conn: Connection, run_id: int | None, domain: str | None, ke
         if key is not None:
             pick = pick.where(backups.c.key == key)
     sub = pick.subquery()
-    rows = conn.execute(select(backups).join(sub, sub.c.bid == backups.c.id).order_by(backups.c.id)).all()
-    return rows
+    return list(conn.execute(select(backups).join(sub, sub.c.bid == backups.c.id).order_by(backups.c.id)))
 
 
 def _already_restored(row: Any, backup: Any) -> bool:

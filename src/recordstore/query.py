@@ -9,11 +9,12 @@ expressed is refused with :class:`QueryError`.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import ColumnElement, and_, func, literal_column, not_, select
 
@@ -131,8 +132,8 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
         values = [_scalar(v, path) for v in value]
         if any(isinstance(v, bool) or v is None for v in values):
             raise QueryError(f"{path}: '{op}' takes strings and numbers; use '=' for true, false and null")
-        expr = path_expr(path).in_(values)
-        return expr if op == "in" else and_(_type_expr(path).is_not(None), not_(expr))
+        member = path_expr(path).in_(values)
+        return member if op == "in" else and_(_type_expr(path).is_not(None), not_(member))
     value = _scalar(value, path)
     if value is None or isinstance(value, bool):
         if op not in ("=", "==", "!="):
@@ -140,18 +141,16 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
         kind = "null" if value is None else ("true" if value else "false")
         typed = _type_expr(path) == kind
         return typed if op != "!=" else and_(_type_expr(path).is_not(None), _type_expr(path) != kind)
-    expr = path_expr(path)
-    if op in ("=", "=="):
-        return expr == value
-    if op == "!=":
-        return expr != value
-    if op == "<":
-        return expr < value
-    if op == "<=":
-        return expr <= value
-    if op == ">":
-        return expr > value
-    return expr >= value
+    compare = {
+        "=": operator.eq,
+        "==": operator.eq,
+        "!=": operator.ne,
+        "<": operator.lt,
+        "<=": operator.le,
+        ">": operator.gt,
+        ">=": operator.ge,
+    }[op]
+    return cast(ColumnElement[bool], compare(path_expr(path), value))
 
 
 @dataclass(frozen=True)

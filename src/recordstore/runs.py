@@ -81,7 +81,9 @@ def _try_acquire(engine: Engine, operation: str, options: dict[str, Any], finger
             else:
                 return holder
         run_id = conn.execute(
-            insert(runs).values(
+            insert(runs)
+            .returning(runs.c.id)
+            .values(
                 kind=operation,
                 started_at=now(),
                 outcome="running",
@@ -90,7 +92,7 @@ def _try_acquire(engine: Engine, operation: str, options: dict[str, Any], finger
                 options=json.dumps(options, sort_keys=True),
                 fingerprints=json.dumps(fingerprints, sort_keys=True),
             )
-        ).inserted_primary_key[0]
+        ).scalar_one()
         conn.execute(
             insert(lock).values(id=1, operation=operation, run_id=run_id, pid=os.getpid(), host=HOST, acquired_at=now())
         )
