@@ -7,10 +7,11 @@ loads exactly what a user's would. It reads a few environment variables, all opt
 
 ``CRASHKIT_SLEEP``          seconds each step sleeps (default 0.0005), so runs last long
                             enough to be killed mid-way; ``0`` for a fast rerun.
+``CRASHKIT_IMPORT_SLEEP``   seconds each imported file waits first (default 0).
 ``CRASHKIT_MIGRATE_BATCH``  rows per migration batch (``recordstore.migrator.BATCH_ROWS``).
 ``CRASHKIT_IMPORT_BATCH``   records per import batch (``recordstore.importer.BATCH_RECORDS``).
-``CRASHKIT_GATE``           a path: every step and every imported file first waits until
-                            it exists (creating ``PATH.held`` the first time it waits), so
+``CRASHKIT_GATE``           a path: every step, every imported file and a restore (once it
+                            has read its backups) first wait until it exists (creating ``PATH.held`` the first time it waits), so
                             a test can hold a writer mid-run for as long as it likes.
 ``CRASHKIT_CRASH``          ``POINT`` or ``POINT:N``: the process SIGKILLs itself the Nth
                             time (default 1st) it reaches POINT, one of
@@ -113,14 +114,25 @@ def _configure():
         recordstore.migrator.BATCH_ROWS = int(os.environ["CRASHKIT_MIGRATE_BATCH"])
     if os.environ.get("CRASHKIT_IMPORT_BATCH"):
         recordstore.importer.BATCH_RECORDS = int(os.environ["CRASHKIT_IMPORT_BATCH"])
-    if GATE:
+    import_sleep = float(os.environ.get("CRASHKIT_IMPORT_SLEEP") or 0)
+    if GATE or import_sleep:
         import_file = recordstore.importer.Importer.import_file
 
-        def gated_import_file(self, cand):
+        def slow_import_file(self, cand):
             _pause()
+            time.sleep(import_sleep)
             return import_file(self, cand)
 
-        recordstore.importer.Importer.import_file = gated_import_file
+        recordstore.importer.Importer.import_file = slow_import_file
+    if GATE:  # a restore waits between reading its backups and writing
+        chosen_backups = recordstore.migrator._chosen_backups
+
+        def gated_chosen_backups(*args, **kwargs):
+            out = chosen_backups(*args, **kwargs)
+            _pause()
+            return out
+
+        recordstore.migrator._chosen_backups = gated_chosen_backups
     crash = os.environ.get("CRASHKIT_CRASH")
     if not crash:
         return

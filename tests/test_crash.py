@@ -41,6 +41,9 @@ import crashkit as ck
 from recordstore import Store
 
 SEED = os.environ.get("CRASH_SEED", "20261122")
+#: Seconds each imported file waits (the steps sleep too): an import lasts long enough
+#: to be killed mid-way however fast the importer gets.
+IMPORT_SLEEP = "0.001"
 #: Trials per operation: (default, with --slow).
 TRIALS = {"migrate": (4, 40), "import": (4, 40), "restore": (2, 20), "export": (2, 20)}
 
@@ -119,12 +122,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     Store(empty, registry=str(registry)).close()
     ck.checkpoint(empty)
     imported = stage("imported", empty)
-    timing["import"] = _measured(imported, registry, "import", home)
+    slow = ck.child_env(CRASHKIT_IMPORT_SLEEP=IMPORT_SLEEP)
+    timing["import"] = _measured(imported, registry, "import", home, env=slow)
     ck.checkpoint(imported)
     migrated, updated = stage("migrated", imported), stage("updated", imported)
     with ThreadPoolExecutor(2) as pool:  # the references in pairs: the fixture is paid once per module
         m = pool.submit(_measured, migrated, registry, "migrate")
-        u = pool.submit(_measured, updated, registry, "import", home2)
+        u = pool.submit(_measured, updated, registry, "import", home2, env=slow)
         timing["migrate"], timing["import2"] = m.result(), u.result()
     ck.checkpoint(migrated)
     restored, out = stage("restored", migrated), root / "exported"
@@ -195,7 +199,8 @@ def trial_env(rng: random.Random, **extra: str) -> dict[str, str]:
     # Small batches most of the time, so a kill can land between many commits (at 60,
     # an import commits inside its 100-line logs too); sometimes the real sizes.
     batch = rng.choice(["60", "150", ""])
-    return ck.child_env(CRASHKIT_MIGRATE_BATCH=batch or None, CRASHKIT_IMPORT_BATCH=batch or None, **extra)
+    return ck.child_env(CRASHKIT_MIGRATE_BATCH=batch or None, CRASHKIT_IMPORT_BATCH=batch or None,
+                        CRASHKIT_IMPORT_SLEEP=IMPORT_SLEEP, **extra)
 
 
 def rng_for(op: str, trial: int) -> random.Random:

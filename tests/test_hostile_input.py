@@ -13,6 +13,7 @@ exported and must come back byte for byte. Heavy variants are marked slow (run w
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -170,6 +172,62 @@ def test_a_refused_file_that_is_fixed_goes_in_and_a_broken_one_keeps_its_records
     result = store.import_paths([home.root])
     assert [str(p) for p in result.problems] == ["tasks/tasks/task_good_1.json: NaN is not valid JSON"]
     assert store.get("task", "tasks/tasks/task_good_1.json") == before
+    assert store.integrity_problems() == []
+
+
+@pytest.mark.parametrize(
+    ("pretty", "count"),
+    [(True, 3), (False, 3), (True, importer_module.BATCH_RECORDS + 100)],
+    ids=["pretty", "compact", "more-than-a-batch"],
+)
+def test_the_kept_part_of_a_truncated_array_exports_as_valid_json(
+    store: Store, tmp_path: Path, pretty: bool, count: int
+) -> None:
+    """Elements before a syntax error are kept; exporting them must give a valid array
+    of exactly those elements, never the broken text."""
+    home = build_home(tmp_path / "home")
+    rel = f"{hostile.TASKS}/cut.json"
+    elements = [hostile.task(f"task_{i}") for i in range(count)]
+    encode = hostile.pretty if pretty else hostile.compact
+    sep = b",\n" if pretty else b","
+    text = (b"[\n" if pretty else b"[") + sep.join(encode(e) for e in elements) + sep + b'{"schema_version": 2, "id"'
+    (home.root / rel).write_bytes(text)
+    result = store.import_paths([home.root])
+    text_lines = text.split(b"\n")
+    where = f"line {len(text_lines)} column {len(text_lines[-1]) + 1}"
+    assert [p.reason for p in result.problems] == [f"invalid JSON: Expecting ':' delimiter at {where}"]
+    assert store.query("task").count() == home.count("task") + count
+    assert store.export_to(tmp_path / "out").ok
+    assert json.loads((tmp_path / "out" / rel).read_bytes()) == elements
+    assert store.integrity_problems() == []
+
+
+@pytest.mark.parametrize("count", [3, importer_module.BATCH_RECORDS + 100], ids=["small", "more-than-a-batch"])
+def test_the_kept_part_of_a_lines_file_that_fails_midway_exports_as_valid_lines(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    """A streamed JSON-lines file whose read fails midway (an I/O error): the lines read
+    are kept, the failure is one line, and the export is valid JSON lines."""
+    monkeypatch.setattr(importer_module, "STREAM_THRESHOLD", 0)
+    real_lines = importer_module.FileParse._raw_lines
+
+    def failing_lines(self: importer_module.FileParse) -> Iterator[bytes]:
+        for n, line in enumerate(real_lines(self)):
+            if self.relpath.endswith("failing.jsonl") and n == count:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            yield line
+
+    monkeypatch.setattr(importer_module.FileParse, "_raw_lines", failing_lines)
+    home = build_home(tmp_path / "home")
+    rel = f"{hostile.EVENTS}/failing.jsonl"
+    lines = [hostile.compact(hostile.event(n, "failing")) for n in range(count + 5)]
+    (home.root / rel).write_bytes(b"".join(line + b"\n" for line in lines))
+    result = store.import_paths([home.root])
+    assert [str(p) for p in result.problems] == [f"{rel}: cannot read: Input/output error"]
+    assert store.query("runtime").where("thread_id", "=", "failing").count() == count
+    assert store.export_to(tmp_path / "out").ok
+    exported = (tmp_path / "out" / rel).read_bytes()
+    assert exported == b"".join(line + b"\n" for line in lines[:count])
     assert store.integrity_problems() == []
 
 

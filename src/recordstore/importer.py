@@ -233,6 +233,15 @@ def _indent_of(text: str, start: int = 0) -> int | None:
     return (pos - nl - 1) or None
 
 
+def _array_sep(head: str, seps: list[str]) -> str:
+    """What goes between an array's elements: the first separator seen, else one in the
+    style of its head."""
+    if seps:
+        return seps[0]
+    indent = head[head.rfind("\n") + 1 :] if "\n" in head else ""
+    return ",\n" + indent if "\n" in head else ","
+
+
 _TRAILING_SPACE = re.compile(r"\s*\Z")
 _LOOSE = json.JSONDecoder()  # takes NaN and duplicate keys: only to find where a value ends
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
@@ -419,13 +428,13 @@ class FileParse:
             self.fatal = True
             self.count = index
             self._fail(exc.reason, exc.line)
+            # The elements before the error are kept: close the array after them, so
+            # that exporting what was kept gives valid JSON.
+            tail = "\n]" if "\n" in head else "]"
+            self.layout = FileLayout("array", head=head, sep=_array_sep(head, seps), tail=tail)
             return
         self.count = index
-        if seps:
-            sep = seps[0]
-        else:
-            indent = head[head.rfind("\n") + 1 :] if "\n" in head else ""
-            sep = ",\n" + indent if "\n" in head else ","
+        sep = _array_sep(head, seps)
         self.layout = FileLayout(
             "array", head=head, sep=sep, tail=text[end:], indent=_indent_of(text, start)
         )
@@ -433,6 +442,8 @@ class FileParse:
     def _lines(self) -> Iterator[ParsedRecord]:
         sep = "\n"
         head = ""
+        # Set before reading: a read that fails midway keeps the lines read so far.
+        self.layout = FileLayout("lines", sep=sep, tail=sep)
         ends_with_newline = True
         position = 0
         for lineno, raw in enumerate(self._raw_lines(), start=1):
@@ -632,13 +643,12 @@ class Importer:
         layout = parse.layout
         final_digest = "" if parse.problems else digest  # refused records: look again next time
         values = (name, layout.container, layout.head, layout.sep, layout.tail, layout.indent, final_digest, run)
-        if row_written:
-            if not parse.fatal:
-                self.conn.execute(
-                    update(files)
-                    .where(files.c.id == file_id)
-                    .values(dict(zip(("domain", "container", "head", "sep", "tail", "indent", "digest", "run_id"), values)))
-                )
+        if row_written:  # a new file has no old layout to keep: even a broken one gets what was read
+            self.conn.execute(
+                update(files)
+                .where(files.c.id == file_id)
+                .values(dict(zip(("domain", "container", "head", "sep", "tail", "indent", "digest", "run_id"), values)))
+            )
         else:
             self.file_rows.append((file_id, cand.relpath, *values))
         self.known[cand.relpath] = (file_id, final_digest, name, n)
