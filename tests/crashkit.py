@@ -11,8 +11,9 @@ loads exactly what a user's would. It reads a few environment variables, all opt
 ``CRASHKIT_MIGRATE_BATCH``  rows per migration batch (``recordstore.migrator.BATCH_ROWS``).
 ``CRASHKIT_IMPORT_BATCH``   records per import batch (``recordstore.importer.BATCH_RECORDS``).
 ``CRASHKIT_GATE``           a path: every step, every imported file and a restore (once it
-                            has read its backups) first wait until it exists (creating ``PATH.held`` the first time it waits), so
-                            a test can hold a writer mid-run for as long as it likes.
+                            has read its backups) wait until it exists, creating
+                            ``PATH.held`` the first time; so a test can hold a writer
+                            mid-run for as long as it likes.
 ``CRASHKIT_CRASH``          ``POINT`` or ``POINT:N``: the process SIGKILLs itself the Nth
                             time (default 1st) it reaches POINT, one of
                             ``before-finish`` (all work committed, run not yet finished),

@@ -83,7 +83,7 @@ def _configure_sqlite(engine: Engine) -> None:
         # which makes every batch of the run durable with one sync instead of one each.
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA cache_size=-16384")
+        cur.execute("PRAGMA cache_size=-8192")
         cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
 

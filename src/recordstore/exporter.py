@@ -185,7 +185,7 @@ def _grouped(conn: Connection, file_ids: set[int]) -> Iterator[tuple[int, list[s
     query = select(records.c.file_id, records.c.payload, records.c.domain).order_by(
         records.c.file_id, records.c.position
     )
-    result = conn.execution_options(stream_results=True, yield_per=2000).execute(query)
+    result = conn.execution_options(stream_results=True, yield_per=200).execute(query)
     current: int | None = None
     texts: list[str] = []
     domain = ""

@@ -33,6 +33,9 @@ JSON_SUFFIXES = (".json", *LINE_SUFFIXES)
 STREAM_THRESHOLD = 64 * 1024 * 1024
 #: Records written per transaction.
 BATCH_RECORDS = 5000
+#: ... or this many bytes of record text, whichever comes first: memory stays bounded
+#: whatever the records' sizes.
+BATCH_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -534,6 +537,7 @@ class Importer:
         self.file_rows: list[tuple[Any, ...]] = []
         self.record_rows: list[tuple[Any, ...]] = []
         self.failure_rows: list[tuple[Any, ...]] = []
+        self.pending_bytes = 0
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
         def sql(table: str, columns: str) -> str:
@@ -552,8 +556,12 @@ class Importer:
         if self.failure_rows:
             self.conn.exec_driver_sql(self.sql_failure, self.failure_rows)
         self.file_rows, self.record_rows, self.failure_rows = [], [], []
+        self.pending_bytes = 0
         self._tx.commit()
         self._tx = self.conn.begin()
+
+    def _batch_full(self) -> bool:
+        return len(self.record_rows) + len(self.file_rows) >= BATCH_RECORDS or self.pending_bytes >= BATCH_BYTES
 
     def close(self) -> None:
         self.flush()
@@ -592,7 +600,7 @@ class Importer:
             self._import_new(cand, parse, digest, before, counts)
         else:
             self._import_changed(cand, parse, digest, before, counts, known[0])
-        if len(self.record_rows) + len(self.file_rows) >= BATCH_RECORDS:
+        if self._batch_full():
             self.flush()
 
     def _read_all(self, cand: Candidate, parse: FileParse, before: os.stat_result) -> Iterator[ParsedRecord]:
@@ -629,8 +637,9 @@ class Importer:
         n = 0
         for rec in self._read_all(cand, parse, before):
             rows.append((name, rec.key, rec.version, rec.text, file_id, rec.position, run))
+            self.pending_bytes += len(rec.text)
             n += 1
-            if len(rows) >= BATCH_RECORDS:
+            if self._batch_full():
                 if not row_written:
                     self.file_rows.append((file_id, cand.relpath, name, "lines", "", "", "", None, "", run))
                     row_written = True

@@ -24,6 +24,9 @@ from .tables import backups, files, records
 __all__ = ["MigrationResult", "RestoreResult", "migrate_records", "migrate_value", "restore_records"]
 
 BATCH_ROWS = 2000
+#: Aim for about this many bytes of stored text per batch, so that large records make
+#: smaller batches and memory stays bounded whatever the records' sizes.
+BATCH_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -189,6 +192,7 @@ def _migrate_domain(
 ) -> bool:
     """Returns False when the run must stop (fail-fast)."""
     last_id = 0
+    limit = 100  # grows or shrinks with the size of the records seen
     while True:
         tx = None if (atomic and run is not None) or conn.in_transaction() else conn.begin()
         rows = conn.execute(
@@ -196,12 +200,14 @@ def _migrate_domain(
             .join(files, files.c.id == records.c.file_id)
             .where(records.c.domain == dom.name, records.c.version < dom.version, records.c.id > last_id)
             .order_by(records.c.id)
-            .limit(BATCH_ROWS)
+            .limit(limit)
         ).all()
         if not rows:
             if tx is not None:
                 tx.commit()
             return True
+        average = max(1, sum(len(r.payload) for r in rows) // len(rows))
+        limit = max(10, min(BATCH_ROWS, BATCH_BYTES // average))
         batch = _Batch()
         stop = False
         for row in rows:

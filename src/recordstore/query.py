@@ -163,7 +163,7 @@ class Query:
     order: tuple[tuple[str, bool], ...] = ()
     _limit: int | None = None
     _offset: int = 0
-    batch: int = field(default=1000)
+    batch: int = field(default=200)
 
     def where(self, path: str, op: str = "=", value: Any = None) -> Query:
         return replace(self, conditions=(*self.conditions, condition(path, op, value)))
