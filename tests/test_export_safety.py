@@ -317,3 +317,22 @@ def test_a_write_that_fails_midway_leaves_no_temp_and_no_half_file(
     assert not (out / rel).exists()
     assert_good_files_written(home, out, {rel})
     assert_contained(out, sibling)
+
+
+def test_temp_files_of_a_killed_export_are_cleared_by_the_next(store: Store, home: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    store.import_paths([home])
+    out = tmp_path / "out"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    (out / "tasks" / "tasks").mkdir(parents=True)
+    stale = [out / f".settings.json.{dead_pid}.1.rstmp", out / "tasks" / "tasks" / f".t.json.{dead_pid}.7.rstmp"]
+    for path in stale:
+        path.write_text("half")
+    alive = out / f".x.json.{os.getppid()}.1.rstmp"  # a live process's: left alone
+    alive.write_text("busy")
+    assert store.export_to(out).ok
+    assert not any(p.exists() for p in stale)
+    assert alive.exists()

@@ -65,6 +65,7 @@ class _Writer:
     def __init__(self, out: Path, overwrite: bool):
         out.mkdir(parents=True, exist_ok=True)
         self.out_real = out.resolve()
+        _remove_stale_temps(self.out_real)
         self.overwrite = overwrite
         self.checked: set[Path] = {self.out_real}
         self.dirty_dirs: set[Path] = set()
@@ -89,6 +90,7 @@ class _Writer:
                 raise ExportError(relpath, f"refused: {directory} leads outside the export directory")
             if not real.is_dir():
                 raise ExportError(relpath, f"refused: {directory} exists and is not a directory")
+            _remove_stale_temps(directory)
         else:
             directory.mkdir()
             self.dirty_dirs.add(parent)
@@ -163,6 +165,33 @@ class _Writer:
             finally:
                 os.close(fd)
         self.dirty_dirs.clear()
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    """Temp files of an export that was killed before renaming them: never at a target
+    path, but litter. Only ours (``.NAME.PID.N.rstmp``) of a process that is gone."""
+    try:
+        names = [n for n in os.listdir(directory) if n.endswith(".rstmp")]
+    except OSError:
+        return
+    for name in names:
+        parts = name.rsplit(".", 3)
+        if len(parts) != 4 or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid != os.getpid() and not _alive(pid):
+            with _suppress():
+                os.unlink(directory / name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 class _suppress:
