@@ -7,6 +7,7 @@ nothing depends on the current directory or an ``alembic.ini``.
 
 from __future__ import annotations
 
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +39,8 @@ def script_location() -> Path:
 def alembic_config(connection: Connection | None = None) -> Config:
     from alembic.config import Config
 
-    cfg = Config()
+    # Alembic's default stdout is bound when it is imported; use the current one.
+    cfg = Config(stdout=sys.stdout)
     cfg.set_main_option("script_location", str(script_location()))
     cfg.attributes["connection"] = connection
     return cfg
