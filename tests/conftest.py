@@ -21,12 +21,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Heavy variants (marked slow) are not collected unless --slow: they are extra
+    trials and sizes of checks that always run in a lighter form."""
     if config.getoption("--slow"):
         return
-    skip = pytest.mark.skip(reason="heavy variant: run with --slow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+    heavy = [item for item in items if "slow" in item.keywords]
+    if heavy:
+        config.hook.pytest_deselected(items=heavy)
+        items[:] = [item for item in items if "slow" not in item.keywords]
 
 
 @pytest.fixture(autouse=True)
