@@ -484,6 +484,8 @@ BATCH_INSERT = 5000
 #: beyond Latin-1 takes 2 or 4 bytes per character: 5000 sessions would be ~200 MB).
 BATCH_INSERT_CHARS = 8_000_000
 BATCH_MIGRATE = 2000
+#: ... fewer when records are large: about this many characters of payload per batch.
+BATCH_MIGRATE_CHARS = 4_000_000
 
 
 def baseline_import(home: Path, db: Path, reg: ModuleType) -> dict[str, Any]:
@@ -555,14 +557,15 @@ def baseline_migrate(db: Path, reg: ModuleType) -> dict[str, Any]:
     case = " ".join(f"WHEN '{d}' THEN {v}" for d, v in current.items())
     select = (
         f"SELECT id, domain, key, version, payload FROM records "
-        f"WHERE id > ? AND version < (CASE domain {case} ELSE 0 END) ORDER BY id LIMIT {BATCH_MIGRATE}"
+        f"WHERE id > ? AND version < (CASE domain {case} ELSE 0 END) ORDER BY id LIMIT ?"
     )
     conn = _connect(db)
     out = {"migrated": 0, "failed": 0}
     last = 0
+    limit = 100  # grows to BATCH_MIGRATE once the first batch shows how large records are
     while True:
         conn.execute("BEGIN IMMEDIATE")
-        rows = conn.execute(select, (last,)).fetchall()
+        rows = conn.execute(select, (last, limit)).fetchall()
         if not rows:
             conn.execute("COMMIT")
             break
@@ -594,6 +597,8 @@ def baseline_migrate(db: Path, reg: ModuleType) -> dict[str, Any]:
         conn.executemany("UPDATE records SET version = ?, payload = ? WHERE id = ?", updates)
         conn.execute("COMMIT")
         out["migrated"] += len(updates)
+        average = max(1, sum(len(r[4]) for r in rows) // len(rows))
+        limit = max(10, min(BATCH_MIGRATE, BATCH_MIGRATE_CHARS // average))
     _finish(conn, "migrate")
     return out
 

@@ -241,9 +241,9 @@ def _change_after_read(monkeypatch: pytest.MonkeyPatch, name: str, change) -> li
 
     def read_then_change(path: Path) -> object:
         out = real(path)
-        if path.name == name and not calls:
+        if Path(path).name == name and not calls:
             calls.append(1)
-            change(path)
+            change(Path(path))
         return out
 
     monkeypatch.setattr(importer_module, "read_file", read_then_change)

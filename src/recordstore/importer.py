@@ -87,7 +87,7 @@ class ImportResult:
 class Candidate:
     """A file to import: where it is, its path relative to the import root, its domain."""
 
-    path: Path
+    path: str
     relpath: str
     domain: Domain | None
 
@@ -107,25 +107,27 @@ def discover(
     for raw in paths:
         root = Path(raw)
         if root.is_dir():
-            for dirpath, dirnames, filenames in os.walk(root, onerror=_walk_error(problems, root)):
+            top = os.fspath(root)
+            cut = len(top.rstrip(os.sep)) + 1
+            for dirpath, dirnames, filenames in os.walk(top, onerror=_walk_error(problems, root)):
                 dirnames.sort()
+                prefix = dirpath[cut:].replace(os.sep, "/")
                 for name in sorted(filenames):
-                    full = Path(dirpath) / name
-                    rel = full.relative_to(root).as_posix()
-                    yield Candidate(full, rel, _domain_for(rel, registry, domain))
+                    rel = f"{prefix}/{name}" if prefix else name
+                    yield Candidate(os.path.join(dirpath, name), rel, _domain_for(rel, registry, domain))
         elif root.exists() or root.is_symlink():
             if domain is not None:
-                yield Candidate(root, root.name, domain if root.name.endswith(JSON_SUFFIXES) else None)
+                yield Candidate(str(root), root.name, domain if root.name.endswith(JSON_SUFFIXES) else None)
                 continue
             parts = root.absolute().parts
             for n in range(1, len(parts)):
                 rel = "/".join(parts[-n:])
                 found = registry.match(rel)
                 if found is not None:
-                    yield Candidate(root, rel, found)
+                    yield Candidate(str(root), rel, found)
                     break
             else:
-                yield Candidate(root, root.name, None)
+                yield Candidate(str(root), root.name, None)
         elif problems is not None:
             problems.append(InputError(display_path(str(raw)), "no such file or directory"))
 
@@ -276,7 +278,7 @@ class FileParse:
     """Parse one file: ``layout`` is set once ``records()`` has been consumed;
     ``problems`` holds one :class:`InputError` per bad record (or one for the file)."""
 
-    def __init__(self, path: Path, relpath: str, domain: Domain, data: bytes | None):
+    def __init__(self, path: str, relpath: str, domain: Domain, data: bytes | None):
         self.path = path
         self.relpath = relpath
         self.shown = display_path(relpath)
@@ -486,7 +488,7 @@ class FileParse:
             yield from fh
 
 
-def read_file(path: Path) -> tuple[bytes | None, str, os.stat_result]:
+def read_file(path: str) -> tuple[bytes | None, str, os.stat_result]:
     """The file's bytes (``None`` when it is large enough to stream), its digest and its
     status. Opened without blocking and checked to be a regular file, so a FIFO or a
     device never hangs an import. Raises OSError, or InputError for non-files."""
@@ -494,9 +496,9 @@ def read_file(path: Path) -> tuple[bytes | None, str, os.stat_result]:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise InputError(display_path(str(path)), "not a regular file")
+            raise InputError(display_path(path), "not a regular file")
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            if info.st_size <= STREAM_THRESHOLD or not path.name.endswith(LINE_SUFFIXES):
+            if info.st_size <= STREAM_THRESHOLD or not path.endswith(LINE_SUFFIXES):
                 data = fh.read()
                 return data, hashlib.sha256(data).hexdigest(), info
             digest = hashlib.sha256()
@@ -777,9 +779,9 @@ class Importer:
         return len(ids)
 
 
-def _changed_since(path: Path, before: os.stat_result) -> bool:
+def _changed_since(path: str, before: os.stat_result) -> bool:
     try:
-        after = path.stat()
+        after = os.stat(path)
     except OSError:
         return True
     fields = ("st_ino", "st_dev", "st_size", "st_mtime_ns")
