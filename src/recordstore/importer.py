@@ -23,7 +23,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 from . import jsoncodec
 from .errors import InputError, NewerVersionError
 from .registry import Domain, Registry
-from .tables import backups, failures, files, records
+from .tables import backups, files, records
 
 __all__ = ["DomainCounts", "ImportResult", "discover", "read_version"]
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from . import jsoncodec
 from .engine import translate_errors
@@ -121,7 +121,7 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
 
 class _Batch:
     def __init__(self) -> None:
-        self.updates: list[dict[str, Any]] = []
+        self.updates: list[tuple[str, int, int | None, int]] = []  # payload, version, run, id
         self.failures: list[MigrationError] = []
 
 
@@ -190,82 +190,109 @@ def _migrate_domain(
     diff: int,
     progress: Any,
 ) -> bool:
-    """Returns False when the run must stop (fail-fast)."""
-    last_id = 0
+    """Returns False when the run must stop (fail-fast).
+
+    Pending records are read one starting version at a time (``version = v``), so each
+    batch walks the (domain, version, id) index in id order instead of sorting every
+    pending row again."""
     limit = 100  # grows or shrinks with the size of the records seen
-    while True:
-        tx = None if (atomic and run is not None) or conn.in_transaction() else conn.begin()
-        rows = conn.execute(
-            select(records.c.id, records.c.key, records.c.version, records.c.payload, files.c.path)
-            .join(files, files.c.id == records.c.file_id)
-            .where(records.c.domain == dom.name, records.c.version < dom.version, records.c.id > last_id)
-            .order_by(records.c.id)
-            .limit(limit)
-        ).all()
-        if not rows:
-            if tx is not None:
-                tx.commit()
-            return True
-        average = max(1, sum(len(r.payload) for r in rows) // len(rows))
-        limit = max(10, min(BATCH_ROWS, BATCH_BYTES // average))
-        batch = _Batch()
-        stop = False
-        for row in rows:
-            last_id = row.id
-            try:
-                value = jsoncodec.decode(row.payload)
-            except jsoncodec.JSONError as exc:
-                failure = MigrationError(
-                    f"stored payload is not valid JSON: {exc.reason}",
-                    domain=dom.name, key=row.key, from_version=row.version, to_version=dom.version,
-                )
-            else:
-                try:
-                    new = migrate_value(dom, row.key, value, row.version)
-                    text = jsoncodec.encode(new, _indent_of(row.payload))
-                except MigrationError as exc:
-                    failure = exc
-                except jsoncodec.JSONError as exc:
-                    failure = MigrationError(
-                        exc.reason, domain=dom.name, key=row.key, from_version=row.version, to_version=dom.version
-                    )
-                else:
-                    batch.updates.append({"rid": row.id, "payload": text, "version": dom.version})
-                    step = f"{row.version}->{dom.version}"
-                    per = result.counts.setdefault(dom.name, {})
-                    per[step] = per.get(step, 0) + 1
-                    if len(result.diffs) < diff:
-                        result.diffs.append(
-                            RecordDiff(
-                                dom.name, row.key, row.version, dom.version,
-                                jsoncodec.encode(jsoncodec.decode(row.payload), 2),
-                                jsoncodec.encode(new, 2),
-                            )
-                        )
-                    continue
-            failure.source = row.path  # type: ignore[attr-defined]
-            batch.failures.append(failure)
-            result.failures.append(failure)
-            if fail_fast:
-                stop = True
+    for version in range(1, dom.version):
+        last_id = 0
+        while True:
+            rows, limit, last_id, stop = _migrate_batch(
+                conn, dom, version, last_id, limit, result, run, fail_fast, atomic, diff, progress
+            )
+            if stop:
+                return False
+            if not rows:
                 break
-        if run is not None:
-            _write_batch(conn, run, batch, result)
-        if progress is not None:
-            progress.advance(len(batch.updates) + len(batch.failures))
+    return True
+
+
+def _migrate_batch(
+    conn: Connection,
+    dom: Domain,
+    version: int,
+    last_id: int,
+    limit: int,
+    result: MigrationResult,
+    run: RunHandle | None,
+    fail_fast: bool,
+    atomic: bool,
+    diff: int,
+    progress: Any,
+) -> tuple[int, int, int, bool]:
+    """One batch: (rows read, next limit, last id, stop)."""
+    tx = None if (atomic and run is not None) or conn.in_transaction() else conn.begin()
+    rows = conn.execute(
+        select(records.c.id, records.c.key, records.c.version, records.c.payload, files.c.path)
+        .join(files, files.c.id == records.c.file_id)
+        .where(records.c.domain == dom.name, records.c.version == version, records.c.id > last_id)
+        .order_by(records.c.id)
+        .limit(limit)
+    ).all()
+    if not rows:
         if tx is not None:
             tx.commit()
-        if stop:
-            return False
+        return 0, limit, last_id, False
+    average = max(1, sum(len(r.payload) for r in rows) // len(rows))
+    limit = max(10, min(BATCH_ROWS, BATCH_BYTES // average))
+    batch = _Batch()
+    stop = False
+    for row in rows:
+        last_id = row.id
+        try:
+            value = jsoncodec.decode(row.payload)
+        except jsoncodec.JSONError as exc:
+            failure = MigrationError(
+                f"stored payload is not valid JSON: {exc.reason}",
+                domain=dom.name, key=row.key, from_version=row.version, to_version=dom.version,
+            )
+        else:
+            try:
+                new = migrate_value(dom, row.key, value, row.version)
+                text = jsoncodec.encode(new, _indent_of(row.payload))
+            except MigrationError as exc:
+                failure = exc
+            except jsoncodec.JSONError as exc:
+                failure = MigrationError(
+                    exc.reason, domain=dom.name, key=row.key, from_version=row.version, to_version=dom.version
+                )
+            else:
+                batch.updates.append((text, dom.version, run.run_id if run else None, row.id))
+                step = f"{row.version}->{dom.version}"
+                per = result.counts.setdefault(dom.name, {})
+                per[step] = per.get(step, 0) + 1
+                if len(result.diffs) < diff:
+                    result.diffs.append(
+                        RecordDiff(
+                            dom.name, row.key, row.version, dom.version,
+                            jsoncodec.encode(jsoncodec.decode(row.payload), 2),
+                            jsoncodec.encode(new, 2),
+                        )
+                    )
+                continue
+        failure.source = row.path  # type: ignore[attr-defined]
+        batch.failures.append(failure)
+        result.failures.append(failure)
+        if fail_fast:
+            stop = True
+            break
+    if run is not None:
+        _write_batch(conn, run, batch, result)
+    if progress is not None:
+        progress.advance(len(batch.updates) + len(batch.failures))
+    if tx is not None:
+        tx.commit()
+    return len(rows), limit, last_id, stop
 
 
 def _write_batch(conn: Connection, run: RunHandle, batch: _Batch, result: MigrationResult) -> None:
     if batch.updates:
-        backup_rows(conn, [u["rid"] for u in batch.updates], run.run_id, "migrate")
-        conn.execute(
-            update(records)
-            .where(records.c.id == bindparam("rid"))
-            .values(payload=bindparam("payload"), version=bindparam("version"), run_id=run.run_id),
+        backup_rows(conn, [u[3] for u in batch.updates], run.run_id, "migrate")
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        conn.exec_driver_sql(
+            f"UPDATE records SET payload = {mark}, version = {mark}, run_id = {mark} WHERE id = {mark}",
             batch.updates,
         )
     for f in batch.failures:
