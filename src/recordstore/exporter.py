@@ -4,6 +4,7 @@ inside the target directory."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -55,7 +56,7 @@ def safe_target(out_real: Path, relpath: str) -> Path:
     return out_real.joinpath(*pure.parts)
 
 
-#: Files written before one sync makes the batch durable and they are renamed into place.
+#: Files written (not yet visible) before they are synced together and renamed into place.
 STAGE_FILES = 2000
 STAGE_BYTES = 64 * 1024 * 1024
 
@@ -129,24 +130,22 @@ class _Writer:
         staged, self.staged, self.staged_targets, self.staged_bytes = self.staged, [], set(), 0
         if not staged:
             return []
-        try:
-            os.sync()  # one flush for the whole batch instead of an fsync per file
-        except OSError as exc:
-            for _rel, tmp, _target in staged:
-                with _suppress():
-                    os.unlink(tmp)
-            return [(rel, exc) for rel, _tmp, _target in staged]
+        # Every temp file is fsynced before it is renamed (its error, if any, is its
+        # own), many at once, so the file system commits their journal entries together.
+        synced = list(_SYNC_POOL.map(_fsync_path, [tmp for _rel, tmp, _target in staged]))
         done: list[tuple[str, OSError | None]] = []
-        for rel, tmp, target in staged:
-            try:
-                os.replace(tmp, target)  # replaces a link itself, never writes through it
-            except OSError as exc:
+        for (rel, tmp, target), error in zip(staged, synced):
+            if error is None:
+                try:
+                    os.replace(tmp, target)  # replaces a link itself, never writes through it
+                except OSError as exc:
+                    error = exc
+                else:
+                    self.dirty_dirs.add(target.parent)
+            if error is not None:
                 with _suppress():
                     os.unlink(tmp)
-                done.append((rel, exc))
-            else:
-                self.dirty_dirs.add(target.parent)
-                done.append((rel, None))
+            done.append((rel, error))
         self.sync_dirs()
         return done
 
@@ -164,6 +163,21 @@ class _Writer:
             finally:
                 os.close(fd)
         self.dirty_dirs.clear()
+
+
+_SYNC_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="recordstore-fsync")
+
+
+def _fsync_path(path: Path) -> OSError | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return exc
+    return None
 
 
 def _remove_stale_temps(directory: Path) -> None:
