@@ -84,6 +84,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA cache_size=-8192")
+        # Checkpoint the WAL every ~64 MB rather than every 4 MB: fewer syncs of the
+        # database file during a long run.
+        cur.execute("PRAGMA wal_autocheckpoint=16384")
         cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
 
