@@ -155,9 +155,10 @@ def migrate_records(
             # lock) makes SQLite refuse the batch's first write ("database is locked").
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         outer = conn.begin() if atomic and run is not None else None
+        migration = _Pass(conn, result, run, fail_fast, atomic, diff, progress)
         try:
             for dom in chosen:
-                if not _migrate_domain(conn, dom, result, run, fail_fast, atomic, diff, progress):
+                if not migration.domain(dom):
                     result.stopped_early = True
                     break
             if outer is not None:
@@ -180,111 +181,100 @@ def _count(conn: Connection, dom: Domain, *, below: bool) -> int:
     return int(conn.execute(select(func.count()).select_from(records).where(records.c.domain == dom.name, cond)).scalar() or 0)
 
 
-def _migrate_domain(
-    conn: Connection,
-    dom: Domain,
-    result: MigrationResult,
-    run: RunHandle | None,
-    fail_fast: bool,
-    atomic: bool,
-    diff: int,
-    progress: Any,
-) -> bool:
-    """Returns False when the run must stop (fail-fast).
+@dataclass
+class _Pass:
+    """One migration (or dry run) over the chosen domains, batch by batch."""
 
-    Pending records are read one starting version at a time (``version = v``), so each
-    batch walks the (domain, version, id) index in id order instead of sorting every
-    pending row again."""
-    limit = 100  # grows or shrinks with the size of the records seen
-    for version in range(1, dom.version):
-        last_id = 0
-        while True:
-            rows, limit, last_id, stop = _migrate_batch(
-                conn, dom, version, last_id, limit, result, run, fail_fast, atomic, diff, progress
-            )
-            if stop:
-                return False
-            if not rows:
-                break
-    return True
+    conn: Connection
+    result: MigrationResult
+    run: RunHandle | None
+    fail_fast: bool
+    atomic: bool
+    diff: int
+    progress: Any
 
+    def domain(self, dom: Domain) -> bool:
+        """Migrate one domain; False when the run must stop (fail-fast).
 
-def _migrate_batch(
-    conn: Connection,
-    dom: Domain,
-    version: int,
-    last_id: int,
-    limit: int,
-    result: MigrationResult,
-    run: RunHandle | None,
-    fail_fast: bool,
-    atomic: bool,
-    diff: int,
-    progress: Any,
-) -> tuple[int, int, int, bool]:
-    """One batch: (rows read, next limit, last id, stop)."""
-    tx = None if (atomic and run is not None) or conn.in_transaction() else conn.begin()
-    rows = conn.execute(
-        select(records.c.id, records.c.key, records.c.version, records.c.payload, files.c.path)
-        .join(files, files.c.id == records.c.file_id)
-        .where(records.c.domain == dom.name, records.c.version == version, records.c.id > last_id)
-        .order_by(records.c.id)
-        .limit(limit)
-    ).all()
-    if not rows:
-        if tx is not None:
-            tx.commit()
-        return 0, limit, last_id, False
-    average = max(1, sum(len(r.payload) for r in rows) // len(rows))
-    limit = max(10, min(BATCH_ROWS, BATCH_BYTES // average))
-    batch = _Batch()
-    stop = False
-    for row in rows:
-        last_id = row.id
-        try:
-            value = jsoncodec.decode(row.payload)
-        except jsoncodec.JSONError as exc:
-            failure = MigrationError(
-                f"stored payload is not valid JSON: {exc.reason}",
-                domain=dom.name, key=row.key, from_version=row.version, to_version=dom.version,
-            )
-        else:
+        Pending records are read one starting version at a time (``version = v``), so
+        each batch walks the (domain, version, id) index in id order instead of sorting
+        every pending row again."""
+        limit = 100  # grows or shrinks with the size of the records seen
+        for version in range(1, dom.version):
+            last_id = 0
+            while True:
+                rows, limit, last_id, stop = self.batch(dom, version, last_id, limit)
+                if stop:
+                    return False
+                if not rows:
+                    break
+        return True
+
+    def batch(self, dom: Domain, version: int, last_id: int, limit: int) -> tuple[int, int, int, bool]:
+        """One batch: (rows read, next limit, last id, stop)."""
+        conn, result, run, diff = self.conn, self.result, self.run, self.diff
+        tx = None if (self.atomic and run is not None) or conn.in_transaction() else conn.begin()
+        rows = conn.execute(
+            select(records.c.id, records.c.key, records.c.version, records.c.payload, files.c.path)
+            .join(files, files.c.id == records.c.file_id)
+            .where(records.c.domain == dom.name, records.c.version == version, records.c.id > last_id)
+            .order_by(records.c.id)
+            .limit(limit)
+        ).all()
+        if not rows:
+            if tx is not None:
+                tx.commit()
+            return 0, limit, last_id, False
+        average = max(1, sum(len(r.payload) for r in rows) // len(rows))
+        limit = max(10, min(BATCH_ROWS, BATCH_BYTES // average))
+        batch = _Batch()
+        stop = False
+        for row in rows:
+            last_id = row.id
             try:
-                new = migrate_value(dom, row.key, value, row.version)
-                text = jsoncodec.encode(new, _indent_of(row.payload))
-            except MigrationError as exc:
-                failure = exc
+                value = jsoncodec.decode(row.payload)
             except jsoncodec.JSONError as exc:
                 failure = MigrationError(
-                    exc.reason, domain=dom.name, key=row.key, from_version=row.version, to_version=dom.version
+                    f"stored payload is not valid JSON: {exc.reason}",
+                    domain=dom.name, key=row.key, from_version=row.version, to_version=dom.version,
                 )
             else:
-                batch.updates.append((text, dom.version, run.run_id if run else None, row.id))
-                step = f"{row.version}->{dom.version}"
-                per = result.counts.setdefault(dom.name, {})
-                per[step] = per.get(step, 0) + 1
-                if len(result.diffs) < diff:
-                    result.diffs.append(
-                        RecordDiff(
-                            dom.name, row.key, row.version, dom.version,
-                            jsoncodec.encode(jsoncodec.decode(row.payload), 2),
-                            jsoncodec.encode(new, 2),
-                        )
+                try:
+                    new = migrate_value(dom, row.key, value, row.version)
+                    text = jsoncodec.encode(new, _indent_of(row.payload))
+                except MigrationError as exc:
+                    failure = exc
+                except jsoncodec.JSONError as exc:
+                    failure = MigrationError(
+                        exc.reason, domain=dom.name, key=row.key, from_version=row.version, to_version=dom.version
                     )
-                continue
-        failure.source = row.path  # type: ignore[attr-defined]
-        batch.failures.append(failure)
-        result.failures.append(failure)
-        if fail_fast:
-            stop = True
-            break
-    if run is not None:
-        _write_batch(conn, run, batch, result)
-    if progress is not None:
-        progress.advance(len(batch.updates) + len(batch.failures))
-    if tx is not None:
-        tx.commit()
-    return len(rows), limit, last_id, stop
+                else:
+                    batch.updates.append((text, dom.version, run.run_id if run else None, row.id))
+                    step = f"{row.version}->{dom.version}"
+                    per = result.counts.setdefault(dom.name, {})
+                    per[step] = per.get(step, 0) + 1
+                    if len(result.diffs) < diff:
+                        result.diffs.append(
+                            RecordDiff(
+                                dom.name, row.key, row.version, dom.version,
+                                jsoncodec.encode(jsoncodec.decode(row.payload), 2),
+                                jsoncodec.encode(new, 2),
+                            )
+                        )
+                    continue
+            failure.source = row.path  # type: ignore[attr-defined]
+            batch.failures.append(failure)
+            result.failures.append(failure)
+            if self.fail_fast:
+                stop = True
+                break
+        if run is not None:
+            _write_batch(conn, run, batch, result)
+        if self.progress is not None:
+            self.progress.advance(len(batch.updates) + len(batch.failures))
+        if tx is not None:
+            tx.commit()
+        return len(rows), limit, last_id, stop
 
 
 def _write_batch(conn: Connection, run: RunHandle, batch: _Batch, result: MigrationResult) -> None:
