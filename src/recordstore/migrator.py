@@ -86,6 +86,16 @@ def failure_dict(f: MigrationError) -> dict[str, Any]:
     }
 
 
+#: A step's exception may carry the record itself; reports keep this much of it.
+REASON_CHARS = 200
+
+
+def _bounded(reason: str) -> str:
+    """One line of at most REASON_CHARS characters: never a whole record's payload."""
+    line = " ".join(reason.split())
+    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
+
+
 def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[str, Any]:
     """Run ``domain``'s steps over one decoded record from ``version`` to current.
 
@@ -103,6 +113,7 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
                 raise TypeError(f"step returned {type(out).__name__}, not a JSON object (dict)")
         except Exception as exc:
             reason = str(exc) if isinstance(exc, TypeError) and "step returned" in str(exc) else f"{type(exc).__name__}: {exc}"
+            reason = _bounded(reason)
             raise MigrationError(
                 reason,
                 domain=domain.name,

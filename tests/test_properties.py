@@ -1,0 +1,95 @@
+"""Hypothesis properties of migrate and restore (import -> export is in test_import_export)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recordstore import Registry, Store
+from conftest import tree
+
+values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.text(max_size=8)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=10,
+)
+notes = st.lists(
+    st.fixed_dictionaries({"body": st.text(max_size=20), "fail": st.booleans(), "extra": values}),
+    min_size=1,
+    max_size=12,
+)
+
+
+def registry() -> Registry:
+    reg = Registry()
+    d = reg.domain("note", version=3, files=["notes/*.json", "notes/*.jsonl"])
+
+    @d.step(1)
+    def rename(record: dict[str, Any]) -> None:
+        record["text"] = record.pop("body")
+
+    @d.step(2)
+    def tag(record: dict[str, Any]) -> dict[str, Any]:
+        if record["fail"]:
+            raise ValueError("this note refuses")
+        return {**record, "tags": ["migrated"]}
+
+    return reg
+
+
+def write_home(root: Path, batch: list[dict[str, Any]]) -> Path:
+    home = root / "home"
+    (home / "notes").mkdir(parents=True)
+    for i, note in enumerate(batch):
+        (home / "notes" / f"n{i}.json").write_text(
+            json.dumps({"schema_version": 1, **note}, indent=2, ensure_ascii=False), encoding="utf-8"
+        )
+    (home / "notes" / "all.jsonl").write_text(
+        "".join(json.dumps(n, ensure_ascii=False, separators=(",", ":")) + "\n" for n in batch), encoding="utf-8"
+    )
+    return home
+
+
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@SETTINGS
+@given(batch=notes)
+def test_a_random_subset_that_fails_is_left_exactly_as_it_was(tmp_path_factory: pytest.TempPathFactory, batch: list) -> None:
+    root = tmp_path_factory.mktemp("p")
+    home = write_home(root, batch)
+    with Store(root / "s.db", registry=registry()) as store:
+        store.import_paths([home])
+        before = {r.key: r.text for r in store.query("note")}
+        result = store.migrate()
+        failing = {f.key for f in result.failures}
+        for rec in store.query("note"):
+            if rec.key in failing:
+                assert rec.text == before[rec.key] and rec.version == 1
+            else:
+                assert rec.version == 3 and rec.data["tags"] == ["migrated"] and "body" not in rec.data
+        expected_failing = 2 * sum(1 for n in batch if n["fail"])
+        assert len(failing) == expected_failing
+
+
+@SETTINGS
+@given(batch=notes)
+def test_migrate_is_idempotent_and_restore_is_its_inverse(tmp_path_factory: pytest.TempPathFactory, batch: list) -> None:
+    root = tmp_path_factory.mktemp("p")
+    home = write_home(root, batch)
+    with Store(root / "s.db", registry=registry()) as store:
+        store.import_paths([home])
+        first = store.migrate()
+        after_first = {r.key: r.text for r in store.query("note")}
+        second = store.migrate()
+        assert second.migrated == 0
+        assert {r.key: r.text for r in store.query("note")} == after_first
+        store.restore(run=first.run_id)
+        store.export_to(root / "out")
+    assert tree(root / "out") == tree(home)

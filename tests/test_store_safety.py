@@ -1,0 +1,83 @@
+"""The store under a full disk, read-only, and the privacy of what errors print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from recordstore import Registry, Store, StoreError
+from conftest import EXAMPLE_HOME
+
+
+def test_a_full_disk_during_import_is_one_clear_error_and_loses_nothing(db_path: Path, tmp_path: Path) -> None:
+    home = tmp_path / "h" / "tasks" / "tasks"
+    home.mkdir(parents=True)
+    for i in range(400):
+        (home / f"t{i:03}.json").write_text(json.dumps({"schema_version": 2, "id": i, "pad": "x" * 20000}, indent=2))
+    with Store(db_path) as store:
+        limit = {"pages": 1500}  # SQLite's own "database or disk is full", mid-import
+
+        @event.listens_for(store.engine, "connect")
+        def cap(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.execute(f"PRAGMA max_page_count={limit['pages']}")
+
+        store.engine.dispose()
+        with pytest.raises(StoreError, match="disk is full"):
+            store.import_paths([tmp_path / "h"])
+        kept = store.query("task").count()
+        assert 0 < kept < 400  # whole batches committed before the disk filled, none half
+        assert store.integrity_problems() == []
+        assert [r.outcome for r in store.history()] == ["failed"]
+        limit["pages"] = 1_000_000
+        store.engine.dispose()
+        again = store.import_paths([tmp_path / "h"])
+        assert again.ok and store.query("task").count() == 400
+
+
+def test_a_read_only_store_is_refused_for_writes_and_still_readable(db_path: Path, cli: Any) -> None:
+    with Store(db_path) as store:
+        store.import_paths([EXAMPLE_HOME])
+    before = db_path.read_bytes()
+    readonly = f"sqlite:///file:{db_path}?mode=ro&uri=true"
+    with Store(readonly) as store:
+        assert store.query("task").count() == 3
+        with pytest.raises(StoreError, match="read-only"):
+            store.migrate()
+    assert db_path.read_bytes() == before
+    cli.db = readonly
+    res = cli("migrate")
+    assert res.exit_code == 3 and res.stderr.count("\n") == 1 and "read-only" in res.stderr
+
+
+def test_errors_never_print_whole_record_payloads(tmp_path: Path, cli: Any) -> None:
+    secret = "hunter2-" + "s" * 500
+    reg_file = tmp_path / "reg.py"
+    reg_file.write_text(
+        "from recordstore import Registry\nregistry = Registry()\nd = registry.domain('note', version=2, files=['*.json'])\n"
+        "@d.step(1)\ndef leak(record):\n    raise ValueError(repr(record))\n"
+    )
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "a.json").write_text(json.dumps({"schema_version": 1, "token": secret}))
+    (home / "b.json").write_text('{"schema_version": 1, "token": "' + secret + '", broken')
+    res = cli("import", home, registry=str(reg_file))
+    assert res.exit_code == 1 and secret not in res.stderr + res.stdout
+    res = cli("migrate", registry=str(reg_file))
+    assert res.exit_code == 1
+    # The step put the whole record in its exception; the report keeps a bounded reason.
+    assert secret not in res.stderr + res.stdout
+    hist = cli("history", "--json", registry=str(reg_file))
+    assert secret not in hist.stdout
+
+
+def test_registry_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Any) -> None:
+    reg_file = tmp_path / "reg.py"
+    reg_file.write_text("from recordstore import Registry\nregistry = Registry()\nregistry.domain('note', version=1, files=['*.json'])\n")
+    monkeypatch.setenv("STORE_REGISTRY", str(reg_file))
+    res = cli("status", "--json")
+    assert list(json.loads(res.stdout)["domains"]) == ["note"]
+    assert isinstance(Registry(), Registry)
