@@ -336,3 +336,25 @@ def test_temp_files_of_a_killed_export_are_cleared_by_the_next(store: Store, hom
     assert store.export_to(out).ok
     assert not any(p.exists() for p in stale)
     assert alive.exists()
+
+
+def test_a_file_that_appears_during_export_is_never_replaced_without_force(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the existence check and the rename, another process creates a target:
+    without --force it is kept, and that one file is reported."""
+    home = build_home(tmp_path / "home")
+    store.import_paths([home.root])
+    out = tmp_path / "out"
+    rel = f"{hostile.TASKS}/task_good_1.json"
+    real_flush = exporter_module._Writer.flush
+
+    def racing_flush(self: Any) -> Any:
+        (out / rel).write_text("someone else's file")
+        return real_flush(self)
+
+    monkeypatch.setattr(exporter_module._Writer, "flush", racing_flush)
+    result = store.export_to(out)
+    assert [str(p) for p in result.problems] == [f"{rel}: cannot write: exists in the export directory (use --force to overwrite)"]
+    assert (out / rel).read_text() == "someone else's file"
+    assert not [p for p in out.rglob("*.rstmp")]

@@ -3,6 +3,7 @@ inside the target directory."""
 
 from __future__ import annotations
 
+import errno
 import os
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
@@ -137,7 +138,7 @@ class _Writer:
         for (rel, tmp, target), error in zip(staged, synced):
             if error is None:
                 try:
-                    os.replace(tmp, target)  # replaces a link itself, never writes through it
+                    self._place(tmp, target)
                 except OSError as exc:
                     error = exc
                 else:
@@ -148,6 +149,23 @@ class _Writer:
             done.append((rel, error))
         self.sync_dirs()
         return done
+
+    def _place(self, tmp: Path, target: Path) -> None:
+        """Rename ``tmp`` to ``target``. Without overwrite, a hard link is the atomic
+        'create only if absent': a file that appeared since the check is never replaced."""
+        if self.overwrite:
+            os.replace(tmp, target)  # replaces a link itself, never writes through it
+            return
+        try:
+            os.link(tmp, target, follow_symlinks=False)
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, "exists in the export directory (use --force to overwrite)") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            os.replace(tmp, target)  # no hard links on this file system: checked above
+            return
+        os.unlink(tmp)
 
     def discard(self) -> None:
         for _rel, tmp, _target in self.staged:
