@@ -459,7 +459,7 @@ class FileParse:
             if line.endswith(b"\r"):
                 sep = "\r\n"
                 line = line[:-1]
-            if not line.strip():
+            if not line or line.isspace():
                 continue
             try:
                 value = jsoncodec.decode(line)
@@ -476,13 +476,14 @@ class FileParse:
 
     def _raw_lines(self) -> Iterator[bytes]:
         if self.data is not None:
-            start = 0
-            data = self.data
-            while start < len(data):
-                nl = data.find(b"\n", start)
-                end = len(data) if nl == -1 else nl + 1
-                yield data[start:end]
-                start = end
+            # The lines as the file iterator would give them (each with its newline), cut
+            # by one C-level split.
+            lines = self.data.split(b"\n")
+            last = lines.pop()
+            for line in lines:
+                yield line + b"\n"
+            if last:
+                yield last
             return
         with open(self.path, "rb") as fh:
             yield from fh
