@@ -476,14 +476,13 @@ class FileParse:
 
     def _raw_lines(self) -> Iterator[bytes]:
         if self.data is not None:
-            # The lines as the file iterator would give them (each with its newline), cut
-            # by one C-level split.
-            lines = self.data.split(b"\n")
-            last = lines.pop()
-            for line in lines:
-                yield line + b"\n"
-            if last:
-                yield last
+            start = 0
+            data = self.data
+            while start < len(data):
+                nl = data.find(b"\n", start)
+                end = len(data) if nl == -1 else nl + 1
+                yield data[start:end]
+                start = end
             return
         with open(self.path, "rb") as fh:
             yield from fh
