@@ -101,12 +101,20 @@ def is_sqlite(conn: Connection | Engine) -> bool:
 
 
 @contextlib.contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction that takes SQLite's write lock at once (BEGIN IMMEDIATE)."""
+def write_transaction(engine: Engine, *, busy_timeout: float | None = None) -> Iterator[Connection]:
+    """A transaction that takes SQLite's write lock at once (BEGIN IMMEDIATE), waiting
+    at most ``busy_timeout`` seconds for it (default: BUSY_TIMEOUT_S)."""
     with translate_errors(), engine.connect() as conn:
-        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-        with conn.begin():
-            yield conn
+        raw = conn.connection.driver_connection if busy_timeout is not None and is_sqlite(conn) else None
+        if raw is not None:
+            raw.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")  # type: ignore[operator]
+        try:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+        finally:
+            if raw is not None:
+                raw.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from .engine import durable_transaction, translate_errors, write_transaction
+from .engine import BUSY_TIMEOUT_S, durable_transaction, translate_errors, write_transaction
 from .errors import BusyError
 from .tables import failures, lock, runs
 
@@ -66,13 +66,27 @@ def _describe_holder(row: Any) -> str:
 
 
 def _try_acquire(engine: Engine, operation: str, options: dict[str, Any], fingerprints: dict[str, Any]) -> int | Any:
-    # A live holder is answered from a plain read: it may hold SQLite's write lock for a
-    # whole batch (an import does), and BEGIN IMMEDIATE would sit in the busy timeout.
-    with translate_errors(), engine.connect() as conn, conn.begin():
-        holder = conn.execute(select(lock)).first()
-    if holder is not None and holder_alive(holder):
-        return holder
-    with write_transaction(engine) as conn:
+    """The new run's id, or the live holder's lock row.
+
+    A live holder is answered from a plain read: it may hold SQLite's write lock for a
+    whole batch (an import does). Taking the lock row needs that write lock only for a
+    moment, so it is tried with a short wait, and the lock row read again in between:
+    a writer that won the race is then named, not met as an anonymous "busy"."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        with translate_errors(), engine.connect() as conn, conn.begin():
+            holder = conn.execute(select(lock)).first()
+        if holder is not None and holder_alive(holder):
+            return holder
+        try:
+            return _take_lock(engine, operation, options, fingerprints)
+        except BusyError:
+            if time.monotonic() >= deadline:
+                raise
+
+
+def _take_lock(engine: Engine, operation: str, options: dict[str, Any], fingerprints: dict[str, Any]) -> int | Any:
+    with write_transaction(engine, busy_timeout=0.25) as conn:
         holder = conn.execute(select(lock)).first()
         if holder is not None:
             if not holder_alive(holder):
