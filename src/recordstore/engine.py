@@ -101,37 +101,43 @@ def is_sqlite(conn: Connection | Engine) -> bool:
 
 
 @contextlib.contextmanager
-def write_transaction(engine: Engine, *, busy_timeout: float | None = None) -> Iterator[Connection]:
+def write_transaction(
+    engine: Engine, *, busy_timeout: float | None = None, durable: bool = False
+) -> Iterator[Connection]:
     """A transaction that takes SQLite's write lock at once (BEGIN IMMEDIATE), waiting
-    at most ``busy_timeout`` seconds for it (default: BUSY_TIMEOUT_S)."""
+    at most ``busy_timeout`` seconds for it (default: BUSY_TIMEOUT_S). ``durable``: its
+    commit syncs the WAL to disk, and with it every transaction committed before it."""
     with translate_errors(), engine.connect() as conn:
-        raw = conn.connection.driver_connection if busy_timeout is not None and is_sqlite(conn) else None
-        if raw is not None:
-            raw.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")  # type: ignore[operator]
-        try:
+        settings = {}
+        if busy_timeout is not None:
+            settings["busy_timeout"] = (str(int(busy_timeout * 1000)), str(int(BUSY_TIMEOUT_S * 1000)))
+        if durable:
+            settings["synchronous"] = ("FULL", "NORMAL")
+        with _pragmas(conn, settings):
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin():
                 yield conn
-        finally:
-            if raw is not None:
-                raw.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+
+
+def durable_transaction(engine: Engine) -> contextlib.AbstractContextManager[Connection]:
+    """A write transaction whose commit makes the whole run durable (see write_transaction)."""
+    return write_transaction(engine, durable=True)
 
 
 @contextlib.contextmanager
-def durable_transaction(engine: Engine) -> Iterator[Connection]:
-    """A write transaction whose commit syncs the WAL to disk, and with it every
-    transaction committed before it."""
-    with translate_errors(), engine.connect() as conn:
-        raw = conn.connection.driver_connection if is_sqlite(conn) else None
-        if raw is not None:  # outside any transaction: SQLite refuses it inside one
-            raw.execute("PRAGMA synchronous=FULL")
-        try:
-            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
-        finally:
-            if raw is not None:
-                raw.execute("PRAGMA synchronous=NORMAL")
+def _pragmas(conn: Connection, settings: dict[str, tuple[str, str]]) -> Iterator[None]:
+    """Set SQLite pragmas (name: (during, after)) on this connection for a while. Set on
+    the driver connection, outside any transaction, as SQLite requires for some."""
+    raw = conn.connection.driver_connection if settings and is_sqlite(conn) else None
+    if raw is not None:
+        for name, (during, _after) in settings.items():
+            raw.execute(f"PRAGMA {name}={during}")
+    try:
+        yield
+    finally:
+        if raw is not None:
+            for name, (_during, after) in settings.items():
+                raw.execute(f"PRAGMA {name}={after}")
 
 
 @contextlib.contextmanager
