@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from . import jsoncodec
 from .errors import InputError, NewerVersionError
 from .registry import Domain, Registry
-from .tables import backups, files, records
+from .tables import files, records
 
 __all__ = ["DomainCounts", "ImportResult", "discover", "read_version"]
 
@@ -795,33 +795,12 @@ def _sql_int(value: int | None) -> int | None:
 
 def backup_rows(conn: Connection, record_ids: list[int], run_id: int, reason: str) -> None:
     """Copy the current rows of ``record_ids`` into ``backups``, exactly as they are."""
-    for start in range(0, len(record_ids), 500):
-        chunk = record_ids[start : start + 500]
-        conn.execute(
-            insert(backups).from_select(
-                [
-                    "run_id",
-                    "record_id",
-                    "domain",
-                    "key",
-                    "version",
-                    "payload",
-                    "file_id",
-                    "position",
-                    "origin_run_id",
-                    "reason",
-                ],
-                select(
-                    bindparam("run", run_id),
-                    records.c.id,
-                    records.c.domain,
-                    records.c.key,
-                    records.c.version,
-                    records.c.payload,
-                    records.c.file_id,
-                    records.c.position,
-                    records.c.run_id,
-                    bindparam("why", reason),
-                ).where(records.c.id.in_(chunk)),
-            )
-        )
+    if not record_ids:
+        return
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(
+        "INSERT INTO backups (run_id, record_id, domain, key, version, payload, file_id, position, "
+        f"origin_run_id, reason) SELECT {mark}, id, domain, key, version, payload, file_id, position, "
+        f"run_id, {mark} FROM records WHERE id = {mark}",
+        [(run_id, reason, rid) for rid in record_ids],
+    )

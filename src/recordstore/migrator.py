@@ -225,67 +225,76 @@ class _Pass:
         """One batch: (rows read, next limit, last id, stop)."""
         conn, result, run, diff = self.conn, self.result, self.run, self.diff
         tx = None if (self.atomic and run is not None) or conn.in_transaction() else conn.begin()
-        rows = conn.execute(
-            select(records.c.id, records.c.key, records.c.version, records.c.payload, files.c.path)
-            .join(files, files.c.id == records.c.file_id)
-            .where(records.c.domain == dom.name, records.c.version == version, records.c.id > last_id)
-            .order_by(records.c.id)
-            .limit(limit)
-        ).all()
+        rows = conn.exec_driver_sql(_pending_sql(conn), (dom.name, version, last_id, limit)).fetchall()
         if not rows:
             if tx is not None:
                 tx.commit()
             return 0, limit, last_id, False
-        average = max(1, sum(len(r.payload) for r in rows) // len(rows))
+        average = max(1, sum(len(r[3]) for r in rows) // len(rows))
         limit = max(10, min(BATCH_ROWS, BATCH_BYTES // average))
         batch = _Batch()
+        updates, run_id, to_version = batch.updates, run.run_id if run else None, dom.version
+        decode, encode = jsoncodec.decode, jsoncodec.encode
         stop = False
-        for row in rows:
-            last_id = row.id
+        for rid, key, from_version, payload, path in rows:
+            last_id = rid
             try:
-                value = jsoncodec.decode(row.payload)
+                value = decode(payload)
             except jsoncodec.JSONError as exc:
                 failure = MigrationError(
                     f"stored payload is not valid JSON: {exc.reason}",
-                    domain=dom.name, key=row.key, from_version=row.version, to_version=dom.version,
+                    domain=dom.name, key=key, from_version=from_version, to_version=to_version,
                 )
             else:
                 try:
-                    new = migrate_value(dom, row.key, value, row.version)
-                    text = jsoncodec.encode(new, _indent_of(row.payload))
+                    new = migrate_value(dom, key, value, from_version)
+                    text = encode(new, _indent_of(payload))
                 except MigrationError as exc:
                     failure = exc
                 except jsoncodec.JSONError as exc:
                     failure = MigrationError(
-                        exc.reason, domain=dom.name, key=row.key, from_version=row.version, to_version=dom.version
+                        exc.reason, domain=dom.name, key=key, from_version=from_version, to_version=to_version
                     )
                 else:
-                    batch.updates.append((text, dom.version, run.run_id if run else None, row.id))
-                    step = f"{row.version}->{dom.version}"
-                    per = result.counts.setdefault(dom.name, {})
-                    per[step] = per.get(step, 0) + 1
+                    updates.append((text, to_version, run_id, rid))
                     if len(result.diffs) < diff:
                         result.diffs.append(
                             RecordDiff(
-                                dom.name, row.key, row.version, dom.version,
-                                jsoncodec.encode(jsoncodec.decode(row.payload), 2),
-                                jsoncodec.encode(new, 2),
+                                dom.name, key, from_version, to_version,
+                                encode(decode(payload), 2),
+                                encode(new, 2),
                             )
                         )
                     continue
-            failure.source = row.path  # type: ignore[attr-defined]
+            failure.source = path  # type: ignore[attr-defined]
             batch.failures.append(failure)
             result.failures.append(failure)
             if self.fail_fast:
                 stop = True
                 break
+        if updates:  # one starting version per batch: one step count
+            per = result.counts.setdefault(dom.name, {})
+            step = f"{version}->{to_version}"
+            per[step] = per.get(step, 0) + len(updates)
         if run is not None:
             _write_batch(conn, run, batch, result)
         if self.progress is not None:
-            self.progress.advance(len(batch.updates) + len(batch.failures))
+            self.progress.advance(len(updates) + len(batch.failures))
         if tx is not None:
             tx.commit()
         return len(rows), limit, last_id, stop
+
+
+def _pending_sql(conn: Connection) -> str:
+    """A domain's records at one version after an id, in id order (the (domain, version,
+    id) index), with their files' paths: (id, key, version, payload, path)."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return (
+        "SELECT records.id, records.key, records.version, records.payload, files.path "
+        "FROM records JOIN files ON files.id = records.file_id "
+        f"WHERE records.domain = {mark} AND records.version = {mark} AND records.id > {mark} "
+        f"ORDER BY records.id LIMIT {mark}"
+    )
 
 
 def _write_batch(conn: Connection, run: RunHandle, batch: _Batch, result: MigrationResult) -> None:
