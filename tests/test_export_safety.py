@@ -358,3 +358,54 @@ def test_a_file_that_appears_during_export_is_never_replaced_without_force(
     assert [str(p) for p in result.problems] == [f"{rel}: cannot write: exists in the export directory (use --force to overwrite)"]
     assert (out / rel).read_text() == "someone else's file"
     assert not [p for p in out.rglob("*.rstmp")]
+
+
+def test_no_file_is_renamed_into_place_before_its_data_is_synced(
+    store: Store, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Export promises durability: each temp file is covered by a sync that returned
+    before the temp file is linked or renamed to its target (several batches here)."""
+    store.import_paths([home])
+    monkeypatch.setattr(exporter_module, "STAGE_FILES", 3)
+    events: list[tuple[str, str]] = []
+    real_sync, real_link, real_replace = exporter_module._sync_all, os.link, os.replace
+
+    def sync_all(paths: list[Path], out: Path) -> Any:
+        out_ = real_sync(paths, out)
+        events.extend(("synced", str(p)) for p in paths)
+        return out_
+
+    def link(src: Any, dst: Any, **kw: Any) -> None:
+        events.append(("placed", str(src)))
+        real_link(src, dst, **kw)
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append(("placed", str(src)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(exporter_module, "_sync_all", sync_all)
+    monkeypatch.setattr(exporter_module.os, "link", link)
+    monkeypatch.setattr(exporter_module.os, "replace", replace)
+    result = store.export_to(tmp_path / "out")
+    assert result.ok and result.files > 3
+    placed = [path for what, path in events if what == "placed"]
+    assert len(placed) == result.files
+    for i, (what, path) in enumerate(events):
+        if what == "placed":
+            assert ("synced", path) in events[:i], f"{path} placed before it was synced"
+
+
+def test_a_failed_sync_places_none_of_its_files(
+    store: Store, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the sync of a batch fails (an I/O error on write-back), none of that batch
+    reaches its target, each is reported in one line, and no temp file is left."""
+    store.import_paths([home])
+    monkeypatch.setattr(exporter_module, "_syncfs", lambda fd: -1)
+    monkeypatch.setattr(exporter_module.ctypes, "get_errno", lambda: errno.EIO)
+    monkeypatch.setattr(exporter_module, "_fsync_path", lambda path: OSError(errno.EIO, os.strerror(errno.EIO)))
+    out = tmp_path / "out"
+    result = store.export_to(out)
+    assert result.files == 0 and result.problems
+    assert all(str(p).endswith(": cannot write: Input/output error") for p in result.problems)
+    assert [p for p in out.rglob("*") if p.is_file()] == []

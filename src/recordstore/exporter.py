@@ -3,12 +3,14 @@ inside the target directory."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -47,14 +49,18 @@ class ExportResult:
 def safe_target(out_real: Path, relpath: str) -> Path:
     """The path for ``relpath`` inside ``out_real``, or :class:`ExportError` if it could
     land anywhere else (absolute paths, ``..``, drive letters, NUL, empty parts)."""
+    return out_real.joinpath(*_safe_parts(relpath))
+
+
+def _safe_parts(relpath: str) -> list[str]:
     if not relpath or "\x00" in relpath:
         raise ExportError(repr(relpath), "unsafe source path (empty or contains NUL)")
     if "\\" in relpath or (len(relpath) >= 2 and relpath[1] == ":"):
         raise ExportError(relpath, "unsafe source path (backslash or drive letter)")
-    pure = PurePosixPath(relpath)
-    if pure.is_absolute() or any(part in ("..", ".", "") for part in relpath.split("/")):
+    parts = relpath.split("/")
+    if any(part in ("..", ".", "") for part in parts):  # "" also catches a leading "/"
         raise ExportError(relpath, "unsafe source path (absolute or contains '..')")
-    return out_real.joinpath(*pure.parts)
+    return parts
 
 
 #: Files written (not yet visible) before they are synced together and renamed into place.
@@ -69,6 +75,7 @@ class _Writer:
         _remove_stale_temps(self.out_real)
         self.overwrite = overwrite
         self.checked: set[Path] = {self.out_real}
+        self.created: set[Path] = set()  # directories this export made: nothing else is in them
         self.dirty_dirs: set[Path] = set()
         self.staged: list[tuple[str, Path, Path]] = []
         self.staged_targets: set[Path] = set()
@@ -94,6 +101,7 @@ class _Writer:
             _remove_stale_temps(directory)
         else:
             directory.mkdir()
+            self.created.add(directory)
             self.dirty_dirs.add(parent)
         self.checked.add(directory)
 
@@ -102,7 +110,9 @@ class _Writer:
         place by :meth:`flush`, once its data is durable."""
         target = safe_target(self.out_real, relpath)
         self._ensure_dir(target.parent, relpath)
-        if not self.overwrite and (target.exists() or target.is_symlink()):
+        # (In a directory this export made, only another process could have put a file:
+        # placing by hard link still refuses to replace it.)
+        if not self.overwrite and target.parent not in self.created and os.path.lexists(target):
             raise ExportError(relpath, "exists in the export directory (use --force to overwrite)")
         if target in self.staged_targets:
             raise ExportError(relpath, "two records sources name the same file")
@@ -131,9 +141,7 @@ class _Writer:
         staged, self.staged, self.staged_targets, self.staged_bytes = self.staged, [], set(), 0
         if not staged:
             return []
-        # Every temp file is fsynced before it is renamed (its error, if any, is its
-        # own), many at once, so the file system commits their journal entries together.
-        synced = list(_SYNC_POOL.map(_fsync_path, [tmp for _rel, tmp, _target in staged]))
+        synced = _sync_all([tmp for _rel, tmp, _target in staged], self.out_real)
         done: list[tuple[str, OSError | None]] = []
         for (rel, tmp, target), error in zip(staged, synced):
             if error is None:
@@ -184,6 +192,46 @@ class _Writer:
 
 
 _SYNC_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="recordstore-fsync")
+
+
+def _sync_all(paths: list[Path], out: Path) -> list[OSError | None]:
+    """Make the data of ``paths`` (files in ``out``) durable; an error per path or None.
+
+    On Linux, one ``syncfs`` of OUT's file system writes back and flushes all of them
+    at once (an error fails the whole group: none of them is renamed into place).
+    Elsewhere, or when OUT spans file systems (a mount inside it), each file is fsynced,
+    many at once, so the file system commits their journal entries together."""
+    if _syncfs is not None and len({_device(p) for p in {p.parent for p in paths}} | {_device(out)}) == 1:
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            if _syncfs(fd) == 0:
+                return [None] * len(paths)
+            code = ctypes.get_errno()
+        finally:
+            os.close(fd)
+        error = OSError(code, os.strerror(code))
+        return [error] * len(paths)
+    return list(_SYNC_POOL.map(_fsync_path, paths))
+
+
+def _device(path: Path) -> int:
+    return os.stat(path).st_dev
+
+
+def _load_syncfs() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        func = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int]
+    func.restype = ctypes.c_int
+    return func
+
+
+_syncfs = _load_syncfs()
 
 
 def _fsync_path(path: Path) -> OSError | None:
