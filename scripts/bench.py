@@ -11,7 +11,8 @@ blocks, tasks, runtime threads/turns/items as one pretty object per file and run
 events as compact JSON lines; most records sit at v1 of the domains that
 ``scripts/bench_registry.py`` migrates, so ``migrate`` has real work.
 
-Then, each phase a separate process so its peak RSS can be read with ``os.wait4``:
+Then, each phase a separate process so its peak RSS can be read with ``os.wait4``, each
+started with its inputs read once into the page cache (the home, or the store):
 
 * recordstore, through its real CLI: ``store import HOME``, ``store migrate``,
   ``store export OUT``;
@@ -722,6 +723,16 @@ def _maxrss_mb(ru: Any) -> float:
     return ru.ru_maxrss / (1024 * 1024) if sys.platform == "darwin" else ru.ru_maxrss / 1024
 
 
+def warm(paths: list[Path]) -> None:
+    """Read every file below ``paths`` once (into the page cache)."""
+    for root in paths:
+        found = [root] if root.is_file() else [Path(d, n) for d, _, names in os.walk(root) for n in names]
+        for path in found:
+            with contextlib.suppress(OSError), open(path, "rb") as fh:
+                while fh.read(1 << 20):
+                    pass
+
+
 def run_child(cmd: list[str], logdir: Path, label: str) -> tuple[float, float, float, str]:
     """Run ``cmd``; return (wall seconds, CPU seconds, peak RSS MB, stdout). Raises ChildFailed.
 
@@ -875,8 +886,13 @@ def pipeline(
     rows: list[dict[str, Any]] = []
     checks: list[str] = []
 
+    inputs = {"import": [home], "migrate": [rs_db, bl_db], "export": [rs_db, bl_db], "jsonl-ingest": []}
+
     def row(phase: str, tool: str, n: int, cmd: list[str]) -> str:
         log(f"  {phase:<12} {tool:<12} ...")
+        # Every tool starts with its inputs in the page cache, so the order in which the
+        # tools run does not decide which of them pays for reading the disk.
+        warm([*inputs[phase], *([workdir / "jsonl"] if phase == "jsonl-ingest" else [])])
         wall, cpu, rss, stdout = run_child(cmd, logdir, f"{phase}-{tool}")
         rows.append(
             {

@@ -168,7 +168,7 @@ def _configure():
     elif point == "schema-written":
         import recordstore.schema
 
-        around(recordstore.schema, "_upgrade", before=False)
+        around(recordstore.schema, "_create_at_head", before=False)
     else:
         raise ValueError(f"unknown crash point {point!r}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -42,6 +43,39 @@ def test_the_revisions_match_the_table_definitions(db_path: Path) -> None:
     engine = create_engine(f"sqlite:///{db_path}")
     with engine.begin() as conn:
         command.check(alembic_config(conn))  # raises if autogenerate sees any difference
+
+
+def test_a_new_store_is_created_exactly_as_alembic_upgrades_an_empty_one(tmp_path: Path) -> None:
+    """New stores skip Alembic (created from the table definitions, then stamped): the
+    result must be the same schema, statement for statement, as the revisions build."""
+    fast, upgraded = tmp_path / "fast.db", tmp_path / "upgraded.db"
+    Store(fast).close()
+    engine = create_engine(f"sqlite:///{upgraded}")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
+    engine.dispose()
+
+    def schema(path: Path) -> dict[str, Any]:
+        """Every table's columns, indexes (with their columns, uniqueness and origin) and
+        foreign keys, as SQLite itself reports them (the DDL texts differ in order)."""
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD_REVISION,)]
+            out: dict[str, Any] = {}
+            for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"):
+                indexes = {
+                    (name, unique, origin, tuple(c[2] for c in conn.execute(f"PRAGMA index_xinfo('{name}')")))
+                    for _seq, name, unique, origin, _partial in conn.execute(f"PRAGMA index_list('{table}')")
+                }
+                out[table] = (
+                    conn.execute(f"PRAGMA table_xinfo('{table}')").fetchall(),
+                    sorted(indexes, key=repr),
+                    sorted(conn.execute(f"PRAGMA foreign_key_list('{table}')").fetchall(), key=repr),
+                )
+        return out
+
+    fast_schema = schema(fast)
+    assert set(fast_schema) >= set(metadata.tables) | {"alembic_version"}
+    assert fast_schema == schema(upgraded)
 
 
 def test_a_store_from_a_newer_recordstore_is_refused_and_left_alone(db_path: Path) -> None:

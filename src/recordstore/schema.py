@@ -1,5 +1,8 @@
 """The only module that knows Alembic: bring a store to head, refuse newer stores.
 
+A new (empty) store is created at head from the table definitions and stamped, without
+importing Alembic; an existing store is upgraded by Alembic's revisions.
+
 The Alembic environment ships inside the package (``recordstore/_alembic``, built
 from the top-level ``alembic/`` directory); its configuration is built in memory, so
 nothing depends on the current directory or an ``alembic.ini``.
@@ -12,10 +15,11 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Column, Connection, Engine, MetaData, PrimaryKeyConstraint, String, Table, inspect, text
 
 from .engine import translate_errors
 from .errors import StoreError, StoreVersionError
+from .tables import metadata
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -72,7 +76,23 @@ def ensure_schema(engine: Engine) -> None:
                             "the database holds other tables and is not a recordstore store: "
                             + ", ".join(sorted(foreign)[:5])
                         )
-                _upgrade(conn, revision)
+                    _create_at_head(conn)
+                else:
+                    _upgrade(conn, revision)
+
+
+def _create_at_head(conn: Connection) -> None:
+    """A new store: its tables as defined at head, stamped with the head revision (what
+    Alembic's upgrade from empty gives, a test proves it, without loading Alembic)."""
+    metadata.create_all(conn)
+    version = Table(  # as Alembic defines its version table
+        "alembic_version",
+        MetaData(),
+        Column("version_num", String(32), nullable=False),
+        PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+    )
+    version.create(conn)
+    conn.execute(version.insert().values(version_num=HEAD_REVISION))
 
 
 def _upgrade(conn: Connection, revision: str | None) -> None:
