@@ -10,6 +10,7 @@ loads exactly what a user's would. It reads a few environment variables, all opt
 ``CRASHKIT_IMPORT_SLEEP``   seconds each imported file waits first (default 0).
 ``CRASHKIT_MIGRATE_BATCH``  rows per migration batch (``recordstore.migrator.BATCH_ROWS``).
 ``CRASHKIT_IMPORT_BATCH``   records per import batch (``recordstore.importer.BATCH_RECORDS``).
+``CRASHKIT_TASK_MAX_BYTES`` larger files are streamed (``recordstore.importer.TASK_MAX_BYTES``).
 ``CRASHKIT_GATE``           a path: every step, every imported file and a restore (once it
                             has read its backups) wait until it exists, creating
                             ``PATH.held`` the first time; so a test can hold a writer
@@ -115,16 +116,18 @@ def _configure():
         recordstore.migrator.BATCH_ROWS = int(os.environ["CRASHKIT_MIGRATE_BATCH"])
     if os.environ.get("CRASHKIT_IMPORT_BATCH"):
         recordstore.importer.BATCH_RECORDS = int(os.environ["CRASHKIT_IMPORT_BATCH"])
+    if os.environ.get("CRASHKIT_TASK_MAX_BYTES"):
+        recordstore.importer.TASK_MAX_BYTES = int(os.environ["CRASHKIT_TASK_MAX_BYTES"])
     import_sleep = float(os.environ.get("CRASHKIT_IMPORT_SLEEP") or 0)
     if GATE or import_sleep:
-        import_file = recordstore.importer.Importer.import_file
+        import_one = recordstore.importer.Importer.import_one
 
-        def slow_import_file(self, cand):
+        def slow_import_one(self, *args):
             _pause()
             time.sleep(import_sleep)
-            return import_file(self, cand)
+            return import_one(self, *args)
 
-        recordstore.importer.Importer.import_file = slow_import_file
+        recordstore.importer.Importer.import_one = slow_import_one
     if GATE:  # a restore waits between reading its backups and writing
         chosen_backups = recordstore.migrator._chosen_backups
 

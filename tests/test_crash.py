@@ -535,8 +535,17 @@ def test_fresh_import_killed_mid_file_then_rerun(world: World, tmp_path: Path) -
     and the store equals an import that was never interrupted."""
     db = world.copy(world.empty, tmp_path)
     # Files go in path order: 6 arrays of 50, then 100-line logs, inside which batches of
-    # 60 records end; killed before the 8th commit, well inside the logs.
-    crash_at("import-commit:8", db, world.registry, "import", world.home, CRASHKIT_IMPORT_BATCH="60")
+    # 60 records end (the files are streamed, not parsed whole as tasks); killed before
+    # the 8th commit, well inside the logs.
+    crash_at(
+        "import-commit:8",
+        db,
+        world.registry,
+        "import",
+        world.home,
+        CRASHKIT_IMPORT_BATCH="60",
+        CRASHKIT_TASK_MAX_BYTES="0",
+    )
     run = last_run(db)
     assert_intact(db, world.registry)
     assert_interrupted(db, world.registry, run["id"])

@@ -124,9 +124,11 @@ def test_hostile_case(case: Case, tmp_path: Path, cli: Cli, empty_store: Path) -
     assert_cli_reports(cli, home, expected)
 
 
-def test_the_whole_corpus_at_once(tmp_path: Path, cli: Cli) -> None:
+@pytest.mark.parametrize("jobs", [0, 2], ids=["in-process", "workers"])
+def test_the_whole_corpus_at_once(tmp_path: Path, cli: Cli, jobs: int) -> None:
     """Every case in one home: the problems are exactly the union, nothing else is lost,
-    and a second import of the same home reports the same and changes nothing."""
+    and a second import of the same home reports the same and changes nothing; whether
+    the files are parsed in this process or in worker processes."""
     home = build_home(tmp_path / "home")
     expected: list[Problem] = []
     for case in CASES:
@@ -134,7 +136,7 @@ def test_the_whole_corpus_at_once(tmp_path: Path, cli: Cli) -> None:
             continue
         expected += case.build(home)
     with Store(tmp_path / "library.db") as store:
-        first = store.import_paths([home.root])
+        first = store.import_paths([home.root], jobs=jobs)
         assert_problems([str(p) for p in first.problems], expected)
         assert first.skipped == home.skipped
         assert_all_good_records_present(store, home)
@@ -142,7 +144,7 @@ def test_the_whole_corpus_at_once(tmp_path: Path, cli: Cli) -> None:
         assert sum(c.rejected for c in first.domains.values()) == rejected
         assert sum(c.failed for c in first.domains.values()) == len(first.problems) - rejected
 
-        again = store.import_paths([home.root])
+        again = store.import_paths([home.root], jobs=jobs)
         assert [str(p) for p in again.problems] == [str(p) for p in first.problems]
         for counts in again.domains.values():
             assert counts.imported == counts.updated == counts.removed == 0
@@ -239,9 +241,9 @@ def _change_after_read(monkeypatch: pytest.MonkeyPatch, name: str, change) -> li
     real = importer_module.read_file
     calls: list[int] = []
 
-    def read_then_change(path: Path) -> object:
-        out = real(path)
-        if Path(path).name == name and not calls:
+    def read_then_change(path: Path, *args: object) -> object:
+        out = real(path, *args)
+        if Path(path).name == name and not calls and out[1]:  # read or hashed, not only looked at
             calls.append(1)
             change(Path(path))
         return out

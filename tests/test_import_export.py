@@ -230,3 +230,77 @@ def test_import_then_export_is_the_identity_on_arbitrary_json(tmp_path_factory: 
     assert tree(out) == tree(home)  # byte for byte: pretty, array and JSON lines alike
     for rel in ("tasks/tasks/one.json", "tasks/tasks/array.json"):
         assert json.loads((out / rel).read_text()) == json.loads((home / rel).read_text())
+
+
+def _store_content(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    """What an import leaves in a store, run ids and times aside."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return {
+            "records": conn.execute(
+                "SELECT r.domain, r.key, r.version, r.payload, typeof(r.payload), f.path, r.position "
+                "FROM records r JOIN files f ON f.id = r.file_id ORDER BY r.key"
+            ).fetchall(),
+            "files": conn.execute(
+                "SELECT path, domain, container, head, sep, tail, indent, digest FROM files ORDER BY path"
+            ).fetchall(),
+            "failures": conn.execute(
+                "SELECT domain, source, line, from_version, to_version, reason FROM failures ORDER BY id"
+            ).fetchall(),
+            "backups": conn.execute(
+                "SELECT b.key, b.version, b.payload, b.reason FROM backups b ORDER BY b.key, b.id"
+            ).fetchall(),
+        }
+
+
+def test_worker_processes_store_exactly_what_one_process_stores(home: Path, tmp_path: Path) -> None:
+    """The example home plus every hostile case, imported with and without worker
+    processes, then changed and imported again: the stores, the counts and the problems
+    (in order) are the same."""
+    import hostile
+
+    corpus = hostile.build_home(tmp_path / "corpus")
+    for case in hostile.CASES:
+        if case.id != "fs-unreadable":
+            case.build(corpus)
+    shutil.copytree(home, corpus.root, dirs_exist_ok=True)
+    results = {}
+    for jobs in (0, 2):
+        with Store(tmp_path / f"jobs{jobs}.db") as store:
+            first = store.import_paths([corpus.root], jobs=jobs)
+            results[jobs] = [first.as_dict()]
+    # Change files: a record added, a file shortened, a file replaced by garbage.
+    events = corpus.root / "tasks" / "runtime" / "events"
+    grown, shortened = events / "thr_1a2b3c4d.jsonl", events / "thr_7e8f9a0b.jsonl"
+    grown.write_bytes(grown.read_bytes() + '{"schema_version": 1, "extra": "é"}\n'.encode())
+    shortened.write_bytes(shortened.read_bytes().split(b"\n", 1)[0] + b"\n")
+    (corpus.root / "sessions" / "3f1c9a52-8d4e-4b7a-9c21-6e0f2d8b7a10.json").write_bytes(b"{ not json")
+    for jobs in (0, 2):
+        with Store(tmp_path / f"jobs{jobs}.db") as store:
+            results[jobs].append(store.import_paths([corpus.root], jobs=jobs).as_dict())
+    for r in results.values():
+        for d in r:
+            d.pop("run")
+    assert results[0] == results[2]
+    again = results[0][1]
+    assert len(again["problems"]) == len(results[0][0]["problems"]) + 1  # the garbage session
+    assert again["domains"]["runtime"]["imported"] == 1 and again["domains"]["runtime"]["removed"] >= 1
+    assert _store_content(tmp_path / "jobs0.db") == _store_content(tmp_path / "jobs2.db")
+
+
+def test_payloads_are_stored_as_text_exactly_as_read(store: Store, tmp_path: Path, db_path: Path) -> None:
+    """JSON lines and object files are stored from the bytes read (no decoding round trip):
+    the column must still hold TEXT, equal to the file's text, usable by SQLite's JSON."""
+    import sqlite3
+
+    _write(tmp_path, "tasks/runtime/events/e.jsonl", '{"schema_version":1,"t":"héllo ✓ 𝄞"}\r\n{"schema_version":1,"n":2}\n')
+    _write(tmp_path, "tasks/tasks/t.json", '\ufeff\n  {"schema_version": 1, "title": "naïve"}  \n')
+    assert store.import_paths([tmp_path], jobs=0).ok
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT key, typeof(payload), payload, json_extract(payload, '$.schema_version') FROM records ORDER BY key").fetchall()
+    assert rows == [
+        ("tasks/runtime/events/e.jsonl:1", "text", '{"schema_version":1,"t":"héllo ✓ 𝄞"}', 1),
+        ("tasks/runtime/events/e.jsonl:2", "text", '{"schema_version":1,"n":2}', 1),
+        ("tasks/tasks/t.json", "text", '{"schema_version": 1, "title": "naïve"}', 1),
+    ]

@@ -171,6 +171,15 @@ def import_(
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    jobs: Annotated[
+        Optional[int],
+        typer.Option(
+            "--jobs",
+            min=0,
+            help="Worker processes that read and parse files (default: one per CPU but one, "
+            "once there are hundreds of files; 0: none).",
+        ),
+    ] = None,
 ) -> None:
     """Import records from JSON files (objects, arrays, JSON lines) into the store.
 
@@ -179,7 +188,7 @@ def import_(
     reported one per line; everything else goes in. Exit code 1 if anything was refused.
     """
     with _errors(ctx), ctx.obj.open(wait) as store, _bar(ctx, json_out) as bar:
-        result = store.import_paths(paths, domain=domain, progress=bar)
+        result = store.import_paths(paths, domain=domain, progress=bar, jobs=jobs)
     _problems(result.problems)
     if json_out:
         _emit_json(result.as_dict())

@@ -30,6 +30,18 @@ class RecordStoreError(Exception):
 
     exit_code = 3
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled with its attributes (an import's problems travel back from its worker
+        # processes); the subclasses' keyword-only constructors are bypassed.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[RecordStoreError], args: tuple[Any, ...], state: dict[str, Any]) -> RecordStoreError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class RegistryError(RecordStoreError):
     """A registry that cannot be loaded or whose step chains are broken."""

@@ -8,15 +8,18 @@ change since the last import is not parsed again.
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import itertools
 import json
 import os
 import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
@@ -159,13 +162,24 @@ def _domain_for(rel: str, registry: Registry, domain: Domain | None) -> Domain |
 # --------------------------------------------------------------------------- parsing
 
 
-@dataclass(slots=True)
-class ParsedRecord:
-    position: int
+class ParsedRecord(NamedTuple):
     key: str
-    line: int | None
     version: int
-    text: str
+    text: str | bytes  # the record's exact JSON text; bytes: UTF-8, as read
+    position: int
+
+
+class DomainSpec(NamedTuple):
+    """What parsing needs of a domain (a :class:`Domain` carries step functions, which
+    need not pickle; this goes to worker processes)."""
+
+    name: str
+    version: int
+    version_field: str
+
+
+#: A record as it is written: (domain, key, version, text, file_id, position, run_id).
+Row = tuple[str, str, int, str | bytes, int, int, int]
 
 
 @dataclass
@@ -195,7 +209,7 @@ def dedent(element: str, prefix: str) -> str:
     return element
 
 
-def read_version(value: dict[str, Any], domain: Domain) -> int:
+def read_version(value: dict[str, Any], domain: Domain | DomainSpec) -> int:
     """A record's version: its version field, or 1 when it has none. Raises ValueError."""
     if domain.version_field not in value:
         return 1
@@ -278,7 +292,7 @@ class FileParse:
     """Parse one file: ``layout`` is set once ``records()`` has been consumed;
     ``problems`` holds one :class:`InputError` per bad record (or one for the file)."""
 
-    def __init__(self, path: str, relpath: str, domain: Domain, data: bytes | None):
+    def __init__(self, path: str, relpath: str, domain: Domain | DomainSpec, data: bytes | None):
         self.path = path
         self.relpath = relpath
         self.shown = display_path(relpath)
@@ -317,8 +331,12 @@ class FileParse:
             del body, stripped  # a huge array: keep only one copy of its text
             yield from self._array(text, len(head), first_line)
             return
+        # The record's text as the file's bytes (the head is whitespace and BOMs, the
+        # tail whitespace): decoded from them, and stored as them.
+        start = len(head) + 2 * head.count("\ufeff")
+        raw = self.data[start : len(self.data) - len(tail)]
         try:
-            value = jsoncodec.decode(stripped)
+            value = jsoncodec.decode(raw)
         except jsoncodec.JSONError as exc:
             if stripped[0] == "{" and "\n" in stripped and self._looks_like_lines(stripped):
                 yield from self._lines()
@@ -328,7 +346,7 @@ class FileParse:
             return
         self.layout = FileLayout("object", head=head, tail=tail, indent=_indent_of(stripped))
         self.count = 1
-        record = self._record(value, stripped, 0, self.relpath, None)
+        record = self._record(value, raw, 0, self.relpath, None)
         if record is not None:
             yield record
 
@@ -340,7 +358,7 @@ class FileParse:
         except jsoncodec.JSONError:
             return False
 
-    def _record(self, value: Any, text: str, position: int, key: str, line: int | None) -> ParsedRecord | None:
+    def _record(self, value: Any, text: str | bytes, position: int, key: str, line: int | None) -> ParsedRecord | None:
         if not isinstance(value, dict):
             what = f"element {position}" if self.layout.container == "array" else "record"
             self._fail(f"{what} is {_describe(value)}, not a JSON object", line)
@@ -361,7 +379,7 @@ class FileParse:
                 )
             )
             return None
-        return ParsedRecord(position, key, line, version, text)
+        return ParsedRecord(key, version, text, position)
 
     def _array(self, text: str, start: int, first_line: int) -> Iterator[ParsedRecord]:
         """Scan the array element by element, so a huge array never becomes one tree.
@@ -467,7 +485,9 @@ class FileParse:
                 self._fail(exc.reason, lineno)
                 position += 1
                 continue
-            record = self._record(value, line.decode("utf-8"), position, f"{self.relpath}:{lineno}", lineno)
+            # The line's bytes are its text (decoding proved them UTF-8); SQLite stores
+            # them as TEXT without a round trip through a Python string.
+            record = self._record(value, line, position, f"{self.relpath}:{lineno}", lineno)
             position += 1
             if record is not None:
                 yield record
@@ -488,15 +508,18 @@ class FileParse:
             yield from fh
 
 
-def read_file(path: str) -> tuple[bytes | None, str, os.stat_result]:
+def read_file(path: str, max_size: int | None = None) -> tuple[bytes | None, str, os.stat_result]:
     """The file's bytes (``None`` when it is large enough to stream), its digest and its
     status. Opened without blocking and checked to be a regular file, so a FIFO or a
-    device never hangs an import. Raises OSError, or InputError for non-files."""
+    device never hangs an import. A file larger than ``max_size`` is not read:
+    ``(None, "", status)``. Raises OSError, or InputError for non-files."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise InputError(display_path(path), "not a regular file")
+        if max_size is not None and info.st_size > max_size:
+            return None, "", info
         with os.fdopen(fd, "rb", closefd=False) as fh:
             if info.st_size <= STREAM_THRESHOLD or not path.endswith(LINE_SUFFIXES):
                 data = fh.read()
@@ -509,18 +532,136 @@ def read_file(path: str) -> tuple[bytes | None, str, os.stat_result]:
         os.close(fd)
 
 
+def read_records(parse: FileParse, before: os.stat_result) -> Iterator[ParsedRecord]:
+    """The file's records; read errors and changes during the read become problems."""
+    try:
+        yield from parse.records()
+    except OSError as exc:  # the file vanished or became unreadable mid-read
+        parse.fatal = True
+        parse.problems.append(InputError(parse.shown, f"cannot read: {exc.strerror or exc}"))
+        return
+    if _changed_since(parse.path, before):
+        # What was read is stored (a complete record, or a reported error); the
+        # empty digest makes the next import read the file again.
+        parse.problems.append(InputError(parse.shown, "changed while being imported; import again to pick up the change"))
+
+
+# --------------------------------------------------------------------------- parsing tasks
+
+#: Files up to this size are read and parsed whole, as a Task (in worker processes
+#: when an import is large); larger ones are streamed by the importer itself.
+TASK_MAX_BYTES = 1 << 20
+
+
+class Task(NamedTuple):
+    """One small file to read, hash and parse, here or in a worker process."""
+
+    path: str
+    relpath: str
+    domain: DomainSpec
+    known_digest: str | None  # the digest stored for this path and domain, if any
+
+
+class Outcome(NamedTuple):
+    """What :func:`parse_task` found: ``kind`` is ``parsed``, ``unchanged`` (the digest
+    is the stored one), ``unreadable`` (one problem) or ``large`` (not read: the importer
+    streams it). The records come as columns, which cross a process boundary cheaply."""
+
+    kind: str
+    digest: str = ""
+    keys: tuple[str, ...] = ()
+    versions: tuple[int, ...] = ()
+    texts: tuple[str | bytes, ...] = ()
+    positions: tuple[int, ...] = ()
+    nbytes: int = 0
+    layout: FileLayout | None = None
+    problems: list[InputError] = []
+    fatal: bool = False
+    slots: int = 0  # record slots seen, good or bad (FileParse.count)
+
+
+def parse_task(task: Task) -> Outcome:
+    shown = display_path(task.relpath)
+    try:
+        data, digest, before = read_file(task.path, min(TASK_MAX_BYTES, STREAM_THRESHOLD))
+    except OSError as exc:
+        return Outcome("unreadable", problems=[InputError(shown, f"cannot read: {exc.strerror or exc}")])
+    except InputError as exc:
+        return Outcome("unreadable", problems=[InputError(shown, exc.reason)])
+    if data is None:
+        return Outcome("large")
+    if digest == task.known_digest:
+        return Outcome("unchanged", digest)
+    parse = FileParse(task.path, task.relpath, task.domain, data)
+    found = list(read_records(parse, before))
+    keys, versions, texts, positions = tuple(zip(*found)) if found else ((), (), (), ())
+    nbytes = sum(map(len, texts))
+    return Outcome(
+        "parsed", digest, keys, versions, texts, positions, nbytes, parse.layout, parse.problems, parse.fatal, parse.count
+    )
+
+
+def parse_tasks(tasks: list[Task | None]) -> list[Outcome | None]:
+    """:func:`parse_task` over a chunk of files (what a worker process runs)."""
+    return [None if t is None else parse_task(t) for t in tasks]
+
+
+#: Files per chunk handed to a worker.
+CHUNK_FILES = 64
+#: How much record text workers may have parsed ahead of the writer; with at most
+#: TASK_MAX_BYTES per file, this bounds the memory in flight.
+AHEAD_BYTES = 8 * 1024 * 1024
+MAX_CHUNKS_AHEAD = 64
+#: Below this many files an import parses in its own process (a pool costs more).
+PARALLEL_MIN_FILES = 512
+
+
+def default_jobs() -> int:
+    """Worker processes for a large import: the writer keeps one CPU busy, the
+    workers take the others (none on a single CPU)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(0, cpus - 1) if cpus > 1 else 0
+
+
+def _pool_context() -> Any:
+    import multiprocessing
+    import threading
+
+    methods = multiprocessing.get_all_start_methods()
+    # fork starts workers at once; but forking while other threads run could copy a
+    # lock one of them holds, so then a clean start method is used.
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+@dataclass
+class Parsed:
+    """A task's findings in the shape the writer reads from a FileParse."""
+
+    layout: FileLayout
+    problems: list[InputError]
+    fatal: bool
+    count: int
+
+
 # --------------------------------------------------------------------------- writing
 
 
 class Importer:
     """Writes parsed files into the store within one import run.
 
-    New files (the common case) are written in batches: their ``files`` rows, records
-    and failures go in with one ``executemany`` each and one commit per batch, file ids
-    being handed out here (the run holds the writer lock). A file's row is written in
-    the same transaction as its last records, with its digest; so after a crash a file
-    is either fully imported or read again. Changed files are compared record by
-    record, backing up every row they replace.
+    Small files are read, hashed and parsed as :class:`Task`\\ s, in worker processes
+    for a large import, and written in the order they were found; larger files are
+    streamed here. New files (the common case) are written in batches: their ``files``
+    rows, records and failures go in with one ``executemany`` each and one commit per
+    batch, file ids being handed out here (the run holds the writer lock). A file's row
+    is written in the same transaction as its last records, with its digest; so after a
+    crash a file is either fully imported or read again. Changed files are compared
+    record by record, backing up every row they replace.
     """
 
     def __init__(self, conn: Connection, run_id: int, result: ImportResult):
@@ -537,9 +678,11 @@ class Importer:
         }
         self.next_file_id = int(conn.execute(select(func.max(files.c.id))).scalar() or 0) + 1
         self.file_rows: list[tuple[Any, ...]] = []
-        self.record_rows: list[tuple[Any, ...]] = []
+        self.record_rows: list[Row] = []
         self.failure_rows: list[tuple[Any, ...]] = []
         self.pending_bytes = 0
+        self._specs: dict[str, DomainSpec] = {}
+        self._tasked: set[str] = set()  # paths handed out as tasks in this run
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
         def sql(table: str, columns: str) -> str:
@@ -547,6 +690,12 @@ class Importer:
 
         self.sql_file = sql("files", "id, path, domain, container, head, sep, tail, indent, digest, run_id")
         self.sql_record = sql("records", "domain, key, version, payload, file_id, position, run_id")
+        self.bytes_as_text = conn.dialect.name == "sqlite"
+        if self.bytes_as_text:  # a payload given as UTF-8 bytes is stored as the TEXT it is
+            self.sql_record = (
+                "INSERT INTO records (domain, key, version, payload, file_id, position, run_id) "
+                "VALUES (?, ?, ?, CAST(? AS TEXT), ?, ?, ?)"
+            )
         self.sql_failure = sql("failures", "run_id, domain, source, line, from_version, to_version, reason")
 
     def flush(self) -> None:
@@ -554,7 +703,10 @@ class Importer:
         if self.file_rows:
             self.conn.exec_driver_sql(self.sql_file, self.file_rows)
         if self.record_rows:
-            self.conn.exec_driver_sql(self.sql_record, self.record_rows)
+            rows = self.record_rows
+            if not self.bytes_as_text:
+                rows = [(d, k, v, as_text(t), f, p, r) for d, k, v, t, f, p, r in rows]
+            self.conn.exec_driver_sql(self.sql_record, rows)
         if self.failure_rows:
             self.conn.exec_driver_sql(self.sql_failure, self.failure_rows)
         self.file_rows, self.record_rows, self.failure_rows = [], [], []
@@ -572,14 +724,112 @@ class Importer:
     def rollback(self) -> None:
         self._tx.rollback()
 
+    # ------------------------------------------------------------------ a run's files
+
+    def import_all(self, candidates: Iterable[Candidate], jobs: int | None = None, advance: Any = None) -> None:
+        """Import every candidate, in order. ``jobs``: worker processes parsing small
+        files (``None``: :func:`default_jobs` when there are many files; 0: none)."""
+        for cand, outcome in self._outcomes(iter(candidates), jobs):
+            if cand.domain is None:
+                self.result.skipped += 1
+            else:
+                self.result.files += 1
+                self.import_one(cand, outcome)
+            if advance is not None:
+                advance(1)
+
+    def import_one(self, cand: Candidate, outcome: Outcome | None) -> None:
+        """Write one file: what its task found, or (``None``, ``large``) read it here."""
+        if outcome is None or outcome.kind == "large":
+            self.import_file(cand)
+        else:
+            self.write(cand, outcome)
+
+    def _task(self, cand: Candidate) -> Task | None:
+        """The task for ``cand``, or ``None`` when it is imported here: no domain, a name
+        that is not UTF-8, or a path already handed out in this run (the second must
+        see the first one written)."""
+        domain = cand.domain
+        if domain is None or cand.relpath in self._tasked or not _is_utf8(cand.relpath):
+            return None
+        self._tasked.add(cand.relpath)
+        spec = self._specs.get(domain.name)
+        if spec is None:
+            spec = self._specs[domain.name] = DomainSpec(domain.name, domain.version, domain.version_field)
+        known = self.known.get(cand.relpath)
+        return Task(cand.path, cand.relpath, spec, known[1] if known and known[2] == domain.name else None)
+
+    def _outcomes(self, candidates: Iterator[Candidate], jobs: int | None) -> Iterator[tuple[Candidate, Outcome | None]]:
+        if jobs is None:
+            head = list(itertools.islice(candidates, PARALLEL_MIN_FILES))
+            jobs = default_jobs() if len(head) == PARALLEL_MIN_FILES else 0
+            candidates = itertools.chain(head, candidates)
+        if jobs < 1:
+            for cand in candidates:
+                task = self._task(cand)
+                yield cand, None if task is None else parse_task(task)
+            return
+        with _pool_context().Pool(jobs) as pool:
+            in_flight: collections.deque[tuple[list[Candidate], Any]] = collections.deque()
+            seen_bytes = seen_chunks = 0
+            while True:
+                chunk = list(itertools.islice(candidates, CHUNK_FILES))
+                if chunk:
+                    in_flight.append((chunk, pool.apply_async(parse_tasks, ([self._task(c) for c in chunk],))))
+                # Parse ahead of the writer (which pauses for every batch) as far as
+                # AHEAD_BYTES of record text, judged by the chunks seen so far.
+                while in_flight and (
+                    not chunk
+                    or len(in_flight) >= MAX_CHUNKS_AHEAD
+                    or (len(in_flight) > 2 * jobs and (not seen_chunks or len(in_flight) * seen_bytes > AHEAD_BYTES * seen_chunks))
+                ):
+                    done, pending = in_flight.popleft()
+                    outcomes: list[Outcome | None] = pending.get()
+                    seen_bytes += sum(o.nbytes for o in outcomes if o is not None)
+                    seen_chunks += 1
+                    yield from zip(done, outcomes)
+                if not chunk:
+                    return
+
+    def write(self, cand: Candidate, outcome: Outcome) -> None:
+        """Write what a task found (``parsed``, ``unchanged`` or ``unreadable``)."""
+        assert cand.domain is not None
+        name = cand.domain.name
+        counts = self.result.counts(name)
+        if outcome.kind == "unreadable":
+            counts.failed += 1
+            self.record_problem(outcome.problems[0], name)
+            return
+        known = self.known.get(cand.relpath)
+        if outcome.kind == "unchanged":
+            assert known is not None
+            counts.unchanged += known[3]
+            return
+        assert outcome.layout is not None
+        parsed = Parsed(outcome.layout, outcome.problems, outcome.fatal, outcome.slots)
+        columns = (outcome.keys, outcome.versions, outcome.texts, outcome.positions)
+        if known is None:
+            file_id = self._new_file_id()
+            rows = list(
+                zip(repeat(name), outcome.keys, outcome.versions, outcome.texts, repeat(file_id), outcome.positions, repeat(self.run_id))
+            )
+            self._import_new(cand, rows, parsed, outcome.digest, counts, file_id, outcome.nbytes)
+        else:
+            self._import_changed(cand, itertools.starmap(ParsedRecord, zip(*columns)), parsed, outcome.digest, counts, known[0])
+        if self._batch_full():
+            self.flush()
+
+    def _new_file_id(self) -> int:
+        self.next_file_id += 1
+        return self.next_file_id - 1
+
     def import_file(self, cand: Candidate) -> None:
+        """Read and import one file here, streaming its records."""
         assert cand.domain is not None
         domain = cand.domain
         counts = self.result.counts(domain.name)
         shown = display_path(cand.relpath)
-        try:
-            cand.relpath.encode("utf-8")
-        except UnicodeEncodeError:
+        if not _is_utf8(cand.relpath):
             counts.failed += 1
             self.record_problem(InputError(shown, "file name is not valid UTF-8; rename the file to import it"), domain.name)
             return
@@ -598,57 +848,58 @@ class Importer:
             counts.unchanged += known[3]
             return
         parse = FileParse(cand.path, cand.relpath, domain, data)
+        found = read_records(parse, before)
         if known is None:
-            self._import_new(cand, parse, digest, before, counts)
+            file_id, name, run = self._new_file_id(), domain.name, self.run_id
+            rows = ((name, r.key, r.version, r.text, file_id, r.position, run) for r in found)
+            self._import_new(cand, rows, parse, digest, counts, file_id)
         else:
-            self._import_changed(cand, parse, digest, before, counts, known[0])
+            self._import_changed(cand, found, parse, digest, counts, known[0])
         if self._batch_full():
             self.flush()
 
-    def _read_all(self, cand: Candidate, parse: FileParse, before: os.stat_result) -> Iterator[ParsedRecord]:
-        """The file's records; read errors and changes during the read become problems."""
-        try:
-            yield from parse.records()
-        except OSError as exc:  # the file vanished or became unreadable mid-read
-            parse.fatal = True
-            parse.problems.append(InputError(parse.shown, f"cannot read: {exc.strerror or exc}"))
-            return
-        if _changed_since(cand.path, before):
-            # What was read is stored (a complete record, or a reported error); the
-            # empty digest makes the next import read the file again.
-            parse.problems.append(
-                InputError(parse.shown, "changed while being imported; import again to pick up the change")
-            )
-
-    def _report(self, parse: FileParse, counts: DomainCounts) -> None:
+    def _report(self, parse: Parsed | FileParse, domain: str, counts: DomainCounts) -> None:
         for problem in parse.problems:
             if isinstance(problem, NewerVersionError):
                 counts.rejected += 1
             else:
                 counts.failed += 1
-            self.record_problem(problem, parse.domain.name)
+            self.record_problem(problem, domain)
 
     def _import_new(
-        self, cand: Candidate, parse: FileParse, digest: str, before: os.stat_result, counts: DomainCounts
+        self,
+        cand: Candidate,
+        rows: Iterable[Row],
+        parse: Parsed | FileParse,
+        digest: str,
+        counts: DomainCounts,
+        file_id: int,
+        nbytes: int | None = None,
     ) -> None:
-        file_id = self.next_file_id
-        self.next_file_id += 1
-        name, run = parse.domain.name, self.run_id
-        rows = self.record_rows
+        """``rows`` with ``nbytes`` (their text's size): a list, taken whole; without, an
+        iterator written in batches, for a file of any size. ``parse`` is read after."""
+        assert cand.domain is not None
+        name, run = cand.domain.name, self.run_id
         row_written = False  # the file's row went in early, to carry a huge file's first batches
-        n = 0
-        for rec in self._read_all(cand, parse, before):
-            rows.append((name, rec.key, rec.version, rec.text, file_id, rec.position, run))
-            self.pending_bytes += len(rec.text)
-            n += 1
-            if self._batch_full():
-                if not row_written:
-                    self.file_rows.append((file_id, cand.relpath, name, "lines", "", "", "", None, "", run))
-                    row_written = True
-                self.flush()
-                rows = self.record_rows
+        if isinstance(rows, list) and nbytes is not None:
+            self.record_rows.extend(rows)
+            self.pending_bytes += nbytes
+            n = len(rows)
+        else:
+            n = 0
+            batch = self.record_rows
+            for row in rows:
+                batch.append(row)
+                self.pending_bytes += len(row[3])
+                n += 1
+                if self._batch_full():
+                    if not row_written:
+                        self.file_rows.append((file_id, cand.relpath, name, "lines", "", "", "", None, "", run))
+                        row_written = True
+                    self.flush()
+                    batch = self.record_rows
         counts.imported += n
-        self._report(parse, counts)
+        self._report(parse, name, counts)
         if parse.fatal and not n:
             return
         layout = parse.layout
@@ -667,25 +918,27 @@ class Importer:
     def _import_changed(
         self,
         cand: Candidate,
-        parse: FileParse,
+        found: Iterable[ParsedRecord],
+        parse: Parsed | FileParse,
         digest: str,
-        before: os.stat_result,
         counts: DomainCounts,
         file_id: int,
     ) -> None:
+        assert cand.domain is not None
+        name = cand.domain.name
         self.flush()  # new files' rows first: this path writes directly
         batch: list[ParsedRecord] = []
-        for rec in self._read_all(cand, parse, before):
+        for rec in found:
             batch.append(rec)
             if len(batch) >= BATCH_RECORDS:
-                self._write_changed(batch, file_id, parse.domain, counts)
+                self._write_changed(batch, file_id, name, counts)
                 batch = []
                 self.flush()
-        self._write_changed(batch, file_id, parse.domain, counts)
-        self._report(parse, counts)
+        self._write_changed(batch, file_id, name, counts)
+        self._report(parse, name, counts)
         if parse.fatal:  # keep the old layout and the records not reached
             self.conn.execute(update(files).where(files.c.id == file_id).values(digest=""))
-            self.known[cand.relpath] = (file_id, "", parse.domain.name, self._count_records(file_id))
+            self.known[cand.relpath] = (file_id, "", name, self._count_records(file_id))
             return
         # Records past the new end of the file: back them up, then remove them.
         counts.removed += self._remove_beyond(file_id, parse.count)
@@ -695,7 +948,7 @@ class Importer:
             update(files)
             .where(files.c.id == file_id)
             .values(
-                domain=parse.domain.name,
+                domain=name,
                 container=layout.container,
                 head=layout.head,
                 sep=layout.sep,
@@ -705,7 +958,7 @@ class Importer:
                 run_id=self.run_id,
             )
         )
-        self.known[cand.relpath] = (file_id, final_digest, parse.domain.name, self._count_records(file_id))
+        self.known[cand.relpath] = (file_id, final_digest, name, self._count_records(file_id))
 
     def _count_records(self, file_id: int) -> int:
         return int(
@@ -727,7 +980,7 @@ class Importer:
             )
         )
 
-    def _write_changed(self, batch: list[ParsedRecord], file_id: int, domain: Domain, counts: DomainCounts) -> None:
+    def _write_changed(self, batch: list[ParsedRecord], file_id: int, domain: str, counts: DomainCounts) -> None:
         if not batch:
             return
         positions = [r.position for r in batch]
@@ -742,14 +995,15 @@ class Importer:
         changed: list[dict[str, Any]] = []
         for r in batch:
             row = old.get(r.position)
+            r = r._replace(text=as_text(r.text))
             if row is None:
-                self.record_rows.append((domain.name, r.key, r.version, r.text, file_id, r.position, self.run_id))
+                self.record_rows.append((domain, r.key, r.version, r.text, file_id, r.position, self.run_id))
                 counts.imported += 1
-            elif row.payload == r.text and row.key == r.key and row.domain == domain.name:
+            elif row.payload == r.text and row.key == r.key and row.domain == domain:
                 counts.unchanged += 1
             else:
                 changed.append(
-                    {"rid": row.id, "domain": domain.name, "key": r.key, "version": r.version, "payload": r.text}
+                    {"rid": row.id, "domain": domain, "key": r.key, "version": r.version, "payload": r.text}
                 )
         if changed:
             backup_rows(self.conn, [c["rid"] for c in changed], self.run_id, "import")
@@ -777,6 +1031,18 @@ class Importer:
             backup_rows(self.conn, ids, self.run_id, "remove")
             self.conn.execute(records.delete().where(records.c.id.in_(ids)))
         return len(ids)
+
+
+def as_text(text: str | bytes) -> str:
+    return text if isinstance(text, str) else text.decode("utf-8")
+
+
+def _is_utf8(relpath: str) -> bool:
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _changed_since(path: str, before: os.stat_result) -> bool:
