@@ -45,6 +45,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -733,8 +734,47 @@ def warm(paths: list[Path]) -> None:
                     pass
 
 
-def run_child(cmd: list[str], logdir: Path, label: str) -> tuple[float, float, float, str]:
-    """Run ``cmd``; return (wall seconds, CPU seconds, peak RSS MB, stdout). Raises ChildFailed.
+class TreeRss:
+    """Samples the summed RSS of a process and its descendants (Linux ``/proc``) every
+    20 ms while it runs: with worker processes, the largest single process (what
+    ``wait4`` reports) understates the memory a command takes. Pages shared after a
+    fork count once per process, so this errs high."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak_kb = pid, 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        if Path(f"/proc/{pid}/task").is_dir():
+            self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(0.02):
+            self.peak_kb = max(self.peak_kb, self._sample())
+
+    def _sample(self) -> int:
+        total, stack = 0, [self.pid]
+        while stack:
+            pid = stack.pop()
+            with contextlib.suppress(OSError, ValueError):
+                with open(f"/proc/{pid}/status") as fh:
+                    total += next((int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0)
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as fh:
+                        stack.extend(int(child) for child in fh.read().split())
+        return total
+
+    def stop(self) -> float | None:
+        """The peak in MB (``None`` without /proc)."""
+        self.done.set()
+        if not self.thread.is_alive() and not self.peak_kb:
+            return None
+        self.thread.join()
+        return self.peak_kb / 1024
+
+
+def run_child(cmd: list[str], logdir: Path, label: str) -> tuple[float, float, float, float | None, str]:
+    """Run ``cmd``; return (wall seconds, CPU seconds, peak RSS MB of its largest process,
+    peak RSS MB of its process tree or None, stdout). Raises ChildFailed.
 
     Dirty pages of earlier steps are flushed first (``os.sync``), so a phase does not pay
     for the write-back of the one before it."""
@@ -745,19 +785,22 @@ def run_child(cmd: list[str], logdir: Path, label: str) -> tuple[float, float, f
     with open(out_path, "wb") as fo, open(err_path, "wb") as fe:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env)
+        tree = TreeRss(proc.pid)
         try:
             _pid, status, ru = os.wait4(proc.pid, 0)
         except BaseException:
             proc.kill()
             proc.wait()
             raise
+        finally:
+            tree_mb = tree.stop()
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
     stdout = out_path.read_text(encoding="utf-8", errors="replace")
     if proc.returncode != 0:
         stderr = err_path.read_text(encoding="utf-8", errors="replace")
         raise ChildFailed(f"{label}: exit {proc.returncode}: {' '.join(cmd)}\n{stderr[-4000:]}{stdout[-2000:]}")
-    return wall, ru.ru_utime + ru.ru_stime, _maxrss_mb(ru), stdout
+    return wall, ru.ru_utime + ru.ru_stime, _maxrss_mb(ru), tree_mb, stdout
 
 
 def store_cmd() -> list[str]:
@@ -893,7 +936,7 @@ def pipeline(
         # Every tool starts with its inputs in the page cache, so the order in which the
         # tools run does not decide which of them pays for reading the disk.
         warm([*inputs[phase], *([workdir / "jsonl"] if phase == "jsonl-ingest" else [])])
-        wall, cpu, rss, stdout = run_child(cmd, logdir, f"{phase}-{tool}")
+        wall, cpu, rss, tree_rss, stdout = run_child(cmd, logdir, f"{phase}-{tool}")
         rows.append(
             {
                 "phase": phase,
@@ -903,6 +946,7 @@ def pipeline(
                 "records": n,
                 "records_per_s": n / wall if wall else 0.0,
                 "peak_rss_mb": rss,
+                "peak_tree_rss_mb": tree_rss,
             }
         )
         return stdout
@@ -990,13 +1034,15 @@ def render(result: dict[str, Any]) -> str:
         "baseline export durability: "
         + ("one os.sync() per 2000 files" if result["baseline_sync"] == "batch" else "one fsync per file"),
         "",
-        f"{'phase':<13} {'tool':<13} {'seconds':>9} {'CPU s':>8} {'records':>9} {'records/s':>11} {'peak RSS MB':>12}",
-        "-" * 81,
+        f"{'phase':<13} {'tool':<13} {'seconds':>9} {'CPU s':>8} {'records':>9} {'records/s':>11} {'peak RSS MB':>12}"
+        f" {'tree RSS MB':>12}",
+        "-" * 94,
     ]
     for r in result["rows"]:
         lines.append(
             f"{r['phase']:<13} {r['tool']:<13} {r['seconds']:>9.2f} {r['cpu_seconds']:>8.2f} {r['records']:>9} "
             f"{r['records_per_s']:>11,.0f} {r['peak_rss_mb']:>12.1f}"
+            + (f" {r['peak_tree_rss_mb']:>12.1f}" if r.get("peak_tree_rss_mb") else f" {'-':>12}")
         )
     lines.append("")
     for phase, q in result["ratios"].items():
@@ -1022,7 +1068,7 @@ def render(result: dict[str, Any]) -> str:
 def render_sweep(results: list[dict[str, Any]], factors: list[float]) -> str:
     keys = [(r["phase"], r["tool"]) for r in results[0]["rows"]]
     head = f"{'phase':<13} {'tool':<13}" + "".join(f" {f'{f:g}x s':>8}" for f in factors)
-    head += f" {'time':>7} {'CPU':>7}" + "".join(f" {f'{f:g}x MB':>8}" for f in factors) + f" {'RSS':>7}"
+    head += f" {'time':>7} {'CPU':>7}" + "".join(f" {f'{f:g}x MB':>8}" for f in factors) + f" {'RSS':>7} {'tree':>7}"
     grew = results[-1]["records"] / results[0]["records"]
     lines = [
         "growth with scale (records: " + ", ".join(str(r["records"]) for r in results) + f"; {grew:.2f}x from first to last)",
@@ -1037,14 +1083,19 @@ def render_sweep(results: list[dict[str, Any]], factors: list[float]) -> str:
         secs = [x["seconds"] for x in rs]
         cpus = [x["cpu_seconds"] for x in rs]
         mbs = [x["peak_rss_mb"] for x in rs]
+        trees = [x.get("peak_tree_rss_mb") for x in rs]
         lines.append(
             f"{key[0]:<13} {key[1]:<13}"
             + "".join(f" {v:>8.2f}" for v in secs)
             + f" {secs[-1] / secs[0]:>6.2f}x {cpus[-1] / cpus[0]:>6.2f}x"
             + "".join(f" {v:>8.1f}" for v in mbs)
             + f" {mbs[-1] / mbs[0]:>6.2f}x"
+            + (f" {trees[-1] / trees[0]:>6.2f}x" if trees[0] and trees[-1] else f" {'-':>7}")
         )
-    lines.append("(time, CPU, RSS: last scale over first; linear scaling means time and CPU grow about as records do)")
+    lines.append(
+        "(time, CPU, RSS of the largest process, RSS of the process tree: last scale over first;"
+        " linear scaling means time and CPU grow about as records do)"
+    )
     return "\n".join(lines)
 
 

@@ -304,3 +304,17 @@ def test_payloads_are_stored_as_text_exactly_as_read(store: Store, tmp_path: Pat
         ("tasks/runtime/events/e.jsonl:2", "text", '{"schema_version":1,"n":2}', 1),
         ("tasks/tasks/t.json", "text", '{"schema_version": 1, "title": "naïve"}', 1),
     ]
+
+
+@pytest.mark.parametrize("jobs", [0, 2], ids=["in-process", "workers"])
+def test_a_home_given_twice_is_imported_once(home: Path, tmp_path: Path, jobs: int) -> None:
+    """The second copy of each path is read after the first is written: its records
+    count as unchanged, nothing is stored twice."""
+    with Store(tmp_path / "twice.db") as twice, Store(tmp_path / "once.db") as once:
+        result = twice.import_paths([home, home], jobs=jobs)
+        single = once.import_paths([home], jobs=jobs)
+        assert result.ok and result.files == 2 * single.files
+        for name, counts in single.domains.items():
+            assert result.domains[name].imported == counts.imported
+            assert result.domains[name].unchanged == counts.imported
+    assert _store_content(tmp_path / "twice.db") == _store_content(tmp_path / "once.db")

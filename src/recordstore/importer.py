@@ -682,7 +682,7 @@ class Importer:
         self.failure_rows: list[tuple[Any, ...]] = []
         self.pending_bytes = 0
         self._specs: dict[str, DomainSpec] = {}
-        self._tasked: set[str] = set()  # paths handed out as tasks in this run
+        self._in_flight: set[str] = set()  # paths handed out as tasks, not written yet
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
         def sql(table: str, columns: str) -> str:
@@ -740,6 +740,8 @@ class Importer:
 
     def import_one(self, cand: Candidate, outcome: Outcome | None) -> None:
         """Write one file: what its task found, or (``None``, ``large``) read it here."""
+        if outcome is not None:
+            self._in_flight.discard(cand.relpath)
         if outcome is None or outcome.kind == "large":
             self.import_file(cand)
         else:
@@ -747,12 +749,12 @@ class Importer:
 
     def _task(self, cand: Candidate) -> Task | None:
         """The task for ``cand``, or ``None`` when it is imported here: no domain, a name
-        that is not UTF-8, or a path already handed out in this run (the second must
-        see the first one written)."""
+        that is not UTF-8, or a path handed out and not written yet (given twice: the
+        second must see the first one written)."""
         domain = cand.domain
-        if domain is None or cand.relpath in self._tasked or not _is_utf8(cand.relpath):
+        if domain is None or cand.relpath in self._in_flight or not _is_utf8(cand.relpath):
             return None
-        self._tasked.add(cand.relpath)
+        self._in_flight.add(cand.relpath)
         spec = self._specs.get(domain.name)
         if spec is None:
             spec = self._specs[domain.name] = DomainSpec(domain.name, domain.version, domain.version_field)
