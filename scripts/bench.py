@@ -735,10 +735,11 @@ def warm(paths: list[Path]) -> None:
 
 
 class TreeRss:
-    """Samples the summed RSS of a process and its descendants (Linux ``/proc``) every
-    20 ms while it runs: with worker processes, the largest single process (what
-    ``wait4`` reports) understates the memory a command takes. Pages shared after a
-    fork count once per process, so this errs high."""
+    """Samples the memory of a process and its descendants (Linux ``/proc``) every 20 ms
+    while it runs: with worker processes, the largest single process (what ``wait4``
+    reports) understates what a command takes. Summed as PSS (each shared page split
+    among the processes sharing it), so pages a worker shares with its parent after a
+    fork count once; RSS where PSS is not available."""
 
     def __init__(self, pid: int):
         self.pid, self.peak_kb = pid, 0
@@ -756,12 +757,19 @@ class TreeRss:
         while stack:
             pid = stack.pop()
             with contextlib.suppress(OSError, ValueError):
-                with open(f"/proc/{pid}/status") as fh:
-                    total += next((int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0)
+                total += self._memory_kb(pid)
                 for task in os.listdir(f"/proc/{pid}/task"):
                     with open(f"/proc/{pid}/task/{task}/children") as fh:
                         stack.extend(int(child) for child in fh.read().split())
         return total
+
+    @staticmethod
+    def _memory_kb(pid: int) -> int:
+        for name, field in ((f"/proc/{pid}/smaps_rollup", "Pss:"), (f"/proc/{pid}/status", "VmRSS:")):
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                with open(name) as fh:
+                    return next((int(line.split()[1]) for line in fh if line.startswith(field)), 0)
+        return 0
 
     def stop(self) -> float | None:
         """The peak in MB (``None`` without /proc)."""
@@ -774,7 +782,7 @@ class TreeRss:
 
 def run_child(cmd: list[str], logdir: Path, label: str) -> tuple[float, float, float, float | None, str]:
     """Run ``cmd``; return (wall seconds, CPU seconds, peak RSS MB of its largest process,
-    peak RSS MB of its process tree or None, stdout). Raises ChildFailed.
+    peak PSS MB of its process tree or None, stdout). Raises ChildFailed.
 
     Dirty pages of earlier steps are flushed first (``os.sync``), so a phase does not pay
     for the write-back of the one before it."""
@@ -1035,7 +1043,7 @@ def render(result: dict[str, Any]) -> str:
         + ("one os.sync() per 2000 files" if result["baseline_sync"] == "batch" else "one fsync per file"),
         "",
         f"{'phase':<13} {'tool':<13} {'seconds':>9} {'CPU s':>8} {'records':>9} {'records/s':>11} {'peak RSS MB':>12}"
-        f" {'tree RSS MB':>12}",
+        f" {'tree PSS MB':>12}",
         "-" * 94,
     ]
     for r in result["rows"]:
@@ -1093,7 +1101,7 @@ def render_sweep(results: list[dict[str, Any]], factors: list[float]) -> str:
             + (f" {trees[-1] / trees[0]:>6.2f}x" if trees[0] and trees[-1] else f" {'-':>7}")
         )
     lines.append(
-        "(time, CPU, RSS of the largest process, RSS of the process tree: last scale over first;"
+        "(time, CPU, RSS of the largest process, PSS of the process tree: last scale over first;"
         " linear scaling means time and CPU grow about as records do)"
     )
     return "\n".join(lines)

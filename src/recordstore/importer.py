@@ -32,8 +32,9 @@ __all__ = ["DomainCounts", "ImportResult", "discover", "read_version"]
 
 LINE_SUFFIXES = (".jsonl", ".ndjson")
 JSON_SUFFIXES = (".json", *LINE_SUFFIXES)
-#: Files above this size are hashed and parsed in a streaming pass (JSON lines only).
-STREAM_THRESHOLD = 64 * 1024 * 1024
+#: JSON-lines files above this size are hashed, then parsed in a streaming pass (not held
+#: in memory whole): peak memory does not grow with the size of such a file.
+STREAM_THRESHOLD = 8 * 1024 * 1024
 #: Records written per transaction.
 BATCH_RECORDS = 5000
 #: ... or this many bytes of record text, whichever comes first: memory stays bounded
