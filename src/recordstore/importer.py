@@ -618,13 +618,15 @@ PARALLEL_MIN_FILES = 512
 
 
 def default_jobs() -> int:
-    """Worker processes for a large import: the writer keeps one CPU busy, the
-    workers take the others (none on a single CPU)."""
+    """Worker processes for a large import: none below 4 CPUs, else one per CPU but the
+    writer's (at most 8). On 2 CPUs a worker measured no faster than parsing in the
+    writer's process (7.32 s against 7.20 s for 246,423 records) and took 30% more CPU
+    and 50 MB more memory; with more CPUs the writer no longer waits for parsing."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return max(0, cpus - 1) if cpus > 1 else 0
+    return min(cpus - 1, 8) if cpus >= 4 else 0
 
 
 def _pool_context() -> Any:

@@ -133,8 +133,8 @@ class Store:
     ) -> ImportResult:
         """Import files and directories; bad files and records are reported in the
         result's ``problems`` while everything else goes in. ``jobs``: worker processes
-        that read and parse small files (default: one per CPU but one, for an import of
-        many files; 0: none). The store ends up the same either way."""
+        that read and parse small files (default: :func:`~recordstore.importer.default_jobs`
+        for an import of many files; 0: none). The store ends up the same either way."""
         paths = list(paths)
         forced = self.registry[domain] if domain is not None else None
         result = ImportResult(run_id=None)
