@@ -143,3 +143,18 @@ def test_python_dash_m_recordstore_is_the_same_command(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["domains"]["task"]["current_version"] == 2
+
+
+def test_import_jobs_option_gives_the_same_store_and_refuses_negatives(cli: Any, home: Path, tmp_path: Path) -> None:
+    """``--jobs 2`` parses in worker processes: same summary as ``--jobs 0``."""
+    from conftest import Cli
+
+    serial = Cli(tmp_path / "serial.db")
+    res0 = serial("import", "--json", "--jobs", "0", home)
+    res2 = cli("import", "--json", "--jobs", "2", home)
+    assert res0.exit_code == res2.exit_code == 0, res2.stderr
+    summary0, summary2 = json.loads(res0.stdout), json.loads(res2.stdout)
+    summary0.pop("run"), summary2.pop("run")
+    assert summary0 == summary2 and summary2["domains"]["runtime"]["imported"] == 23
+    res = cli("import", "--jobs", "-1", home)
+    assert res.exit_code == 2 and "--jobs" in res.stderr

@@ -318,3 +318,17 @@ def test_a_home_given_twice_is_imported_once(home: Path, tmp_path: Path, jobs: i
             assert result.domains[name].imported == counts.imported
             assert result.domains[name].unchanged == counts.imported
     assert _store_content(tmp_path / "twice.db") == _store_content(tmp_path / "once.db")
+
+
+def test_the_filter_of_written_paths_never_forgets_and_rarely_guesses() -> None:
+    """Paths added are always found (a miss would store a file twice); paths never added
+    are rarely reported (each such report costs one lookup in the store)."""
+    from recordstore.importer import _PathFilter
+
+    seen = _PathFilter()
+    added = [f"tasks/runtime/events/evt_{i:06d}.jsonl" for i in range(50_000)]
+    for path in added:
+        seen.add(path)
+    assert all(path in seen for path in added)
+    false = sum(f"sessions/{i}.json" in seen for i in range(50_000))
+    assert false < 50  # about 0.01% expected at this fill

@@ -686,6 +686,7 @@ class Importer:
         self.pending_bytes = 0
         self._specs: dict[str, DomainSpec] = {}
         self._in_flight: set[str] = set()  # paths handed out as tasks, not written yet
+        self._written = _PathFilter()  # the paths of the new files written in this run
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
         def sql(table: str, columns: str) -> str:
@@ -703,6 +704,12 @@ class Importer:
 
     def flush(self) -> None:
         """Write what is pending and commit."""
+        self._execute_pending()
+        self.pending_bytes = 0
+        self._tx.commit()
+        self._tx = self.conn.begin()
+
+    def _execute_pending(self) -> None:
         if self.file_rows:
             self.conn.exec_driver_sql(self.sql_file, self.file_rows)
         if self.record_rows:
@@ -713,12 +720,24 @@ class Importer:
         if self.failure_rows:
             self.conn.exec_driver_sql(self.sql_failure, self.failure_rows)
         self.file_rows, self.record_rows, self.failure_rows = [], [], []
-        self.pending_bytes = 0
-        self._tx.commit()
-        self._tx = self.conn.begin()
 
     def _batch_full(self) -> bool:
         return len(self.record_rows) + len(self.file_rows) >= BATCH_RECORDS or self.pending_bytes >= BATCH_BYTES
+
+    def _known(self, relpath: str) -> tuple[int, str, str, int] | None:
+        """What the store holds for ``relpath``: (file id, digest, domain, records). Files
+        stored before this run are in ``known``; one first written in this run is looked
+        up again (rare: a path given twice), so memory does not grow with the number of
+        files an import writes."""
+        entry = self.known.get(relpath)
+        if entry is None and relpath in self._written:
+            self._execute_pending()
+            row = self.conn.execute(
+                select(files.c.id, files.c.digest, files.c.domain).where(files.c.path == relpath)
+            ).first()
+            if row is not None:
+                entry = (row.id, row.digest, row.domain, self._count_records(row.id))
+        return entry
 
     def close(self) -> None:
         self.flush()
@@ -761,7 +780,7 @@ class Importer:
         spec = self._specs.get(domain.name)
         if spec is None:
             spec = self._specs[domain.name] = DomainSpec(domain.name, domain.version, domain.version_field)
-        known = self.known.get(cand.relpath)
+        known = self._known(cand.relpath)
         return Task(cand.path, cand.relpath, spec, known[1] if known and known[2] == domain.name else None)
 
     def _outcomes(self, candidates: Iterator[Candidate], jobs: int | None) -> Iterator[tuple[Candidate, Outcome | None]]:
@@ -805,7 +824,7 @@ class Importer:
             counts.failed += 1
             self.record_problem(outcome.problems[0], name)
             return
-        known = self.known.get(cand.relpath)
+        known = self._known(cand.relpath)
         if outcome.kind == "unchanged":
             assert known is not None
             counts.unchanged += known[3]
@@ -848,7 +867,7 @@ class Importer:
             counts.failed += 1
             self.record_problem(InputError(shown, exc.reason), domain.name)
             return
-        known = self.known.get(cand.relpath)
+        known = self._known(cand.relpath)
         if known is not None and known[1] == digest and known[2] == domain.name:
             counts.unchanged += known[3]
             return
@@ -918,7 +937,7 @@ class Importer:
             )
         else:
             self.file_rows.append((file_id, cand.relpath, *values))
-        self.known[cand.relpath] = (file_id, final_digest, name, n)
+        self._written.add(cand.relpath)
 
     def _import_changed(
         self,
@@ -1036,6 +1055,28 @@ class Importer:
             backup_rows(self.conn, ids, self.run_id, "remove")
             self.conn.execute(records.delete().where(records.c.id.in_(ids)))
         return len(ids)
+
+
+class _PathFilter:
+    """A set of paths that may answer "maybe" for a path never added (a Bloom filter of
+    fixed size, 2 MB): memory does not grow with the paths added; a false "maybe" costs
+    one lookup in the store (about 1% of paths after a million)."""
+
+    BITS = 1 << 24
+
+    def __init__(self) -> None:
+        self.bits = bytearray(self.BITS // 8)
+
+    def _positions(self, path: str) -> tuple[int, int]:
+        h = hash(path)
+        return h & (self.BITS - 1), (h >> 24) & (self.BITS - 1)
+
+    def add(self, path: str) -> None:
+        for i in self._positions(path):
+            self.bits[i >> 3] |= 1 << (i & 7)
+
+    def __contains__(self, path: str) -> bool:
+        return all(self.bits[i >> 3] & (1 << (i & 7)) for i in self._positions(path))
 
 
 def as_text(text: str | bytes) -> str:
