@@ -521,14 +521,18 @@ def read_file(path: str, max_size: int | None = None) -> tuple[bytes | None, str
             raise InputError(display_path(path), "not a regular file")
         if max_size is not None and info.st_size > max_size:
             return None, "", info
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            if info.st_size <= STREAM_THRESHOLD or not path.endswith(LINE_SUFFIXES):
-                data = fh.read()
-                return data, hashlib.sha256(data).hexdigest(), info
-            digest = hashlib.sha256()
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-            return None, digest.hexdigest(), info
+        if info.st_size <= STREAM_THRESHOLD or not path.endswith(LINE_SUFFIXES):
+            # Raw reads (no file object per file): the size, then until the end, in case
+            # the file grew since fstat.
+            parts = [os.read(fd, info.st_size + 1)]
+            while parts[-1]:
+                parts.append(os.read(fd, 1 << 16))
+            data = parts[0] if len(parts) == 2 else b"".join(parts)
+            return data, hashlib.sha256(data).hexdigest(), info
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+        return None, digest.hexdigest(), info
     finally:
         os.close(fd)
 
