@@ -332,3 +332,35 @@ def test_the_filter_of_written_paths_never_forgets_and_rarely_guesses() -> None:
     assert all(path in seen for path in added)
     false = sum(f"sessions/{i}.json" in seen for i in range(50_000))
     assert false < 50  # about 0.01% expected at this fill
+
+
+def _die(tasks: object) -> None:
+    import os
+
+    os._exit(9)
+
+
+def test_a_worker_process_that_dies_fails_the_import_in_one_line(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed worker (here: one that exits at once) must not leave the import waiting
+    for ever: it stops with one clear error, the run is not left running, and a second
+    import completes the store."""
+    import multiprocessing
+
+    from recordstore import RecordStoreError
+    from recordstore import importer as importer_module
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("the dying worker is planted by forking this process")
+    monkeypatch.setattr(importer_module, "_pool_context", lambda: multiprocessing.get_context("fork"))
+    monkeypatch.setattr(importer_module, "parse_tasks", _die)
+    with Store(tmp_path / "s.db") as store:
+        with pytest.raises(RecordStoreError, match="worker process died"):
+            store.import_paths([home], jobs=2)
+        assert [r.outcome for r in store.history()][-1] != "running"
+        monkeypatch.undo()
+        assert store.import_paths([home], jobs=0).ok
+    with Store(tmp_path / "ref.db") as ref:
+        ref.import_paths([home])
+    assert _store_content(tmp_path / "s.db")["records"] == _store_content(tmp_path / "ref.db")["records"]

@@ -16,6 +16,8 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from . import jsoncodec
-from .errors import InputError, NewerVersionError
+from .errors import InputError, NewerVersionError, RecordStoreError
 from .registry import Domain, Registry
 from .tables import files, records
 
@@ -797,13 +799,15 @@ class Importer:
                 task = self._task(cand)
                 yield cand, None if task is None else parse_task(task)
             return
-        with _pool_context().Pool(jobs) as pool:
+        # An executor, not multiprocessing.Pool: a worker that dies (killed, out of
+        # memory) fails the import instead of leaving it waiting for ever.
+        with ProcessPoolExecutor(jobs, mp_context=_pool_context()) as pool:
             in_flight: collections.deque[tuple[list[Candidate], Any]] = collections.deque()
             seen_bytes = seen_chunks = 0
             while True:
                 chunk = list(itertools.islice(candidates, CHUNK_FILES))
                 if chunk:
-                    in_flight.append((chunk, pool.apply_async(parse_tasks, ([self._task(c) for c in chunk],))))
+                    in_flight.append((chunk, pool.submit(parse_tasks, [self._task(c) for c in chunk])))
                 # Parse ahead of the writer (which pauses for every batch) as far as
                 # AHEAD_BYTES of record text, judged by the chunks seen so far.
                 while in_flight and (
@@ -812,7 +816,13 @@ class Importer:
                     or (len(in_flight) > 2 * jobs and (not seen_chunks or len(in_flight) * seen_bytes > AHEAD_BYTES * seen_chunks))
                 ):
                     done, pending = in_flight.popleft()
-                    outcomes: list[Outcome | None] = pending.get()
+                    try:
+                        outcomes: list[Outcome | None] = pending.result()
+                    except BrokenProcessPool as exc:
+                        raise RecordStoreError(
+                            "an import worker process died (killed, or out of memory?); the files written "
+                            "so far are kept: import again to go on, or with --jobs 0"
+                        ) from exc
                     seen_bytes += sum(o.nbytes for o in outcomes if o is not None)
                     seen_chunks += 1
                     yield from zip(done, outcomes)
