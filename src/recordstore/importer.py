@@ -691,7 +691,9 @@ class Importer:
         self.failure_rows: list[tuple[Any, ...]] = []
         self.pending_bytes = 0
         self._specs: dict[str, DomainSpec] = {}
-        self._in_flight: set[str] = set()  # paths handed out as tasks, not written yet
+        # Paths handed out as tasks and not written yet, with what the store held for
+        # them then (still true when written: a path is never in flight twice).
+        self._in_flight: dict[str, tuple[int, str, str, int] | None] = {}
         self._written = _PathFilter()  # the paths of the new files written in this run
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
@@ -768,12 +770,11 @@ class Importer:
 
     def import_one(self, cand: Candidate, outcome: Outcome | None) -> None:
         """Write one file: what its task found, or (``None``, ``large``) read it here."""
-        if outcome is not None:
-            self._in_flight.discard(cand.relpath)
+        known = self._in_flight.pop(cand.relpath, None) if outcome is not None else None
         if outcome is None or outcome.kind == "large":
             self.import_file(cand)
         else:
-            self.write(cand, outcome)
+            self.write(cand, outcome, known)
 
     def _task(self, cand: Candidate) -> Task | None:
         """The task for ``cand``, or ``None`` when it is imported here: no domain, a name
@@ -782,11 +783,10 @@ class Importer:
         domain = cand.domain
         if domain is None or cand.relpath in self._in_flight or not _is_utf8(cand.relpath):
             return None
-        self._in_flight.add(cand.relpath)
+        known = self._in_flight[cand.relpath] = self._known(cand.relpath)
         spec = self._specs.get(domain.name)
         if spec is None:
             spec = self._specs[domain.name] = DomainSpec(domain.name, domain.version, domain.version_field)
-        known = self._known(cand.relpath)
         return Task(cand.path, cand.relpath, spec, known[1] if known and known[2] == domain.name else None)
 
     def _outcomes(self, candidates: Iterator[Candidate], jobs: int | None) -> Iterator[tuple[Candidate, Outcome | None]]:
@@ -829,8 +829,9 @@ class Importer:
                 if not chunk:
                     return
 
-    def write(self, cand: Candidate, outcome: Outcome) -> None:
-        """Write what a task found (``parsed``, ``unchanged`` or ``unreadable``)."""
+    def write(self, cand: Candidate, outcome: Outcome, known: tuple[int, str, str, int] | None) -> None:
+        """Write what a task found (``parsed``, ``unchanged`` or ``unreadable``), given
+        what the store held for the file (``known``)."""
         assert cand.domain is not None
         name = cand.domain.name
         counts = self.result.counts(name)
@@ -838,7 +839,6 @@ class Importer:
             counts.failed += 1
             self.record_problem(outcome.problems[0], name)
             return
-        known = self._known(cand.relpath)
         if outcome.kind == "unchanged":
             assert known is not None
             counts.unchanged += known[3]
@@ -1081,16 +1081,15 @@ class _PathFilter:
     def __init__(self) -> None:
         self.bits = bytearray(self.BITS // 8)
 
-    def _positions(self, path: str) -> tuple[int, int]:
-        h = hash(path)
-        return h & (self.BITS - 1), (h >> 24) & (self.BITS - 1)
-
     def add(self, path: str) -> None:
-        for i in self._positions(path):
+        h, mask = hash(path), self.BITS - 1
+        for i in (h & mask, (h >> 24) & mask):
             self.bits[i >> 3] |= 1 << (i & 7)
 
     def __contains__(self, path: str) -> bool:
-        return all(self.bits[i >> 3] & (1 << (i & 7)) for i in self._positions(path))
+        h, mask, bits = hash(path), self.BITS - 1, self.bits
+        i, j = h & mask, (h >> 24) & mask
+        return bool(bits[i >> 3] & (1 << (i & 7))) and bool(bits[j >> 3] & (1 << (j & 7)))
 
 
 def as_text(text: str | bytes) -> str:
