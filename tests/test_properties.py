@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +58,24 @@ def write_home(root: Path, batch: list[dict[str, Any]]) -> Path:
     return home
 
 
+@contextlib.contextmanager
+def imported_store(tmp_path_factory: pytest.TempPathFactory, batch: list[dict[str, Any]]) -> Iterator[tuple[Store, Path, Path]]:
+    """A new store holding ``batch`` written as a home and imported: (store, its
+    directory, the home)."""
+    root = tmp_path_factory.mktemp("p")
+    home = write_home(root, batch)
+    with Store(root / "s.db", registry=registry()) as store:
+        store.import_paths([home])
+        yield store, root, home
+
+
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @SETTINGS
 @given(batch=notes)
 def test_a_random_subset_that_fails_is_left_exactly_as_it_was(tmp_path_factory: pytest.TempPathFactory, batch: list) -> None:
-    root = tmp_path_factory.mktemp("p")
-    home = write_home(root, batch)
-    with Store(root / "s.db", registry=registry()) as store:
-        store.import_paths([home])
+    with imported_store(tmp_path_factory, batch) as (store, _root, _home):
         before = {r.key: r.text for r in store.query("note")}
         result = store.migrate()
         failing = {f.key for f in result.failures}
@@ -81,10 +91,7 @@ def test_a_random_subset_that_fails_is_left_exactly_as_it_was(tmp_path_factory: 
 @SETTINGS
 @given(batch=notes)
 def test_migrate_is_idempotent_and_restore_is_its_inverse(tmp_path_factory: pytest.TempPathFactory, batch: list) -> None:
-    root = tmp_path_factory.mktemp("p")
-    home = write_home(root, batch)
-    with Store(root / "s.db", registry=registry()) as store:
-        store.import_paths([home])
+    with imported_store(tmp_path_factory, batch) as (store, root, home):
         first = store.migrate()
         after_first = {r.key: r.text for r in store.query("note")}
         second = store.migrate()

@@ -304,7 +304,7 @@ class FileParse:
         self.layout = FileLayout("object")
         self.problems: list[InputError] = []
         self.fatal = False  # the file as a whole is unreadable: keep its stored records
-        self.count = 0  # record slots seen, good or bad; positions run from 0 to count - 1
+        self.slots = 0  # record slots seen, good or bad; positions run from 0 to slots - 1
 
     def _fail(self, reason: str, line: int | None = None) -> None:
         self.problems.append(InputError(self.shown, reason, line=line))
@@ -348,7 +348,7 @@ class FileParse:
             self._fail(exc.reason, None if exc.line is None else exc.line + first_line - 1)
             return
         self.layout = FileLayout("object", head=head, tail=tail, indent=_indent_of(stripped))
-        self.count = 1
+        self.slots = 1
         record = self._record(value, raw, 0, self.relpath, None)
         if record is not None:
             yield record
@@ -452,14 +452,14 @@ class FileParse:
                 )
         except jsoncodec.JSONError as exc:
             self.fatal = True
-            self.count = index
+            self.slots = index
             self._fail(exc.reason, exc.line)
             # The elements before the error are kept: close the array after them, so
             # that exporting what was kept gives valid JSON.
             tail = "\n]" if "\n" in head else "]"
             self.layout = FileLayout("array", head=head, sep=_array_sep(head, seps), tail=tail)
             return
-        self.count = index
+        self.slots = index
         sep = _array_sep(head, seps)
         self.layout = FileLayout(
             "array", head=head, sep=sep, tail=text[end:], indent=_indent_of(text, start)
@@ -494,7 +494,7 @@ class FileParse:
             position += 1
             if record is not None:
                 yield record
-        self.count = position
+        self.slots = position
         self.layout = FileLayout("lines", head=head, sep=sep, tail=sep if ends_with_newline else "")
 
     def _raw_lines(self) -> Iterator[bytes]:
@@ -584,17 +584,25 @@ class Outcome(NamedTuple):
     layout: FileLayout | None = None
     problems: list[InputError] = []
     fatal: bool = False
-    slots: int = 0  # record slots seen, good or bad (FileParse.count)
+    slots: int = 0  # record slots seen, good or bad (FileParse.slots)
+
+
+def read_or_problem(path: str, relpath: str, max_size: int | None = None) -> tuple[bytes | None, str, os.stat_result] | InputError:
+    """:func:`read_file`, or the problem that stops the file being read, naming it by
+    ``relpath``."""
+    try:
+        return read_file(path, max_size)
+    except OSError as exc:
+        return InputError(display_path(relpath), f"cannot read: {exc.strerror or exc}")
+    except InputError as exc:
+        return InputError(display_path(relpath), exc.reason)
 
 
 def parse_task(task: Task) -> Outcome:
-    shown = display_path(task.relpath)
-    try:
-        data, digest, before = read_file(task.path, min(TASK_MAX_BYTES, STREAM_THRESHOLD))
-    except OSError as exc:
-        return Outcome("unreadable", problems=[InputError(shown, f"cannot read: {exc.strerror or exc}")])
-    except InputError as exc:
-        return Outcome("unreadable", problems=[InputError(shown, exc.reason)])
+    read = read_or_problem(task.path, task.relpath, min(TASK_MAX_BYTES, STREAM_THRESHOLD))
+    if isinstance(read, InputError):
+        return Outcome("unreadable", problems=[read])
+    data, digest, before = read
     if data is None:
         return Outcome("large")
     if digest == task.known_digest:
@@ -604,7 +612,7 @@ def parse_task(task: Task) -> Outcome:
     keys, versions, texts, positions = tuple(zip(*found)) if found else ((), (), (), ())
     nbytes = sum(map(len, texts))
     return Outcome(
-        "parsed", digest, keys, versions, texts, positions, nbytes, parse.layout, parse.problems, parse.fatal, parse.count
+        "parsed", digest, keys, versions, texts, positions, nbytes, parse.layout, parse.problems, parse.fatal, parse.slots
     )
 
 
@@ -645,16 +653,6 @@ def _pool_context() -> Any:
     if "fork" in methods and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
-@dataclass
-class Parsed:
-    """A task's findings in the shape the writer reads from a FileParse."""
-
-    layout: FileLayout
-    problems: list[InputError]
-    fatal: bool
-    count: int
 
 
 # --------------------------------------------------------------------------- writing
@@ -781,7 +779,7 @@ class Importer:
         that is not UTF-8, or a path handed out and not written yet (given twice: the
         second must see the first one written)."""
         domain = cand.domain
-        if domain is None or cand.relpath in self._in_flight or not _is_utf8(cand.relpath):
+        if domain is None or cand.relpath in self._in_flight or not jsoncodec.is_utf8(cand.relpath):
             return None
         known = self._in_flight[cand.relpath] = self._known(cand.relpath)
         spec = self._specs.get(domain.name)
@@ -802,20 +800,25 @@ class Importer:
         # An executor, not multiprocessing.Pool: a worker that dies (killed, out of
         # memory) fails the import instead of leaving it waiting for ever.
         with ProcessPoolExecutor(jobs, mp_context=_pool_context()) as pool:
-            in_flight: collections.deque[tuple[list[Candidate], Any]] = collections.deque()
+            queued: collections.deque[tuple[list[Candidate], Any]] = collections.deque()
             seen_bytes = seen_chunks = 0
+
+            def room() -> bool:
+                """Whether one more chunk may be parsed ahead of the writer (which pauses
+                for every batch): as far as AHEAD_BYTES of record text, judged by the
+                chunks seen so far."""
+                if len(queued) >= MAX_CHUNKS_AHEAD:
+                    return False
+                if len(queued) <= 2 * jobs:
+                    return True
+                return seen_chunks > 0 and len(queued) * seen_bytes <= AHEAD_BYTES * seen_chunks
+
             while True:
                 chunk = list(itertools.islice(candidates, CHUNK_FILES))
                 if chunk:
-                    in_flight.append((chunk, pool.submit(parse_tasks, [self._task(c) for c in chunk])))
-                # Parse ahead of the writer (which pauses for every batch) as far as
-                # AHEAD_BYTES of record text, judged by the chunks seen so far.
-                while in_flight and (
-                    not chunk
-                    or len(in_flight) >= MAX_CHUNKS_AHEAD
-                    or (len(in_flight) > 2 * jobs and (not seen_chunks or len(in_flight) * seen_bytes > AHEAD_BYTES * seen_chunks))
-                ):
-                    done, pending = in_flight.popleft()
+                    queued.append((chunk, pool.submit(parse_tasks, [self._task(c) for c in chunk])))
+                while queued and (not chunk or not room()):
+                    done, pending = queued.popleft()
                     try:
                         outcomes: list[Outcome | None] = pending.result()
                     except BrokenProcessPool as exc:
@@ -843,17 +846,15 @@ class Importer:
             assert known is not None
             counts.unchanged += known[3]
             return
-        assert outcome.layout is not None
-        parsed = Parsed(outcome.layout, outcome.problems, outcome.fatal, outcome.slots)
         columns = (outcome.keys, outcome.versions, outcome.texts, outcome.positions)
         if known is None:
             file_id = self._new_file_id()
             rows = list(
                 zip(repeat(name), outcome.keys, outcome.versions, outcome.texts, repeat(file_id), outcome.positions, repeat(self.run_id))
             )
-            self._import_new(cand, rows, parsed, outcome.digest, counts, file_id, outcome.nbytes)
+            self._import_new(cand, rows, outcome, outcome.digest, counts, file_id, outcome.nbytes)
         else:
-            self._import_changed(cand, itertools.starmap(ParsedRecord, zip(*columns)), parsed, outcome.digest, counts, known[0])
+            self._import_changed(cand, itertools.starmap(ParsedRecord, zip(*columns)), outcome, outcome.digest, counts, known[0])
         if self._batch_full():
             self.flush()
 
@@ -866,21 +867,17 @@ class Importer:
         assert cand.domain is not None
         domain = cand.domain
         counts = self.result.counts(domain.name)
-        shown = display_path(cand.relpath)
-        if not _is_utf8(cand.relpath):
+        if not jsoncodec.is_utf8(cand.relpath):
+            read: tuple[bytes | None, str, os.stat_result] | InputError = InputError(
+                display_path(cand.relpath), "file name is not valid UTF-8; rename the file to import it"
+            )
+        else:
+            read = read_or_problem(cand.path, cand.relpath)
+        if isinstance(read, InputError):
             counts.failed += 1
-            self.record_problem(InputError(shown, "file name is not valid UTF-8; rename the file to import it"), domain.name)
+            self.record_problem(read, domain.name)
             return
-        try:
-            data, digest, before = read_file(cand.path)
-        except OSError as exc:
-            counts.failed += 1
-            self.record_problem(InputError(shown, f"cannot read: {exc.strerror or exc}"), domain.name)
-            return
-        except InputError as exc:
-            counts.failed += 1
-            self.record_problem(InputError(shown, exc.reason), domain.name)
-            return
+        data, digest, before = read
         known = self._known(cand.relpath)
         if known is not None and known[1] == digest and known[2] == domain.name:
             counts.unchanged += known[3]
@@ -896,7 +893,7 @@ class Importer:
         if self._batch_full():
             self.flush()
 
-    def _report(self, parse: Parsed | FileParse, domain: str, counts: DomainCounts) -> None:
+    def _report(self, parse: Outcome | FileParse, domain: str, counts: DomainCounts) -> None:
         for problem in parse.problems:
             if isinstance(problem, NewerVersionError):
                 counts.rejected += 1
@@ -908,7 +905,7 @@ class Importer:
         self,
         cand: Candidate,
         rows: Iterable[Row],
-        parse: Parsed | FileParse,
+        parse: Outcome | FileParse,
         digest: str,
         counts: DomainCounts,
         file_id: int,
@@ -941,6 +938,7 @@ class Importer:
         if parse.fatal and not n:
             return
         layout = parse.layout
+        assert layout is not None  # set by every parse that got this far
         final_digest = "" if parse.problems else digest  # refused records: look again next time
         values = (name, layout.container, layout.head, layout.sep, layout.tail, layout.indent, final_digest, run)
         if row_written:  # a new file has no old layout to keep: even a broken one gets what was read
@@ -957,7 +955,7 @@ class Importer:
         self,
         cand: Candidate,
         found: Iterable[ParsedRecord],
-        parse: Parsed | FileParse,
+        parse: Outcome | FileParse,
         digest: str,
         counts: DomainCounts,
         file_id: int,
@@ -979,8 +977,9 @@ class Importer:
             self.known[cand.relpath] = (file_id, "", name, self._count_records(file_id))
             return
         # Records past the new end of the file: back them up, then remove them.
-        counts.removed += self._remove_beyond(file_id, parse.count)
+        counts.removed += self._remove_beyond(file_id, parse.slots)
         layout = parse.layout
+        assert layout is not None  # set by every parse that got this far
         final_digest = "" if parse.problems else digest
         self.conn.execute(
             update(files)
@@ -1094,14 +1093,6 @@ class _PathFilter:
 
 def as_text(text: str | bytes) -> str:
     return text if isinstance(text, str) else text.decode("utf-8")
-
-
-def _is_utf8(relpath: str) -> bool:
-    try:
-        relpath.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _changed_since(path: str, before: os.stat_result) -> bool:

@@ -130,6 +130,15 @@ def _line_of(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (it holds no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def encode_compact(value: Any) -> str:
     """One-line JSON, ``,``/``:`` separators, UTF-8 characters unescaped."""
     return encode(value, None)
@@ -168,9 +177,7 @@ def _encode_exact(value: Any, indent: int | None) -> str:
         raise JSONError(f"not representable as JSON: {exc}") from None
     except RecursionError:
         raise JSONError("nested too deeply to encode") from None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    if not is_utf8(text):
         # Lone surrogates: keep them as \\u escapes, the form they arrived in.
         separators = (",", ":") if indent is None else None
         text = json.dumps(value, ensure_ascii=True, allow_nan=False, indent=indent, separators=separators)

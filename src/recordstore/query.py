@@ -76,7 +76,7 @@ def json_path(path: str) -> tuple[str, bool]:
             parts.append(f"[{int(index)}]")
         else:
             key = bracketed if bracketed is not None else quoted
-            if '"' in key.replace('\\"', '"') or "\\" in key or any(ord(c) < 32 for c in key) or not _utf8(key):
+            if '"' in key.replace('\\"', '"') or "\\" in key or any(ord(c) < 32 for c in key) or not jsoncodec.is_utf8(key):
                 raise QueryError(f"JSON path {path!r}: keys with quotes, backslashes, control characters or lone surrogates cannot be queried")
             parts.append(f'."{key}"')
             plain = False
@@ -104,18 +104,10 @@ def _scalar(value: Any, path: str) -> Any:
         raise QueryError(f"{path}: integer {value} is outside the range SQLite can compare exactly")
     if isinstance(value, float) and value != value:  # SQLite binds NaN as NULL: nothing would match
         raise QueryError(f"{path}: NaN is not a JSON value and cannot be compared")
-    if isinstance(value, str) and ("\x00" in value or not _utf8(value)):
+    if isinstance(value, str) and ("\x00" in value or not jsoncodec.is_utf8(value)):
         # SQLite's JSON functions cut strings at NUL; lone surrogates cannot be bound.
         raise QueryError(f"{path}: strings holding NUL (\\u0000) or lone surrogates cannot be compared")
     return value
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
