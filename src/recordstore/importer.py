@@ -511,35 +511,53 @@ class FileParse:
             yield from fh
 
 
-def read_file(path: str, max_size: int | None = None) -> tuple[bytes | None, str, os.stat_result]:
-    """The file's bytes (``None`` when it is large enough to stream), its digest and its
-    status. Opened without blocking and checked to be a regular file, so a FIFO or a
-    device never hangs an import. A file larger than ``max_size`` is not read:
-    ``(None, "", status)``. Raises OSError, or InputError for non-files."""
+class FileRead(NamedTuple):
+    """What :func:`read_file` found. ``data`` is ``None`` for a file to stream (or one
+    over the size asked for); ``torn``: the file changed while it was read whole."""
+
+    data: bytes | None
+    digest: str
+    info: os.stat_result
+    torn: bool = False
+
+
+def read_file(path: str, max_size: int | None = None) -> FileRead:
+    """Read (or, for a JSON-lines file to stream, hash) one file. Opened without
+    blocking and checked to be a regular file, so a FIFO or a device never hangs an
+    import. Raises OSError, or InputError for non-files."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise InputError(display_path(path), "not a regular file")
         if max_size is not None and info.st_size > max_size:
-            return None, "", info
+            return FileRead(None, "", info)
         if info.st_size <= STREAM_THRESHOLD or not path.endswith(LINE_SUFFIXES):
-            # Raw reads (no file object per file): the size, then until the end, in case
-            # the file grew since fstat.
-            parts = [os.read(fd, info.st_size + 1)]
-            while parts[-1]:
-                parts.append(os.read(fd, 1 << 16))
-            data = parts[0] if len(parts) == 2 else b"".join(parts)
-            return data, hashlib.sha256(data).hexdigest(), info
+            data = _read_whole(fd, info.st_size)
+            # Bytes read whole are stored with their own digest, so a change after this
+            # point is simply seen by the next import; one during the read is reported.
+            return FileRead(data, hashlib.sha256(data).hexdigest(), info, _moved(info, os.fstat(fd)))
         digest = hashlib.sha256()
         while chunk := os.read(fd, 1 << 20):
             digest.update(chunk)
-        return None, digest.hexdigest(), info
+        return FileRead(None, digest.hexdigest(), info)
     finally:
         os.close(fd)
 
 
-def read_records(parse: FileParse, before: os.stat_result) -> Iterator[ParsedRecord]:
+def _read_whole(fd: int, size: int) -> bytes:
+    """The file's bytes: one read of its size and one more byte; a short read is the end
+    of a regular file, a full one means it grew since it was looked at: read on."""
+    data = os.read(fd, size + 1)
+    if len(data) <= size:
+        return data
+    parts = [data]
+    while chunk := os.read(fd, 1 << 16):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def read_records(parse: FileParse, read: FileRead) -> Iterator[ParsedRecord]:
     """The file's records; read errors and changes during the read become problems."""
     try:
         yield from parse.records()
@@ -547,7 +565,8 @@ def read_records(parse: FileParse, before: os.stat_result) -> Iterator[ParsedRec
         parse.fatal = True
         parse.problems.append(InputError(parse.shown, f"cannot read: {exc.strerror or exc}"))
         return
-    if _changed_since(parse.path, before):
+    # A streamed file is read a second time, as it is parsed: compare it with what it was.
+    if read.torn if parse.data is not None else _changed_since(parse.path, read.info):
         # What was read is stored (a complete record, or a reported error); the
         # empty digest makes the next import read the file again.
         parse.problems.append(InputError(parse.shown, "changed while being imported; import again to pick up the change"))
@@ -587,7 +606,7 @@ class Outcome(NamedTuple):
     slots: int = 0  # record slots seen, good or bad (FileParse.slots)
 
 
-def read_or_problem(path: str, relpath: str, max_size: int | None = None) -> tuple[bytes | None, str, os.stat_result] | InputError:
+def read_or_problem(path: str, relpath: str, max_size: int | None = None) -> FileRead | InputError:
     """:func:`read_file`, or the problem that stops the file being read, naming it by
     ``relpath``."""
     try:
@@ -602,17 +621,16 @@ def parse_task(task: Task) -> Outcome:
     read = read_or_problem(task.path, task.relpath, min(TASK_MAX_BYTES, STREAM_THRESHOLD))
     if isinstance(read, InputError):
         return Outcome("unreadable", problems=[read])
-    data, digest, before = read
-    if data is None:
+    if read.data is None:
         return Outcome("large")
-    if digest == task.known_digest:
-        return Outcome("unchanged", digest)
-    parse = FileParse(task.path, task.relpath, task.domain, data)
-    found = list(read_records(parse, before))
+    if read.digest == task.known_digest:
+        return Outcome("unchanged", read.digest)
+    parse = FileParse(task.path, task.relpath, task.domain, read.data)
+    found = list(read_records(parse, read))
     keys, versions, texts, positions = tuple(zip(*found)) if found else ((), (), (), ())
     nbytes = sum(map(len, texts))
     return Outcome(
-        "parsed", digest, keys, versions, texts, positions, nbytes, parse.layout, parse.problems, parse.fatal, parse.slots
+        "parsed", read.digest, keys, versions, texts, positions, nbytes, parse.layout, parse.problems, parse.fatal, parse.slots
     )
 
 
@@ -868,7 +886,7 @@ class Importer:
         domain = cand.domain
         counts = self.result.counts(domain.name)
         if not jsoncodec.is_utf8(cand.relpath):
-            read: tuple[bytes | None, str, os.stat_result] | InputError = InputError(
+            read: FileRead | InputError = InputError(
                 display_path(cand.relpath), "file name is not valid UTF-8; rename the file to import it"
             )
         else:
@@ -877,13 +895,13 @@ class Importer:
             counts.failed += 1
             self.record_problem(read, domain.name)
             return
-        data, digest, before = read
+        digest = read.digest
         known = self._known(cand.relpath)
         if known is not None and known[1] == digest and known[2] == domain.name:
             counts.unchanged += known[3]
             return
-        parse = FileParse(cand.path, cand.relpath, domain, data)
-        found = read_records(parse, before)
+        parse = FileParse(cand.path, cand.relpath, domain, read.data)
+        found = read_records(parse, read)
         if known is None:
             file_id, name, run = self._new_file_id(), domain.name, self.run_id
             rows = ((name, r.key, r.version, r.text, file_id, r.position, run) for r in found)
@@ -1097,11 +1115,16 @@ def as_text(text: str | bytes) -> str:
 
 def _changed_since(path: str, before: os.stat_result) -> bool:
     try:
-        after = os.stat(path)
+        return _moved(before, os.stat(path))
     except OSError:
         return True
-    fields = ("st_ino", "st_dev", "st_size", "st_mtime_ns")
-    return any(getattr(before, f) != getattr(after, f) for f in fields)
+
+
+def _moved(before: os.stat_result, after: os.stat_result) -> bool:
+    """Whether ``after`` shows another file, or the same one written to."""
+    return (before.st_ino, before.st_dev, before.st_size, before.st_mtime_ns) != (
+        after.st_ino, after.st_dev, after.st_size, after.st_mtime_ns
+    )
 
 
 def _sql_int(value: int | None) -> int | None:
