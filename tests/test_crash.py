@@ -39,6 +39,7 @@ import pytest
 
 import crashkit as ck
 from recordstore import Store
+from recordstore.tables import records
 
 SEED = os.environ.get("CRASH_SEED", "20261122")
 #: Seconds each imported file waits (the steps sleep too): an import lasts long enough
@@ -253,6 +254,16 @@ def rerun_takes_over(db: Path, registry: Path, run_id: int | None, *args: Any) -
     with Store(db, registry=str(registry)) as s:
         assert [r.outcome for r in s.history()][-1] == "ok"
         assert all(r.outcome != "running" for r in s.history())
+    # A killed import into an empty store may have left its records unindexed.
+    assert record_indexes(db) == RECORD_INDEXES
+
+
+RECORD_INDEXES = {index.name for index in records.indexes}
+
+
+def record_indexes(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records'")}
 
 
 def backups_by_key(db: Path, run_id: int | None) -> dict[str, list[dict[str, Any]]]:
@@ -549,6 +560,7 @@ def test_fresh_import_killed_mid_file_then_rerun(world: World, tmp_path: Path) -
     run = last_run(db)
     assert_intact(db, world.registry)
     assert_interrupted(db, world.registry, run["id"])
+    assert record_indexes(db) == set()  # dropped for the bulk import, which never built them
     now, reference = ck.records_of(db), ck.records_of(world.imported)
     assert all(row == reference[k] for k, row in now.items())
     per_file = collections.Counter(row.path for row in now.values())

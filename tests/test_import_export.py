@@ -248,6 +248,7 @@ def _store_content(db: Path) -> dict[str, list[tuple[object, ...]]]:
             "failures": conn.execute(
                 "SELECT domain, source, line, from_version, to_version, reason FROM failures ORDER BY id"
             ).fetchall(),
+            "indexes": conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name").fetchall(),
             "backups": conn.execute(
                 "SELECT b.key, b.version, b.payload, b.reason FROM backups b ORDER BY b.key, b.id"
             ).fetchall(),
@@ -318,6 +319,29 @@ def test_a_home_given_twice_is_imported_once(home: Path, tmp_path: Path, jobs: i
             assert result.domains[name].imported == counts.imported
             assert result.domains[name].unchanged == counts.imported
     assert _store_content(tmp_path / "twice.db") == _store_content(tmp_path / "once.db")
+
+
+@pytest.mark.parametrize("twice", [False, True], ids=["once", "path-given-twice"])
+def test_an_import_into_an_empty_store_leaves_every_index_in_place(home: Path, tmp_path: Path, twice: bool) -> None:
+    """The records' indexes are dropped for a first import and built at its end, or as
+    soon as it must look up a file it wrote (a path given twice); either way the store
+    ends with all of them, the key's uniqueness enforced again."""
+    import sqlite3
+
+    from recordstore.tables import metadata
+
+    db = tmp_path / "s.db"
+    with Store(db) as store:
+        assert store.import_paths([home, home] if twice else [home]).ok
+    with sqlite3.connect(db) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+        assert names == {index.name for table in metadata.tables.values() for index in table.indexes}
+        key, file_id = conn.execute("SELECT key, file_id FROM records LIMIT 1").fetchone()
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE constraint failed: records.key"):
+            conn.execute(
+                "INSERT INTO records (domain, key, version, payload, file_id, position) VALUES ('task', ?, 1, '{}', ?, 99)",
+                (key, file_id),
+            )
 
 
 def test_the_filter_of_written_paths_never_forgets_and_rarely_guesses() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from sqlalchemy import event
 
 from recordstore import Registry, Store, StoreError
+from recordstore.tables import records
 from conftest import EXAMPLE_HOME
 
 
@@ -19,11 +21,12 @@ def test_a_full_disk_during_import_is_one_clear_error_and_loses_nothing(db_path:
     for i in range(400):
         (home / f"t{i:03}.json").write_text(json.dumps({"schema_version": 2, "id": i, "pad": "x" * 20000}, indent=2))
     with Store(db_path) as store:
-        limit = {"pages": 1500}  # SQLite's own "database or disk is full", mid-import
+        limit = {"bytes": 12_000_000}  # SQLite's own "database or disk is full", mid-import
 
         @event.listens_for(store.engine, "connect")
         def cap(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.execute(f"PRAGMA max_page_count={limit['pages']}")
+            page_size = dbapi_conn.execute("PRAGMA page_size").fetchone()[0]
+            dbapi_conn.execute(f"PRAGMA max_page_count={limit['bytes'] // page_size}")
 
         store.engine.dispose()
         with pytest.raises(StoreError, match="disk is full"):
@@ -32,10 +35,43 @@ def test_a_full_disk_during_import_is_one_clear_error_and_loses_nothing(db_path:
         assert 0 < kept < 400  # whole batches committed before the disk filled, none half
         assert store.integrity_problems() == []
         assert [r.outcome for r in store.history()] == ["failed"]
-        limit["pages"] = 1_000_000
+        limit["bytes"] = 1 << 40
         store.engine.dispose()
         again = store.import_paths([tmp_path / "h"])
         assert again.ok and store.query("task").count() == 400
+    # The first import dropped the records' indexes; with no room to build them again,
+    # the next writer did, first thing.
+    assert _record_indexes(db_path) == {index.name for index in records.indexes}
+
+
+def _record_indexes(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records'")}
+
+
+def test_an_import_stopped_by_an_error_builds_its_indexes_before_it_ends(db_path: Path, tmp_path: Path) -> None:
+    home = tmp_path / "h" / "tasks" / "tasks"
+    home.mkdir(parents=True)
+    for i in range(300):
+        (home / f"t{i:03}.json").write_text(json.dumps({"schema_version": 2, "id": i, "pad": "x" * 20000}))
+
+    class Interrupting:
+        seen = 0
+
+        def start(self, total: int, what: str) -> None:
+            pass
+
+        def advance(self, n: int) -> None:
+            self.seen += n
+            if self.seen == 250:
+                raise KeyboardInterrupt
+
+    with Store(db_path) as store:
+        with pytest.raises(KeyboardInterrupt):
+            store.import_paths([tmp_path / "h"], progress=Interrupting())  # type: ignore[arg-type]
+        assert 0 < store.query("task").count() < 300
+        assert _record_indexes(db_path) == {index.name for index in records.indexes}
+        assert [r.outcome for r in store.history()] == ["failed"]
 
 
 def test_a_read_only_store_is_refused_for_writes_and_still_readable(db_path: Path, cli: Any) -> None:

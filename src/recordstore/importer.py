@@ -9,6 +9,7 @@ change since the last import is not parsed again.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import itertools
 import json
@@ -28,6 +29,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from . import jsoncodec
 from .errors import InputError, NewerVersionError, RecordStoreError
 from .registry import Domain, Registry
+from .schema import drop_record_indexes, restore_record_indexes
 from .tables import files, records
 
 __all__ = ["DomainCounts", "ImportResult", "discover", "read_version"]
@@ -702,6 +704,12 @@ class Importer:
             for fid, path, digest, dom in conn.execute(select(files.c.id, files.c.path, files.c.digest, files.c.domain))
         }
         self.next_file_id = int(conn.execute(select(func.max(files.c.id))).scalar() or 0) + 1
+        # Into an empty store, records go in without the indexes on them, which are built
+        # once at the end (or as soon as the import must look up what it wrote). Batches
+        # still commit as they go; a stopped import leaves the indexes to the next writer.
+        self._deferred_indexes = not self.known
+        if self._deferred_indexes:
+            drop_record_indexes(conn)
         self.file_rows: list[tuple[Any, ...]] = []
         self.record_rows: list[Row] = []
         self.failure_rows: list[tuple[Any, ...]] = []
@@ -756,6 +764,7 @@ class Importer:
         entry = self.known.get(relpath)
         if entry is None and relpath in self._written:
             self._execute_pending()
+            self._build_indexes()
             row = self.conn.execute(
                 select(files.c.id, files.c.digest, files.c.domain).where(files.c.path == relpath)
             ).first()
@@ -763,12 +772,24 @@ class Importer:
                 entry = (row.id, row.digest, row.domain, self._count_records(row.id))
         return entry
 
+    def _build_indexes(self) -> None:
+        if self._deferred_indexes:
+            restore_record_indexes(self.conn)
+            self._deferred_indexes = False
+
     def close(self) -> None:
-        self.flush()
+        self._execute_pending()
+        self._build_indexes()
         self._tx.commit()
 
     def rollback(self) -> None:
+        """Give up the batch being written; what was committed keeps its indexes."""
         self._tx.rollback()
+        if self._deferred_indexes:
+            # Best effort: the error being raised is the one to show, and if the indexes
+            # cannot be built now (a full disk), the next writer builds them first thing.
+            with contextlib.suppress(Exception), self.conn.begin():
+                self._build_indexes()
 
     # ------------------------------------------------------------------ a run's files
 

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from .engine import BUSY_TIMEOUT_S, durable_transaction, translate_errors, write_transaction
 from .errors import BusyError
+from .schema import restore_record_indexes
 from .tables import failures, lock, runs
 
 __all__ = ["RunInfo", "held_run", "now", "process_alive"]
@@ -94,6 +95,8 @@ def _take_lock(engine: Engine, operation: str, options: dict[str, Any], fingerpr
                 conn.execute(delete(lock))
             else:
                 return holder
+        # What an earlier writer may have left undone: a stopped bulk import its indexes.
+        restore_record_indexes(conn)
         run_id = conn.execute(
             insert(runs)
             .returning(runs.c.id)
