@@ -23,11 +23,6 @@ __all__ = ["default_db_path", "durable_transaction", "open_engine", "translate_e
 
 #: How long a statement waits for another connection's transaction (one batch) to end.
 BUSY_TIMEOUT_S = 30.0
-#: The page size of new stores. Records are whole JSON documents (half a kilobyte and
-#: up) written and rewritten in bulk: 32 KB pages took an import of 246,423 records
-#: from 5.6 s to 4.9 s against SQLite's 4 KB, with fewer pages to write and to link.
-PAGE_SIZE = 32768
-WAL_CHECKPOINT_BYTES = 64 << 20
 
 
 def default_db_path() -> Path:
@@ -79,8 +74,6 @@ def _configure_sqlite(engine: Engine) -> None:
         # Let SQLAlchemy's "begin" below issue BEGIN, so writers can ask for IMMEDIATE.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        # Only a new, empty database takes it (before WAL mode writes its first page).
-        cur.execute(f"PRAGMA page_size={PAGE_SIZE}")
         try:
             cur.execute("PRAGMA journal_mode=WAL")
         except sqlite3.OperationalError:
@@ -93,8 +86,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA cache_size=-8192")
         # Checkpoint the WAL every ~64 MB rather than every 4 MB: fewer syncs of the
         # database file during a long run.
-        page_size = cur.execute("PRAGMA page_size").fetchone()[0]
-        cur.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // page_size}")
+        cur.execute("PRAGMA wal_autocheckpoint=16384")
         cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
 
