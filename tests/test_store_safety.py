@@ -21,7 +21,7 @@ def test_a_full_disk_during_import_is_one_clear_error_and_loses_nothing(db_path:
     for i in range(400):
         (home / f"t{i:03}.json").write_text(json.dumps({"schema_version": 2, "id": i, "pad": "x" * 20000}, indent=2))
     with Store(db_path) as store:
-        limit = {"bytes": 12_000_000}  # SQLite's own "database or disk is full", mid-import
+        limit = {"bytes": 6_000_000}  # SQLite's own "database or disk is full", mid-import
 
         @event.listens_for(store.engine, "connect")
         def cap(dbapi_conn: Any, _record: Any) -> None:
