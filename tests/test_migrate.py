@@ -96,6 +96,18 @@ def test_a_v1_record_runs_every_step_and_is_stamped(nstore: Store) -> None:
     assert result.counts == {"note": {"1->3": 7, "2->3": 1}}
 
 
+def test_backups_hold_exactly_the_rows_migrated(nstore: Store, db_path: Path) -> None:
+    """The v1 batch holds a record that fails (its rows are backed up one by one); the v2
+    batch has none (its rows are copied as one span): either way, one backup per record
+    migrated, equal to the row before, and none for the failed or current records."""
+    before = {r[0]: r for r in _rows(db_path, "SELECT key, domain, version, payload, file_id, position FROM records")}
+    result = nstore.migrate()
+    backed = _rows(db_path, "SELECT key, domain, version, payload, file_id, position FROM backups ORDER BY key")
+    migrated = sorted(k for k, r in before.items() if r[2] < 3 and k != "notes/c.json")
+    assert [b[0] for b in backed] == migrated and len(backed) == result.migrated
+    assert all(b == before[b[0]] for b in backed)
+
+
 def test_a_v2_record_runs_only_the_remaining_steps_and_keeps_its_values(nstore: Store) -> None:
     nstore.migrate()
     d = nstore.get("note", "notes/d.json")
@@ -215,6 +227,7 @@ def test_a_failing_backup_never_corrupts_anything(nstore: Store, monkeypatch: py
         raise StoreError("the disk is full: the last batch was rolled back, nothing was lost")
 
     monkeypatch.setattr(migrator, "backup_rows", broken_backup)
+    monkeypatch.setattr(migrator, "backup_span", broken_backup)
     with pytest.raises(StoreError, match="disk is full"):
         nstore.migrate()
     assert {r.key: r.text for r in nstore.query("note")} == before

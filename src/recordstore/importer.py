@@ -1162,14 +1162,29 @@ def _sql_int(value: int | None) -> int | None:
     return value if value is None or -(2**63) <= value < 2**63 else None
 
 
+_BACKUP = (
+    "INSERT INTO backups (run_id, record_id, domain, key, version, payload, file_id, position, "
+    "origin_run_id, reason) SELECT {mark}, id, domain, key, version, payload, file_id, position, "
+    "run_id, {mark} FROM records WHERE "
+)
+
+
 def backup_rows(conn: Connection, record_ids: list[int], run_id: int, reason: str) -> None:
     """Copy the current rows of ``record_ids`` into ``backups``, exactly as they are."""
     if not record_ids:
         return
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     conn.exec_driver_sql(
-        "INSERT INTO backups (run_id, record_id, domain, key, version, payload, file_id, position, "
-        f"origin_run_id, reason) SELECT {mark}, id, domain, key, version, payload, file_id, position, "
-        f"run_id, {mark} FROM records WHERE id = {mark}",
-        [(run_id, reason, rid) for rid in record_ids],
+        _BACKUP.format(mark=mark) + f"id = {mark}", [(run_id, reason, rid) for rid in record_ids]
+    )
+
+
+def backup_span(conn: Connection, domain: str, version: int, first_id: int, last_id: int, run_id: int, reason: str) -> None:
+    """Copy the current rows of ``domain`` at ``version`` with ids from ``first_id`` to
+    ``last_id`` into ``backups``: one range scan of the (domain, version, id) index
+    instead of one statement per row."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(
+        _BACKUP.format(mark=mark) + f"domain = {mark} AND version = {mark} AND id >= {mark} AND id <= {mark}",
+        (run_id, reason, domain, version, first_id, last_id),
     )

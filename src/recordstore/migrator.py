@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from . import jsoncodec
 from .engine import translate_errors
 from .errors import MigrationError, RestoreConflictError
-from .importer import _indent_of, backup_rows
+from .importer import _indent_of, backup_rows, backup_span
 from .registry import Domain, Registry
 from .runs import RunHandle
 from .tables import backups, files, records
@@ -131,9 +131,11 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
 
 
 class _Batch:
-    def __init__(self) -> None:
+    def __init__(self, domain: str, version: int) -> None:
+        self.domain, self.version = domain, version  # every row read was at this version
         self.updates: list[tuple[str, int, int | None, int]] = []  # payload, version, run, id
         self.failures: list[MigrationError] = []
+        self.whole = False  # every row read is updated: its ids are one span of the index
 
 
 def migrate_records(
@@ -232,7 +234,7 @@ class _Pass:
             return 0, limit, last_id, False
         average = max(1, sum(len(r[3]) for r in rows) // len(rows))
         limit = max(10, min(BATCH_ROWS, BATCH_BYTES // average))
-        batch = _Batch()
+        batch = _Batch(dom.name, version)
         updates, run_id, to_version = batch.updates, run.run_id if run else None, dom.version
         decode, encode = jsoncodec.decode, jsoncodec.encode
         stop = False
@@ -272,6 +274,7 @@ class _Pass:
             if self.fail_fast:
                 stop = True
                 break
+        batch.whole = len(updates) == len(rows)
         if updates:  # one starting version per batch: one step count
             per = result.counts.setdefault(dom.name, {})
             step = f"{version}->{to_version}"
@@ -299,7 +302,11 @@ def _pending_sql(conn: Connection) -> str:
 
 def _write_batch(conn: Connection, run: RunHandle, batch: _Batch, result: MigrationResult) -> None:
     if batch.updates:
-        backup_rows(conn, [u[3] for u in batch.updates], run.run_id, "migrate")
+        ids = [u[3] for u in batch.updates]
+        if batch.whole:  # the rows read, and only they, are in this span (the batch holds the write lock)
+            backup_span(conn, batch.domain, batch.version, ids[0], ids[-1], run.run_id, "migrate")
+        else:
+            backup_rows(conn, ids, run.run_id, "migrate")
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         conn.exec_driver_sql(
             f"UPDATE records SET payload = {mark}, version = {mark}, run_id = {mark} WHERE id = {mark}",
