@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -342,6 +343,30 @@ def test_an_import_into_an_empty_store_leaves_every_index_in_place(home: Path, t
                 "INSERT INTO records (domain, key, version, payload, file_id, position) VALUES ('task', ?, 1, '{}', ?, 99)",
                 (key, file_id),
             )
+
+
+def test_false_alarms_of_the_written_paths_filter_change_nothing(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter that always says "written already" costs a lookup per file, and nothing
+    else: the store is the same, and the records' indexes are still built once, at the end."""
+    from recordstore import importer
+
+    with Store(tmp_path / "plain.db") as plain:
+        assert plain.import_paths([home]).ok
+    builds: list[int] = []
+    real_restore = importer.restore_record_indexes
+
+    def counting_restore(conn: Any) -> None:
+        builds.append(1)
+        real_restore(conn)
+
+    monkeypatch.setattr(importer._PathFilter, "__contains__", lambda self, path: True)
+    monkeypatch.setattr(importer, "restore_record_indexes", counting_restore)
+    with Store(tmp_path / "alarmed.db") as alarmed:
+        assert alarmed.import_paths([home]).ok
+    assert builds == [1]
+    assert _store_content(tmp_path / "alarmed.db") == _store_content(tmp_path / "plain.db")
 
 
 def test_the_filter_of_written_paths_never_forgets_and_rarely_guesses() -> None:

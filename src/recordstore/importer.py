@@ -773,11 +773,11 @@ class Importer:
         entry = self.known.get(relpath)
         if entry is None and relpath in self._written:
             self._execute_pending()
-            self._build_indexes()
             row = self.conn.execute(
                 select(files.c.id, files.c.digest, files.c.domain).where(files.c.path == relpath)
             ).first()
-            if row is not None:
+            if row is not None:  # not one of the filter's rare false alarms
+                self._build_indexes()  # from here on, this import reads what it wrote
                 entry = (row.id, row.digest, row.domain, self._count_records(row.id))
         return entry
 
