@@ -158,3 +158,32 @@ def test_import_jobs_option_gives_the_same_store_and_refuses_negatives(cli: Any,
     assert summary0 == summary2 and summary2["domains"]["runtime"]["imported"] == 23
     res = cli("import", "--jobs", "-1", home)
     assert res.exit_code == 2 and "--jobs" in res.stderr
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "pipe"])
+def test_progress_is_shown_on_a_terminal_only_and_the_files_are_listed_only_for_it(
+    cli: Any, home: Path, monkeypatch: pytest.MonkeyPatch, terminal: bool
+) -> None:
+    """On a terminal the import counts its files first, to draw a bar; elsewhere it
+    streams them (listing a million files first would cost memory for nothing)."""
+    import io
+
+    from rich.console import Console
+
+    from recordstore import cli as cli_module
+    from recordstore.store import Store
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli_module, "err", Console(file=screen, force_terminal=terminal, width=100))
+    seen: list[object] = []
+    real = Store.import_paths
+
+    def spy(self: Store, paths: Any, **kw: Any) -> Any:
+        seen.append(kw.get("progress"))
+        return real(self, paths, **kw)
+
+    monkeypatch.setattr(Store, "import_paths", spy)
+    res = cli("import", home)
+    assert res.exit_code == 0
+    assert (seen[0] is not None) == terminal
+    assert ("import" in screen.getvalue()) == terminal  # the bar's label, drawn then cleared

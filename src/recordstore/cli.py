@@ -109,16 +109,13 @@ def _errors(ctx: typer.Context) -> Iterator[None]:
 
 
 class _Bar:
-    """A rich progress bar on a terminal; silent otherwise."""
+    """A rich progress bar (on a terminal)."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+    def __init__(self) -> None:
         self.progress: Progress | None = None
         self.task: Any = None
 
     def start(self, total: int | None, label: str) -> None:
-        if not self.enabled:
-            return
         if self.progress is None:
             self.progress = Progress(
                 TextColumn("{task.description}"),
@@ -142,8 +139,13 @@ class _Bar:
 
 
 @contextlib.contextmanager
-def _bar(ctx: typer.Context, json_out: bool = False) -> Iterator[_Bar]:
-    bar = _Bar(err.is_terminal and not ctx.obj.quiet and not json_out)
+def _bar(ctx: typer.Context, json_out: bool = False) -> Iterator[_Bar | None]:
+    """A progress bar on a terminal, else ``None``: without a bar, an import does not
+    list its files before it starts (memory would grow with their number)."""
+    if not err.is_terminal or ctx.obj.quiet or json_out:
+        yield None
+        return
+    bar = _Bar()
     try:
         yield bar
     finally:

@@ -87,7 +87,9 @@ def _configure_sqlite(engine: Engine) -> None:
         # Checkpoint the WAL every ~64 MB rather than every 4 MB: fewer syncs of the
         # database file during a long run.
         cur.execute("PRAGMA wal_autocheckpoint=16384")
-        cur.execute("PRAGMA temp_store=MEMORY")
+        # Sorts larger than the cache (building an index after a bulk import of
+        # millions of records) spill to a temporary file, not to memory.
+        cur.execute("PRAGMA temp_store=FILE")
         cur.close()
 
     @event.listens_for(engine, "begin")
