@@ -556,10 +556,11 @@ def read_file(path: str, max_size: int | None = None) -> FileRead:
 
 
 def _read_whole(fd: int, size: int) -> bytes:
-    """The file's bytes: one read of its size and one more byte; a short read is the end
-    of a regular file, a full one means it grew since it was looked at: read on."""
+    """The file's bytes: one read of its size and one more byte, which gives exactly
+    ``size`` bytes when the file is as it was looked at. Otherwise (it grew, or a file
+    system returned less than asked) read on to the end."""
     data = os.read(fd, size + 1)
-    if len(data) <= size:
+    if len(data) == size:
         return data
     parts = [data]
     while chunk := os.read(fd, 1 << 16):
