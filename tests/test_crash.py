@@ -561,6 +561,8 @@ def test_fresh_import_killed_mid_file_then_rerun(world: World, tmp_path: Path) -
     assert_intact(db, world.registry)
     assert_interrupted(db, world.registry, run["id"])
     assert record_indexes(db) == set()  # dropped for the bulk import, which never built them
+    with Store(db, registry=str(world.registry)) as s:
+        assert any("indexes" in p and "not built" in p for p in s.check().problems)
     now, reference = ck.records_of(db), ck.records_of(world.imported)
     assert all(row == reference[k] for k, row in now.items())
     per_file = collections.Counter(row.path for row in now.values())
@@ -571,6 +573,8 @@ def test_fresh_import_killed_mid_file_then_rerun(world: World, tmp_path: Path) -
     assert ck.records_of(db) == reference
     assert ck.files_of(db) == ck.files_of(world.imported)
     assert ck.backups_of(db) == []
+    with Store(db, registry=str(world.registry)) as s:
+        assert not any("indexes" in p for p in s.check().problems)
 
 
 def test_killed_while_creating_the_store_then_rerun(world: World, tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "current_revision",
     "drop_record_indexes",
     "ensure_schema",
+    "missing_record_indexes",
     "restore_record_indexes",
     "script_location",
 ]
@@ -130,10 +131,16 @@ def drop_record_indexes(conn: Connection) -> None:
         index.drop(conn)
 
 
+def missing_record_indexes(conn: Connection) -> list[str]:
+    """The names of the records table's own indexes that do not exist (yet)."""
+    present = {ix["name"] for ix in inspect(conn).get_indexes("records")}
+    return sorted(str(index.name) for index in records.indexes if index.name not in present)
+
+
 def restore_record_indexes(conn: Connection) -> None:
     """Create whichever of the records table's own indexes is missing: after a bulk
     import, or when one was stopped before it could (every writer calls this first)."""
-    present = {ix["name"] for ix in inspect(conn).get_indexes("records")}
+    missing = missing_record_indexes(conn)
     for index in records.indexes:
-        if index.name not in present:
+        if index.name in missing:
             index.create(conn)

@@ -19,7 +19,7 @@ from .migrator import MigrationResult, RestoreResult, migrate_records, restore_r
 from .query import Query, Record, index_ddl
 from .registry import Registry, load_registry
 from .runs import RunInfo, held_run, read_history
-from .schema import ensure_schema
+from .schema import ensure_schema, missing_record_indexes
 from .tables import backups, indexes, records
 
 __all__ = ["CheckResult", "DomainStatus", "Progress", "Store", "StoreStatus"]
@@ -279,7 +279,7 @@ class Store:
 
     def check(self) -> CheckResult:
         """Steps whose code changed after they migrated records; records newer than the
-        registry knows; SQLite's integrity check."""
+        registry knows; indexes a stopped import left unbuilt; SQLite's integrity check."""
         result = CheckResult()
         current = self.registry.fingerprints()
         for info in self.history():
@@ -308,6 +308,13 @@ class Store:
                 result.problems.append(
                     f"domain {name!r} has {dom.newer} record(s) newer than current version {dom.current_version}"
                 )
+        with translate_errors(), self.engine.connect() as conn:
+            missing = missing_record_indexes(conn)
+        if missing:
+            result.problems.append(
+                f"the records' indexes {', '.join(missing)} are not built: an import into an empty store "
+                "builds them at its end, and if it was stopped, the next import, migrate or restore does"
+            )
         result.problems.extend(self.integrity_problems())
         return result
 
