@@ -7,7 +7,7 @@ leaves every record either old with no new backup, or new with its backup.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -17,7 +17,7 @@ from . import jsoncodec
 from .engine import translate_errors
 from .errors import MigrationError, RestoreConflictError
 from .importer import _indent_of, backup_rows, backup_span
-from .registry import Domain, Registry
+from .registry import Domain, Registry, Step
 from .runs import RunHandle
 from .tables import backups, files, records
 
@@ -96,13 +96,16 @@ def _bounded(reason: str) -> str:
     return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
 
 
-def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[str, Any]:
+def migrate_value(
+    domain: Domain, key: str, value: Any, version: int, *, chain: Sequence[Step] | None = None
+) -> dict[str, Any]:
     """Run ``domain``'s steps over one decoded record from ``version`` to current.
 
     Stamps the version field after each step. Raises :class:`MigrationError` naming the
-    step that failed; ``value`` must be the caller's own copy.
+    step that failed; ``value`` must be the caller's own copy. ``chain``: the steps from
+    ``version``, when the caller already has them (``domain.chain(version)``).
     """
-    for step in domain.chain(version):
+    for step in domain.chain(version) if chain is None else chain:
         try:
             if not isinstance(value, dict):
                 raise TypeError(f"record is {type(value).__name__}, not a JSON object")
@@ -237,6 +240,7 @@ class _Pass:
         batch = _Batch(dom.name, version)
         updates, run_id, to_version = batch.updates, run.run_id if run else None, dom.version
         decode, encode = jsoncodec.decode, jsoncodec.encode
+        chain = dom.chain(version)  # every row of the batch is at this version
         stop = False
         for rid, key, from_version, payload, path in rows:
             last_id = rid
@@ -249,7 +253,7 @@ class _Pass:
                 )
             else:
                 try:
-                    new = migrate_value(dom, key, value, from_version)
+                    new = migrate_value(dom, key, value, from_version, chain=chain)
                     text = encode(new, _indent_of(payload))
                 except MigrationError as exc:
                     failure = exc
