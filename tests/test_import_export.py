@@ -369,6 +369,46 @@ def test_false_alarms_of_the_written_paths_filter_change_nothing(
     assert _store_content(tmp_path / "alarmed.db") == _store_content(tmp_path / "plain.db")
 
 
+@pytest.mark.parametrize("jobs", [0, 2], ids=["in-process", "workers"])
+def test_a_reimport_reads_what_the_store_holds_a_window_at_a_time(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
+    """What the store holds is looked up a few files at a time, never all at once (so
+    memory does not grow with the files stored). Windows of 3 files, a changed file
+    given twice in a row, a new one and the home given twice give what one big window
+    gives."""
+    from recordstore import importer
+
+    task = home / "tasks" / "tasks" / "task_1f2e3d4c.json"
+    results = {}
+    for name, window in (("small", 3), ("big", 100_000)):
+        db = tmp_path / f"{name}.db"
+        (home / "tasks" / "tasks" / "task_new.json").unlink(missing_ok=True)
+        task.write_bytes((EXAMPLE_HOME / "tasks" / "tasks" / task.name).read_bytes())
+        with Store(db) as store:
+            assert store.import_paths([home]).ok
+            task.write_text(task.read_text().replace('"status": "completed"', '"status": "failed"', 1))
+            (home / "tasks" / "tasks" / "task_new.json").write_text('{"schema_version": 2, "id": "new"}')
+            monkeypatch.setattr(importer, "LOOKUP_FILES", window)
+            monkeypatch.setattr(importer, "CHUNK_FILES", window)
+            sizes: list[int] = []
+            real = importer.Importer._look_ahead
+            monkeypatch.setattr(
+                importer.Importer, "_look_ahead", lambda self, paths: (sizes.append(len(paths)), real(self, paths))[1]
+            )
+            # The changed file twice in a row (one window), then the whole home twice.
+            again = store.import_paths([task, task, home, home], jobs=jobs)
+            monkeypatch.undo()
+        summary = again.as_dict()
+        summary.pop("run")
+        results[name] = (summary, _store_content(db), max(sizes))
+    small, big = results["small"], results["big"]
+    assert small[2] <= 3 < big[2]
+    assert small[:2] == big[:2]
+    counts = small[0]["domains"]["task"]
+    assert (counts["updated"], counts["imported"]) == (1, 1)  # the second copy is unchanged
+
+
 def test_the_filter_of_written_paths_never_forgets_and_rarely_guesses() -> None:
     """Paths added are always found (a miss would store a file twice); paths never added
     are rarely reported (each such report costs one lookup in the store)."""

@@ -652,6 +652,8 @@ def parse_tasks(tasks: list[Task | None]) -> list[Outcome | None]:
 
 #: Files per chunk handed to a worker.
 CHUNK_FILES = 64
+#: Files whose stored state is looked up together, when parsing in this process.
+LOOKUP_FILES = 256
 #: How much record text workers may have parsed ahead of the writer; with at most
 #: TASK_MAX_BYTES per file, this bounds the memory in flight.
 AHEAD_BYTES = 8 * 1024 * 1024
@@ -706,18 +708,16 @@ class Importer:
         self.run_id = run_id
         self.result = result
         self._tx = conn.begin()
-        counts = dict(
-            (tuple(r) for r in conn.execute(select(records.c.file_id, func.count()).group_by(records.c.file_id)))
-        )
-        self.known: dict[str, tuple[int, str, str, int]] = {
-            path: (fid, digest, dom, counts.get(fid, 0))
-            for fid, path, digest, dom in conn.execute(select(files.c.id, files.c.path, files.c.digest, files.c.domain))
-        }
         self.next_file_id = int(conn.execute(select(func.max(files.c.id))).scalar() or 0) + 1
+        # What the store held, before this run, for the files about to be dispatched
+        # (None: nothing); looked up a window of files at a time, so memory does not
+        # grow with the number of files stored.
+        self._window: dict[str, tuple[int, str, str, int] | None] = {}
+        self._had_files = self.next_file_id > 1
         # Into an empty store, records go in without the indexes on them, which are built
         # once at the end (or as soon as the import must look up what it wrote). Batches
         # still commit as they go; a stopped import leaves the indexes to the next writer.
-        self._deferred_indexes = not self.known
+        self._deferred_indexes = not self._had_files
         if self._deferred_indexes:
             drop_record_indexes(conn)
         self.file_rows: list[tuple[Any, ...]] = []
@@ -766,21 +766,43 @@ class Importer:
     def _batch_full(self) -> bool:
         return len(self.record_rows) + len(self.file_rows) >= BATCH_RECORDS or self.pending_bytes >= BATCH_BYTES
 
+    def _look_ahead(self, relpaths: list[str]) -> None:
+        """Look up, in one statement, what the store held before this run for the files
+        about to be dispatched."""
+        self._window = dict.fromkeys(relpaths)
+        relpaths = [p for p in relpaths if jsoncodec.is_utf8(p)]  # others are refused, unread
+        if not self._had_files or not relpaths:
+            return
+        mark = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+        rows = self.conn.exec_driver_sql(
+            "SELECT id, path, digest, domain, (SELECT count(*) FROM records WHERE records.file_id = files.id) "
+            f"FROM files WHERE path IN ({', '.join([mark] * len(relpaths))})",
+            tuple(relpaths),
+        )
+        for fid, path, digest, dom, count in rows:
+            self._window[path] = (fid, digest, dom, count)
+
     def _known(self, relpath: str) -> tuple[int, str, str, int] | None:
-        """What the store holds for ``relpath``: (file id, digest, domain, records). Files
-        stored before this run are in ``known``; one first written in this run is looked
-        up again (rare: a path given twice), so memory does not grow with the number of
-        files an import writes."""
-        entry = self.known.get(relpath)
-        if entry is None and relpath in self._written:
+        """What the store holds for ``relpath``: (file id, digest, domain, records). A
+        file written or changed in this run (rare: a path given twice) is looked up
+        again; any other, in the window looked up ahead, else on its own."""
+        if relpath in self._written:
             self._execute_pending()
-            row = self.conn.execute(
-                select(files.c.id, files.c.digest, files.c.domain).where(files.c.path == relpath)
-            ).first()
-            if row is not None:  # not one of the filter's rare false alarms
+            entry = self._lookup(relpath)
+            if entry is not None:  # not one of the filter's rare false alarms
                 self._build_indexes()  # from here on, this import reads what it wrote
-                entry = (row.id, row.digest, row.domain, self._count_records(row.id))
-        return entry
+                entry = (*entry[:3], self._count_records(entry[0]))
+            return entry
+        if relpath in self._window:
+            return self._window[relpath]
+        entry = self._lookup(relpath) if self._had_files else None
+        return entry if entry is None else (*entry[:3], self._count_records(entry[0]))
+
+    def _lookup(self, relpath: str) -> tuple[int, str, str, int] | None:
+        row = self.conn.execute(
+            select(files.c.id, files.c.digest, files.c.domain).where(files.c.path == relpath)
+        ).first()
+        return None if row is None else (row.id, row.digest, row.domain, 0)
 
     def _build_indexes(self) -> None:
         if self._deferred_indexes:
@@ -842,9 +864,11 @@ class Importer:
             jobs = default_jobs() if len(head) == PARALLEL_MIN_FILES else 0
             candidates = itertools.chain(head, candidates)
         if jobs < 1:
-            for cand in candidates:
-                task = self._task(cand)
-                yield cand, None if task is None else parse_task(task)
+            while window := list(itertools.islice(candidates, LOOKUP_FILES)):
+                self._look_ahead([c.relpath for c in window if c.domain is not None])
+                for cand in window:
+                    task = self._task(cand)
+                    yield cand, None if task is None else parse_task(task)
             return
         # An executor, not multiprocessing.Pool: a worker that dies (killed, out of
         # memory) fails the import instead of leaving it waiting for ever.
@@ -865,6 +889,7 @@ class Importer:
             while True:
                 chunk = list(itertools.islice(candidates, CHUNK_FILES))
                 if chunk:
+                    self._look_ahead([c.relpath for c in chunk if c.domain is not None])
                     queued.append((chunk, pool.submit(parse_tasks, [self._task(c) for c in chunk])))
                 while queued and (not chunk or not room()):
                     done, pending = queued.popleft()
@@ -1023,7 +1048,7 @@ class Importer:
         self._report(parse, name, counts)
         if parse.fatal:  # keep the old layout and the records not reached
             self.conn.execute(update(files).where(files.c.id == file_id).values(digest=""))
-            self.known[cand.relpath] = (file_id, "", name, self._count_records(file_id))
+            self._written.add(cand.relpath)  # a later copy of the path reads the store again
             return
         # Records past the new end of the file: back them up, then remove them.
         counts.removed += self._remove_beyond(file_id, parse.slots)
@@ -1044,7 +1069,7 @@ class Importer:
                 run_id=self.run_id,
             )
         )
-        self.known[cand.relpath] = (file_id, final_digest, name, self._count_records(file_id))
+        self._written.add(cand.relpath)  # a later copy of the path reads the store again
 
     def _count_records(self, file_id: int) -> int:
         return int(
