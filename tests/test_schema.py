@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, inspect
 from recordstore import Store, StoreError, StoreVersionError
 from recordstore.schema import HEAD_REVISION, alembic_config, script_location
 from recordstore.tables import metadata
+from conftest import EXAMPLE_HOME
 
 
 def test_there_is_a_single_head_and_it_is_what_the_code_expects() -> None:
@@ -144,3 +145,37 @@ def test_a_store_at_the_first_revision_is_upgraded_with_its_records_and_indexes(
                 "INSERT INTO records (domain, key, version, payload, file_id, position) "
                 "VALUES ('task', 'tasks/a.json', 2, '{}', 1, 1)"
             )
+
+
+def test_the_key_index_revision_downgrades_and_upgrades_again_keeping_everything(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    with Store(db) as store:
+        store.import_paths([EXAMPLE_HOME])
+        store.add_index("task", "status")
+        before = {r.key: r.text for r in store.query()}
+
+    def keys_unique_and_json_index(conn: sqlite3.Connection) -> tuple[bool, bool]:
+        key, file_id = conn.execute("SELECT key, file_id FROM records LIMIT 1").fetchone()
+        try:
+            conn.execute(
+                "INSERT INTO records (domain, key, version, payload, file_id, position) VALUES ('task', ?, 1, '{}', ?, 99)",
+                (key, file_id),
+            )
+            unique = False
+        except sqlite3.IntegrityError:
+            unique = True
+        conn.rollback()
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'ix_json_%'")]
+        return unique, len(names) == 1
+
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0001_initial")
+    engine.dispose()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001_initial",)]
+        assert keys_unique_and_json_index(conn) == (True, True)  # by the table's UNIQUE constraint again
+    with Store(db) as store:  # opening upgrades it to head again
+        assert {r.key: r.text for r in store.query()} == before
+    with sqlite3.connect(db) as conn:
+        assert keys_unique_and_json_index(conn) == (True, True)
