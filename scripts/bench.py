@@ -941,11 +941,9 @@ def pipeline(
     def row(phase: str, tool: str, n: int, cmd: list[str]) -> str:
         log(f"  {phase:<12} {tool:<12} ...")
         # Every tool starts with its inputs in the page cache, so the order in which the
-        # tools run does not decide which of them pays for reading the disk; and with
-        # nothing left to write back from the commands before it (its own sync would
-        # pay for their writes, and for the discards of a removed earlier output).
+        # tools run does not decide which of them pays for reading the disk (run_child
+        # then syncs what earlier commands left to write back).
         warm([*inputs[phase], *([workdir / "jsonl"] if phase == "jsonl-ingest" else [])])
-        os.sync()
         wall, cpu, rss, tree_rss, stdout = run_child(cmd, logdir, f"{phase}-{tool}")
         rows.append(
             {

@@ -19,7 +19,14 @@ from sqlalchemy.engine import make_url
 
 from .errors import BusyError, StoreError
 
-__all__ = ["default_db_path", "durable_transaction", "open_engine", "translate_errors", "write_transaction"]
+__all__ = [
+    "default_db_path",
+    "durable_transaction",
+    "open_engine",
+    "placeholder",
+    "translate_errors",
+    "write_transaction",
+]
 
 #: How long a statement waits for another connection's transaction (one batch) to end.
 BUSY_TIMEOUT_S = 30.0
@@ -100,6 +107,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
 def is_sqlite(conn: Connection | Engine) -> bool:
     return conn.dialect.name == "sqlite"
+
+
+def placeholder(conn: Connection) -> str:
+    """The driver's parameter marker, for statements written as SQL text."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from . import jsoncodec
+from .engine import placeholder
 from .errors import InputError, NewerVersionError, RecordStoreError
 from .registry import Domain, Registry
 from .schema import drop_record_indexes, restore_record_indexes
@@ -365,6 +366,10 @@ class FileParse:
             return False
 
     def _record(self, value: Any, text: str | bytes, position: int, key: str, line: int | None) -> ParsedRecord | None:
+        # The common case first: an object whose version field is a version we know.
+        version = value.get(self.domain.version_field, 1) if type(value) is dict else None
+        if type(version) is int and 0 < version <= self.domain.version:
+            return ParsedRecord(key, version, text, position)
         if not isinstance(value, dict):
             what = f"element {position}" if self.layout.container == "array" else "record"
             self._fail(f"{what} is {_describe(value)}, not a JSON object", line)
@@ -475,8 +480,7 @@ class FileParse:
         self.layout = FileLayout("lines", sep=sep, tail=sep)
         self._ends_with_newline = True
         position = 0
-        decode, refused = jsoncodec.decode, jsoncodec.JSONError
-        field, newest, prefix = self.domain.version_field, self.domain.version, self.relpath + ":"
+        decode, refused, prefix = jsoncodec.decode, jsoncodec.JSONError, self.relpath + ":"
         for lineno, line in enumerate(self._raw_lines(), start=1):
             if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):  # a BOM starting the file: kept
                 head, line = "\ufeff", line[3:]
@@ -492,16 +496,11 @@ class FileParse:
                 position += 1
                 continue
             # The line's bytes are its text (decoding proved them UTF-8); SQLite stores
-            # them as TEXT without a round trip through a Python string. The common
-            # case is decided here; _record explains what is wrong with the others.
-            version = value.get(field, 1) if type(value) is dict else None
-            if type(version) is int and 0 < version <= newest:
-                yield ParsedRecord(prefix + str(lineno), version, line, position)
-            else:
-                record = self._record(value, line, position, prefix + str(lineno), lineno)
-                if record is not None:
-                    yield record
+            # them as TEXT without a round trip through a Python string.
+            record = self._record(value, line, position, prefix + str(lineno), lineno)
             position += 1
+            if record is not None:
+                yield record
         self.slots = position
         self.layout = FileLayout("lines", head=head, sep=sep, tail=sep if self._ends_with_newline else "")
 
@@ -576,8 +575,11 @@ def read_records(parse: FileParse, read: FileRead) -> Iterator[ParsedRecord]:
         parse.fatal = True
         parse.problems.append(InputError(parse.shown, f"cannot read: {exc.strerror or exc}"))
         return
-    # A streamed file is read a second time, as it is parsed: compare it with what it was.
-    if read.torn if parse.data is not None else _changed_since(parse.path, read.info):
+    if parse.data is not None:
+        changed = read.torn
+    else:  # a streamed file is read a second time, as it is parsed: compare it with what it was
+        changed = _changed_since(parse.path, read.info)
+    if changed:
         # What was read is stored (a complete record, or a reported error); the
         # empty digest makes the next import read the file again.
         parse.problems.append(InputError(parse.shown, "changed while being imported; import again to pick up the change"))
@@ -729,7 +731,7 @@ class Importer:
         # them then (still true when written: a path is never in flight twice).
         self._in_flight: dict[str, tuple[int, str, str, int] | None] = {}
         self._written = _PathFilter()  # the paths of the new files written in this run
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        mark = placeholder(conn)
 
         def sql(table: str, columns: str) -> str:
             return f"INSERT INTO {table} ({columns}) VALUES ({', '.join([mark] * (columns.count(',') + 1))})"
@@ -766,21 +768,25 @@ class Importer:
     def _batch_full(self) -> bool:
         return len(self.record_rows) + len(self.file_rows) >= BATCH_RECORDS or self.pending_bytes >= BATCH_BYTES
 
-    def _look_ahead(self, relpaths: list[str]) -> None:
-        """Look up, in one statement, what the store held before this run for the files
-        about to be dispatched."""
-        self._window = dict.fromkeys(relpaths)
-        relpaths = [p for p in relpaths if jsoncodec.is_utf8(p)]  # others are refused, unread
-        if not self._had_files or not relpaths:
-            return
-        mark = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+    def _stored(self, relpaths: list[str]) -> dict[str, tuple[int, str, str, int]]:
+        """What the store holds for ``relpaths``, in one statement: (file id, digest,
+        domain, records) by path."""
+        if not relpaths:
+            return {}
+        mark = placeholder(self.conn)
         rows = self.conn.exec_driver_sql(
-            "SELECT id, path, digest, domain, (SELECT count(*) FROM records WHERE records.file_id = files.id) "
+            "SELECT path, id, digest, domain, (SELECT count(*) FROM records WHERE records.file_id = files.id) "
             f"FROM files WHERE path IN ({', '.join([mark] * len(relpaths))})",
             tuple(relpaths),
         )
-        for fid, path, digest, dom, count in rows:
-            self._window[path] = (fid, digest, dom, count)
+        return {path: (fid, digest, dom, count) for path, fid, digest, dom, count in rows}
+
+    def _look_ahead(self, relpaths: list[str]) -> None:
+        """Look up what the store held before this run for the files about to be
+        dispatched (paths that are not UTF-8 are refused unread)."""
+        self._window = dict.fromkeys(relpaths)
+        if self._had_files:
+            self._window.update(self._stored([p for p in relpaths if jsoncodec.is_utf8(p)]))
 
     def _known(self, relpath: str) -> tuple[int, str, str, int] | None:
         """What the store holds for ``relpath``: (file id, digest, domain, records). A
@@ -788,21 +794,13 @@ class Importer:
         again; any other, in the window looked up ahead, else on its own."""
         if relpath in self._written:
             self._execute_pending()
-            entry = self._lookup(relpath)
+            entry = self._stored([relpath]).get(relpath)
             if entry is not None:  # not one of the filter's rare false alarms
                 self._build_indexes()  # from here on, this import reads what it wrote
-                entry = (*entry[:3], self._count_records(entry[0]))
             return entry
         if relpath in self._window:
             return self._window[relpath]
-        entry = self._lookup(relpath) if self._had_files else None
-        return entry if entry is None else (*entry[:3], self._count_records(entry[0]))
-
-    def _lookup(self, relpath: str) -> tuple[int, str, str, int] | None:
-        row = self.conn.execute(
-            select(files.c.id, files.c.digest, files.c.domain).where(files.c.path == relpath)
-        ).first()
-        return None if row is None else (row.id, row.digest, row.domain, 0)
+        return self._stored([relpath]).get(relpath) if self._had_files else None
 
     def _build_indexes(self) -> None:
         if self._deferred_indexes:
@@ -920,7 +918,6 @@ class Importer:
             assert known is not None
             counts.unchanged += known[3]
             return
-        columns = (outcome.keys, outcome.versions, outcome.texts, outcome.positions)
         if known is None:
             file_id = self._new_file_id()
             rows = list(
@@ -928,7 +925,8 @@ class Importer:
             )
             self._import_new(cand, rows, outcome, outcome.digest, counts, file_id, outcome.nbytes)
         else:
-            self._import_changed(cand, itertools.starmap(ParsedRecord, zip(*columns)), outcome, outcome.digest, counts, known[0])
+            found = itertools.starmap(ParsedRecord, zip(outcome.keys, outcome.versions, outcome.texts, outcome.positions))
+            self._import_changed(cand, found, outcome, outcome.digest, counts, known[0])
         if self._batch_full():
             self.flush()
 
@@ -1071,12 +1069,6 @@ class Importer:
         )
         self._written.add(cand.relpath)  # a later copy of the path reads the store again
 
-    def _count_records(self, file_id: int) -> int:
-        return int(
-            self.conn.execute(select(func.count()).select_from(records).where(records.c.file_id == file_id)).scalar()
-            or 0
-        )
-
     def record_problem(self, problem: InputError, domain: str | None) -> None:
         self.result.problems.append(problem)
         self.failure_rows.append(
@@ -1199,17 +1191,15 @@ def backup_rows(conn: Connection, record_ids: list[int], run_id: int, reason: st
     """Copy the current rows of ``record_ids`` into ``backups``, exactly as they are."""
     if not record_ids:
         return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(
-        _BACKUP.format(mark=mark) + f"id = {mark}", [(run_id, reason, rid) for rid in record_ids]
-    )
+    mark = placeholder(conn)
+    conn.exec_driver_sql(_BACKUP.format(mark=mark) + f"id = {mark}", [(run_id, reason, rid) for rid in record_ids])
 
 
 def backup_span(conn: Connection, domain: str, version: int, first_id: int, last_id: int, run_id: int, reason: str) -> None:
     """Copy the current rows of ``domain`` at ``version`` with ids from ``first_id`` to
     ``last_id`` into ``backups``: one range scan of the (domain, version, id) index
     instead of one statement per row."""
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    mark = placeholder(conn)
     conn.exec_driver_sql(
         _BACKUP.format(mark=mark) + f"domain = {mark} AND version = {mark} AND id >= {mark} AND id <= {mark}",
         (run_id, reason, domain, version, first_id, last_id),

@@ -14,7 +14,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from . import jsoncodec
-from .engine import translate_errors
+from .engine import placeholder, translate_errors
 from .errors import MigrationError, RestoreConflictError
 from .importer import _indent_of, backup_rows, backup_span
 from .registry import Domain, Registry, Step
@@ -96,16 +96,19 @@ def _bounded(reason: str) -> str:
     return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
 
 
-def migrate_value(
-    domain: Domain, key: str, value: Any, version: int, *, chain: Sequence[Step] | None = None
-) -> dict[str, Any]:
+def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[str, Any]:
     """Run ``domain``'s steps over one decoded record from ``version`` to current.
 
     Stamps the version field after each step. Raises :class:`MigrationError` naming the
-    step that failed; ``value`` must be the caller's own copy. ``chain``: the steps from
-    ``version``, when the caller already has them (``domain.chain(version)``).
+    step that failed; ``value`` must be the caller's own copy.
     """
-    for step in domain.chain(version) if chain is None else chain:
+    return _run_steps(domain, key, value, domain.chain(version))
+
+
+def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> dict[str, Any]:
+    """:func:`migrate_value` with the chain of steps already looked up (a batch's rows
+    all start at the same version)."""
+    for step in chain:
         try:
             if not isinstance(value, dict):
                 raise TypeError(f"record is {type(value).__name__}, not a JSON object")
@@ -253,7 +256,7 @@ class _Pass:
                 )
             else:
                 try:
-                    new = migrate_value(dom, key, value, from_version, chain=chain)
+                    new = _run_steps(dom, key, value, chain)
                     text = encode(new, _indent_of(payload))
                 except MigrationError as exc:
                     failure = exc
@@ -295,7 +298,7 @@ class _Pass:
 def _pending_sql(conn: Connection) -> str:
     """A domain's records at one version after an id, in id order (the (domain, version,
     id) index), with their files' paths: (id, key, version, payload, path)."""
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    mark = placeholder(conn)
     return (
         "SELECT records.id, records.key, records.version, records.payload, files.path "
         "FROM records JOIN files ON files.id = records.file_id "
@@ -311,7 +314,7 @@ def _write_batch(conn: Connection, run: RunHandle, batch: _Batch, result: Migrat
             backup_span(conn, batch.domain, batch.version, ids[0], ids[-1], run.run_id, "migrate")
         else:
             backup_rows(conn, ids, run.run_id, "migrate")
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        mark = placeholder(conn)
         conn.exec_driver_sql(
             f"UPDATE records SET payload = {mark}, version = {mark}, run_id = {mark} WHERE id = {mark}",
             batch.updates,
