@@ -439,10 +439,11 @@ def test_a_worker_process_that_dies_fails_the_import_in_one_line(
 
     from recordstore import RecordStoreError
     from recordstore import importer as importer_module
+    from recordstore import workers
 
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("the dying worker is planted by forking this process")
-    monkeypatch.setattr(importer_module, "_pool_context", lambda: multiprocessing.get_context("fork"))
+    monkeypatch.setattr(workers, "_context", lambda fork_only: multiprocessing.get_context("fork"))
     monkeypatch.setattr(importer_module, "parse_tasks", _die)
     with Store(tmp_path / "s.db") as store:
         with pytest.raises(RecordStoreError, match="worker process died"):

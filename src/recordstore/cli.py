@@ -320,6 +320,15 @@ def migrate(
     atomic: Annotated[bool, typer.Option("--atomic", help="One transaction: all records or none.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    jobs: Annotated[
+        Optional[int],
+        typer.Option(
+            "--jobs",
+            min=0,
+            help="Worker processes that run the steps (default: one per CPU but one, up to 4, once "
+            "thousands of records are pending; 0: none).",
+        ),
+    ] = None,
 ) -> None:
     """Bring every record below its domain's current version up to it, step by step.
 
@@ -328,7 +337,7 @@ def migrate(
     """
     with _errors(ctx), ctx.obj.open(wait) as store, _bar(ctx, json_out) as bar:
         result = store.migrate(
-            domain, dry_run=dry_run, fail_fast=fail_fast, atomic=atomic, diff=diff, progress=bar
+            domain, dry_run=dry_run, fail_fast=fail_fast, atomic=atomic, diff=diff, progress=bar, jobs=jobs
         )
     if json_out:
         _emit_json(result.as_dict())

@@ -17,8 +17,6 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -26,9 +24,9 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from . import jsoncodec
+from . import jsoncodec, workers
 from .engine import placeholder
-from .errors import InputError, NewerVersionError, RecordStoreError
+from .errors import InputError, NewerVersionError
 from .registry import Domain, Registry
 from .schema import drop_record_indexes, restore_record_indexes
 from .tables import files, records
@@ -246,16 +244,19 @@ def _describe(value: Any) -> str:
     return f"{name} {shown}".strip()
 
 
-def _indent_of(text: str, start: int = 0) -> int | None:
-    """The indent width of pretty JSON text from ``start`` (``None`` for one-line text).
-    Trailing whitespace does not count; nothing is copied, so a huge text costs nothing."""
+def _indent_of(text: str | bytes, start: int = 0) -> int | None:
+    """The indent width of pretty JSON text (or its UTF-8 bytes) from ``start``
+    (``None`` for one-line text). Trailing whitespace does not count; nothing is
+    copied, so a huge text costs nothing."""
+    if isinstance(text, bytes):
+        nl = text.find(b"\n", start)
+        if nl == -1 or _TRAILING_SPACE_BYTES.match(text, nl):
+            return None
+        return (_SPACES_BYTES.match(text, nl + 1).end() - nl - 1) or None  # type: ignore[union-attr]
     nl = text.find("\n", start)
     if nl == -1 or _TRAILING_SPACE.match(text, nl):
         return None
-    pos = nl + 1
-    while text[pos] == " ":
-        pos += 1
-    return (pos - nl - 1) or None
+    return (_SPACES.match(text, nl + 1).end() - nl - 1) or None  # type: ignore[union-attr]
 
 
 def _array_sep(head: str, seps: list[str]) -> str:
@@ -268,6 +269,8 @@ def _array_sep(head: str, seps: list[str]) -> str:
 
 
 _TRAILING_SPACE = re.compile(r"\s*\Z")
+_TRAILING_SPACE_BYTES = re.compile(rb"\s*\Z")
+_SPACES, _SPACES_BYTES = re.compile(" *"), re.compile(b" *")
 _LOOSE = json.JSONDecoder()  # takes NaN and duplicate keys: only to find where a value ends
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
@@ -670,23 +673,8 @@ def default_jobs() -> int:
     interleaved pairs of runs gave 4.6-5.3 s with one worker against 4.8-5.5 s without,
     for 45% more CPU time and 15 MB more memory; with more CPUs the writer no longer
     waits for parsing."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return min(cpus - 1, 8) if cpus >= 4 else 0
-
-
-def _pool_context() -> Any:
-    import multiprocessing
-    import threading
-
-    methods = multiprocessing.get_all_start_methods()
-    # fork starts workers at once; but forking while other threads run could copy a
-    # lock one of them holds, so then a clean start method is used.
-    if "fork" in methods and threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    n = workers.cpus()
+    return min(n - 1, 8) if n >= 4 else 0
 
 
 # --------------------------------------------------------------------------- writing
@@ -868,9 +856,8 @@ class Importer:
                     task = self._task(cand)
                     yield cand, None if task is None else parse_task(task)
             return
-        # An executor, not multiprocessing.Pool: a worker that dies (killed, out of
-        # memory) fails the import instead of leaving it waiting for ever.
-        with ProcessPoolExecutor(jobs, mp_context=_pool_context()) as pool:
+        with workers.pool(jobs, "import") as pool:
+            assert pool is not None  # import tasks can be pickled: any start method will do
             queued: collections.deque[tuple[list[Candidate], Any]] = collections.deque()
             seen_bytes = seen_chunks = 0
 
@@ -891,13 +878,7 @@ class Importer:
                     queued.append((chunk, pool.submit(parse_tasks, [self._task(c) for c in chunk])))
                 while queued and (not chunk or not room()):
                     done, pending = queued.popleft()
-                    try:
-                        outcomes: list[Outcome | None] = pending.result()
-                    except BrokenProcessPool as exc:
-                        raise RecordStoreError(
-                            "an import worker process died (killed, or out of memory?); the files written "
-                            "so far are kept: import again to go on, or with --jobs 0"
-                        ) from exc
+                    outcomes: list[Outcome | None] = workers.result(pending, "import")
                     seen_bytes += sum(o.nbytes for o in outcomes if o is not None)
                     seen_chunks += 1
                     yield from zip(done, outcomes)

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-__all__ = ["JSONError", "decode", "encode", "encode_compact", "scan"]
+__all__ = ["JSONError", "decode", "encode", "encode_compact", "encode_utf8", "scan"]
 
 
 class JSONError(ValueError):
@@ -147,24 +147,33 @@ def encode_compact(value: Any) -> str:
 def encode(value: Any, indent: int | None) -> str:
     """Encode ``value``; ``indent=None`` is compact, otherwise pretty with ``": "``.
 
-    Raises :class:`JSONError` for values JSON cannot hold exactly (NaN, sets, ...).
-    orjson writes compact and 2-space text fast, but writes NaN and Infinity as
-    ``null`` and turns dates and dataclasses into other types: its output is used only
-    when decoding it gives back an equal value; otherwise the standard library decides.
-    """
-    if indent in (None, 2):
-        try:
-            out = orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0)
-        except (TypeError, orjson.JSONEncodeError):
-            pass  # integers beyond 64 bits, lone surrogates, non-string keys, ...
-        else:
-            try:
-                same = bool(orjson.loads(out) == value)
-            except (TypeError, ValueError, RecursionError):
-                same = False
-            if same:
-                return out.decode("utf-8")
-    return _encode_exact(value, indent)
+    Raises :class:`JSONError` for values JSON cannot hold exactly (NaN, sets, ...)."""
+    fast = _encode_fast(value, indent)
+    return fast.decode("utf-8") if fast is not None else _encode_exact(value, indent)
+
+
+def encode_utf8(value: Any, indent: int | None) -> bytes:
+    """:func:`encode`, as UTF-8 bytes (what orjson writes: nothing to convert)."""
+    fast = _encode_fast(value, indent)
+    return fast if fast is not None else _encode_exact(value, indent).encode("utf-8")
+
+
+def _encode_fast(value: Any, indent: int | None) -> bytes | None:
+    """orjson's encoding, or ``None`` when the exact path must decide. orjson writes
+    compact and 2-space text fast, but writes NaN and Infinity as ``null`` and turns
+    dates and dataclasses into other types: its output is used only when decoding it
+    gives back an equal value."""
+    if indent not in (None, 2):
+        return None
+    try:
+        out = orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0)
+    except (TypeError, orjson.JSONEncodeError):
+        return None  # integers beyond 64 bits, lone surrogates, non-string keys, ...
+    try:
+        same = bool(orjson.loads(out) == value)
+    except (TypeError, ValueError, RecursionError):
+        same = False
+    return out if same else None
 
 
 def _encode_exact(value: Any, indent: int | None) -> str:

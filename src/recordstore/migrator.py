@@ -7,16 +7,19 @@ leaves every record either old with no new backup, or new with its backup.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
-from . import jsoncodec
-from .engine import placeholder, translate_errors
+from . import jsoncodec, workers
+from .engine import is_sqlite, placeholder, translate_errors
 from .errors import MigrationError, RestoreConflictError
-from .importer import _indent_of, backup_rows, backup_span
+from .importer import _indent_of, as_text, backup_rows, backup_span
 from .registry import Domain, Registry, Step
 from .runs import RunHandle
 from .tables import backups, files, records
@@ -27,6 +30,17 @@ BATCH_ROWS = 2000
 #: Aim for about this many bytes of stored text per batch, so that large records make
 #: smaller batches and memory stays bounded whatever the records' sizes.
 BATCH_BYTES = 4 * 1024 * 1024
+#: Below this many pending records a migration runs its steps in its own process
+#: (starting a worker and sending it the rows costs more).
+PARALLEL_MIN_RECORDS = 20_000
+#: Batches read ahead of the one being written, per worker process.
+AHEAD_PER_JOB = 2
+
+
+def default_jobs() -> int:
+    """Worker processes running the steps of a large migration: one per CPU but the one
+    reading and writing the store, at most 4."""
+    return max(0, min(workers.cpus() - 1, 4))
 
 
 @dataclass
@@ -139,7 +153,7 @@ def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> d
 class _Batch:
     def __init__(self, domain: str, version: int) -> None:
         self.domain, self.version = domain, version  # every row read was at this version
-        self.updates: list[tuple[str, int, int | None, int]] = []  # payload, version, run, id
+        self.updates: list[tuple[bytes, int, int | None, int]] = []  # payload, version, run, id
         self.failures: list[MigrationError] = []
         self.whole = False  # every row read is updated: its ids are one span of the index
 
@@ -154,8 +168,12 @@ def migrate_records(
     atomic: bool = False,
     diff: int = 0,
     progress: Any = None,
+    jobs: int | None = None,
 ) -> MigrationResult:
-    """Migrate (``run`` given) or dry-run (``run`` is ``None``) the pending records."""
+    """Migrate (``run`` given) or dry-run (``run`` is ``None``) the pending records.
+    ``jobs``: worker processes running the steps (``None``: :func:`default_jobs` when
+    PARALLEL_MIN_RECORDS or more are pending; 0: none). Workers are forked, inheriting
+    the registry; where fork cannot be used, the steps run in this process."""
     chosen = [registry[d] for d in domains] if domains else list(registry)
     result = MigrationResult(run_id=run.run_id if run else None, dry_run=run is None)
     with translate_errors(), engine.connect() as conn:
@@ -166,18 +184,115 @@ def migrate_records(
                 newer = _count(conn, dom, below=False)
                 if newer:
                     result.newer[dom.name] = newer
-        if progress is not None:
-            progress.start(pending_total, "migrate")
+        if jobs is None:
+            jobs = default_jobs() if pending_total >= PARALLEL_MIN_RECORDS else 0
         if run is not None:
             # A batch reads its rows, then writes: it must hold SQLite's write lock from
             # its BEGIN, or a write committed in between (``store index add`` takes no run
             # lock) makes SQLite refuse the batch's first write ("database is locked").
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-        outer = conn.begin() if atomic and run is not None else None
-        migration = _Pass(conn, result, run, fail_fast, atomic, diff, progress)
+        # The workers start before the progress bar, whose thread would rule out fork.
+        pool = workers.pool(min(jobs, pending_total), "migrate", fork_only=True, initializer=_init_worker, initargs=(registry,))
+        with pool as executor:
+            if progress is not None:
+                progress.start(pending_total, "migrate")
+            _Pass(conn, result, run, fail_fast, atomic, diff, progress, executor).all(chosen)
+    return result
+
+
+def _count(conn: Connection, dom: Domain, *, below: bool) -> int:
+    cond = records.c.version < dom.version if below else records.c.version > dom.version
+    return int(conn.execute(select(func.count()).select_from(records).where(records.c.domain == dom.name, cond)).scalar() or 0)
+
+
+@dataclass
+class _Stepped:
+    """What running the steps over a batch's rows gave."""
+
+    updates: list[tuple[bytes, int]] = field(default_factory=list)  # new payload (UTF-8), id
+    failures: list[MigrationError] = field(default_factory=list)
+    diffs: list[RecordDiff] = field(default_factory=list)
+
+
+def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, diffs: int) -> _Stepped:
+    """Decode, migrate and encode a batch's rows (id, key, version, payload, path of
+    its file), all at ``version``; with ``fail_fast``, stop at the first failure.
+    Touches no store: it runs in a worker process too."""
+    decode, encode = jsoncodec.decode, jsoncodec.encode
+    to_version = dom.version
+    chain = dom.chain(version)
+    out = _Stepped()
+    for rid, key, from_version, payload, path in rows:
+        try:
+            value = decode(payload)
+        except jsoncodec.JSONError as exc:
+            failure = MigrationError(
+                f"stored payload is not valid JSON: {exc.reason}",
+                domain=dom.name, key=key, from_version=from_version, to_version=to_version,
+            )
+        else:
+            try:
+                new = _run_steps(dom, key, value, chain)
+                text = jsoncodec.encode_utf8(new, _indent_of(payload))
+            except MigrationError as exc:
+                failure = exc
+            except jsoncodec.JSONError as exc:
+                failure = MigrationError(
+                    exc.reason, domain=dom.name, key=key, from_version=from_version, to_version=to_version
+                )
+            else:
+                out.updates.append((text, rid))
+                if len(out.diffs) < diffs:
+                    out.diffs.append(
+                        RecordDiff(dom.name, key, from_version, to_version, encode(decode(payload), 2), encode(new, 2))
+                    )
+                continue
+        failure.source = path  # type: ignore[attr-defined]
+        out.failures.append(failure)
+        if fail_fast:
+            break
+    return out
+
+
+#: In a worker process: the registry it was forked with.
+_worker_registry: Registry | None = None
+
+
+def _init_worker(registry: Registry) -> None:
+    global _worker_registry
+    _worker_registry = registry
+
+
+def _step_rows_in_worker(domain: str, version: int, rows: Sequence[Any], fail_fast: bool, diffs: int) -> _Stepped:
+    assert _worker_registry is not None
+    return _step_rows(_worker_registry[domain], version, rows, fail_fast, diffs)
+
+
+@dataclass
+class _Pass:
+    """One migration (or dry run) over the chosen domains, batch by batch.
+
+    With a pool, worker processes run the steps while this process reads and writes the
+    store: batches are read up to AHEAD_PER_JOB per worker ahead of the one being
+    written. Each is written in its own transaction, in order, as without workers; the
+    rows read ahead follow, in id order, the rows being written, so writing changes
+    none of them (and no other writer runs: the run holds the store's lock)."""
+
+    conn: Connection
+    result: MigrationResult
+    run: RunHandle | None
+    fail_fast: bool
+    atomic: bool
+    diff: int
+    progress: Any
+    pool: ProcessPoolExecutor | None = None
+
+    def all(self, chosen: list[Domain]) -> None:
+        conn, result, run = self.conn, self.result, self.run
+        outer = conn.begin() if self.atomic and run is not None else None
         try:
             for dom in chosen:
-                if not migration.domain(dom):
+                if not self.domain(dom):
                     result.stopped_early = True
                     break
             if outer is not None:
@@ -192,25 +307,6 @@ def migrate_records(
             if outer is not None and outer.is_active:
                 outer.rollback()
             raise
-    return result
-
-
-def _count(conn: Connection, dom: Domain, *, below: bool) -> int:
-    cond = records.c.version < dom.version if below else records.c.version > dom.version
-    return int(conn.execute(select(func.count()).select_from(records).where(records.c.domain == dom.name, cond)).scalar() or 0)
-
-
-@dataclass
-class _Pass:
-    """One migration (or dry run) over the chosen domains, batch by batch."""
-
-    conn: Connection
-    result: MigrationResult
-    run: RunHandle | None
-    fail_fast: bool
-    atomic: bool
-    diff: int
-    progress: Any
 
     def domain(self, dom: Domain) -> bool:
         """Migrate one domain; False when the run must stop (fail-fast).
@@ -218,93 +314,83 @@ class _Pass:
         Pending records are read one starting version at a time (``version = v``), so
         each batch walks the (domain, version, id) index in id order instead of sorting
         every pending row again."""
-        limit = 100  # grows or shrinks with the size of the records seen
-        for version in range(1, dom.version):
-            last_id = 0
-            while True:
-                rows, limit, last_id, stop = self.batch(dom, version, last_id, limit)
-                if stop:
-                    return False
-                if not rows:
-                    break
-        return True
+        return all(self._version(dom, version) for version in range(1, dom.version))
 
-    def batch(self, dom: Domain, version: int, last_id: int, limit: int) -> tuple[int, int, int, bool]:
-        """One batch: (rows read, next limit, last id, stop)."""
-        conn, result, run, diff = self.conn, self.result, self.run, self.diff
-        tx = None if (self.atomic and run is not None) or conn.in_transaction() else conn.begin()
-        rows = conn.exec_driver_sql(_pending_sql(conn), (dom.name, version, last_id, limit)).fetchall()
-        if not rows:
-            if tx is not None:
-                tx.commit()
-            return 0, limit, last_id, False
-        average = max(1, sum(len(r[3]) for r in rows) // len(rows))
-        limit = max(10, min(BATCH_ROWS, BATCH_BYTES // average))
+    def _version(self, dom: Domain, version: int) -> bool:
+        conn = self.conn
+        depth = AHEAD_PER_JOB * self.pool._max_workers if self.pool is not None else 0  # type: ignore[attr-defined]
+        ahead: collections.deque[tuple[Sequence[Any], Future[_Stepped]]] = collections.deque()
+        limit, last_id, exhausted = 100, 0, False  # the limit follows the size of the records seen
+        try:
+            while True:
+                tx = None if (self.atomic and self.run is not None) or conn.in_transaction() else conn.begin()
+                with tx if tx is not None else contextlib.nullcontext():
+                    if not exhausted:
+                        rows = _pending(conn, dom.name, version, last_id, limit)
+                        if rows:
+                            last_id = rows[-1][0]
+                            average = max(1, sum(len(r[3]) for r in rows) // len(rows))
+                            limit = max(10, min(BATCH_ROWS, BATCH_BYTES // average))
+                            ahead.append((rows, self._submit(dom, version, rows)))
+                        exhausted = not rows
+                    if not ahead:
+                        return True
+                    if exhausted or len(ahead) > depth:
+                        written, stepped = ahead.popleft()
+                        if not self._write(dom, version, written, workers.result(stepped, "migrate")):
+                            return False
+        finally:
+            for _, stepped in ahead:  # stopped early: what was read ahead is not written
+                stepped.cancel()
+
+    def _submit(self, dom: Domain, version: int, rows: Sequence[Any]) -> Future[_Stepped]:
+        wanted = max(0, self.diff - len(self.result.diffs))
+        if self.pool is not None:
+            return self.pool.submit(_step_rows_in_worker, dom.name, version, rows, self.fail_fast, wanted)
+        done: Future[_Stepped] = Future()
+        done.set_result(_step_rows(dom, version, rows, self.fail_fast, wanted))
+        return done
+
+    def _write(self, dom: Domain, version: int, rows: Sequence[Any], stepped: _Stepped) -> bool:
+        """Write one batch's outcome (a dry run writes nothing); False when the run must stop."""
+        result, run = self.result, self.run
         batch = _Batch(dom.name, version)
-        updates, run_id, to_version = batch.updates, run.run_id if run else None, dom.version
-        decode, encode = jsoncodec.decode, jsoncodec.encode
-        chain = dom.chain(version)  # every row of the batch is at this version
-        stop = False
-        for rid, key, from_version, payload, path in rows:
-            last_id = rid
-            try:
-                value = decode(payload)
-            except jsoncodec.JSONError as exc:
-                failure = MigrationError(
-                    f"stored payload is not valid JSON: {exc.reason}",
-                    domain=dom.name, key=key, from_version=from_version, to_version=to_version,
-                )
-            else:
-                try:
-                    new = _run_steps(dom, key, value, chain)
-                    text = encode(new, _indent_of(payload))
-                except MigrationError as exc:
-                    failure = exc
-                except jsoncodec.JSONError as exc:
-                    failure = MigrationError(
-                        exc.reason, domain=dom.name, key=key, from_version=from_version, to_version=to_version
-                    )
-                else:
-                    updates.append((text, to_version, run_id, rid))
-                    if len(result.diffs) < diff:
-                        result.diffs.append(
-                            RecordDiff(
-                                dom.name, key, from_version, to_version,
-                                encode(decode(payload), 2),
-                                encode(new, 2),
-                            )
-                        )
-                    continue
-            failure.source = path  # type: ignore[attr-defined]
-            batch.failures.append(failure)
-            result.failures.append(failure)
-            if self.fail_fast:
-                stop = True
-                break
-        batch.whole = len(updates) == len(rows)
-        if updates:  # one starting version per batch: one step count
+        run_id, to_version = run.run_id if run else None, dom.version
+        batch.updates = [(text, to_version, run_id, rid) for text, rid in stepped.updates]
+        batch.failures = stepped.failures
+        batch.whole = len(batch.updates) == len(rows)
+        if batch.updates:  # one starting version per batch: one step count
             per = result.counts.setdefault(dom.name, {})
             step = f"{version}->{to_version}"
-            per[step] = per.get(step, 0) + len(updates)
+            per[step] = per.get(step, 0) + len(batch.updates)
+        result.failures.extend(batch.failures)
+        result.diffs.extend(stepped.diffs[: max(0, self.diff - len(result.diffs))])
         if run is not None:
-            _write_batch(conn, run, batch, result)
+            _write_batch(self.conn, run, batch, result)
         if self.progress is not None:
-            self.progress.advance(len(updates) + len(batch.failures))
-        if tx is not None:
-            tx.commit()
-        return len(rows), limit, last_id, stop
+            self.progress.advance(len(batch.updates) + len(batch.failures))
+        return not (self.fail_fast and batch.failures)
 
 
-def _pending_sql(conn: Connection) -> str:
+def _pending(conn: Connection, domain: str, version: int, after_id: int, limit: int) -> list[Any]:
     """A domain's records at one version after an id, in id order (the (domain, version,
-    id) index), with their files' paths: (id, key, version, payload, path)."""
+    id) index), with their files' paths: (id, key, version, payload, path) tuples. On
+    SQLite the payload comes as its UTF-8 bytes: what orjson reads, and a quarter of the
+    memory of a str holding one character beyond the BMP."""
     mark = placeholder(conn)
-    return (
-        "SELECT records.id, records.key, records.version, records.payload, files.path "
-        "FROM records JOIN files ON files.id = records.file_id "
-        f"WHERE records.domain = {mark} AND records.version = {mark} AND records.id > {mark} "
-        f"ORDER BY records.id LIMIT {mark}"
-    )
+    payload = "CAST(records.payload AS BLOB)" if is_sqlite(conn) else "records.payload"
+    cursor = conn.connection.cursor()  # plain tuples, which cross to a worker cheaply
+    try:
+        cursor.execute(
+            f"SELECT records.id, records.key, records.version, {payload}, files.path "
+            "FROM records JOIN files ON files.id = records.file_id "
+            f"WHERE records.domain = {mark} AND records.version = {mark} AND records.id > {mark} "
+            f"ORDER BY records.id LIMIT {mark}",
+            (domain, version, after_id, limit),
+        )
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 def _write_batch(conn: Connection, run: RunHandle, batch: _Batch, result: MigrationResult) -> None:
@@ -315,10 +401,15 @@ def _write_batch(conn: Connection, run: RunHandle, batch: _Batch, result: Migrat
         else:
             backup_rows(conn, ids, run.run_id, "migrate")
         mark = placeholder(conn)
-        conn.exec_driver_sql(
-            f"UPDATE records SET payload = {mark}, version = {mark}, run_id = {mark} WHERE id = {mark}",
-            batch.updates,
-        )
+        if is_sqlite(conn):  # the new payload's UTF-8 bytes, stored as the TEXT they are
+            conn.exec_driver_sql(
+                "UPDATE records SET payload = CAST(? AS TEXT), version = ?, run_id = ? WHERE id = ?", batch.updates
+            )
+        else:
+            conn.exec_driver_sql(
+                f"UPDATE records SET payload = {mark}, version = {mark}, run_id = {mark} WHERE id = {mark}",
+                [(as_text(p), v, r, i) for p, v, r, i in batch.updates],
+            )
     for f in batch.failures:
         _insert_failure(conn, run, f)
     run.counts = {"migrated": result.counts, "failures": len(result.failures)}

@@ -216,13 +216,16 @@ class Store:
         atomic: bool = False,
         diff: int = 0,
         progress: Progress | None = None,
+        jobs: int | None = None,
     ) -> MigrationResult:
-        """Bring every record below its domain's current version up to it."""
+        """Bring every record below its domain's current version up to it. ``jobs``:
+        worker processes running the steps (default:
+        :func:`~recordstore.migrator.default_jobs` once many records are pending; 0: none)."""
         for name in domains or ():
             self.registry[name]
         if dry_run:
             return migrate_records(
-                self.engine, self.registry, domains, run=None, fail_fast=fail_fast, diff=diff, progress=progress
+                self.engine, self.registry, domains, run=None, fail_fast=fail_fast, diff=diff, progress=progress, jobs=jobs
             )
         options = {"domains": list(domains or []), "fail_fast": fail_fast, "atomic": atomic}
         with held_run(
@@ -237,6 +240,7 @@ class Store:
                 atomic=atomic,
                 diff=diff,
                 progress=progress,
+                jobs=jobs,
             )
             if result.rolled_back:
                 run.outcome = "rolled-back"

@@ -1,0 +1,81 @@
+"""Worker processes, shared by import (parsing files) and migrate (running steps).
+
+Both hand a worker a chunk of work with everything it needs and take back plain data;
+neither lets a worker touch the store. A worker that dies (killed, out of memory) fails
+the command with one line, and every batch committed before it is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+from .errors import RecordStoreError
+
+__all__ = ["cpus", "pool", "result"]
+
+T = TypeVar("T")
+
+
+def cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _context(fork_only: bool) -> Any:
+    """fork where it is safe, since it starts workers at once with everything the parent
+    has loaded; forking while other threads run could copy a lock one of them holds, so
+    then a clean start method, or ``None`` when the work needs fork."""
+    import multiprocessing
+    import threading
+
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if fork_only:
+        return None
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+@contextlib.contextmanager
+def pool(
+    jobs: int,
+    command: str,
+    *,
+    fork_only: bool = False,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Iterator[ProcessPoolExecutor | None]:
+    """``jobs`` worker processes, or ``None`` (work in this process) when ``jobs`` is 0
+    or the work needs fork (``fork_only``: it uses objects that cannot be pickled, such
+    as a registry built in code) and fork cannot be used here.
+
+    An executor, not multiprocessing.Pool: a worker that dies fails the command instead
+    of leaving it waiting for ever."""
+    context = _context(fork_only) if jobs > 0 else None
+    if context is None:
+        yield None
+        return
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=initializer, initargs=initargs) as executor:
+        # Fork now, while this process may have no other thread (the executor starts
+        # one, and the caller may start a progress bar's).
+        result(executor.submit(int), command)
+        yield executor
+
+
+def result(future: Future[T], command: str) -> T:
+    """The future's result; a dead worker becomes one line naming what to do."""
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        raise RecordStoreError(
+            f"a {command} worker process died (killed, or out of memory?); every batch committed so far "
+            f"is kept: run the {command} again to go on, or with --jobs 0"
+        ) from exc
