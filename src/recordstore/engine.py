@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy.engine import make_url
 from .errors import BusyError, StoreError
 
 __all__ = [
+    "background_checkpoints",
     "default_db_path",
     "durable_transaction",
     "open_engine",
@@ -103,6 +105,40 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+#: How often the checkpointing thread copies what the WAL holds into the database file.
+CHECKPOINT_EVERY_S = 0.05
+
+
+@contextlib.contextmanager
+def background_checkpoints(engine: Engine) -> Iterator[None]:
+    """While a run writes batch after batch, a thread of its own copies the WAL into the
+    database file (a PASSIVE checkpoint: it never blocks the writer). SQLite releases
+    the GIL for the whole checkpoint, so the copying and its syncs overlap the run's
+    work, where the writer's commits would otherwise stop to checkpoint every
+    ``wal_autocheckpoint`` pages (they still do if this thread falls behind).
+
+    Start it after any worker processes are forked: the thread rules fork out."""
+    database = engine.url.database if is_sqlite(engine) else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    stop = threading.Event()
+
+    def checkpoint() -> None:
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(database, timeout=0)) as conn:
+            conn.execute("PRAGMA synchronous=NORMAL")  # as the writer: sync at each checkpoint, not more
+            while not stop.wait(CHECKPOINT_EVERY_S):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    thread = threading.Thread(target=checkpoint, name="recordstore-checkpoint", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def is_sqlite(conn: Connection | Engine) -> bool:

@@ -17,7 +17,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from . import jsoncodec, workers
-from .engine import is_sqlite, placeholder, translate_errors
+from .engine import background_checkpoints, is_sqlite, placeholder, translate_errors
 from .errors import MigrationError, RestoreConflictError
 from .importer import _indent_of, as_text, backup_rows, backup_span
 from .registry import Domain, Registry, Step
@@ -193,7 +193,7 @@ def migrate_records(
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         # The workers start before the progress bar, whose thread would rule out fork.
         pool = workers.pool(min(jobs, pending_total), "migrate", fork_only=True, initializer=_init_worker, initargs=(registry,))
-        with pool as executor:
+        with pool as executor, background_checkpoints(engine):
             if progress is not None:
                 progress.start(pending_total, "migrate")
             _Pass(conn, result, run, fail_fast, atomic, diff, progress, executor).all(chosen)
