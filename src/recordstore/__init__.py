@@ -12,8 +12,6 @@ backups, export them back to the files they came from, and query them::
             print(record.key, record.data["prompt"])
 """
 
-from importlib import metadata as _metadata
-
 from .errors import (
     BusyError,
     ExportError,
@@ -35,10 +33,18 @@ from .registry import Domain, Registry, Step, load_registry
 from .runs import RunInfo
 from .store import CheckResult, DomainStatus, Progress, Store, StoreStatus
 
-try:
-    __version__ = _metadata.version("recordstore")
-except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+
+
+def __getattr__(name: str) -> str:
+    # Looked up when asked for: importlib.metadata takes ~40 ms to import, on every command.
+    if name == "__version__":
+        from importlib import metadata
+
+        try:
+            return metadata.version("recordstore")
+        except metadata.PackageNotFoundError:  # a source tree that was never installed
+            return "0.0.0"
+    raise AttributeError(f"module 'recordstore' has no attribute {name!r}")
 
 __all__ = [
     "BusyError",

@@ -178,8 +178,8 @@ def import_(
         typer.Option(
             "--jobs",
             min=0,
-            help="Worker processes that read and parse files (default: none below 4 CPUs, else "
-            "one per CPU but one, up to 8, once there are hundreds of files; 0: none).",
+            help="Worker processes that read and parse files (default: one per CPU but one, up to 8, "
+            "once there are hundreds of files; 0: none).",
         ),
     ] = None,
 ) -> None:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from . import jsoncodec, workers
-from .engine import placeholder
+from .engine import background_checkpoints, placeholder
 from .errors import InputError, NewerVersionError
 from .registry import Domain, Registry
 from .schema import drop_record_indexes, restore_record_indexes
@@ -668,13 +668,11 @@ PARALLEL_MIN_FILES = 512
 
 
 def default_jobs() -> int:
-    """Worker processes for a large import: none below 4 CPUs, else one per CPU but the
-    writer's (at most 8). On 2 CPUs a worker does not pay: for 246,423 records, five
-    interleaved pairs of runs gave 4.6-5.3 s with one worker against 4.8-5.5 s without,
-    for 45% more CPU time and 15 MB more memory; with more CPUs the writer no longer
-    waits for parsing."""
-    n = workers.cpus()
-    return min(n - 1, 8) if n >= 4 else 0
+    """Worker processes for a large import: one per CPU but the writer's, at most 8; none
+    on one CPU. On 2 CPUs, for 246,423 records, one worker took 4.0-4.4 s against
+    4.6-5.0 s without, for 20% more CPU time (the writer's WAL checkpoints run in a
+    thread of their own, see :func:`~recordstore.engine.background_checkpoints`)."""
+    return workers.default_jobs(8)
 
 
 # --------------------------------------------------------------------------- writing
@@ -850,13 +848,14 @@ class Importer:
             jobs = default_jobs() if len(head) == PARALLEL_MIN_FILES else 0
             candidates = itertools.chain(head, candidates)
         if jobs < 1:
-            while window := list(itertools.islice(candidates, LOOKUP_FILES)):
-                self._look_ahead([c.relpath for c in window if c.domain is not None])
-                for cand in window:
-                    task = self._task(cand)
-                    yield cand, None if task is None else parse_task(task)
+            with background_checkpoints(self.conn.engine):
+                while window := list(itertools.islice(candidates, LOOKUP_FILES)):
+                    self._look_ahead([c.relpath for c in window if c.domain is not None])
+                    for cand in window:
+                        task = self._task(cand)
+                        yield cand, None if task is None else parse_task(task)
             return
-        with workers.pool(jobs, "import") as pool:
+        with workers.pool(jobs, "import") as pool, background_checkpoints(self.conn.engine):
             assert pool is not None  # import tasks can be pickled: any start method will do
             queued: collections.deque[tuple[list[Candidate], Any]] = collections.deque()
             seen_bytes = seen_chunks = 0

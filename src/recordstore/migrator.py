@@ -40,7 +40,7 @@ AHEAD_PER_JOB = 2
 def default_jobs() -> int:
     """Worker processes running the steps of a large migration: one per CPU but the one
     reading and writing the store, at most 4."""
-    return max(0, min(workers.cpus() - 1, 4))
+    return workers.default_jobs(4)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from .errors import RecordStoreError
 
-__all__ = ["cpus", "pool", "result"]
+__all__ = ["cpus", "default_jobs", "pool", "result"]
 
 T = TypeVar("T")
 
@@ -27,6 +27,11 @@ def cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def default_jobs(limit: int) -> int:
+    """One worker per CPU but the one the writing process keeps, at most ``limit``."""
+    return max(0, min(cpus() - 1, limit))
 
 
 def _context(fork_only: bool) -> Any:
