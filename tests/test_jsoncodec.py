@@ -122,3 +122,20 @@ def test_the_fast_encoder_writes_what_the_standard_library_would() -> None:
     for indent in (None, 2):
         separators = (",", ":") if indent is None else None
         assert encode(value, indent) == json.dumps(value, ensure_ascii=False, indent=indent, separators=separators)
+
+
+@given(json_values)
+def test_utf8_encoding_is_the_text_encoding_as_bytes(value: object) -> None:
+    """Migrations store what encode_utf8 gives; it must be exactly encode's text."""
+    for indent in (None, 2, 4):
+        assert jsoncodec.encode_utf8(value, indent) == encode(value, indent).encode("utf-8")
+
+
+@given(json_values, st.sampled_from([None, 2, 4]))
+def test_the_indent_of_a_payload_is_the_same_read_from_its_bytes(value: object, indent: int | None) -> None:
+    from recordstore.importer import _indent_of
+
+    text = encode(value, indent)
+    assert _indent_of(text.encode("utf-8")) == _indent_of(text)
+    if isinstance(value, (dict, list)) and value and indent:
+        assert _indent_of(text) == indent

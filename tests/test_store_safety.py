@@ -117,3 +117,37 @@ def test_registry_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monke
     res = cli("status", "--json")
     assert list(json.loads(res.stdout)["domains"]) == ["note"]
     assert isinstance(Registry(), Registry)
+
+
+def test_the_wal_is_checkpointed_by_a_thread_while_a_run_writes(tmp_path: Path) -> None:
+    """A writer whose own commits never checkpoint (wal_autocheckpoint=0): while the
+    background checkpointer runs, what it commits still reaches the database file; the
+    thread is gone when the run ends."""
+    import threading
+    import time
+
+    from recordstore.engine import background_checkpoints
+
+    db = tmp_path / "s.db"
+    with Store(db) as store:
+        engine = store.engine
+        writer = sqlite3.connect(db, isolation_level=None)
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("CREATE TABLE filler (x TEXT)")
+        threads = threading.active_count()
+        with background_checkpoints(engine):
+            assert threading.active_count() == threads + 1
+            before = db.stat().st_size
+            for _ in range(20):
+                writer.execute("INSERT INTO filler VALUES (?)", ("x" * 50_000,))
+            deadline = time.monotonic() + 10
+            while db.stat().st_size < before + 900_000 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            grown = db.stat().st_size - before
+        assert threading.active_count() == threads
+        for _ in range(20):
+            writer.execute("INSERT INTO filler VALUES (?)", ("x" * 50_000,))
+        time.sleep(0.3)
+        assert db.stat().st_size - before == grown  # without the thread, the WAL keeps it
+        writer.close()
+    assert grown >= 900_000

@@ -191,9 +191,6 @@ class _Writer:
         self.dirty_dirs.clear()
 
 
-_SYNC_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="recordstore-fsync")
-
-
 def _sync_all(paths: list[Path], out: Path) -> list[OSError | None]:
     """Make the data of ``paths`` (files in ``out``) durable; an error per path or None.
 
@@ -211,7 +208,9 @@ def _sync_all(paths: list[Path], out: Path) -> list[OSError | None]:
             os.close(fd)
         error = OSError(code, os.strerror(code))
         return [error] * len(paths)
-    return list(_SYNC_POOL.map(_fsync_path, paths))
+    # Threads for this group only: none is left running to rule out forking workers later.
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(paths))), thread_name_prefix="recordstore-fsync") as pool:
+        return list(pool.map(_fsync_path, paths))
 
 
 def _device(path: Path) -> int:

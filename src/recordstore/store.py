@@ -248,9 +248,9 @@ class Store:
                 run.outcome = "partial"
         return result
 
-    def plan(self, domains: Sequence[str] | None = None, *, diff: int = 0) -> MigrationResult:
+    def plan(self, domains: Sequence[str] | None = None, *, diff: int = 0, jobs: int | None = None) -> MigrationResult:
         """A dry run: every step runs over every pending record; nothing is written."""
-        return self.migrate(domains, dry_run=True, diff=diff)
+        return self.migrate(domains, dry_run=True, diff=diff, jobs=jobs)
 
     def restore(
         self,
