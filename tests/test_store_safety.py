@@ -143,7 +143,7 @@ def test_the_wal_is_checkpointed_by_a_thread_while_a_run_writes(tmp_path: Path) 
             deadline = time.monotonic() + 10
             while db.stat().st_size < before + 900_000 and time.monotonic() < deadline:
                 time.sleep(0.02)
-            grown = db.stat().st_size - before
+        grown = db.stat().st_size - before
         assert threading.active_count() == threads
         for _ in range(20):
             writer.execute("INSERT INTO filler VALUES (?)", ("x" * 50_000,))

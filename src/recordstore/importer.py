@@ -874,7 +874,7 @@ class Importer:
                 chunk = list(itertools.islice(candidates, CHUNK_FILES))
                 if chunk:
                     self._look_ahead([c.relpath for c in chunk if c.domain is not None])
-                    queued.append((chunk, pool.submit(parse_tasks, [self._task(c) for c in chunk])))
+                    queued.append((chunk, workers.submit(pool, "import", parse_tasks, [self._task(c) for c in chunk])))
                 while queued and (not chunk or not room()):
                     done, pending = queued.popleft()
                     outcomes: list[Outcome | None] = workers.result(pending, "import")

@@ -346,7 +346,7 @@ class _Pass:
     def _submit(self, dom: Domain, version: int, rows: Sequence[Any]) -> Future[_Stepped]:
         wanted = max(0, self.diff - len(self.result.diffs))
         if self.pool is not None:
-            return self.pool.submit(_step_rows_in_worker, dom.name, version, rows, self.fail_fast, wanted)
+            return workers.submit(self.pool, "migrate", _step_rows_in_worker, dom.name, version, rows, self.fail_fast, wanted)
         done: Future[_Stepped] = Future()
         done.set_result(_step_rows(dom, version, rows, self.fail_fast, wanted))
         return done

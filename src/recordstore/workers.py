@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from .errors import RecordStoreError
 
-__all__ = ["cpus", "default_jobs", "pool", "result"]
+__all__ = ["cpus", "default_jobs", "pool", "result", "submit"]
 
 T = TypeVar("T")
 
@@ -71,8 +71,16 @@ def pool(
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=initializer, initargs=initargs) as executor:
         # Fork now, while this process may have no other thread (the executor starts
         # one, and the caller may start a progress bar's).
-        result(executor.submit(int), command)
+        result(submit(executor, command, int), command)
         yield executor
+
+
+def submit(executor: ProcessPoolExecutor, command: str, fn: Callable[..., T], *args: Any) -> Future[T]:
+    """``executor.submit``; a pool a dead worker broke becomes one line (see :func:`result`)."""
+    try:
+        return executor.submit(fn, *args)
+    except BrokenProcessPool as exc:
+        raise _died(command) from exc
 
 
 def result(future: Future[T], command: str) -> T:
@@ -80,7 +88,11 @@ def result(future: Future[T], command: str) -> T:
     try:
         return future.result()
     except BrokenProcessPool as exc:
-        raise RecordStoreError(
-            f"a {command} worker process died (killed, or out of memory?); every batch committed so far "
-            f"is kept: run the {command} again to go on, or with --jobs 0"
-        ) from exc
+        raise _died(command) from exc
+
+
+def _died(command: str) -> RecordStoreError:
+    return RecordStoreError(
+        f"a {command} worker process died (killed, or out of memory?); every batch committed so far "
+        f"is kept: run the {command} again to go on, or with --jobs 0"
+    )
