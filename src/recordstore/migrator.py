@@ -29,7 +29,7 @@ __all__ = ["MigrationResult", "RestoreResult", "migrate_records", "migrate_value
 BATCH_ROWS = 2000
 #: Aim for about this many bytes of stored text per batch, so that large records make
 #: smaller batches and memory stays bounded whatever the records' sizes.
-BATCH_BYTES = 4 * 1024 * 1024
+BATCH_BYTES = 2 * 1024 * 1024
 #: Below this many pending records a migration runs its steps in its own process
 #: (starting a worker and sending it the rows costs more).
 PARALLEL_MIN_RECORDS = 20_000
@@ -173,7 +173,8 @@ def migrate_records(
     """Migrate (``run`` given) or dry-run (``run`` is ``None``) the pending records.
     ``jobs``: worker processes running the steps (``None``: :func:`default_jobs` when
     PARALLEL_MIN_RECORDS or more are pending; 0: none). Workers are forked, inheriting
-    the registry; where fork cannot be used, the steps run in this process."""
+    the registry; where fork cannot be used, the steps run in this process. Steps must
+    not count on state they share with the caller: they may run in another process."""
     chosen = [registry[d] for d in domains] if domains else list(registry)
     result = MigrationResult(run_id=run.run_id if run else None, dry_run=run is None)
     with translate_errors(), engine.connect() as conn:
@@ -192,11 +193,13 @@ def migrate_records(
             # lock) makes SQLite refuse the batch's first write ("database is locked").
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         # The workers start before the progress bar, whose thread would rule out fork.
-        pool = workers.pool(min(jobs, pending_total), "migrate", fork_only=True, initializer=_init_worker, initargs=(registry,))
+        jobs = min(jobs, pending_total)
+        pool = workers.pool(jobs, "migrate", fork_only=True, initializer=_init_worker, initargs=(registry,))
         with pool as executor, background_checkpoints(engine):
             if progress is not None:
                 progress.start(pending_total, "migrate")
-            _Pass(conn, result, run, fail_fast, atomic, diff, progress, executor).all(chosen)
+            ahead = AHEAD_PER_JOB * jobs if executor is not None else 0
+            _Pass(conn, result, run, fail_fast, atomic, diff, progress, executor, ahead).all(chosen)
     return result
 
 
@@ -286,6 +289,7 @@ class _Pass:
     diff: int
     progress: Any
     pool: ProcessPoolExecutor | None = None
+    ahead: int = 0  # batches read ahead of the one being written (with a pool)
 
     def all(self, chosen: list[Domain]) -> None:
         conn, result, run = self.conn, self.result, self.run
@@ -318,24 +322,21 @@ class _Pass:
 
     def _version(self, dom: Domain, version: int) -> bool:
         conn = self.conn
-        depth = AHEAD_PER_JOB * self.pool._max_workers if self.pool is not None else 0  # type: ignore[attr-defined]
         ahead: collections.deque[tuple[Sequence[Any], Future[_Stepped]]] = collections.deque()
-        limit, last_id, exhausted = 100, 0, False  # the limit follows the size of the records seen
+        last_id, exhausted = 0, False
         try:
             while True:
                 tx = None if (self.atomic and self.run is not None) or conn.in_transaction() else conn.begin()
                 with tx if tx is not None else contextlib.nullcontext():
                     if not exhausted:
-                        rows = _pending(conn, dom.name, version, last_id, limit)
+                        rows = _pending(conn, dom.name, version, last_id)
                         if rows:
                             last_id = rows[-1][0]
-                            average = max(1, sum(len(r[3]) for r in rows) // len(rows))
-                            limit = max(10, min(BATCH_ROWS, BATCH_BYTES // average))
                             ahead.append((rows, self._submit(dom, version, rows)))
                         exhausted = not rows
                     if not ahead:
                         return True
-                    if exhausted or len(ahead) > depth:
+                    if exhausted or len(ahead) > self.ahead:
                         written, stepped = ahead.popleft()
                         if not self._write(dom, version, written, workers.result(stepped, "migrate")):
                             return False
@@ -372,11 +373,13 @@ class _Pass:
         return not (self.fail_fast and batch.failures)
 
 
-def _pending(conn: Connection, domain: str, version: int, after_id: int, limit: int) -> list[Any]:
-    """A domain's records at one version after an id, in id order (the (domain, version,
-    id) index), with their files' paths: (id, key, version, payload, path) tuples. On
-    SQLite the payload comes as its UTF-8 bytes: what orjson reads, and a quarter of the
-    memory of a str holding one character beyond the BMP."""
+def _pending(conn: Connection, domain: str, version: int, after_id: int) -> list[Any]:
+    """The next batch of a domain's records at one version after an id, in id order
+    (the (domain, version, id) index), with their files' paths: (id, key, version,
+    payload, path) tuples. At most BATCH_ROWS rows, and no more once their payloads
+    reach BATCH_BYTES, whatever the sizes of the records. On SQLite the payload comes
+    as its UTF-8 bytes: what orjson reads, and a quarter of the memory of a str holding
+    one character beyond the BMP."""
     mark = placeholder(conn)
     payload = "CAST(records.payload AS BLOB)" if is_sqlite(conn) else "records.payload"
     cursor = conn.connection.cursor()  # plain tuples, which cross to a worker cheaply
@@ -386,9 +389,15 @@ def _pending(conn: Connection, domain: str, version: int, after_id: int, limit: 
             "FROM records JOIN files ON files.id = records.file_id "
             f"WHERE records.domain = {mark} AND records.version = {mark} AND records.id > {mark} "
             f"ORDER BY records.id LIMIT {mark}",
-            (domain, version, after_id, limit),
+            (domain, version, after_id, BATCH_ROWS),
         )
-        return list(cursor.fetchall())
+        rows, size = [], 0
+        while (row := cursor.fetchone()) is not None:
+            rows.append(row)
+            size += len(row[3])
+            if size >= BATCH_BYTES:
+                break
+        return rows
     finally:
         cursor.close()
 
