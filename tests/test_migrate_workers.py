@@ -231,3 +231,31 @@ def test_cli_migrate_jobs_gives_the_same_summary_and_refuses_negatives(
     assert summaries[0] == summaries[1] and summaries[1]["migrated"] == MIGRATED
     res = cli("migrate", "--jobs", "-1", registry=str(registry_file))
     assert res.exit_code == 2 and "--jobs" in res.stderr
+
+
+@pytest.mark.parametrize("jobs", [0, 2], ids=["in-process", "workers"])
+def test_a_batch_stops_reading_once_its_payloads_reach_the_byte_bound(
+    tmp_path: Path, registry_file: Path, home: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
+    """Memory follows BATCH_BYTES whatever the records' sizes: a batch holds at most one
+    record beyond it, and a migration in small batches is the same migration."""
+    monkeypatch.setattr(migrator_module, "BATCH_ROWS", 1000)
+    monkeypatch.setattr(migrator_module, "BATCH_BYTES", 2000)
+    sizes: list[tuple[int, int]] = []
+    real = migrator_module._pending
+
+    def spy(*args: Any) -> Any:
+        rows = real(*args)
+        if rows:
+            sizes.append((sum(len(r[3]) for r in rows), max(len(r[3]) for r in rows)))
+        return rows
+
+    monkeypatch.setattr(migrator_module, "_pending", spy)
+    small, small_content = _migrated(tmp_path / "small.db", registry_file, home, jobs=jobs)
+    assert len(sizes) > 20
+    assert all(total < 2000 + largest for total, largest in sizes)
+    assert any(total >= 2000 for total, _ in sizes)  # the bound, not the row limit, ended them
+    monkeypatch.undo()
+    whole, whole_content = _migrated(tmp_path / "whole.db", registry_file, home, jobs=0)
+    assert small.as_dict() | {"run": 0} == whole.as_dict() | {"run": 0}
+    assert _without_pids(small_content["records"]) == _without_pids(whole_content["records"])
