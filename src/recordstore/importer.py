@@ -17,6 +17,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -650,6 +651,24 @@ def parse_task(task: Task) -> Outcome:
     )
 
 
+@dataclass
+class _Chunk:
+    """Files handed to the workers together; ``outcomes`` once parsed here instead."""
+
+    candidates: list[Candidate]
+    tasks: list[Task | None]
+    future: Future[list[Outcome | None]]
+    outcomes: list[Outcome | None] | None = None
+
+
+def _steal(queued: collections.deque[_Chunk]) -> _Chunk | None:
+    """The newest queued chunk whose task no worker has started (now cancelled)."""
+    for chunk in reversed(queued):
+        if chunk.outcomes is None and chunk.future.cancel():
+            return chunk
+    return None
+
+
 def parse_tasks(tasks: list[Task | None]) -> list[Outcome | None]:
     """:func:`parse_task` over a chunk of files (what a worker process runs)."""
     return [None if t is None else parse_task(t) for t in tasks]
@@ -857,7 +876,7 @@ class Importer:
             return
         with workers.pool(jobs, "import") as pool, background_checkpoints(self.conn.engine):
             assert pool is not None  # import tasks can be pickled: any start method will do
-            queued: collections.deque[tuple[list[Candidate], Any]] = collections.deque()
+            queued: collections.deque[_Chunk] = collections.deque()
             seen_bytes = seen_chunks = 0
 
             def room() -> bool:
@@ -874,13 +893,20 @@ class Importer:
                 chunk = list(itertools.islice(candidates, CHUNK_FILES))
                 if chunk:
                     self._look_ahead([c.relpath for c in chunk if c.domain is not None])
-                    queued.append((chunk, workers.submit(pool, "import", parse_tasks, [self._task(c) for c in chunk])))
+                    tasks = [self._task(c) for c in chunk]
+                    queued.append(_Chunk(chunk, tasks, workers.submit(pool, "import", parse_tasks, tasks)))
                 while queued and (not chunk or not room()):
-                    done, pending = queued.popleft()
-                    outcomes: list[Outcome | None] = workers.result(pending, "import")
+                    oldest = queued.popleft()
+                    # Rather than wait for the workers, parse here the newest chunk
+                    # none of them has started: the writer's idle time becomes parsing.
+                    while not oldest.future.done() and (stolen := _steal(queued)) is not None:
+                        stolen.outcomes = parse_tasks(stolen.tasks)
+                    outcomes = oldest.outcomes
+                    if outcomes is None:
+                        outcomes = workers.result(oldest.future, "import")
                     seen_bytes += sum(o.nbytes for o in outcomes if o is not None)
                     seen_chunks += 1
-                    yield from zip(done, outcomes)
+                    yield from zip(oldest.candidates, outcomes)
                 if not chunk:
                     return
 
