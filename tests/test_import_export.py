@@ -454,3 +454,56 @@ def test_a_worker_process_that_dies_fails_the_import_in_one_line(
     with Store(tmp_path / "ref.db") as ref:
         ref.import_paths([home])
     assert _store_content(tmp_path / "s.db")["records"] == _store_content(tmp_path / "ref.db")["records"]
+
+
+#: The process the test runs in: workers are the others.
+_TEST_PID = __import__("os").getpid()
+
+
+def _parse_slowly_in_workers(tasks: list[Any]) -> list[Any]:
+    """parse_tasks, slowed down in worker processes only (so the writer must not wait)."""
+    import os
+    import time
+
+    from recordstore import importer as importer_module
+
+    if os.getpid() != _TEST_PID:
+        time.sleep(0.2)
+    return importer_module._real_parse_tasks(tasks)  # type: ignore[attr-defined]
+
+
+def test_the_writer_parses_the_chunks_no_worker_has_started(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With slow workers, the writer parses queued chunks itself instead of waiting:
+    the store is the one a single process makes."""
+    import multiprocessing
+
+    from recordstore import importer as importer_module
+    from recordstore import workers
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("the slow worker is planted by forking this process")
+    here: list[int] = []
+    real = importer_module.parse_tasks
+
+    def counted(tasks: list[Any]) -> list[Any]:
+        here.append(len(tasks))
+        return real(tasks)
+
+    monkeypatch.setattr(workers, "_context", lambda fork_only: multiprocessing.get_context("fork"))
+    monkeypatch.setattr(importer_module, "_real_parse_tasks", real, raising=False)
+    monkeypatch.setattr(importer_module, "parse_tasks", _parse_slowly_in_workers)
+    monkeypatch.setattr(importer_module, "CHUNK_FILES", 2)
+    monkeypatch.setattr(importer_module, "MAX_CHUNKS_AHEAD", 64)
+    with Store(tmp_path / "pooled.db") as store:
+        # The writer's own calls are counted; the worker's (forked before) are not.
+        monkeypatch.setattr(importer_module, "_real_parse_tasks", counted, raising=False)
+        pooled = store.import_paths([home], jobs=1)
+    monkeypatch.undo()
+    with Store(tmp_path / "alone.db") as store:
+        alone = store.import_paths([home], jobs=0)
+    assert here, "the writer never parsed a chunk itself"
+    assert sum(here) < 29  # ... nor all of them: the worker parsed some
+    assert {**pooled.as_dict(), "run": 0} == {**alone.as_dict(), "run": 0}
+    assert _store_content(tmp_path / "pooled.db") == _store_content(tmp_path / "alone.db")
