@@ -688,9 +688,10 @@ PARALLEL_MIN_FILES = 512
 
 def default_jobs() -> int:
     """Worker processes for a large import: one per CPU but the writer's, at most 8; none
-    on one CPU. On 2 CPUs, for 246,423 records, one worker took 4.0-4.4 s against
-    4.6-5.0 s without, for 20% more CPU time (the writer's WAL checkpoints run in a
-    thread of their own, see :func:`~recordstore.engine.background_checkpoints`)."""
+    on one CPU. On 2 CPUs, for 246,423 records, one worker took 4.0-4.6 s against
+    4.5-5.0 s without, for 20% more CPU time (the writer's WAL checkpoints run in a
+    thread of their own, see :func:`~recordstore.engine.background_checkpoints`), and
+    3.5-3.7 s once the writer parsed instead of waiting (see ``_steal``)."""
     return workers.default_jobs(8)
 
 
