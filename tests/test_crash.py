@@ -463,6 +463,18 @@ def crash_at(point: str, db: Path, registry: Path, *args: Any, **env: str) -> ck
     return ended
 
 
+def _processes_naming(path: Path) -> list[int]:
+    """Live processes whose command line names ``path`` (Linux's /proc)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(path).encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def last_run(db: Path) -> dict[str, Any]:
     return dict(zip(("id", "kind", "outcome", "finished_at"), _last(db)))
 
@@ -480,11 +492,17 @@ def assert_interrupted(db: Path, registry: Path, run_id: int) -> None:
         assert s.history(run_id)[0].outcome == "interrupted"
 
 
-def test_migrate_killed_with_a_batch_written_but_not_committed(world: World, tmp_path: Path) -> None:
-    """Killed between a batch's writes and its commit: that batch is rolled back whole."""
+@pytest.mark.parametrize("jobs", ["0", "2"], ids=["in-process", "workers"])
+def test_migrate_killed_with_a_batch_written_but_not_committed(world: World, tmp_path: Path, jobs: str) -> None:
+    """Killed between a batch's writes and its commit: that batch is rolled back whole,
+    and with workers the batches read ahead of it leave no trace."""
     db = world.copy(world.imported, tmp_path)
     before, reference = ck.records_of(world.imported), ck.records_of(world.migrated)
-    crash_at("batch-written:3", db, world.registry, "migrate", CRASHKIT_MIGRATE_BATCH="100", CRASHKIT_SLEEP="0")
+    crash_at(
+        "batch-written:3", db, world.registry, "migrate", "--jobs", jobs, CRASHKIT_MIGRATE_BATCH="100", CRASHKIT_SLEEP="0"
+    )
+    # Its workers went with it (they held its output pipes, so crash_at returned).
+    assert not _processes_naming(db)
     run = last_run(db)
     assert_intact(db, world.registry)
     assert_interrupted(db, world.registry, run["id"])

@@ -446,7 +446,7 @@ def test_a_worker_process_that_dies_fails_the_import_in_one_line(
     monkeypatch.setattr(workers, "_context", lambda fork_only: multiprocessing.get_context("fork"))
     monkeypatch.setattr(importer_module, "parse_tasks", _die)
     with Store(tmp_path / "s.db") as store:
-        with pytest.raises(RecordStoreError, match="worker process died"):
+        with pytest.raises(RecordStoreError, match="a worker process of the import died"):
             store.import_paths([home], jobs=2)
         assert [r.outcome for r in store.history()][-1] != "running"
         monkeypatch.undo()
@@ -505,5 +505,26 @@ def test_the_writer_parses_the_chunks_no_worker_has_started(
         alone = store.import_paths([home], jobs=0)
     assert here, "the writer never parsed a chunk itself"
     assert sum(here) < 29  # ... nor all of them: the worker parsed some
+    assert {**pooled.as_dict(), "run": 0} == {**alone.as_dict(), "run": 0}
+    assert _store_content(tmp_path / "pooled.db") == _store_content(tmp_path / "alone.db")
+
+
+def test_workers_started_by_a_fork_server_store_what_one_process_stores(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where fork is ruled out (a thread runs, e.g. a terminal's progress bar), workers
+    come from a fork server: they must work, and not take the server for a dead parent."""
+    import multiprocessing
+
+    from recordstore import workers
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this platform")
+    monkeypatch.setattr(workers, "_context", lambda fork_only: multiprocessing.get_context("forkserver"))
+    with Store(tmp_path / "pooled.db") as store:
+        pooled = store.import_paths([home], jobs=2)
+    monkeypatch.undo()
+    with Store(tmp_path / "alone.db") as store:
+        alone = store.import_paths([home], jobs=0)
     assert {**pooled.as_dict(), "run": 0} == {**alone.as_dict(), "run": 0}
     assert _store_content(tmp_path / "pooled.db") == _store_content(tmp_path / "alone.db")

@@ -194,7 +194,7 @@ def test_a_worker_that_dies_fails_the_migration_in_one_line_and_keeps_every_batc
     monkeypatch.setattr(migrator_module, "_step_rows", dies_on_the_fifth_batch)
     with Store(db, registry=str(registry_file)) as store:
         store.import_paths([home], jobs=0)
-        with pytest.raises(RecordStoreError, match="a migrate worker process died .* run the migrate again"):
+        with pytest.raises(RecordStoreError, match="a worker process of the migrate died .* run the migrate again"):
             store.migrate(jobs=1)
         assert store.history()[-1].outcome == "failed"
         kept = store.status().domains["note"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -39,7 +41,6 @@ def _context(fork_only: bool) -> Any:
     has loaded; forking while other threads run could copy a lock one of them holds, so
     then a clean start method, or ``None`` when the work needs fork."""
     import multiprocessing
-    import threading
 
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and threading.active_count() == 1:
@@ -68,11 +69,34 @@ def pool(
     if context is None:
         yield None
         return
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=initializer, initargs=initargs) as executor:
+    with ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_start_worker, initargs=(initializer, initargs)
+    ) as executor:
         # Fork now, while this process may have no other thread (the executor starts
         # one, and the caller may start a progress bar's).
         result(submit(executor, command, int), command)
         yield executor
+
+
+#: How often a worker checks that the process that started it is still there.
+PARENT_CHECK_S = 0.2
+
+
+def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    """In a new worker: exit as soon as its parent is gone. A parent killed outright
+    (SIGKILL, out of memory) cannot stop its workers, and they would wait for work for
+    ever, holding the terminal's or a pipe's descriptors open. (A worker started by a
+    fork server has that server for parent, which ends with the command.)"""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="recordstore-parent-watch", daemon=True).start()
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def submit(executor: ProcessPoolExecutor, command: str, fn: Callable[..., T], *args: Any) -> Future[T]:
@@ -93,6 +117,6 @@ def result(future: Future[T], command: str) -> T:
 
 def _died(command: str) -> RecordStoreError:
     return RecordStoreError(
-        f"a {command} worker process died (killed, or out of memory?); every batch committed so far "
-        f"is kept: run the {command} again to go on, or with --jobs 0"
+        f"a worker process of the {command} died (killed, or out of memory?); every batch committed "
+        f"so far is kept: run the {command} again to go on, or with --jobs 0"
     )
