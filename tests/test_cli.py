@@ -187,3 +187,35 @@ def test_progress_is_shown_on_a_terminal_only_and_the_files_are_listed_only_for_
     assert res.exit_code == 0
     assert (seen[0] is not None) == terminal
     assert ("import" in screen.getvalue()) == terminal  # the bar's label, drawn then cleared
+
+
+def test_a_terminal_progress_bar_does_not_keep_import_workers_from_forking(
+    cli: Any, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bar's refresh thread would rule out fork (workers would come from a slower
+    fork server): it is drawn only once the workers are started."""
+    import io
+    import multiprocessing
+
+    from rich.console import Console
+
+    from recordstore import cli as cli_module
+    from recordstore import workers
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    screen = io.StringIO()
+    monkeypatch.setattr(cli_module, "err", Console(file=screen, force_terminal=True, width=100))
+    chosen: list[str] = []
+    real = workers._context
+
+    def spy(fork_only: bool) -> Any:
+        context = real(fork_only)
+        chosen.append(context.get_start_method())
+        return context
+
+    monkeypatch.setattr(workers, "_context", spy)
+    res = cli("import", "--jobs", "2", home)
+    assert res.exit_code == 0, res.stderr
+    assert chosen == ["fork"]
+    assert "import" in screen.getvalue()  # the bar was drawn all the same

@@ -109,13 +109,19 @@ def _errors(ctx: typer.Context) -> Iterator[None]:
 
 
 class _Bar:
-    """A rich progress bar (on a terminal)."""
+    """A rich progress bar (on a terminal). It is drawn at the first step forward: its
+    refresh thread would rule out forking the worker processes a command starts after
+    ``start``."""
 
     def __init__(self) -> None:
         self.progress: Progress | None = None
         self.task: Any = None
+        self._waiting: tuple[int | None, str] | None = None
 
     def start(self, total: int | None, label: str) -> None:
+        self._waiting = (total, label)
+
+    def _show(self, total: int | None, label: str) -> None:
         if self.progress is None:
             self.progress = Progress(
                 TextColumn("{task.description}"),
@@ -130,6 +136,9 @@ class _Bar:
         self.task = self.progress.add_task(label, total=total)
 
     def advance(self, n: int) -> None:
+        if self._waiting is not None:
+            self._show(*self._waiting)
+            self._waiting = None
         if self.progress is not None and self.task is not None:
             self.progress.advance(self.task, n)
 
