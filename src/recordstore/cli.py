@@ -335,7 +335,7 @@ def migrate(
             "--jobs",
             min=0,
             help="Worker processes that run the steps (default: one per CPU but one, up to 4, once "
-            "thousands of records are pending; 0: none).",
+            "20,000 records are pending; 0: none).",
         ),
     ] = None,
 ) -> None:
