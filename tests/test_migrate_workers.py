@@ -242,19 +242,31 @@ def test_a_batch_stops_reading_once_its_payloads_reach_the_byte_bound(
     monkeypatch.setattr(migrator_module, "BATCH_ROWS", 1000)
     monkeypatch.setattr(migrator_module, "BATCH_BYTES", 2000)
     sizes: list[tuple[int, int]] = []
-    real = migrator_module._pending
+    held, most_held = [0], [0]  # payload bytes read and not written yet
+    real_pending, real_write = migrator_module._pending, migrator_module._Pass._write
 
-    def spy(*args: Any) -> Any:
-        rows = real(*args)
+    def spy_pending(*args: Any) -> Any:
+        rows = real_pending(*args)
         if rows:
             sizes.append((sum(len(r[3]) for r in rows), max(len(r[3]) for r in rows)))
+            held[0] += sizes[-1][0]
+            most_held[0] = max(most_held[0], held[0])
         return rows
 
-    monkeypatch.setattr(migrator_module, "_pending", spy)
+    def spy_write(self: Any, dom: Any, version: int, rows: Any, stepped: Any) -> bool:
+        held[0] -= sum(len(r[3]) for r in rows)
+        return bool(real_write(self, dom, version, rows, stepped))
+
+    monkeypatch.setattr(migrator_module, "_pending", spy_pending)
+    monkeypatch.setattr(migrator_module._Pass, "_write", spy_write)
     small, small_content = _migrated(tmp_path / "small.db", registry_file, home, jobs=jobs)
     assert len(sizes) > 20
     assert all(total < 2000 + largest for total, largest in sizes)
     assert any(total >= 2000 for total, _ in sizes)  # the bound, not the row limit, ended them
+    # Read ahead for the workers: at most AHEAD_PER_JOB batches' worth of bytes per
+    # worker, plus the one batch that went over.
+    ahead = migrator_module.AHEAD_PER_JOB * jobs
+    assert most_held[0] <= ahead * 2000 + max(total for total, _ in sizes)
     monkeypatch.undo()
     whole, whole_content = _migrated(tmp_path / "whole.db", registry_file, home, jobs=0)
     assert small.as_dict() | {"run": 0} == whole.as_dict() | {"run": 0}

@@ -322,8 +322,9 @@ class _Pass:
 
     def _version(self, dom: Domain, version: int) -> bool:
         conn = self.conn
-        ahead: collections.deque[tuple[Sequence[Any], Future[_Stepped]]] = collections.deque()
+        ahead: collections.deque[tuple[Sequence[Any], int, Future[_Stepped]]] = collections.deque()
         last_id, exhausted = 0, False
+        held = 0  # payload bytes read and not written yet
         try:
             while True:
                 tx = None if (self.atomic and self.run is not None) or conn.in_transaction() else conn.begin()
@@ -332,16 +333,22 @@ class _Pass:
                         rows = _pending(conn, dom.name, version, last_id)
                         if rows:
                             last_id = rows[-1][0]
-                            ahead.append((rows, self._submit(dom, version, rows)))
+                            size = sum(len(r[3]) for r in rows)
+                            held += size
+                            ahead.append((rows, size, self._submit(dom, version, rows)))
                         exhausted = not rows
                     if not ahead:
                         return True
-                    if exhausted or len(ahead) > self.ahead:
-                        written, stepped = ahead.popleft()
+                    # The oldest batch is written once as many are read ahead as allowed,
+                    # in number or in bytes (batches of a few huge records are not held
+                    # several at a time).
+                    if exhausted or len(ahead) > self.ahead or held > self.ahead * BATCH_BYTES:
+                        written, size, stepped = ahead.popleft()
+                        held -= size
                         if not self._write(dom, version, written, workers.result(stepped, "migrate")):
                             return False
         finally:
-            for _, stepped in ahead:  # stopped early: what was read ahead is not written
+            for _, _, stepped in ahead:  # stopped early: what was read ahead is not written
                 stepped.cancel()
 
     def _submit(self, dom: Domain, version: int, rows: Sequence[Any]) -> Future[_Stepped]:
