@@ -246,12 +246,12 @@ def test_a_batch_stops_reading_once_its_payloads_reach_the_byte_bound(
     real_pending, real_write = migrator_module._pending, migrator_module._Pass._write
 
     def spy_pending(*args: Any) -> Any:
-        rows = real_pending(*args)
+        rows, size = real_pending(*args)
         if rows:
             sizes.append((sum(len(r[3]) for r in rows), max(len(r[3]) for r in rows)))
             held[0] += sizes[-1][0]
             most_held[0] = max(most_held[0], held[0])
-        return rows
+        return rows, size
 
     def spy_write(self: Any, dom: Any, version: int, rows: Any, stepped: Any) -> bool:
         held[0] -= sum(len(r[3]) for r in rows)

@@ -249,15 +249,14 @@ def _indent_of(text: str | bytes, start: int = 0) -> int | None:
     """The indent width of pretty JSON text (or its UTF-8 bytes) from ``start``
     (``None`` for one-line text). Trailing whitespace does not count; nothing is
     copied, so a huge text costs nothing."""
-    if isinstance(text, bytes):
-        nl = text.find(b"\n", start)
-        if nl == -1 or _TRAILING_SPACE_BYTES.match(text, nl):
-            return None
-        return (_SPACES_BYTES.match(text, nl + 1).end() - nl - 1) or None  # type: ignore[union-attr]
-    nl = text.find("\n", start)
-    if nl == -1 or _TRAILING_SPACE.match(text, nl):
+    patterns: tuple[Any, Any, Any] = (
+        (b"\n", _TRAILING_SPACE_BYTES, _SPACES_BYTES) if isinstance(text, bytes) else ("\n", _TRAILING_SPACE, _SPACES)
+    )
+    newline, trailing, spaces = patterns
+    nl = text.find(newline, start)
+    if nl == -1 or trailing.match(text, nl):
         return None
-    return (_SPACES.match(text, nl + 1).end() - nl - 1) or None  # type: ignore[union-attr]
+    return (spaces.match(text, nl + 1).end() - nl - 1) or None
 
 
 def _array_sep(head: str, seps: list[str]) -> str:

@@ -150,12 +150,15 @@ def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> d
     return cast(dict[str, Any], value)
 
 
+@dataclass(frozen=True)
 class _Batch:
-    def __init__(self, domain: str, version: int) -> None:
-        self.domain, self.version = domain, version  # every row read was at this version
-        self.updates: list[tuple[bytes, int, int | None, int]] = []  # payload, version, run, id
-        self.failures: list[MigrationError] = []
-        self.whole = False  # every row read is updated: its ids are one span of the index
+    """What one batch writes."""
+
+    domain: str
+    version: int  # every row read was at this version
+    updates: list[tuple[bytes, int, int | None, int]]  # payload, version, run, id
+    failures: list[MigrationError]
+    whole: bool  # every row read is updated: its ids are one span of the index
 
 
 def migrate_records(
@@ -330,10 +333,9 @@ class _Pass:
                 tx = None if (self.atomic and self.run is not None) or conn.in_transaction() else conn.begin()
                 with tx if tx is not None else contextlib.nullcontext():
                     if not exhausted:
-                        rows = _pending(conn, dom.name, version, last_id)
+                        rows, size = _pending(conn, dom.name, version, last_id)
                         if rows:
                             last_id = rows[-1][0]
-                            size = sum(len(r[3]) for r in rows)
                             held += size
                             ahead.append((rows, size, self._submit(dom, version, rows)))
                         exhausted = not rows
@@ -362,11 +364,9 @@ class _Pass:
     def _write(self, dom: Domain, version: int, rows: Sequence[Any], stepped: _Stepped) -> bool:
         """Write one batch's outcome (a dry run writes nothing); False when the run must stop."""
         result, run = self.result, self.run
-        batch = _Batch(dom.name, version)
         run_id, to_version = run.run_id if run else None, dom.version
-        batch.updates = [(text, to_version, run_id, rid) for text, rid in stepped.updates]
-        batch.failures = stepped.failures
-        batch.whole = len(batch.updates) == len(rows)
+        updates = [(text, to_version, run_id, rid) for text, rid in stepped.updates]
+        batch = _Batch(dom.name, version, updates, stepped.failures, whole=len(updates) == len(rows))
         if batch.updates:  # one starting version per batch: one step count
             per = result.counts.setdefault(dom.name, {})
             step = f"{version}->{to_version}"
@@ -380,10 +380,10 @@ class _Pass:
         return not (self.fail_fast and batch.failures)
 
 
-def _pending(conn: Connection, domain: str, version: int, after_id: int) -> list[Any]:
+def _pending(conn: Connection, domain: str, version: int, after_id: int) -> tuple[list[Any], int]:
     """The next batch of a domain's records at one version after an id, in id order
     (the (domain, version, id) index), with their files' paths: (id, key, version,
-    payload, path) tuples. At most BATCH_ROWS rows, and no more once their payloads
+    payload, path) tuples, and the size of their payloads. At most BATCH_ROWS rows, and no more once their payloads
     reach BATCH_BYTES, whatever the sizes of the records. On SQLite the payload comes
     as its UTF-8 bytes: what orjson reads, and a quarter of the memory of a str holding
     one character beyond the BMP."""
@@ -404,7 +404,7 @@ def _pending(conn: Connection, domain: str, version: int, after_id: int) -> list
             size += len(row[3])
             if size >= BATCH_BYTES:
                 break
-        return rows
+        return rows, size
     finally:
         cursor.close()
 
@@ -416,12 +416,12 @@ def _write_batch(conn: Connection, run: RunHandle, batch: _Batch, result: Migrat
             backup_span(conn, batch.domain, batch.version, ids[0], ids[-1], run.run_id, "migrate")
         else:
             backup_rows(conn, ids, run.run_id, "migrate")
-        mark = placeholder(conn)
         if is_sqlite(conn):  # the new payload's UTF-8 bytes, stored as the TEXT they are
             conn.exec_driver_sql(
                 "UPDATE records SET payload = CAST(? AS TEXT), version = ?, run_id = ? WHERE id = ?", batch.updates
             )
         else:
+            mark = placeholder(conn)
             conn.exec_driver_sql(
                 f"UPDATE records SET payload = {mark}, version = {mark}, run_id = {mark} WHERE id = {mark}",
                 [(as_text(p), v, r, i) for p, v, r, i in batch.updates],
