@@ -1,0 +1,133 @@
+"""The lean parse of plain files (importer._parse_plain) gives exactly what the general
+parser (FileParse) gives, and leaves every other file to it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recordstore import importer
+from recordstore.importer import DomainSpec, Outcome, Task
+
+SPEC = DomainSpec("note", 3, "schema_version")
+
+versions = st.one_of(
+    st.integers(min_value=1, max_value=3),
+    st.sampled_from([0, 4, -1, 2**70, True, 1.0, "2", None]),
+)
+leaves = st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.text(max_size=6) | st.floats(
+    allow_nan=False, allow_infinity=False
+)
+values = st.recursive(
+    leaves, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3), max_leaves=8
+)
+
+
+@st.composite
+def records(draw: st.DrawFn) -> bytes:
+    """One record's text: usually a good object, sometimes anything else."""
+    body: object = draw(st.dictionaries(st.text(max_size=4), values, max_size=3))
+    if draw(st.booleans()):
+        assert isinstance(body, dict)
+        body["schema_version"] = draw(versions)
+    kind = draw(st.sampled_from(["compact", "compact", "pretty", "ascii", "value", "broken", "duplicate"]))
+    if kind == "value":
+        body = draw(values)
+    if kind == "pretty":
+        text = json.dumps(body, indent=draw(st.sampled_from([2, 4])), ensure_ascii=False)
+    else:
+        text = json.dumps(body, ensure_ascii=kind == "ascii", separators=(",", ":"))
+    if kind == "broken":
+        text = text[: draw(st.integers(min_value=0, max_value=max(0, len(text) - 1)))]
+    if kind == "duplicate":
+        text = '{"a":1,"a":2}'
+    return text.encode("utf-8")
+
+
+@st.composite
+def object_files(draw: st.DrawFn) -> bytes:
+    before = draw(st.sampled_from([b"", b"", b"\n", b" ", b"\xef\xbb\xbf"]))
+    after = draw(st.sampled_from([b"", b"\n", b"\n\n", b" \n", b"\r\n", b"\t"]))
+    return before + draw(records()) + after
+
+
+@st.composite
+def line_files(draw: st.DrawFn) -> bytes:
+    lines = [r.replace(b"\n", b"") for r in draw(st.lists(records(), max_size=5))]
+    lines += draw(st.lists(st.sampled_from([b"", b"  ", b"\t"]), max_size=2))
+    order = draw(st.permutations(lines))
+    newline = draw(st.sampled_from([b"\n", b"\n", b"\r\n"]))
+    bom = draw(st.sampled_from([b"", b"", b"\xef\xbb\xbf"]))
+    return bom + newline.join(order) + draw(st.sampled_from([newline, b""]))
+
+
+def general(task: Task, monkeypatch: pytest.MonkeyPatch) -> Outcome:
+    with monkeypatch.context() as m:
+        m.setattr(importer, "_parse_plain", lambda task, read: None)
+        return importer.parse_task(task)
+
+
+def check(tmp_path: Path, name: str, data: bytes, monkeypatch: pytest.MonkeyPatch) -> Outcome | None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    task = Task(str(path), name, SPEC, None)
+    lean = importer._parse_plain(task, importer.read_file(str(path)))
+    if lean is not None:
+        assert lean == general(task, monkeypatch)
+        assert not lean.problems and lean.kind == "parsed"
+    return lean
+
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@SETTINGS
+@given(data=object_files())
+def test_an_object_file_parsed_lean_is_parsed_as_the_general_parser_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes
+) -> None:
+    check(tmp_path, "n.json", data, monkeypatch)
+
+
+@SETTINGS
+@given(data=line_files())
+def test_a_json_lines_file_parsed_lean_is_parsed_as_the_general_parser_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes
+) -> None:
+    check(tmp_path, "n.jsonl", data, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("n.json", b'{"schema_version": 2, "n": 123456789012345678901234567890}\n'),
+        ("n.json", b'{\n  "a": [1, 2.5, "\\u00e9"]\n}'),
+        ("n.jsonl", b'{"a":1}\n\n{"schema_version":3}\n  \n'),
+        ("n.jsonl", b""),
+    ],
+)
+def test_plain_files_take_the_lean_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, data: bytes) -> None:
+    assert check(tmp_path, name, data, monkeypatch) is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("n.json", b'[{"a": 1}]'),  # an array
+        ("n.json", b'\xef\xbb\xbf{"a": 1}'),  # a BOM
+        ("n.json", b'{"a": 1, "a": 2}'),  # a duplicate key: refused
+        ("n.json", b'{"schema_version": 4}'),  # newer than the registry
+        ("n.json", b'{"a": 1}\n{"a": 2}\n'),  # JSON lines in a .json file
+        ("n.jsonl", b'{"a":1}\r\n'),  # CRLF
+        ("n.jsonl", b'{"a":1}\n[1]\n'),  # a line that is not an object
+        ("n.jsonl", b'{"a":1}\n{"a":\n'),  # a broken line
+    ],
+)
+def test_anything_unusual_is_left_to_the_general_parser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, data: bytes
+) -> None:
+    assert check(tmp_path, name, data, monkeypatch) is None
