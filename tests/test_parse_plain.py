@@ -131,3 +131,27 @@ def test_anything_unusual_is_left_to_the_general_parser(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, data: bytes
 ) -> None:
     assert check(tmp_path, name, data, monkeypatch) is None
+
+
+def test_tasks_and_outcomes_cross_to_workers_and_back_unchanged(tmp_path: Path) -> None:
+    """What a worker returns, rebuilt by the writer, is what parsing here gives: for
+    parsed, refused, unchanged, unreadable and large files alike."""
+    files = {
+        "a.json": b'{"schema_version": 2, "x": 1}\n',
+        "b.jsonl": b'{"a":1}\n{"schema_version":9}\nnot json\n',
+        "c.json": b'[\n  {"a": 1},\n  {"a": 2}\n]\n',
+        "big.jsonl": b'{"a":1}\n' * (importer.TASK_MAX_BYTES // 8 + 1),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    tasks: list[Task | None] = [Task(str(tmp_path / name), name, SPEC, None) for name in files]
+    unchanged = importer.read_file(str(tmp_path / "a.json")).digest
+    tasks += [Task(str(tmp_path / "a.json"), "a.json", SPEC, unchanged), Task(str(tmp_path / "gone.json"), "gone.json", SPEC, None), None]
+    here = importer.parse_tasks(tasks)
+    assert [o.kind if o else None for o in here] == ["parsed", "parsed", "parsed", "large", "unchanged", "unreadable", None]
+    back = importer._from_wire(importer.parse_wire(importer._to_wire(tasks)))
+    def shown(outcomes: list[Outcome | None]) -> list[object]:
+        return [None if o is None else (*o[:8], [str(p) for p in o.problems], *o[9:]) for o in outcomes]
+
+    assert shown(back) == shown(here)
+    assert all(o is None or o.layout is None or type(o.layout) is importer.FileLayout for o in back)
