@@ -989,7 +989,8 @@ def pipeline(
     unequal = [p for p in differ if not same_json(rs_out / p, bl_out / p)]
     if unequal:
         checks.append(f"exports hold different JSON in {len(unequal)} file(s), e.g. {unequal[:3]}")
-    log(f"  exports identical: {'yes' if not differ else 'NO'} ({len(rs_tree)} files)")
+    shown = "yes" if not differ else f"no: {len(differ)} file(s) differ in bytes, {len(unequal)} in JSON"
+    log(f"  exports identical: {shown} ({len(rs_tree)} files)")
 
     # JSON lines: one concatenated file
     jsonl = workdir / "jsonl" / "events.jsonl"

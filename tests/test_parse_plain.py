@@ -86,19 +86,12 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 
 
 @SETTINGS
-@given(data=object_files())
-def test_an_object_file_parsed_lean_is_parsed_as_the_general_parser_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes
+@pytest.mark.parametrize(("name", "files"), [("n.json", object_files()), ("n.jsonl", line_files())])
+@given(drawn=st.data())
+def test_a_file_parsed_lean_is_parsed_as_the_general_parser_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, files: st.SearchStrategy[bytes], drawn: st.DataObject
 ) -> None:
-    check(tmp_path, "n.json", data, monkeypatch)
-
-
-@SETTINGS
-@given(data=line_files())
-def test_a_json_lines_file_parsed_lean_is_parsed_as_the_general_parser_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes
-) -> None:
-    check(tmp_path, "n.jsonl", data, monkeypatch)
+    check(tmp_path, name, drawn.draw(files), monkeypatch)
 
 
 @pytest.mark.parametrize(

@@ -227,6 +227,13 @@ def read_version(value: dict[str, Any], domain: Domain | DomainSpec) -> int:
     return version
 
 
+def _known_version(value: Any, domain: Domain | DomainSpec) -> int | None:
+    """The version of an object whose version field holds a version the domain knows
+    (or that has none: 1); ``None`` for anything else."""
+    version = value.get(domain.version_field, 1) if type(value) is dict else None
+    return version if type(version) is int and 0 < version <= domain.version else None
+
+
 def _describe(value: Any) -> str:
     kind = {
         bool: "a boolean",
@@ -368,9 +375,8 @@ class FileParse:
             return False
 
     def _record(self, value: Any, text: str | bytes, position: int, key: str, line: int | None) -> ParsedRecord | None:
-        # The common case first: an object whose version field is a version we know.
-        version = value.get(self.domain.version_field, 1) if type(value) is dict else None
-        if type(version) is int and 0 < version <= self.domain.version:
+        version = _known_version(value, self.domain)  # the common case first
+        if version is not None:
             return ParsedRecord(key, version, text, position)
         if not isinstance(value, dict):
             what = f"element {position}" if self.layout.container == "array" else "record"
@@ -652,6 +658,15 @@ def parse_task(task: Task) -> Outcome:
     )
 
 
+def _plain_version(text: bytes, domain: DomainSpec) -> int | None:
+    """The version of a record that is an object at a version the domain knows, read
+    from its text; ``None`` for any other (:class:`FileParse` says what is wrong)."""
+    try:
+        return _known_version(jsoncodec.decode(text), domain)
+    except jsoncodec.JSONError:
+        return None
+
+
 def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
     """The common case, parsed lean: a file whose records are all good, with nothing
     unusual around them (an object file starting with ``{``; JSON lines without a BOM or
@@ -662,7 +677,6 @@ def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
     if data is None or read.torn:
         return None
     domain = task.domain
-    field, newest, decode, refused = domain.version_field, domain.version, jsoncodec.decode, jsoncodec.JSONError
     if task.relpath.endswith(LINE_SUFFIXES):
         if data.startswith(b"\xef\xbb\xbf") or b"\r" in data:
             return None
@@ -677,12 +691,8 @@ def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
         for lineno, line in enumerate(lines, start=1):
             if not line or line.isspace():
                 continue
-            try:
-                value = decode(line)
-            except refused:
-                return None
-            version = value.get(field, 1) if type(value) is dict else None
-            if type(version) is not int or not 0 < version <= newest:
+            version = _plain_version(line, domain)
+            if version is None:
                 return None
             keys.append(prefix + str(lineno))
             versions.append(version)
@@ -695,12 +705,8 @@ def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
     if data[:1] != b"{":
         return None
     text = data.rstrip(b" \t\r\n")
-    try:
-        value = decode(text)
-    except refused:
-        return None
-    version = value.get(field, 1) if type(value) is dict else None
-    if type(version) is not int or not 0 < version <= newest:
+    version = _plain_version(text, domain)
+    if version is None:
         return None
     layout = FileLayout("object", tail=data[len(text) :].decode("ascii"), indent=_indent_of(text))
     return Outcome("parsed", read.digest, (task.relpath,), (version,), (text,), (0,), len(text), layout, [], False, 1)
