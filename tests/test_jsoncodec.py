@@ -139,3 +139,40 @@ def test_the_indent_of_a_payload_is_the_same_read_from_its_bytes(value: object, 
     assert _indent_of(text.encode("utf-8")) == _indent_of(text)
     if isinstance(value, (dict, list)) and value and indent:
         assert _indent_of(text) == indent
+
+
+@given(st.lists(json_values, max_size=6), st.booleans())
+def test_lines_decoded_together_are_what_decode_gives_each(values: list[object], spaced: bool) -> None:
+    """Either every line is decoded exactly as decode would, or None (one by one)."""
+    lines = [(json.dumps(v) if spaced else encode(v, None)).encode("utf-8", "surrogatepass") for v in values]
+    together = jsoncodec.decode_compact_lines(lines)
+    if together is not None:
+        assert together == [decode(line) for line in lines]
+
+
+def test_compact_lines_as_applications_write_them_are_decoded_together() -> None:
+    lines = [
+        b'{"schema_version":2,"id":"t-1","role":"user","content":[{"type":"text","text":"h\xc3\xa9llo"}]}',
+        b'{"schema_version":1,"n":-12,"x":0.5,"ok":true,"none":null,"list":[],"obj":{}}',
+        b'{"schema_version":1,"emoji":"\xf0\x9f\x99\x82","big":9223372036854775807}',
+    ]
+    assert jsoncodec.decode_compact_lines(lines) == [decode(line) for line in lines]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b"[1", b"2],3"],  # no line is a value, yet the array parses to as many values
+        [b'{"a":1,"a":2}'],  # orjson keeps one of the two: the lines must be decided one by one
+        [b'{"n":123456789012345678901234567890}'],  # orjson would make it a float
+        [b'{"a": 1}'],  # spaced: the exact path decides
+        [b'{"a":1}', b""],  # a blank line
+        [b"{}", b"nul"],
+        [b'{"a":1.0}'],  # written back as 1.0? only if orjson agrees byte for byte
+    ],
+)
+def test_lines_that_are_not_exactly_compact_are_left_to_decode(lines: list[bytes]) -> None:
+    together = jsoncodec.decode_compact_lines(lines)
+    assert together is None or together == [decode(line) for line in lines]
+    if lines != [b'{"a":1.0}']:
+        assert together is None

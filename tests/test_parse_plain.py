@@ -107,6 +107,16 @@ def test_plain_files_take_the_lean_path(tmp_path: Path, monkeypatch: pytest.Monk
     assert check(tmp_path, name, data, monkeypatch) is not None
 
 
+def test_compact_json_lines_are_decoded_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The common JSON-lines file is decoded in one go, not line by line."""
+    data = b'{"a":1}\n{"schema_version":3,"b":[1,2.5,"\xc3\xa9"]}\n{"c":null}'
+    expected = check(tmp_path, "n.jsonl", data, monkeypatch)
+    with monkeypatch.context() as m:
+        m.setattr(importer, "_plain_version", lambda text, domain: pytest.fail("decoded line by line"))
+        assert check(tmp_path, "n.jsonl", data, monkeypatch) == expected
+    assert expected is not None and expected.versions == (1, 3, 1) and expected.keys == ("n.jsonl:1", "n.jsonl:2", "n.jsonl:3")
+
+
 @pytest.mark.parametrize(
     ("name", "data"),
     [

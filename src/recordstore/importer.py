@@ -684,23 +684,31 @@ def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
         ends_with_newline = not lines[-1]
         if ends_with_newline:
             lines.pop()
-        keys: list[str] = []
+        layout = FileLayout("lines", sep="\n", tail="\n" if ends_with_newline else "")
+        prefix = task.relpath + ":"
+        values = jsoncodec.decode_compact_lines(lines)
+        if values is not None:  # no blank lines, each line compact: all decoded at once
+            found = [_known_version(v, domain) for v in values]
+            if None in found:
+                return None
+            n = len(lines)
+            keys = tuple([f"{prefix}{lineno}" for lineno in range(1, n + 1)])
+            return Outcome("parsed", read.digest, keys, tuple(found), tuple(lines), tuple(range(n)), sum(map(len, lines)), layout, [], False, n)
+        keys_: list[str] = []
         versions: list[int] = []
         texts: list[bytes] = []
-        prefix = task.relpath + ":"
         for lineno, line in enumerate(lines, start=1):
             if not line or line.isspace():
                 continue
             version = _plain_version(line, domain)
             if version is None:
                 return None
-            keys.append(prefix + str(lineno))
+            keys_.append(prefix + str(lineno))
             versions.append(version)
             texts.append(line)
-        layout = FileLayout("lines", sep="\n", tail="\n" if ends_with_newline else "")
-        n = len(keys)
+        n = len(keys_)
         return Outcome(
-            "parsed", read.digest, tuple(keys), tuple(versions), tuple(texts), tuple(range(n)), sum(map(len, texts)), layout, [], False, n
+            "parsed", read.digest, tuple(keys_), tuple(versions), tuple(texts), tuple(range(n)), sum(map(len, texts)), layout, [], False, n
         )
     if data[:1] != b"{":
         return None
