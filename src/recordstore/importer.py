@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
@@ -688,13 +688,24 @@ def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
         prefix = task.relpath + ":"
         values = jsoncodec.decode_compact_lines(lines)
         if values is not None:  # no blank lines, each line compact: all decoded at once
-            found = [_known_version(v, domain) for v in values]
-            if None in found:
+            known = [_known_version(v, domain) for v in values]
+            if None in known:
                 return None
             n = len(lines)
-            keys = tuple([f"{prefix}{lineno}" for lineno in range(1, n + 1)])
-            return Outcome("parsed", read.digest, keys, tuple(found), tuple(lines), tuple(range(n)), sum(map(len, lines)), layout, [], False, n)
-        keys_: list[str] = []
+            return Outcome(
+                "parsed",
+                read.digest,
+                tuple([f"{prefix}{lineno}" for lineno in range(1, n + 1)]),
+                cast("tuple[int, ...]", tuple(known)),
+                tuple(lines),
+                tuple(range(n)),
+                sum(map(len, lines)),
+                layout,
+                [],
+                False,
+                n,
+            )
+        keys: list[str] = []
         versions: list[int] = []
         texts: list[bytes] = []
         for lineno, line in enumerate(lines, start=1):
@@ -703,12 +714,12 @@ def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
             version = _plain_version(line, domain)
             if version is None:
                 return None
-            keys_.append(prefix + str(lineno))
+            keys.append(prefix + str(lineno))
             versions.append(version)
             texts.append(line)
-        n = len(keys_)
+        n = len(keys)
         return Outcome(
-            "parsed", read.digest, tuple(keys_), tuple(versions), tuple(texts), tuple(range(n)), sum(map(len, texts)), layout, [], False, n
+            "parsed", read.digest, tuple(keys), tuple(versions), tuple(texts), tuple(range(n)), sum(map(len, texts)), layout, [], False, n
         )
     if data[:1] != b"{":
         return None

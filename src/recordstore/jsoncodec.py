@@ -93,7 +93,7 @@ def decode_compact_lines(lines: list[bytes]) -> list[Any] | None:
     Comparing each line with its value's encoding is :func:`decode`'s own proof, line by
     line; it also rules out a line that is only part of a value (``[1`` then ``2]``)."""
     try:
-        values = orjson.loads(b"[" + b",".join(lines) + b"]")
+        values: list[Any] = orjson.loads(b"[" + b",".join(lines) + b"]")
     except orjson.JSONDecodeError:
         return None
     if len(values) != len(lines):
