@@ -856,13 +856,14 @@ MAX_CHUNKS_AHEAD = 64
 PARALLEL_MIN_FILES = 512
 
 
-def default_jobs() -> int:
-    """Worker processes for a large import: one per CPU but the writer's, at most 8; none
-    on one CPU. On 2 CPUs, for 246,423 records, one worker took 4.0-4.6 s against
-    4.5-5.0 s without, for 20% more CPU time (the writer's WAL checkpoints run in a
-    thread of their own, see :func:`~recordstore.engine.background_checkpoints`), and
-    3.5-3.7 s once the writer parsed instead of waiting (see ``_steal``)."""
-    return workers.default_jobs(8)
+def default_jobs(writing: bool = False) -> int:
+    """Worker processes for a large import, at most 8; none on one CPU. One per CPU when
+    they write what they parse (``writing``: the importing process only hands out
+    files); otherwise one per CPU but the writer's. On 2 CPUs, for 246,423 records into
+    an empty store: two writing workers took 3.1-3.7 s, where one parsing worker and
+    the writer took 4.2-4.8 s (and one writing worker 4.1-4.6 s)."""
+    jobs = workers.default_jobs(8)
+    return min(jobs + 1, 8) if writing and jobs else jobs
 
 
 # --------------------------------------------------------------------------- writing
@@ -1052,9 +1053,12 @@ class Importer:
         return Task(cand.path, cand.relpath, spec, known[1] if known and known[2] == domain.name else None)
 
     def _outcomes(self, candidates: Iterator[Candidate], jobs: int | None) -> Iterator[tuple[Candidate, Outcome | None]]:
+        # Into a store with no files yet (a first, bulk import: no file is looked up or
+        # changed), the workers write the new files they parse themselves.
+        database = None if self._had_files else sqlite_file(self.conn.engine)
         if jobs is None:
             head = list(itertools.islice(candidates, PARALLEL_MIN_FILES))
-            jobs = default_jobs() if len(head) == PARALLEL_MIN_FILES else 0
+            jobs = default_jobs(database is not None) if len(head) == PARALLEL_MIN_FILES else 0
             candidates = itertools.chain(head, candidates)
         if jobs < 1:
             with background_checkpoints(self.conn.engine):
@@ -1064,9 +1068,6 @@ class Importer:
                         task = self._task(cand)
                         yield cand, None if task is None else parse_task(task)
             return
-        # Into a store with no files yet (a first, bulk import: no file is looked up or
-        # changed), the workers write the new files they parse themselves.
-        database = None if self._had_files else sqlite_file(self.conn.engine)
         if database is not None:
             self.flush(again=False)
             self._shared = True
@@ -1104,7 +1105,10 @@ class Importer:
                     oldest = queued.popleft()
                     # Rather than wait for the workers, parse here the newest chunk
                     # none of them has started: the writer's idle time becomes parsing.
-                    while not oldest.future.done() and (stolen := _steal(queued)) is not None:
+                    # Not when the workers write: this process, which hands out the
+                    # files and builds the indexes at the end, would become the
+                    # bottleneck (with it, 4.5-5.1 s; without, 3.1-3.7 s).
+                    while database is None and not oldest.future.done() and (stolen := _steal(queued)) is not None:
                         stolen.outcomes = parse_tasks(stolen.tasks)
                     outcomes = oldest.outcomes
                     if outcomes is None:

@@ -1,8 +1,9 @@
 """Worker processes, shared by import (parsing files) and migrate (running steps).
 
-Both hand a worker a chunk of work with everything it needs and take back plain data;
-neither lets a worker touch the store. A worker that dies (killed, out of memory) fails
-the command with one line, and every batch committed before it is kept.
+Both hand a worker a chunk of work with everything it needs and take back plain data.
+Only import's workers write to the store, and only into one that holds no files yet:
+each chunk's new files in one transaction of their own. A worker that dies (killed, out
+of memory) fails the command with one line, and every batch committed before it is kept.
 """
 
 from __future__ import annotations
