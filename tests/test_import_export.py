@@ -565,6 +565,33 @@ def test_into_an_empty_store_the_workers_write_what_they_parse(
     assert _store_content(tmp_path / "pooled.db") == _store_content(tmp_path / "alone.db")
 
 
+def test_a_large_file_streamed_here_while_the_workers_write_is_stored_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first import with writing workers, and a JSON-lines file too large for a task:
+    the importing process streams it in many batches of its own, taking SQLite's write
+    lock for each, while the workers write theirs. The store equals one process's."""
+    from recordstore import importer as importer_module
+
+    home = tmp_path / "home"
+    (home / "tasks" / "tasks").mkdir(parents=True)
+    (home / "tasks" / "runtime" / "events").mkdir(parents=True)
+    for n in range(600):
+        (home / "tasks" / "tasks" / f"task_{n:04d}.json").write_text(json.dumps({"schema_version": 1, "id": n}))
+    line = json.dumps({"schema_version": 1, "text": "x" * 200})
+    big = home / "tasks" / "runtime" / "events" / "thr_big.jsonl"
+    big.write_text((line + "\n") * (importer_module.TASK_MAX_BYTES // len(line) + 50))
+    monkeypatch.setattr(importer_module, "BATCH_RECORDS", 100)
+    monkeypatch.setattr(importer_module, "CHUNK_FILES", 8)
+    with Store(tmp_path / "pooled.db") as store:
+        pooled = store.import_paths([home], jobs=2)
+    with Store(tmp_path / "alone.db") as store:
+        alone = store.import_paths([home], jobs=0)
+    assert pooled.ok and pooled.counts("runtime").imported > 4000
+    assert {**pooled.as_dict(), "run": 0} == {**alone.as_dict(), "run": 0}
+    assert _store_content(tmp_path / "pooled.db") == _store_content(tmp_path / "alone.db")
+
+
 def test_workers_started_by_a_fork_server_store_what_one_process_stores(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

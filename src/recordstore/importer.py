@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from . import jsoncodec, workers
-from .engine import BUSY_TIMEOUT_S, background_checkpoints, configure_connection, placeholder, sqlite_file
+from .engine import background_checkpoints, configure_connection, placeholder, sqlite_file
 from .errors import InputError, NewerVersionError
 from .registry import Domain, Registry
 from .schema import drop_record_indexes, restore_record_indexes
@@ -775,6 +775,10 @@ def _new_file_rows(relpath: str, domain: str, file_id: int, run_id: int, outcome
     return (file_id, relpath, domain, layout.container, layout.head, layout.sep, layout.tail, layout.indent, digest, run_id), rows
 
 
+#: How long a writing worker waits for SQLite's write lock (see _WorkerWriter).
+WORKER_BUSY_TIMEOUT_S = 24 * 3600.0
+
+
 class _WorkerWriter:
     """In a worker process of an import into a SQLite file: writes the new files of each
     chunk it parsed (their rows and records) in one transaction of its own, under
@@ -782,7 +786,10 @@ class _WorkerWriter:
     Nothing but counts and problems goes back."""
 
     def __init__(self, database: str, run_id: int):
-        self.conn = sqlite3.connect(database, timeout=BUSY_TIMEOUT_S)
+        # Only this import's own processes contend for the lock (the run lock keeps other
+        # writers out), and the importing process holds it only while it writes a file
+        # of its own, which may be a huge one streamed in many batches: wait for it.
+        self.conn = sqlite3.connect(database, timeout=WORKER_BUSY_TIMEOUT_S)
         configure_connection(self.conn)
         self.run_id = run_id
         self.sql_file, self.sql_record, _ = _insert_statements("?", cast_payload=True)
@@ -1076,7 +1083,8 @@ class Importer:
         finally:
             if self._shared:
                 self._shared = False
-                self._tx = self.conn.begin()
+                if not self._tx.is_active:  # (one is, when writing a file here failed)
+                    self._tx = self.conn.begin()
 
     def _pooled(self, candidates: Iterator[Candidate], jobs: int, database: str | None) -> Iterator[tuple[Candidate, Outcome | None]]:
         start = (_start_writer, (database, self.run_id)) if database is not None else (None, ())
