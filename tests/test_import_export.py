@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -429,12 +430,21 @@ def _die(tasks: object) -> None:
     os._exit(9)
 
 
+def _die_in_turn(writer: Any) -> None:
+    """A writing worker killed while it holds the turn to write."""
+    import os
+
+    with writer.turns:
+        os._exit(9)
+
+
+@pytest.mark.parametrize("where", ["parse_wire", "_WorkerWriter._commit"])
 def test_a_worker_process_that_dies_fails_the_import_in_one_line(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    """A killed worker (here: one that exits at once) must not leave the import waiting
-    for ever: it stops with one clear error, the run is not left running, and a second
-    import completes the store."""
+    """A killed worker (here: one that exits at once, or in its turn to write) must not
+    leave the import waiting for ever: it stops with one clear error, the run is not
+    left running, and a second import completes the store."""
     import multiprocessing
 
     from recordstore import RecordStoreError
@@ -444,7 +454,10 @@ def test_a_worker_process_that_dies_fails_the_import_in_one_line(
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("the dying worker is planted by forking this process")
     monkeypatch.setattr(workers, "_context", lambda fork_only: multiprocessing.get_context("fork"))
-    monkeypatch.setattr(importer_module, "parse_tasks", _die)
+    if where == "parse_wire":  # what a worker runs
+        monkeypatch.setattr(importer_module, "parse_wire", _die)
+    else:
+        monkeypatch.setattr(importer_module._WorkerWriter, "_commit", _die_in_turn)
     with Store(tmp_path / "s.db") as store:
         with pytest.raises(RecordStoreError, match="a worker process of the import died"):
             store.import_paths([home], jobs=2)
@@ -476,7 +489,8 @@ def test_the_writer_parses_the_chunks_no_worker_has_started(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With slow workers, the writer parses queued chunks itself instead of waiting:
-    the store is the one a single process makes."""
+    the store is the one a single process makes. (Into a store that already holds files:
+    into an empty one, the workers write, and the importing process parses nothing.)"""
     import multiprocessing
 
     from recordstore import importer as importer_module
@@ -484,6 +498,10 @@ def test_the_writer_parses_the_chunks_no_worker_has_started(
 
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("the slow worker is planted by forking this process")
+    first = min(home.rglob("*.json"))
+    for name in ("pooled.db", "alone.db"):
+        with Store(tmp_path / name) as store:
+            assert store.import_paths([first], jobs=0).ok
     here: list[int] = []
     real = importer_module.parse_tasks
 
@@ -505,6 +523,83 @@ def test_the_writer_parses_the_chunks_no_worker_has_started(
         alone = store.import_paths([home], jobs=0)
     assert here, "the writer never parsed a chunk itself"
     assert sum(here) < 29  # ... nor all of them: the worker parsed some
+    assert {**pooled.as_dict(), "run": 0} == {**alone.as_dict(), "run": 0}
+    assert _store_content(tmp_path / "pooled.db") == _store_content(tmp_path / "alone.db")
+
+
+def test_into_an_empty_store_the_workers_write_what_they_parse(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first import: the workers write the files they parse, and the importing process
+    receives only counts and problems (it parses nothing itself). The store, the report
+    and the failures' order are those of a single process. Into a store that holds
+    files, the workers only parse again."""
+    import multiprocessing
+
+    from recordstore import importer as importer_module
+    from recordstore import workers
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("the spies are planted by forking this process")
+    kinds: list[str] = []
+    real_write, real_parse = importer_module.Importer.write, importer_module.parse_tasks
+    parsed_here: list[int] = []
+
+    def spy_write(self: Any, cand: Any, outcome: Any, known: Any) -> None:
+        kinds.append(outcome.kind)
+        real_write(self, cand, outcome, known)
+
+    def spy_parse(tasks: list[Any]) -> list[Any]:
+        if os.getpid() == _TEST_PID:
+            parsed_here.append(len(tasks))
+        return real_parse(tasks)
+
+    for n in range(4):  # problems in several chunks, to be reported in order
+        (home / "tasks" / "tasks" / f"task_bad{n}.json").write_text('{"schema_version": 99}')
+        (home / "tasks" / "runtime" / "events" / f"thr_bad{n}.jsonl").write_text('{"a": 1}\nnot json\n')
+    monkeypatch.setattr(workers, "_context", lambda fork_only: multiprocessing.get_context("fork"))
+    monkeypatch.setattr(importer_module.Importer, "write", spy_write)
+    monkeypatch.setattr(importer_module, "parse_tasks", spy_parse)
+    monkeypatch.setattr(importer_module, "CHUNK_FILES", 3)
+    with Store(tmp_path / "pooled.db") as store:
+        pooled = store.import_paths([home], jobs=2)
+        assert len(pooled.problems) == 8
+        assert "written" in kinds and "parsed" not in kinds
+        assert not parsed_here
+        kinds.clear()
+        assert store.import_paths([home], jobs=2).as_dict()["domains"]  # again: nothing new
+        assert kinds and "written" not in kinds
+    monkeypatch.undo()
+    with Store(tmp_path / "alone.db") as store:
+        alone = store.import_paths([home], jobs=0)
+        store.import_paths([home], jobs=0)
+    assert {**pooled.as_dict(), "run": 0} == {**alone.as_dict(), "run": 0}
+    assert _store_content(tmp_path / "pooled.db") == _store_content(tmp_path / "alone.db")
+
+
+def test_a_large_file_streamed_here_while_the_workers_write_is_stored_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first import with writing workers, and a JSON-lines file too large for a task:
+    the importing process streams it in many batches of its own, taking SQLite's write
+    lock for each, while the workers write theirs. The store equals one process's."""
+    from recordstore import importer as importer_module
+
+    home = tmp_path / "home"
+    (home / "tasks" / "tasks").mkdir(parents=True)
+    (home / "tasks" / "runtime" / "events").mkdir(parents=True)
+    for n in range(600):
+        (home / "tasks" / "tasks" / f"task_{n:04d}.json").write_text(json.dumps({"schema_version": 1, "id": n}))
+    line = json.dumps({"schema_version": 1, "text": "x" * 200})
+    big = home / "tasks" / "runtime" / "events" / "thr_big.jsonl"
+    big.write_text((line + "\n") * (importer_module.TASK_MAX_BYTES // len(line) + 50))
+    monkeypatch.setattr(importer_module, "BATCH_RECORDS", 100)
+    monkeypatch.setattr(importer_module, "CHUNK_FILES", 8)
+    with Store(tmp_path / "pooled.db") as store:
+        pooled = store.import_paths([home], jobs=2)
+    with Store(tmp_path / "alone.db") as store:
+        alone = store.import_paths([home], jobs=0)
+    assert pooled.ok and pooled.counts("runtime").imported > 4000
     assert {**pooled.as_dict(), "run": 0} == {**alone.as_dict(), "run": 0}
     assert _store_content(tmp_path / "pooled.db") == _store_content(tmp_path / "alone.db")
 

@@ -188,8 +188,9 @@ def import_(
         typer.Option(
             "--jobs",
             min=0,
-            help="Worker processes that read and parse files (default: one per CPU but one, up to 8, "
-            "once there are hundreds of files; 0: none).",
+            help="Worker processes that read and parse files, and write them into a store that has "
+            "none yet (default, once there are hundreds of files: one per CPU into such a store, "
+            "else one per CPU but one; up to 8; 0: none).",
         ),
     ] = None,
 ) -> None:

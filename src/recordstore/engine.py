@@ -22,10 +22,12 @@ from .errors import BusyError, StoreError
 
 __all__ = [
     "background_checkpoints",
+    "configure_connection",
     "default_db_path",
     "durable_transaction",
     "open_engine",
     "placeholder",
+    "sqlite_file",
     "translate_errors",
     "write_transaction",
 ]
@@ -77,29 +79,35 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
     return create_engine(url)
 
 
+def configure_connection(dbapi_conn: sqlite3.Connection) -> None:
+    """The settings of every connection to a SQLite store (the engine's, and those of
+    import workers that write their own batches)."""
+    # Let SQLAlchemy's "begin" issue BEGIN, so writers can ask for IMMEDIATE.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:
+        pass  # read-only file systems: keep whatever mode the file has
+    # NORMAL in WAL mode: each batch commits atomically (a killed process loses
+    # nothing committed); the WAL is synced when a run finishes (durable_transaction),
+    # which makes every batch of the run durable with one sync instead of one each.
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA cache_size=-8192")
+    # Checkpoint the WAL every ~64 MB rather than every 4 MB: fewer syncs of the
+    # database file during a long run.
+    cur.execute("PRAGMA wal_autocheckpoint=16384")
+    # Sorts larger than the cache (building an index after a bulk import of
+    # millions of records) spill to a temporary file, not to memory.
+    cur.execute("PRAGMA temp_store=FILE")
+    cur.close()
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" below issue BEGIN, so writers can ask for IMMEDIATE.
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        try:
-            cur.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError:
-            pass  # read-only file systems: keep whatever mode the file has
-        # NORMAL in WAL mode: each batch commits atomically (a killed process loses
-        # nothing committed); the WAL is synced when a run finishes (durable_transaction),
-        # which makes every batch of the run durable with one sync instead of one each.
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA cache_size=-8192")
-        # Checkpoint the WAL every ~64 MB rather than every 4 MB: fewer syncs of the
-        # database file during a long run.
-        cur.execute("PRAGMA wal_autocheckpoint=16384")
-        # Sorts larger than the cache (building an index after a bulk import of
-        # millions of records) spill to a temporary file, not to memory.
-        cur.execute("PRAGMA temp_store=FILE")
-        cur.close()
+        configure_connection(dbapi_conn)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
@@ -120,8 +128,8 @@ def background_checkpoints(engine: Engine) -> Iterator[None]:
     ``wal_autocheckpoint`` pages (they still do if this thread falls behind).
 
     Start it after any worker processes are forked: the thread rules fork out."""
-    database = engine.url.database if is_sqlite(engine) else None
-    if not database or database == ":memory:" or database.startswith("file:"):
+    database = sqlite_file(engine)
+    if database is None:
         yield
         return
     stop = threading.Event()
@@ -139,6 +147,15 @@ def background_checkpoints(engine: Engine) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+def sqlite_file(engine: Engine) -> str | None:
+    """The path of the engine's SQLite database file (``None``: not SQLite, or not a
+    file other connections can open by its name)."""
+    database = engine.url.database if is_sqlite(engine) else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
 
 
 def is_sqlite(conn: Connection | Engine) -> bool:

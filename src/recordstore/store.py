@@ -133,7 +133,8 @@ class Store:
     ) -> ImportResult:
         """Import files and directories; bad files and records are reported in the
         result's ``problems`` while everything else goes in. ``jobs``: worker processes
-        that read and parse small files (default: :func:`~recordstore.importer.default_jobs`
+        that read and parse small files, and write them into a store that has no files yet
+        (default: :func:`~recordstore.importer.default_jobs`
         for an import of many files; 0: none). The store ends up the same either way."""
         paths = list(paths)
         forced = self.registry[domain] if domain is not None else None

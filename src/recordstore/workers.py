@@ -1,14 +1,16 @@
 """Worker processes, shared by import (parsing files) and migrate (running steps).
 
-Both hand a worker a chunk of work with everything it needs and take back plain data;
-neither lets a worker touch the store. A worker that dies (killed, out of memory) fails
-the command with one line, and every batch committed before it is kept.
+Both hand a worker a chunk of work with everything it needs and take back plain data.
+Only import's workers write to the store, and only into one that holds no files yet:
+each chunk's new files in one transaction of their own. A worker that dies (killed, out
+of memory) fails the command with one line, and every batch committed before it is kept.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +20,12 @@ from typing import Any, TypeVar
 
 from .errors import RecordStoreError
 
-__all__ = ["cpus", "default_jobs", "pool", "result", "submit"]
+__all__ = ["Turns", "cpus", "default_jobs", "pool", "result", "submit", "turns"]
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 T = TypeVar("T")
 
@@ -120,3 +127,47 @@ def _died(command: str) -> RecordStoreError:
         f"a worker process of the {command} died (killed, or out of memory?); every batch committed "
         f"so far is kept: run the {command} again to go on, or with --jobs 0"
     )
+
+
+class Turns:
+    """Turns at one thing (writing to the store) among the processes of one command:
+    ``with turns:`` waits for this process's turn. An ``flock`` on a file of its own,
+    which wakes the next waiter at once (SQLite's own lock is polled, with sleeps of up
+    to 100 ms), and which the kernel gives back when its holder dies, so a killed
+    worker cannot keep the others waiting (a multiprocessing lock would stay taken).
+    Crosses to a worker as its path; each process opens the file itself. Without
+    ``flock`` (Windows), a no-op: SQLite's lock alone then serializes the writers."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd: int | None = None
+        self._pid = 0
+
+    def __getstate__(self) -> str:
+        return self.path
+
+    def __setstate__(self, path: str) -> None:
+        self.__init__(path)  # type: ignore[misc]
+
+    def __enter__(self) -> None:
+        if fcntl is None:
+            return
+        if self._fd is None or self._pid != os.getpid():  # a forked copy holds its parent's
+            self._fd, self._pid = os.open(self.path, os.O_RDWR), os.getpid()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        if fcntl is not None and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def turns() -> Iterator[Turns]:
+    """:class:`Turns` for the processes of one command, on a temporary file."""
+    fd, path = tempfile.mkstemp(prefix="recordstore-turns-")
+    os.close(fd)
+    try:
+        yield Turns(path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
