@@ -752,16 +752,16 @@ def _to_wire(tasks: list[Task | None]) -> list[_WireTask | None]:
     ]
 
 
-def parse_wire(tasks: list[_WireTask | None]) -> list[_WireOutcome | None]:
+def parse_wire(tasks: list[_WireTask | None]) -> list[_WireOutcome | int | None]:
     """:func:`parse_tasks` as a worker process runs it, tuples in and out. A worker
     that writes (see :class:`_WorkerWriter`) stores the new files it parsed itself."""
     chunk = [None if t is None else Task(t[0], t[1], DomainSpec(*t[2]), t[3], t[4]) for t in tasks]
-    parsed = parse_tasks(chunk) if _writer is None else _writer.parse_and_write(chunk)
-    return [None if o is None else (*o[:7], None if o.layout is None else tuple(o.layout), *o[8:]) for o in parsed]
+    parsed: list[Outcome | int | None] = list(parse_tasks(chunk)) if _writer is None else _writer.parse_and_write(chunk)
+    return [(*o[:7], None if o.layout is None else tuple(o.layout), *o[8:]) if isinstance(o, Outcome) else o for o in parsed]
 
 
-def _from_wire(outcomes: list[_WireOutcome | None]) -> list[Outcome | None]:
-    return [None if o is None else Outcome._make((*o[:7], None if o[7] is None else FileLayout(*o[7]), *o[8:])) for o in outcomes]
+def _from_wire(outcomes: list[_WireOutcome | int | None]) -> list[Outcome | int | None]:
+    return [Outcome._make((*o[:7], None if o[7] is None else FileLayout(*o[7]), *o[8:])) if isinstance(o, tuple) else o for o in outcomes]
 
 
 def _insert_statements(mark: str, cast_payload: bool) -> tuple[str, str, str]:
@@ -814,25 +814,30 @@ class _WorkerWriter:
         self.file_rows: list[tuple[Any, ...]] = []
         self.record_rows: list[Row] = []
 
-    def parse_and_write(self, tasks: list[Task | None]) -> list[Outcome | None]:
+    def parse_and_write(self, tasks: list[Task | None]) -> list[Outcome | int | None]:
         """Parse a chunk, writing the new files as it goes: in one transaction every
         BATCH_BYTES of records (so a worker holds at most that much), a file's row
-        always with its records."""
+        always with its records. A file written whole, with nothing to report, comes
+        back as its number of records (the common case, cheapest to hand back)."""
         pending = 0
-        out: list[Outcome | None] = []
+        out: list[Outcome | int | None] = []
         for task in tasks:
             outcome = None if task is None else parse_task(task)
-            if task is not None and task.file_id is not None and outcome is not None and outcome.kind == "parsed":
-                file_row, rows = _new_file_rows(task.relpath, task.domain.name, task.file_id, self.run_id, outcome)
-                if file_row is not None:
-                    self.file_rows.append(file_row)
-                self.record_rows += rows
-                pending += outcome.nbytes
-                outcome = Outcome("written", outcome.digest, problems=outcome.problems, fatal=outcome.fatal, slots=outcome.slots, written=len(rows))
-                if pending >= BATCH_BYTES:
-                    self._commit()
-                    pending = 0
-            out.append(outcome)
+            if task is None or task.file_id is None or outcome is None or outcome.kind != "parsed":
+                out.append(outcome)
+                continue
+            file_row, rows = _new_file_rows(task.relpath, task.domain.name, task.file_id, self.run_id, outcome)
+            if file_row is not None:
+                self.file_rows.append(file_row)
+            self.record_rows += rows
+            pending += outcome.nbytes
+            if file_row is not None and not outcome.problems:
+                out.append(len(rows))
+            else:
+                out.append(Outcome("written", outcome.digest, problems=outcome.problems, fatal=outcome.fatal, slots=outcome.slots, written=len(rows)))
+            if pending >= BATCH_BYTES:
+                self._commit()
+                pending = 0
         self._commit()
         return out
 
@@ -866,8 +871,8 @@ class _Chunk:
 
     candidates: list[Candidate]
     tasks: list[Task | None]
-    future: Future[list[_WireOutcome | None]]
-    outcomes: list[Outcome | None] | None = None
+    future: Future[list[_WireOutcome | int | None]]
+    outcomes: list[Outcome | int | None] | None = None
 
 
 def _steal(queued: collections.deque[_Chunk]) -> _Chunk | None:
@@ -1070,11 +1075,17 @@ class Importer:
     def import_all(self, candidates: Iterable[Candidate], jobs: int | None = None, advance: Any = None) -> None:
         """Import every candidate, in order. ``jobs``: worker processes parsing small
         files (``None``: :func:`default_jobs` when there are many files; 0: none)."""
+        result = self.result
         for cand, outcome in self._outcomes(iter(candidates), jobs):
             if cand.domain is None:
-                self.result.skipped += 1
+                result.skipped += 1
+            elif isinstance(outcome, int):  # a new file a worker wrote whole: nothing to report
+                result.files += 1
+                result.counts(cand.domain.name).imported += outcome
+                del self._in_flight[cand.relpath]
+                self._written.add(cand.relpath)
             else:
-                self.result.files += 1
+                result.files += 1
                 self.import_one(cand, outcome)
             if advance is not None:
                 advance(1)
@@ -1108,7 +1119,7 @@ class Importer:
             return Task(cand.path, cand.relpath, spec, None, self._new_file_id())
         return Task(cand.path, cand.relpath, spec, known[1] if known and known[2] == domain.name else None)
 
-    def _outcomes(self, candidates: Iterator[Candidate], jobs: int | None) -> Iterator[tuple[Candidate, Outcome | None]]:
+    def _outcomes(self, candidates: Iterator[Candidate], jobs: int | None) -> Iterator[tuple[Candidate, Outcome | int | None]]:
         # Into a store with no files yet (a first, bulk import: no file is looked up or
         # changed), the workers write the new files they parse themselves.
         database = None if self._had_files else sqlite_file(self.conn.engine)
@@ -1137,7 +1148,7 @@ class Importer:
                 if not self._tx.is_active:  # (one is, when writing a file here failed)
                     self._tx = self.conn.begin()
 
-    def _pooled(self, candidates: Iterator[Candidate], jobs: int, database: str | None) -> Iterator[tuple[Candidate, Outcome | None]]:
+    def _pooled(self, candidates: Iterator[Candidate], jobs: int, database: str | None) -> Iterator[tuple[Candidate, Outcome | int | None]]:
         with contextlib.ExitStack() as stack:
             start: tuple[Any, tuple[Any, ...]] = (None, ())
             if database is not None:
@@ -1173,11 +1184,11 @@ class Importer:
                     # files and builds the indexes at the end, would become the
                     # bottleneck (with it, 4.5-5.1 s; without, 3.1-3.7 s).
                     while database is None and not oldest.future.done() and (stolen := _steal(queued)) is not None:
-                        stolen.outcomes = parse_tasks(stolen.tasks)
+                        stolen.outcomes = list(parse_tasks(stolen.tasks))
                     outcomes = oldest.outcomes
                     if outcomes is None:
                         outcomes = _from_wire(workers.result(oldest.future, "import"))
-                    seen_bytes += sum(o.nbytes for o in outcomes if o is not None)
+                    seen_bytes += sum(o.nbytes for o in outcomes if isinstance(o, Outcome))
                     seen_chunks += 1
                     yield from zip(oldest.candidates, outcomes)
                 if not chunk:
