@@ -128,6 +128,12 @@ def test_compact_json_lines_are_decoded_together(tmp_path: Path, monkeypatch: py
         ("n.jsonl", b'{"a":1}\r\n'),  # CRLF
         ("n.jsonl", b'{"a":1}\n[1]\n'),  # a line that is not an object
         ("n.jsonl", b'{"a":1}\n{"a":\n'),  # a broken line
+        # compact lines, decoded together, with a version the domain does not accept:
+        ("n.jsonl", b'{"a":1}\n{"schema_version":true}\n'),
+        ("n.jsonl", b'{"schema_version":0}\n{"a":1}\n'),
+        ("n.jsonl", b'{"a":1}\n{"schema_version":4}'),
+        ("n.jsonl", b'{"schema_version":"2"}\n'),
+        ("n.jsonl", b'{"schema_version":2.0}\n'),
     ],
 )
 def test_anything_unusual_is_left_to_the_general_parser(

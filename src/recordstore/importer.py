@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
@@ -693,15 +693,18 @@ def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
         prefix = task.relpath + ":"
         values = jsoncodec.decode_compact_lines(lines)
         if values is not None:  # no blank lines, each line compact: all decoded at once
-            known = [_known_version(v, domain) for v in values]
-            if None in known:
+            # _known_version's test, for all the lines at once (a bool is not an int here;
+            # a line that is not an object gets 0, which fails it).
+            field = domain.version_field
+            found: tuple[int, ...] = tuple([v.get(field, 1) if type(v) is dict else 0 for v in values])
+            if found and not (set(map(type, found)) == {int} and 0 < min(found) and max(found) <= domain.version):
                 return None
             n = len(lines)
             return Outcome(
                 "parsed",
                 read.digest,
                 tuple([f"{prefix}{lineno}" for lineno in range(1, n + 1)]),
-                cast("tuple[int, ...]", tuple(known)),
+                found,
                 tuple(lines),
                 tuple(range(n)),
                 sum(map(len, lines)),
