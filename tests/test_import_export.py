@@ -55,6 +55,40 @@ def test_export_reproduces_every_example_file_byte_for_byte(store: Store, home: 
     }
 
 
+@pytest.mark.parametrize("domains", [None, ["runtime"], ["session", "task"]])
+def test_export_reads_the_files_a_window_at_a_time(
+    store: Store, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, domains: list[str] | None
+) -> None:
+    """Files are read FILE_WINDOW at a time beside the streamed records; windows of two
+    files, files without records and files of other domains must not change a byte."""
+    from recordstore import exporter
+
+    (home / "tasks" / "runtime" / "events" / "empty.jsonl").write_bytes(b"")  # a file without records
+    store.import_paths([home])
+    reference = store.export_to(tmp_path / "whole", domains=domains)
+
+    class Seen:
+        total: int | None = None
+        advanced = 0
+
+        def start(self, total: int | None, label: str) -> None:
+            self.total = total
+
+        def advance(self, n: int) -> None:
+            self.advanced += n
+
+    seen = Seen()
+    monkeypatch.setattr(exporter, "FILE_WINDOW", 2)
+    result = store.export_to(tmp_path / "windows", domains=domains, progress=seen)
+    assert tree(tmp_path / "windows") == tree(tmp_path / "whole")
+    assert (result.files, result.records, result.domains) == (reference.files, reference.records, reference.domains)
+    wanted = {d: n for d, n in EXAMPLE_COUNTS.items() if domains is None or d in domains}
+    assert result.domains == wanted and result.records == sum(wanted.values())
+    # The progress bar counts every file to export, the empty one (runtime) included.
+    assert seen.advanced == result.files
+    assert seen.total == result.files + (domains is None or "runtime" in domains)
+
+
 def test_a_codewhale_home_imports_the_same_way(store: Store, tmp_path: Path) -> None:
     codewhale = tmp_path / ".codewhale"
     shutil.copytree(EXAMPLE_HOME, codewhale)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from .errors import ExportError
 from .importer import display_path, element_prefix
@@ -280,15 +280,27 @@ class _suppress:
         return True
 
 
-def _file_rows(conn: Connection, domains: Iterable[str] | None) -> dict[int, Any]:
+#: Files whose rows are read together: memory does not grow with the files stored (all
+#: of them at once took 13 MB more at 197,507 records than at 49,703).
+FILE_WINDOW = 2000
+
+
+def _files_query(domains: list[str] | None) -> Any:
     query = select(files.c.id, files.c.path, files.c.domain, files.c.head, files.c.sep, files.c.tail)
-    if domains is not None:
-        query = query.where(files.c.domain.in_(list(domains)))
-    return {row.id: row for row in conn.execute(query)}
+    return query if domains is None else query.where(files.c.domain.in_(domains))
 
 
-def _grouped(conn: Connection, file_ids: set[int]) -> Iterator[tuple[int, list[str], str]]:
-    """(file id, record texts in position order, domain) per file, streaming."""
+def _file_rows(conn: Connection, domains: list[str] | None) -> Iterator[Any]:
+    """The rows of the files to export, in id order, FILE_WINDOW at a time."""
+    last = 0
+    while rows := conn.execute(_files_query(domains).where(files.c.id > last).order_by(files.c.id).limit(FILE_WINDOW)).all():
+        yield from rows
+        last = rows[-1].id
+
+
+def _grouped(conn: Connection) -> Iterator[tuple[int, list[str], str]]:
+    """(file id, record texts in position order, domain) per file, in file id order,
+    streaming."""
     query = select(records.c.file_id, records.c.payload, records.c.domain).order_by(
         records.c.file_id, records.c.position
     )
@@ -298,13 +310,26 @@ def _grouped(conn: Connection, file_ids: set[int]) -> Iterator[tuple[int, list[s
     domain = ""
     for file_id, payload, dom in result:
         if file_id != current:
-            if current is not None and current in file_ids:
+            if current is not None:
                 yield current, texts, domain
             current, texts, domain = file_id, [], dom
-        if file_id in file_ids:
-            texts.append(payload)
-    if current is not None and current in file_ids:
+        texts.append(payload)
+    if current is not None:
         yield current, texts, domain
+
+
+def _files_with_records(conn: Connection, domains: list[str] | None) -> Iterator[tuple[Any, list[str], str]]:
+    """(file row, record texts, domain) for each file to export that holds records: the
+    records, streamed in file order, matched with the files' rows, read alongside."""
+    rows = _file_rows(conn, domains)
+    row = next(rows, None)
+    for file_id, texts, domain in _grouped(conn):
+        while row is not None and row.id < file_id:  # a file without records
+            row = next(rows, None)
+        if row is None:
+            return
+        if row.id == file_id:  # else a file not exported (another domain)
+            yield row, texts, domain
 
 
 def render(head: str, sep: str, tail: str, texts: list[str]) -> str:
@@ -328,9 +353,12 @@ def export_records(
         writer = _Writer(out, overwrite)
     except OSError as exc:
         raise ExportError(str(out), f"cannot create the export directory: {exc.strerror or exc}") from exc
-    file_rows = _file_rows(conn, domains)
+    wanted = None if domains is None else list(domains)
     if progress is not None:
-        progress.start(len(file_rows), "export")
+        counted = select(func.count()).select_from(files)
+        if wanted is not None:
+            counted = counted.where(files.c.domain.in_(wanted))
+        progress.start(conn.execute(counted).scalar() or 0, "export")
     sizes: dict[str, tuple[str, int]] = {}
 
     def settle() -> None:
@@ -344,8 +372,7 @@ def export_records(
             result.domains[domain] = result.domains.get(domain, 0) + n
 
     try:
-        for file_id, texts, domain in _grouped(conn, set(file_rows)):
-            row = file_rows[file_id]
+        for row, texts, domain in _files_with_records(conn, wanted):
             try:
                 writer.write(row.path, render(row.head, row.sep, row.tail, texts))
             except ExportError as exc:  # one line each, whatever the names hold
