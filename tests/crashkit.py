@@ -7,7 +7,10 @@ loads exactly what a user's would. It reads a few environment variables, all opt
 
 ``CRASHKIT_SLEEP``          seconds each step sleeps (default 0.0005), so runs last long
                             enough to be killed mid-way; ``0`` for a fast rerun.
-``CRASHKIT_IMPORT_SLEEP``   seconds each imported file waits first (default 0).
+``CRASHKIT_IMPORT_SLEEP``   seconds each file the importing process writes waits first
+                            (default 0; not the files workers write themselves).
+``CRASHKIT_PARSE_SLEEP``    seconds each file waits before it is parsed, in whatever
+                            process parses it, workers included (default 0).
 ``CRASHKIT_MIGRATE_BATCH``  rows per migration batch (``recordstore.migrator.BATCH_ROWS``).
 ``CRASHKIT_IMPORT_BATCH``   records per import batch (``recordstore.importer.BATCH_RECORDS``).
 ``CRASHKIT_TASK_MAX_BYTES`` larger files are streamed (``recordstore.importer.TASK_MAX_BYTES``).
@@ -118,6 +121,15 @@ def _configure():
         recordstore.importer.BATCH_RECORDS = int(os.environ["CRASHKIT_IMPORT_BATCH"])
     if os.environ.get("CRASHKIT_TASK_MAX_BYTES"):
         recordstore.importer.TASK_MAX_BYTES = int(os.environ["CRASHKIT_TASK_MAX_BYTES"])
+    parse_sleep = float(os.environ.get("CRASHKIT_PARSE_SLEEP") or 0)
+    if parse_sleep:
+        parse_task = recordstore.importer.parse_task
+
+        def slow_parse_task(task):
+            time.sleep(parse_sleep)
+            return parse_task(task)
+
+        recordstore.importer.parse_task = slow_parse_task
     import_sleep = float(os.environ.get("CRASHKIT_IMPORT_SLEEP") or 0)
     if GATE or import_sleep:
         import_one = recordstore.importer.Importer.import_one

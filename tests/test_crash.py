@@ -395,6 +395,39 @@ def test_kill_during_import(world: World, tmp_path: Path, trial: int, tally: Any
     assert_intact(db, world.registry)
 
 
+@pytest.mark.parametrize("trial", range(3))
+def test_kill_during_an_import_whose_workers_write(world: World, tmp_path: Path, trial: int) -> None:
+    """Into an empty store, the workers write what they parse, each file within one of
+    their transactions. Killed once a seeded random share of the records is in (its
+    workers end with it, and commit nothing more), the store holds only whole files
+    exactly as the finished import has them, and a rerun started at once completes it."""
+    rng = rng_for("import-workers", trial)
+    db = world.copy(world.empty, tmp_path)
+    reference = ck.records_of(world.imported)
+    count = counter(db, "SELECT count(*) FROM records")
+    target = rng.randint(1, len(reference) - 200)
+    # Each file waits 2 ms before it is parsed, so the workers' part lasts about a second,
+    # and they commit every 20 records.
+    proc = ck.spawn_store(db, world.registry, "import", world.home, "--jobs", "2",
+                          env=ck.child_env(CRASHKIT_PARSE_SLEEP="0.002", CRASHKIT_IMPORT_BATCH="20"))
+    ck.wait_until(lambda: count() >= target or proc.poll() is not None, timeout=60, interval=0.002)
+    ended = ck.kill9(proc)
+    assert ended.killed, ended.stderr  # killed mid-run, not after
+    assert_intact(db, world.registry)
+    now = ck.records_of(db)
+    assert 0 < len(now) < len(reference)
+    assert_whole(now)
+    assert all(row == reference[k] for k, row in now.items())
+    run_id, landed = killed_run(db, world.registry, Kill(proc.pid, ended, 0.0, "mid-run"), "import")
+    assert landed == "interrupted"
+    assert_unfinished_files_are_read_again(db, world.imported)
+    rerun_takes_over(db, world.registry, run_id, "import", world.home)
+    assert ck.records_of(db) == reference
+    assert ck.files_of(db) == ck.files_of(world.imported)
+    assert ck.backups_of(db) == []
+    assert_intact(db, world.registry)
+
+
 # --------------------------------------------------------------------------- restore
 
 

@@ -813,14 +813,15 @@ class _WorkerWriter:
         configure_connection(self.conn)
         self.run_id = run_id
         self.turns = turns
+        self.parent = os.getppid()
         self.sql_file, self.sql_record, _ = _insert_statements("?", cast_payload=True)
         self.file_rows: list[tuple[Any, ...]] = []
         self.record_rows: list[Row] = []
 
     def parse_and_write(self, tasks: list[Task | None]) -> list[Outcome | int | None]:
         """Parse a chunk, writing the new files as it goes: in one transaction every
-        BATCH_BYTES of records (so a worker holds at most that much), a file's row
-        always with its records. A file written whole, with nothing to report, comes
+        BATCH_RECORDS records or BATCH_BYTES of them (so a worker holds at most that
+        much), a file's row always with its records. A file written whole, with nothing to report, comes
         back as its number of records (the common case, cheapest to hand back)."""
         pending = 0
         out: list[Outcome | int | None] = []
@@ -838,7 +839,7 @@ class _WorkerWriter:
                 out.append(len(rows))
             else:
                 out.append(Outcome("written", outcome.digest, problems=outcome.problems, fatal=outcome.fatal, slots=outcome.slots, written=len(rows)))
-            if pending >= BATCH_BYTES:
+            if pending >= BATCH_BYTES or len(self.record_rows) >= BATCH_RECORDS:
                 self._commit()
                 pending = 0
         self._commit()
@@ -852,6 +853,11 @@ class _WorkerWriter:
             try:
                 self.conn.executemany(self.sql_file, self.file_rows)
                 self.conn.executemany(self.sql_record, self.record_rows)
+                if os.getppid() != self.parent:
+                    # The import was killed (workers/_start_worker ends its workers within
+                    # PARENT_CHECK_S): commit nothing more, or a rerun that started by
+                    # then could meet files appearing under it.
+                    os._exit(1)
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
