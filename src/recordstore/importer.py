@@ -821,8 +821,9 @@ class _WorkerWriter:
     def parse_and_write(self, tasks: list[Task | None]) -> list[Outcome | int | None]:
         """Parse a chunk, writing the new files as it goes: in one transaction every
         BATCH_RECORDS records or BATCH_BYTES of them (so a worker holds at most that
-        much), a file's row always with its records. A file written whole, with nothing to report, comes
-        back as its number of records (the common case, cheapest to hand back)."""
+        much), a file's row always with its records. A file written whole, with nothing
+        to report, comes back as its number of records (the common case, cheapest to
+        hand back)."""
         pending = 0
         out: list[Outcome | int | None] = []
         for task in tasks:
@@ -897,9 +898,9 @@ def parse_tasks(tasks: list[Task | None]) -> list[Outcome | None]:
     return [None if t is None else parse_task(t) for t in tasks]
 
 
-#: Files per chunk handed to a worker that parses (and to one that also writes: fewer,
-#: larger transactions, each a turn at the write lock; 246,423 records took 3.3-3.6 s
-#: in chunks of 256 files, 3.5-4.0 s in chunks of 64).
+#: Files per chunk handed to a worker that parses (and to one that also writes: fewer
+#: hand-outs and turns at the write lock; 246,423 records took 3.5-4.1 s in chunks of
+#: 256 files, 4.0-4.3 s in chunks of 64, best and median of four).
 CHUNK_FILES = 64
 CHUNK_FILES_WRITING = 256
 #: Files whose stored state is looked up together, when parsing in this process.
@@ -916,8 +917,8 @@ def default_jobs(writing: bool = False) -> int:
     """Worker processes for a large import, at most 8; none on one CPU. One per CPU when
     they write what they parse (``writing``: the importing process only hands out
     files); otherwise one per CPU but the writer's. On 2 CPUs, for 246,423 records into
-    an empty store: two writing workers took 3.1-3.7 s, where one parsing worker and
-    the writer took 4.2-4.8 s (and one writing worker 4.1-4.6 s)."""
+    an empty store: two writing workers took 3.0-3.4 s, where one parsing worker and
+    the writer took 3.7-4.5 s; one writing worker 4.3-4.5 s; three, no better."""
     jobs = workers.default_jobs(8)
     return min(jobs + 1, 8) if writing and jobs else jobs
 
@@ -1055,7 +1056,7 @@ class Importer:
         still commit as they go; a stopped import leaves the indexes to the next writer.
         Not when workers write: they keep the indexes as they go, which spreads that
         work over them instead of leaving it all to this process at the end (246,423
-        records: 3.3-3.6 s, against 3.5-4.1 s)."""
+        records: 3.4-3.6 s, against 3.5-4.1 s)."""
         drop_record_indexes(self.conn)
         self._deferred_indexes = True
 
@@ -1190,8 +1191,8 @@ class Importer:
                     # Rather than wait for the workers, parse here the newest chunk
                     # none of them has started: the writer's idle time becomes parsing.
                     # Not when the workers write: this process, which hands out the
-                    # files and builds the indexes at the end, would become the
-                    # bottleneck (with it, 4.5-5.1 s; without, 3.1-3.7 s).
+                    # files, would become the bottleneck (measured in the sixth
+                    # session: with it, 4.5-5.1 s; without, 3.1-3.7 s).
                     while database is None and not oldest.future.done() and (stolen := _steal(queued)) is not None:
                         stolen.outcomes = list(parse_tasks(stolen.tasks))
                     outcomes = oldest.outcomes

@@ -2,8 +2,9 @@
 
 Both hand a worker a chunk of work with everything it needs and take back plain data.
 Only import's workers write to the store, and only into one that holds no files yet:
-each chunk's new files in one transaction of their own. A worker that dies (killed, out
-of memory) fails the command with one line, and every batch committed before it is kept.
+the new files they parse, in transactions of their own, taking :class:`Turns`. A worker
+that dies (killed, out of memory) fails the command with one line, and every batch
+committed before it is kept.
 """
 
 from __future__ import annotations
