@@ -638,6 +638,27 @@ def test_a_large_file_streamed_here_while_the_workers_write_is_stored_whole(
     assert _store_content(tmp_path / "pooled.db") == _store_content(tmp_path / "alone.db")
 
 
+def test_writing_workers_without_a_temporary_file_take_sqlites_turns(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers' turns at the write lock live in a temporary file; where none can be
+    made (a read-only or full temporary directory), SQLite's own lock serializes them,
+    and the import stores what one process stores."""
+    from recordstore import workers
+
+    def no_temp(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(workers.tempfile, "mkstemp", no_temp)
+    with Store(tmp_path / "pooled.db") as store:
+        pooled = store.import_paths([home], jobs=2)
+    monkeypatch.undo()
+    with Store(tmp_path / "alone.db") as store:
+        alone = store.import_paths([home], jobs=0)
+    assert pooled.ok and {**pooled.as_dict(), "run": 0} == {**alone.as_dict(), "run": 0}
+    assert _store_content(tmp_path / "pooled.db") == _store_content(tmp_path / "alone.db")
+
+
 def test_workers_started_by_a_fork_server_store_what_one_process_stores(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -137,7 +137,8 @@ class Turns:
     to 100 ms), and which the kernel gives back when its holder dies, so a killed
     worker cannot keep the others waiting (a multiprocessing lock would stay taken).
     Crosses to a worker as its path; each process opens the file itself. Without
-    ``flock`` (Windows), a no-op: SQLite's lock alone then serializes the writers."""
+    ``flock`` (Windows) or a file (``path`` empty), a no-op: SQLite's lock alone then
+    serializes the writers, polled."""
 
     def __init__(self, path: str):
         self.path = path
@@ -151,7 +152,7 @@ class Turns:
         self.__init__(path)  # type: ignore[misc]
 
     def __enter__(self) -> None:
-        if fcntl is None:
+        if fcntl is None or not self.path:
             return
         if self._fd is None or self._pid != os.getpid():  # a forked copy holds its parent's
             self._fd, self._pid = os.open(self.path, os.O_RDWR), os.getpid()
@@ -164,8 +165,13 @@ class Turns:
 
 @contextlib.contextmanager
 def turns() -> Iterator[Turns]:
-    """:class:`Turns` for the processes of one command, on a temporary file."""
-    fd, path = tempfile.mkstemp(prefix="recordstore-turns-")
+    """:class:`Turns` for the processes of one command, on a temporary file (none if no
+    temporary file can be made: the turns are then SQLite's own)."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="recordstore-turns-")
+    except OSError:
+        yield Turns("")
+        return
     os.close(fd)
     try:
         yield Turns(path)
