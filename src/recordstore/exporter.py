@@ -285,15 +285,16 @@ class _suppress:
 FILE_WINDOW = 2000
 
 
-def _files_query(domains: list[str] | None) -> Any:
-    query = select(files.c.id, files.c.path, files.c.domain, files.c.head, files.c.sep, files.c.tail)
+def _of_domains(query: Any, domains: list[str] | None) -> Any:
+    """``query`` over the files of ``domains`` (all: ``None``)."""
     return query if domains is None else query.where(files.c.domain.in_(domains))
 
 
 def _file_rows(conn: Connection, domains: list[str] | None) -> Iterator[Any]:
     """The rows of the files to export, in id order, FILE_WINDOW at a time."""
     last = 0
-    while rows := conn.execute(_files_query(domains).where(files.c.id > last).order_by(files.c.id).limit(FILE_WINDOW)).all():
+    columns = select(files.c.id, files.c.path, files.c.domain, files.c.head, files.c.sep, files.c.tail)
+    while rows := conn.execute(_of_domains(columns, domains).where(files.c.id > last).order_by(files.c.id).limit(FILE_WINDOW)).all():
         yield from rows
         last = rows[-1].id
 
@@ -355,10 +356,7 @@ def export_records(
         raise ExportError(str(out), f"cannot create the export directory: {exc.strerror or exc}") from exc
     wanted = None if domains is None else list(domains)
     if progress is not None:
-        counted = select(func.count()).select_from(files)
-        if wanted is not None:
-            counted = counted.where(files.c.domain.in_(wanted))
-        progress.start(conn.execute(counted).scalar() or 0, "export")
+        progress.start(conn.execute(_of_domains(select(func.count()).select_from(files), wanted)).scalar() or 0, "export")
     sizes: dict[str, tuple[str, int]] = {}
 
     def settle() -> None:

@@ -672,6 +672,33 @@ def _plain_version(text: bytes, domain: DomainSpec) -> int | None:
         return None
 
 
+def _plain_lines(lines: list[bytes], domain: DomainSpec) -> tuple[Iterable[int], tuple[int, ...], tuple[bytes, ...]] | None:
+    """The line numbers, versions and texts of JSON lines whose records are all good
+    (blank lines skipped); ``None`` if any is not."""
+    values = jsoncodec.decode_compact_lines(lines)
+    if values is not None:  # no blank lines, each line compact: all decoded at once
+        # _known_version's test, for all the lines at once (a bool is not an int here;
+        # a line that is not an object gets 0, which fails it).
+        field = domain.version_field
+        versions = tuple([v.get(field, 1) if type(v) is dict else 0 for v in values])
+        if versions and not (set(map(type, versions)) == {int} and 0 < min(versions) and max(versions) <= domain.version):
+            return None
+        return range(1, len(lines) + 1), versions, tuple(lines)
+    linenos: list[int] = []
+    found: list[int] = []
+    texts: list[bytes] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line or line.isspace():
+            continue
+        version = _plain_version(line, domain)
+        if version is None:  # FileParse says what is wrong
+            return None
+        linenos.append(lineno)
+        found.append(version)
+        texts.append(line)
+    return linenos, tuple(found), tuple(texts)
+
+
 def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
     """The common case, parsed lean: a file whose records are all good, with nothing
     unusual around them (an object file starting with ``{``; JSON lines without a BOM or
@@ -689,45 +716,23 @@ def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
         ends_with_newline = not lines[-1]
         if ends_with_newline:
             lines.pop()
-        layout = FileLayout("lines", sep="\n", tail="\n" if ends_with_newline else "")
-        prefix = task.relpath + ":"
-        values = jsoncodec.decode_compact_lines(lines)
-        if values is not None:  # no blank lines, each line compact: all decoded at once
-            # _known_version's test, for all the lines at once (a bool is not an int here;
-            # a line that is not an object gets 0, which fails it).
-            field = domain.version_field
-            found: tuple[int, ...] = tuple([v.get(field, 1) if type(v) is dict else 0 for v in values])
-            if found and not (set(map(type, found)) == {int} and 0 < min(found) and max(found) <= domain.version):
-                return None
-            n = len(lines)
-            return Outcome(
-                "parsed",
-                read.digest,
-                tuple([f"{prefix}{lineno}" for lineno in range(1, n + 1)]),
-                found,
-                tuple(lines),
-                tuple(range(n)),
-                sum(map(len, lines)),
-                layout,
-                [],
-                False,
-                n,
-            )
-        keys: list[str] = []
-        versions: list[int] = []
-        texts: list[bytes] = []
-        for lineno, line in enumerate(lines, start=1):
-            if not line or line.isspace():
-                continue
-            version = _plain_version(line, domain)
-            if version is None:
-                return None
-            keys.append(prefix + str(lineno))
-            versions.append(version)
-            texts.append(line)
-        n = len(keys)
+        found = _plain_lines(lines, domain)
+        if found is None:
+            return None
+        linenos, versions, texts = found
+        prefix, n = task.relpath + ":", len(texts)
         return Outcome(
-            "parsed", read.digest, tuple(keys), tuple(versions), tuple(texts), tuple(range(n)), sum(map(len, texts)), layout, [], False, n
+            "parsed",
+            read.digest,
+            tuple([f"{prefix}{lineno}" for lineno in linenos]),
+            versions,
+            texts,
+            tuple(range(n)),
+            sum(map(len, texts)),
+            FileLayout("lines", sep="\n", tail="\n" if ends_with_newline else ""),
+            [],
+            False,
+            n,
         )
     if data[:1] != b"{":
         return None
@@ -813,7 +818,6 @@ class _WorkerWriter:
         configure_connection(self.conn)
         self.run_id = run_id
         self.turns = turns
-        self.parent = os.getppid()
         self.sql_file, self.sql_record, _ = _insert_statements("?", cast_payload=True)
         self.file_rows: list[tuple[Any, ...]] = []
         self.record_rows: list[Row] = []
@@ -854,10 +858,10 @@ class _WorkerWriter:
             try:
                 self.conn.executemany(self.sql_file, self.file_rows)
                 self.conn.executemany(self.sql_record, self.record_rows)
-                if os.getppid() != self.parent:
-                    # The import was killed (workers/_start_worker ends its workers within
-                    # PARENT_CHECK_S): commit nothing more, or a rerun that started by
-                    # then could meet files appearing under it.
+                if workers.orphaned():
+                    # The import was killed (its workers end within PARENT_CHECK_S):
+                    # commit nothing more, or a rerun that started by then could meet
+                    # files appearing under it.
                     os._exit(1)
                 self.conn.execute("COMMIT")
             except BaseException:
@@ -962,15 +966,15 @@ class Importer:
         self._written = _PathFilter()  # the paths of the new files written in this run
         self.bytes_as_text = conn.dialect.name == "sqlite"
         self.sql_file, self.sql_record, self.sql_failure = _insert_statements(placeholder(conn), self.bytes_as_text)
-        # Whether worker processes write the new files they parse (set while they run):
-        # this importer then holds a transaction only around its own writes, in its turn.
-        self._shared = False
+        # While worker processes write the new files they parse, the turns they take at
+        # the write lock: this importer then holds a transaction only around its own
+        # writes, in its turn.
         self._turns: workers.Turns | None = None
 
     def flush(self, *, again: bool = True) -> None:
         """Write what is pending and commit (``again``: and begin the next transaction;
         never while workers write, see :meth:`_exclusive`)."""
-        if self._shared and not self._tx.is_active:
+        if self._turns is not None and not self._tx.is_active:
             self._tx = self.conn.begin()
             again = False
         self._execute_pending()
@@ -981,13 +985,12 @@ class Importer:
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
-        """While workers write (``_shared``): one transaction of this importer's own,
-        begun here (waiting for SQLite's write lock) and committed at the end, so no
-        transaction is held while the workers write. Otherwise, the running one."""
-        if not self._shared or self._tx.is_active:
+        """While workers write (``_turns``): one transaction of this importer's own,
+        begun here in its turn and committed at the end, so no transaction is held while
+        the workers write. Otherwise, the running one."""
+        if self._turns is None or self._tx.is_active:
             yield
             return
-        assert self._turns is not None
         with self._turns:
             self._tx = self.conn.begin()
             try:
@@ -1125,7 +1128,7 @@ class Importer:
         spec = self._specs.get(domain.name)
         if spec is None:
             spec = self._specs[domain.name] = DomainSpec(domain.name, domain.version, domain.version_field)
-        if known is None and self._shared:  # new: the worker writes it, under this id
+        if known is None and self._turns is not None:  # new: the worker writes it, under this id
             return Task(cand.path, cand.relpath, spec, None, self._new_file_id())
         return Task(cand.path, cand.relpath, spec, known[1] if known and known[2] == domain.name else None)
 
@@ -1148,13 +1151,12 @@ class Importer:
                         yield cand, None if task is None else parse_task(task)
             return
         if database is not None:
-            self.flush(again=False)
-            self._shared = True
+            self.flush(again=False)  # the workers write from here on: no transaction held
         try:
             yield from self._pooled(candidates, jobs, database)
         finally:
-            if self._shared:
-                self._shared = False
+            if database is not None:
+                self._turns = None
                 if not self._tx.is_active:  # (one is, when writing a file here failed)
                     self._tx = self.conn.begin()
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from .errors import RecordStoreError
 
-__all__ = ["Turns", "cpus", "default_jobs", "pool", "result", "submit", "turns"]
+__all__ = ["Turns", "cpus", "default_jobs", "orphaned", "pool", "result", "submit", "turns"]
 
 try:
     import fcntl
@@ -88,6 +88,14 @@ def pool(
 
 #: How often a worker checks that the process that started it is still there.
 PARENT_CHECK_S = 0.2
+#: In a worker: the process that started it.
+_parent: int | None = None
+
+
+def orphaned() -> bool:
+    """In a worker: whether the process that started it is gone (the worker then ends
+    within PARENT_CHECK_S)."""
+    return _parent is not None and os.getppid() != _parent
 
 
 def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
@@ -95,10 +103,11 @@ def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, 
     (SIGKILL, out of memory) cannot stop its workers, and they would wait for work for
     ever, holding the terminal's or a pipe's descriptors open. (A worker started by a
     fork server has that server for parent, which ends with the command.)"""
-    parent = os.getppid()
+    global _parent
+    _parent = os.getppid()
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while not orphaned():
             time.sleep(PARENT_CHECK_S)
         os._exit(1)
 
