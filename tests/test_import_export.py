@@ -598,6 +598,8 @@ def test_into_an_empty_store_the_workers_write_what_they_parse(
     with Store(tmp_path / "pooled.db") as store:
         pooled = store.import_paths([home], jobs=2)
         assert len(pooled.problems) == 8
+        # The workers write without SQLite checking foreign keys: every key must hold.
+        assert store.integrity_problems() == []
         assert "written" in kinds and "parsed" not in kinds
         assert not parsed_here
         kinds.clear()
