@@ -140,6 +140,25 @@ def test_domain_option_imports_a_lone_file_regardless_of_patterns(store: Store, 
     assert store.get("runtime", "events.jsonl:1") is not None
 
 
+def test_a_directory_is_walked_the_same_with_a_trailing_separator(home: Path, tmp_path: Path) -> None:
+    """Paths relative to the directory given, and the files read from where they are."""
+    with Store(tmp_path / "plain.db") as plain, Store(tmp_path / "slash.db") as slash:
+        assert plain.import_paths([home], jobs=0).ok and slash.import_paths([f"{home}{os.sep}"], jobs=0).ok
+        assert _store_content(tmp_path / "plain.db") == _store_content(tmp_path / "slash.db")
+        keys = {r.key for r in slash.query()}
+    assert "tasks/tasks/task_9c0d1e2f.json" in keys and not any(k.startswith("/") for k in keys)
+
+
+def test_a_directory_imported_into_one_domain_brings_its_json_files_only(store: Store, tmp_path: Path) -> None:
+    src = EXAMPLE_HOME / "tasks" / "runtime" / "events"
+    shutil.copytree(src, tmp_path / "events" / "deeper")
+    (tmp_path / "events" / "notes.txt").write_text("not a record")
+    result = store.import_paths([tmp_path / "events"], domain="runtime")
+    assert result.ok and result.skipped == 1
+    names = sorted(p.name for p in src.iterdir() if p.suffix in (".json", ".jsonl"))
+    assert sorted({r.key.rsplit(":", 1)[0] for r in store.query("runtime")}) == [f"deeper/{n}" for n in names]
+
+
 def test_a_file_given_by_path_is_matched_by_its_trailing_path(store: Store, home: Path) -> None:
     result = store.import_paths([home / "tasks" / "tasks" / "task_9c0d1e2f.json"])
     assert result.domains["task"].imported == 1

@@ -17,7 +17,7 @@ import os
 import re
 import sqlite3
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -92,8 +92,7 @@ class ImportResult:
 # --------------------------------------------------------------------------- finding
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """A file to import: where it is, its path relative to the import root, its domain."""
 
     path: str
@@ -118,12 +117,15 @@ def discover(
         if root.is_dir():
             top = os.fspath(root)
             cut = len(top.rstrip(os.sep)) + 1
+            match = registry.match if domain is None else _forced(domain)
             for dirpath, dirnames, filenames in os.walk(top, onerror=_walk_error(problems, root)):
                 dirnames.sort()
+                base = dirpath if dirpath.endswith(os.sep) else dirpath + os.sep
                 prefix = dirpath[cut:].replace(os.sep, "/")
+                head = prefix + "/" if prefix else ""
                 for name in sorted(filenames):
-                    rel = f"{prefix}/{name}" if prefix else name
-                    yield Candidate(os.path.join(dirpath, name), rel, _domain_for(rel, registry, domain))
+                    rel = head + name
+                    yield Candidate(base + name, rel, match(rel))
         elif root.exists() or root.is_symlink():
             if domain is not None:
                 yield Candidate(str(root), root.name, domain if root.name.endswith(JSON_SUFFIXES) else None)
@@ -159,10 +161,9 @@ def _walk_error(problems: list[InputError] | None, root: Path) -> Any:
     return report
 
 
-def _domain_for(rel: str, registry: Registry, domain: Domain | None) -> Domain | None:
-    if domain is not None:
-        return domain if rel.endswith(JSON_SUFFIXES) else None
-    return registry.match(rel)
+def _forced(domain: Domain) -> Callable[[str], Domain | None]:
+    """The domain of each file below a directory imported into ``domain``: its JSON files."""
+    return lambda rel: domain if rel.endswith(JSON_SUFFIXES) else None
 
 
 # --------------------------------------------------------------------------- parsing
