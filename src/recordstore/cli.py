@@ -16,23 +16,24 @@ maps errors to one line on stderr and an exit code:
 from __future__ import annotations
 
 import contextlib
-import difflib
 import gc
 import json
 import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from . import jsoncodec
 from .errors import RecordStoreError
 from .store import Store
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+    from rich.table import Table
 
 app = typer.Typer(
     name="store",
@@ -124,6 +125,15 @@ class _Bar:
 
     def _show(self, total: int | None, label: str) -> None:
         if self.progress is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
             self.progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -160,6 +170,14 @@ def _bar(ctx: typer.Context, json_out: bool = False) -> Iterator[_Bar | None]:
         yield bar
     finally:
         bar.stop()
+
+
+def _table(*columns: str, **options: Any) -> Table:
+    """A rich table; rich.table is imported only by the commands that print one (like
+    rich.progress, by a progress bar), which keeps every command's start-up short."""
+    from rich.table import Table
+
+    return Table(*columns, **options)
 
 
 def _emit_json(value: Any) -> None:
@@ -206,7 +224,7 @@ def import_(
     if json_out:
         _emit_json(result.as_dict())
     else:
-        table = Table("domain", "imported", "unchanged", "updated", "removed", "rejected", "failed", title=None)
+        table = _table("domain", "imported", "unchanged", "updated", "removed", "rejected", "failed", title=None)
         for name, c in sorted(result.domains.items()):
             table.add_row(name, *(str(v) for v in c.as_dict().values()))
         out.print(table)
@@ -226,7 +244,7 @@ def status(
     if json_out:
         _emit_json(st.as_dict())
         return
-    table = Table("domain", "current", "records", "by version", "pending", "newer")
+    table = _table("domain", "current", "records", "by version", "pending", "newer")
     for name, d in st.domains.items():
         by_version = ", ".join(f"v{v}: {n}" for v, n in sorted(d.versions.items())) or "-"
         current = "?" if d.current_version is None else str(d.current_version)
@@ -359,6 +377,8 @@ def migrate(
 
 
 def _render_migration(result: Any) -> None:
+    import difflib
+
     for d in result.diffs:
         out.print(f"--- {d.domain} {d.key} v{d.from_version}", markup=False)
         out.print(f"+++ {d.domain} {d.key} v{d.to_version}", markup=False)
@@ -370,7 +390,7 @@ def _render_migration(result: Any) -> None:
         err.print(f"store: failed: {f}{where}", markup=False)
     verb = "would migrate" if result.dry_run else "migrated"
     if result.counts:
-        table = Table("domain", "from -> to", "records")
+        table = _table("domain", "from -> to", "records")
         for name, steps in sorted(result.counts.items()):
             for span, n in sorted(steps.items()):
                 table.add_row(name, span.replace("->", " -> "), str(n))
@@ -399,7 +419,7 @@ def history(
         _emit_json([r.as_dict() for r in runs])
         return
     if run is None:
-        table = Table("run", "kind", "started", "finished", "outcome", "counts", "failures")
+        table = _table("run", "kind", "started", "finished", "outcome", "counts", "failures")
         for r in runs:
             table.add_row(
                 str(r.id), r.kind, r.started_at, r.finished_at or "-", r.outcome, _short_counts(r), str(r.failure_count)
