@@ -128,7 +128,7 @@ def discover(
                     yield Candidate(base + name, rel, match(rel))
         elif root.exists() or root.is_symlink():
             if domain is not None:
-                yield Candidate(str(root), root.name, domain if root.name.endswith(JSON_SUFFIXES) else None)
+                yield Candidate(str(root), root.name, _forced(domain)(root.name))
                 continue
             parts = root.absolute().parts
             for n in range(1, len(parts)):
@@ -162,7 +162,8 @@ def _walk_error(problems: list[InputError] | None, root: Path) -> Any:
 
 
 def _forced(domain: Domain) -> Callable[[str], Domain | None]:
-    """The domain of each file below a directory imported into ``domain``: its JSON files."""
+    """The domain of each file imported into ``domain`` (given, or below a directory
+    given): ``domain`` for its JSON files, none for the others."""
     return lambda rel: domain if rel.endswith(JSON_SUFFIXES) else None
 
 
