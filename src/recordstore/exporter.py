@@ -356,7 +356,11 @@ def export_records(
         raise ExportError(str(out), f"cannot create the export directory: {exc.strerror or exc}") from exc
     wanted = None if domains is None else list(domains)
     if progress is not None:
-        progress.start(conn.execute(_of_domains(select(func.count()).select_from(files), wanted)).scalar() or 0, "export")
+        # The files that will be written: those holding records (an empty JSON-lines
+        # file is kept as a file without records, and is not written back).
+        holding = select(records.c.file_id).where(records.c.file_id == files.c.id).exists()
+        total = conn.execute(_of_domains(select(func.count()).select_from(files).where(holding), wanted)).scalar()
+        progress.start(total or 0, "export")
     sizes: dict[str, tuple[str, int]] = {}
 
     def settle() -> None:
