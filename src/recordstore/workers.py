@@ -171,6 +171,12 @@ class Turns:
         if fcntl is not None and self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
+    def close(self) -> None:
+        """Close this process's descriptor of the file (if it opened one)."""
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
 
 @contextlib.contextmanager
 def turns() -> Iterator[Turns]:
@@ -182,8 +188,10 @@ def turns() -> Iterator[Turns]:
         yield Turns("")
         return
     os.close(fd)
+    shared = Turns(path)
     try:
-        yield Turns(path)
+        yield shared
     finally:
+        shared.close()  # this process's descriptor: a library caller may import again and again
         with contextlib.suppress(OSError):
             os.unlink(path)
