@@ -255,10 +255,12 @@ refused_file("whitespace", "empty file", b" \n\t\r\n  ", r"^empty file", line=No
 refused_file("only-bom", "empty file", b"\xef\xbb\xbf", r"^empty file", line=None)
 
 
-@custom("line-empty-file", "empty file", "accepted")
+@custom("line-empty-file", "empty file", "accepted", exports=True)
 def _empty_lines_file(home: Home) -> list[Problem]:
-    # Deliberate: a JSON-lines file with no lines holds no records (blank lines too).
+    # Deliberate: a JSON-lines file with no lines holds no records (blank lines too);
+    # an empty one is written back empty.
     home.add(f"{EVENTS}/empty.jsonl", b"", "runtime", keys=[])
+    home.exact[f"{EVENTS}/empty.jsonl"] = b""
     add_lines(home, f"{EVENTS}/blanks.jsonl", [compact(event(1, "blanks")), b"", b"  ", compact(event(4, "blanks"))], good=[1, 4])
     return []
 
@@ -404,10 +406,11 @@ def _array_trailing(home: Home) -> list[Problem]:
     return [Problem(rel, 1, INVALID + "unexpected data after the array")]
 
 
-@custom("file-empty-array", "array of non-objects", "accepted")
+@custom("file-empty-array", "array of non-objects", "accepted", exports=True)
 def _empty_array(home: Home) -> list[Problem]:
-    # Deliberate: an empty array is a file of zero records.
+    # Deliberate: an empty array is a file of zero records, written back as it was.
     home.add(f"{TASKS}/empty_array.json", b"[]", "task", keys=[])
+    home.exact[f"{TASKS}/empty_array.json"] = b"[]"
     return []
 
 

@@ -84,9 +84,36 @@ def test_export_reads_the_files_a_window_at_a_time(
     assert (result.files, result.records, result.domains) == (reference.files, reference.records, reference.domains)
     wanted = {d: n for d, n in EXAMPLE_COUNTS.items() if domains is None or d in domains}
     assert result.domains == wanted and result.records == sum(wanted.values())
-    # The progress bar counts the files written, not the empty one, so it ends full.
+    # The progress bar counts the files written, the empty one too, so it ends full.
     assert seen.advanced == result.files
     assert seen.total == result.files
+
+
+def test_export_writes_back_files_without_records_unless_their_records_were_refused(
+    store: Store, home: Path, tmp_path: Path
+) -> None:
+    """An empty JSON-lines file and an empty array come back as they were. A file whose
+    records were all refused (broken, newer) holds none in the store either, but is not
+    written: an empty file there would stand for records the store never had."""
+    events, tasks = home / "tasks" / "runtime" / "events", home / "tasks" / "tasks"
+    (events / "empty.jsonl").write_bytes(b"")
+    (tasks / "task_none.json").write_bytes(b"[]")
+    (events / "broken.jsonl").write_bytes(b'{"seq": 1,\n')
+    (tasks / "task_newer.json").write_text(json.dumps({"schema_version": 99, "id": "task_newer"}))
+    imported = store.import_paths([home])
+    assert len(imported.problems) == 2 and imported.files == 29
+    result = store.export_to(tmp_path / "out")
+    assert result.ok and result.files == 27 and result.records == 37
+    written = tree(tmp_path / "out")
+    assert written["tasks/runtime/events/empty.jsonl"] == b""
+    assert written["tasks/tasks/task_none.json"] == b"[]"
+    assert "tasks/runtime/events/broken.jsonl" not in written
+    assert "tasks/tasks/task_newer.json" not in written
+    # Once the broken file is mended and imported again, it is whole, and written back.
+    (events / "broken.jsonl").write_bytes(b"")
+    store.import_paths([home])
+    again = store.export_to(tmp_path / "again")
+    assert again.files == 28 and tree(tmp_path / "again")["tasks/runtime/events/broken.jsonl"] == b""
 
 
 def test_a_codewhale_home_imports_the_same_way(store: Store, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, or_, select
 
 from .errors import ExportError
 from .importer import display_path, element_prefix
@@ -293,44 +294,46 @@ def _of_domains(query: Any, domains: list[str] | None) -> Any:
 def _file_rows(conn: Connection, domains: list[str] | None) -> Iterator[Any]:
     """The rows of the files to export, in id order, FILE_WINDOW at a time."""
     last = 0
-    columns = select(files.c.id, files.c.path, files.c.domain, files.c.head, files.c.sep, files.c.tail)
+    columns = select(files.c.id, files.c.path, files.c.domain, files.c.head, files.c.sep, files.c.tail, files.c.digest)
     while rows := conn.execute(_of_domains(columns, domains).where(files.c.id > last).order_by(files.c.id).limit(FILE_WINDOW)).all():
         yield from rows
         last = rows[-1].id
 
 
-def _grouped(conn: Connection) -> Iterator[tuple[int, list[str], str]]:
-    """(file id, record texts in position order, domain) per file, in file id order,
-    streaming."""
-    query = select(records.c.file_id, records.c.payload, records.c.domain).order_by(
-        records.c.file_id, records.c.position
-    )
+def _grouped(conn: Connection) -> Iterator[tuple[int | None, list[str]]]:
+    """(file id, record texts in position order) per file, in file id order, streaming."""
+    query = select(records.c.file_id, records.c.payload).order_by(records.c.file_id, records.c.position)
     result = conn.execution_options(stream_results=True, yield_per=200).execute(query)
     current: int | None = None
     texts: list[str] = []
-    domain = ""
-    for file_id, payload, dom in result:
+    for file_id, payload in result:
         if file_id != current:
             if current is not None:
-                yield current, texts, domain
-            current, texts, domain = file_id, [], dom
+                yield current, texts
+            current, texts = file_id, []
         texts.append(payload)
     if current is not None:
-        yield current, texts, domain
+        yield current, texts
 
 
-def _files_with_records(conn: Connection, domains: list[str] | None) -> Iterator[tuple[Any, list[str], str]]:
-    """(file row, record texts, domain) for each file to export that holds records: the
-    records, streamed in file order, matched with the files' rows, read alongside."""
+def _files_to_write(conn: Connection, domains: list[str] | None) -> Iterator[tuple[Any, list[str]]]:
+    """(file row, record texts) for each file to export, in file order: the records,
+    streamed, matched with the files' rows, read alongside. A file without records is
+    written too (an empty JSON-lines file, ``[]``) when it was imported whole; not when
+    its records were refused (it has no digest then), which would give back an empty
+    file where the source held records the store does not."""
     rows = _file_rows(conn, domains)
     row = next(rows, None)
-    for file_id, texts, domain in _grouped(conn):
-        while row is not None and row.id < file_id:  # a file without records
+    for file_id, texts in itertools.chain(_grouped(conn), [(None, [])]):
+        while row is not None and (file_id is None or row.id < file_id):  # a file without records
+            if row.digest:
+                yield row, []
             row = next(rows, None)
         if row is None:
             return
         if row.id == file_id:  # else a file not exported (another domain)
-            yield row, texts, domain
+            yield row, texts
+            row = next(rows, None)
 
 
 def render(head: str, sep: str, tail: str, texts: list[str]) -> str:
@@ -356,10 +359,10 @@ def export_records(
         raise ExportError(str(out), f"cannot create the export directory: {exc.strerror or exc}") from exc
     wanted = None if domains is None else list(domains)
     if progress is not None:
-        # The files that will be written: those holding records (an empty JSON-lines
-        # file is kept as a file without records, and is not written back).
+        # The files that will be written (see _files_to_write).
         holding = select(records.c.file_id).where(records.c.file_id == files.c.id).exists()
-        total = conn.execute(_of_domains(select(func.count()).select_from(files).where(holding), wanted)).scalar()
+        to_write = select(func.count()).select_from(files).where(or_(holding, files.c.digest != ""))
+        total = conn.execute(_of_domains(to_write, wanted)).scalar()
         progress.start(total or 0, "export")
     sizes: dict[str, tuple[str, int]] = {}
 
@@ -374,7 +377,7 @@ def export_records(
             result.domains[domain] = result.domains.get(domain, 0) + n
 
     try:
-        for row, texts, domain in _files_with_records(conn, wanted):
+        for row, texts in _files_to_write(conn, wanted):
             try:
                 writer.write(row.path, render(row.head, row.sep, row.tail, texts))
             except ExportError as exc:  # one line each, whatever the names hold
@@ -382,7 +385,7 @@ def export_records(
             except OSError as exc:
                 result.problems.append(ExportError(display_path(row.path), f"cannot write: {exc.strerror or exc}"))
             else:
-                sizes[row.path] = (domain, len(texts))
+                sizes[row.path] = (row.domain, len(texts))
             if writer.full():
                 settle()
             if progress is not None:

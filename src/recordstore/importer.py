@@ -519,16 +519,23 @@ class FileParse:
         """The file's lines without their newlines; ``_ends_with_newline`` says whether
         the last one had one."""
         if self.data is not None:
-            lines = self.data.split(b"\n")
-            self._ends_with_newline = not lines[-1]
-            if self._ends_with_newline:
-                lines.pop()
+            lines, self._ends_with_newline = _split_lines(self.data)
             yield from lines
             return
+        self._ends_with_newline = False  # an empty file has no newline
         with open(self.path, "rb") as fh:
             for raw in fh:
                 self._ends_with_newline = raw[-1:] == b"\n"
                 yield raw[:-1] if self._ends_with_newline else raw
+
+
+def _split_lines(data: bytes) -> tuple[list[bytes], bool]:
+    """A JSON-lines file's lines without their newlines, and whether the last one had
+    one (an empty file has no lines, and so no newline to give back)."""
+    lines = data.split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    return lines, data.endswith(b"\n")
 
 
 class FileRead(NamedTuple):
@@ -714,10 +721,7 @@ def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
     if task.relpath.endswith(LINE_SUFFIXES):
         if data.startswith(b"\xef\xbb\xbf") or b"\r" in data:
             return None
-        lines = data.split(b"\n")
-        ends_with_newline = not lines[-1]
-        if ends_with_newline:
-            lines.pop()
+        lines, ends_with_newline = _split_lines(data)
         found = _plain_lines(lines, domain)
         if found is None:
             return None
