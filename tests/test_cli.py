@@ -81,6 +81,22 @@ def test_an_index_serves_equality_filters(store: Any, home: Path) -> None:
     assert store.indexes() == []
 
 
+def test_writers_say_nothing_about_json_path_indexes(home: Path, tmp_path: Path) -> None:
+    """Every writer first looks for the store's own indexes; the users' JSON-path indexes
+    (on expressions, which SQLAlchemy cannot reflect) must not make it print a warning."""
+    db = tmp_path / "store.db"
+
+    def store(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "recordstore", "--db", str(db), *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+    assert store("import", str(home)).returncode == 0
+    assert store("index", "add", "task", "status").stderr == ""
+    for args in (["import", str(home)], ["migrate"], ["index", "add", "task", "prompt"], ["index", "drop", "task", "status"]):
+        done = store(*args)
+        assert done.returncode == 0 and done.stderr == "", (args, done.stderr)
+
+
 def test_errors_are_one_line_and_debug_shows_the_traceback(cli: Any, tmp_path: Path) -> None:
     bad = tmp_path / "not.db"
     bad.write_text("garbage" * 1000)
