@@ -20,6 +20,7 @@ import collections
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -214,25 +215,56 @@ def test_many_writers_racing_never_overlap(world: World, tmp_path: Path, round_:
 
 @pytest.mark.parametrize("command", [["migrate"], ["restore", "--run", "2"]], ids=["migrate", "restore"])
 def test_a_lockless_writer_does_not_break_a_running_run(world: World, tmp_path: Path, command: list[str]) -> None:
-    """`store index add` writes without taking the run lock. Held after reading its rows
-    (a migration batch running its steps, a restore having read its backups), a run must
-    not fail when that write commits: SQLite refuses to turn a read snapshot another
-    writer made stale into a write ("database is locked")."""
+    """Another program writing to the SQLite file takes no run lock (recordstore's own
+    writers all do). Held after reading its rows (a migration batch running its steps,
+    a restore having read its backups), a run must not fail when that write commits:
+    SQLite refuses to turn a read snapshot another writer made stale into a write
+    ("database is locked")."""
     db = ck.copy_store(world.imported if command[0] == "migrate" else world.migrated, tmp_path / "store.db")
     gate = tmp_path / "gate"
     writer = ck.spawn_store(db, world.registry, *command, env=gated(gate))
+    foreign = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=60); "
+        "c.execute(\"CREATE INDEX ix_foreign ON records (json_extract(payload, '$.name'))\"); c.commit()"
+    )
     try:
         assert ck.wait_until(held(gate).exists, timeout=60)
-        indexer = ck.spawn_store(db, world.registry, "index", "add", "note", "name")
+        indexer = subprocess.Popen([sys.executable, "-c", foreign, str(db)], stderr=subprocess.PIPE, text=True)
         # it may commit at once (the migration holds no write lock between its writes) or
         # wait for the batch; either way the batch must then commit
         ck.wait_until(lambda: indexer.poll() is not None, timeout=3)
     finally:
         gate.touch()
-    ended, indexed = ck.finish(writer), ck.finish(indexer)
-    assert indexed.returncode == 0, indexed.stderr
+    ended = ck.finish(writer)
+    assert indexer.wait(60) == 0, indexer.communicate()[1]
     assert ended.returncode == 0, ended.stderr
     assert ck.records_of(db) == (world.after if command[0] == "migrate" else world.before)
+
+
+def test_index_changes_wait_for_a_running_writer_or_are_told_busy(world: World, tmp_path: Path) -> None:
+    """`store index add` and `drop` are writers (building an index reads every record):
+    while a migration runs they get the busy line and exit code 4, or, with --wait,
+    are done after it, each as a run of its own."""
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    gate = tmp_path / "gate"
+    writer = ck.spawn_store(db, world.registry, "migrate", env=gated(gate))
+    try:
+        assert ck.wait_until(held(gate).exists, timeout=60)
+        for action in ("add", "drop"):
+            busy = ck.run_store(db, world.registry, "index", action, "note", "name")
+            assert busy.returncode == 4, busy.stderr
+            assert f"migrate (run 2) is running in process {writer.pid}" in busy.stderr, busy.stderr
+        patient = ck.spawn_store(db, world.registry, "index", "add", "--wait", "note", "name")
+        time.sleep(0.5)
+        assert patient.poll() is None, "index add --wait did not wait for the migration"
+    finally:
+        gate.touch()
+    assert ck.finish(writer).returncode == 0
+    waited = ck.finish(patient)
+    assert waited.returncode == 0, waited.stderr
+    with Store(db, registry=str(world.registry)) as s:
+        assert s.indexes() == [("note", "$.name")]
+        assert [(r.kind, r.outcome) for r in s.history()][-2:] == [("migrate", "ok"), ("index", "ok")]
 
 
 # --------------------------------------------------------------------------- readers
@@ -412,7 +444,7 @@ def test_library_second_store_in_one_process_gets_busy_error_or_waits(tmp_path: 
         migrating.start()
         assert entered.wait(30)
         for attempt in (second.migrate, lambda: second.import_paths([home]), lambda: second.restore(domain="note"),
-                        lambda: second.prune_backups(1)):
+                        lambda: second.prune_backups(1), lambda: second.add_index("note", "n")):
             with pytest.raises(BusyError) as info:
                 attempt()
             assert info.value.holder["operation"] == "migrate"

@@ -412,7 +412,7 @@ def history(
     run: Annotated[Optional[int], typer.Argument(help="Show this run with its failures.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list of runs.")] = False,
 ) -> None:
-    """List the runs (import, migrate, restore, prune), or show one with its failures."""
+    """List the runs (import, migrate, restore, prune, index), or show one with its failures."""
     with _errors(ctx), ctx.obj.open() as store:
         runs = store.history(run, failure_limit=None if (run is not None or json_out) else 0)
     if json_out:
@@ -508,9 +508,10 @@ def index_add(
     ctx: typer.Context,
     domain: Annotated[str, typer.Argument(help="Domain.")],
     path: Annotated[str, typer.Argument(help="JSON path, e.g. metadata.model.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")] = False,
 ) -> None:
     """Index a JSON path, so filters on it stop scanning every record."""
-    with _errors(ctx), ctx.obj.open() as store:
+    with _errors(ctx), ctx.obj.open(wait) as store:
         store.add_index(domain, path)
     out.print(f"indexed {domain} {path}")
 
@@ -528,9 +529,10 @@ def index_drop(
     ctx: typer.Context,
     domain: Annotated[str, typer.Argument(help="Domain.")],
     path: Annotated[str, typer.Argument(help="JSON path.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")] = False,
 ) -> None:
     """Drop a JSON-path index."""
-    with _errors(ctx), ctx.obj.open() as store:
+    with _errors(ctx), ctx.obj.open(wait) as store:
         store.drop_index(domain, path)
     out.print(f"dropped index {domain} {path}")
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import Connection, delete, func, insert, select, text
 
 from .engine import default_db_path, open_engine, translate_errors
 from .errors import InputError, QueryError, RecordStoreError
@@ -337,13 +338,23 @@ class Store:
         """Index a JSON path so equality and range filters on it stop scanning."""
         self.registry[domain]
         name, sql_path, ddl = index_ddl(path)
-        with translate_errors(), self.engine.connect() as conn:
-            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                conn.execute(text(ddl))
-                conn.execute(delete(indexes).where(indexes.c.domain == domain, indexes.c.path == sql_path))
-                conn.execute(insert(indexes).values(name=f"{domain}:{sql_path}", domain=domain, path=sql_path))
+        with self._index_run("add", domain, path) as conn:
+            conn.execute(text(ddl))
+            conn.execute(delete(indexes).where(indexes.c.domain == domain, indexes.c.path == sql_path))
+            conn.execute(insert(indexes).values(name=f"{domain}:{sql_path}", domain=domain, path=sql_path))
         return name
+
+    @contextlib.contextmanager
+    def _index_run(self, action: str, domain: str, path: str) -> Iterator[Connection]:
+        """A transaction that changes the JSON-path indexes, in a run of its own: it
+        writes to the store (building an index reads every record), so it takes the
+        writer lock like any other writer, and waits or fails the same way."""
+        options = {"action": action, "domain": domain, "path": path}
+        with held_run(self.engine, "index", wait=self.wait, options=options):
+            with translate_errors(), self.engine.connect() as conn:
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+                with conn.begin():
+                    yield conn
 
     def indexes(self) -> list[tuple[str, str]]:
         with translate_errors(), self.engine.connect() as conn:
@@ -351,16 +362,12 @@ class Store:
 
     def drop_index(self, domain: str, path: str) -> None:
         name, sql_path, _ = index_ddl(path)
-        with translate_errors(), self.engine.connect() as conn:
-            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                gone = conn.execute(
-                    delete(indexes).where(indexes.c.domain == domain, indexes.c.path == sql_path)
-                ).rowcount
-                if not gone:
-                    raise QueryError(f"no index on {path} in domain {domain!r}")
-                still = conn.execute(select(func.count()).select_from(indexes).where(indexes.c.path == sql_path)).scalar()
-                if not still:
-                    conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+        with self._index_run("drop", domain, path) as conn:
+            gone = conn.execute(delete(indexes).where(indexes.c.domain == domain, indexes.c.path == sql_path)).rowcount
+            if not gone:
+                raise QueryError(f"no index on {path} in domain {domain!r}")
+            still = conn.execute(select(func.count()).select_from(indexes).where(indexes.c.path == sql_path)).scalar()
+            if not still:
+                conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
 
 

@@ -10,7 +10,8 @@ Alembic revisions in ``alembic/versions`` evolve a store to exactly this; a test
   its file until a step rewrites it; ``key`` is its location (``path``, ``path:LINE``
   for JSON lines, ``path[INDEX]`` for arrays) and is unique.
 * ``backups``: the exact previous row, written in the same transaction as every change.
-* ``runs`` / ``failures``: the history of import, migrate and restore runs.
+* ``runs`` / ``failures``: the history of the writers' runs (import, migrate, restore,
+  prune, index).
 * ``lock``: at most one row, the writer holding the store.
 * ``indexes``: JSON-path indexes a user asked for.
 """
