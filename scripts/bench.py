@@ -474,7 +474,7 @@ def _finish(conn: sqlite3.Connection, kind: str) -> None:
     conn.close()
 
 
-def _indent_of(text: str) -> int | None:
+def indent_of(text: str) -> int | None:
     nl = text.find("\n")
     if nl == -1:
         return None
@@ -586,7 +586,7 @@ def baseline_migrate(db: Path, reg: ModuleType) -> dict[str, Any]:
                         value[vf] = v + 1
                     else:
                         value = {vf: v + 1, **value}
-                indent = _indent_of(payload)
+                indent = indent_of(payload)
                 if indent is None:
                     text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
                 else:

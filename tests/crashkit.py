@@ -12,8 +12,8 @@ loads exactly what a user's would. It reads a few environment variables, all opt
 ``CRASHKIT_PARSE_SLEEP``    seconds each file waits before it is parsed, in whatever
                             process parses it, workers included (default 0).
 ``CRASHKIT_MIGRATE_BATCH``  rows per migration batch (``recordstore.migrator.BATCH_ROWS``).
-``CRASHKIT_IMPORT_BATCH``   records per import batch (``recordstore.importer.BATCH_RECORDS``).
-``CRASHKIT_TASK_MAX_BYTES`` larger files are streamed (``recordstore.importer.TASK_MAX_BYTES``).
+``CRASHKIT_IMPORT_BATCH``   records per import batch (``recordstore.parsing.BATCH_RECORDS``).
+``CRASHKIT_TASK_MAX_BYTES`` larger files are streamed (``recordstore.parsing.TASK_MAX_BYTES``).
 ``CRASHKIT_GATE``           a path: every step, every imported file and a restore (once it
                             has read its backups) wait until it exists, creating
                             ``PATH.held`` the first time; so a test can hold a writer
@@ -112,24 +112,25 @@ def item_total(record):
 
 def _configure():
     import recordstore.importer
+    import recordstore.parsing
     import recordstore.migrator
     import recordstore.runs
 
     if os.environ.get("CRASHKIT_MIGRATE_BATCH"):
         recordstore.migrator.BATCH_ROWS = int(os.environ["CRASHKIT_MIGRATE_BATCH"])
     if os.environ.get("CRASHKIT_IMPORT_BATCH"):
-        recordstore.importer.BATCH_RECORDS = int(os.environ["CRASHKIT_IMPORT_BATCH"])
+        recordstore.parsing.BATCH_RECORDS = int(os.environ["CRASHKIT_IMPORT_BATCH"])
     if os.environ.get("CRASHKIT_TASK_MAX_BYTES"):
-        recordstore.importer.TASK_MAX_BYTES = int(os.environ["CRASHKIT_TASK_MAX_BYTES"])
+        recordstore.parsing.TASK_MAX_BYTES = int(os.environ["CRASHKIT_TASK_MAX_BYTES"])
     parse_sleep = float(os.environ.get("CRASHKIT_PARSE_SLEEP") or 0)
     if parse_sleep:
-        parse_task = recordstore.importer.parse_task
+        parse_task = recordstore.parsing.parse_task
 
         def slow_parse_task(task):
             time.sleep(parse_sleep)
             return parse_task(task)
 
-        recordstore.importer.parse_task = slow_parse_task
+        recordstore.parsing.parse_task = slow_parse_task
     import_sleep = float(os.environ.get("CRASHKIT_IMPORT_SLEEP") or 0)
     if GATE or import_sleep:
         import_one = recordstore.importer.Importer.import_one

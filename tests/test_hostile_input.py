@@ -31,12 +31,12 @@ import hostile
 from conftest import Cli, tree
 from hostile import CASES, Case, Home, Problem, build_home
 from recordstore import InputError, NewerVersionError, Store
-from recordstore import importer as importer_module
+from recordstore import parsing
 from recordstore import store as store_module
 
 DOMAINS = ("task", "runtime", "session")
-_real_read_file = importer_module.read_file
-_real_read_whole = importer_module._read_whole
+_real_read_file = parsing.read_file
+_real_read_whole = parsing._read_whole
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_a_refused_file_that_is_fixed_goes_in_and_a_broken_one_keeps_its_records
 
 @pytest.mark.parametrize(
     ("pretty", "count"),
-    [(True, 3), (False, 3), (True, importer_module.BATCH_RECORDS + 100)],
+    [(True, 3), (False, 3), (True, parsing.BATCH_RECORDS + 100)],
     ids=["pretty", "compact", "more-than-a-batch"],
 )
 def test_the_kept_part_of_a_truncated_array_exports_as_valid_json(
@@ -205,22 +205,22 @@ def test_the_kept_part_of_a_truncated_array_exports_as_valid_json(
     assert store.integrity_problems() == []
 
 
-@pytest.mark.parametrize("count", [3, importer_module.BATCH_RECORDS + 100], ids=["small", "more-than-a-batch"])
+@pytest.mark.parametrize("count", [3, parsing.BATCH_RECORDS + 100], ids=["small", "more-than-a-batch"])
 def test_the_kept_part_of_a_lines_file_that_fails_midway_exports_as_valid_lines(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
 ) -> None:
     """A streamed JSON-lines file whose read fails midway (an I/O error): the lines read
     are kept, the failure is one line, and the export is valid JSON lines."""
-    monkeypatch.setattr(importer_module, "STREAM_THRESHOLD", 0)
-    real_lines = importer_module.FileParse._raw_lines
+    monkeypatch.setattr(parsing, "STREAM_THRESHOLD", 0)
+    real_lines = parsing.FileParse._raw_lines
 
-    def failing_lines(self: importer_module.FileParse) -> Iterator[bytes]:
+    def failing_lines(self: parsing.FileParse) -> Iterator[bytes]:
         for n, line in enumerate(real_lines(self)):
             if self.relpath.endswith("failing.jsonl") and n == count:
                 raise OSError(errno.EIO, os.strerror(errno.EIO))
             yield line
 
-    monkeypatch.setattr(importer_module.FileParse, "_raw_lines", failing_lines)
+    monkeypatch.setattr(parsing.FileParse, "_raw_lines", failing_lines)
     home = build_home(tmp_path / "home")
     rel = f"{hostile.EVENTS}/failing.jsonl"
     lines = [hostile.compact(hostile.event(n, "failing")) for n in range(count + 5)]
@@ -242,7 +242,7 @@ def _change_after_read(monkeypatch: pytest.MonkeyPatch, name: str, change) -> li
     file read whole, while it is still open (a write that races the read); for a
     streamed one, after it was hashed and before it is parsed."""
     calls: list[int] = []
-    real_read_file, real_read_whole = importer_module.read_file, importer_module._read_whole
+    real_read_file, real_read_whole = parsing.read_file, parsing._read_whole
     opened: list[str] = []
 
     def read_file(path: str, *args: object) -> object:
@@ -260,15 +260,15 @@ def _change_after_read(monkeypatch: pytest.MonkeyPatch, name: str, change) -> li
             change(Path(opened[-1]))
         return data
 
-    monkeypatch.setattr(importer_module, "read_file", read_file)
-    monkeypatch.setattr(importer_module, "_read_whole", read_whole)
+    monkeypatch.setattr(parsing, "read_file", read_file)
+    monkeypatch.setattr(parsing, "_read_whole", read_whole)
     return calls
 
 
 def _stop_changing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(importer_module, "read_file", _real_read_file)
-    monkeypatch.setattr(importer_module, "_read_whole", _real_read_whole)
-    monkeypatch.setattr(importer_module, "_read_whole", _real_read_whole)
+    monkeypatch.setattr(parsing, "read_file", _real_read_file)
+    monkeypatch.setattr(parsing, "_read_whole", _real_read_whole)
+    monkeypatch.setattr(parsing, "_read_whole", _real_read_whole)
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
@@ -279,7 +279,7 @@ def test_a_file_appended_while_it_is_imported(
     picks up the rest. Streamed (large JSON-lines) files are read a second time, so they
     may already see the appended line."""
     if streamed:
-        monkeypatch.setattr(importer_module, "STREAM_THRESHOLD", 0)
+        monkeypatch.setattr(parsing, "STREAM_THRESHOLD", 0)
     home = build_home(tmp_path / "home")
     rel = f"{hostile.EVENTS}/thr_good.jsonl"
     appended = hostile.compact(hostile.event(4))
@@ -334,7 +334,7 @@ def test_a_file_replaced_while_it_is_imported_keeps_the_version_read(
 def test_a_file_truncated_while_it_is_streamed(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The writer cut the file in the middle of line 2: line 1 goes in, line 2 is a
     clear error, and the change is reported; the next import sees the file as it is."""
-    monkeypatch.setattr(importer_module, "STREAM_THRESHOLD", 0)
+    monkeypatch.setattr(parsing, "STREAM_THRESHOLD", 0)
     home = build_home(tmp_path / "home")
     rel = f"{hostile.EVENTS}/thr_good.jsonl"
     data = home.exact[rel]
@@ -372,7 +372,7 @@ def test_a_file_system_that_returns_less_than_asked_loses_nothing(
     def stingy_read(fd: int, n: int) -> bytes:
         return real_read(fd, min(n, 7))
 
-    monkeypatch.setattr(importer_module.os, "read", stingy_read)
+    monkeypatch.setattr(parsing.os, "read", stingy_read)
     result = store.import_paths([home.root], jobs=0)
     monkeypatch.undo()
     assert_all_good_records_present(store, home)
@@ -383,7 +383,7 @@ def test_a_file_system_that_returns_less_than_asked_loses_nothing(
 def test_a_file_deleted_before_it_is_read(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = build_home(tmp_path / "home")
     rel = f"{hostile.TASKS}/task_good_2.json"
-    real_discover = importer_module.discover
+    real_discover = parsing.discover
 
     def discover_then_delete(*args, **kwargs):  # type: ignore[no-untyped-def]
         found = list(real_discover(*args, **kwargs))
@@ -485,7 +485,7 @@ def test_a_1gb_json_lines_file_streams_in_bounded_memory(tmp_path: Path) -> None
     rel = f"{hostile.EVENTS}/thr_big.jsonl"
     lines, bad = hostile.write_jsonl(home.root / rel, 1 << 30, bad_every=250_000)
     size = (home.root / rel).stat().st_size
-    assert size >= 1 << 30 and size > importer_module.STREAM_THRESHOLD
+    assert size >= 1 << 30 and size > parsing.STREAM_THRESHOLD
     keys = [("runtime", f"{rel}:1"), ("runtime", f"{rel}:{lines}"), ("task", f"{hostile.TASKS}/task_good_1.json")]
     figures = _import_in_child(tmp_path / "big.db", home.root, keys)
     print(

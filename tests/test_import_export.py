@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recordstore import NewerVersionError, Store
+from recordstore import NewerVersionError, Store, parsing
 from conftest import EXAMPLE_HOME, tree
 
 # The example home: 25 domain files holding 37 records, and 4 files in no domain.
@@ -528,16 +528,15 @@ def test_a_worker_process_that_dies_fails_the_import_in_one_line(
     import multiprocessing
 
     from recordstore import RecordStoreError
-    from recordstore import importer as importer_module
     from recordstore import workers
 
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("the dying worker is planted by forking this process")
     monkeypatch.setattr(workers, "_context", lambda fork_only: multiprocessing.get_context("fork"))
     if where == "parse_wire":  # what a worker runs
-        monkeypatch.setattr(importer_module, "parse_wire", _die)
+        monkeypatch.setattr(parsing, "parse_wire", _die)
     else:
-        monkeypatch.setattr(importer_module._WorkerWriter, "_commit", _die_in_turn)
+        monkeypatch.setattr(parsing._WorkerWriter, "_commit", _die_in_turn)
     with Store(tmp_path / "s.db") as store:
         with pytest.raises(RecordStoreError, match="a worker process of the import died"):
             store.import_paths([home], jobs=2)
@@ -583,7 +582,7 @@ def test_the_writer_parses_the_chunks_no_worker_has_started(
         with Store(tmp_path / name) as store:
             assert store.import_paths([first], jobs=0).ok
     here: list[int] = []
-    real = importer_module.parse_tasks
+    real = parsing.parse_tasks
 
     def counted(tasks: list[Any]) -> list[Any]:
         here.append(len(tasks))
@@ -591,7 +590,7 @@ def test_the_writer_parses_the_chunks_no_worker_has_started(
 
     monkeypatch.setattr(workers, "_context", lambda fork_only: multiprocessing.get_context("fork"))
     monkeypatch.setattr(importer_module, "_real_parse_tasks", real, raising=False)
-    monkeypatch.setattr(importer_module, "parse_tasks", _parse_slowly_in_workers)
+    monkeypatch.setattr(parsing, "parse_tasks", _parse_slowly_in_workers)
     monkeypatch.setattr(importer_module, "CHUNK_FILES", 2)
     monkeypatch.setattr(importer_module, "MAX_CHUNKS_AHEAD", 64)
     with Store(tmp_path / "pooled.db") as store:
@@ -622,7 +621,7 @@ def test_into_an_empty_store_the_workers_write_what_they_parse(
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("the spies are planted by forking this process")
     kinds: list[str] = []
-    real_write, real_parse = importer_module.Importer.write, importer_module.parse_tasks
+    real_write, real_parse = importer_module.Importer.write, parsing.parse_tasks
     parsed_here: list[int] = []
 
     def spy_write(self: Any, cand: Any, outcome: Any, known: Any) -> None:
@@ -639,7 +638,7 @@ def test_into_an_empty_store_the_workers_write_what_they_parse(
         (home / "tasks" / "runtime" / "events" / f"thr_bad{n}.jsonl").write_text('{"a": 1}\nnot json\n')
     monkeypatch.setattr(workers, "_context", lambda fork_only: multiprocessing.get_context("fork"))
     monkeypatch.setattr(importer_module.Importer, "write", spy_write)
-    monkeypatch.setattr(importer_module, "parse_tasks", spy_parse)
+    monkeypatch.setattr(parsing, "parse_tasks", spy_parse)
     monkeypatch.setattr(importer_module, "CHUNK_FILES", 3)
     with Store(tmp_path / "pooled.db") as store:
         pooled = store.import_paths([home], jobs=2)
@@ -674,8 +673,8 @@ def test_a_large_file_streamed_here_while_the_workers_write_is_stored_whole(
         (home / "tasks" / "tasks" / f"task_{n:04d}.json").write_text(json.dumps({"schema_version": 1, "id": n}))
     line = json.dumps({"schema_version": 1, "text": "x" * 200})
     big = home / "tasks" / "runtime" / "events" / "thr_big.jsonl"
-    big.write_text((line + "\n") * (importer_module.TASK_MAX_BYTES // len(line) + 50))
-    monkeypatch.setattr(importer_module, "BATCH_RECORDS", 100)
+    big.write_text((line + "\n") * (parsing.TASK_MAX_BYTES // len(line) + 50))
+    monkeypatch.setattr(parsing, "BATCH_RECORDS", 100)
     monkeypatch.setattr(importer_module, "CHUNK_FILES", 8)
     with Store(tmp_path / "pooled.db") as store:
         pooled = store.import_paths([home], jobs=2)

@@ -133,12 +133,12 @@ def test_utf8_encoding_is_the_text_encoding_as_bytes(value: object) -> None:
 
 @given(json_values, st.sampled_from([None, 2, 4]))
 def test_the_indent_of_a_payload_is_the_same_read_from_its_bytes(value: object, indent: int | None) -> None:
-    from recordstore.importer import _indent_of
+    from recordstore.parsing import indent_of
 
     text = encode(value, indent)
-    assert _indent_of(text.encode("utf-8")) == _indent_of(text)
+    assert indent_of(text.encode("utf-8")) == indent_of(text)
     if isinstance(value, (dict, list)) and value and indent:
-        assert _indent_of(text) == indent
+        assert indent_of(text) == indent
 
 
 @given(st.lists(json_values, max_size=6), st.booleans())

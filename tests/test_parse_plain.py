@@ -1,4 +1,4 @@
-"""The lean parse of plain files (importer._parse_plain) gives exactly what the general
+"""The lean parse of plain files (parsing._parse_plain) gives exactly what the general
 parser (FileParse) gives, and leaves every other file to it."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recordstore import importer
-from recordstore.importer import DomainSpec, Outcome, Task
+from recordstore import parsing
+from recordstore.parsing import DomainSpec, Outcome, Task
 
 SPEC = DomainSpec("note", 3, "schema_version")
 
@@ -67,15 +67,15 @@ def line_files(draw: st.DrawFn) -> bytes:
 
 def general(task: Task, monkeypatch: pytest.MonkeyPatch) -> Outcome:
     with monkeypatch.context() as m:
-        m.setattr(importer, "_parse_plain", lambda task, read: None)
-        return importer.parse_task(task)
+        m.setattr(parsing, "_parse_plain", lambda task, read: None)
+        return parsing.parse_task(task)
 
 
 def check(tmp_path: Path, name: str, data: bytes, monkeypatch: pytest.MonkeyPatch) -> Outcome | None:
     path = tmp_path / name
     path.write_bytes(data)
     task = Task(str(path), name, SPEC, None)
-    lean = importer._parse_plain(task, importer.read_file(str(path)))
+    lean = parsing._parse_plain(task, parsing.read_file(str(path)))
     if lean is not None:
         assert lean == general(task, monkeypatch)
         assert not lean.problems and lean.kind == "parsed"
@@ -112,7 +112,7 @@ def test_compact_json_lines_are_decoded_together(tmp_path: Path, monkeypatch: py
     data = b'{"a":1}\n{"schema_version":3,"b":[1,2.5,"\xc3\xa9"]}\n{"c":null}'
     expected = check(tmp_path, "n.jsonl", data, monkeypatch)
     with monkeypatch.context() as m:
-        m.setattr(importer, "_plain_version", lambda text, domain: pytest.fail("decoded line by line"))
+        m.setattr(parsing, "_plain_version", lambda text, domain: pytest.fail("decoded line by line"))
         assert check(tmp_path, "n.jsonl", data, monkeypatch) == expected
     assert expected is not None and expected.versions == (1, 3, 1) and expected.keys == ("n.jsonl:1", "n.jsonl:2", "n.jsonl:3")
 
@@ -149,18 +149,18 @@ def test_tasks_and_outcomes_cross_to_workers_and_back_unchanged(tmp_path: Path) 
         "a.json": b'{"schema_version": 2, "x": 1}\n',
         "b.jsonl": b'{"a":1}\n{"schema_version":9}\nnot json\n',
         "c.json": b'[\n  {"a": 1},\n  {"a": 2}\n]\n',
-        "big.jsonl": b'{"a":1}\n' * (importer.TASK_MAX_BYTES // 8 + 1),
+        "big.jsonl": b'{"a":1}\n' * (parsing.TASK_MAX_BYTES // 8 + 1),
     }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     tasks: list[Task | None] = [Task(str(tmp_path / name), name, SPEC, None) for name in files]
-    unchanged = importer.read_file(str(tmp_path / "a.json")).digest
+    unchanged = parsing.read_file(str(tmp_path / "a.json")).digest
     tasks += [Task(str(tmp_path / "a.json"), "a.json", SPEC, unchanged), Task(str(tmp_path / "gone.json"), "gone.json", SPEC, None), None]
-    here = importer.parse_tasks(tasks)
+    here = parsing.parse_tasks(tasks)
     assert [o.kind if o else None for o in here] == ["parsed", "parsed", "parsed", "large", "unchanged", "unreadable", None]
-    back = importer._from_wire(importer.parse_wire(importer._to_wire(tasks)))
+    back = parsing.from_wire(parsing.parse_wire(parsing.to_wire(tasks)))
     def shown(outcomes: list[Outcome | None]) -> list[object]:
         return [None if o is None else (*o[:8], [str(p) for p in o.problems], *o[9:]) for o in outcomes]
 
     assert shown(back) == shown(here)
-    assert all(o is None or o.layout is None or type(o.layout) is importer.FileLayout for o in back)
+    assert all(o is None or o.layout is None or type(o.layout) is parsing.FileLayout for o in back)

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
+from .connections import configure_connection, default_db_path
 from .errors import BusyError, StoreError
 
 __all__ = [
@@ -34,12 +35,6 @@ __all__ = [
 
 #: How long a statement waits for another connection's transaction (one batch) to end.
 BUSY_TIMEOUT_S = 30.0
-
-
-def default_db_path() -> Path:
-    """``$XDG_DATA_HOME/recordstore/store.db``, else ``~/.local/share/recordstore/store.db``."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "recordstore" / "store.db"
 
 
 def to_url(target: str | os.PathLike[str]) -> str:
@@ -77,31 +72,6 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
         _configure_sqlite(engine)
         return engine
     return create_engine(url)
-
-
-def configure_connection(dbapi_conn: sqlite3.Connection) -> None:
-    """The settings of every connection to a SQLite store (the engine's, and those of
-    import workers that write their own batches)."""
-    # Let SQLAlchemy's "begin" issue BEGIN, so writers can ask for IMMEDIATE.
-    dbapi_conn.isolation_level = None
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.OperationalError:
-        pass  # read-only file systems: keep whatever mode the file has
-    # NORMAL in WAL mode: each batch commits atomically (a killed process loses
-    # nothing committed); the WAL is synced when a run finishes (durable_transaction),
-    # which makes every batch of the run durable with one sync instead of one each.
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA cache_size=-8192")
-    # Checkpoint the WAL every ~64 MB rather than every 4 MB: fewer syncs of the
-    # database file during a long run.
-    cur.execute("PRAGMA wal_autocheckpoint=16384")
-    # Sorts larger than the cache (building an index after a bulk import of
-    # millions of records) spill to a temporary file, not to memory.
-    cur.execute("PRAGMA temp_store=FILE")
-    cur.close()
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, func, or_, select
 
 from .errors import ExportError
-from .importer import display_path, element_prefix
+from .parsing import display_path, element_prefix
 from .tables import files, records
 
 __all__ = ["ExportResult", "export_records", "safe_target"]

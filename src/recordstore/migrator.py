@@ -19,7 +19,8 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 from . import jsoncodec, workers
 from .engine import background_checkpoints, is_sqlite, placeholder, translate_errors
 from .errors import MigrationError, RestoreConflictError
-from .importer import _indent_of, as_text, backup_rows, backup_span
+from .importer import as_text, backup_rows, backup_span
+from .parsing import indent_of
 from .registry import Domain, Registry, Step
 from .runs import RunHandle
 from .tables import backups, files, records
@@ -239,7 +240,7 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
         else:
             try:
                 new = _run_steps(dom, key, value, chain)
-                text = jsoncodec.encode_utf8(new, _indent_of(payload))
+                text = jsoncodec.encode_utf8(new, indent_of(payload))
             except MigrationError as exc:
                 failure = exc
             except jsoncodec.JSONError as exc:

@@ -15,8 +15,9 @@ from sqlalchemy import Connection, delete, func, insert, select, text
 from .engine import default_db_path, open_engine, translate_errors
 from .errors import InputError, QueryError, RecordStoreError
 from .exporter import ExportResult, export_records
-from .importer import ImportResult, Importer, discover
+from .importer import ImportResult, Importer
 from .migrator import MigrationResult, RestoreResult, migrate_records, restore_records
+from .parsing import discover
 from .query import Query, Record, index_ddl
 from .registry import Registry, load_registry
 from .runs import RunInfo, held_run, read_history
