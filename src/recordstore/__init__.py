@@ -12,8 +12,6 @@ backups, export them back to the files they came from, and query them::
             print(record.key, record.data["prompt"])
 """
 
-from typing import TYPE_CHECKING
-
 from .errors import (
     BusyError,
     ExportError,
@@ -27,46 +25,17 @@ from .errors import (
     StoreError,
     StoreVersionError,
 )
+from .exporter import ExportResult
+from .importer import DomainCounts, ImportResult
+from .migrator import MigrationResult, RecordDiff, RestoreResult, migrate_value
+from .query import Query, Record
 from .registry import Domain, Registry, Step, load_registry
-
-if TYPE_CHECKING:
-    from .exporter import ExportResult
-    from .importer import DomainCounts, ImportResult
-    from .migrator import MigrationResult, RecordDiff, RestoreResult, migrate_value
-    from .query import Query, Record
-    from .runs import RunInfo
-    from .store import CheckResult, DomainStatus, Progress, Store, StoreStatus
-
-#: What is imported when first asked for: everything that needs SQLAlchemy (~0.2 s to
-#: load), so a process can use the registry and the parsing modules without it (the
-#: command line starts its import's workers before it loads SQLAlchemy).
-_LAZY = {
-    "ExportResult": "exporter",
-    "DomainCounts": "importer",
-    "ImportResult": "importer",
-    "MigrationResult": "migrator",
-    "RecordDiff": "migrator",
-    "RestoreResult": "migrator",
-    "migrate_value": "migrator",
-    "Query": "query",
-    "Record": "query",
-    "RunInfo": "runs",
-    "CheckResult": "store",
-    "DomainStatus": "store",
-    "Progress": "store",
-    "Store": "store",
-    "StoreStatus": "store",
-}
+from .runs import RunInfo
+from .store import CheckResult, DomainStatus, Progress, Store, StoreStatus
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is not None:
-        import importlib
 
-        value = getattr(importlib.import_module(f".{module}", __name__), name)
-        globals()[name] = value
-        return value
+def __getattr__(name: str) -> str:
     # Looked up when asked for: importlib.metadata takes ~40 ms to import, on every command.
     if name == "__version__":
         from importlib import metadata
@@ -76,7 +45,6 @@ def __getattr__(name: str) -> object:
         except metadata.PackageNotFoundError:  # a source tree that was never installed
             return "0.0.0"
     raise AttributeError(f"module 'recordstore' has no attribute {name!r}")
-
 
 __all__ = [
     "BusyError",

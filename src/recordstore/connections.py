@@ -1,8 +1,7 @@
 """The settings of every SQLite connection to a store, and where the default store is.
 
 Apart from :mod:`recordstore.engine` so that processes which do not load SQLAlchemy can
-use them: import's workers, which write with :mod:`sqlite3` directly, and the command
-line's head start (:mod:`recordstore.parsing`).
+use them: import's workers, which write with :mod:`sqlite3` directly.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Finding files and parsing their records: in the importing process, or in worker
 processes that hand back what they found or (into a store without files yet) write it.
 
-Nothing here loads SQLAlchemy: a worker needs none of it, and the command line starts
-the workers on the first files before it loads it (see :class:`HeadStart`). A file is
-read once; its records keep their exact JSON text (so an export of an unmigrated record
-gives back the bytes it came from), and the text around them (``head``, ``sep``,
-``tail``) is kept for its row in ``files``.
+Nothing here uses SQLAlchemy: the workers write with :mod:`sqlite3` directly, and the
+importer (:mod:`recordstore.importer`) writes the rest. A file is read once; its records
+keep their exact JSON text (so an export of an unmigrated record gives back the bytes it
+came from), and the text around them (``head``, ``sep``, ``tail``) is kept for its row
+in ``files``.
 """
 
 from __future__ import annotations
