@@ -11,9 +11,9 @@ blocks, tasks, runtime threads/turns/items as one pretty object per file and run
 events as compact JSON lines; most records sit at v1 of the domains that
 ``scripts/bench_registry.py`` migrates, so ``migrate`` has real work.
 
-Then, each phase a separate process so its peak RSS can be read with ``os.wait4``, each
-started with its inputs read once into the page cache (the home, or the store), and
-once more, untimed, sampling the memory of each command's process tree (PSS):
+Then, each phase a separate process, started with its inputs read once into the page
+cache (the home, or the store), and once more, untimed, sampling the memory of each
+command's process tree (its PSS, and each process's own peak RSS, VmHWM):
 
 * recordstore, through its real CLI: ``store import HOME``, ``store migrate``,
   ``store export OUT``;
@@ -770,6 +770,10 @@ class TreeRss:
 
     def __init__(self, pid: int):
         self.pid, self.peak_kb = pid, 0
+        # The largest VmHWM (a process's own peak RSS) seen in the tree: unlike
+        # os.wait4's ru_maxrss, it does not start from the peak of the process that
+        # started the command (Linux carries that over at exec).
+        self.largest_kb = 0
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         if Path(f"/proc/{pid}/task").is_dir():
@@ -785,10 +789,16 @@ class TreeRss:
             pid = stack.pop()
             with contextlib.suppress(OSError, ValueError):
                 total += self._memory_kb(pid)
+                self.largest_kb = max(self.largest_kb, self._hwm_kb(pid))
                 for task in os.listdir(f"/proc/{pid}/task"):
                     with open(f"/proc/{pid}/task/{task}/children") as fh:
                         stack.extend(int(child) for child in fh.read().split())
         return total
+
+    @staticmethod
+    def _hwm_kb(pid: int) -> int:
+        with open(f"/proc/{pid}/status") as fh:
+            return next((int(line.split()[1]) for line in fh if line.startswith("VmHWM:")), 0)
 
     @staticmethod
     def _memory_kb(pid: int) -> int:
@@ -835,12 +845,13 @@ def run_child(cmd: list[str], logdir: Path, label: str, sample_tree: bool = Fals
         finally:
             tree_mb = tree.stop() if tree is not None else None
         wall = time.perf_counter() - t0
+        peak_mb = tree.largest_kb / 1024 if tree is not None and tree.largest_kb else _maxrss_mb(ru)
         proc.returncode = os.waitstatus_to_exitcode(status)
     stdout = out_path.read_text(encoding="utf-8", errors="replace")
     if proc.returncode != 0:
         stderr = err_path.read_text(encoding="utf-8", errors="replace")
         raise ChildFailed(f"{label}: exit {proc.returncode}: {' '.join(cmd)}\n{stderr[-4000:]}{stdout[-2000:]}")
-    return wall, ru.ru_utime + ru.ru_stime, _maxrss_mb(ru), tree_mb, stdout
+    return wall, ru.ru_utime + ru.ru_stime, peak_mb, tree_mb, stdout
 
 
 def store_cmd() -> list[str]:
@@ -923,6 +934,7 @@ def measure(
         candidates = sorted((r[j] for r in runs), key=lambda r: r["seconds"])
         chosen = dict(candidates[(len(candidates) - 1) // 2])
         chosen["peak_tree_rss_mb"] = sampled[j]["peak_tree_rss_mb"]
+        chosen["peak_rss_mb"] = sampled[j]["peak_rss_mb"]  # sampled VmHWM where there is /proc
         if repeat > 1:
             chosen["all_seconds"] = [r[j]["seconds"] for r in runs]
         rows.append(chosen)
