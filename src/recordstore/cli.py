@@ -49,6 +49,8 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 WAIT_SECONDS = 24 * 3600.0
+#: The --wait option of every writing command.
+_Wait = Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")]
 
 
 class Options:
@@ -199,7 +201,7 @@ def import_(
     domain: Annotated[
         Optional[str], typer.Option("--domain", help="Put the given files in this domain, whatever their paths.")
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")] = False,
+    wait: _Wait = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     jobs: Annotated[
         Optional[int],
@@ -347,7 +349,7 @@ def migrate(
     diff: Annotated[int, typer.Option("--diff", metavar="N", help="With --dry-run: show N records before/after.")] = 0,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing record.")] = False,
     atomic: Annotated[bool, typer.Option("--atomic", help="One transaction: all records or none.")] = False,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")] = False,
+    wait: _Wait = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     jobs: Annotated[
         Optional[int],
@@ -465,7 +467,7 @@ def restore(
     domain: Annotated[Optional[str], typer.Option("--domain", help="Restore the latest backups of this domain.")] = None,
     key: Annotated[Optional[str], typer.Option("--key", help="With --domain: only this record.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Restore even records a later run changed again.")] = False,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")] = False,
+    wait: _Wait = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Put back original rows from the backups. The restore is itself a run, and can be undone."""
@@ -482,7 +484,7 @@ def restore(
 def prune_backups(
     ctx: typer.Context,
     before: Annotated[int, typer.Option("--before", help="Delete backups written by runs before this run.")],
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")] = False,
+    wait: _Wait = False,
 ) -> None:
     """Delete old backups (only when asked; says how many)."""
     with _errors(ctx), ctx.obj.open(wait) as store:
@@ -508,7 +510,7 @@ def index_add(
     ctx: typer.Context,
     domain: Annotated[str, typer.Argument(help="Domain.")],
     path: Annotated[str, typer.Argument(help="JSON path, e.g. metadata.model.")],
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")] = False,
+    wait: _Wait = False,
 ) -> None:
     """Index a JSON path, so filters on it stop scanning every record."""
     with _errors(ctx), ctx.obj.open(wait) as store:
@@ -529,7 +531,7 @@ def index_drop(
     ctx: typer.Context,
     domain: Annotated[str, typer.Argument(help="Domain.")],
     path: Annotated[str, typer.Argument(help="JSON path.")],
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")] = False,
+    wait: _Wait = False,
 ) -> None:
     """Drop a JSON-path index."""
     with _errors(ctx), ctx.obj.open(wait) as store:
