@@ -158,6 +158,49 @@ def test_a_changed_file_updates_its_records_and_keeps_the_old_rows(store: Store,
     assert store.query("runtime").where("thread_id", "=", "thr_1a2b3c4d").where("event", "exists").count() == 8
 
 
+def test_lines_moved_down_by_a_blank_line_are_the_same_records_under_their_new_keys(store: Store, home: Path) -> None:
+    """A blank line above a JSON-lines file's records moves each one line down: every
+    record keeps its slot and takes the key of its new line (the old row backed up).
+    This used to stop the import: the first record's new key was still the second's."""
+    store.import_paths([home])
+    events = home / "tasks" / "runtime" / "events" / "thr_1a2b3c4d.jsonl"
+    rel = "tasks/runtime/events/thr_1a2b3c4d.jsonl"
+    lines = events.read_text().splitlines()
+    events.write_text("\n" + "\n".join(lines) + "\n")
+
+    result = store.import_paths([home])
+    assert result.ok, result.problems
+    assert result.domains["runtime"].updated == len(lines)
+    assert store.get("runtime", f"{rel}:1") is None
+    moved = [store.get("runtime", f"{rel}:{n + 2}") for n in range(len(lines))]
+    assert [r.text if r else None for r in moved] == lines
+    # Restoring that import gives every record its old key back.
+    store.restore(run=result.run_id)
+    assert [r.text for r in store.query("runtime").key(f"{rel}:1")] == [lines[0]]
+    assert store.get("runtime", f"{rel}:{len(lines) + 1}") is None
+
+
+def test_a_key_is_found_whatever_its_files_name_holds(store: Store, tmp_path: Path) -> None:
+    """Keys are looked up through their file's path, which may itself hold ':' or '['."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "x:2.jsonl").write_text('{"n": 1}\n{"n": 2}\n')
+    (src / "y[1].json").write_text('[{"n": 3}, {"n": 4}]')
+    (src / "z:1.json").write_text('{"n": 5}')
+    assert store.import_paths([src], domain="runtime").ok
+    found = {k: store.get("runtime", k) for k in ("x:2.jsonl:1", "x:2.jsonl:2", "y[1].json[0]", "y[1].json[1]", "z:1.json")}
+    assert {k: r.data["n"] if r else None for k, r in found.items()} == {
+        "x:2.jsonl:1": 1, "x:2.jsonl:2": 2, "y[1].json[0]": 3, "y[1].json[1]": 4, "z:1.json": 5
+    }
+    for missing in ("x:2.jsonl", "x:2.jsonl:3", "y[1].json", "y[1]", "z:1.json:1", "z"):
+        assert store.get("runtime", missing) is None, missing
+    # The lookup starts from the file's path: it reads that file's records, not the domain's.
+    with store.engine.connect() as conn:
+        sql = store.query("runtime").key("x:2.jsonl:2").statement().compile(conn, compile_kwargs={"literal_binds": True})
+        plan = " / ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "SCAN" not in plan and "ix_records_file_position" in plan, plan
+
+
 def test_domain_option_imports_a_lone_file_regardless_of_patterns(store: Store, tmp_path: Path) -> None:
     src = EXAMPLE_HOME / "tasks" / "runtime" / "events" / "thr_1a2b3c4d.jsonl"
     lone = tmp_path / "events.jsonl"
@@ -407,7 +450,7 @@ def test_a_home_given_twice_is_imported_once(home: Path, tmp_path: Path, jobs: i
 def test_an_import_into_an_empty_store_leaves_every_index_in_place(home: Path, tmp_path: Path, twice: bool) -> None:
     """The records' indexes are dropped for a first import and built at its end, or as
     soon as it must look up a file it wrote (a path given twice); either way the store
-    ends with all of them, the key's uniqueness enforced again."""
+    ends with all of them, one record per slot of a file enforced again."""
     import sqlite3
 
     from recordstore.tables import metadata
@@ -418,11 +461,11 @@ def test_an_import_into_an_empty_store_leaves_every_index_in_place(home: Path, t
     with sqlite3.connect(db) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
         assert names == {index.name for table in metadata.tables.values() for index in table.indexes}
-        key, file_id = conn.execute("SELECT key, file_id FROM records LIMIT 1").fetchone()
-        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE constraint failed: records.key"):
+        file_id, position = conn.execute("SELECT file_id, position FROM records LIMIT 1").fetchone()
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE constraint failed: records.file_id, records.position"):
             conn.execute(
-                "INSERT INTO records (domain, key, version, payload, file_id, position) VALUES ('task', ?, 1, '{}', ?, 99)",
-                (key, file_id),
+                "INSERT INTO records (domain, key, version, payload, file_id, position) VALUES ('task', 'k', 1, '{}', ?, ?)",
+                (file_id, position),
             )
 
 

@@ -116,8 +116,9 @@ def test_the_store_file_is_private_to_its_owner(db_path: Path) -> None:
 
 
 def test_a_store_at_the_first_revision_is_upgraded_with_its_records_and_indexes(tmp_path: Path) -> None:
-    """0002 rebuilds the records table: every row, the key's uniqueness and the JSON-path
-    indexes a user added survive it."""
+    """0002 rebuilds the records table, 0003 trades the key's index for a unique one on
+    the record's slot: every row, the uniqueness and the JSON-path indexes a user added
+    survive them."""
     db = tmp_path / "old.db"
     engine = create_engine(f"sqlite:///{db}")
     with engine.begin() as conn:
@@ -139,43 +140,54 @@ def test_a_store_at_the_first_revision_is_upgraded_with_its_records_and_indexes(
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD_REVISION,)]
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'records' AND type = 'index'")}
-        assert {"ix_records_key", "ix_records_domain_version", "ix_records_file_position", "ix_json_test"} <= names
+        assert names == {"ix_records_domain_version", "ix_records_file_position", "ix_json_test"}
         with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
             conn.execute(
                 "INSERT INTO records (domain, key, version, payload, file_id, position) "
-                "VALUES ('task', 'tasks/a.json', 2, '{}', 1, 1)"
+                "VALUES ('task', 'tasks/a.json', 2, '{}', 1, 0)"
             )
 
 
-def test_the_key_index_revision_downgrades_and_upgrades_again_keeping_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("down_to", ["0001_initial", "0002_records_key_index"])
+def test_the_index_revisions_downgrade_and_upgrade_again_keeping_everything(tmp_path: Path, down_to: str) -> None:
+    """Before 0003 a key is unique (a table constraint, then an index); from 0003 on, a
+    record's slot in its file is. Every record and the user's JSON-path index survive
+    going down and up again."""
     db = tmp_path / "s.db"
     with Store(db) as store:
         store.import_paths([EXAMPLE_HOME])
         store.add_index("task", "status")
         before = {r.key: r.text for r in store.query()}
 
-    def keys_unique_and_json_index(conn: sqlite3.Connection) -> tuple[bool, bool]:
-        key, file_id = conn.execute("SELECT key, file_id FROM records LIMIT 1").fetchone()
+    def refused(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> bool:
         try:
-            conn.execute(
-                "INSERT INTO records (domain, key, version, payload, file_id, position) VALUES ('task', ?, 1, '{}', ?, 99)",
-                (key, file_id),
-            )
-            unique = False
+            conn.execute(sql, params)
+            return False
         except sqlite3.IntegrityError:
-            unique = True
-        conn.rollback()
-        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'ix_json_%'")]
-        return unique, len(names) == 1
+            return True
+        finally:
+            conn.rollback()
 
+    def uniqueness_and_json_index(conn: sqlite3.Connection) -> tuple[bool, bool, bool]:
+        key, file_id, position = conn.execute("SELECT key, file_id, position FROM records LIMIT 1").fetchone()
+        insert = "INSERT INTO records (domain, key, version, payload, file_id, position) VALUES ('task', ?, 1, '{}', ?, ?)"
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'ix_json_%'")]
+        return (
+            refused(conn, insert, (key, file_id, 99)),  # the same key in another slot
+            refused(conn, insert, ("another key", file_id, position)),  # another key in the same slot
+            len(names) == 1,
+        )
+
+    with sqlite3.connect(db) as conn:
+        assert uniqueness_and_json_index(conn) == (False, True, True)
     engine = create_engine(f"sqlite:///{db}")
     with engine.begin() as conn:
-        command.downgrade(alembic_config(conn), "0001_initial")
+        command.downgrade(alembic_config(conn), down_to)
     engine.dispose()
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001_initial",)]
-        assert keys_unique_and_json_index(conn) == (True, True)  # by the table's UNIQUE constraint again
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(down_to,)]
+        assert uniqueness_and_json_index(conn) == (True, False, True)
     with Store(db) as store:  # opening upgrades it to head again
         assert {r.key: r.text for r in store.query()} == before
     with sqlite3.connect(db) as conn:
-        assert keys_unique_and_json_index(conn) == (True, True)
+        assert uniqueness_and_json_index(conn) == (False, True, True)

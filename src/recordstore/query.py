@@ -145,6 +145,18 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
     return cast(ColumnElement[bool], compare(path_expr(path), value))
 
 
+def key_paths(key: str) -> set[str]:
+    """The paths of the files a record with ``key`` may be in: a key is its file's path,
+    then ``:LINE`` (JSON lines) or ``[INDEX]`` (arrays), and a path may hold ``:`` or
+    ``[`` itself."""
+    paths = {key}
+    if ":" in key:
+        paths.add(key.rpartition(":")[0])
+    if key.endswith("]") and "[" in key:
+        paths.add(key[: key.rfind("[")])
+    return paths
+
+
 @dataclass(frozen=True)
 class Query:
     """An immutable query over one domain's records; iterate it to stream results."""
@@ -164,7 +176,10 @@ class Query:
         return replace(self, conditions=(*self.conditions, records.c.version == int(version)))
 
     def key(self, key: str) -> Query:
-        return replace(self, conditions=(*self.conditions, records.c.key == key))
+        # Keys have no index of their own: the file's path (unique, indexed) narrows the
+        # lookup to that file's records first.
+        in_file = files.c.path.in_(sorted(key_paths(key)))
+        return replace(self, conditions=(*self.conditions, in_file, records.c.key == key))
 
     def order_by(self, path: str = "key", *, descending: bool = False) -> Query:
         if path != "key":

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: The newest revision this recordstore knows; a test proves it is Alembic's single head.
-HEAD_REVISION = "0002_records_key_index"
+HEAD_REVISION = "0003_records_slot_unique"
 
 
 def script_location() -> Path:

@@ -8,7 +8,8 @@ Alembic revisions in ``alembic/versions`` evolve a store to exactly this; a test
   byte for byte.
 * ``records``: one row per record. ``payload`` is the record's JSON text as it stood in
   its file until a step rewrites it; ``key`` is its location (``path``, ``path:LINE``
-  for JSON lines, ``path[INDEX]`` for arrays) and is unique.
+  for JSON lines, ``path[INDEX]`` for arrays), unique by construction; ``position`` is
+  its slot in the file (0, 1, ...), and (``file_id``, ``position``) is unique.
 * ``backups``: the exact previous row, written in the same transaction as every change.
 * ``runs`` / ``failures``: the history of the writers' runs (import, migrate, restore,
   prune, index).
@@ -80,9 +81,8 @@ records = Table(
     Column("file_id", Integer, ForeignKey("files.id"), nullable=False),
     Column("position", Integer, nullable=False),
     Column("run_id", Integer, ForeignKey("runs.id")),
-    Index("ix_records_key", "key", unique=True),
     Index("ix_records_domain_version", "domain", "version", "id"),
-    Index("ix_records_file_position", "file_id", "position"),
+    Index("ix_records_file_position", "file_id", "position", unique=True),
 )
 
 backups = Table(
