@@ -57,7 +57,8 @@ class ImportResult:
         return not self.problems
 
     def counts(self, domain: str) -> DomainCounts:
-        return self.domains.setdefault(domain, DomainCounts())
+        found = self.domains.get(domain)  # called once a file: build a new one only when needed
+        return found if found is not None else self.domains.setdefault(domain, DomainCounts())
 
     def as_dict(self) -> dict[str, Any]:
         return {
