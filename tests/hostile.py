@@ -111,13 +111,15 @@ def build_home(root: Path) -> Home:
 
 
 def add_lines(home: Home, relpath: str, lines: list[bytes], good: list[int], domain: str = "runtime") -> None:
-    """A JSON-lines file; ``good`` are the (1-based) line numbers that must be imported."""
+    """A JSON-lines file; ``good`` are the (1-based) line numbers that must be imported.
+    Its export holds them on the same lines; the other lines before the last of them come
+    back empty (the store has nothing of them), the ones after it not at all."""
     data = b"".join(line + b"\n" for line in lines)
     home.add(relpath, data, domain, keys=[])
     for n in good:
         home.records[f"{relpath}:{n}"] = (domain, lines[n - 1].decode("utf-8"))
-    if len(good) == len(lines):
-        home.exact[relpath] = data
+    if good:
+        home.exact[relpath] = b"".join((line if n in good else b"") + b"\n" for n, line in enumerate(lines[: max(good)], 1))
 
 
 # --------------------------------------------------------------------------- the case table

@@ -174,6 +174,9 @@ def test_lines_moved_down_by_a_blank_line_are_the_same_records_under_their_new_k
     assert store.get("runtime", f"{rel}:1") is None
     moved = [store.get("runtime", f"{rel}:{n + 2}") for n in range(len(lines))]
     assert [r.text if r else None for r in moved] == lines
+    # Export puts them back on those lines: the file comes back as it is, blank line and all.
+    assert store.export_to(home.parent / "out").ok
+    assert (home.parent / "out" / rel).read_bytes() == events.read_bytes()
     # Restoring that import gives every record its old key back.
     store.restore(run=result.run_id)
     assert [r.text for r in store.query("runtime").key(f"{rel}:1")] == [lines[0]]

@@ -294,46 +294,65 @@ def _of_domains(query: Any, domains: list[str] | None) -> Any:
 def _file_rows(conn: Connection, domains: list[str] | None) -> Iterator[Any]:
     """The rows of the files to export, in id order, FILE_WINDOW at a time."""
     last = 0
-    columns = select(files.c.id, files.c.path, files.c.domain, files.c.head, files.c.sep, files.c.tail, files.c.digest)
+    columns = select(
+        files.c.id, files.c.path, files.c.domain, files.c.container, files.c.head, files.c.sep, files.c.tail, files.c.digest
+    )
     while rows := conn.execute(_of_domains(columns, domains).where(files.c.id > last).order_by(files.c.id).limit(FILE_WINDOW)).all():
         yield from rows
         last = rows[-1].id
 
 
-def _grouped(conn: Connection) -> Iterator[tuple[int | None, list[str]]]:
-    """(file id, record texts in position order) per file, in file id order, streaming."""
-    query = select(records.c.file_id, records.c.payload).order_by(records.c.file_id, records.c.position)
+def _grouped(conn: Connection) -> Iterator[tuple[int | None, list[str], list[str]]]:
+    """(file id, record keys, record texts) per file, in position order, in file id
+    order, streaming."""
+    query = select(records.c.file_id, records.c.key, records.c.payload).order_by(records.c.file_id, records.c.position)
     result = conn.execution_options(stream_results=True, yield_per=200).execute(query)
     current: int | None = None
+    keys: list[str] = []
     texts: list[str] = []
-    for file_id, payload in result:
+    for file_id, key, payload in result:
         if file_id != current:
             if current is not None:
-                yield current, texts
-            current, texts = file_id, []
+                yield current, keys, texts
+            current, keys, texts = file_id, [], []
+        keys.append(key)
         texts.append(payload)
     if current is not None:
-        yield current, texts
+        yield current, keys, texts
 
 
-def _files_to_write(conn: Connection, domains: list[str] | None) -> Iterator[tuple[Any, list[str]]]:
-    """(file row, record texts) for each file to export, in file order: the records,
-    streamed, matched with the files' rows, read alongside. A file without records is
-    written too (an empty JSON-lines file, ``[]``) when it was imported whole; not when
-    its records were refused (it has no digest then), which would give back an empty
-    file where the source held records the store does not."""
+def _files_to_write(conn: Connection, domains: list[str] | None) -> Iterator[tuple[Any, list[str], list[str]]]:
+    """(file row, record keys, record texts) for each file to export, in file order: the
+    records, streamed, matched with the files' rows, read alongside. A file without
+    records is written too (an empty JSON-lines file, ``[]``) when it was imported whole;
+    not when its records were refused (it has no digest then), which would give back an
+    empty file where the source held records the store does not."""
     rows = _file_rows(conn, domains)
     row = next(rows, None)
-    for file_id, texts in itertools.chain(_grouped(conn), [(None, [])]):
+    for file_id, keys, texts in itertools.chain(_grouped(conn), [(None, [], [])]):
         while row is not None and (file_id is None or row.id < file_id):  # a file without records
             if row.digest:
-                yield row, []
+                yield row, [], []
             row = next(rows, None)
         if row is None:
             return
         if row.id == file_id:  # else a file not exported (another domain)
-            yield row, texts
+            yield row, keys, texts
             row = next(rows, None)
+
+
+def at_their_lines(keys: list[str], texts: list[str]) -> list[str]:
+    """A JSON-lines file's lines: each record on the line its key names (``path:LINE``),
+    an empty line for each line between that held no record (a blank line, or one that
+    was refused). So the records' keys, which are their line numbers, stay true for the
+    exported file."""
+    lines: list[str] = []
+    for key, text in zip(keys, texts):
+        number = key.rpartition(":")[2]
+        if number.isascii() and number.isdigit():
+            lines += [""] * (int(number) - 1 - len(lines))
+        lines.append(text)
+    return lines
 
 
 def render(head: str, sep: str, tail: str, texts: list[str]) -> str:
@@ -377,9 +396,10 @@ def export_records(
             result.domains[domain] = result.domains.get(domain, 0) + n
 
     try:
-        for row, texts in _files_to_write(conn, wanted):
+        for row, keys, texts in _files_to_write(conn, wanted):
             try:
-                writer.write(row.path, render(row.head, row.sep, row.tail, texts))
+                lines = at_their_lines(keys, texts) if row.container == "lines" else texts
+                writer.write(row.path, render(row.head, row.sep, row.tail, lines))
             except ExportError as exc:  # one line each, whatever the names hold
                 result.problems.append(ExportError(display_path(exc.path), display_path(exc.reason)))
             except OSError as exc:
