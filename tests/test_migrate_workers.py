@@ -238,35 +238,38 @@ def test_a_batch_stops_reading_once_its_payloads_reach_the_byte_bound(
     tmp_path: Path, registry_file: Path, home: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
 ) -> None:
     """Memory follows BATCH_BYTES whatever the records' sizes: a batch holds at most one
-    record beyond it, and a migration in small batches is the same migration."""
-    monkeypatch.setattr(migrator_module, "BATCH_ROWS", 1000)
+    record beyond it, at most AHEAD_PER_JOB batches per worker are handed out ahead of
+    the one being written, and a migration in small batches is the same migration."""
+    monkeypatch.setattr(migrator_module, "BATCH_ROWS", 20)  # many spans, most ended by the bound
     monkeypatch.setattr(migrator_module, "BATCH_BYTES", 2000)
-    sizes: list[tuple[int, int]] = []
-    held, most_held = [0], [0]  # payload bytes read and not written yet
-    real_pending, real_write = migrator_module._pending, migrator_module._Pass._write
+    sizes: list[int] = []
+    out, most_out = [0], [0]  # batches handed out and not taken back yet
+    real_submit, real_write = migrator_module._Pass._submit, migrator_module._Pass._write
 
-    def spy_pending(*args: Any) -> Any:
-        rows, size = real_pending(*args)
-        if rows:
-            sizes.append((sum(len(r[3]) for r in rows), max(len(r[3]) for r in rows)))
-            held[0] += sizes[-1][0]
-            most_held[0] = max(most_held[0], held[0])
-        return rows, size
+    def spy_submit(self: Any, *args: Any) -> Any:
+        out[0] += 1
+        most_out[0] = max(most_out[0], out[0])
+        return real_submit(self, *args)
 
-    def spy_write(self: Any, dom: Any, version: int, rows: Any, stepped: Any) -> bool:
-        held[0] -= sum(len(r[3]) for r in rows)
-        return bool(real_write(self, dom, version, rows, stepped))
+    def spy_write(self: Any, dom: Any, version: int, stepped: Any) -> bool:
+        sizes.append(stepped.size)
+        return bool(real_write(self, dom, version, stepped))
 
-    monkeypatch.setattr(migrator_module, "_pending", spy_pending)
+    real_result = migrator_module.workers.result
+
+    def spy_result(future: Any, command: str) -> Any:
+        out[0] -= 1
+        return real_result(future, command)
+
+    monkeypatch.setattr(migrator_module._Pass, "_submit", spy_submit)
     monkeypatch.setattr(migrator_module._Pass, "_write", spy_write)
+    monkeypatch.setattr(migrator_module.workers, "result", spy_result)
     small, small_content = _migrated(tmp_path / "small.db", registry_file, home, jobs=jobs)
+    largest = max(len(p.encode()) for _, _, _, p, _, _ in small_content["backups"])
     assert len(sizes) > 20
-    assert all(total < 2000 + largest for total, largest in sizes)
-    assert any(total >= 2000 for total, _ in sizes)  # the bound, not the row limit, ended them
-    # Read ahead for the workers: at most AHEAD_PER_JOB batches' worth of bytes per
-    # worker, plus the one batch that went over.
-    ahead = migrator_module.AHEAD_PER_JOB * jobs
-    assert most_held[0] <= ahead * 2000 + max(total for total, _ in sizes)
+    assert all(size < 2000 + largest for size in sizes)
+    assert any(size >= 2000 for size in sizes)  # the bound, not the row limit, ended them
+    assert most_out[0] <= migrator_module.AHEAD_PER_JOB * jobs + 1
     monkeypatch.undo()
     whole, whole_content = _migrated(tmp_path / "whole.db", registry_file, home, jobs=0)
     assert small.as_dict() | {"run": 0} == whole.as_dict() | {"run": 0}

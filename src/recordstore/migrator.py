@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
+import sqlite3
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +19,14 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from . import jsoncodec, workers
-from .engine import background_checkpoints, is_sqlite, placeholder, translate_errors
+from .engine import (
+    BUSY_TIMEOUT_S,
+    background_checkpoints,
+    is_sqlite,
+    placeholder,
+    sqlite_file,
+    translate_errors,
+)
 from .errors import MigrationError, RestoreConflictError
 from .importer import as_text, backup_rows, backup_span
 from .parsing import indent_of
@@ -197,8 +206,10 @@ def migrate_records(
             # lock) makes SQLite refuse the batch's first write ("database is locked").
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         # The workers start before the progress bar, whose thread would rule out fork.
-        jobs = min(jobs, pending_total)
-        pool = workers.pool(jobs, "migrate", fork_only=True, initializer=_init_worker, initargs=(registry,))
+        # They read the rows they migrate from the store's file themselves.
+        database = sqlite_file(engine)
+        jobs = min(jobs, pending_total) if database is not None else 0
+        pool = workers.pool(jobs, "migrate", fork_only=True, initializer=_init_worker, initargs=(registry, database))
         with pool as executor, background_checkpoints(engine):
             if progress is not None:
                 progress.start(pending_total, "migrate")
@@ -212,13 +223,28 @@ def _count(conn: Connection, dom: Domain, *, below: bool) -> int:
     return int(conn.execute(select(func.count()).select_from(records).where(records.c.domain == dom.name, cond)).scalar() or 0)
 
 
+@dataclass(frozen=True)
+class _Span:
+    """One batch to read: a domain's records at one version, with ids above ``after``
+    and (unless ``None``: to the last) up to ``upto``, BATCH_ROWS of them at most."""
+
+    domain: str
+    version: int
+    after: int
+    upto: int | None
+
+
 @dataclass
 class _Stepped:
-    """What running the steps over a batch's rows gave."""
+    """What reading a span and running the steps over its rows gave."""
 
     updates: list[tuple[bytes, int]] = field(default_factory=list)  # new payload (UTF-8), id
     failures: list[MigrationError] = field(default_factory=list)
     diffs: list[RecordDiff] = field(default_factory=list)
+    read: int = 0  # rows read
+    size: int = 0  # their payloads' bytes
+    last_id: int = 0  # the last id read
+    cut: bool = False  # the read stopped before the span's end: the rest is another batch
 
 
 def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, diffs: int) -> _Stepped:
@@ -261,29 +287,48 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
     return out
 
 
-#: In a worker process: the registry it was forked with.
+def _step_span(dom: Domain, dbapi_conn: Any, mark: str, span: _Span, fail_fast: bool, diffs: int) -> _Stepped:
+    """Read ``span`` through ``dbapi_conn`` and run the steps over its rows."""
+    rows, size, cut = _read_span(dbapi_conn, mark, span)
+    out = _step_rows(dom, span.version, rows, fail_fast, diffs)
+    out.read, out.size, out.last_id, out.cut = len(rows), size, rows[-1][0] if rows else span.after, cut
+    return out
+
+
+#: In a worker process: the registry it was forked with, the store's file, and (once
+#: it has read) its own connection to it.
 _worker_registry: Registry | None = None
+_worker_database = ""
+_worker_conn: sqlite3.Connection | None = None
 
 
-def _init_worker(registry: Registry) -> None:
-    global _worker_registry
-    _worker_registry = registry
+def _init_worker(registry: Registry, database: str) -> None:
+    global _worker_registry, _worker_database
+    _worker_registry, _worker_database = registry, database
 
 
-def _step_rows_in_worker(domain: str, version: int, rows: Sequence[Any], fail_fast: bool, diffs: int) -> _Stepped:
+def _step_span_in_worker(span: _Span, fail_fast: bool, diffs: int) -> _Stepped:
+    """:func:`_step_span` in a worker process, which reads the span itself: the rows
+    never cross between processes, only what the steps made of them."""
+    global _worker_conn
     assert _worker_registry is not None
-    return _step_rows(_worker_registry[domain], version, rows, fail_fast, diffs)
+    if _worker_conn is None:
+        _worker_conn = sqlite3.connect(_worker_database, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        _worker_conn.execute("PRAGMA query_only=ON")
+    return _step_span(_worker_registry[span.domain], _worker_conn, "?", span, fail_fast, diffs)
 
 
 @dataclass
 class _Pass:
     """One migration (or dry run) over the chosen domains, batch by batch.
 
-    With a pool, worker processes run the steps while this process reads and writes the
-    store: batches are read up to AHEAD_PER_JOB per worker ahead of the one being
-    written. Each is written in its own transaction, in order, as without workers; the
-    rows read ahead follow, in id order, the rows being written, so writing changes
-    none of them (and no other writer runs: the run holds the store's lock)."""
+    A batch is a span of ids of one domain's records at one version, found in the
+    (domain, version, id) index; with a pool, worker processes read the spans and run
+    the steps while this process writes, up to AHEAD_PER_JOB spans per worker ahead of
+    the one being written. Each is written in its own transaction, in order, as without
+    workers; the spans ahead follow, in id order, the one being written, so writing
+    changes none of their rows (and no other writer runs: the run holds the store's
+    lock)."""
 
     conn: Connection
     result: MigrationResult
@@ -326,48 +371,48 @@ class _Pass:
 
     def _version(self, dom: Domain, version: int) -> bool:
         conn = self.conn
-        ahead: collections.deque[tuple[Sequence[Any], int, Future[_Stepped]]] = collections.deque()
-        last_id, exhausted = 0, False
-        held = 0  # payload bytes read and not written yet
+        ahead: collections.deque[tuple[_Span, Future[_Stepped]]] = collections.deque()
+        after: int | None = 0  # where the next span starts (None: every span is handed out)
         try:
             while True:
                 tx = None if (self.atomic and self.run is not None) or conn.in_transaction() else conn.begin()
                 with tx if tx is not None else contextlib.nullcontext():
-                    if not exhausted:
-                        rows, size = _pending(conn, dom.name, version, last_id)
-                        if rows:
-                            last_id = rows[-1][0]
-                            held += size
-                            ahead.append((rows, size, self._submit(dom, version, rows)))
-                        exhausted = not rows
+                    # Spans are handed out up to ``ahead`` beyond the one being written;
+                    # each is read where its steps run.
+                    while after is not None and len(ahead) <= self.ahead:
+                        upto = _span_end(conn, dom.name, version, after)
+                        span = _Span(dom.name, version, after, upto)
+                        ahead.append((span, self._submit(dom, span)))
+                        after = upto
                     if not ahead:
                         return True
-                    # The oldest batch is written once as many are read ahead as allowed,
-                    # in number or in bytes (batches of a few huge records are not held
-                    # several at a time).
-                    if exhausted or len(ahead) > self.ahead or held > self.ahead * BATCH_BYTES:
-                        written, size, stepped = ahead.popleft()
-                        held -= size
-                        if not self._write(dom, version, written, workers.result(stepped, "migrate")):
-                            return False
+                    span, future = ahead.popleft()
+                    done = workers.result(future, "migrate")
+                    if done.cut:  # the rest of the span is the next batch
+                        rest = dataclasses.replace(span, after=done.last_id)
+                        ahead.appendleft((rest, self._submit(dom, rest)))
+                    if done.read and not self._write(dom, version, done):
+                        return False
         finally:
-            for _, _, stepped in ahead:  # stopped early: what was read ahead is not written
+            for _, stepped in ahead:  # stopped early: what was handed out is not written
                 stepped.cancel()
 
-    def _submit(self, dom: Domain, version: int, rows: Sequence[Any]) -> Future[_Stepped]:
+    def _submit(self, dom: Domain, span: _Span) -> Future[_Stepped]:
         wanted = max(0, self.diff - len(self.result.diffs))
         if self.pool is not None:
-            return workers.submit(self.pool, "migrate", _step_rows_in_worker, dom.name, version, rows, self.fail_fast, wanted)
+            return workers.submit(self.pool, "migrate", _step_span_in_worker, span, self.fail_fast, wanted)
         done: Future[_Stepped] = Future()
-        done.set_result(_step_rows(dom, version, rows, self.fail_fast, wanted))
+        conn = self.conn
+        dbapi_conn = conn.connection.dbapi_connection  # the transaction's own connection
+        done.set_result(_step_span(dom, dbapi_conn, placeholder(conn), span, self.fail_fast, wanted))
         return done
 
-    def _write(self, dom: Domain, version: int, rows: Sequence[Any], stepped: _Stepped) -> bool:
+    def _write(self, dom: Domain, version: int, stepped: _Stepped) -> bool:
         """Write one batch's outcome (a dry run writes nothing); False when the run must stop."""
         result, run = self.result, self.run
         run_id, to_version = run.run_id if run else None, dom.version
         updates = [(text, to_version, run_id, rid) for text, rid in stepped.updates]
-        batch = _Batch(dom.name, version, updates, stepped.failures, whole=len(updates) == len(rows))
+        batch = _Batch(dom.name, version, updates, stepped.failures, whole=len(updates) == stepped.read)
         if batch.updates:  # one starting version per batch: one step count
             per = result.counts.setdefault(dom.name, {})
             step = f"{version}->{to_version}"
@@ -381,31 +426,46 @@ class _Pass:
         return not (self.fail_fast and batch.failures)
 
 
-def _pending(conn: Connection, domain: str, version: int, after_id: int) -> tuple[list[Any], int]:
-    """The next batch of a domain's records at one version after an id, in id order
-    (the (domain, version, id) index), with their files' paths: (id, key, version,
-    payload, path) tuples, and the size of their payloads. At most BATCH_ROWS rows, and no more once their payloads
-    reach BATCH_BYTES, whatever the sizes of the records. On SQLite the payload comes
-    as its UTF-8 bytes: what orjson reads, and a quarter of the memory of a str holding
-    one character beyond the BMP."""
+def _span_end(conn: Connection, domain: str, version: int, after: int) -> int | None:
+    """The last id of the span of BATCH_ROWS records that starts after ``after``
+    (``None``: fewer are left), from the (domain, version, id) index alone."""
     mark = placeholder(conn)
-    payload = "CAST(records.payload AS BLOB)" if is_sqlite(conn) else "records.payload"
-    cursor = conn.connection.cursor()  # plain tuples, which cross to a worker cheaply
+    end = conn.exec_driver_sql(
+        f"SELECT id FROM records WHERE domain = {mark} AND version = {mark} AND id > {mark} "
+        f"ORDER BY id LIMIT 1 OFFSET {mark}",
+        (domain, version, after, BATCH_ROWS - 1),
+    ).scalar()
+    return None if end is None else int(end)
+
+
+def _read_span(dbapi_conn: Any, mark: str, span: _Span) -> tuple[list[Any], int, bool]:
+    """The records of ``span`` in id order, with their files' paths: (id, key, version,
+    payload, path) tuples; the size of their payloads; and whether the read stopped
+    before the span's end, which it does once the payloads reach BATCH_BYTES, whatever
+    the records' sizes. On SQLite the payload comes as its UTF-8 bytes: what orjson
+    reads, and a quarter of the memory of a str holding one character beyond the BMP."""
+    sqlite = isinstance(dbapi_conn, sqlite3.Connection)
+    payload = "CAST(records.payload AS BLOB)" if sqlite else "records.payload"
+    params: tuple[Any, ...] = (span.domain, span.version, span.after)
+    bound = ""
+    if span.upto is not None:
+        bound, params = f" AND records.id <= {mark}", (*params, span.upto)
+    cursor = dbapi_conn.cursor()  # plain tuples
     try:
         cursor.execute(
             f"SELECT records.id, records.key, records.version, {payload}, files.path "
             "FROM records JOIN files ON files.id = records.file_id "
-            f"WHERE records.domain = {mark} AND records.version = {mark} AND records.id > {mark} "
-            f"ORDER BY records.id LIMIT {mark}",
-            (domain, version, after_id, BATCH_ROWS),
+            f"WHERE records.domain = {mark} AND records.version = {mark} AND records.id > {mark}{bound} "
+            f"ORDER BY records.id LIMIT {BATCH_ROWS}",
+            params,
         )
         rows, size = [], 0
         while (row := cursor.fetchone()) is not None:
             rows.append(row)
             size += len(row[3])
             if size >= BATCH_BYTES:
-                break
-        return rows, size
+                return rows, size, True
+        return rows, size, span.upto is None and len(rows) == BATCH_ROWS
     finally:
         cursor.close()
 
