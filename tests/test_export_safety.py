@@ -98,16 +98,21 @@ REFUSED = [
     ("dot", "./tasks/x.json", UNSAFE),
     ("double-slash", "tasks//x.json", UNSAFE),
     ("trailing-slash", "tasks/x/", UNSAFE),
-    ("drive-letter", "C:/sibling/x.json", WINDOWS),
-    ("drive-relative", "c:x.json", WINDOWS),
-    ("backslash-dotdot", "..\\sibling\\x.json", WINDOWS),
-    ("unc", "\\\\server\\share\\x.json", WINDOWS),
     ("nul", "tasks/a\x00b.json", EMPTY_OR_NUL),
     ("nul-dotdot", "../sibling/\x00.json", EMPTY_OR_NUL),
     ("empty", "", EMPTY_OR_NUL),
     ("long-name", "tasks/" + "n" * 300 + ".json", TOO_LONG),
     ("long-path", "/".join(["d" * 200] * 25) + "/x.json", TOO_LONG),
 ]
+
+#: Separators on Windows, refused there; elsewhere, characters of a name like any other.
+WINDOWS_SEPARATORS = [
+    ("drive-letter", "C:/sibling/x.json"),
+    ("drive-relative", "c:x.json"),
+    ("backslash-dotdot", "..\\sibling\\x.json"),
+    ("unc", "\\\\server\\share\\x.json"),
+]
+REFUSED += [(f"{name}-on-windows", path, WINDOWS) for name, path in WINDOWS_SEPARATORS]
 
 ACCEPTED = [  # odd but harmless: written as literal names inside OUT
     ("tilde", "~/x.json"),
@@ -118,14 +123,22 @@ ACCEPTED = [  # odd but harmless: written as literal names inside OUT
     ("dotfile", ".hidden.json"),
     ("unicode", "tâches/日本 ✓.json"),
     ("name-255", "tasks/" + "n" * 250 + ".json"),
+    *[(f"{name}-on-posix", path) for name, path in WINDOWS_SEPARATORS],
 ]
 
 
 @pytest.mark.parametrize(("path", "reason"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
 def test_a_hostile_source_path_is_refused_and_the_rest_is_written(
-    world: tuple[Home, Path, Path], store: Store, db_path: Path, cli: Cli, path: str, reason: str
+    world: tuple[Home, Path, Path],
+    store: Store,
+    db_path: Path,
+    cli: Cli,
+    path: str,
+    reason: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     home, out, sibling = world
+    monkeypatch.setattr(exporter_module, "WINDOWS_PATHS", reason == WINDOWS)
     path = path.format(sibling=sibling)
     set_path(db_path, VICTIM, path)
 
@@ -146,9 +159,10 @@ def test_a_hostile_source_path_is_refused_and_the_rest_is_written(
 
 @pytest.mark.parametrize("path", [c[1] for c in ACCEPTED], ids=[c[0] for c in ACCEPTED])
 def test_an_odd_but_harmless_source_path_is_written_inside_out(
-    world: tuple[Home, Path, Path], store: Store, db_path: Path, path: str
+    world: tuple[Home, Path, Path], store: Store, db_path: Path, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home, out, sibling = world
+    monkeypatch.setattr(exporter_module, "WINDOWS_PATHS", False)  # as on POSIX
     set_path(db_path, VICTIM, path)
     result = store.export_to(out)
     assert result.ok, result.problems

@@ -204,6 +204,23 @@ def test_a_key_is_found_whatever_its_files_name_holds(store: Store, tmp_path: Pa
     assert "SCAN" not in plan and "ix_records_file_position" in plan, plan
 
 
+def test_a_file_whose_name_holds_backslashes_or_a_drive_letter_comes_back_under_it(store: Store, tmp_path: Path) -> None:
+    """On POSIX a backslash or a colon is a character of a name: export writes the file
+    back under its own name, inside OUT (they used to be refused as Windows separators)."""
+    src = tmp_path / "in"
+    (src / "C:").mkdir(parents=True)
+    (src / "a\\b.json").write_text('{"n": 1}\n')
+    (src / "..\\up.jsonl").write_text('{"n": 2}\n\n{"n": 3}\n')
+    (src / "C:" / "x.json").write_text('{"n": 4}')
+    assert store.import_paths([src], domain="runtime").ok
+    assert store.get("runtime", "..\\up.jsonl:3").data == {"n": 3}  # type: ignore[union-attr]
+    out = tmp_path / "out"
+    result = store.export_to(out)
+    assert result.ok and result.files == 3, result.problems
+    assert tree(out) == tree(src)
+    assert not (tmp_path / "up.jsonl").exists()  # "..\\" led nowhere
+
+
 def test_domain_option_imports_a_lone_file_regardless_of_patterns(store: Store, tmp_path: Path) -> None:
     src = EXAMPLE_HOME / "tasks" / "runtime" / "events" / "thr_1a2b3c4d.jsonl"
     lone = tmp_path / "events.jsonl"

@@ -49,14 +49,20 @@ class ExportResult:
 
 def safe_target(out_real: Path, relpath: str) -> Path:
     """The path for ``relpath`` inside ``out_real``, or :class:`ExportError` if it could
-    land anywhere else (absolute paths, ``..``, drive letters, NUL, empty parts)."""
+    land anywhere else (absolute paths, ``..``, NUL, empty parts; on Windows, where they
+    are separators, backslashes and drive letters too)."""
     return out_real.joinpath(*_safe_parts(relpath))
+
+
+#: Whether backslashes and drive letters in a stored path would lead somewhere else here
+#: (on POSIX they are ordinary characters of a name, as the imported file had them).
+WINDOWS_PATHS = os.name == "nt"
 
 
 def _safe_parts(relpath: str) -> list[str]:
     if not relpath or "\x00" in relpath:
         raise ExportError(repr(relpath), "unsafe source path (empty or contains NUL)")
-    if "\\" in relpath or (len(relpath) >= 2 and relpath[1] == ":"):
+    if WINDOWS_PATHS and ("\\" in relpath or (len(relpath) >= 2 and relpath[1] == ":")):
         raise ExportError(relpath, "unsafe source path (backslash or drive letter)")
     parts = relpath.split("/")
     if any(part in ("..", ".", "") for part in parts):  # "" also catches a leading "/"
