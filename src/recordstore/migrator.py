@@ -186,8 +186,10 @@ def migrate_records(
     """Migrate (``run`` given) or dry-run (``run`` is ``None``) the pending records.
     ``jobs``: worker processes running the steps (``None``: :func:`default_jobs` when
     PARALLEL_MIN_RECORDS or more are pending; 0: none). Workers are forked, inheriting
-    the registry; where fork cannot be used, the steps run in this process. Steps must
-    not count on state they share with the caller: they may run in another process."""
+    the registry, and read the records they migrate from the store's file; where fork
+    cannot be used, or the store is not a SQLite file, the steps run in this process.
+    Steps must not count on state they share with the caller: they may run in another
+    process."""
     chosen = [registry[d] for d in domains] if domains else list(registry)
     result = MigrationResult(run_id=run.run_id if run else None, dry_run=run is None)
     with translate_errors(), engine.connect() as conn:
