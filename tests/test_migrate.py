@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from recordstore import MigrationError, Registry, RestoreConflictError, Store, StoreError
+from recordstore.engine import translate_errors
 from conftest import tree
 
 REGISTRY_SOURCE = '''
@@ -106,6 +107,17 @@ def test_backups_hold_exactly_the_rows_migrated(nstore: Store, db_path: Path) ->
     migrated = sorted(k for k, r in before.items() if r[2] < 3 and k != "notes/c.json")
     assert [b[0] for b in backed] == migrated and len(backed) == result.migrated
     assert all(b == before[b[0]] for b in backed)
+
+
+def test_a_migration_writes_valid_keys_and_leaves_the_store_checking_them(nstore: Store) -> None:
+    """The migration's own connection skips the key checks while it writes (every key it
+    writes is its run's id); afterwards the keys are valid, and the connection, back in
+    the pool, checks them again."""
+    nstore.migrate()
+    assert nstore.integrity_problems() == []
+    with pytest.raises(StoreError, match="database error: FOREIGN KEY constraint failed"), nstore.engine.begin() as conn:
+        with translate_errors():
+            conn.exec_driver_sql("UPDATE records SET file_id = 999999 WHERE id = (SELECT min(id) FROM records)")
 
 
 def test_a_v2_record_runs_only_the_remaining_steps_and_keeps_its_values(nstore: Store) -> None:

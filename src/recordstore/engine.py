@@ -30,6 +30,7 @@ __all__ = [
     "placeholder",
     "sqlite_file",
     "translate_errors",
+    "unchecked_foreign_keys",
     "write_transaction",
 ]
 
@@ -161,10 +162,20 @@ def durable_transaction(engine: Engine) -> contextlib.AbstractContextManager[Con
     return write_transaction(engine, durable=True)
 
 
+def unchecked_foreign_keys(conn: Connection) -> contextlib.AbstractContextManager[None]:
+    """Foreign keys not checked on this connection for a while (on SQLite), for a run
+    whose every key is its own run's id or an id it read in the same transaction: one
+    lookup saved per row written (~0.4 s of 2.6 s for a migration of 195,604 records).
+    `store check` verifies every key."""
+    return _pragmas(conn, {"foreign_keys": ("OFF", "ON")})
+
+
 @contextlib.contextmanager
 def _pragmas(conn: Connection, settings: dict[str, tuple[str, str]]) -> Iterator[None]:
     """Set SQLite pragmas (name: (during, after)) on this connection for a while. Set on
-    the driver connection, outside any transaction, as SQLite requires for some."""
+    the driver connection, outside any transaction, as SQLite requires for some (inside
+    one they are ignored: a connection left in a transaction is discarded, not pooled
+    with the settings of the while)."""
     raw = conn.connection.driver_connection if settings and is_sqlite(conn) else None
     if raw is not None:
         for name, (during, _after) in settings.items():
@@ -173,8 +184,11 @@ def _pragmas(conn: Connection, settings: dict[str, tuple[str, str]]) -> Iterator
         yield
     finally:
         if raw is not None:
-            for name, (_during, after) in settings.items():
-                raw.execute(f"PRAGMA {name}={after}")
+            if raw.in_transaction:
+                conn.invalidate()
+            else:
+                for name, (_during, after) in settings.items():
+                    raw.execute(f"PRAGMA {name}={after}")
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from .engine import (
     placeholder,
     sqlite_file,
     translate_errors,
+    unchecked_foreign_keys,
 )
 from .errors import MigrationError, RestoreConflictError
 from .importer import as_text, backup_rows, backup_span
@@ -212,7 +213,7 @@ def migrate_records(
         database = sqlite_file(engine)
         jobs = min(jobs, pending_total) if database is not None else 0
         pool = workers.pool(jobs, "migrate", fork_only=True, initializer=_init_worker, initargs=(registry, database))
-        with pool as executor, background_checkpoints(engine):
+        with pool as executor, background_checkpoints(engine), unchecked_foreign_keys(conn):
             if progress is not None:
                 progress.start(pending_total, "migrate")
             ahead = AHEAD_PER_JOB * jobs if executor is not None else 0
