@@ -151,3 +151,37 @@ def test_the_wal_is_checkpointed_by_a_thread_while_a_run_writes(tmp_path: Path) 
         assert db.stat().st_size - before == grown  # without the thread, the WAL keeps it
         writer.close()
     assert grown >= 900_000
+
+
+def test_a_new_store_has_16_kib_pages_and_an_older_one_keeps_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """New stores are made with 16 KiB pages; a store made with 4 KiB pages keeps them,
+    works as before, and still lets its WAL grow to ~64 MB, not 256 MB, before a commit
+    checkpoints it."""
+    from recordstore import connections
+
+    def settings(db: Path) -> tuple[int, int]:
+        with Store(db) as store, store.engine.connect() as conn:
+            page = conn.exec_driver_sql("PRAGMA page_size").scalar()
+            pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        return int(page), int(pages)
+
+    new = tmp_path / "new.db"
+    with Store(new) as store:
+        assert store.import_paths([EXAMPLE_HOME]).ok
+    assert settings(new) == (16384, 4096)
+
+    old = tmp_path / "old.db"
+    with monkeypatch.context() as m:
+        m.setattr(connections, "PAGE_SIZE", 4096)  # as stores were made before
+        with Store(old) as store:
+            assert store.import_paths([EXAMPLE_HOME]).ok
+    assert settings(old) == (4096, 16384)
+    contents = []
+    for db in (new, old):
+        with Store(db) as store:
+            assert store.migrate().ok
+            assert store.integrity_problems() == []
+        with sqlite3.connect(db) as conn:
+            contents.append(conn.execute("SELECT domain, key, version, payload FROM records ORDER BY key").fetchall())
+        conn.close()
+    assert contents[0] == contents[1] and len(contents[0]) == 37

@@ -19,12 +19,23 @@ def default_db_path() -> Path:
     return Path(base) / "recordstore" / "store.db"
 
 
+#: The page size of a new store, and how much the WAL may hold before a commit copies it
+#: into the database file.
+PAGE_SIZE = 16384
+WAL_CHECKPOINT_BYTES = 64 * 1024 * 1024
+
+
 def configure_connection(dbapi_conn: sqlite3.Connection) -> None:
     """The settings of every connection to a SQLite store (the engine's, and those of
     import workers that write their own batches)."""
     # Let SQLAlchemy's "begin" issue BEGIN, so writers can ask for IMMEDIATE.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
+    # Only a new, empty store takes it (before the WAL header is written): 16 KiB pages
+    # instead of 4 KiB, a quarter of the pages to write, log, checkpoint and read.
+    # 246,423 records imported by two writing workers, ten runs each interleaved: 2.63 s
+    # median, 4.17 s of CPU, against 2.93 s and 4.51 s.
+    cur.execute(f"PRAGMA page_size={PAGE_SIZE}")
     try:
         cur.execute("PRAGMA journal_mode=WAL")
     except sqlite3.OperationalError:
@@ -35,9 +46,10 @@ def configure_connection(dbapi_conn: sqlite3.Connection) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA cache_size=-8192")
-    # Checkpoint the WAL every ~64 MB rather than every 4 MB: fewer syncs of the
-    # database file during a long run.
-    cur.execute("PRAGMA wal_autocheckpoint=16384")
+    # Checkpoint the WAL every ~64 MB rather than every 1,000 pages: fewer syncs of the
+    # database file during a long run. (A store made before 16 KiB pages keeps 4 KiB.)
+    page_size = cur.execute("PRAGMA page_size").fetchone()[0]
+    cur.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // page_size}")
     # Sorts larger than the cache (building an index after a bulk import of
     # millions of records) spill to a temporary file, not to memory.
     cur.execute("PRAGMA temp_store=FILE")
