@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from recordstore import MigrationError, Registry, RestoreConflictError, Store, StoreError
-from recordstore.engine import translate_errors
+from recordstore.engine import translate_errors, unchecked_foreign_keys
 from conftest import tree
 
 REGISTRY_SOURCE = '''
@@ -118,6 +118,17 @@ def test_a_migration_writes_valid_keys_and_leaves_the_store_checking_them(nstore
     with pytest.raises(StoreError, match="database error: FOREIGN KEY constraint failed"), nstore.engine.begin() as conn:
         with translate_errors():
             conn.exec_driver_sql("UPDATE records SET file_id = 999999 WHERE id = (SELECT min(id) FROM records)")
+
+
+def test_a_connection_left_in_a_transaction_is_discarded_not_pooled_unchecked(nstore: Store) -> None:
+    """The key checks cannot be turned back on inside a transaction: such a connection is
+    thrown away, and the next one checks keys."""
+    with nstore.engine.connect() as conn:
+        with unchecked_foreign_keys(conn):
+            conn.connection.driver_connection.execute("BEGIN")
+        assert conn.invalidated
+    with nstore.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
 def test_a_v2_record_runs_only_the_remaining_steps_and_keeps_its_values(nstore: Store) -> None:
