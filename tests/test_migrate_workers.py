@@ -243,13 +243,15 @@ def test_a_batch_stops_reading_once_its_payloads_reach_the_byte_bound(
     monkeypatch.setattr(migrator_module, "BATCH_ROWS", 20)  # many spans, most ended by the bound
     monkeypatch.setattr(migrator_module, "BATCH_BYTES", 2000)
     sizes: list[int] = []
-    out, most_out = [0], [0]  # batches handed out and not taken back yet
+    out: set[Any] = set()  # batches handed out and not taken back yet
+    most_out = [0]
     real_submit, real_write = migrator_module._Pass._submit, migrator_module._Pass._write
 
     def spy_submit(self: Any, *args: Any) -> Any:
-        out[0] += 1
-        most_out[0] = max(most_out[0], out[0])
-        return real_submit(self, *args)
+        future = real_submit(self, *args)
+        out.add(future)
+        most_out[0] = max(most_out[0], len(out))
+        return future
 
     def spy_write(self: Any, dom: Any, version: int, stepped: Any) -> bool:
         sizes.append(stepped.size)
@@ -258,7 +260,7 @@ def test_a_batch_stops_reading_once_its_payloads_reach_the_byte_bound(
     real_result = migrator_module.workers.result
 
     def spy_result(future: Any, command: str) -> Any:
-        out[0] -= 1
+        out.discard(future)
         return real_result(future, command)
 
     monkeypatch.setattr(migrator_module._Pass, "_submit", spy_submit)
