@@ -58,7 +58,9 @@ class ImportResult:
 
     def counts(self, domain: str) -> DomainCounts:
         found = self.domains.get(domain)  # called once a file: build a new one only when needed
-        return found if found is not None else self.domains.setdefault(domain, DomainCounts())
+        if found is None:
+            found = self.domains[domain] = DomainCounts()
+        return found
 
     def as_dict(self) -> dict[str, Any]:
         return {
