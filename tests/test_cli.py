@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from conftest import EXAMPLE_HOME, tree
+from recordstore import QueryError, RecordStoreError, Store
 
 STORE = Path(sys.executable).with_name("store")
 
@@ -120,8 +121,14 @@ def test_the_environment_chooses_the_store_and_the_default_is_documented(
     assert runner.invoke(app, ["import", str(EXAMPLE_HOME)]).exit_code == 0
     assert (tmp_path / "env.db").exists()
     monkeypatch.delenv("STORE_DB")
+    default = tmp_path / "xdg" / "recordstore" / "store.db"
+    # Only an import makes a store: a reader meeting none says where it looked.
+    missing = runner.invoke(app, ["status"])
+    assert missing.exit_code == 3 and f"no store at {default}" in missing.output
+    assert not default.exists()
+    assert runner.invoke(app, ["import", str(EXAMPLE_HOME)]).exit_code == 0
     assert runner.invoke(app, ["status"]).exit_code == 0
-    assert (tmp_path / "xdg" / "recordstore" / "store.db").exists()
+    assert default.exists()
 
 
 def _env() -> dict[str, str]:
@@ -153,6 +160,7 @@ def test_the_installed_store_command_works_from_anywhere(tmp_path: Path) -> None
 
 
 def test_python_dash_m_recordstore_is_the_same_command(tmp_path: Path) -> None:
+    Store(tmp_path / "s.db").close()
     res = subprocess.run(
         [sys.executable, "-m", "recordstore", "--db", str(tmp_path / "s.db"), "status", "--json"],
         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
@@ -235,3 +243,221 @@ def test_a_terminal_progress_bar_does_not_keep_import_workers_from_forking(
     assert res.exit_code == 0, res.stderr
     assert chosen == ["fork"]
     assert "import" in screen.getvalue()  # the bar was drawn all the same
+
+
+# --------------------------------------------------------------------------- what a first user ran into
+
+
+def test_exists_and_missing_take_no_value_and_refuse_one_they_cannot_read(cli: Any, home: Path) -> None:
+    """``exists`` used to read any value but true as "missing": ``--where event exists x``
+    listed the records without an event."""
+    cli("import", home)
+
+    def keys(*where: str) -> set[str]:
+        res = cli("query", "runtime", *where)
+        assert res.exit_code == 0, res.stderr
+        return {line.split("\t")[0] for line in res.stdout.splitlines()}
+
+    everything = keys()
+    present, absent = keys("--where", "event", "exists"), keys("--where", "event", "missing")
+    assert present and absent and present | absent == everything and not present & absent
+    assert keys("--where", "event", "exists", "true") == keys("--where", "event", "missing", "false") == present
+    assert keys("--where", "event", "exists", "false") == absent
+    # Followed by another filter, without a value in between.
+    assert keys("--where", "event", "exists", "--where", "seq", ">=", "40") == keys("--where", "seq", ">=", "40")
+    res = cli("query", "runtime", "--where", "event", "exists", "x")
+    assert res.exit_code == 2 and "unexpected argument 'x'" in _said(res)
+    with cli_store(cli) as store:
+        with pytest.raises(QueryError, match="'exists' takes no value"):
+            store.query("runtime").where("event", "exists", "x").count()
+
+
+def cli_store(cli: Any) -> Store:
+    return Store(cli.db, create=False)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["history"], ["query", "task"], ["export", "OUT"], ["check"], ["index", "list"], ["migrate"],
+     ["restore", "--domain", "task"], ["prune-backups", "--before", "1"], ["index", "add", "task", "status"]],
+)
+def test_only_an_import_makes_a_store_so_a_mistyped_path_is_an_error(cli: Any, tmp_path: Path, command: list[str]) -> None:
+    cli.db = tmp_path / "typo" / "sub" / "s.db"
+    res = cli(*[str(tmp_path / "out") if c == "OUT" else c for c in command])
+    assert res.exit_code == 3
+    assert res.stderr == f"store: error: no store at {cli.db}: an import creates one (is the path right?)\n"
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "out").exists()
+    assert cli("import", EXAMPLE_HOME).exit_code == 0 and cli.db.exists()
+
+
+def test_an_empty_export_directory_is_refused_not_read_as_this_one(
+    cli: Any, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``store export "$OUT"`` with OUT unset used to write the export into the current directory."""
+    cli("import", home)
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for empty in ("", "  "):
+        res = cli("export", empty)
+        assert res.exit_code == 2 and "OUT is empty" in _said(res)
+    assert list(here.iterdir()) == []
+    assert cli("export", ".").exit_code == 0 and (here / "sessions").is_dir()  # asked for by name: fine
+
+
+def _many_records(tmp_path: Path) -> Path:
+    db = tmp_path / "many.db"
+    lines = tmp_path / "events.jsonl"
+    lines.write_text("".join(json.dumps({"schema_version": 2, "seq": i, "pad": "x" * 100}) + "\n" for i in range(3000)))
+    with Store(db) as store:
+        store.import_paths([lines], domain="runtime")
+    return db
+
+
+def test_a_reader_that_stops_early_ends_the_output_quietly(tmp_path: Path) -> None:
+    """``store query ... | head -1`` used to end in "internal error: BrokenPipeError" (exit 70)."""
+    db = _many_records(tmp_path)  # ~350 KB of output: more than a pipe holds
+    res = subprocess.run(
+        ["bash", "-c", f'"{STORE}" --db "{db}" query runtime | head -1; echo "status ${{PIPESTATUS[0]}}" >&2'],
+        env=_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert res.stdout.startswith("events.jsonl:1\tv2\t") and res.stdout.count("\n") == 1
+    assert res.stderr == "status 1\n"  # click's code for a closed pipe, and not a word more
+
+
+def test_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    """A full disk under the output used to be an internal error."""
+    db = _many_records(tmp_path)
+    with open("/dev/full", "w") as full:
+        res = subprocess.run([str(STORE), "--db", str(db), "query", "runtime"], stdout=full, stderr=subprocess.PIPE,
+                             env=_env(), text=True, timeout=120)
+    assert res.returncode == 3
+    assert res.stderr == "store: error: cannot write the output: No space left on device\n"
+
+
+def test_json_output_escapes_a_lone_surrogate_the_store_kept(cli: Any, tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    (home / "sessions").mkdir(parents=True)
+    (home / "sessions" / "s.json").write_bytes(b'{"schema_version": 1, "title": "half \\ud800 pair", "n": "\xc3\xa9"}')
+    assert cli("import", home).exit_code == 0
+    res = cli("query", "session", "--json")
+    assert res.exit_code == 0, res.stderr
+    record = json.loads(res.stdout)["record"]
+    assert record["title"] == "half \ud800 pair" and record["n"] == "\u00e9"
+
+
+HUGE = str(10**22)
+
+
+def _said(res: Any) -> str:
+    """What a usage error says, without the frame and line breaks of its box."""
+    return " ".join(res.stderr.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["history", HUGE], ["restore", "--run", HUGE], ["prune-backups", "--before", HUGE], ["query", "task", "--limit", HUGE],
+     ["query", "task", "--offset", HUGE], ["query", "task", "--version", HUGE], ["query", "task", "--limit", "-1"],
+     ["query", "task", "--offset", "-1"], ["migrate", "--dry-run", "--diff", "-1"]],
+)
+def test_numbers_no_store_can_hold_are_usage_errors(cli: Any, home: Path, args: list[str]) -> None:
+    """They used to end in "internal error: OverflowError"."""
+    cli("import", home)
+    res = cli(*args)
+    assert res.exit_code == 2 and "Invalid value" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_library_refuses_numbers_no_store_can_hold_in_one_line(store: Any, home: Path) -> None:
+    store.import_paths([home])
+    with pytest.raises(RecordStoreError, match=f"^no run {HUGE} in this store$"):
+        store.history(10**22)
+    with pytest.raises(RecordStoreError, match=f"^nothing to restore|^no run {HUGE}"):
+        store.restore(run=10**22)
+    for build in (lambda q: q.limit(10**22), lambda q: q.offset(-1), lambda q: q.version(2**63)):
+        with pytest.raises(QueryError, match="must be between 0 and"):
+            build(store.query("task")).count()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("foo://bar", "foo://bar: SQLAlchemy has no dialect 'foo'"),
+     ("mssql+pymssql://user:secret@host/db", "mssql+pymssql://user:***@host/db: the 'mssql+pymssql' driver is not installed")],
+)
+def test_a_database_url_that_cannot_be_used_is_one_line_without_its_password(cli: Any, url: str, message: str) -> None:
+    cli.db = url
+    res = cli("status")
+    assert res.exit_code == 3 and res.stderr.startswith(f"store: error: {message}") and res.stderr.count("\n") == 1
+    assert "secret" not in res.stderr
+
+
+def test_a_store_error_names_the_store_file(cli: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "not.db"
+    bad.write_text("garbage" * 1000)
+    cli.db = bad
+    res = cli("status")
+    assert res.stderr == f"store: error: {bad}: the file is not a recordstore database (not SQLite)\n"
+
+
+def test_restore_says_why_there_is_nothing_to_restore(cli: Any, home: Path) -> None:
+    """Each of these used to print "restored 0 record(s)", exit 0, and add a run."""
+    cli("import", home)
+    assert cli("migrate").exit_code == 0  # run 2
+    assert cli("prune-backups", "--before", "3").exit_code == 0  # run 3
+    cases = [
+        (["restore", "--run", "2"], "nothing to restore: run 2 has no backups (prune run 3 deleted those of the runs before run 3)"),
+        (["restore", "--run", "3"], "nothing to restore: run 3 has no backups (it changed no stored record)"),
+        (["restore", "--domain", "nosuch"], "unknown domain 'nosuch'"),
+        (["restore", "--domain", "task"], "nothing to restore: no backups of domain 'task'"),
+        (["restore", "--domain", "task", "--key", "nosuch.json"], "nothing to restore: no backups of record 'nosuch.json' of domain 'task'"),
+        (["restore", "--key", "nosuch.json"], "restore needs a key needs its domain (--domain)"),
+    ]
+    for args, message in cases:
+        res = cli(*args)
+        assert res.exit_code == 3 and message in res.stderr, (args, res.stderr)
+    assert [r["kind"] for r in json.loads(cli("history", "--json").stdout)] == ["import", "migrate", "prune"]
+
+
+def test_restoring_a_record_twice_puts_back_the_same_row(cli: Any, home: Path) -> None:
+    """The second restore used to put back the first restore's own backup: v1, v2, v1..."""
+    cli("import", home)
+    cli("migrate")
+    key = "tasks/tasks/task_1f2e3d4c.json"
+
+    def version() -> int:
+        lines = [json.loads(line) for line in cli("query", "task", "--json").stdout.splitlines()]
+        return int(next(r["version"] for r in lines if r["key"] == key))
+
+    assert version() == 2
+    for _ in range(3):
+        assert cli("restore", "--domain", "task", "--key", key).exit_code == 0
+        assert version() == 1
+    # A restore is undone by its run: the first one (run 3) puts the migrated row back.
+    assert cli("restore", "--run", "3").exit_code == 1  # later restores touched it: refused...
+    assert cli("restore", "--run", "3", "--force").exit_code == 0 and version() == 2  # ...unless forced
+
+
+def test_diff_is_for_a_dry_run_and_json_carries_it(cli: Any, home: Path) -> None:
+    cli("import", home)
+    before = cli("status", "--json").stdout
+    res = cli("migrate", "--diff", "2")
+    assert res.exit_code == 2 and "add --dry-run" in _said(res)
+    assert cli("status", "--json").stdout == before  # nothing migrated
+    diffs = json.loads(cli("migrate", "--dry-run", "--diff", "2", "--json").stdout)["diffs"]
+    assert len(diffs) == 2 and {"domain", "key", "from_version", "to_version", "before", "after"} <= set(diffs[0])
+
+
+def test_history_says_what_each_run_did_in_its_own_words(cli: Any, home: Path) -> None:
+    cli("import", home)
+    cli("index", "add", "task", "status")
+    cli("prune-backups", "--before", "1")
+    table = cli("history").stdout
+    assert "imported 37, updated 0, unchanged 0, removed 0" in table
+    assert "add task status" in table and "pruned 0 before run 1" in table
+
+
+def test_version_and_a_hint_when_no_file_is_in_a_domain(cli: Any, home: Path) -> None:
+    import recordstore
+
+    assert cli("--version").stdout == f"recordstore {recordstore.__version__}\n"
+    res = cli("import", home / "tasks")
+    assert res.exit_code == 0 and "0 file(s) read" in res.stdout and "give the application's home directory" in res.stdout

@@ -11,6 +11,9 @@ maps errors to one line on stderr and an exit code:
     5  the store was written by a newer recordstore
     70 internal error (a bug: please report it with the output of --debug)
     130 interrupted
+
+A reader closing the output early (``store query ... | head``) ends the command quietly
+with click's code for it, 1.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import typer
 from rich.console import Console
 
 from . import jsoncodec
-from .errors import RecordStoreError
+from .connections import default_db_path
+from .errors import RecordStoreError, StoreError
 from .store import Store
 
 if TYPE_CHECKING:
@@ -51,6 +55,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 WAIT_SECONDS = 24 * 3600.0
 #: The --wait option of every writing command.
 _Wait = Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")]
+#: The largest number SQLite stores: the bound of every count and run number option.
+INT_MAX = 2**63 - 1
 
 
 class Options:
@@ -60,8 +66,22 @@ class Options:
         self.debug = debug
         self.quiet = quiet
 
-    def open(self, wait: bool = False) -> Store:
-        return Store(self.db, registry=self.registry, wait=WAIT_SECONDS if wait else None)
+    def open(self, wait: bool = False, *, create: bool = False) -> Store:
+        """The store; only an import (``create``) makes one where there is none, so a
+        mistyped --db is an error, not an empty store."""
+        return Store(self.db, registry=self.registry, wait=WAIT_SECONDS if wait else None, create=create)
+
+    @property
+    def where(self) -> str:
+        return self.db if self.db is not None else str(default_db_path())
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import recordstore
+
+        out.print(f"recordstore {recordstore.__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -72,7 +92,7 @@ def _global(
         typer.Option(
             "--db",
             envvar="STORE_DB",
-            help="Store file or SQLAlchemy URL [default: $XDG_DATA_HOME/recordstore/store.db].",
+            help="Store file or SQLAlchemy URL (default: $XDG_DATA_HOME/recordstore/store.db).",
             show_default=False,
         ),
     ] = None,
@@ -87,6 +107,9 @@ def _global(
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
 ) -> None:
     ctx.obj = Options(db, registry, debug, quiet)
 
@@ -98,13 +121,22 @@ def _errors(ctx: typer.Context) -> Iterator[None]:
     except RecordStoreError as exc:
         if ctx.obj.debug:
             traceback.print_exc()
-        err.print(f"store: error: {exc}", markup=False)
+        message = str(exc)
+        where = ctx.obj.where
+        if isinstance(exc, StoreError) and "://" not in where and where not in message:
+            message = f"{where}: {message}"  # which store file, when it does not say (a URL may hold a password)
+        err.print(f"store: error: {message}", markup=False)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("store: interrupted; every committed batch is kept, run the command again to finish")
         raise typer.Exit(130) from None
-    except (typer.Exit, typer.Abort, typer.BadParameter):
-        raise
+    except (typer.Exit, typer.Abort, typer.BadParameter, BrokenPipeError):
+        raise  # a closed pipe (| head): click ends the command quietly
+    except OSError as exc:  # the output cannot be written (a full disk): not a bug of ours
+        if ctx.obj.debug:
+            traceback.print_exc()
+        err.print(f"store: error: cannot write the output: {exc.strerror or exc}", markup=False)
+        raise typer.Exit(3) from None
     except Exception as exc:  # a bug of ours: still one line, the traceback on request
         if ctx.obj.debug:
             traceback.print_exc()
@@ -182,8 +214,15 @@ def _table(*columns: str, **options: Any) -> Table:
     return Table(*columns, **options)
 
 
+def _json_text(value: Any, **options: Any) -> str:
+    """JSON text for the terminal: UTF-8 as it is, unless a string holds a lone
+    surrogate (kept by import, as JSON allows), which only an escape can carry."""
+    text = json.dumps(value, ensure_ascii=False, **options)
+    return text if jsoncodec.is_utf8(text) else json.dumps(value, ensure_ascii=True, **options)
+
+
 def _emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(_json_text(value, indent=2) + "\n")
 
 
 def _problems(lines: list[Any]) -> None:
@@ -220,7 +259,7 @@ def import_(
     as backups. Files in no domain are skipped and counted. Bad files and records are
     reported one per line; everything else goes in. Exit code 1 if anything was refused.
     """
-    with _errors(ctx), ctx.obj.open(wait) as store, _bar(ctx, json_out) as bar:
+    with _errors(ctx), ctx.obj.open(wait, create=True) as store, _bar(ctx, json_out) as bar:
         result = store.import_paths(paths, domain=domain, progress=bar, jobs=jobs)
     _problems(result.problems)
     if json_out:
@@ -231,6 +270,11 @@ def import_(
             table.add_row(name, *(str(v) for v in c.as_dict().values()))
         out.print(table)
         out.print(f"{result.files} file(s) read, {result.skipped} skipped (no domain); run {result.run_id}")
+        if result.skipped and not result.files:
+            out.print(
+                "no file was in a domain: domains match paths from the directory given, so give the "
+                "application's home directory itself, or put files in a domain with --domain"
+            )
     if not result.ok:
         raise typer.Exit(1)
 
@@ -257,7 +301,7 @@ def status(
 @app.command()
 def export(
     ctx: typer.Context,
-    out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Directory to write the files into.")],
+    out_dir: Annotated[str, typer.Argument(metavar="OUT", help="Directory to write the files into.")],
     domain: Annotated[Optional[list[str]], typer.Option("--domain", help="Only these domains (repeatable).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files that already exist in OUT.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -267,6 +311,8 @@ def export(
     Each file is written atomically; nothing is ever written outside OUT; existing files
     are refused unless --force.
     """
+    if not out_dir.strip():
+        raise typer.BadParameter("OUT is empty (an unset variable?); give a directory, '.' for this one", param_hint="OUT")
     with _errors(ctx), ctx.obj.open() as store, _bar(ctx, json_out) as bar:
         result = store.export_to(out_dir, domains=domain, overwrite=force, progress=bar)
     _problems(result.problems)
@@ -285,43 +331,61 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _where_triples(args: list[str]) -> list[tuple[str, str, str]]:
-    """``--where PATH OP VALUE`` triples from the command's extra arguments (Typer has
-    no repeatable option of three values)."""
-    triples: list[tuple[str, str, str]] = []
+#: Operators that take no value (or true/false): ``--where PATH exists``.
+NO_VALUE = ("exists", "missing")
+
+
+def _where_filters(args: list[str]) -> list[tuple[str, str, Any]]:
+    """``--where PATH OP VALUE`` filters from the command's extra arguments (Typer has
+    no repeatable option of three values); ``exists`` and ``missing`` take no value,
+    or true/false."""
+    found: list[tuple[str, str, Any]] = []
     i = 0
     while i < len(args):
         if args[i] != "--where":
             raise typer.BadParameter(f"unexpected argument {args[i]!r}", param_hint="query")
-        if i + 3 >= len(args) + 0 and len(args) - i < 4:
-            raise typer.BadParameter("--where takes three values: PATH OP VALUE", param_hint="--where")
-        triples.append((args[i + 1], args[i + 2], args[i + 3]))
-        i += 4
-    return triples
+        if len(args) - i < 3:
+            raise typer.BadParameter("--where takes PATH OP VALUE (or PATH exists, PATH missing)", param_hint="--where")
+        path, op = args[i + 1], args[i + 2]
+        i += 3
+        if op.lower().strip() in NO_VALUE:
+            value = None
+            if i < len(args) and args[i] in ("true", "false"):
+                value, i = args[i] == "true", i + 1
+            found.append((path, op, value))
+            continue
+        if i >= len(args):
+            raise typer.BadParameter(f"--where {path} {op} needs a VALUE", param_hint="--where")
+        found.append((path, op, _parse_value(args[i])))
+        i += 1
+    return found
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def query(
     ctx: typer.Context,
     domain: Annotated[str, typer.Argument(help="The domain to query.")],
-    version: Annotated[Optional[int], typer.Option("--version", help="Only records at this version.")] = None,
+    version: Annotated[
+        Optional[int], typer.Option("--version", min=1, max=INT_MAX, help="Only records at this version.")
+    ] = None,
     order_by: Annotated[Optional[str], typer.Option("--order-by", help="'key' or a JSON path.")] = None,
     desc: Annotated[bool, typer.Option("--desc", help="Descending order.")] = False,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="At most N records.")] = None,
-    offset: Annotated[int, typer.Option("--offset", help="Skip N records.")] = 0,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=0, max=INT_MAX, help="At most N records.")] = None,
+    offset: Annotated[int, typer.Option("--offset", min=0, max=INT_MAX, help="Skip N records.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print each record as one JSON line.")] = False,
 ) -> None:
     """Print the records of DOMAIN that match every filter, one per line.
 
     Filter with --where PATH OP VALUE (repeatable): a JSON path such as metadata.model
-    or messages[0].role; an operator: = != < <= > >= in "not in" exists missing; a
-    value read as JSON when it parses (5, true, null, ["a","b"]) and as text otherwise.
+    or messages[0].role; an operator: = != < <= > >= in "not in", or exists and missing,
+    which take no value; a value read as JSON when it parses (5, true, null, ["a","b"])
+    and as text otherwise.
     """
-    where = _where_triples(ctx.args)
+    where = _where_filters(ctx.args)
     with _errors(ctx), ctx.obj.open() as store:
         q = store.query(domain)
-        for path, op, raw in where:
-            q = q.where(path, op, _parse_value(raw))
+        for path, op, value in where:
+            q = q.where(path, op, value)
         if version is not None:
             q = q.version(version)
         if order_by:
@@ -329,14 +393,8 @@ def query(
         q = q.limit(limit).offset(offset)
         for record in q:
             if json_out:
-                sys.stdout.write(
-                    json.dumps(
-                        {"key": record.key, "version": record.version, "record": record.data},
-                        ensure_ascii=False,
-                        separators=(",", ":"),
-                    )
-                    + "\n"
-                )
+                line = {"key": record.key, "version": record.version, "record": record.data}
+                sys.stdout.write(_json_text(line, separators=(",", ":")) + "\n")
             else:
                 sys.stdout.write(f"{record.key}\tv{record.version}\t{jsoncodec.encode_compact(record.data)}\n")
 
@@ -346,7 +404,9 @@ def migrate(
     ctx: typer.Context,
     domain: Annotated[Optional[list[str]], typer.Option("--domain", help="Only these domains (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Run every step, write nothing, report.")] = False,
-    diff: Annotated[int, typer.Option("--diff", metavar="N", help="With --dry-run: show N records before/after.")] = 0,
+    diff: Annotated[
+        int, typer.Option("--diff", metavar="N", min=0, max=INT_MAX, help="With --dry-run: show N records before/after.")
+    ] = 0,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing record.")] = False,
     atomic: Annotated[bool, typer.Option("--atomic", help="One transaction: all records or none.")] = False,
     wait: _Wait = False,
@@ -366,6 +426,8 @@ def migrate(
     Each batch commits its records together with backups of the originals. A failing
     record stays exactly as it was and is reported; the exit code is then 1.
     """
+    if diff and not dry_run:
+        raise typer.BadParameter("--diff shows what a --dry-run would change; add --dry-run", param_hint="--diff")
     with _errors(ctx), ctx.obj.open(wait) as store, _bar(ctx, json_out) as bar:
         result = store.migrate(
             domain, dry_run=dry_run, fail_fast=fail_fast, atomic=atomic, diff=diff, progress=bar, jobs=jobs
@@ -411,7 +473,7 @@ def _render_migration(result: Any) -> None:
 @app.command()
 def history(
     ctx: typer.Context,
-    run: Annotated[Optional[int], typer.Argument(help="Show this run with its failures.")] = None,
+    run: Annotated[Optional[int], typer.Argument(min=0, max=INT_MAX, help="Show this run with its failures.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list of runs.")] = False,
 ) -> None:
     """List the runs (import, migrate, restore, prune, index), or show one with its failures."""
@@ -450,20 +512,27 @@ def _short_counts(r: Any) -> str:
             f"{d} {span}: {n}" for d, steps in sorted((c.get("migrated") or {}).items()) for span, n in steps.items()
         ) or "-"
     if r.kind == "import":
-        total = {k: 0 for k in ("imported", "updated", "unchanged")}
+        total = {k: 0 for k in ("imported", "updated", "unchanged", "removed")}
         for per in (c.get("domains") or {}).values():
             for k in total:
                 total[k] += per.get(k, 0)
         return ", ".join(f"{k} {v}" for k, v in total.items())
     if r.kind == "restore":
         return ", ".join(f"{d}: {n}" for d, n in sorted((c.get("restored") or {}).items())) or "-"
+    if r.kind == "prune":
+        return f"pruned {c.get('pruned', 0)} before run {c.get('before', '?')}"
+    if r.kind == "index":
+        o = r.options
+        return f"{o.get('action', '?')} {o.get('domain', '?')} {o.get('path', '?')}"
     return json.dumps(c)
 
 
 @app.command()
 def restore(
     ctx: typer.Context,
-    run: Annotated[Optional[int], typer.Option("--run", help="Put back every row this run changed.")] = None,
+    run: Annotated[
+        Optional[int], typer.Option("--run", min=0, max=INT_MAX, help="Put back every row this run changed.")
+    ] = None,
     domain: Annotated[Optional[str], typer.Option("--domain", help="Restore the latest backups of this domain.")] = None,
     key: Annotated[Optional[str], typer.Option("--key", help="With --domain: only this record.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Restore even records a later run changed again.")] = False,
@@ -483,7 +552,9 @@ def restore(
 @app.command("prune-backups")
 def prune_backups(
     ctx: typer.Context,
-    before: Annotated[int, typer.Option("--before", help="Delete backups written by runs before this run.")],
+    before: Annotated[
+        int, typer.Option("--before", min=0, max=INT_MAX, help="Delete backups written by runs before this run.")
+    ],
     wait: _Wait = False,
 ) -> None:
     """Delete old backups (only when asked; says how many)."""
@@ -494,8 +565,11 @@ def prune_backups(
 
 @app.command()
 def check(ctx: typer.Context) -> None:
-    """Report steps whose code changed after they migrated records, chain problems,
-    records newer than the registry, and SQLite integrity problems."""
+    """Check the registry and the store, and report every problem.
+
+    Steps whose code changed after they migrated records, broken step chains, records
+    newer than the registry, and SQLite integrity problems.
+    """
     with _errors(ctx), ctx.obj.open() as store:
         result = store.check()
     for problem in result.problems:

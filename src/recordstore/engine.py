@@ -57,22 +57,34 @@ def _create_private_file(path: Path) -> None:
 
 
 def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engine:
-    url = make_url(to_url(target))
-    if url.get_backend_name() == "sqlite":
-        database = url.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
-            path = Path(database)
-            if create:
-                try:
-                    _create_private_file(path)
-                except OSError as exc:
-                    raise StoreError(f"cannot create store {path}: {exc.strerror or exc}") from exc
-            elif not path.exists():
-                raise StoreError(f"store {path} does not exist")
-        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
-        _configure_sqlite(engine)
-        return engine
-    return create_engine(url)
+    """An engine on ``target``, a store file or a SQLAlchemy URL (``create``: make a
+    missing store file, else refuse it)."""
+    if not os.fspath(target).strip():
+        raise StoreError("the store path is empty")
+    try:
+        url = make_url(to_url(target))
+    except sa_exc.ArgumentError as exc:
+        raise StoreError(f"{target} is neither a file path nor a database URL: {exc}") from exc
+    if url.get_backend_name() != "sqlite":
+        try:
+            return create_engine(url)
+        except sa_exc.NoSuchModuleError as exc:
+            raise StoreError(f"{url.render_as_string()}: SQLAlchemy has no dialect {url.drivername!r}") from exc
+        except ImportError as exc:  # the dialect's driver
+            raise StoreError(f"{url.render_as_string()}: the {url.drivername!r} driver is not installed ({exc})") from exc
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database)
+        if create:
+            try:
+                _create_private_file(path)
+            except OSError as exc:
+                raise StoreError(f"cannot create store {path}: {exc.strerror or exc}") from exc
+        elif not path.exists():
+            raise StoreError(f"no store at {path}: an import creates one (is the path right?)")
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+    _configure_sqlite(engine)
+    return engine
 
 
 def _configure_sqlite(engine: Engine) -> None:

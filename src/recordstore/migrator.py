@@ -97,6 +97,7 @@ class MigrationResult:
             "failures": [failure_dict(f) for f in self.failures],
             "stopped_early": self.stopped_early,
             "rolled_back": self.rolled_back,
+            "diffs": [dict(d.__dict__) for d in self.diffs],
         }
 
 
@@ -539,21 +540,26 @@ class RestoreResult:
 
 def _chosen_backups(conn: Connection, run_id: int | None, domain: str | None, key: str | None) -> list[Any]:
     """One backup per record: the oldest of ``run_id`` (the row before that run), or the
-    latest one of each record of ``domain``/``key``."""
+    latest one of each record of ``domain``/``key`` that a restore did not write (so
+    restoring a record twice puts back the same row; a restore is undone by its run)."""
     if run_id is not None:
-        pick = (
-            select(func.min(backups.c.id).label("bid"))
-            .where(backups.c.run_id == run_id)
-            .group_by(backups.c.record_id)
-        )
+        pick = select(func.min(backups.c.id).label("bid")).group_by(backups.c.record_id)
     else:
         pick = select(func.max(backups.c.id).label("bid")).group_by(backups.c.record_id)
-        if domain is not None:
-            pick = pick.where(backups.c.domain == domain)
-        if key is not None:
-            pick = pick.where(backups.c.key == key)
-    sub = pick.subquery()
+    sub = pick.where(*backup_filter(run_id, domain, key)).subquery()
     return list(conn.execute(select(backups).join(sub, sub.c.bid == backups.c.id).order_by(backups.c.id)))
+
+
+def backup_filter(run_id: int | None, domain: str | None, key: str | None) -> list[Any]:
+    """Which backups a restore chooses from (see :func:`_chosen_backups`)."""
+    if run_id is not None:
+        return [backups.c.run_id == run_id]
+    found = [backups.c.reason != "restore"]
+    if domain is not None:
+        found.append(backups.c.domain == domain)
+    if key is not None:
+        found.append(backups.c.key == key)
+    return found
 
 
 def _already_restored(row: Any, backup: Any) -> bool:

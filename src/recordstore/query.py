@@ -110,14 +110,24 @@ def _scalar(value: Any, path: str) -> Any:
     return value
 
 
+def _count(n: int, what: str) -> int:
+    """``n`` if SQLite can take it as a limit, an offset or a version."""
+    if not 0 <= n < 2**63:
+        raise QueryError(f"{what} must be between 0 and {2**63 - 1}, not {n}")
+    return n
+
+
 def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
     op = op.lower().strip()
     if op not in OPERATORS:
         raise QueryError(f"unknown operator {op!r} (use one of: {', '.join(OPERATORS)})")
-    if op == "exists":
-        return _type_expr(path).is_not(None) if value in (None, True) else _type_expr(path).is_(None)
-    if op == "missing":
-        return _type_expr(path).is_(None)
+    if op in ("exists", "missing"):
+        # No value, or true/false: "exists false" is "missing". Any other value is refused
+        # rather than read as false.
+        if value is not None and not isinstance(value, bool):
+            raise QueryError(f"{path}: '{op}' takes no value (or true/false), not {jsoncodec.encode_compact(value)}")
+        present = (op == "exists") == (value is not False)
+        return _type_expr(path).is_not(None) if present else _type_expr(path).is_(None)
     if op in ("in", "not in"):
         if not isinstance(value, (list, tuple, set)):
             raise QueryError(f"{path}: '{op}' needs a list of values")
@@ -173,7 +183,7 @@ class Query:
         return replace(self, conditions=(*self.conditions, condition(path, op, value)))
 
     def version(self, version: int) -> Query:
-        return replace(self, conditions=(*self.conditions, records.c.version == int(version)))
+        return replace(self, conditions=(*self.conditions, records.c.version == _count(int(version), "version")))
 
     def key(self, key: str) -> Query:
         # Keys have no index of their own: the file's path (unique, indexed) narrows the
@@ -187,14 +197,10 @@ class Query:
         return replace(self, order=(*self.order, (path, descending)))
 
     def limit(self, n: int | None) -> Query:
-        if n is not None and n < 0:
-            raise QueryError("limit must be >= 0")
-        return replace(self, _limit=n)
+        return replace(self, _limit=None if n is None else _count(n, "limit"))
 
     def offset(self, n: int) -> Query:
-        if n < 0:
-            raise QueryError("offset must be >= 0")
-        return replace(self, _offset=n)
+        return replace(self, _offset=_count(n, "offset"))
 
     def _select(self, columns: Sequence[Any]) -> Any:
         stmt = select(*columns).select_from(records.join(files, files.c.id == records.c.file_id))

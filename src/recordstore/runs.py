@@ -151,6 +151,9 @@ def held_run(
     handle = RunHandle(engine, got)
     try:
         yield handle
+    except (KeyboardInterrupt, SystemExit) as exc:  # stopped, as a killed process is
+        handle.finish("interrupted", message=f"stopped before finishing ({type(exc).__name__})")
+        raise
     except BaseException as exc:
         handle.finish("failed", message=f"{type(exc).__name__}: {exc}")
         raise

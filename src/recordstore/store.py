@@ -16,7 +16,7 @@ from .engine import default_db_path, open_engine, translate_errors
 from .errors import InputError, QueryError, RecordStoreError
 from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer
-from .migrator import MigrationResult, RestoreResult, migrate_records, restore_records
+from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
 from .parsing import discover
 from .query import Query, Record, index_ddl
 from .registry import Registry, load_registry
@@ -103,11 +103,12 @@ class Store:
         *,
         registry: Registry | str | None = None,
         wait: float | None = None,
+        create: bool = True,
     ):
         self.registry = registry.validate() if isinstance(registry, Registry) else load_registry(registry)
         self.target = target if target is not None else default_db_path()
         self.wait = wait
-        self.engine = open_engine(self.target)
+        self.engine = open_engine(self.target, create=create)
         try:
             ensure_schema(self.engine)
         except BaseException:
@@ -202,6 +203,8 @@ class Store:
         return self.query(domain).key(key).first()
 
     def history(self, run: int | None = None, *, failure_limit: int | None = None) -> list[RunInfo]:
+        if run is not None and not 0 <= run < 2**63:  # no SQLite integer: no such run
+            raise RecordStoreError(f"no run {run} in this store")
         with translate_errors(), self.engine.connect() as conn, conn.begin():
             found = read_history(conn, run, failure_limit=failure_limit)
         if run is not None and not found:
@@ -266,15 +269,42 @@ class Store:
         """Put back the rows a run changed (``run``), or the latest backups of a domain's
         records (``domain``, optionally one ``key``). Itself a recorded run."""
         if run is None and domain is None:
-            raise RecordStoreError("restore needs a run (--run) or a domain (--domain)")
+            what = "a key needs its domain (--domain)" if key is not None else "a run (--run) or a domain (--domain)"
+            raise RecordStoreError(f"restore needs {what}")
         if run is not None:
             self.history(run)
+        if domain is not None:
+            self.registry[domain]
+        self._something_to_restore(run, domain, key)
         options = {"run": run, "domain": domain, "key": key, "force": force}
         with held_run(self.engine, "restore", wait=self.wait, options=options) as handle:
             return restore_records(self.engine, run=handle, from_run=run, domain=domain, key=key, force=force)
 
+    def _something_to_restore(self, run: int | None, domain: str | None, key: str | None) -> None:
+        """Refuse a restore that would find no backup, saying why (pruned, or never made)."""
+        with translate_errors(), self.engine.connect() as conn:
+            found = conn.execute(select(backups.c.id).where(*backup_filter(run, domain, key)).limit(1)).first()
+            if found is not None:
+                return
+            if run is None:
+                what = f"record {key!r} of domain {domain!r}" if key is not None else f"domain {domain!r}"
+                raise RecordStoreError(f"nothing to restore: no backups of {what}")
+            pruned = [
+                r for r in read_history(conn, failure_limit=0)
+                if r.kind == "prune" and r.outcome == "ok" and int(r.counts.get("before") or 0) > run
+            ]
+        if pruned:
+            last = pruned[-1]
+            raise RecordStoreError(
+                f"nothing to restore: run {run} has no backups (prune run {last.id} deleted those of the runs "
+                f"before run {last.counts.get('before')})"
+            )
+        raise RecordStoreError(f"nothing to restore: run {run} has no backups (it changed no stored record)")
+
     def prune_backups(self, before: int) -> int:
         """Delete the backups written by runs before run ``before``; returns how many."""
+        if not 0 <= before < 2**63:
+            raise RecordStoreError(f"--before must be a run number, not {before}")
         with held_run(self.engine, "prune", wait=self.wait, options={"before": before}) as run:
             with translate_errors(), self.engine.connect() as conn, conn.begin():
                 removed = conn.execute(delete(backups).where(backups.c.run_id < before)).rowcount
