@@ -56,6 +56,26 @@ def test_a_step_beyond_the_current_version_is_an_error() -> None:
         reg.validate()
 
 
+def test_a_domain_declared_twice_is_an_error_naming_it() -> None:
+    reg = Registry()
+    reg.domain("note", version=1, files=["notes/*.json"])
+    with pytest.raises(RegistryError, match=r"^domain 'note' is declared twice$") as info:
+        reg.domain("note", version=1, files=["more-notes/*.json"])
+    assert info.value.domain == "note"
+    assert reg["note"].files == ["notes/*.json"]
+
+
+def test_two_domains_with_the_same_file_pattern_are_an_error_naming_the_pattern_and_both() -> None:
+    reg = Registry()
+    reg.domain("note", version=1, files=["notes/*.json"])
+    reg.domain("memo", version=1, files=["memos/*.json", "notes/*.json"])
+    with pytest.raises(
+        RegistryError, match=r"^file pattern 'notes/\*\.json' is given to two domains, 'note' and 'memo'$"
+    ) as info:
+        reg.validate()
+    assert info.value.domain == "memo"
+
+
 @pytest.mark.parametrize("bad", [0, -1, True, "2", 1.5])
 def test_versions_and_steps_must_be_positive_integers(bad: object) -> None:
     reg = Registry()
@@ -145,6 +165,18 @@ def test_a_registry_loads_from_a_module_name(tmp_path: Path, monkeypatch: pytest
         (
             "from recordstore import Registry\nregistry = Registry()\nregistry.domain('a', version=3)\n",
             "'a'.*no step 1 -> 2",
+        ),
+        (
+            "from recordstore import Registry\nregistry = Registry()\n"
+            "registry.domain('a', version=1, files=['a/*.json'])\n"
+            "registry.domain('a', version=1, files=['b/*.json'])\n",
+            r"^domain 'a' is declared twice$",
+        ),
+        (
+            "from recordstore import Registry\nregistry = Registry()\n"
+            "registry.domain('a', version=1, files=['*.json'])\n"
+            "registry.domain('b', version=1, files=['*.json'])\n",
+            r"^file pattern '\*\.json' is given to two domains, 'a' and 'b'$",
         ),
     ],
 )

@@ -181,20 +181,12 @@ class Registry:
         files: Iterable[str] = (),
         version_field: str = DEFAULT_VERSION_FIELD,
     ) -> Domain:
-        """Declare a domain (or add file patterns to one already declared)."""
+        """Declare a domain; a name already declared is an error (give all of a domain's
+        file patterns in one declaration)."""
         if not name or not isinstance(name, str):
             raise RegistryError(f"a domain needs a non-empty name, not {name!r}")
         if name in self.domains:
-            existing = self.domains[name]
-            if existing.version != version or existing.version_field != version_field:
-                raise RegistryError(
-                    f"domain {name!r} is declared twice with different versions",
-                    domain=name,
-                )
-            existing.files.extend(files)
-            existing.__post_init__()
-            self._matcher = None
-            return existing
+            raise RegistryError(f"domain {name!r} is declared twice", domain=name)
         dom = Domain(name, version, list(files), version_field)
         self.domains[name] = dom
         self._matcher = None
@@ -227,8 +219,17 @@ class Registry:
         return self.domains[names[int(found.lastgroup[1:])]]
 
     def validate(self) -> Registry:
+        """Each domain's chain is dense, and no file pattern is given to two domains."""
+        owners: dict[str, str] = {}
         for dom in self.domains.values():
             dom.validate()
+            for pattern in dom.files:
+                owner = owners.setdefault(pattern, dom.name)
+                if owner != dom.name:
+                    raise RegistryError(
+                        f"file pattern {pattern!r} is given to two domains, {owner!r} and {dom.name!r}",
+                        domain=dom.name,
+                    )
         return self
 
     def fingerprints(self) -> dict[str, dict[str, str]]:
