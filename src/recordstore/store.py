@@ -269,26 +269,29 @@ class Store:
         """Put back the rows a run changed (``run``), or the latest backups of a domain's
         records (``domain``, optionally one ``key``). Itself a recorded run."""
         if run is None and domain is None:
-            what = "a key needs its domain (--domain)" if key is not None else "a run (--run) or a domain (--domain)"
-            raise RecordStoreError(f"restore needs {what}")
+            if key is not None:
+                raise RecordStoreError("restore of a key needs its domain too (--domain)")
+            raise RecordStoreError("restore needs a run (--run) or a domain (--domain)")
         if run is not None:
             self.history(run)
         if domain is not None:
             self.registry[domain]
-        self._something_to_restore(run, domain, key)
+        self._refuse_a_restore_of_nothing(run, domain, key)
         options = {"run": run, "domain": domain, "key": key, "force": force}
         with held_run(self.engine, "restore", wait=self.wait, options=options) as handle:
             return restore_records(self.engine, run=handle, from_run=run, domain=domain, key=key, force=force)
 
-    def _something_to_restore(self, run: int | None, domain: str | None, key: str | None) -> None:
-        """Refuse a restore that would find no backup, saying why (pruned, or never made)."""
+    def _refuse_a_restore_of_nothing(self, run: int | None, domain: str | None, key: str | None) -> None:
+        """A restore that can find no backup because a prune deleted them, or of a key
+        that has none (a typo?), is refused, saying so; any other that finds nothing is
+        a run that restores nothing."""
+        if run is None and key is None:
+            return
         with translate_errors(), self.engine.connect() as conn:
-            found = conn.execute(select(backups.c.id).where(*backup_filter(run, domain, key)).limit(1)).first()
-            if found is not None:
+            if conn.execute(select(backups.c.id).where(*backup_filter(run, domain, key)).limit(1)).first() is not None:
                 return
             if run is None:
-                what = f"record {key!r} of domain {domain!r}" if key is not None else f"domain {domain!r}"
-                raise RecordStoreError(f"nothing to restore: no backups of {what}")
+                raise RecordStoreError(f"nothing to restore: no backups of record {key!r} of domain {domain!r}")
             pruned = [
                 r for r in read_history(conn, failure_limit=0)
                 if r.kind == "prune" and r.outcome == "ok" and int(r.counts.get("before") or 0) > run
@@ -299,7 +302,6 @@ class Store:
                 f"nothing to restore: run {run} has no backups (prune run {last.id} deleted those of the runs "
                 f"before run {last.counts.get('before')})"
             )
-        raise RecordStoreError(f"nothing to restore: run {run} has no backups (it changed no stored record)")
 
     def prune_backups(self, before: int) -> int:
         """Delete the backups written by runs before run ``before``; returns how many."""
