@@ -788,3 +788,63 @@ def test_workers_started_by_a_fork_server_store_what_one_process_stores(
         alone = store.import_paths([home], jobs=0)
     assert {**pooled.as_dict(), "run": 0} == {**alone.as_dict(), "run": 0}
     assert _store_content(tmp_path / "pooled.db") == _store_content(tmp_path / "alone.db")
+
+
+def _noting_store(db: Path) -> Store:
+    from recordstore import Registry
+
+    registry = Registry()
+    note = registry.domain("note", version=2, files=["notes/*.jsonl"])
+
+    @note.step(1)
+    def seen(record: dict[str, Any]) -> None:
+        record["seen"] = True
+
+    return Store(db, registry=registry)
+
+
+def test_lines_an_application_appends_to_leave_the_migrated_records_before_them_alone(tmp_path: Path) -> None:
+    """An application appends to its JSON-lines logs. Re-importing one after a migration
+    used to put every earlier line back at its old version ("updated"), undoing the
+    migration of records the file had not changed."""
+    log = tmp_path / "h" / "notes" / "log.jsonl"
+    log.parent.mkdir(parents=True)
+    lines = [json.dumps({"schema_version": 1, "n": n}) for n in range(3)]
+    log.write_text("\n".join(lines) + "\n")
+    with _noting_store(tmp_path / "s.db") as store:
+        store.import_paths([tmp_path / "h"])
+        assert store.migrate().migrated == 3
+        log.write_text("\n".join([*lines, json.dumps({"schema_version": 1, "n": 3})]) + "\n")
+        counts = store.import_paths([tmp_path / "h"]).domains["note"]
+        assert (counts.imported, counts.unchanged, counts.updated) == (1, 3, 0)
+        assert [(r.version, r.data.get("seen")) for r in store.query("note").order_by("n")] == [
+            (2, True), (2, True), (2, True), (1, None)
+        ]
+        # A line the file did change is the file's again (the migrated row backed up).
+        edited = json.dumps({"schema_version": 1, "n": 10})
+        log.write_text("\n".join([lines[0], edited, lines[2], json.dumps({"schema_version": 1, "n": 3})]) + "\n")
+        counts = store.import_paths([tmp_path / "h"]).domains["note"]
+        assert (counts.imported, counts.unchanged, counts.updated) == (0, 3, 1)
+        assert store.get("note", "notes/log.jsonl:2").text == edited  # type: ignore[union-attr]
+        assert store.get("note", "notes/log.jsonl:1").version == 2  # type: ignore[union-attr]
+
+
+def test_a_line_put_back_as_an_earlier_import_had_it_is_a_change(tmp_path: Path) -> None:
+    """Only the text the store last imported counts as unchanged: a line reverted to what an
+    earlier import read is the file changing it again."""
+    log = tmp_path / "h" / "notes" / "log.jsonl"
+    log.parent.mkdir(parents=True)
+    first, second = json.dumps({"schema_version": 1, "n": 1}), json.dumps({"schema_version": 1, "n": 2})
+    with _noting_store(tmp_path / "s.db") as store:
+        for text in (first, second):
+            log.write_text(text + "\n")
+            store.import_paths([tmp_path / "h"])
+        log.write_text(first + "\n")
+        assert store.import_paths([tmp_path / "h"]).domains["note"].updated == 1
+        assert store.get("note", "notes/log.jsonl:1").text == first  # type: ignore[union-attr]
+        # ...and after a migration too: the store last imported `first`, which the file
+        # still holds; then the file goes back to `second`.
+        store.migrate()
+        log.write_text(second + "\n")
+        assert store.import_paths([tmp_path / "h"]).domains["note"].updated == 1
+        assert store.get("note", "notes/log.jsonl:1").text == second  # type: ignore[union-attr]

@@ -22,7 +22,7 @@ from .engine import background_checkpoints, placeholder, sqlite_file
 from .errors import InputError, NewerVersionError
 from .parsing import Candidate, DomainSpec, FileParse, FileRead, Outcome, ParsedRecord, Row, Task, WireOutcome
 from .schema import drop_record_indexes, restore_record_indexes
-from .tables import files, records
+from .tables import backups, files, records, runs
 
 __all__ = ["DomainCounts", "ImportResult", "Importer"]
 
@@ -579,19 +579,25 @@ class Importer:
         old = {
             row.position: row
             for row in self.conn.execute(
-                select(records.c.id, records.c.position, records.c.key, records.c.payload, records.c.domain).where(
-                    records.c.file_id == file_id, records.c.position.in_(positions)
-                )
+                select(
+                    records.c.id, records.c.position, records.c.key, records.c.payload, records.c.domain, records.c.run_id
+                ).where(records.c.file_id == file_id, records.c.position.in_(positions))
             )
         }
+        texts = [as_text(r.text) for r in batch]
+        imported = self._last_imported(
+            [row.id for r, text in zip(batch, texts) if (row := old.get(r.position)) is not None and row.payload != text]
+        )
         changed: list[dict[str, Any]] = []
-        for r in batch:
+        for r, text in zip(batch, texts):
             row = old.get(r.position)
-            r = r._replace(text=as_text(r.text))
+            r = r._replace(text=text)
             if row is None:
                 self.record_rows.append((domain, r.key, r.version, r.text, file_id, r.position, self.run_id))
                 counts.imported += 1
-            elif row.payload == r.text and row.key == r.key and row.domain == domain:
+            elif row.key == r.key and row.domain == domain and r.text in (row.payload, imported.get(row.id)):
+                # As stored, or as this record was last imported, since migrated or restored:
+                # the file did not change it, and what later runs made of it stands.
                 counts.unchanged += 1
             else:
                 changed.append(
@@ -612,6 +618,24 @@ class Importer:
                 changed,
             )
             counts.updated += len(changed)
+
+    def _last_imported(self, record_ids: list[int]) -> dict[int, str]:
+        """Of records that runs other than imports changed since (a migration, a restore),
+        the text an import last wrote: the backup those runs made of it."""
+        if not record_ids:
+            return {}
+        imports = select(runs.c.id).where(runs.c.kind == "import")
+        later = self.conn.execute(
+            select(records.c.id).where(records.c.id.in_(record_ids), records.c.run_id.not_in(imports))
+        ).scalars()
+        found: dict[int, str] = {}
+        for rid, payload in self.conn.execute(
+            select(backups.c.record_id, backups.c.payload)
+            .where(backups.c.record_id.in_(list(later)), backups.c.origin_run_id.in_(imports))
+            .order_by(backups.c.id)
+        ):
+            found[rid] = payload  # the latest one
+        return found
 
     def _remove_beyond(self, file_id: int, count: int) -> int:
         ids = list(
