@@ -20,7 +20,7 @@ import pytest
 import hostile
 from conftest import Cli, tree
 from hostile import Home, build_home
-from recordstore import ExportError, Store
+from recordstore import ExportError, RecordStoreError, Store
 from recordstore import exporter as exporter_module
 
 VICTIM = f"{hostile.TASKS}/task_good_2.json"  # the row whose path the tests rewrite
@@ -287,11 +287,12 @@ def test_existing_files_are_refused_unless_forced(world: tuple[Home, Path, Path]
 def test_out_that_is_a_file_is_one_clear_error(world: tuple[Home, Path, Path], store: Store, cli: Cli) -> None:
     home, out, sibling = world
     out.write_bytes(b"a file")
-    with pytest.raises(ExportError, match="cannot create the export directory"):
+    message = f"{out}: cannot create the export directory: it exists and is not a directory"
+    with pytest.raises(RecordStoreError, match=f"^{re.escape(message)}$"):
         store.export_to(out)
     result = cli("export", str(out))
-    assert result.exit_code == 1 and "Traceback" not in result.stderr  # type: ignore[attr-defined]
-    assert len(result.stderr.splitlines()) == 1  # type: ignore[attr-defined]
+    # Nothing was exported: an error (3), not a run with some records refused (1).
+    assert result.exit_code == 3 and result.stderr == f"store: error: {message}\n"  # type: ignore[attr-defined]
     assert out.read_bytes() == b"a file"
     assert_contained(out.with_name("nothing"), sibling)
 

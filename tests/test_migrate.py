@@ -315,6 +315,16 @@ def test_check_reports_steps_whose_code_changed_after_use(nstore: Store, db_path
     assert "step 1 -> 2 (rename_body) changed since run" in problems[0]
 
 
+def test_check_says_a_step_is_gone_rather_than_changed(nstore: Store, db_path: Path, tmp_path: Path) -> None:
+    nstore.migrate()
+    gone = Registry()
+    gone.domain("other", version=1, files=["other/*.json"])
+    with Store(db_path, registry=gone) as s:
+        problems = s.check().problems
+    assert any("step 1 -> 2 is no longer in the registry since run" in p for p in problems), problems
+    assert not any("changed since" in p for p in problems)
+
+
 # --------------------------------------------------------------------------- CLI
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, or_, select
 
-from .errors import ExportError
+from .errors import ExportError, RecordStoreError
 from .parsing import display_path, element_prefix
 from .tables import files, records
 
@@ -380,8 +380,9 @@ def export_records(
     result = ExportResult(out=out)
     try:
         writer = _Writer(out, overwrite)
-    except OSError as exc:
-        raise ExportError(str(out), f"cannot create the export directory: {exc.strerror or exc}") from exc
+    except OSError as exc:  # nothing exported: the command's error, not one record's
+        reason = "it exists and is not a directory" if out.exists() and not out.is_dir() else exc.strerror or exc
+        raise RecordStoreError(f"{out}: cannot create the export directory: {reason}") from exc
     wanted = None if domains is None else list(domains)
     if progress is not None:
         # The files that will be written (see _files_to_write).

@@ -336,8 +336,9 @@ class Store:
                     if old is not None and old != new:
                         step = self.registry.domains[domain].steps.get(n) if domain in self.registry.domains else None
                         name = f" ({step.name})" if step else ""
+                        what = "changed" if new is not None else "is no longer in the registry"
                         result.problems.append(
-                            f"domain {domain!r}: step {n} -> {n + 1}{name} changed since run {info.id} used it; "
+                            f"domain {domain!r}: step {n} -> {n + 1}{name} {what} since run {info.id} used it; "
                             "the records it migrated came from the old code"
                         )
         for name, dom in self.status().domains.items():
