@@ -371,3 +371,37 @@ def test_cli_a_registry_with_a_gap_is_one_line_naming_domain_and_step(cli: Any, 
     res = cli("migrate", registry=str(gap))
     assert res.exit_code == 3
     assert res.stderr.strip() == "store: error: domain 'note': no step 2 -> 3, so the chain cannot reach current version 3"
+
+
+STYLES = {
+    # file: (as written by its application, as exported after a step added "added": true)
+    "crlf.json": (b'{\r\n  "schema_version": 1,\r\n  "a": 1\r\n}\r\n',
+                  b'{\r\n  "schema_version": 2,\r\n  "a": 1,\r\n  "added": true\r\n}\r\n'),
+    "tabs.json": (b'{\n\t"schema_version": 1,\n\t"a": {\n\t\t"b": [1]\n\t}\n}\n',
+                  b'{\n\t"schema_version": 2,\n\t"a": {\n\t\t"b": [\n\t\t\t1\n\t\t]\n\t},\n\t"added": true\n}\n'),
+    "spaced.json": (b'{"schema_version": 1, "a": "x: y, z", "b": [1, 2]}',
+                    b'{"schema_version": 2, "a": "x: y, z", "b": [1, 2], "added": true}'),
+    "four.json": (b'{\n    "schema_version": 1\n}', b'{\n    "schema_version": 2,\n    "added": true\n}'),
+    "lines.jsonl": (b'{"schema_version": 1, "q": "\\":, "}\n{"schema_version":1}\n',
+                    b'{"schema_version": 2, "q": "\\":, ", "added": true}\n{"schema_version":2,"added":true}\n'),
+    "array.json": (b'[\n  {"schema_version": 1}\n]', b'[\n  {"schema_version": 2, "added": true}\n]'),
+}
+
+
+def test_a_migrated_record_keeps_the_style_of_its_text(tmp_path: Path) -> None:
+    """CRLF line ends, tab indents and spaced one-line objects used to come back mixed,
+    or compact, once migrated."""
+    registry = Registry()
+    note = registry.domain("note", version=2, files=["notes/*.json", "notes/*.jsonl"])
+    note.add_step(1, lambda r: {**r, "added": True})
+    home = tmp_path / "h"
+    (home / "notes").mkdir(parents=True)
+    for name, (before, _) in STYLES.items():
+        (home / "notes" / name).write_bytes(before)
+    with Store(tmp_path / "s.db", registry=registry) as store:
+        assert store.import_paths([home]).ok
+        assert store.migrate().migrated == 7
+        assert store.export_to(tmp_path / "out").ok
+    assert {name: (tmp_path / "out" / "notes" / name).read_bytes() for name in STYLES} == {
+        name: after for name, (_, after) in STYLES.items()
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -251,6 +252,33 @@ class _Stepped:
     cut: bool = False  # the read stopped before the span's end: the rest is another batch
 
 
+#: In encoded JSON: a string (skipped whole), or a separator outside any string.
+_STRING_OR_SEPARATOR = re.compile(rb'"(?:[^"\\]|\\.)*"|[:,]')
+#: The indent of a line of JSON encoded with 2 spaces.
+_LINE_INDENT = re.compile(rb"^(?:  )+", re.MULTILINE)
+
+
+def _spaced(match: re.Match[bytes]) -> bytes:
+    found = match.group()
+    return found + b" " if found in (b":", b",") else found
+
+
+def encode_like(value: Any, original: str | bytes) -> bytes:
+    """``value`` as UTF-8 JSON in the style of ``original``, the text it replaces: the
+    same indent (spaces, or tabs), the same line ends (CRLF), and on one line, compact
+    or with a space after every ':' and ','. JSON strings hold no raw newline or tab, so
+    every newline, and every space or tab starting a line, is layout."""
+    text = original if isinstance(original, str) else original.decode("utf-8", "surrogatepass")
+    indent = indent_of(text)
+    if indent is None and "\n\t" in text:
+        out = _LINE_INDENT.sub(lambda m: b"\t" * (len(m.group()) // 2), jsoncodec.encode_utf8(value, 2))
+    else:
+        out = jsoncodec.encode_utf8(value, indent)
+        if indent is None and "\n" not in text and '": ' in text:
+            out = _STRING_OR_SEPARATOR.sub(_spaced, out)
+    return out.replace(b"\n", b"\r\n") if "\r\n" in text else out
+
+
 def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, diffs: int) -> _Stepped:
     """Decode, migrate and encode a batch's rows (id, key, version, payload, path of
     its file), all at ``version``; with ``fail_fast``, stop at the first failure.
@@ -270,7 +298,7 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
         else:
             try:
                 new = _run_steps(dom, key, value, chain)
-                text = jsoncodec.encode_utf8(new, indent_of(payload))
+                text = encode_like(new, payload)
             except MigrationError as exc:
                 failure = exc
             except jsoncodec.JSONError as exc:
