@@ -269,14 +269,15 @@ def encode_like(value: Any, original: str | bytes) -> bytes:
     or with a space after every ':' and ','. JSON strings hold no raw newline or tab, so
     every newline, and every space or tab starting a line, is layout."""
     text = original if isinstance(original, str) else original.decode("utf-8", "surrogatepass")
-    indent = indent_of(text)
-    if indent is None and "\n\t" in text:
+    newline = text.find("\n")
+    if newline < 0:  # one line (most records: JSON lines): one scan of it, at most
+        out = jsoncodec.encode_utf8(value, None)
+        return _STRING_OR_SEPARATOR.sub(_spaced, out) if '": ' in text else out
+    if text[newline + 1 : newline + 2] == "\t":
         out = _LINE_INDENT.sub(lambda m: b"\t" * (len(m.group()) // 2), jsoncodec.encode_utf8(value, 2))
     else:
-        out = jsoncodec.encode_utf8(value, indent)
-        if indent is None and "\n" not in text and '": ' in text:
-            out = _STRING_OR_SEPARATOR.sub(_spaced, out)
-    return out.replace(b"\n", b"\r\n") if "\r\n" in text else out
+        out = jsoncodec.encode_utf8(value, indent_of(text))
+    return out.replace(b"\n", b"\r\n") if text[newline - 1 : newline] == "\r" else out
 
 
 def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, diffs: int) -> _Stepped:
