@@ -266,7 +266,8 @@ def import_(
         _emit_json(result.as_dict())
     else:
         table = _table("domain", "imported", "unchanged", "updated", "removed", "rejected", "failed", title=None)
-        for name, c in sorted(result.domains.items()):
+        order = {name: n for n, name in enumerate(store.registry.domains)}  # as status lists them
+        for name, c in sorted(result.domains.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
             table.add_row(name, *(str(v) for v in c.as_dict().values()))
         out.print(table)
         out.print(f"{result.files} file(s) read, {result.skipped} skipped (no domain); run {result.run_id}")
