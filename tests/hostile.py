@@ -10,10 +10,16 @@ and that everything beside it still goes in. The pieces:
 * the ``write_*`` helpers stream the heavy variants (a 1 GB JSON-lines file, a 200 MB
   array, 100,000 files) to disk without holding them in memory.
 
-The project's decisions the table encodes: duplicate keys and NaN/Infinity are refused;
-a UTF-8 BOM starting a file is accepted and kept; lone surrogate escapes are accepted
-and kept exactly; a missing ``schema_version`` is version 1; a ``schema_version`` must
-be a positive integer, and one above the domain's current version is refused as newer.
+The project's decisions the table encodes: duplicate keys and NaN/Infinity are refused,
+and so are numbers no double holds (too large: Infinity; too small: 0), while integers of
+any size are kept exactly; a UTF-8 BOM starting a file is accepted and kept; lone
+surrogate escapes are accepted and kept exactly; a missing ``schema_version`` is version
+1; a ``schema_version`` must be a positive integer, and one above the domain's current
+version is refused as newer.
+
+A refusal names the file's line: for a JSON line, the file names the line and a syntax
+error's reason gives its column alone (``:2: invalid JSON: Expecting value at column 1``);
+for an object file or an array, the reason's ``line N`` is the file's line too.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ SESSIONS = "sessions"
 
 DEEP = 100_000  # nesting depth of the "deep" cases
 BIG = 2**70
+#: Integers beyond Python's limit on int(str) and str(int) (4,300 digits by default).
+DIGITS_5000 = b"8" + b"0123456789" * 499 + b"123456789"
+DIGITS_20000 = b"9" + b"9876543210" * 1999 + b"876543210"
+assert len(DIGITS_5000) == 5000 and len(DIGITS_20000) == 20000
 
 
 # --------------------------------------------------------------------------- good records
@@ -249,6 +259,18 @@ refused_both("trailing-garbage", "trailing garbage", b'{"schema_version": 2, "id
 refused_both("trailing-object", "trailing garbage", b'{"schema_version": 2}{"schema_version": 2}', INVALID + "Extra data")
 refused_both("trailing-bracket", "trailing garbage", b'{"schema_version": 2}]', INVALID + "Extra data")
 refused_both("not-json", "trailing garbage", b"schema_version = 2", INVALID + "Expecting value")
+# A JSON line's reason gives the column alone: the line is the file's, named before it.
+refused_line("column-expecting-value", "truncated JSON", b"nul", INVALID + "Expecting value at column 1$")
+refused_line("column-extra-data", "trailing garbage", b'{"seq":2} x', INVALID + "Extra data at column 11$")
+refused_line(
+    "column-unterminated", "truncated JSON", b'{"seq":2,"id":"ab', INVALID + "Unterminated string starting at column 15$"
+)
+refused_line(
+    "column-control-character",
+    "NUL bytes",
+    b'{"seq":2,"id":"a\x00b"}',
+    INVALID + "Invalid control character at column 17$",
+)
 
 # ---- empty
 
@@ -314,7 +336,12 @@ refused_file(
     r"^invalid UTF-8 at byte 34$",
     line=3,
 )
-refused_both("nul-in-string", "NUL bytes", b'{"schema_version": 2, "id": "a\x00b"}', INVALID + "Invalid control character at line")
+refused_both(
+    "nul-in-string",
+    "NUL bytes",
+    b'{"schema_version": 2, "id": "a\x00b"}',
+    INVALID + "Invalid control character at (line 1 )?column 31$",  # the file's line; a JSON line's column
+)
 refused_both("nul-after", "NUL bytes", b'{"schema_version": 2, "id": "x"}\x00', INVALID + "Extra data")
 refused_both("nul-only", "NUL bytes", b"\x00\x00\x00\x00", INVALID + "Expecting value")
 refused_both("nul-before", "NUL bytes", b'\x00{"schema_version": 2}', INVALID + "Expecting value")
@@ -331,16 +358,59 @@ accepted_both("surrogate-upper-hex", "lone surrogates", b'{"schema_version":2,"i
 
 for _name, _lit in [("nan", b"NaN"), ("infinity", b"Infinity"), ("minus-infinity", b"-Infinity")]:
     _text = b'{"schema_version": 2, "cost": ' + _lit + b"}"
-    refused_both(_name, "NaN/Infinity", _text, "^" + re.escape(_lit.decode()) + " is not valid JSON$", None)
-refused_both("nan-nested", "NaN/Infinity", b'{"schema_version": 2, "xs": [1, [NaN]]}', "^NaN is not valid JSON$", None)
+    refused_both(_name, "NaN/Infinity", _text, "^" + re.escape(_lit.decode()) + " is not valid JSON$")
+refused_both("nan-nested", "NaN/Infinity", b'{"schema_version": 2, "xs": [1, [NaN]]}', "^NaN is not valid JSON$")
 refused_both("nan-lowercase", "NaN/Infinity", b'{"schema_version": 2, "cost": nan}', INVALID + "Expecting value")
 refused_both(
     "huge-float",
     "NaN/Infinity",
     b'{"schema_version": 2, "cost": 1e999}',
     r"^number -?1e999 is too large for a double$",
-    None,
     line_data=b'{"schema_version": 2, "cost": -1e999}',
+)
+
+# ---- numbers a double holds only as 0 (refused, as Infinity is), and ones it holds
+
+refused_both(
+    "tiny-float",
+    "numbers beyond a double",
+    b'{"schema_version": 2, "cost": 1e-400}',
+    r"^number -?1e-400 is too small for a double \(it would become 0\)$",
+    line_data=b'{"schema_version": 2, "cost": -1e-400}',
+)
+refused_both(
+    "tiny-float-rounds-to-0",
+    "numbers beyond a double",
+    b'{"schema_version": 2, "cost": 0.00002e-319}',  # 2e-324: below half the least subnormal
+    r"^number 0\.00002e-319 is too small for a double \(it would become 0\)$",
+)
+accepted_both("zero-floats", "numbers beyond a double", b'{"schema_version":2,"z":[0,-0,0.0,-0.0,0e5,0E-5,0.000e-999]}')
+accepted_both("subnormal-floats", "numbers beyond a double", b'{"schema_version":2,"least":5e-324,"neg":-5e-324,"up":3e-324}')
+
+# ---- integers beyond Python's digit limit: kept exactly
+
+accepted_both("int-5000-digits", "huge integers", b'{"schema_version":2,"n":' + DIGITS_5000 + b"}")
+accepted_both(
+    "int-20000-digits-nested",
+    "huge integers",
+    b'{"schema_version":2,"xs":[1,-' + DIGITS_20000 + b',{"n":-' + DIGITS_5000 + b"}]}",
+)
+accepted_file(
+    "int-20000-digits-pretty", "huge integers", b'{\n  "schema_version": 2,\n  "n": [\n    ' + DIGITS_20000 + b"\n  ]\n}"
+)
+refused_both(
+    "version-5000-digits",
+    "huge integers",
+    b'{"schema_version": ' + DIGITS_5000 + b', "id": "v"}',
+    r"^schema_version 80123456789012345678\.\.\. \(5000 digits\) is newer than current version 2 of domain '(task|runtime)'$",
+    None,
+)
+refused_both(
+    "version-minus-5000-digits",
+    "huge integers",
+    b'{"schema_version": -' + DIGITS_5000 + b', "id": "v"}',
+    r"^schema_version must be a positive integer, not -80123456789012345678\.\.\. \(5000 digits\)$",
+    None,
 )
 
 # ---- duplicate keys: refused, naming the key
@@ -353,8 +423,58 @@ for _ident, _text, _key in [
     ("dup-escaped", b'{"schema_version": 2, "a": 1, "\\u0061": 2}', "a"),
     ("dup-colon-key", b'{"schema_version": 2, "a:b": 1, "a\\u003ab": 2}', "a:b"),
 ]:
-    refused_both(_ident, "duplicate keys", _text, "^duplicate key " + re.escape(repr(_key)) + " in one object$", None)
+    refused_both(_ident, "duplicate keys", _text, "^duplicate key " + re.escape(repr(_key)) + " in one object$")
 accepted_both("no-dup-case", "duplicate keys", b'{"schema_version":2,"id":"a","ID":"b","Id":"c"}')
+
+
+#: Pretty (multi-line) files with a value refused for what it is: the problem names the
+#: line where it stands (a duplicate key: where its second occurrence stands).
+PRETTY_REFUSALS = [
+    ("dup_line3", b'{\n  "a": 1,\n  "a": 2,\n  "schema_version": 1\n}', 3, "duplicate key 'a' in one object"),
+    (
+        "dup_nested_line6",
+        b'{\n  "schema_version": 1,\n  "metadata": {\n    "id": "s",\n    "title": "t",\n'
+        b'    "id": "again"\n  },\n  "messages": []\n}',
+        6,
+        "duplicate key 'id' in one object",
+    ),
+    (
+        "dup_escaped_line4",
+        b'{\n  "schema_version": 1,\n  "ab": 1,\n  "a\\u0062": 2\n}',
+        4,
+        "duplicate key 'ab' in one object",
+    ),
+    (
+        "dup_after_blank_lines",  # the head's lines count: the file's line 5
+        b'\n\n{\n  "a": 1,\n  "a": 2\n}\n',
+        5,
+        "duplicate key 'a' in one object",
+    ),
+    (
+        "nan_line4",
+        b'{\n  "schema_version": 1,\n  "note": "NaN, in a string",\n  "cost": [1, NaN]\n}',
+        4,
+        "NaN is not valid JSON",
+    ),
+    ("infinity_line3", b'{\n  "schema_version": 1,\n  "cost":\n    -Infinity\n}', 4, "-Infinity is not valid JSON"),
+    ("huge_line2", b'{\n  "cost": 1e999,\n  "schema_version": 1\n}', 2, "number 1e999 is too large for a double"),
+    (
+        "tiny_line3",
+        b'{\n  "schema_version": 1,\n  "cost": 1e-400\n}',
+        3,
+        "number 1e-400 is too small for a double (it would become 0)",
+    ),
+]
+
+
+@custom("file-pretty-refusals", "refused values in pretty files", "refused")
+def _pretty_refusals(home: Home) -> list[Problem]:
+    problems: list[Problem] = []
+    for name, data, line, reason in PRETTY_REFUSALS:
+        rel = f"{SESSIONS}/{name}.json"
+        home.add(rel, data, "session", keys=[])
+        problems.append(Problem(rel, line, "^" + re.escape(reason) + "$"))
+    return problems
 
 # ---- not an object at top level
 
@@ -486,6 +606,14 @@ def _array_refused_elements(home: Home) -> list[Problem]:
         (b'{"schema_version": 2, "x": ' + _DEEP_ARRAY + b"}", "^element 5: nested too deeply$"),
         (b'{"schema_version": 2, "cost": 1e999}', "^element 7: number 1e999 is too large for a double$"),
         (b'{"schema_version": 2, "deep": ' + _DEEP_OBJECT + b', "k": 1, "k": 2}', "^element 9: nested too deeply$"),
+        (
+            b'{"schema_version": 2, "n": ' + DIGITS_20000 + b', "k": 1, "k": 2}',
+            "^element 11: duplicate key 'k' in one object$",
+        ),
+        (
+            b'{"schema_version": 2, "cost": 1e-400}',
+            r"^element 13: number 1e-400 is too small for a double \(it would become 0\)$",
+        ),
     ]
     parts: list[bytes] = []
     problems: list[Problem] = []

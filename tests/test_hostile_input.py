@@ -173,9 +173,97 @@ def test_a_refused_file_that_is_fixed_goes_in_and_a_broken_one_keeps_its_records
     before = store.get("task", "tasks/tasks/task_good_1.json")
     good.write_bytes(b'{"schema_version": 2, "cost": NaN}')
     result = store.import_paths([home.root])
-    assert [str(p) for p in result.problems] == ["tasks/tasks/task_good_1.json: NaN is not valid JSON"]
+    assert [str(p) for p in result.problems] == ["tasks/tasks/task_good_1.json:1: NaN is not valid JSON"]
     assert store.get("task", "tasks/tasks/task_good_1.json") == before
     assert store.integrity_problems() == []
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
+@pytest.mark.parametrize("jobs", [0, 2], ids=["in-process", "workers"])
+def test_a_bad_json_line_names_its_line_once_and_the_column_in_it(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool, jobs: int
+) -> None:
+    """The line is the file's (``:2``); the reason gives only the column in that line,
+    never the "line 1" of the one-line text the line was decoded as."""
+    if streamed:
+        monkeypatch.setattr(parsing, "STREAM_THRESHOLD", 0)
+    home = build_home(tmp_path / "home")
+    good = hostile.compact(hostile.event(1, "ev"))
+    (home.root / hostile.EVENTS / "ev.jsonl").write_bytes(good + b"\nnul\n")
+    (home.root / hostile.EVENTS / "p.jsonl").write_bytes(good + b'\n{"a":1} x\n\n  {"a": 1, "b"\n')
+    result = store.import_paths([home.root], jobs=jobs)
+    assert sorted(str(p) for p in result.problems) == [
+        f"{hostile.EVENTS}/ev.jsonl:2: invalid JSON: Expecting value at column 1",
+        f"{hostile.EVENTS}/p.jsonl:2: invalid JSON: Extra data at column 9",
+        f"{hostile.EVENTS}/p.jsonl:4: invalid JSON: Expecting ':' delimiter at column 15",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        # An object file: the reason's line is the file's, after the head's blank lines.
+        (b'\n\n{\n  "schema_version": 2,\n  "id": x\n}\n', ":5: invalid JSON: Expecting value at line 5 column 9"),
+        (b'\r\n\r\n{\r\n  "schema_version": 2,\r\n  "id": x\r\n}', ":5: invalid JSON: Expecting value at line 5 column 9"),
+        # ... and on the line the object starts, its column is the file's too.
+        (b'\n   {"schema_version": 2, "id": x}', ":2: invalid JSON: Expecting value at line 2 column 32"),
+        (b'\xef\xbb\xbf  {"schema_version": 2,,}', ":1: invalid JSON: Expecting property name enclosed in double quotes at line 1 column 24"),
+        # An array's lines and columns are the file's (a BOM is no column).
+        (b'\n\n[\n  {"schema_version": 2},\n  {"schema_version": 2,}\n]', ":5: invalid JSON: Expecting property name enclosed in double quotes at line 5 column 24"),
+        (b'\xef\xbb\xbf[{"schema_version": 2}, x]', ":1: invalid JSON: Expecting value at line 1 column 25"),
+    ],
+    ids=["blank-lines", "crlf-blank-lines", "indented-start", "bom-and-spaces", "array-blank-lines", "array-bom"],
+)
+def test_a_syntax_error_in_a_json_file_names_the_files_line_and_column(
+    store: Store, tmp_path: Path, data: bytes, problem: str
+) -> None:
+    home = build_home(tmp_path / "home")
+    rel = f"{hostile.TASKS}/broken.json"
+    (home.root / rel).write_bytes(data)
+    assert [str(p) for p in store.import_paths([home.root]).problems] == [rel + problem]
+
+
+@pytest.mark.parametrize("jobs", [0, 2], ids=["in-process", "workers"])
+def test_a_duplicate_key_or_nan_in_a_pretty_file_names_the_line_it_stands_on(
+    store: Store, tmp_path: Path, jobs: int
+) -> None:
+    home = build_home(tmp_path / "home")
+    for name, data, _, _ in hostile.PRETTY_REFUSALS:
+        (home.root / hostile.SESSIONS / f"{name}.json").write_bytes(data)
+    result = store.import_paths([home.root], jobs=jobs)
+    assert sorted(str(p) for p in result.problems) == sorted(
+        f"{hostile.SESSIONS}/{name}.json:{line}: {reason}" for name, _, line, reason in hostile.PRETTY_REFUSALS
+    )
+    assert "sessions/dup_line3.json:3: duplicate key 'a' in one object" in [str(p) for p in result.problems]
+    run = store.history(result.run_id)[0]
+    assert sorted(f["line"] for f in run.failures) == sorted(line for _, _, line, _ in hostile.PRETTY_REFUSALS)
+
+
+@pytest.mark.parametrize("digits", [hostile.DIGITS_5000, hostile.DIGITS_20000], ids=["5000-digits", "20000-digits"])
+def test_an_integer_of_thousands_of_digits_is_imported_queried_and_exported_exactly(
+    store: Store, tmp_path: Path, digits: bytes
+) -> None:
+    home = build_home(tmp_path / "home")
+    rel = f"{hostile.TASKS}/huge.json"
+    data = b'{\n  "schema_version": 2,\n  "n": ' + digits + b',\n  "xs": [-' + digits + b"]\n}\n"
+    (home.root / rel).write_bytes(data)
+    result = store.import_paths([home.root])
+    assert result.ok, [str(p) for p in result.problems]
+    record = store.get("task", rel)
+    assert record is not None and record.text == data.decode().strip()
+    value = _int_of_digits(digits)
+    assert record.data["n"] == value and record.data["xs"] == [-value]
+    assert store.export_to(tmp_path / "out").ok
+    assert (tmp_path / "out" / rel).read_bytes() == data
+
+
+def _int_of_digits(digits: bytes) -> int:
+    """The integer ``digits`` denote, computed without int(str) (which refuses them)."""
+    value = 0
+    for start in range(0, len(digits), 100):
+        chunk = digits[start : start + 100]
+        value = value * 10 ** len(chunk) + int(chunk)
+    return value
 
 
 @pytest.mark.parametrize(

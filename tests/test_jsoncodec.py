@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import sys
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -176,3 +179,243 @@ def test_lines_that_are_not_exactly_compact_are_left_to_decode(lines: list[bytes
     assert together is None or together == [decode(line) for line in lines]
     if lines != [b'{"a":1.0}']:
         assert together is None
+
+
+# --------------------------------------------------------------------------- huge integers
+
+#: Integers beyond Python's limit on int(str) and str(int) (4,300 digits by default).
+DIGITS_5000 = "8" + "0123456789" * 499 + "123456789"
+DIGITS_20000 = "9" + "9876543210" * 1999 + "876543210"
+#: An integer json.dumps writes itself, standing in for a huge one in expected texts.
+STAND_IN = 1234567890123456789012345678901
+
+
+def int_of_digits(digits: str) -> int:
+    """The integer ``digits`` denote, computed without int(str) (which refuses them)."""
+    value = 0
+    for start in range(0, len(digits), 100):
+        chunk = digits[start : start + 100]
+        value = value * 10 ** len(chunk) + int(chunk)
+    return value
+
+
+def with_stand_in(value: object, huge: int) -> object:
+    """``value`` with ``huge`` (and -huge) replaced by STAND_IN, as values and keys."""
+    if isinstance(value, dict):
+        return {with_stand_in(k, huge): with_stand_in(v, huge) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_stand_in(v, huge) for v in value]
+    if isinstance(value, int) and abs(value) == huge:
+        return STAND_IN if value > 0 else -STAND_IN
+    return value
+
+
+SHAPES = [
+    ("N", lambda n: n),
+    ('{"n": N}', lambda n: {"n": n}),
+    ("[1, N, 2.5]", lambda n: [1, n, 2.5]),
+    ('{"a": [{"b": N}], "c": "N"}', lambda n: {"a": [{"b": n}], "c": "N"}),
+    ('{\n  "n": [\n    N\n  ]\n}', lambda n: {"n": [n]}),
+]
+
+
+@pytest.mark.parametrize("digits", [DIGITS_5000, DIGITS_20000], ids=["5000-digits", "20000-digits"])
+@pytest.mark.parametrize("sign", ["", "-"], ids=["positive", "negative"])
+@pytest.mark.parametrize(("shape", "build"), SHAPES, ids=["standalone", "in-object", "in-array", "nested", "pretty"])
+def test_integers_of_thousands_of_digits_decode_and_encode_digit_for_digit(
+    digits: str, sign: str, shape: str, build: Callable[[int], object]
+) -> None:
+    literal = sign + digits
+    text = shape.replace("N", literal, 1)
+    huge = int_of_digits(digits)
+    expected = build(-huge if sign else huge)
+    assert decode(text) == expected
+    assert decode(text.encode("utf-8")) == expected
+    assert jsoncodec.scan(" " + text + " ", 1) == (expected, len(text) + 1)
+    for indent in (None, 2, 4):
+        separators = (",", ":") if indent is None else None
+        written = json.dumps(with_stand_in(expected, huge), indent=indent, separators=separators)
+        out = encode(decode(text), indent)
+        assert out == written.replace(str(STAND_IN), digits)
+        assert jsoncodec.encode_utf8(expected, indent) == out.encode("utf-8")
+        assert decode(out) == expected
+
+
+def test_a_huge_integer_as_a_key_or_beside_a_lone_surrogate_is_written_as_its_digits() -> None:
+    """Keys a migration step made integers are written as json.dumps writes them."""
+    huge = int_of_digits(DIGITS_5000)
+    assert encode({huge: [huge]}, None) == f'{{"{DIGITS_5000}":[{DIGITS_5000}]}}'
+    assert encode({"lone": "\ud800", "n": -huge}, None) == f'{{"lone":"\\ud800","n":-{DIGITS_5000}}}'
+    # A string that looks like the placeholders used on the way is only a string.
+    assert encode(["recordstore-int-", huge, '"recordstore-int-0"'], None) == (
+        f'["recordstore-int-",{DIGITS_5000},"\\"recordstore-int-0\\""]'
+    )
+
+
+def test_encoding_a_huge_integer_still_refuses_nan_and_cycles_beside_it() -> None:
+    huge = int_of_digits(DIGITS_5000)
+    with pytest.raises(JSONError, match="not representable as JSON: Out of range float"):
+        encode([huge, float("nan")], None)
+    cycle: list[object] = [huge]
+    cycle.append(cycle)
+    with pytest.raises(JSONError, match="not representable as JSON: Circular reference detected"):
+        encode(cycle, None)
+
+
+def test_huge_integers_leave_the_interpreters_digit_limit_as_it_was() -> None:
+    """A library must not change interpreter-wide state: the limit is worked around."""
+    before = sys.get_int_max_str_digits()
+    value = decode("[" + DIGITS_20000 + "]")
+    assert encode(value, None) == "[" + DIGITS_20000 + "]"
+    assert sys.get_int_max_str_digits() == before
+    with pytest.raises(ValueError):
+        str(value[0])
+
+
+def test_an_applications_lower_digit_limit_is_worked_around_too() -> None:
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(640)  # the lowest an application may set
+    try:
+        text = '{"n":' + DIGITS_5000[:641] + "}"
+        assert encode(decode(text), None) == text
+        assert encode(decode(text.encode()), None) == text
+    finally:
+        sys.set_int_max_str_digits(before)
+
+
+# --------------------------------------------------------------------------- doubles
+
+
+@pytest.mark.parametrize("literal", ["1e-400", "-1e-400", "2e-324", "-2.4e-324", "0.00001e-320", "1E-999", "100e-326"])
+def test_a_number_that_would_become_0_is_refused_as_one_that_would_become_infinity_is(literal: str) -> None:
+    for text in (literal, '{"a": ' + literal + "}", '{"a":[' + literal + "]}", "[\n  " + literal + "\n]"):
+        with pytest.raises(JSONError) as raised:
+            decode(text)
+        assert raised.value.reason == f"number {literal} is too small for a double (it would become 0)"
+        with pytest.raises(JSONError) as raised:
+            jsoncodec.scan(text, 0)
+        assert raised.value.reason == f"number {literal} is too small for a double (it would become 0)"
+
+
+@pytest.mark.parametrize(
+    "literal",
+    ["0", "-0", "0.0", "-0.0", "0e5", "0E-5", "-0e+0", "0.000e-999", "0.0000000000", "5e-324", "-5e-324",
+     "3e-324", "2.5e-324", "4.9406564584124654e-324", "2.2250738585072014e-308", "1e-323"],
+)
+def test_zeros_and_subnormal_numbers_are_kept(literal: str) -> None:
+    """Only a nonzero literal that would become 0 is refused: zeros are zeros, and the
+    smallest doubles (subnormals) are doubles."""
+    expected = json.loads(literal)
+    for text in (literal, '{"a": ' + literal + "}", '{"a":' + literal + "}"):
+        value = decode(text)
+        got = value if text == literal else value["a"]
+        assert got == expected and type(got) is type(expected)
+        assert math.copysign(1, got) == math.copysign(1, expected)
+
+
+# --------------------------------------------------------------------------- where a refusal stands
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ('{\n  "a": 1,\n  "a": 2\n}', 3, "duplicate key 'a' in one object"),
+        ('{\n  "a": 1,\n  "b": {\n    "c": 1,\n    "c": 2,\n    "d": 3\n  },\n  "a": 4\n}', 5, "duplicate key 'c' in one object"),
+        ('{\n  "a": {"x": 1},\n  "b": 2,\n  "b": 3,\n  "c": {"d": 1, "d": 2}\n}', 5, "duplicate key 'd' in one object"),
+        ('{\n  "ab": 1,\n  "a\\u0062": 2\n}', 3, "duplicate key 'ab' in one object"),
+        ('{\n  "k": "\\"k\\": 1,",\n  "s": "NaN and 1e999",\n  "k": 2\n}', 4, "duplicate key 'k' in one object"),
+        ('[\n  {"a": 1},\n  [NaN]\n]', 3, "NaN is not valid JSON"),
+        ('{\n  "a":\n\n    -Infinity\n}', 4, "-Infinity is not valid JSON"),
+        ('{\n  "a": 1,\n  "a": 2,\n  "b": NaN\n}', 4, "NaN is not valid JSON"),  # NaN comes before the object ends
+        ('[\n  1.5,\n  1e999\n]', 3, "number 1e999 is too large for a double"),
+        ('[\n  1.5,\n  -1e-400\n]', 3, "number -1e-400 is too small for a double (it would become 0)"),
+        ('{"a": 1, "a": 2}', 1, "duplicate key 'a' in one object"),
+    ],
+)
+def test_a_refused_value_names_the_line_it_stands_on(text: str, line: int, reason: str) -> None:
+    for data in (text, text.encode("utf-8")):
+        with pytest.raises(JSONError) as raised:
+            decode(data)
+        assert (raised.value.reason, raised.value.line) == (reason, line)
+
+
+KEYS = st.text(alphabet="abc\"\\é", max_size=3)  # never "dup", nor a placeholder below
+SAFE_TEXT = st.text(alphabet=st.characters(blacklist_characters="@"), max_size=8)
+containers = st.recursive(
+    st.lists(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | SAFE_TEXT, max_size=3)
+    | st.dictionaries(KEYS, st.none() | st.integers() | SAFE_TEXT, max_size=3),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(KEYS, c, max_size=3),
+    max_leaves=12,
+)
+
+
+def _all_containers(value: object) -> list[object]:
+    found: list[object] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (dict, list)):
+            found.append(item)
+            stack.extend(item.values() if isinstance(item, dict) else item)
+    return found
+
+
+@given(
+    value=containers,
+    refusal=st.sampled_from(["dup", "NaN", "-Infinity", "1e999", "-2.5e-400"]),
+    indent=st.sampled_from([None, 1, 2, 4]),
+    window=st.sampled_from([1 << 20, 1, 10]),
+    data=st.data(),
+)
+def test_the_line_named_for_a_refused_value_is_the_line_it_stands_on(
+    value: object, refusal: str, indent: int | None, window: int, data: st.DataObject
+) -> None:
+    """One refused thing put anywhere in a pretty text: the line named is its line (for a
+    duplicate key, the line of the key's second occurrence), however the text is cut
+    into windows to find it."""
+    target = data.draw(st.sampled_from(_all_containers(value)))
+    if refusal == "dup":
+        if not isinstance(target, dict):
+            target.append({})  # type: ignore[union-attr]
+            target = target[-1]  # type: ignore[index]
+        assert isinstance(target, dict)
+        items = list(target.items())
+        for mark in ("@@K1", "@@K2"):
+            items.insert(data.draw(st.integers(0, len(items))), (mark, data.draw(st.integers())))
+        target.clear()
+        target.update(items)
+    elif isinstance(target, dict):
+        target["@key"] = "@@V"
+    else:
+        assert isinstance(target, list)
+        target.insert(data.draw(st.integers(0, len(target))), "@@V")
+    text = json.dumps(value, indent=indent, ensure_ascii=data.draw(st.booleans()))
+    if refusal == "dup":  # refused at the second occurrence of the key
+        line = text.count("\n", 0, max(text.index('"@@K1"'), text.index('"@@K2"'))) + 1
+        text = text.replace('"@@K1"', '"dup"').replace('"@@K2"', '"dup"')
+        reason = "duplicate key 'dup' in one object"
+    else:
+        line = text.count("\n", 0, text.index('"@@V"')) + 1
+        text = text.replace('"@@V"', refusal)
+        reason = {
+            "1e999": "number 1e999 is too large for a double",
+            "-2.5e-400": "number -2.5e-400 is too small for a double (it would become 0)",
+        }.get(refusal, f"{refusal} is not valid JSON")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jsoncodec, "_WINDOW", window)
+        with pytest.raises(JSONError) as raised:
+            decode(text)
+    assert (raised.value.reason, raised.value.line) == (reason, line), text
+
+
+def test_a_syntax_errors_position_is_given_as_the_files() -> None:
+    """What the parser of a file does with a reason: a JSON line names its column alone;
+    an object file after blank lines, its line in the file."""
+    with pytest.raises(JSONError) as raised:
+        decode(b'{"a": 1} x')
+    error = raised.value
+    assert (error.reason, error.line, error.column) == ("invalid JSON: Extra data at line 1 column 10", 1, 10)
+    assert error.reason_at(None, 10) == "invalid JSON: Extra data at column 10"
+    assert error.reason_at(3, 12) == "invalid JSON: Extra data at line 3 column 12"
+    refused = JSONError("NaN is not valid JSON", 2)
+    assert refused.reason_at(None, None) == refused.reason_at(4, 1) == "NaN is not valid JSON"

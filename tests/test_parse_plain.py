@@ -14,6 +14,8 @@ from recordstore import parsing
 from recordstore.parsing import DomainSpec, Outcome, Task
 
 SPEC = DomainSpec("note", 3, "schema_version")
+#: An integer beyond Python's limit on int(str) (4,300 digits by default).
+HUGE = b"7" + b"1234567890" * 500
 
 versions = st.one_of(
     st.integers(min_value=1, max_value=3),
@@ -34,7 +36,7 @@ def records(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         assert isinstance(body, dict)
         body["schema_version"] = draw(versions)
-    kind = draw(st.sampled_from(["compact", "compact", "pretty", "ascii", "value", "broken", "duplicate"]))
+    kind = draw(st.sampled_from(["compact", "compact", "pretty", "ascii", "value", "broken", "duplicate", "huge", "tiny"]))
     if kind == "value":
         body = draw(values)
     if kind == "pretty":
@@ -45,6 +47,10 @@ def records(draw: st.DrawFn) -> bytes:
         text = text[: draw(st.integers(min_value=0, max_value=max(0, len(text) - 1)))]
     if kind == "duplicate":
         text = '{"a":1,"a":2}'
+    if kind == "huge":  # kept exactly
+        return b'{"n":-' + HUGE + b"}"
+    if kind == "tiny":  # refused: it would become 0
+        text = '{"x":1e-400}'
     return text.encode("utf-8")
 
 
@@ -101,6 +107,9 @@ def test_a_file_parsed_lean_is_parsed_as_the_general_parser_does(
         ("n.json", b'{\n  "a": [1, 2.5, "\\u00e9"]\n}'),
         ("n.jsonl", b'{"a":1}\n\n{"schema_version":3}\n  \n'),
         ("n.jsonl", b""),
+        ("n.json", b'{"schema_version": 2, "n": -' + HUGE + b"}\n"),  # an integer of 5,001 digits
+        ("n.jsonl", b'{"n":' + HUGE + b'}\n{"m":[1,' + HUGE + b"]}\n"),
+        ("n.json", b'{"zeros": [0, -0.0, 0e5, 0.000e-999], "least": 5e-324}'),
     ],
 )
 def test_plain_files_take_the_lean_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, data: bytes) -> None:
@@ -134,6 +143,8 @@ def test_compact_json_lines_are_decoded_together(tmp_path: Path, monkeypatch: py
         ("n.jsonl", b'{"a":1}\n{"schema_version":4}'),
         ("n.jsonl", b'{"schema_version":"2"}\n'),
         ("n.jsonl", b'{"schema_version":2.0}\n'),
+        ("n.json", b'{"a": 1e-400}'),  # a number that would become 0: refused
+        ("n.jsonl", b'{"a":1}\n{"a":-1e-400}\n'),
     ],
 )
 def test_anything_unusual_is_left_to_the_general_parser(

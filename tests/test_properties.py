@@ -97,6 +97,30 @@ def test_migrate_is_idempotent_and_restore_is_its_inverse(tmp_path_factory: pyte
         second = store.migrate()
         assert second.migrated == 0
         assert {r.key: r.text for r in store.query("note")} == after_first
-        store.restore(run=first.run_id)
+        if first.migrated:  # a run that changed nothing has nothing to restore
+            store.restore(run=first.run_id)
         store.export_to(root / "out")
     assert tree(root / "out") == tree(home)
+
+
+HUGE = "6" + "0123456789" * 1999 + "012345678"  # 20,000 digits: beyond Python's int(str) limit
+
+
+def test_a_migration_writes_an_integer_of_thousands_of_digits_back_digit_for_digit(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    pretty = '{\n  "schema_version": 1,\n  "body": "b",\n  "fail": false,\n  "extra": [-' + HUGE + "]\n}"
+    (home / "notes" / "n.json").write_text(pretty, encoding="utf-8")
+    (home / "notes" / "all.jsonl").write_text('{"body":"b","fail":false,"extra":' + HUGE + "}\n", encoding="utf-8")
+    with Store(tmp_path / "s.db", registry=registry()) as store:
+        assert store.import_paths([home]).ok
+        result = store.migrate()
+        assert result.migrated == 2 and not result.failures
+        migrated = {r.key: r.text for r in store.query("note")}
+    assert migrated["notes/n.json"] == (
+        '{\n  "schema_version": 3,\n  "fail": false,\n  "extra": [\n    -' + HUGE + '\n  ],\n  "text": "b",\n'
+        '  "tags": [\n    "migrated"\n  ]\n}'
+    )
+    assert migrated["notes/all.jsonl:1"] == (
+        '{"schema_version":3,"fail":false,"extra":' + HUGE + ',"text":"b","tags":["migrated"]}'
+    )

@@ -2,7 +2,11 @@
 
 The rules, which every other module relies on:
 
-* integers of any size survive exactly; floats survive as the IEEE double they denote;
+* integers of any size survive exactly, in both directions (also beyond the digit
+  limit Python puts on ``int(str)`` and ``str(int)``, which is lifted here only for
+  the integers that need it, never interpreter-wide); floats survive as the IEEE
+  double they denote, and a number no double can hold (``1e999``, which would become
+  Infinity, or ``1e-400``, which would become 0) is rejected;
 * ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON and are rejected, both when
   decoding and when encoding a step's output (a fast codec would turn them into
   ``null`` silently);
@@ -20,7 +24,11 @@ standard-library path decides.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
+import uuid
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import orjson
@@ -29,23 +37,47 @@ __all__ = ["JSONError", "decode", "decode_compact_lines", "encode", "encode_comp
 
 
 class JSONError(ValueError):
-    """Text that is not acceptable JSON; ``line`` is 1-based within the text."""
+    """Text that is not acceptable JSON; ``line`` is 1-based within the text, and
+    ``column`` (1-based, in characters, set for syntax errors) within that line."""
 
-    def __init__(self, reason: str, line: int | None = None):
+    def __init__(self, reason: str, line: int | None = None, column: int | None = None):
         super().__init__(reason)
         self.reason = reason
         self.line = line
+        self.column = column
+
+    def reason_at(self, line: int | None, column: int | None) -> str:
+        """The reason with a syntax error's position (``... at line L column C``) given
+        as ``line`` and ``column`` instead: the position in the file, when the text was
+        part of one. ``line=None`` gives the column alone, for a text that is one line
+        of a file (a JSON line), whose line the file's report names. Any other reason
+        is returned as it is."""
+        suffix = f" at line {self.line} column {self.column}"
+        if self.column is None or column is None or not self.reason.endswith(suffix):
+            return self.reason
+        where = f" at column {column}" if line is None else f" at line {line} column {column}"
+        return self.reason[: -len(suffix)] + where
+
+
+class _Refused(ValueError):
+    """Raised by the exact decoder's hooks: well-formed JSON refused for what it holds."""
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise _Refused(f"{name} is not valid JSON")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if value in (float("inf"), float("-inf")):  # 1e999: it would become Infinity
-        raise ValueError(f"number {text[:40]} is too large for a double")
+        raise _Refused(f"number {text[:40]} is too large for a double")
+    if not value and _NONZERO_MANTISSA.match(text):  # 1e-400: it would become 0
+        raise _Refused(f"number {text[:40]} is too small for a double (it would become 0)")
     return value
+
+
+#: A number literal whose digits before the exponent are not all zeros (so it is not 0).
+_NONZERO_MANTISSA = re.compile(r"-?[0.]*[1-9]")
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -54,13 +86,63 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise ValueError(f"duplicate key {key!r} in one object")
+                raise _Refused(f"duplicate key {key!r} in one object")
             seen.add(key)
     return obj
 
 
+#: Digits converted by one int() or str() call when an integer is beyond Python's limit
+#: on them (4,300 by default; an application may lower it, but never below 640).
+_CHUNK_DIGITS = 600
+_CHUNK_LIMIT = 10**_CHUNK_DIGITS
+
+
+def _int_of(text: str) -> int:
+    """A JSON integer literal's value, whatever its length: ``int(text)``, or (beyond the
+    interpreter's digit limit) the value put together from chunks of digits."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    digits = text.lstrip("-")
+    value = _int_of_digits(digits)
+    return -value if len(digits) != len(text) else value
+
+
+def _int_of_digits(digits: str) -> int:
+    if len(digits) <= _CHUNK_DIGITS:
+        return int(digits)
+    low = len(digits) // 2
+    scale: int = 10**low
+    return _int_of_digits(digits[:-low]) * scale + _int_of_digits(digits[-low:])
+
+
+def int_text(value: int) -> str:
+    """An integer's decimal digits, whatever its size (``str`` refuses an integer beyond
+    the interpreter's digit limit): what JSON holds for it."""
+    try:
+        return int.__repr__(value)
+    except ValueError:
+        pass
+    return ("-" if value < 0 else "") + _digits_of(abs(int(value)))
+
+
+def _digits_of(value: int) -> str:
+    if value < _CHUNK_LIMIT:
+        return str(value)
+    low = value.bit_length() * 3 // 20  # about half its digits (log10(2) is about 0.3)
+    scale: int = 10**low
+    high, rest = divmod(value, scale)
+    return _digits_of(high) + _digits_of(rest).zfill(low)
+
+
 _exact = json.JSONDecoder(
     object_pairs_hook=_unique_pairs, parse_constant=_reject_constant, parse_float=_finite_float
+)
+#: The same, for a text holding an integer beyond the digit limit of int(): every
+#: integer then costs a Python call, so it is used only after _exact met one.
+_exact_big = json.JSONDecoder(
+    object_pairs_hook=_unique_pairs, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_int_of
 )
 
 def decode(data: bytes | str) -> Any:
@@ -117,13 +199,102 @@ def _decode_exact(data: bytes | str) -> Any:
     if text.startswith("\ufeff"):
         raise JSONError("starts with a UTF-8 byte order mark, which JSON forbids", 1)
     try:
-        return _exact.decode(text)
+        try:
+            return _exact.decode(text)
+        except (json.JSONDecodeError, _Refused):
+            raise
+        except ValueError:  # an integer beyond the digit limit of int(): go again, in chunks
+            return _exact_big.decode(text)
     except json.JSONDecodeError as exc:
         return _raise(exc.msg, exc.lineno, exc.colno)
-    except ValueError as exc:  # from the hooks: duplicates, NaN
+    except _Refused as exc:  # from the hooks: duplicates, NaN, a number no double holds
+        reason = str(exc)
+        raise JSONError(reason, _refusal_line(text, reason)) from None
+    except ValueError as exc:
         raise JSONError(str(exc)) from None
     except RecursionError:
         raise JSONError("nested too deeply") from None
+
+
+#: JSON's tokens, as far as finding what the exact decoder refused needs them: strings
+#: (keys among them), numbers, NaN and Infinity, and punctuation; literals are skipped.
+_TOKEN = re.compile(
+    r'"[^"\\]*(?:\\.[^"\\]*)*"|NaN|-?Infinity|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|[{}\[\],:]'
+)
+#: Characters of text tokenized at once (the tokens of one window are held as a list).
+_WINDOW = 1 << 20
+
+
+def _refusal_line(text: str, reason: str) -> int | None:
+    """The line of what the exact decoder refused with ``reason`` (a duplicate key, NaN
+    or Infinity, a number no double holds); ``None`` if it cannot be told.
+
+    Only for errors: it follows the text's tokens as the decoder met them, up to what
+    it refused (a duplicate key is refused where its object ends, at the first key seen
+    twice in it), and the reason found there must be ``reason``."""
+    if "\n" not in text:
+        return 1
+    objects: list[tuple[set[str], list[tuple[str, int, int]]]] = []  # keys, first repeated
+    nesting: list[bool] = []  # True for an object, False for an array
+    expect_key = False
+    found: tuple[str, int, int] | None = None  # reason, window, token index in it
+    for window, index, token in _tokens(text):
+        first = token[0]
+        if first == '"':
+            if expect_key:
+                keys, repeated = objects[-1]
+                key = json.loads(token) if "\\" in token else token[1:-1]
+                if key in keys and not repeated:
+                    repeated.append((key, window, index))
+                keys.add(key)
+                expect_key = False
+        elif first == "{":
+            objects.append((set(), []))
+            nesting.append(True)
+            expect_key = True
+        elif first == "[":
+            nesting.append(False)
+        elif first == "}" or first == "]":
+            if nesting.pop():
+                _, repeated = objects.pop()
+                if repeated:
+                    key, window, index = repeated[0]
+                    found = (f"duplicate key {key!r} in one object", window, index)
+                    break
+            if not nesting:
+                break  # the value ended, and nothing in it was refused
+        elif first == ",":
+            expect_key = nesting[-1]
+        elif first == ":":
+            expect_key = False
+        elif first == "N" or token[-1] == "y":  # NaN, Infinity, -Infinity
+            found = (f"{token} is not valid JSON", window, index)
+            break
+        elif token.strip("-0123456789"):  # a fraction or an exponent: a double
+            try:
+                _finite_float(token)
+            except _Refused as exc:
+                found = (str(exc), window, index)
+                break
+    if found is None or found[0] != reason:
+        return None
+    _, window, index = found
+    match = next(itertools.islice(_TOKEN.finditer(text, window), index, None))
+    return text.count("\n", 0, match.start()) + 1
+
+
+def _tokens(text: str) -> Iterator[tuple[int, int, str]]:
+    """The tokens of ``text`` with where each window of them starts and their index in
+    it. Up to what the exact decoder refused the text is valid JSON, whose strings hold
+    no raw newline: it is tokenized a window of whole lines at a time, so the memory
+    held stays bounded however long the text."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + _WINDOW)
+        end = len(text) if end == -1 else end + 1
+        for index, token in enumerate(_TOKEN.findall(text, start, end)):
+            yield start, index, token
+        start = end
 
 
 def scan(text: str, pos: int) -> tuple[Any, int]:
@@ -134,7 +305,12 @@ def scan(text: str, pos: int) -> tuple[Any, int]:
     value began, and counting lines here for every refused element of a huge array
     would be quadratic."""
     try:
-        value, end = _exact.raw_decode(text, pos)
+        try:
+            value, end = _exact.raw_decode(text, pos)
+        except (json.JSONDecodeError, _Refused):
+            raise
+        except ValueError:  # an integer beyond the digit limit of int(): go again, in chunks
+            value, end = _exact_big.raw_decode(text, pos)
         return value, int(end)
     except json.JSONDecodeError as exc:
         return _raise(exc.msg, exc.lineno, exc.colno)
@@ -146,7 +322,7 @@ def scan(text: str, pos: int) -> tuple[Any, int]:
 
 def _raise(msg: str, line: int, col: int) -> NoReturn:
     msg = msg.removesuffix(" at")  # "Invalid control character at" would read "at at line"
-    raise JSONError(f"invalid JSON: {msg} at line {line} column {col}", line)
+    raise JSONError(f"invalid JSON: {msg} at line {line} column {col}", line, col)
 
 
 def _line_of(data: bytes, offset: int) -> int:
@@ -200,17 +376,65 @@ def _encode_fast(value: Any, indent: int | None) -> bytes | None:
 
 
 def _encode_exact(value: Any, indent: int | None) -> str:
+    separators = (",", ":") if indent is None else None
     try:
-        if indent is None:
-            text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        else:
-            text = json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent)
+        text = _dumps(value, False, indent, separators)
     except (TypeError, ValueError) as exc:
         raise JSONError(f"not representable as JSON: {exc}") from None
     except RecursionError:
         raise JSONError("nested too deeply to encode") from None
     if not is_utf8(text):
         # Lone surrogates: keep them as \\u escapes, the form they arrived in.
-        separators = (",", ":") if indent is None else None
-        text = json.dumps(value, ensure_ascii=True, allow_nan=False, indent=indent, separators=separators)
+        text = _dumps(value, True, indent, separators)
     return text
+
+
+def _dumps(value: Any, ensure_ascii: bool, indent: int | None, separators: tuple[str, str] | None) -> str:
+    """``json.dumps``, strict, also for integers beyond the digit limit of ``str()``
+    (which it refuses): those are written as placeholder strings, then replaced by
+    their digits."""
+    try:
+        return json.dumps(value, ensure_ascii=ensure_ascii, allow_nan=False, indent=indent, separators=separators)
+    except ValueError as exc:
+        original = exc
+    while True:
+        nonce = f"recordstore-int-{uuid.uuid4().hex}-"
+        digits: list[str] = []
+        swapped = _swap_huge_ints(value, nonce, digits, set())
+        if not digits:  # none to swap: the error stands
+            raise original
+        text = json.dumps(swapped, ensure_ascii=ensure_ascii, allow_nan=False, indent=indent, separators=separators)
+        if text.count(nonce) == len(digits):  # else a string held the nonce: a new one
+            placeholder = re.compile('"' + re.escape(nonce) + '([0-9]+)"')
+            return placeholder.sub(lambda m: digits[int(m.group(1))], text)
+
+
+def _swap_huge_ints(value: Any, nonce: str, digits: list[str], active: set[int]) -> Any:
+    """``value`` with each integer beyond the digit limit of ``str()`` (as a value or
+    as a key) replaced by the placeholder string ``nonce`` + its index in ``digits``,
+    where its JSON text is appended (a key's quoted). Containers become dicts and lists,
+    as ``json.dumps`` writes them; one holding itself raises ValueError, as there."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            int.__repr__(value)
+            return value
+        except ValueError:
+            digits.append(int_text(value))
+            return f"{nonce}{len(digits) - 1}"
+    if not isinstance(value, (dict, list, tuple)):
+        return value
+    if id(value) in active:
+        raise ValueError("Circular reference detected")
+    active.add(id(value))
+    try:
+        if isinstance(value, dict):
+            out: dict[Any, Any] = {}
+            for key, item in value.items():
+                new_key = _swap_huge_ints(key, nonce, digits, active)
+                if new_key is not key and isinstance(new_key, str):  # a key: its digits quoted
+                    digits[-1] = f'"{digits[-1]}"'
+                out[new_key] = _swap_huge_ints(item, nonce, digits, active)
+            return out
+        return [_swap_huge_ints(item, nonce, digits, active) for item in value]
+    finally:
+        active.discard(id(value))

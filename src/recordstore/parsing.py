@@ -175,8 +175,30 @@ def read_version(value: dict[str, Any], domain: Domain | DomainSpec) -> int:
             f"{domain.version_field} must be a positive integer, not {_describe(version)}"
         )
     if version < 1:
-        raise ValueError(f"{domain.version_field} must be a positive integer, not {version}")
+        raise ValueError(f"{domain.version_field} must be a positive integer, not {_int_shown(version)}")
     return version
+
+
+def _int_shown(value: int) -> str:
+    """An integer as a problem shows it: its digits, or for one beyond the interpreter's
+    digit limit (which ``str()`` refuses: thousands of digits), the first of them and
+    how many there are."""
+    try:
+        return int.__repr__(value)
+    except ValueError:
+        digits = jsoncodec.int_text(abs(value))
+        return f"{'-' if value < 0 else ''}{digits[:20]}... ({len(digits)} digits)"
+
+
+class _ShownInt(int):
+    """An integer that formats as :func:`_int_shown` shows it, for a message built
+    elsewhere (:class:`NewerVersionError` formats the version it is given)."""
+
+    def __format__(self, spec: str) -> str:
+        return _int_shown(self) if not spec else super().__format__(spec)
+
+    def __str__(self) -> str:
+        return _int_shown(self)
 
 
 def _known_version(value: Any, domain: Domain | DomainSpec) -> int | None:
@@ -229,7 +251,9 @@ def _array_sep(head: str, seps: list[str]) -> str:
 _TRAILING_SPACE = re.compile(r"\s*\Z")
 _TRAILING_SPACE_BYTES = re.compile(rb"\s*\Z")
 _SPACES, _SPACES_BYTES = re.compile(" *"), re.compile(b" *")
-_LOOSE = json.JSONDecoder()  # takes NaN and duplicate keys: only to find where a value ends
+#: Takes NaN and duplicate keys, and converts no integer (one beyond the digit limit of
+#: int() would stop it): only to find where a value ends.
+_LOOSE = json.JSONDecoder(parse_int=len)
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
@@ -310,7 +334,16 @@ class FileParse:
                 yield from self._lines()
                 return
             self.fatal = True
-            self._fail(exc.reason, None if exc.line is None else exc.line + first_line - 1)
+            if exc.line is None:
+                self._fail(exc.reason)
+                return
+            # The text was decoded from where the head ends: its line 1 is the file's
+            # line ``first_line``, and on it the head's last line comes first.
+            line = exc.line + first_line - 1
+            column = exc.column
+            if column is not None and exc.line == 1:
+                column += len(head[head.rfind("\n") + 1 :].replace("\ufeff", ""))
+            self._fail(exc.reason_at(line, column), line)
             return
         self.layout = FileLayout("object", head=head, tail=tail, indent=indent_of(stripped))
         self.slots = 1
@@ -340,15 +373,15 @@ class FileParse:
             self._fail(str(exc), line)
             return None
         if version > self.domain.version:
-            self.problems.append(
-                NewerVersionError(
-                    self.shown,
-                    domain=self.domain.name,
-                    version=version,
-                    current_version=self.domain.version,
-                    line=line,
-                )
+            newer = NewerVersionError(
+                self.shown,
+                domain=self.domain.name,
+                version=_ShownInt(version),  # formatted even beyond the digit limit of str()
+                current_version=self.domain.version,
+                line=line,
             )
+            newer.version = version
+            self.problems.append(newer)
             return None
         return ParsedRecord(key, version, text, position)
 
@@ -421,7 +454,10 @@ class FileParse:
         except jsoncodec.JSONError as exc:
             self.fatal = True
             self.slots = index
-            self._fail(exc.reason, exc.line)
+            reason = exc.reason
+            if exc.line == 1 and exc.column is not None and "\ufeff" in head:  # a BOM is no column
+                reason = exc.reason_at(1, exc.column - text.count("\ufeff", 0, exc.column))
+            self._fail(reason, exc.line)
             # The elements before the error are kept: close the array after them, so
             # that exporting what was kept gives valid JSON.
             tail = "\n]" if "\n" in head else "]"
@@ -452,7 +488,8 @@ class FileParse:
             try:
                 value = decode(line)
             except refused as exc:
-                self._fail(exc.reason, lineno)
+                # The file names the line; the reason gives the column in it.
+                self._fail(exc.reason_at(None, exc.column), lineno)
                 position += 1
                 continue
             # The line's bytes are its text (decoding proved them UTF-8); SQLite stores
