@@ -80,3 +80,12 @@ class Cli:
 def tree(root: Path) -> dict[str, bytes]:
     """Every file below ``root`` by relative path, with its bytes."""
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def int_of_digits(digits: str | bytes) -> int:
+    """The integer ``digits`` denote, computed without int(str) (which refuses them)."""
+    value = 0
+    for start in range(0, len(digits), 100):
+        chunk = digits[start : start + 100]
+        value = value * 10 ** len(chunk) + int(chunk)
+    return value

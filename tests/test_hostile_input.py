@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import hostile
-from conftest import Cli, tree
+from conftest import Cli, int_of_digits, tree
 from hostile import CASES, Case, Home, Problem, build_home
 from recordstore import InputError, NewerVersionError, Store
 from recordstore import parsing
@@ -251,19 +251,10 @@ def test_an_integer_of_thousands_of_digits_is_imported_queried_and_exported_exac
     assert result.ok, [str(p) for p in result.problems]
     record = store.get("task", rel)
     assert record is not None and record.text == data.decode().strip()
-    value = _int_of_digits(digits)
+    value = int_of_digits(digits)
     assert record.data["n"] == value and record.data["xs"] == [-value]
     assert store.export_to(tmp_path / "out").ok
     assert (tmp_path / "out" / rel).read_bytes() == data
-
-
-def _int_of_digits(digits: bytes) -> int:
-    """The integer ``digits`` denote, computed without int(str) (which refuses them)."""
-    value = 0
-    for start in range(0, len(digits), 100):
-        chunk = digits[start : start + 100]
-        value = value * 10 ** len(chunk) + int(chunk)
-    return value
 
 
 @pytest.mark.parametrize(

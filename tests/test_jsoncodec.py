@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from recordstore import jsoncodec
 from recordstore.jsoncodec import JSONError, decode, encode
+from conftest import int_of_digits
 
 
 @pytest.mark.parametrize(
@@ -188,15 +189,6 @@ DIGITS_5000 = "8" + "0123456789" * 499 + "123456789"
 DIGITS_20000 = "9" + "9876543210" * 1999 + "876543210"
 #: An integer json.dumps writes itself, standing in for a huge one in expected texts.
 STAND_IN = 1234567890123456789012345678901
-
-
-def int_of_digits(digits: str) -> int:
-    """The integer ``digits`` denote, computed without int(str) (which refuses them)."""
-    value = 0
-    for start in range(0, len(digits), 100):
-        chunk = digits[start : start + 100]
-        value = value * 10 ** len(chunk) + int(chunk)
-    return value
 
 
 def with_stand_in(value: object, huge: int) -> object:
