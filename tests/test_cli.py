@@ -471,3 +471,14 @@ def test_import_and_status_list_the_domains_in_the_same_order(cli: Any, home: Pa
 
     imported = first_column(cli("import", home).stdout)
     assert imported == first_column(cli("status").stdout) and imported != sorted(imported)
+
+
+def test_json_output_writes_an_integer_of_thousands_of_digits(cli: Any, tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    (home / "sessions").mkdir(parents=True)
+    digits = "7" + "0123456789" * 500
+    (home / "sessions" / "s.json").write_text('{"schema_version": 1, "n": ' + digits + "}")
+    assert cli("import", home).exit_code == 0
+    res = cli("query", "session", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert f'"n":{digits}}}' in res.stdout

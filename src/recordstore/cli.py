@@ -132,10 +132,11 @@ def _errors(ctx: typer.Context) -> Iterator[None]:
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort, typer.BadParameter, BrokenPipeError):
         raise  # a closed pipe (| head): click ends the command quietly
-    except OSError as exc:  # the output cannot be written (a full disk): not a bug of ours
+    except OSError as exc:  # the system's refusal (the output on a full disk): not a bug of ours
         if ctx.obj.debug:
             traceback.print_exc()
-        err.print(f"store: error: cannot write the output: {exc.strerror or exc}", markup=False)
+        where = f"{exc.filename}" if exc.filename else "cannot write the output"
+        err.print(f"store: error: {where}: {exc.strerror or exc}", markup=False)
         raise typer.Exit(3) from None
     except Exception as exc:  # a bug of ours: still one line, the traceback on request
         if ctx.obj.debug:
@@ -214,15 +215,10 @@ def _table(*columns: str, **options: Any) -> Table:
     return Table(*columns, **options)
 
 
-def _json_text(value: Any, **options: Any) -> str:
-    """JSON text for the terminal: UTF-8 as it is, unless a string holds a lone
-    surrogate (kept by import, as JSON allows), which only an escape can carry."""
-    text = json.dumps(value, ensure_ascii=False, **options)
-    return text if jsoncodec.is_utf8(text) else json.dumps(value, ensure_ascii=True, **options)
-
-
 def _emit_json(value: Any) -> None:
-    sys.stdout.write(_json_text(value, indent=2) + "\n")
+    # jsoncodec writes what a record may hold: integers of any size, lone surrogates
+    # (as escapes, the only form UTF-8 output can carry).
+    sys.stdout.write(jsoncodec.encode(value, 2) + "\n")
 
 
 def _problems(lines: list[Any]) -> None:
@@ -395,7 +391,7 @@ def query(
         for record in q:
             if json_out:
                 line = {"key": record.key, "version": record.version, "record": record.data}
-                sys.stdout.write(_json_text(line, separators=(",", ":")) + "\n")
+                sys.stdout.write(jsoncodec.encode_compact(line) + "\n")
             else:
                 sys.stdout.write(f"{record.key}\tv{record.version}\t{jsoncodec.encode_compact(record.data)}\n")
 
