@@ -580,7 +580,7 @@ class Importer:
             row.position: row
             for row in self.conn.execute(
                 select(
-                    records.c.id, records.c.position, records.c.key, records.c.payload, records.c.domain, records.c.run_id
+                    records.c.id, records.c.position, records.c.key, records.c.payload, records.c.domain
                 ).where(records.c.file_id == file_id, records.c.position.in_(positions))
             )
         }
@@ -625,13 +625,15 @@ class Importer:
         if not record_ids:
             return {}
         imports = select(runs.c.id).where(runs.c.kind == "import")
-        later = self.conn.execute(
-            select(records.c.id).where(records.c.id.in_(record_ids), records.c.run_id.not_in(imports))
-        ).scalars()
         found: dict[int, str] = {}
         for rid, payload in self.conn.execute(
             select(backups.c.record_id, backups.c.payload)
-            .where(backups.c.record_id.in_(list(later)), backups.c.origin_run_id.in_(imports))
+            .join(records, records.c.id == backups.c.record_id)
+            .where(
+                backups.c.record_id.in_(record_ids),
+                records.c.run_id.not_in(imports),
+                backups.c.origin_run_id.in_(imports),
+            )
             .order_by(backups.c.id)
         ):
             found[rid] = payload  # the latest one

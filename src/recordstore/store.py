@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from .query import Query, Record, index_ddl
 from .registry import Registry, load_registry
 from .runs import RunInfo, held_run, read_history
 from .schema import ensure_schema, missing_record_indexes
-from .tables import backups, indexes, records
+from .tables import backups, indexes, records, runs
 
 __all__ = ["CheckResult", "DomainStatus", "Progress", "Store", "StoreStatus"]
 
@@ -292,15 +293,15 @@ class Store:
                 return
             if run is None:
                 raise RecordStoreError(f"nothing to restore: no backups of record {key!r} of domain {domain!r}")
-            pruned = [
-                r for r in read_history(conn, failure_limit=0)
-                if r.kind == "prune" and r.outcome == "ok" and int(r.counts.get("before") or 0) > run
-            ]
+            prunes = conn.execute(
+                select(runs.c.id, runs.c.counts).where(runs.c.kind == "prune", runs.c.outcome == "ok").order_by(runs.c.id)
+            )
+            pruned = [(pid, before) for pid, counts in prunes if (before := int(json.loads(counts).get("before") or 0)) > run]
         if pruned:
-            last = pruned[-1]
+            pid, before = pruned[-1]
             raise RecordStoreError(
-                f"nothing to restore: run {run} has no backups (prune run {last.id} deleted those of the runs "
-                f"before run {last.counts.get('before')})"
+                f"nothing to restore: run {run} has no backups (prune run {pid} deleted those of the runs "
+                f"before run {before})"
             )
 
     def prune_backups(self, before: int) -> int:
