@@ -122,14 +122,16 @@ def build_home(root: Path) -> Home:
 
 def add_lines(home: Home, relpath: str, lines: list[bytes], good: list[int], domain: str = "runtime") -> None:
     """A JSON-lines file; ``good`` are the (1-based) line numbers that must be imported.
-    Its export holds them on the same lines; the other lines before the last of them come
-    back empty (the store has nothing of them), the ones after it not at all."""
+    Its export holds every line that is not blank as it was, on the same line: the good
+    ones, and the refused ones as the store kept them. Blank lines before the last of
+    those come back empty, the ones after it not at all."""
     data = b"".join(line + b"\n" for line in lines)
     home.add(relpath, data, domain, keys=[])
     for n in good:
         home.records[f"{relpath}:{n}"] = (domain, lines[n - 1].decode("utf-8"))
-    if good:
-        home.exact[relpath] = b"".join((line if n in good else b"") + b"\n" for n, line in enumerate(lines[: max(good)], 1))
+    held = [n for n, line in enumerate(lines, 1) if line and not line.isspace()]
+    if held:
+        home.exact[relpath] = b"".join((b"" if line.isspace() else line) + b"\n" for line in lines[: max(held)])
 
 
 # --------------------------------------------------------------------------- the case table
@@ -176,9 +178,16 @@ def _case(case: Case) -> None:
     CASES.append(case)
 
 
+#: Reasons that refuse a record read whole (its value, not its text): the store keeps its
+#: text, and export writes the file back as it was.
+RECORD_REFUSALS = re.compile(r"newer than current version|not a JSON object|must be a positive integer")
+
+
 def _bad_file(home: Home, ident: str, data: bytes, reason: str, line: int | None) -> list[Problem]:
     rel = f"{TASKS}/{ident}.json"
     home.add(rel, data, "task", keys=[])
+    if RECORD_REFUSALS.search(reason):
+        home.exact[rel] = data
     return [Problem(rel, line, reason)]
 
 
@@ -494,6 +503,7 @@ refused_line("array-line", "array of non-objects", b'[{"schema_version":2}]', r"
 def _array_of_non_objects(home: Home) -> list[Problem]:
     rel = f"{TASKS}/scalars.json"
     home.add(rel, b'[\n  1,\n  "two",\n  null,\n  true,\n  [],\n  2.5\n]', "task", keys=[])
+    home.exact[rel] = home.root.joinpath(rel).read_bytes()  # each element kept in its place
     whats = ["a number 1", 'a string "two"', "null", "a boolean true", "an array", "a float 2.5"]
     return [Problem(rel, i + 2, f"^element {i} is {re.escape(w)}, not a JSON object$") for i, w in enumerate(whats)]
 
@@ -504,6 +514,7 @@ def _array_mixed(home: Home) -> list[Problem]:
     good = [pretty(task("task_m0")), pretty(task("task_m2"))]
     text = b"[\n" + good[0] + b',\n"not a record",\n' + good[1] + b"\n]"
     home.add(rel, text, "task", keys=[])
+    home.exact[rel] = text
     home.records[f"{rel}[0]"] = ("task", good[0].decode())
     home.records[f"{rel}[2]"] = ("task", good[1].decode())
     return [Problem(rel, 8, r'^element 1 is a string "not a record", not a JSON object$')]
@@ -626,6 +637,7 @@ def _array_refused_elements(home: Home) -> list[Problem]:
     home.records[f"{rel}[{len(parts)}]"] = ("task", last.decode())
     parts.append(last)
     home.add(rel, b"[\n" + b",\n".join(parts) + b"\n]", "task", keys=[])
+    home.exact[rel] = b"[\n" + b",\n".join(parts) + b"\n]"
     return problems
 
 

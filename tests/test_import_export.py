@@ -89,31 +89,35 @@ def test_export_reads_the_files_a_window_at_a_time(
     assert seen.total == result.files
 
 
-def test_export_writes_back_files_without_records_unless_their_records_were_refused(
-    store: Store, home: Path, tmp_path: Path
-) -> None:
-    """An empty JSON-lines file and an empty array come back as they were. A file whose
-    records were all refused (broken, newer) holds none in the store either, but is not
-    written: an empty file there would stand for records the store never had."""
+def test_export_writes_back_refused_records_as_their_files_held_them(store: Store, home: Path, tmp_path: Path) -> None:
+    """An empty JSON-lines file and an empty array come back as they were. So does a file
+    whose records were all refused (broken, newer): the store keeps their text, so an
+    export over the home never loses what the store could not take. A file that could
+    not be read whole (an object cut short) is not written: the store holds nothing of
+    it, and an empty file there would stand for a record the store never had."""
     events, tasks = home / "tasks" / "runtime" / "events", home / "tasks" / "tasks"
     (events / "empty.jsonl").write_bytes(b"")
     (tasks / "task_none.json").write_bytes(b"[]")
     (events / "broken.jsonl").write_bytes(b'{"seq": 1,\n')
-    (tasks / "task_newer.json").write_text(json.dumps({"schema_version": 99, "id": "task_newer"}))
+    newer = json.dumps({"schema_version": 99, "id": "task_newer"}).encode()
+    (tasks / "task_newer.json").write_bytes(newer)
+    (tasks / "task_torn.json").write_bytes(b'{"schema_version": 1, "id": "task_to')
     imported = store.import_paths([home])
-    assert len(imported.problems) == 2 and imported.files == 29
+    assert len(imported.problems) == 3 and imported.files == 30
     result = store.export_to(tmp_path / "out")
-    assert result.ok and result.files == 27 and result.records == 37
+    assert result.ok and (result.files, result.records, result.refused) == (29, 37, 2)
     written = tree(tmp_path / "out")
     assert written["tasks/runtime/events/empty.jsonl"] == b""
     assert written["tasks/tasks/task_none.json"] == b"[]"
-    assert "tasks/runtime/events/broken.jsonl" not in written
-    assert "tasks/tasks/task_newer.json" not in written
-    # Once the broken file is mended and imported again, it is whole, and written back.
+    assert written["tasks/runtime/events/broken.jsonl"] == b'{"seq": 1,\n'
+    assert written["tasks/tasks/task_newer.json"] == newer
+    assert "tasks/tasks/task_torn.json" not in written
+    # Once the broken file is mended and imported again, it holds nothing refused.
     (events / "broken.jsonl").write_bytes(b"")
     store.import_paths([home])
     again = store.export_to(tmp_path / "again")
-    assert again.files == 28 and tree(tmp_path / "again")["tasks/runtime/events/broken.jsonl"] == b""
+    assert (again.files, again.refused) == (29, 1)
+    assert tree(tmp_path / "again")["tasks/runtime/events/broken.jsonl"] == b""
 
 
 def test_a_codewhale_home_imports_the_same_way(store: Store, tmp_path: Path) -> None:

@@ -287,12 +287,14 @@ def status(
     if json_out:
         _emit_json(st.as_dict())
         return
-    table = _table("domain", "current", "records", "by version", "pending", "newer")
+    table = _table("domain", "current", "records", "by version", "pending", "newer", "refused")
     for name, d in st.domains.items():
         by_version = ", ".join(f"v{v}: {n}" for v, n in sorted(d.versions.items())) or "-"
         current = "?" if d.current_version is None else str(d.current_version)
-        table.add_row(name, current, str(d.total), by_version, str(d.pending), str(d.newer))
+        table.add_row(name, current, str(d.total), by_version, str(d.pending), str(d.newer), str(d.refused))
     out.print(table)
+    if any(d.refused for d in st.domains.values()):
+        out.print("refused: records an import refused, kept as their files held them; export writes them back")
 
 
 @app.command()
@@ -305,7 +307,8 @@ def export(
 ) -> None:
     """Write every record back to OUT/<its source path>, in the layout it came from.
 
-    Each file is written atomically; nothing is ever written outside OUT; existing files
+    A record the import refused (newer than the registry, not valid JSON) is written
+    back as its file held it, in its place. Each file is written atomically; nothing is ever written outside OUT; existing files
     are refused unless --force.
     """
     if not out_dir.strip():
@@ -316,7 +319,8 @@ def export(
     if json_out:
         _emit_json(result.as_dict())
     else:
-        out.print(f"wrote {result.records} record(s) in {result.files} file(s) to {out_dir}")
+        kept = f" (and {result.refused} refused record(s), as their files held them)" if result.refused else ""
+        out.print(f"wrote {result.records} record(s) in {result.files} file(s) to {out_dir}{kept}")
     if not result.ok:
         raise typer.Exit(1)
 

@@ -12,13 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, func, or_, select
 
 from .errors import ExportError, RecordStoreError
 from .parsing import display_path, element_prefix
-from .tables import files, records
+from .tables import files, records, refused
 
 __all__ = ["ExportResult", "export_records", "safe_target"]
 
@@ -30,6 +30,7 @@ class ExportResult:
     out: Path
     files: int = 0
     records: int = 0
+    refused: int = 0  # refused records written back as their files held them
     domains: dict[str, int] = field(default_factory=dict)
     problems: list[ExportError] = field(default_factory=list)
 
@@ -42,6 +43,7 @@ class ExportResult:
             "out": str(self.out),
             "files": self.files,
             "records": self.records,
+            "refused": self.refused,
             "domains": dict(sorted(self.domains.items())),
             "problems": [str(p) for p in self.problems],
         }
@@ -123,7 +125,11 @@ class _Writer:
             raise ExportError(relpath, "exists in the export directory (use --force to overwrite)")
         if target in self.staged_targets:
             raise ExportError(relpath, "two records sources name the same file")
-        data = content.encode("utf-8", "surrogatepass")
+        try:
+            # A refused text that is not UTF-8 comes back as the bytes it was (see _slots).
+            data = content.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            data = content.encode("utf-8", "surrogatepass")
         self.counter += 1
         tmp = target.parent / f".{target.name[:40]}.{os.getpid()}.{self.counter}.rstmp"
         # 0o666 less the umask, like any new file; O_EXCL: never through a planted link.
@@ -308,42 +314,83 @@ def _file_rows(conn: Connection, domains: list[str] | None) -> Iterator[Any]:
         last = rows[-1].id
 
 
-def _grouped(conn: Connection) -> Iterator[tuple[int | None, list[str], list[str]]]:
-    """(file id, record keys, record texts) per file, in position order, in file id
-    order, streaming."""
-    query = select(records.c.file_id, records.c.key, records.c.payload).order_by(records.c.file_id, records.c.position)
-    result = conn.execution_options(stream_results=True, yield_per=200).execute(query)
+class _Group(NamedTuple):
+    """What a file holds, slot by slot: keys and texts, and how many of them are refused
+    records' texts."""
+
+    file_id: int | None
+    keys: list[str]
+    texts: list[str]
+    refused: int = 0
+
+
+def _grouped(conn: Connection) -> Iterator[_Group]:
+    """What each file holds (see _Group), in file id order, streaming."""
+    stream = conn.execution_options(stream_results=True, yield_per=200)
+    held = stream.execute(
+        select(refused.c.file_id, refused.c.position, refused.c.key, refused.c.text).order_by(
+            refused.c.file_id, refused.c.position
+        )
+    )
+    first = next(held, None)
+    query = select(records.c.file_id, records.c.position, records.c.key, records.c.payload)
+    slots: Iterable[Any] = stream.execute(query.order_by(records.c.file_id, records.c.position))
+    refused_in: dict[int, int] = {}  # of the files being read
+    if first is not None:
+        slots = _merged(slots, itertools.chain([first], held), refused_in)
     current: int | None = None
     keys: list[str] = []
     texts: list[str] = []
-    for file_id, key, payload in result:
+    for file_id, _position, key, text in slots:
         if file_id != current:
             if current is not None:
-                yield current, keys, texts
+                yield _Group(current, keys, texts, refused_in.pop(current, 0))
             current, keys, texts = file_id, [], []
         keys.append(key)
-        texts.append(payload)
+        texts.append(text)
     if current is not None:
-        yield current, keys, texts
+        yield _Group(current, keys, texts, refused_in.pop(current, 0))
 
 
-def _files_to_write(conn: Connection, domains: list[str] | None) -> Iterator[tuple[Any, list[str], list[str]]]:
-    """(file row, record keys, record texts) for each file to export, in file order: the
-    records, streamed, matched with the files' rows, read alongside. A file without
-    records is written too (an empty JSON-lines file, ``[]``) when it was imported whole;
-    not when its records were refused (it has no digest then), which would give back an
-    empty file where the source held records the store does not."""
+def _merged(slots: Iterable[Any], held: Iterator[Any], refused_in: dict[int, int]) -> Iterator[tuple[int, int, str, str]]:
+    """The records' slots with the refused texts put in among them (both in file id and
+    position order), counting the refused texts of each file in ``refused_in``."""
+    kept = next(held, None)
+
+    def take() -> tuple[int, int, str, str]:
+        nonlocal kept
+        assert kept is not None
+        file_id, position, key, text = kept
+        refused_in[file_id] = refused_in.get(file_id, 0) + 1
+        kept = next(held, None)
+        # Bytes that are not UTF-8 (a broken JSON line) go back as they were (see _Writer).
+        return file_id, position, key, text.decode("utf-8", "surrogateescape")
+
+    for slot in slots:
+        while kept is not None and (kept[0], kept[1]) < (slot[0], slot[1]):
+            yield take()
+        yield slot
+    while kept is not None:
+        yield take()
+
+
+def _files_to_write(conn: Connection, domains: list[str] | None) -> Iterator[tuple[Any, _Group]]:
+    """(file row, what it holds) for each file to export, in file order: the records and
+    refused texts, streamed, matched with the files' rows, read alongside. A file that
+    holds nothing is written too (an empty JSON-lines file, ``[]``) when it was imported
+    whole; not when it could not be read whole (it has no digest then), which would give
+    back an empty file where the source held something the store does not."""
     rows = _file_rows(conn, domains)
     row = next(rows, None)
-    for file_id, keys, texts in itertools.chain(_grouped(conn), [(None, [], [])]):
-        while row is not None and (file_id is None or row.id < file_id):  # a file without records
+    for group in itertools.chain(_grouped(conn), [_Group(None, [], [])]):
+        while row is not None and (group.file_id is None or row.id < group.file_id):  # a file holding nothing
             if row.digest:
-                yield row, [], []
+                yield row, _Group(row.id, [], [])
             row = next(rows, None)
         if row is None:
             return
-        if row.id == file_id:  # else a file not exported (another domain)
-            yield row, keys, texts
+        if row.id == group.file_id:  # else a file not exported (another domain)
+            yield row, group
             row = next(rows, None)
 
 
@@ -387,32 +434,35 @@ def export_records(
     if progress is not None:
         # The files that will be written (see _files_to_write).
         holding = select(records.c.file_id).where(records.c.file_id == files.c.id).exists()
-        to_write = select(func.count()).select_from(files).where(or_(holding, files.c.digest != ""))
+        keeping = select(refused.c.file_id).where(refused.c.file_id == files.c.id).exists()
+        to_write = select(func.count()).select_from(files).where(or_(holding, keeping, files.c.digest != ""))
         total = conn.execute(_of_domains(to_write, wanted)).scalar()
         progress.start(total or 0, "export")
-    sizes: dict[str, tuple[str, int]] = {}
+    sizes: dict[str, tuple[str, int, int]] = {}
 
     def settle() -> None:
         for rel, error in writer.flush():
-            domain, n = sizes.pop(rel)
+            domain, n, n_refused = sizes.pop(rel)
             if error is not None:
                 result.problems.append(ExportError(display_path(rel), f"cannot write: {error.strerror or error}"))
                 continue
             result.files += 1
             result.records += n
+            result.refused += n_refused
             result.domains[domain] = result.domains.get(domain, 0) + n
 
     try:
-        for row, keys, texts in _files_to_write(conn, wanted):
+        for row, group in _files_to_write(conn, wanted):
             try:
-                lines = at_their_lines(keys, texts) if row.container == "lines" else texts
+                texts = group.texts
+                lines = at_their_lines(group.keys, texts) if row.container == "lines" else texts
                 writer.write(row.path, render(row.head, row.sep, row.tail, lines))
             except ExportError as exc:  # one line each, whatever the names hold
                 result.problems.append(ExportError(display_path(exc.path), display_path(exc.reason)))
             except OSError as exc:
                 result.problems.append(ExportError(display_path(row.path), f"cannot write: {exc.strerror or exc}"))
             else:
-                sizes[row.path] = (row.domain, len(texts))
+                sizes[row.path] = (row.domain, len(texts) - group.refused, group.refused)
             if writer.full():
                 settle()
             if progress is not None:

@@ -20,9 +20,22 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from . import jsoncodec, parsing, workers
 from .engine import background_checkpoints, placeholder, sqlite_file
 from .errors import InputError, NewerVersionError
-from .parsing import Candidate, DomainSpec, FileParse, FileRead, Outcome, ParsedRecord, Row, Task, WireOutcome
+from .parsing import (
+    Candidate,
+    DomainSpec,
+    FileParse,
+    FileRead,
+    Outcome,
+    ParsedRecord,
+    Refused,
+    RefusedRow,
+    Row,
+    Slot,
+    Task,
+    WireOutcome,
+)
 from .schema import drop_record_indexes, restore_record_indexes
-from .tables import backups, files, records, runs
+from .tables import backups, files, records, refused, runs
 
 __all__ = ["DomainCounts", "ImportResult", "Importer"]
 
@@ -146,6 +159,7 @@ class Importer:
         self.file_rows: list[tuple[Any, ...]] = []
         self.record_rows: list[Row] = []
         self.failure_rows: list[tuple[Any, ...]] = []
+        self.refused_rows: list[RefusedRow] = []
         self.pending_bytes = 0
         self._specs: dict[str, DomainSpec] = {}
         # Paths handed out as tasks and not written yet, with what the store held for
@@ -153,7 +167,9 @@ class Importer:
         self._in_flight: dict[str, tuple[int, str, str, int] | None] = {}
         self._written = _PathFilter()  # the paths of the new files written in this run
         self.bytes_as_text = conn.dialect.name == "sqlite"
-        self.sql_file, self.sql_record, self.sql_failure = parsing.insert_statements(placeholder(conn), self.bytes_as_text)
+        self.sql_file, self.sql_record, self.sql_failure, self.sql_refused = parsing.insert_statements(
+            placeholder(conn), self.bytes_as_text
+        )
         # While worker processes write the new files they parse, the turns they take at
         # the write lock: this importer then holds a transaction only around its own
         # writes, in its turn.
@@ -200,10 +216,12 @@ class Importer:
             self.conn.exec_driver_sql(self.sql_record, rows)
         if self.failure_rows:
             self.conn.exec_driver_sql(self.sql_failure, self.failure_rows)
-        self.file_rows, self.record_rows, self.failure_rows = [], [], []
+        if self.refused_rows:
+            self.conn.exec_driver_sql(self.sql_refused, self.refused_rows)
+        self.file_rows, self.record_rows, self.failure_rows, self.refused_rows = [], [], [], []
 
     def _batch_full(self) -> bool:
-        rows = len(self.record_rows) + len(self.file_rows) + len(self.failure_rows)
+        rows = len(self.record_rows) + len(self.file_rows) + len(self.failure_rows) + len(self.refused_rows)
         return rows >= parsing.BATCH_RECORDS or self.pending_bytes >= parsing.BATCH_BYTES
 
     def _stored(self, relpaths: list[str]) -> dict[str, tuple[int, str, str, int]]:
@@ -415,8 +433,9 @@ class Importer:
                 self._written.add(cand.relpath)
             return
         if known is None:
-            file_row, rows = parsing.new_file_rows(cand.relpath, name, self._new_file_id(), self.run_id, outcome)
+            file_row, rows, refused_rows = parsing.new_file_rows(cand.relpath, name, self._new_file_id(), self.run_id, outcome)
             self.record_rows += rows
+            self.refused_rows += refused_rows
             self.pending_bytes += outcome.nbytes
             counts.imported += len(rows)
             self._report(outcome, name, counts)
@@ -424,7 +443,10 @@ class Importer:
                 self.file_rows.append(file_row)
                 self._written.add(cand.relpath)
         else:
-            found = itertools.starmap(ParsedRecord, zip(outcome.keys, outcome.versions, outcome.texts, outcome.positions))
+            found: Iterable[Slot] = itertools.chain(
+                itertools.starmap(ParsedRecord, zip(outcome.keys, outcome.versions, outcome.texts, outcome.positions)),
+                (Refused(key, text, position) for position, key, text in outcome.refused),
+            )
             self._import_changed(cand, found, outcome, outcome.digest, counts, known[0])
 
     def _new_file_id(self) -> int:
@@ -454,9 +476,7 @@ class Importer:
         parse = FileParse(cand.path, cand.relpath, domain, read.data)
         found = parsing.read_records(parse, read)
         if known is None:
-            file_id, name, run = self._new_file_id(), domain.name, self.run_id
-            rows = ((name, r.key, r.version, r.text, file_id, r.position, run) for r in found)
-            self._import_new(cand, rows, parse, digest, counts, file_id)
+            self._import_new(cand, found, parse, digest, counts, self._new_file_id())
         else:
             self._import_changed(cand, found, parse, digest, counts, known[0])
 
@@ -471,32 +491,34 @@ class Importer:
     def _import_new(
         self,
         cand: Candidate,
-        rows: Iterable[Row],
-        parse: Outcome | FileParse,
+        found: Iterable[Slot],
+        parse: FileParse,
         digest: str,
         counts: DomainCounts,
         file_id: int,
     ) -> None:
-        """A new file read here: ``rows``, an iterator, written in batches, for a file of
+        """A new file read here: ``found``, an iterator, written in batches, for a file of
         any size. ``parse`` is read after."""
         assert cand.domain is not None
         name, run = cand.domain.name, self.run_id
         row_written = False  # the file's row went in early, to carry a huge file's first batches
-        n = 0
-        batch = self.record_rows
-        for row in rows:
-            batch.append(row)
-            self.pending_bytes += len(row[3])
-            n += 1
+        n = kept = 0
+        for slot in found:
+            if isinstance(slot, Refused):
+                self.refused_rows.append((file_id, slot.position, slot.key, slot.text, run))
+                kept += 1
+            else:
+                self.record_rows.append((name, slot.key, slot.version, slot.text, file_id, slot.position, run))
+                n += 1
+            self.pending_bytes += len(slot.text)
             if self._batch_full():
                 if not row_written:
                     self.file_rows.append((file_id, cand.relpath, name, "lines", "", "", "", None, "", run))
                     row_written = True
                 self.flush()
-                batch = self.record_rows
         counts.imported += n
         self._report(parse, name, counts)
-        if parse.fatal and not n:
+        if parse.fatal and not n and not kept:
             return
         layout = parse.layout
         assert layout is not None  # set by every parse that got this far
@@ -515,7 +537,7 @@ class Importer:
     def _import_changed(
         self,
         cand: Candidate,
-        found: Iterable[ParsedRecord],
+        found: Iterable[Slot],
         parse: Outcome | FileParse,
         digest: str,
         counts: DomainCounts,
@@ -524,7 +546,7 @@ class Importer:
         assert cand.domain is not None
         name = cand.domain.name
         self.flush()  # new files' rows first: this path writes directly
-        batch: list[ParsedRecord] = []
+        batch: list[Slot] = []
         for rec in found:
             batch.append(rec)
             if len(batch) >= parsing.BATCH_RECORDS:
@@ -572,7 +594,10 @@ class Importer:
             )
         )
 
-    def _write_changed(self, batch: list[ParsedRecord], file_id: int, domain: str, counts: DomainCounts) -> None:
+    def _write_changed(self, batch: list[Slot], file_id: int, domain: str, counts: DomainCounts) -> None:
+        """Write a changed file's slots: each record compared with the row in its slot,
+        each refused text in place of what its slot held (a record there is backed up
+        and removed: the file no longer holds it)."""
         if not batch:
             return
         positions = [r.position for r in batch]
@@ -584,12 +609,20 @@ class Importer:
                 ).where(records.c.file_id == file_id, records.c.position.in_(positions))
             )
         }
-        texts = [as_text(r.text) for r in batch]
+        self.conn.execute(refused.delete().where(refused.c.file_id == file_id, refused.c.position.in_(positions)))
+        kept = [r for r in batch if isinstance(r, Refused)]
+        if kept:
+            gone = [old.pop(r.position).id for r in kept if r.position in old]
+            self._remove(gone)
+            counts.removed += len(gone)
+            self.conn.exec_driver_sql(self.sql_refused, [(file_id, r.position, r.key, r.text, self.run_id) for r in kept])
+        found = [r for r in batch if isinstance(r, ParsedRecord)]
+        texts = [as_text(r.text) for r in found]
         imported = self._last_imported(
-            [row.id for r, text in zip(batch, texts) if (row := old.get(r.position)) is not None and row.payload != text]
+            [row.id for r, text in zip(found, texts) if (row := old.get(r.position)) is not None and row.payload != text]
         )
         changed: list[dict[str, Any]] = []
-        for r, text in zip(batch, texts):
+        for r, text in zip(found, texts):
             row = old.get(r.position)
             r = r._replace(text=text)
             if row is None:
@@ -640,15 +673,22 @@ class Importer:
         return found
 
     def _remove_beyond(self, file_id: int, count: int) -> int:
+        """Remove the file's slots from ``count`` on (its records backed up); the number
+        of records removed."""
         ids = list(
             self.conn.execute(
                 select(records.c.id).where(records.c.file_id == file_id, records.c.position >= count)
             ).scalars()
         )
-        if ids:
-            backup_rows(self.conn, ids, self.run_id, "remove")
-            self.conn.execute(records.delete().where(records.c.id.in_(ids)))
+        self._remove(ids)
+        self.conn.execute(refused.delete().where(refused.c.file_id == file_id, refused.c.position >= count))
         return len(ids)
+
+    def _remove(self, record_ids: list[int]) -> None:
+        """Back up the records ``record_ids``, then remove them."""
+        if record_ids:
+            backup_rows(self.conn, record_ids, self.run_id, "remove")
+            self.conn.execute(records.delete().where(records.c.id.in_(record_ids)))
 
 
 class _PathFilter:

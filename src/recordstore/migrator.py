@@ -34,7 +34,7 @@ from .importer import as_text, backup_rows, backup_span
 from .parsing import indent_of
 from .registry import Domain, Registry, Step
 from .runs import RunHandle
-from .tables import backups, files, records
+from .tables import backups, files, records, refused
 
 __all__ = ["MigrationResult", "RestoreResult", "migrate_records", "migrate_value", "restore_records"]
 
@@ -654,6 +654,9 @@ def restore_records(
             if b.record_id in current:
                 conn.execute(update(records).where(records.c.id == b.record_id).values(**values))
             else:
+                # Back in its slot, where a later import may have kept a refused text
+                # in its place (the next import compares the file again).
+                conn.execute(refused.delete().where(refused.c.file_id == b.file_id, refused.c.position == b.position))
                 conn.execute(insert(records).values(id=b.record_id, **values))
             touched_files.add(b.file_id)
             result.restored[b.domain] = result.restored.get(b.domain, 0) + 1

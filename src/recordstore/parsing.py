@@ -126,6 +126,19 @@ class ParsedRecord(NamedTuple):
     position: int
 
 
+class Refused(NamedTuple):
+    """A record the import refused (its problem says why), as its file held it: kept in
+    its slot so that export writes it back where it was."""
+
+    key: str
+    text: bytes
+    position: int
+
+
+#: What parsing a file yields, slot by slot.
+Slot = ParsedRecord | Refused
+
+
 class DomainSpec(NamedTuple):
     """What parsing needs of a domain (a :class:`Domain` carries step functions, which
     need not pickle; this goes to worker processes)."""
@@ -137,6 +150,8 @@ class DomainSpec(NamedTuple):
 
 #: A record as it is written: (domain, key, version, text, file_id, position, run_id).
 Row = tuple[str, str, int, str | bytes | bytearray, int, int, int]
+#: A refused record's text as it is written: (file_id, position, key, text, run_id).
+RefusedRow = tuple[int, int, str, bytes, int]
 
 
 class FileLayout(NamedTuple):
@@ -298,7 +313,7 @@ class FileParse:
     def _fail(self, reason: str, line: int | None = None) -> None:
         self.problems.append(InputError(self.shown, reason, line=line))
 
-    def records(self) -> Iterator[ParsedRecord]:
+    def records(self) -> Iterator[Slot]:
         if self.relpath.endswith(LINE_SUFFIXES):
             yield from self._lines()
             return
@@ -347,9 +362,7 @@ class FileParse:
             return
         self.layout = FileLayout("object", head=head, tail=tail, indent=indent_of(stripped))
         self.slots = 1
-        record = self._record(value, raw, 0, self.relpath, None)
-        if record is not None:
-            yield record
+        yield self._record(value, raw, 0, self.relpath, None)
 
     @staticmethod
     def _looks_like_lines(text: str) -> bool:
@@ -359,19 +372,21 @@ class FileParse:
         except jsoncodec.JSONError:
             return False
 
-    def _record(self, value: Any, text: str | bytes, position: int, key: str, line: int | None) -> ParsedRecord | None:
+    def _record(self, value: Any, text: str | bytes, position: int, key: str, line: int | None) -> Slot:
+        """The record ``value`` parsed from ``text``, or its refusal (with the problem)."""
         version = _known_version(value, self.domain)  # the common case first
         if version is not None:
             return ParsedRecord(key, version, text, position)
+        refused = Refused(key, text.encode("utf-8") if isinstance(text, str) else text, position)
         if not isinstance(value, dict):
             what = f"element {position}" if self.layout.container == "array" else "record"
             self._fail(f"{what} is {_describe(value)}, not a JSON object", line)
-            return None
+            return refused
         try:
             version = read_version(value, self.domain)
         except ValueError as exc:
             self._fail(str(exc), line)
-            return None
+            return refused
         if version > self.domain.version:
             newer = NewerVersionError(
                 self.shown,
@@ -382,10 +397,10 @@ class FileParse:
             )
             newer.version = version
             self.problems.append(newer)
-            return None
+            return refused
         return ParsedRecord(key, version, text, position)
 
-    def _array(self, text: str, start: int, first_line: int) -> Iterator[ParsedRecord]:
+    def _array(self, text: str, start: int, first_line: int) -> Iterator[Slot]:
         """Scan the array element by element, so a huge array never becomes one tree.
         Elements before a syntax error are imported; the error names its line."""
         ws = " \t\r\n"
@@ -417,14 +432,14 @@ class FileParse:
                             exc.line = line
                             raise
                         self._fail(f"element {index}: {exc.reason}", line)
+                        element = dedent(text[pos:skip], element_prefix(head))
+                        yield Refused(f"{self.relpath}[{index}]", element.encode("utf-8"), index)
                         index += 1
                         end = skip
                     else:
                         element = dedent(text[pos:end], element_prefix(head))
-                        record = self._record(value, element, index, f"{self.relpath}[{index}]", line)
+                        yield self._record(value, element, index, f"{self.relpath}[{index}]", line)
                         index += 1
-                        if record is not None:
-                            yield record
                     nxt = end
                     while nxt < len(text) and text[nxt] in ws:
                         nxt += 1
@@ -469,14 +484,14 @@ class FileParse:
             "array", head=head, sep=sep, tail=text[end:], indent=indent_of(text, start)
         )
 
-    def _lines(self) -> Iterator[ParsedRecord]:
+    def _lines(self) -> Iterator[Slot]:
         sep = "\n"
         head = ""
         # Set before reading: a read that fails midway keeps the lines read so far.
         self.layout = FileLayout("lines", sep=sep, tail=sep)
         self._ends_with_newline = True
         position = 0
-        decode, refused, prefix = jsoncodec.decode, jsoncodec.JSONError, self.relpath + ":"
+        decode, invalid, prefix = jsoncodec.decode, jsoncodec.JSONError, self.relpath + ":"
         for lineno, line in enumerate(self._raw_lines(), start=1):
             if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):  # a BOM starting the file: kept
                 head, line = "\ufeff", line[3:]
@@ -487,17 +502,16 @@ class FileParse:
                 continue
             try:
                 value = decode(line)
-            except refused as exc:
+            except invalid as exc:
                 # The file names the line; the reason gives the column in it.
                 self._fail(exc.reason_at(None, exc.column), lineno)
+                yield Refused(prefix + str(lineno), line, position)
                 position += 1
                 continue
             # The line's bytes are its text (decoding proved them UTF-8); SQLite stores
             # them as TEXT without a round trip through a Python string.
-            record = self._record(value, line, position, prefix + str(lineno), lineno)
+            yield self._record(value, line, position, prefix + str(lineno), lineno)
             position += 1
-            if record is not None:
-                yield record
         self.slots = position
         self.layout = FileLayout("lines", head=head, sep=sep, tail=sep if self._ends_with_newline else "")
 
@@ -571,8 +585,8 @@ def _read_whole(fd: int, size: int) -> bytes:
     return b"".join(parts)
 
 
-def read_records(parse: FileParse, read: FileRead) -> Iterator[ParsedRecord]:
-    """The file's records; read errors and changes during the read become problems."""
+def read_records(parse: FileParse, read: FileRead) -> Iterator[Slot]:
+    """The file's records and refusals; read errors and changes during the read become problems."""
     try:
         yield from parse.records()
     except OSError as exc:  # the file vanished or became unreadable mid-read
@@ -611,7 +625,7 @@ class Outcome(NamedTuple):
     is the stored one), ``unreadable`` (one problem) or ``large`` (not read: the importer
     streams it); or ``written``: a worker wrote the new file's ``written`` records and
     its row itself, and only the problems are left to report. The records come as
-    columns."""
+    columns; ``refused`` holds the refused records' (position, key, text)."""
 
     kind: str
     digest: str = ""
@@ -625,6 +639,7 @@ class Outcome(NamedTuple):
     fatal: bool = False
     slots: int = 0  # record slots seen, good or bad (FileParse.slots)
     written: int = 0
+    refused: tuple[tuple[int, str, bytes], ...] = ()
 
 
 def read_or_problem(path: str, relpath: str, max_size: int | None = None) -> FileRead | InputError:
@@ -650,11 +665,29 @@ def parse_task(task: Task) -> Outcome:
     if fast is not None:
         return fast
     parse = FileParse(task.path, task.relpath, task.domain, read.data)
-    found = list(read_records(parse, read))
+    found: list[ParsedRecord] = []
+    refused: list[tuple[int, str, bytes]] = []
+    for slot in read_records(parse, read):
+        if isinstance(slot, Refused):
+            refused.append((slot.position, slot.key, slot.text))
+        else:
+            found.append(slot)
     keys, versions, texts, positions = tuple(zip(*found)) if found else ((), (), (), ())
-    nbytes = sum(map(len, texts))
+    nbytes = sum(map(len, texts)) + sum(len(r[2]) for r in refused)
     return Outcome(
-        "parsed", read.digest, keys, versions, texts, positions, nbytes, parse.layout, parse.problems, parse.fatal, parse.slots
+        "parsed",
+        read.digest,
+        keys,
+        versions,
+        texts,
+        positions,
+        nbytes,
+        parse.layout,
+        parse.problems,
+        parse.fatal,
+        parse.slots,
+        0,
+        tuple(refused),
     )
 
 
@@ -764,9 +797,10 @@ def from_wire(outcomes: list[WireOutcome | int | None]) -> list[Outcome | int | 
     return [Outcome._make((*o[:7], None if o[7] is None else FileLayout(*o[7]), *o[8:])) if isinstance(o, tuple) else o for o in outcomes]
 
 
-def insert_statements(mark: str, cast_payload: bool) -> tuple[str, str, str]:
-    """The INSERTs of a new file's row, its records and failures (``cast_payload``: a
-    payload given as UTF-8 bytes is stored as the TEXT it is, in SQLite)."""
+def insert_statements(mark: str, cast_payload: bool) -> tuple[str, str, str, str]:
+    """The INSERTs of a new file's row, its records, failures and refused texts
+    (``cast_payload``: a payload given as UTF-8 bytes is stored as the TEXT it is, in
+    SQLite)."""
 
     def sql(table: str, columns: str, values: list[str]) -> str:
         return f"INSERT INTO {table} ({columns}) VALUES ({', '.join(values)})"
@@ -776,25 +810,30 @@ def insert_statements(mark: str, cast_payload: bool) -> tuple[str, str, str]:
         sql("files", "id, path, domain, container, head, sep, tail, indent, digest, run_id", [mark] * 10),
         sql("records", "domain, key, version, payload, file_id, position, run_id", [mark] * 3 + [payload] + [mark] * 3),
         sql("failures", "run_id, domain, source, line, from_version, to_version, reason", [mark] * 7),
+        sql("refused", "file_id, position, key, text, run_id", [mark] * 5),
     )
 
 
-def new_file_rows(relpath: str, domain: str, file_id: int, run_id: int, outcome: Outcome) -> tuple[tuple[Any, ...] | None, list[Row]]:
-    """A parsed new file's row (``None`` when nothing of it could be read) and its
-    records' rows. A file with problems gets no digest, so the next import reads it
-    again."""
+def new_file_rows(
+    relpath: str, domain: str, file_id: int, run_id: int, outcome: Outcome
+) -> tuple[tuple[Any, ...] | None, list[Row], list[RefusedRow]]:
+    """A parsed new file's row (``None`` when nothing of it could be read), its
+    records' rows and its refused texts' rows. A file with problems gets no digest, so
+    the next import reads it again."""
     # Texts read as bytes go in as bytearrays: Python's sqlite3 passes every bytes
     # parameter through its adapter registry first (a tuple built, a dictionary lookup,
     # two attribute lookups: ~3,000 instructions), and binds a bytearray, like str and
     # int, as it is. Copying it here costs less, and it is done outside the write lock.
     texts = [bytearray(t) if type(t) is bytes else t for t in outcome.texts]
     rows = list(zip(repeat(domain), outcome.keys, outcome.versions, texts, repeat(file_id), outcome.positions, repeat(run_id)))
-    if outcome.fatal and not rows:
-        return None, rows
+    refused = [(file_id, position, key, text, run_id) for position, key, text in outcome.refused]
+    if outcome.fatal and not rows and not refused:
+        return None, rows, refused
     layout = outcome.layout
     assert layout is not None  # set by every parse that got this far
     digest = "" if outcome.problems else outcome.digest
-    return (file_id, relpath, domain, layout.container, layout.head, layout.sep, layout.tail, layout.indent, digest, run_id), rows
+    file_row = (file_id, relpath, domain, layout.container, layout.head, layout.sep, layout.tail, layout.indent, digest, run_id)
+    return file_row, rows, refused
 
 
 #: How long a writing worker waits for SQLite's write lock (see _WorkerWriter).
@@ -821,9 +860,10 @@ class _WorkerWriter:
         self.conn.execute("PRAGMA foreign_keys=OFF")
         self.run_id = run_id
         self.turns = turns
-        self.sql_file, self.sql_record, _ = insert_statements("?", cast_payload=True)
+        self.sql_file, self.sql_record, _, self.sql_refused = insert_statements("?", cast_payload=True)
         self.file_rows: list[tuple[Any, ...]] = []
         self.record_rows: list[Row] = []
+        self.refused_rows: list[RefusedRow] = []
 
     def parse_and_write(self, tasks: list[Task | None]) -> list[Outcome | int | None]:
         """Parse a chunk, writing the new files as it goes: in one transaction every
@@ -838,10 +878,11 @@ class _WorkerWriter:
             if task is None or task.file_id is None or outcome is None or outcome.kind != "parsed":
                 out.append(outcome)
                 continue
-            file_row, rows = new_file_rows(task.relpath, task.domain.name, task.file_id, self.run_id, outcome)
+            file_row, rows, refused = new_file_rows(task.relpath, task.domain.name, task.file_id, self.run_id, outcome)
             if file_row is not None:
                 self.file_rows.append(file_row)
             self.record_rows += rows
+            self.refused_rows += refused
             pending += outcome.nbytes
             if file_row is not None and not outcome.problems:
                 out.append(len(rows))
@@ -861,6 +902,8 @@ class _WorkerWriter:
             try:
                 self.conn.executemany(self.sql_file, self.file_rows)
                 self.conn.executemany(self.sql_record, self.record_rows)
+                if self.refused_rows:
+                    self.conn.executemany(self.sql_refused, self.refused_rows)
                 if workers.orphaned():
                     # The import was killed (its workers end within PARENT_CHECK_S):
                     # commit nothing more, or a rerun that started by then could meet
@@ -870,7 +913,7 @@ class _WorkerWriter:
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
-        self.file_rows, self.record_rows = [], []
+        self.file_rows, self.record_rows, self.refused_rows = [], [], []
 
 
 _writer: _WorkerWriter | None = None

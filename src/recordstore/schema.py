@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: The newest revision this recordstore knows; a test proves it is Alembic's single head.
-HEAD_REVISION = "0003_records_slot_unique"
+HEAD_REVISION = "0004_refused_texts"
 
 
 def script_location() -> Path:

@@ -23,7 +23,7 @@ from .query import Query, Record, index_ddl
 from .registry import Registry, load_registry
 from .runs import RunInfo, held_run, read_history
 from .schema import ensure_schema, missing_record_indexes
-from .tables import backups, indexes, records, runs
+from .tables import backups, files, indexes, records, refused, runs
 
 __all__ = ["CheckResult", "DomainStatus", "Progress", "Store", "StoreStatus"]
 
@@ -40,6 +40,7 @@ class Progress(Protocol):
 class DomainStatus:
     current_version: int | None
     versions: dict[int, int] = field(default_factory=dict)
+    refused: int = 0  # refused records whose text the store keeps for export
 
     @property
     def pending(self) -> int:
@@ -72,6 +73,7 @@ class StoreStatus:
                     "versions": {str(v): n for v, n in sorted(d.versions.items())},
                     "pending": d.pending,
                     "newer": d.newer,
+                    "refused": d.refused,
                 }
                 for name, d in self.domains.items()
             }
@@ -192,6 +194,10 @@ class Store:
                 select(records.c.domain, records.c.version, func.count()).group_by(records.c.domain, records.c.version)
             ):
                 out.setdefault(domain, DomainStatus(None)).versions[version] = count
+            for domain, count in conn.execute(
+                select(files.c.domain, func.count()).select_from(refused.join(files)).group_by(files.c.domain)
+            ):
+                out.setdefault(domain, DomainStatus(None)).refused = count
         return StoreStatus(out)
 
     def query(self, domain: str | None = None) -> Query:

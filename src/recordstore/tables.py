@@ -10,6 +10,10 @@ Alembic revisions in ``alembic/versions`` evolve a store to exactly this; a test
   its file until a step rewrites it; ``key`` is its location (``path``, ``path:LINE``
   for JSON lines, ``path[INDEX]`` for arrays), unique by construction; ``position`` is
   its slot in the file (0, 1, ...), and (``file_id``, ``position``) is unique.
+* ``refused``: the text of each record an import refused (newer than the registry, not
+  JSON, not an object...), exactly as its file held it, in its slot: never migrated or
+  queried, only written back by export where it stood, so no export drops what the store
+  could not take. A slot holds a record or a refused text, never both.
 * ``backups``: the exact previous row, written in the same transaction as every change.
 * ``runs`` / ``failures``: the history of the writers' runs (import, migrate, restore,
   prune, index).
@@ -24,6 +28,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -83,6 +88,18 @@ records = Table(
     Column("run_id", Integer, ForeignKey("runs.id")),
     Index("ix_records_domain_version", "domain", "version", "id"),
     Index("ix_records_file_position", "file_id", "position", unique=True),
+)
+
+refused = Table(
+    "refused",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("file_id", Integer, ForeignKey("files.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("text", LargeBinary, nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.id")),
+    Index("ix_refused_file_position", "file_id", "position", unique=True),
 )
 
 backups = Table(

@@ -1,0 +1,176 @@
+"""Records an import refuses keep their text in their slot, and export writes it back.
+
+Exporting over the home (``--force``) is how a user puts migrated records back where
+their application reads them; a record the store could not take (written by a newer
+application, or broken) must survive that, in its place, as its file held it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Cli, tree
+from recordstore import Store, parsing
+
+EVENTS = "tasks/runtime/events"
+TASKS = "tasks/tasks"
+
+
+def line(seq: int, version: int = 2) -> bytes:
+    return json.dumps({"schema_version": version, "seq": seq, "event": "x"}, separators=(",", ":")).encode()
+
+
+def task(ident: str, version: int) -> bytes:
+    return json.dumps({"schema_version": version, "id": ident, "prompt": "p", "status": "queued"}, indent=2).encode()
+
+
+def slots(store: Store) -> dict[str, list[tuple[int, str]]]:
+    """What the store holds of each file, slot by slot: ("record" or "refused", key)."""
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT f.path, r.position, 'record', r.key FROM records r JOIN files f ON f.id = r.file_id "
+            "UNION ALL SELECT f.path, x.position, 'refused', x.key FROM refused x JOIN files f ON f.id = x.file_id "
+            "ORDER BY 1, 2"
+        ).all()
+    found: dict[str, list[tuple[int, str]]] = {}
+    for path, position, kind, key in rows:
+        found.setdefault(path, []).append((position, f"{kind} {key}"))
+    return found
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A home whose files each hold a refused record between good ones: a line newer than
+    the registry, a line cut short, a line that is not UTF-8, an array element newer
+    than the registry, and a task file written by a newer application."""
+    root = tmp_path / "home"
+    (root / EVENTS).mkdir(parents=True)
+    (root / TASKS).mkdir(parents=True)
+    (root / EVENTS / "thr_a.jsonl").write_bytes(
+        b"\n".join([line(1, version=1), line(2, version=9), b'{"schema_version":1,"seq":3', b"\xff\xfe{}", line(5, 1)])
+        + b"\n"
+    )
+    (root / TASKS / "tasks.json").write_bytes(b"[\n" + b",\n".join([task("a", 1), task("b", 7), task("c", 2)]) + b"\n]\n")
+    (root / TASKS / "task_newer.json").write_bytes(task("newer", 3))
+    return root
+
+
+@pytest.mark.parametrize("jobs", [0, 2], ids=["in-process", "workers"])
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_refused_records_come_back_in_their_places_after_a_migration(
+    store: Store, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int, streamed: bool
+) -> None:
+    if streamed:  # JSON-lines files read as a stream, by the importing process
+        monkeypatch.setattr(parsing, "STREAM_THRESHOLD", 0)
+    source = tree(home)
+    imported = store.import_paths([home], jobs=jobs)
+    assert imported.domains["runtime"].imported == 2 and imported.domains["task"].imported == 2
+    assert len(imported.problems) == 5
+    assert slots(store)[f"{EVENTS}/thr_a.jsonl"] == [
+        (0, f"record {EVENTS}/thr_a.jsonl:1"),
+        (1, f"refused {EVENTS}/thr_a.jsonl:2"),
+        (2, f"refused {EVENTS}/thr_a.jsonl:3"),
+        (3, f"refused {EVENTS}/thr_a.jsonl:4"),
+        (4, f"record {EVENTS}/thr_a.jsonl:5"),
+    ]
+    assert {name: d.refused for name, d in store.status().domains.items() if d.refused} == {"runtime": 3, "task": 2}
+    # Unmigrated, every file comes back byte for byte.
+    exported = store.export_to(tmp_path / "before")
+    assert exported.ok and (exported.records, exported.refused) == (4, 5)
+    assert tree(tmp_path / "before") == source
+
+    assert store.migrate().migrated == 3
+    store.export_to(home, overwrite=True)
+    after = tree(home)
+    events = after[f"{EVENTS}/thr_a.jsonl"].split(b"\n")
+    assert [json.loads(events[i])["schema_version"] for i in (0, 4)] == [2, 2]  # migrated
+    assert events[1:4] == [line(2, version=9), b'{"schema_version":1,"seq":3', b"\xff\xfe{}"]  # as they were
+    elements = json.loads(after[f"{TASKS}/tasks.json"])
+    assert [(e["id"], e["schema_version"]) for e in elements] == [("a", 2), ("b", 7), ("c", 2)]
+    assert after[f"{TASKS}/task_newer.json"] == task("newer", 3)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_a_slot_a_changed_file_now_refuses_gives_up_its_record_with_a_backup(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """The file is what the application wrote last: a record it rewrote at a newer
+    version is exported as the file has it, not as the store had it before; the store's
+    record is backed up and can be restored."""
+    if streamed:
+        monkeypatch.setattr(parsing, "STREAM_THRESHOLD", 0)
+    home = tmp_path / "home"
+    (home / EVENTS).mkdir(parents=True)
+    log = home / EVENTS / "thr_b.jsonl"
+    log.write_bytes(b"\n".join([line(1), line(2), line(3)]) + b"\n")
+    store.import_paths([home])
+
+    log.write_bytes(b"\n".join([line(1), line(2, version=9), line(3)]) + b"\n")
+    again = store.import_paths([home])
+    counts = again.domains["runtime"]
+    assert (counts.unchanged, counts.removed, counts.rejected, counts.updated) == (2, 1, 1, 0)
+    assert store.get("runtime", f"{EVENTS}/thr_b.jsonl:2") is None
+    with store.engine.connect() as conn:
+        backed_up = conn.exec_driver_sql("SELECT key, payload, reason FROM backups").all()
+    assert [tuple(b) for b in backed_up] == [(f"{EVENTS}/thr_b.jsonl:2", line(2).decode(), "remove")]
+    store.export_to(tmp_path / "out")
+    assert (tmp_path / "out" / EVENTS / "thr_b.jsonl").read_bytes() == log.read_bytes()
+
+    # Restoring that import puts the record back in its slot, in place of the text.
+    store.restore(run=again.run_id)
+    assert slots(store)[f"{EVENTS}/thr_b.jsonl"] == [(i, f"record {EVENTS}/thr_b.jsonl:{i + 1}") for i in range(3)]
+    store.export_to(tmp_path / "restored")
+    assert (tmp_path / "restored" / EVENTS / "thr_b.jsonl").read_bytes() == b"\n".join([line(1), line(2), line(3)]) + b"\n"
+
+    # Once the application writes the line at a version the store knows, it is a
+    # record again, and nothing refused is left of it.
+    log.write_bytes(b"\n".join([line(1), line(2, version=1), line(3), line(4, version=8)]) + b"\n")
+    mended = store.import_paths([home]).domains["runtime"]
+    assert (mended.updated, mended.rejected) == (1, 1)
+    assert slots(store)[f"{EVENTS}/thr_b.jsonl"][1:] == [
+        (1, f"record {EVENTS}/thr_b.jsonl:2"),
+        (2, f"record {EVENTS}/thr_b.jsonl:3"),
+        (3, f"refused {EVENTS}/thr_b.jsonl:4"),
+    ]
+    # And a file cut back drops the refused texts past its new end with its records.
+    log.write_bytes(line(1) + b"\n")
+    store.import_paths([home])
+    assert slots(store)[f"{EVENTS}/thr_b.jsonl"] == [(0, f"record {EVENTS}/thr_b.jsonl:1")]
+    assert store.integrity_problems() == []
+
+
+def test_a_huge_file_of_refused_lines_is_kept_in_batches(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused texts are written batch by batch, as records are: a streamed file of
+    nothing but refused lines goes in whole and comes back whole."""
+    monkeypatch.setattr(parsing, "STREAM_THRESHOLD", 0)
+    monkeypatch.setattr(parsing, "BATCH_RECORDS", 1000)
+    home = tmp_path / "home"
+    (home / EVENTS).mkdir(parents=True)
+    data = b"".join(b'{"schema_version":9,"seq":%d}\n' % i if i % 2 else b"{broken %d\n" % i for i in range(20_000))
+    (home / EVENTS / "thr_c.jsonl").write_bytes(data)
+    result = store.import_paths([home])
+    assert result.domains["runtime"].rejected == 10_000 and result.domains["runtime"].failed == 10_000
+    exported = store.export_to(tmp_path / "out")
+    assert (exported.records, exported.refused) == (0, 20_000)
+    assert (tmp_path / "out" / EVENTS / "thr_c.jsonl").read_bytes() == data
+
+
+def test_the_cli_says_what_it_keeps_and_writes_back(cli: Cli, home: Path, tmp_path: Path) -> None:
+    imported: Any = cli("import", home)
+    assert imported.exit_code == 1  # something was refused
+    status: Any = cli("status", "--json")
+    assert {n: d["refused"] for n, d in json.loads(status.stdout)["domains"].items() if d["refused"]} == {
+        "runtime": 3,
+        "task": 2,
+    }
+    shown: Any = cli("status")
+    assert "refused" in shown.stdout and "kept as their files held them" in shown.stdout
+    exported: Any = cli("export", tmp_path / "out")
+    assert exported.exit_code == 0
+    assert "wrote 4 record(s) in 3 file(s)" in exported.stdout
+    assert "(and 5 refused record(s), as their files held them)" in exported.stdout
+    assert tree(tmp_path / "out") == tree(home)
