@@ -456,12 +456,30 @@ def test_payloads_are_stored_as_text_exactly_as_read(store: Store, tmp_path: Pat
     ]
 
 
+def copy_of(home: Path, tmp_path: Path) -> Path:
+    """Another home with the same files (the same paths within it)."""
+    return Path(shutil.copytree(home, tmp_path / "copy" / home.name))
+
+
 @pytest.mark.parametrize("jobs", [0, 2], ids=["in-process", "workers"])
-def test_a_home_given_twice_is_imported_once(home: Path, tmp_path: Path, jobs: int) -> None:
-    """The second copy of each path is read after the first is written: its records
-    count as unchanged, nothing is stored twice."""
+def test_a_home_given_twice_is_read_once(home: Path, tmp_path: Path, jobs: int) -> None:
+    """The same directory or file given again, however it is spelled, is not read again:
+    the counts are those of one import."""
+    task = home / "tasks" / "tasks" / "task_1f2e3d4c.json"
+    again = [Path(f"{home}/"), home.parent / ".." / home.parent.name / home.name, task.parent / ".." / "tasks" / task.name]
     with Store(tmp_path / "twice.db") as twice, Store(tmp_path / "once.db") as once:
-        result = twice.import_paths([home, home], jobs=jobs)
+        result = twice.import_paths([home, task, *again], jobs=jobs)
+        single = once.import_paths([home, task], jobs=jobs)
+        assert result.as_dict() | {"run": 0} == single.as_dict() | {"run": 0}
+    assert _store_content(tmp_path / "twice.db") == _store_content(tmp_path / "once.db")
+
+
+@pytest.mark.parametrize("jobs", [0, 2], ids=["in-process", "workers"])
+def test_two_copies_of_a_home_are_imported_once(home: Path, tmp_path: Path, jobs: int) -> None:
+    """A file is known by its path within its home: the second copy of each is read after
+    the first is written, its records count as unchanged, nothing is stored twice."""
+    with Store(tmp_path / "twice.db") as twice, Store(tmp_path / "once.db") as once:
+        result = twice.import_paths([home, copy_of(home, tmp_path)], jobs=jobs)
         single = once.import_paths([home], jobs=jobs)
         assert result.ok and result.files == 2 * single.files
         for name, counts in single.domains.items():
@@ -470,10 +488,10 @@ def test_a_home_given_twice_is_imported_once(home: Path, tmp_path: Path, jobs: i
     assert _store_content(tmp_path / "twice.db") == _store_content(tmp_path / "once.db")
 
 
-@pytest.mark.parametrize("twice", [False, True], ids=["once", "path-given-twice"])
+@pytest.mark.parametrize("twice", [False, True], ids=["once", "two-copies"])
 def test_an_import_into_an_empty_store_leaves_every_index_in_place(home: Path, tmp_path: Path, twice: bool) -> None:
     """The records' indexes are dropped for a first import and built at its end, or as
-    soon as it must look up a file it wrote (a path given twice); either way the store
+    soon as it must look up a file it wrote (two copies of a home); either way the store
     ends with all of them, one record per slot of a file enforced again."""
     import sqlite3
 
@@ -481,7 +499,7 @@ def test_an_import_into_an_empty_store_leaves_every_index_in_place(home: Path, t
 
     db = tmp_path / "s.db"
     with Store(db) as store:
-        assert store.import_paths([home, home] if twice else [home]).ok
+        assert store.import_paths([home, copy_of(home, tmp_path)] if twice else [home]).ok
     with sqlite3.connect(db) as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
         assert names == {index.name for table in metadata.tables.values() for index in table.indexes}
@@ -523,11 +541,12 @@ def test_a_reimport_reads_what_the_store_holds_a_window_at_a_time(
 ) -> None:
     """What the store holds is looked up a few files at a time, never all at once (so
     memory does not grow with the files stored). Windows of 3 files, a changed file
-    given twice in a row, a new one and the home given twice give what one big window
+    and its copy in a row, a new one and two copies of the home give what one big window
     gives."""
     from recordstore import importer
 
     task = home / "tasks" / "tasks" / "task_1f2e3d4c.json"
+    copy = tmp_path / "copy" / home.name
     results = {}
     for name, window in (("small", 3), ("big", 100_000)):
         db = tmp_path / f"{name}.db"
@@ -544,8 +563,10 @@ def test_a_reimport_reads_what_the_store_holds_a_window_at_a_time(
             monkeypatch.setattr(
                 importer.Importer, "_look_ahead", lambda self, paths: (sizes.append(len(paths)), real(self, paths))[1]
             )
-            # The changed file twice in a row (one window), then the whole home twice.
-            again = store.import_paths([task, task, home, home], jobs=jobs)
+            # The changed file and its copy in a row (one window), then two copies of the home.
+            shutil.rmtree(tmp_path / "copy", ignore_errors=True)
+            copy_of(home, tmp_path)
+            again = store.import_paths([task, copy / task.relative_to(home), home, copy], jobs=jobs)
             monkeypatch.undo()
         summary = again.as_dict()
         summary.pop("run")

@@ -59,10 +59,16 @@ def discover(
 
     Directories are walked without following links (so link loops end); a file given
     by itself is matched by the shortest trailing part of its path that a domain's
-    pattern accepts, unless ``domain`` is given.
+    pattern accepts, unless ``domain`` is given. A path given again (the same file or
+    directory, however it is spelled) is read once.
     """
+    seen: set[str] = set()
     for raw in paths:
         root = Path(raw)
+        real = os.path.realpath(root)
+        if real in seen:
+            continue
+        seen.add(real)
         if root.is_dir():
             top = os.fspath(root)
             cut = len(top.rstrip(os.sep)) + 1
