@@ -8,11 +8,13 @@ application, or broken) must survive that, in its place, as its file held it.
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import crashkit as ck
 from conftest import Cli, tree
 from recordstore import Store, parsing
 
@@ -174,3 +176,48 @@ def test_the_cli_says_what_it_keeps_and_writes_back(cli: Cli, home: Path, tmp_pa
     assert "wrote 4 record(s) in 3 file(s)" in exported.stdout
     assert "(and 5 refused record(s), as their files held them)" in exported.stdout
     assert tree(tmp_path / "out") == tree(home)
+
+
+def refused_of(db: Path) -> set[tuple[str, int, str, bytes]]:
+    """Every refused text the store keeps: (file path, slot, key, text)."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT f.path, x.position, x.key, x.text FROM refused x JOIN files f ON f.id = x.file_id").fetchall()
+    return set(rows)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("nth", [1, 4, 8])
+def test_an_import_killed_mid_way_keeps_what_it_committed_and_the_rerun_keeps_the_rest(
+    tmp_path: Path, nth: int, streamed: bool
+) -> None:
+    """Refused texts go in with their file's records, in the same transactions: after a
+    SIGKILL between batches, each file's are all there or none, and the rerun ends with
+    exactly what an import never stopped would keep."""
+    home = ck.make_home(tmp_path / "home", notes=80, logs=8, lines=40, lists=4, items=12)
+    for log in sorted((home / "logs").glob("*.jsonl")):
+        lines = log.read_bytes().splitlines()
+        lines[6], lines[13] = b'{"schema_version":9,"ts":1}', b'{"broken'
+        log.write_bytes(b"\n".join(lines) + b"\n")
+    registry = ck.write_registry(tmp_path / "registry.py")
+    reference = tmp_path / "reference.db"
+    assert ck.run_store(reference, registry, "import", home).returncode == 1  # refused records reported
+    assert len(refused_of(reference)) == 16
+
+    db = tmp_path / "store.db"
+    settings = {"CRASHKIT_SLEEP": "0", "CRASHKIT_IMPORT_BATCH": "40", **({"CRASHKIT_TASK_MAX_BYTES": "0"} if streamed else {})}
+    killed = ck.run_store(
+        db, registry, "import", "--jobs", "0", home, env=ck.child_env(CRASHKIT_CRASH=f"import-commit:{nth}", **settings)
+    )
+    assert killed.returncode == -9, killed.stderr
+    kept, expected = refused_of(db), refused_of(reference)
+    assert kept <= expected
+    for path in {row[0] for row in kept}:  # a file's refused texts went in together
+        assert {r for r in kept if r[0] == path} == {r for r in expected if r[0] == path}
+
+    rerun = ck.run_store(db, registry, "import", home, env=ck.child_env(**settings))
+    assert rerun.returncode == 1, rerun.stderr
+    assert refused_of(db) == expected
+    assert ck.records_of(db) == ck.records_of(reference)
+    out = tmp_path / "out"
+    assert ck.run_store(db, registry, "export", out).returncode == 0
+    assert tree(out) == tree(home)

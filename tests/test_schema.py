@@ -191,3 +191,30 @@ def test_the_index_revisions_downgrade_and_upgrade_again_keeping_everything(tmp_
         assert {r.key: r.text for r in store.query()} == before
     with sqlite3.connect(db) as conn:
         assert uniqueness_and_json_index(conn) == (False, True, True)
+
+
+def test_the_refused_texts_revision_downgrades_and_upgrades_again(tmp_path: Path) -> None:
+    """0004 adds the refused texts; below it they are gone (a store before 0004 had none),
+    and an import after the upgrade keeps them again: the file with a refused record is
+    read again (it has no digest), and export writes it back whole."""
+    home = tmp_path / "home"
+    events = home / "tasks" / "runtime" / "events"
+    events.mkdir(parents=True)
+    data = b'{"schema_version":2,"seq":1}\n{"schema_version":9,"seq":2}\n'
+    (events / "thr_x.jsonl").write_bytes(data)
+    db = tmp_path / "s.db"
+    with Store(db) as store:
+        store.import_paths([home])
+        assert store.status().domains["runtime"].refused == 1
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0003_records_slot_unique")
+        assert not inspect(conn).has_table("refused")
+    engine.dispose()
+    with Store(db) as store:  # opening upgrades it to head again
+        assert store.status().domains["runtime"].refused == 0
+        assert store.query("runtime").count() == 1
+        again = store.import_paths([home]).domains["runtime"]
+        assert (again.unchanged, again.rejected) == (1, 1)
+        store.export_to(tmp_path / "out")
+    assert (tmp_path / "out" / "tasks" / "runtime" / "events" / "thr_x.jsonl").read_bytes() == data
