@@ -221,3 +221,16 @@ def test_an_import_killed_mid_way_keeps_what_it_committed_and_the_rerun_keeps_th
     out = tmp_path / "out"
     assert ck.run_store(db, registry, "export", out).returncode == 0
     assert tree(out) == tree(home)
+
+
+def test_check_reports_a_slot_that_holds_both_a_record_and_a_refused_text(store: Store, home: Path) -> None:
+    """No writer leaves a slot with both; `store check` would say so if one did."""
+    store.import_paths([home])
+    assert store.check().ok
+    with store.engine.begin() as conn:
+        file_id, position = conn.exec_driver_sql("SELECT file_id, position FROM records LIMIT 1").one()
+        conn.exec_driver_sql(
+            "INSERT INTO refused (file_id, position, key, text) VALUES (?, ?, 'k', X'7b7d')", (file_id, position)
+        )
+    problems = store.check().problems
+    assert len(problems) == 1 and problems[0].endswith(f": slot {position} holds both a record and a refused text")

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, delete, func, insert, select, text
+from sqlalchemy import Connection, and_, delete, func, insert, select, text
 
 from .engine import default_db_path, open_engine, translate_errors
 from .errors import InputError, QueryError, RecordStoreError
@@ -366,12 +366,20 @@ class Store:
         return result
 
     def integrity_problems(self) -> list[str]:
-        if self.engine.dialect.name != "sqlite":
-            return []
+        """A slot of a file holding both a record and a refused text; SQLite's integrity
+        and foreign key checks."""
         with translate_errors(), self.engine.connect() as conn:
+            both = select(files.c.path, refused.c.position).select_from(
+                refused.join(files, files.c.id == refused.c.file_id).join(
+                    records, and_(records.c.file_id == refused.c.file_id, records.c.position == refused.c.position)
+                )
+            )
+            problems = [f"{path}: slot {position} holds both a record and a refused text" for path, position in conn.execute(both)]
+            if self.engine.dialect.name != "sqlite":
+                return problems
             rows = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check")]
             rows += [f"foreign key violation in {r[0]}" for r in conn.exec_driver_sql("PRAGMA foreign_key_check")]
-        return [f"SQLite integrity check: {r}" for r in rows if r != "ok"]
+        return problems + [f"SQLite integrity check: {r}" for r in rows if r != "ok"]
 
     # ----------------------------------------------------------------- indexes
 
