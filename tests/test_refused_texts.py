@@ -16,7 +16,7 @@ import pytest
 
 import crashkit as ck
 from conftest import Cli, tree
-from recordstore import Store, parsing
+from recordstore import Registry, Store, parsing
 
 EVENTS = "tasks/runtime/events"
 TASKS = "tasks/tasks"
@@ -234,3 +234,26 @@ def test_check_reports_a_slot_that_holds_both_a_record_and_a_refused_text(store:
         )
     problems = store.check().problems
     assert len(problems) == 1 and problems[0].endswith(f": slot {position} holds both a record and a refused text")
+
+
+def test_once_the_registry_knows_the_newer_version_an_import_makes_the_text_a_record(tmp_path: Path) -> None:
+    def registry(version: int) -> Registry:
+        reg = Registry()
+        notes = reg.domain("note", version=version, files=["*.jsonl"])
+        for n in range(1, version):
+            notes.add_step(n, lambda record: None)
+        return reg
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "n.jsonl").write_bytes(b'{"schema_version":1,"n":1}\n{"schema_version":3,"n":2}\n')
+    db = tmp_path / "s.db"
+    with Store(db, registry=registry(2)) as store:
+        assert store.import_paths([home]).domains["note"].rejected == 1
+        assert store.status().domains["note"].refused == 1
+    with Store(db, registry=registry(3)) as store:
+        counts = store.import_paths([home]).domains["note"]
+        assert (counts.imported, counts.unchanged, counts.rejected) == (1, 1, 0)
+        assert store.status().domains["note"].refused == 0
+        assert store.get("note", "n.jsonl:2").data == {"schema_version": 3, "n": 2}  # type: ignore[union-attr]
+        assert store.check().ok
