@@ -178,16 +178,11 @@ def _case(case: Case) -> None:
     CASES.append(case)
 
 
-#: Reasons that refuse a record read whole (its value, not its text): the store keeps its
-#: text, and export writes the file back as it was.
-RECORD_REFUSALS = re.compile(r"newer than current version|not a JSON object|must be a positive integer")
-
-
 def _bad_file(home: Home, ident: str, data: bytes, reason: str, line: int | None) -> list[Problem]:
+    """A one-record file refused: the store keeps its text, and export writes it back."""
     rel = f"{TASKS}/{ident}.json"
     home.add(rel, data, "task", keys=[])
-    if RECORD_REFUSALS.search(reason):
-        home.exact[rel] = data
+    home.exact[rel] = data
     return [Problem(rel, line, reason)]
 
 
@@ -482,6 +477,7 @@ def _pretty_refusals(home: Home) -> list[Problem]:
     for name, data, line, reason in PRETTY_REFUSALS:
         rel = f"{SESSIONS}/{name}.json"
         home.add(rel, data, "session", keys=[])
+        home.exact[rel] = data
         problems.append(Problem(rel, line, "^" + re.escape(reason) + "$"))
     return problems
 
@@ -602,6 +598,7 @@ def _deep_element(home: Home) -> list[Problem]:
     rel = f"{TASKS}/deep_element.json"
     good = compact(task("task_before_deep"))
     home.add(rel, b"[\n" + good + b",\n" + _DEEP_ARRAY + b"\n]", "task", keys=[])
+    home.exact[rel] = b"[\n" + good + b",\n" + _DEEP_ARRAY + b"\n]"
     home.records[f"{rel}[0]"] = ("task", good.decode())
     return [Problem(rel, 3, "^element 1: nested too deeply$")]
 

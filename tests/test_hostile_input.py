@@ -155,7 +155,7 @@ def test_the_whole_corpus_at_once(tmp_path: Path, cli: Cli, jobs: int) -> None:
     assert_cli_reports(cli, home, expected)
 
 
-def test_a_refused_file_that_is_fixed_goes_in_and_a_broken_one_keeps_its_records(
+def test_a_refused_file_that_is_fixed_goes_in_and_a_broken_one_gives_up_its_record_with_a_backup(
     store: Store, tmp_path: Path
 ) -> None:
     home = build_home(tmp_path / "home")
@@ -168,12 +168,19 @@ def test_a_refused_file_that_is_fixed_goes_in_and_a_broken_one_keeps_its_records
     assert store.import_paths([home.root]).ok
     assert store.get("task", "tasks/tasks/later.json") is not None
 
-    # A good file that turns bad keeps its stored record; the problem is reported.
+    # A good file that turns bad: the problem is reported, the store keeps the file's
+    # text in the record's place (an export gives back what the file holds), and the
+    # record goes to the backups, from which a restore of that import brings it back.
     good = home.root / hostile.TASKS / "task_good_1.json"
     before = store.get("task", "tasks/tasks/task_good_1.json")
     good.write_bytes(b'{"schema_version": 2, "cost": NaN}')
     result = store.import_paths([home.root])
     assert [str(p) for p in result.problems] == ["tasks/tasks/task_good_1.json:1: NaN is not valid JSON"]
+    assert result.domains["task"].removed == 1
+    assert store.get("task", "tasks/tasks/task_good_1.json") is None
+    store.export_to(tmp_path / "out")
+    assert (tmp_path / "out" / hostile.TASKS / "task_good_1.json").read_bytes() == good.read_bytes()
+    store.restore(run=result.run_id)
     assert store.get("task", "tasks/tasks/task_good_1.json") == before
     assert store.integrity_problems() == []
 

@@ -91,10 +91,8 @@ def test_export_reads_the_files_a_window_at_a_time(
 
 def test_export_writes_back_refused_records_as_their_files_held_them(store: Store, home: Path, tmp_path: Path) -> None:
     """An empty JSON-lines file and an empty array come back as they were. So does a file
-    whose records were all refused (broken, newer): the store keeps their text, so an
-    export over the home never loses what the store could not take. A file that could
-    not be read whole (an object cut short) is not written: the store holds nothing of
-    it, and an empty file there would stand for a record the store never had."""
+    whose records were all refused (broken, newer, cut short): the store keeps their
+    text, so an export over the home never loses what the store could not take."""
     events, tasks = home / "tasks" / "runtime" / "events", home / "tasks" / "tasks"
     (events / "empty.jsonl").write_bytes(b"")
     (tasks / "task_none.json").write_bytes(b"[]")
@@ -105,18 +103,18 @@ def test_export_writes_back_refused_records_as_their_files_held_them(store: Stor
     imported = store.import_paths([home])
     assert len(imported.problems) == 3 and imported.files == 30
     result = store.export_to(tmp_path / "out")
-    assert result.ok and (result.files, result.records, result.refused) == (29, 37, 2)
+    assert result.ok and (result.files, result.records, result.refused) == (30, 37, 3)
     written = tree(tmp_path / "out")
     assert written["tasks/runtime/events/empty.jsonl"] == b""
     assert written["tasks/tasks/task_none.json"] == b"[]"
     assert written["tasks/runtime/events/broken.jsonl"] == b'{"seq": 1,\n'
     assert written["tasks/tasks/task_newer.json"] == newer
-    assert "tasks/tasks/task_torn.json" not in written
+    assert written["tasks/tasks/task_torn.json"] == b'{"schema_version": 1, "id": "task_to'
     # Once the broken file is mended and imported again, it holds nothing refused.
     (events / "broken.jsonl").write_bytes(b"")
     store.import_paths([home])
     again = store.export_to(tmp_path / "again")
-    assert (again.files, again.refused) == (29, 1)
+    assert (again.files, again.refused) == (30, 2)
     assert tree(tmp_path / "again")["tasks/runtime/events/broken.jsonl"] == b""
 
 

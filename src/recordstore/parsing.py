@@ -312,7 +312,7 @@ class FileParse:
         self.data = data
         self.layout = FileLayout("object")
         self.problems: list[InputError] = []
-        self.fatal = False  # the file as a whole is unreadable: keep its stored records
+        self.fatal = False  # not read to its end (an I/O error, an array broken off): the slots not reached keep what the store holds
         self.slots = 0  # record slots seen, good or bad; positions run from 0 to slots - 1
         self._ends_with_newline = True  # of a JSON-lines file, as far as it was read
 
@@ -327,17 +327,17 @@ class FileParse:
         try:
             text = self.data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            self.fatal = True
             line = self.data.count(b"\n", 0, exc.start) + 1
             self._fail(f"invalid UTF-8 at byte {exc.start}", line)
+            yield self._refused_whole()
             return
         body = text.lstrip("\ufeff \t\r\n")
         head = text[: len(text) - len(body)]
         stripped = body.rstrip(" \t\r\n")
         tail = body[len(stripped) :]
         if not stripped:
-            self.fatal = True
             self._fail("empty file: no JSON value")
+            yield self._refused_whole()
             return
         first_line = head.count("\n") + 1
         if stripped[0] == "[":
@@ -354,21 +354,29 @@ class FileParse:
             if stripped[0] == "{" and "\n" in stripped and self._looks_like_lines(stripped):
                 yield from self._lines()
                 return
-            self.fatal = True
             if exc.line is None:
                 self._fail(exc.reason)
-                return
-            # The text was decoded from where the head ends: its line 1 is the file's
-            # line ``first_line``, and on it the head's last line comes first.
-            line = exc.line + first_line - 1
-            column = exc.column
-            if column is not None and exc.line == 1:
-                column += len(head[head.rfind("\n") + 1 :].replace("\ufeff", ""))
-            self._fail(exc.reason_at(line, column), line)
+            else:
+                # The text was decoded from where the head ends: its line 1 is the file's
+                # line ``first_line``, and on it the head's last line comes first.
+                line = exc.line + first_line - 1
+                column = exc.column
+                if column is not None and exc.line == 1:
+                    column += len(head[head.rfind("\n") + 1 :].replace("\ufeff", ""))
+                self._fail(exc.reason_at(line, column), line)
+            yield self._refused_whole()
             return
         self.layout = FileLayout("object", head=head, tail=tail, indent=indent_of(stripped))
         self.slots = 1
         yield self._record(value, raw, 0, self.relpath, None)
+
+    def _refused_whole(self) -> Refused:
+        """A file meant to hold one record that holds no JSON value the store can take:
+        all of it is the refused text of its one slot."""
+        assert self.data is not None
+        self.layout = FileLayout("object")
+        self.slots = 1
+        return Refused(self.relpath, self.data, 0)
 
     @staticmethod
     def _looks_like_lines(text: str) -> bool:
