@@ -522,6 +522,7 @@ def _array_truncated(home: Home) -> list[Problem]:
     rel = f"{TASKS}/cut_array.json"
     good = compact(task("task_before_cut"))
     home.add(rel, b"[\n" + good + b',\n{"schema_version": 2, "id"', "task", keys=[])
+    home.exact[rel] = b"[\n" + good + b',\n{"schema_version": 2, "id"'  # the rest kept, to be mended
     home.records[f"{rel}[0]"] = ("task", good.decode())
     return [Problem(rel, 3, INVALID + "Expecting ':' delimiter")]
 
@@ -531,6 +532,7 @@ def _array_trailing(home: Home) -> list[Problem]:
     rel = f"{TASKS}/array_tail.json"
     good = compact(task("task_before_tail"))
     home.add(rel, b"[" + good + b"]\nxyz", "task", keys=[])
+    home.exact[rel] = b"[" + good + b"]\nxyz"
     home.records[f"{rel}[0]"] = ("task", good.decode())
     return [Problem(rel, 1, INVALID + "unexpected data after the array")]
 

@@ -481,16 +481,15 @@ class FileParse:
                     "invalid JSON: unexpected data after the array", text.count("\n", 0, end) + 1
                 )
         except jsoncodec.JSONError as exc:
-            self.fatal = True
             self.slots = index
             reason = exc.reason
             if exc.line == 1 and exc.column is not None and "\ufeff" in head:  # a BOM is no column
                 reason = exc.reason_at(1, exc.column - text.count("\ufeff", 0, exc.column))
             self._fail(reason, exc.line)
-            # The elements before the error are kept: close the array after them, so
-            # that exporting what was kept gives valid JSON.
-            tail = "\n]" if "\n" in head else "]"
-            self.layout = FileLayout("array", head=head, sep=_array_sep(head, seps), tail=tail)
+            # The elements before the error are records (or refused texts); the text after
+            # the last of them, from the one that broke off on, is the array's tail, as
+            # the file has it: export writes it back, to be mended there.
+            self.layout = FileLayout("array", head=head, sep=_array_sep(head, seps), tail=text[end:])
             return
         self.slots = index
         sep = _array_sep(head, seps)
