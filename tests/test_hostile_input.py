@@ -170,7 +170,8 @@ def test_a_refused_file_that_is_fixed_goes_in_and_a_broken_one_gives_up_its_reco
 
     # A good file that turns bad: the problem is reported, the store keeps the file's
     # text in the record's place (an export gives back what the file holds), and the
-    # record goes to the backups, from which a restore of that import brings it back.
+    # record goes to the backups, from which a restore of that import brings it back
+    # (forced: it drops the text the file holds, which the next import reads again).
     good = home.root / hostile.TASKS / "task_good_1.json"
     before = store.get("task", "tasks/tasks/task_good_1.json")
     good.write_bytes(b'{"schema_version": 2, "cost": NaN}')
@@ -180,7 +181,7 @@ def test_a_refused_file_that_is_fixed_goes_in_and_a_broken_one_gives_up_its_reco
     assert store.get("task", "tasks/tasks/task_good_1.json") is None
     store.export_to(tmp_path / "out")
     assert (tmp_path / "out" / hostile.TASKS / "task_good_1.json").read_bytes() == good.read_bytes()
-    store.restore(run=result.run_id)
+    store.restore(run=result.run_id, force=True)
     assert store.get("task", "tasks/tasks/task_good_1.json") == before
     assert store.integrity_problems() == []
 

@@ -16,7 +16,7 @@ import pytest
 
 import crashkit as ck
 from conftest import Cli, tree
-from recordstore import Registry, Store, parsing
+from recordstore import Registry, RestoreConflictError, Store, parsing
 
 EVENTS = "tasks/runtime/events"
 TASKS = "tasks/tasks"
@@ -98,7 +98,7 @@ def test_refused_records_come_back_in_their_places_after_a_migration(
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
 def test_a_slot_a_changed_file_now_refuses_gives_up_its_record_with_a_backup(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
+    store: Store, db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
 ) -> None:
     """The file is what the application wrote last: a record it rewrote at a newer
     version is exported as the file has it, not as the store had it before; the store's
@@ -122,8 +122,13 @@ def test_a_slot_a_changed_file_now_refuses_gives_up_its_record_with_a_backup(
     store.export_to(tmp_path / "out")
     assert (tmp_path / "out" / EVENTS / "thr_b.jsonl").read_bytes() == log.read_bytes()
 
-    # Restoring that import puts the record back in its slot, in place of the text.
-    store.restore(run=again.run_id)
+    # Restoring that import would drop the text the file holds there (export would then
+    # write the record over the application's newer line): a conflict, unless forced.
+    with pytest.raises(RestoreConflictError, match=r"refused text .*pass --force") as conflict:
+        store.restore(run=again.run_id)
+    assert conflict.value.keys == [("runtime", f"{EVENTS}/thr_b.jsonl:2")]
+    assert refused_of(db_path) == {(f"{EVENTS}/thr_b.jsonl", 1, f"{EVENTS}/thr_b.jsonl:2", line(2, version=9))}
+    store.restore(run=again.run_id, force=True)
     assert slots(store)[f"{EVENTS}/thr_b.jsonl"] == [(i, f"record {EVENTS}/thr_b.jsonl:{i + 1}") for i in range(3)]
     store.export_to(tmp_path / "restored")
     assert (tmp_path / "restored" / EVENTS / "thr_b.jsonl").read_bytes() == b"\n".join([line(1), line(2), line(3)]) + b"\n"
@@ -257,3 +262,64 @@ def test_once_the_registry_knows_the_newer_version_an_import_makes_the_text_a_re
         assert store.status().domains["note"].refused == 0
         assert store.get("note", "n.jsonl:2").data == {"schema_version": 3, "n": 2}  # type: ignore[union-attr]
         assert store.check().ok
+
+
+def record_ids(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT key, id FROM records").fetchall())
+
+
+def removed_ids(db: Path) -> set[int]:
+    """The ids of the records imports removed (backed up, then deleted)."""
+    with sqlite3.connect(db) as conn:
+        return {r[0] for r in conn.execute("SELECT record_id FROM backups WHERE reason = 'remove'")}
+
+
+def test_a_new_record_never_takes_the_id_of_a_removed_one(store: Store, db_path: Path, tmp_path: Path) -> None:
+    """A record's id is how its backups find it: a record removed (backed up) while it had
+    the highest id must not lend that id to the next new one, in the same import or a
+    later one; or a restore would overwrite the newcomer."""
+    home = tmp_path / "home"
+    (home / EVENTS).mkdir(parents=True)
+    a, b = home / EVENTS / "a.jsonl", home / EVENTS / "b.jsonl"
+    a.write_bytes(b"\n".join([line(1), line(2)]) + b"\n")
+    store.import_paths([home])
+    # In one import: a.jsonl:2, the highest id, removed; a.jsonl:3 new.
+    a.write_bytes(b"\n".join([line(1), line(2, version=9), line(3)]) + b"\n")
+    store.import_paths([home])
+    # In two: a.jsonl:3, now the highest id, removed; then b.jsonl:1 new.
+    a.write_bytes(b"\n".join([line(1), line(2, version=9), line(3, version=9)]) + b"\n")
+    store.import_paths([home])
+    b.write_bytes(line(4) + b"\n")
+    store.import_paths([home])
+    ids = record_ids(db_path)
+    assert len(set(ids.values())) == len(ids) == 2
+    assert len(removed_ids(db_path)) == 2 and not set(ids.values()) & removed_ids(db_path)
+    assert store.check().ok
+
+
+def test_a_restore_into_a_place_another_record_now_holds_is_a_conflict(store: Store, db_path: Path, tmp_path: Path) -> None:
+    """The line was refused, then mended: its new record holds the place the old one
+    would go back to. Restoring the old one is a conflict; forced, the new one is backed
+    up in its turn, and restoring that restore brings it back."""
+    home = tmp_path / "home"
+    (home / EVENTS).mkdir(parents=True)
+    log = home / EVENTS / "a.jsonl"
+    log.write_bytes(b"\n".join([line(1), line(2)]) + b"\n")
+    store.import_paths([home])
+    log.write_bytes(b"\n".join([line(1), line(2, version=9)]) + b"\n")
+    removed = store.import_paths([home]).run_id
+    log.write_bytes(b"\n".join([line(1), line(20)]) + b"\n")
+    store.import_paths([home])
+    key = f"{EVENTS}/a.jsonl:2"
+    with pytest.raises(RestoreConflictError, match="now holds another record") as conflict:
+        store.restore(run=removed)
+    assert conflict.value.keys == [("runtime", key)]
+    with pytest.raises(RestoreConflictError, match="now holds another record"):
+        store.restore(domain="runtime", key=key)
+    forced = store.restore(run=removed, force=True)
+    assert store.get("runtime", key).data["seq"] == 2  # type: ignore[union-attr]
+    assert store.check().ok
+    store.restore(run=forced.run_id, force=True)
+    assert store.get("runtime", key).data["seq"] == 20  # type: ignore[union-attr]
+    assert store.check().ok

@@ -150,6 +150,10 @@ class Importer:
         self.result = result
         self._tx = conn.begin()
         self.next_file_id = int(conn.execute(select(func.max(files.c.id))).scalar() or 0) + 1
+        # A new record must not take the id of one a backup refers to (SQLite gives a new
+        # row the highest id plus one, so the id of a removed record that was the highest
+        # would come back): the highest such id, until a record above it is stored.
+        self._id_floor = int(conn.execute(select(func.max(backups.c.record_id))).scalar() or 0)
         # What the store held, before this run, for the files about to be dispatched
         # (None: nothing); looked up a window of files at a time, so memory does not
         # grow with the number of files stored.
@@ -211,14 +215,39 @@ class Importer:
             self.conn.exec_driver_sql(self.sql_file, self.file_rows)
         if self.record_rows:
             rows = self.record_rows
+            if self._id_floor:
+                rows = self._above_floor(rows)
             if not self.bytes_as_text:
                 rows = [(d, k, v, as_text(t), f, p, r) for d, k, v, t, f, p, r in rows]
-            self.conn.exec_driver_sql(self.sql_record, rows)
+            if rows:
+                self.conn.exec_driver_sql(self.sql_record, rows)
         if self.failure_rows:
             self.conn.exec_driver_sql(self.sql_failure, self.failure_rows)
         if self.refused_rows:
             self.conn.exec_driver_sql(self.sql_refused, self.refused_rows)
         self.file_rows, self.record_rows, self.failure_rows, self.refused_rows = [], [], [], []
+
+    def _above_floor(self, rows: list[Row]) -> list[Row]:
+        """``rows`` to insert, less the first if it had to be stored under an id above
+        ``_id_floor`` (the ones after it then follow it)."""
+        top = self.conn.execute(select(func.max(records.c.id))).scalar()
+        if top is None or top < self._id_floor:
+            domain, key, version, text, file_id, position, run_id = rows[0]
+            self.conn.execute(
+                records.insert().values(
+                    id=self._id_floor + 1,
+                    domain=domain,
+                    key=key,
+                    version=version,
+                    payload=as_text(text),
+                    file_id=file_id,
+                    position=position,
+                    run_id=run_id,
+                )
+            )
+            rows = rows[1:]
+        self._id_floor = 0
+        return rows
 
     def _batch_full(self) -> bool:
         rows = len(self.record_rows) + len(self.file_rows) + len(self.failure_rows) + len(self.refused_rows)
@@ -685,10 +714,12 @@ class Importer:
         return len(ids)
 
     def _remove(self, record_ids: list[int]) -> None:
-        """Back up the records ``record_ids``, then remove them."""
+        """Back up the records ``record_ids``, then remove them (their ids are not given
+        to new records: see ``_id_floor``)."""
         if record_ids:
             backup_rows(self.conn, record_ids, self.run_id, "remove")
             self.conn.execute(records.delete().where(records.c.id.in_(record_ids)))
+            self._id_floor = max(self._id_floor, *record_ids)
 
 
 class _PathFilter:

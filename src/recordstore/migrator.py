@@ -17,7 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, tuple_, update
 
 from . import jsoncodec, workers
 from .engine import (
@@ -591,6 +591,26 @@ def backup_filter(run_id: int | None, domain: str | None, key: str | None) -> li
     return found
 
 
+def _slots_held(conn: Connection, slots: list[tuple[int, int]]) -> tuple[dict[tuple[int, int], int], set[tuple[int, int]]]:
+    """Of ``slots`` (file id, position): the ones a record holds (with its id), and the
+    ones a refused text holds."""
+    by_record: dict[tuple[int, int], int] = {}
+    by_text: set[tuple[int, int]] = set()
+    for start in range(0, len(slots), 400):
+        part = slots[start : start + 400]
+        for rid, file_id, position in conn.execute(
+            select(records.c.id, records.c.file_id, records.c.position).where(
+                tuple_(records.c.file_id, records.c.position).in_(part)
+            )
+        ):
+            by_record[(file_id, position)] = rid
+        for file_id, position in conn.execute(
+            select(refused.c.file_id, refused.c.position).where(tuple_(refused.c.file_id, refused.c.position).in_(part))
+        ):
+            by_text.add((file_id, position))
+    return by_record, by_text
+
+
 def _already_restored(row: Any, backup: Any) -> bool:
     return all(
         getattr(row, c) == getattr(backup, c) for c in ("domain", "key", "version", "payload", "file_id", "position")
@@ -638,8 +658,32 @@ def restore_records(
                     f"later run ({shown}{more}); pass --force to restore them anyway",
                     keys=conflicts,
                 )
+        # A record that is gone goes back into its slot, which a later import may have
+        # given to another record or to a refused text since: the file changed there.
+        gone = [b for b in chosen if b.record_id not in current]
+        held_by_record, held_by_text = _slots_held(conn, [(b.file_id, b.position) for b in gone])
+        taken = [b for b in gone if (b.file_id, b.position) in held_by_record or (b.file_id, b.position) in held_by_text]
+        if taken and not force:
+            shown = ", ".join(f"{b.domain} {b.key}" for b in taken[:3])
+            more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
+            raise RestoreConflictError(
+                f"refusing to restore{'' if from_run is None else f' run {from_run}'}: {len(taken)} record(s) would "
+                f"go back into a place in their file that now holds another record or a refused text ({shown}{more}); "
+                "pass --force to restore them anyway (a record there is backed up; a refused text is dropped, "
+                "and the next import reads it from the file again)",
+                keys=[(b.domain, b.key) for b in taken],
+            )
+        occupants = sorted({held_by_record[slot] for b in taken if (slot := (b.file_id, b.position)) in held_by_record})
         present = [b.record_id for b in chosen if b.record_id in current]
-        backup_rows(conn, present, run.run_id, "restore")
+        if set(occupants) & set(present):
+            raise RestoreConflictError(
+                "refusing to restore: two of the records to restore belong in the same place of their file; "
+                "restore them one at a time (--domain and --key)",
+                keys=[(b.domain, b.key) for b in taken],
+            )
+        backup_rows(conn, present + occupants, run.run_id, "restore")
+        if occupants:
+            conn.execute(records.delete().where(records.c.id.in_(occupants)))
         touched_files: set[int] = set()
         for b in chosen:
             values = {
@@ -654,9 +698,8 @@ def restore_records(
             if b.record_id in current:
                 conn.execute(update(records).where(records.c.id == b.record_id).values(**values))
             else:
-                # Back in its slot, where a later import may have kept a refused text
-                # in its place (the next import compares the file again).
-                conn.execute(refused.delete().where(refused.c.file_id == b.file_id, refused.c.position == b.position))
+                if (b.file_id, b.position) in held_by_text:
+                    conn.execute(refused.delete().where(refused.c.file_id == b.file_id, refused.c.position == b.position))
                 conn.execute(insert(records).values(id=b.record_id, **values))
             touched_files.add(b.file_id)
             result.restored[b.domain] = result.restored.get(b.domain, 0) + 1
