@@ -482,3 +482,27 @@ def test_json_output_writes_an_integer_of_thousands_of_digits(cli: Any, tmp_path
     res = cli("query", "session", "--json")
     assert res.exit_code == 0, res.stderr
     assert f'"n":{digits}}}' in res.stdout
+
+
+@pytest.mark.parametrize("columns", [60, 80])
+def test_help_paragraphs_are_wrapped_to_the_terminal(columns: int) -> None:
+    """Every command's help reads as paragraphs filled to the terminal's width (click's
+    own, at most 78 columns): no line longer, and no line of a paragraph cut short before
+    its end (as the docstrings' own line breaks, kept and wrapped again, used to give)."""
+    fill = min(columns, 80) - 2
+    commands = ["", "import", "export", "migrate", "restore", "status", "history", "query", "check", "prune-backups"]
+    for command in [*commands, "index add"]:
+        shown = subprocess.run(
+            [STORE, *command.split(), "--help"], env={**os.environ, "COLUMNS": str(columns)}, capture_output=True, text=True
+        ).stdout
+        lines = shown.splitlines()
+        assert all(len(line) <= columns for line in lines), (command, shown)
+        end = next(i for i, line in enumerate(lines) if i > 1 and line.endswith(":") and not line.startswith(" "))
+        paragraph: list[str] = []
+        for line in [*lines[2:end], ""]:
+            if line.strip():
+                paragraph.append(line)
+                continue
+            for cut, following in zip(paragraph, paragraph[1:]):
+                assert len(cut) + 1 + len(following.split()[0]) > fill, (command, cut)
+            paragraph = []

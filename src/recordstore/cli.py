@@ -45,8 +45,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts are paragraphs, wrapped to the terminal (Rich markup mode keeps the
+    # docstrings' own line breaks, which a terminal narrower than them breaks again).
+    rich_markup_mode=None,
 )
-index_app = typer.Typer(help="JSON-path indexes that make filters fast.", no_args_is_help=True)
+index_app = typer.Typer(help="JSON-path indexes that make filters fast.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(index_app, name="index")
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -307,9 +310,10 @@ def export(
 ) -> None:
     """Write every record back to OUT/<its source path>, in the layout it came from.
 
-    A record the import refused (newer than the registry, not valid JSON) is written
-    back as its file held it, in its place. Each file is written atomically; nothing is ever written outside OUT; existing files
-    are refused unless --force.
+    A record the import refused (newer than the registry, not valid JSON) is
+    written back as its file held it, in its place. Each file is written
+    atomically; nothing is ever written outside OUT; existing files are
+    refused unless --force.
     """
     if not out_dir.strip():
         raise typer.BadParameter("OUT is empty (an unset variable?); give a directory, '.' for this one", param_hint="OUT")
@@ -536,7 +540,7 @@ def restore(
     ] = None,
     domain: Annotated[Optional[str], typer.Option("--domain", help="Restore the latest backups of this domain.")] = None,
     key: Annotated[Optional[str], typer.Option("--key", help="With --domain: only this record.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Restore even records a later run changed again.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Restore even records a later run changed again, or whose place in their file now holds something else.")] = False,
     wait: _Wait = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:

@@ -126,7 +126,7 @@ class _Writer:
         if target in self.staged_targets:
             raise ExportError(relpath, "two records sources name the same file")
         try:
-            # A refused text that is not UTF-8 comes back as the bytes it was (see _slots).
+            # A refused text that is not UTF-8 comes back as the bytes it was (see _merged).
             data = content.encode("utf-8", "surrogateescape")
         except UnicodeEncodeError:
             data = content.encode("utf-8", "surrogatepass")
@@ -378,8 +378,8 @@ def _files_to_write(conn: Connection, domains: list[str] | None) -> Iterator[tup
     """(file row, what it holds) for each file to export, in file order: the records and
     refused texts, streamed, matched with the files' rows, read alongside. A file that
     holds nothing is written too (an empty JSON-lines file, ``[]``) when it was imported
-    whole; not when it could not be read whole (it has no digest then), which would give
-    back an empty file where the source held something the store does not."""
+    whole; not when its import had a problem with it (it has no digest then), which
+    would give back an empty file where the source held something the store does not."""
     rows = _file_rows(conn, domains)
     row = next(rows, None)
     for group in itertools.chain(_grouped(conn), [_Group(None, [], [])]):
