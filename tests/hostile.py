@@ -527,6 +527,15 @@ def _array_truncated(home: Home) -> list[Problem]:
     return [Problem(rel, 3, INVALID + "Expecting ':' delimiter")]
 
 
+@custom("file-array-broken-at-once", "truncated JSON", "refused")
+def _array_broken_at_once(home: Home) -> list[Problem]:
+    # Nothing read before the error: the whole file is one refused text, written back.
+    rel = f"{TASKS}/cut_at_once.json"
+    home.add(rel, b'[\n{"schema_version": 2, "id"', "task", keys=[])
+    home.exact[rel] = b'[\n{"schema_version": 2, "id"'
+    return [Problem(rel, 2, INVALID + "Expecting ':' delimiter")]
+
+
 @custom("file-array-trailing-garbage", "trailing garbage", "refused")
 def _array_trailing(home: Home) -> list[Problem]:
     rel = f"{TASKS}/array_tail.json"

@@ -462,13 +462,17 @@ def copy_of(home: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("jobs", [0, 2], ids=["in-process", "workers"])
 def test_a_home_given_twice_is_read_once(home: Path, tmp_path: Path, jobs: int) -> None:
     """The same directory or file given again, however it is spelled, is not read again:
-    the counts are those of one import."""
+    the counts are those of one import. A link is a path of its own: the file it names
+    goes in under the link's name too."""
     task = home / "tasks" / "tasks" / "task_1f2e3d4c.json"
+    link = home / "tasks" / "tasks" / "task_link.json"
+    link.symlink_to(task.name)
     again = [Path(f"{home}/"), home.parent / ".." / home.parent.name / home.name, task.parent / ".." / "tasks" / task.name]
     with Store(tmp_path / "twice.db") as twice, Store(tmp_path / "once.db") as once:
-        result = twice.import_paths([home, task, *again], jobs=jobs)
-        single = once.import_paths([home, task], jobs=jobs)
+        result = twice.import_paths([home, task, *again, link], jobs=jobs)
+        single = once.import_paths([home, task, link], jobs=jobs)
         assert result.as_dict() | {"run": 0} == single.as_dict() | {"run": 0}
+        assert twice.get("task", "tasks/tasks/task_link.json") is not None
     assert _store_content(tmp_path / "twice.db") == _store_content(tmp_path / "once.db")
 
 

@@ -284,7 +284,11 @@ def status(
     ctx: typer.Context,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Per domain: the current version and how many records are stored at each version."""
+    """Per domain: the current version and how many records are stored at each version.
+
+    Also how many refused records the store keeps as their files held them (export
+    writes them back).
+    """
     with _errors(ctx), ctx.obj.open() as store:
         st = store.status()
     if json_out:
@@ -573,7 +577,8 @@ def check(ctx: typer.Context) -> None:
     """Check the registry and the store, and report every problem.
 
     Steps whose code changed after they migrated records, broken step chains, records
-    newer than the registry, and SQLite integrity problems.
+    newer than the registry, a place in a file holding both a record and a refused
+    text, and SQLite integrity problems.
     """
     with _errors(ctx), ctx.obj.open() as store:
         result = store.check()

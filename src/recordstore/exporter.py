@@ -395,10 +395,10 @@ def _files_to_write(conn: Connection, domains: list[str] | None) -> Iterator[tup
 
 
 def at_their_lines(keys: list[str], texts: list[str]) -> list[str]:
-    """A JSON-lines file's lines: each record on the line its key names (``path:LINE``),
-    an empty line for each line between that held no record (a blank line, or one that
-    was refused). So the records' keys, which are their line numbers, stay true for the
-    exported file."""
+    """A JSON-lines file's lines: each record (or refused text) on the line its key names
+    (``path:LINE``), an empty line for each line between that held neither (a blank line;
+    or a refused one, in a store made before refused texts were kept). So the records'
+    keys, which are their line numbers, stay true for the exported file."""
     lines: list[str] = []
     for key, text in zip(keys, texts):
         number = key.rpartition(":")[2]

@@ -153,7 +153,10 @@ class Importer:
         # A new record must not take the id of one a backup refers to (SQLite gives a new
         # row the highest id plus one, so the id of a removed record that was the highest
         # would come back): the highest such id, until a record above it is stored.
-        self._id_floor = int(conn.execute(select(func.max(backups.c.record_id))).scalar() or 0)
+        # (Other databases draw ids from a sequence, which never gives one back.)
+        self._id_floor = 0
+        if conn.dialect.name == "sqlite":
+            self._id_floor = int(conn.execute(select(func.max(backups.c.record_id))).scalar() or 0)
         # What the store held, before this run, for the files about to be dispatched
         # (None: nothing); looked up a window of files at a time, so memory does not
         # grow with the number of files stored.
@@ -235,16 +238,10 @@ class Importer:
             domain, key, version, text, file_id, position, run_id = rows[0]
             self.conn.execute(
                 records.insert().values(
-                    id=self._id_floor + 1,
-                    domain=domain,
-                    key=key,
-                    version=version,
-                    payload=as_text(text),
-                    file_id=file_id,
-                    position=position,
-                    run_id=run_id,
+                    id=self._id_floor + 1, domain=domain, key=key, version=version, payload=as_text(text),
+                    file_id=file_id, position=position, run_id=run_id,
                 )
-            )
+            )  # fmt: skip
             rows = rows[1:]
         self._id_floor = 0
         return rows
@@ -719,7 +716,8 @@ class Importer:
         if record_ids:
             backup_rows(self.conn, record_ids, self.run_id, "remove")
             self.conn.execute(records.delete().where(records.c.id.in_(record_ids)))
-            self._id_floor = max(self._id_floor, *record_ids)
+            if self.conn.dialect.name == "sqlite":
+                self._id_floor = max(self._id_floor, *record_ids)
 
 
 class _PathFilter:

@@ -591,6 +591,13 @@ def backup_filter(run_id: int | None, domain: str | None, key: str | None) -> li
     return found
 
 
+def _conflict(from_run: int | None, keys: list[tuple[str, str]], what: str, hint: str) -> RestoreConflictError:
+    shown = ", ".join(f"{d} {k}" for d, k in keys[:3])
+    more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+    run = "" if from_run is None else f" run {from_run}"
+    return RestoreConflictError(f"refusing to restore{run}: {len(keys)} record(s) {what} ({shown}{more}); {hint}", keys=keys)
+
+
 def _slots_held(conn: Connection, slots: list[tuple[int, int]]) -> tuple[dict[tuple[int, int], int], set[tuple[int, int]]]:
     """Of ``slots`` (file id, position): the ones a record holds (with its id), and the
     ones a refused text holds."""
@@ -651,35 +658,34 @@ def restore_records(
                 and not _already_restored(current[b.record_id], b)
             ]
             if conflicts:
-                shown = ", ".join(f"{d} {k}" for d, k in conflicts[:3])
-                more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
-                raise RestoreConflictError(
-                    f"refusing to restore run {from_run}: {len(conflicts)} record(s) were changed again by a "
-                    f"later run ({shown}{more}); pass --force to restore them anyway",
-                    keys=conflicts,
-                )
-        # A record that is gone goes back into its slot, which a later import may have
-        # given to another record or to a refused text since: the file changed there.
+                raise _conflict(from_run, conflicts, "were changed again by a later run", "pass --force to restore them anyway")
+        # A record that is gone goes back into its place in its file (its slot), which a
+        # later import may have given to another record or to a refused text since.
         gone = [b for b in chosen if b.record_id not in current]
+        if from_run is None:
+            # Records that held one place one after the other: the latest backup of it.
+            latest = {(b.file_id, b.position): b for b in gone}  # (chosen is in backup order)
+            chosen = [b for b in chosen if b.record_id in current or latest[(b.file_id, b.position)] is b]
+            gone = list(latest.values())
         held_by_record, held_by_text = _slots_held(conn, [(b.file_id, b.position) for b in gone])
         taken = [b for b in gone if (b.file_id, b.position) in held_by_record or (b.file_id, b.position) in held_by_text]
         if taken and not force:
-            shown = ", ".join(f"{b.domain} {b.key}" for b in taken[:3])
-            more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
-            raise RestoreConflictError(
-                f"refusing to restore{'' if from_run is None else f' run {from_run}'}: {len(taken)} record(s) would "
-                f"go back into a place in their file that now holds another record or a refused text ({shown}{more}); "
+            raise _conflict(
+                from_run,
+                [(b.domain, b.key) for b in taken],
+                "would go back into a place in their file that now holds another record or a refused text",
                 "pass --force to restore them anyway (a record there is backed up; a refused text is dropped, "
                 "and the next import reads it from the file again)",
-                keys=[(b.domain, b.key) for b in taken],
             )
         occupants = sorted({held_by_record[slot] for b in taken if (slot := (b.file_id, b.position)) in held_by_record})
         present = [b.record_id for b in chosen if b.record_id in current]
-        if set(occupants) & set(present):
-            raise RestoreConflictError(
-                "refusing to restore: two of the records to restore belong in the same place of their file; "
+        slots = [(b.file_id, b.position) for b in gone]
+        if set(occupants) & set(present) or len(set(slots)) < len(slots):
+            raise _conflict(
+                from_run,
+                [(b.domain, b.key) for b in taken or gone],
+                "belong in the same place of their file as another record to restore",
                 "restore them one at a time (--domain and --key)",
-                keys=[(b.domain, b.key) for b in taken],
             )
         backup_rows(conn, present + occupants, run.run_id, "restore")
         if occupants:

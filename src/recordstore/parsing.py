@@ -59,16 +59,16 @@ def discover(
 
     Directories are walked without following links (so link loops end); a file given
     by itself is matched by the shortest trailing part of its path that a domain's
-    pattern accepts, unless ``domain`` is given. A path given again (the same file or
-    directory, however it is spelled) is read once.
+    pattern accepts, unless ``domain`` is given. A path given again (however it is
+    spelled: ``home``, ``home/``, ``./home``) is read once; a link is a path of its own.
     """
     seen: set[str] = set()
     for raw in paths:
         root = Path(raw)
-        real = os.path.realpath(root)
-        if real in seen:
+        given = os.path.normpath(os.path.abspath(root))
+        if given in seen:
             continue
-        seen.add(real)
+        seen.add(given)
         if root.is_dir():
             top = os.fspath(root)
             cut = len(top.rstrip(os.sep)) + 1
@@ -312,7 +312,7 @@ class FileParse:
         self.data = data
         self.layout = FileLayout("object")
         self.problems: list[InputError] = []
-        self.fatal = False  # not read to its end (an I/O error, an array broken off): the slots not reached keep what the store holds
+        self.fatal = False  # not read to its end (an I/O error): the slots not reached keep what the store holds
         self.slots = 0  # record slots seen, good or bad; positions run from 0 to slots - 1
         self._ends_with_newline = True  # of a JSON-lines file, as far as it was read
 
@@ -481,14 +481,17 @@ class FileParse:
                     "invalid JSON: unexpected data after the array", text.count("\n", 0, end) + 1
                 )
         except jsoncodec.JSONError as exc:
-            self.slots = index
             reason = exc.reason
             if exc.line == 1 and exc.column is not None and "\ufeff" in head:  # a BOM is no column
                 reason = exc.reason_at(1, exc.column - text.count("\ufeff", 0, exc.column))
             self._fail(reason, exc.line)
+            if not index:  # nothing read: the whole file is one refused text
+                yield self._refused_whole()
+                return
             # The elements before the error are records (or refused texts); the text after
             # the last of them, from the one that broke off on, is the array's tail, as
             # the file has it: export writes it back, to be mended there.
+            self.slots = index
             self.layout = FileLayout("array", head=head, sep=_array_sep(head, seps), tail=text[end:])
             return
         self.slots = index
