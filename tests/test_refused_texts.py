@@ -345,3 +345,23 @@ def test_restoring_a_key_whose_place_held_two_removed_records_puts_back_the_late
     assert restored.total == 1
     assert store.get("runtime", key).data["seq"] == 20  # type: ignore[union-attr]
     assert store.check().ok
+
+
+def test_a_restore_never_overwrites_a_record_that_took_a_backed_up_id(store: Store, tmp_path: Path) -> None:
+    """A store written before ids were kept from being reused may hold a record under the
+    id of one removed: a restore refuses to put the removed one back over it, even
+    forced."""
+    home = tmp_path / "home"
+    (home / EVENTS).mkdir(parents=True)
+    (home / EVENTS / "a.jsonl").write_bytes(b"\n".join([line(1), line(2)]) + b"\n")
+    (home / EVENTS / "b.jsonl").write_bytes(line(7) + b"\n")
+    store.import_paths([home])
+    (home / EVENTS / "a.jsonl").write_bytes(line(1) + b"\n")
+    cut = store.import_paths([home]).run_id
+    with store.engine.begin() as conn:  # what the old importer could do: b's record takes a.jsonl:2's id
+        removed = conn.exec_driver_sql("SELECT record_id FROM backups WHERE reason = 'remove'").scalar_one()
+        conn.exec_driver_sql("UPDATE records SET id = ? WHERE key = ?", (removed, f"{EVENTS}/b.jsonl:1"))
+    for force in (False, True):
+        with pytest.raises(RestoreConflictError, match="id taken by another record"):
+            store.restore(run=cut, force=force)
+    assert store.get("runtime", f"{EVENTS}/b.jsonl:1").data["seq"] == 7  # type: ignore[union-attr]

@@ -647,6 +647,21 @@ def restore_records(
                 ).where(records.c.id.in_(ids[start : start + 500]))
             ):
                 current[row.id] = row
+        # A record never leaves its place in its file: one found elsewhere under a backed
+        # up id is another record, which took the id of the one removed (a store written
+        # before ids were kept from being reused). Restoring over it would lose it.
+        moved = [
+            b
+            for b in chosen
+            if (now := current.get(b.record_id)) is not None and (now.file_id, now.position) != (b.file_id, b.position)
+        ]
+        if moved:
+            raise _conflict(
+                from_run,
+                [(b.domain, b.key) for b in moved],
+                "have their id taken by another record, in a store written before ids were kept",
+                "their backups can be read in the backups table",
+            )
         if from_run is not None and not force:
             # A record already back to its backup (a restore of this run that was killed
             # after its commit, before its run was marked finished) is no conflict.
