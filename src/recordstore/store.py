@@ -179,7 +179,8 @@ class Store:
         overwrite: bool = False,
         progress: Progress | None = None,
     ) -> ExportResult:
-        """Write every record (of ``domains``) back to ``out/<source path>``."""
+        """Write every record (of ``domains``) back to ``out/<source path>``, and every
+        refused record's text in its place, as its file held it."""
         for name in domains or ():
             self.registry[name]
         with translate_errors(), self.engine.connect() as conn, conn.begin():
