@@ -124,14 +124,15 @@ def add_lines(home: Home, relpath: str, lines: list[bytes], good: list[int], dom
     """A JSON-lines file; ``good`` are the (1-based) line numbers that must be imported.
     Its export holds every line that is not blank as it was, on the same line: the good
     ones, and the refused ones as the store kept them. Blank lines before the last of
-    those come back empty, the ones after it not at all."""
+    those come back empty, the ones after it as they were."""
     data = b"".join(line + b"\n" for line in lines)
     home.add(relpath, data, domain, keys=[])
     for n in good:
         home.records[f"{relpath}:{n}"] = (domain, lines[n - 1].decode("utf-8"))
-    held = [n for n, line in enumerate(lines, 1) if line and not line.isspace()]
-    if held:
-        home.exact[relpath] = b"".join((b"" if line.isspace() else line) + b"\n" for line in lines[: max(held)])
+    last = max((n for n, line in enumerate(lines, 1) if line and not line.isspace()), default=0)
+    home.exact[relpath] = b"".join(
+        (b"" if n <= last and line.isspace() else line) + b"\n" for n, line in enumerate(lines, 1)
+    )
 
 
 # --------------------------------------------------------------------------- the case table

@@ -875,3 +875,33 @@ def test_a_line_put_back_as_an_earlier_import_had_it_is_a_change(tmp_path: Path)
         log.write_text(second + "\n")
         assert store.import_paths([tmp_path / "h"]).domains["note"].updated == 1
         assert store.get("note", "notes/log.jsonl:1").text == second  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+def test_blank_lines_after_the_last_record_come_back_as_they_were(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """A JSON-lines file's blank lines after its last record are its tail, given back as
+    they were (whitespace too); one between records comes back empty (its key is a
+    line number, kept true). A run of blank lines longer than the tail keeps (only a
+    hostile file has one) comes back as the file's last newline."""
+    if streamed:
+        monkeypatch.setattr(parsing, "STREAM_THRESHOLD", 0)
+    events = tmp_path / "home" / "tasks" / "runtime" / "events"
+    events.mkdir(parents=True)
+    record = b'{"schema_version":2,"seq":1}'
+    cases = {
+        "newlines.jsonl": (record + b"\n\n\n", None),
+        "spaces.jsonl": (record + b"\n  \n\t\n", None),
+        "no_final_newline.jsonl": (record + b"\n \n  ", None),
+        "crlf.jsonl": (record + b"\r\n\r\n \r\n", None),
+        "only_blank.jsonl": (b"\n \n\n", None),
+        "between.jsonl": (record + b"\n  \n" + record + b"\n\n", record + b"\n\n" + record + b"\n\n"),
+        "hostile.jsonl": (record + b"\n" + b"\n" * (parsing.TAIL_MAX_BYTES + 10), record + b"\n"),
+    }
+    for name, (data, _) in cases.items():
+        (events / name).write_bytes(data)
+    assert store.import_paths([tmp_path / "home"]).ok
+    store.export_to(tmp_path / "out")
+    for name, (data, back) in cases.items():
+        assert (tmp_path / "out" / "tasks" / "runtime" / "events" / name).read_bytes() == (back or data), name

@@ -508,6 +508,7 @@ class FileParse:
         self._ends_with_newline = True
         position = 0
         decode, invalid, prefix = jsoncodec.decode, jsoncodec.JSONError, self.relpath + ":"
+        blank = _BlankRun()  # the blank lines since the last line that held something
         for lineno, line in enumerate(self._raw_lines(), start=1):
             if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):  # a BOM starting the file: kept
                 head, line = "\ufeff", line[3:]
@@ -515,7 +516,9 @@ class FileParse:
                 sep = "\r\n"
                 line = line[:-1]
             if not line or line.isspace():
+                blank.add(line)
                 continue
+            blank.clear(held=True)
             try:
                 value = decode(line)
             except invalid as exc:
@@ -529,7 +532,7 @@ class FileParse:
             yield self._record(value, line, position, prefix + str(lineno), lineno)
             position += 1
         self.slots = position
-        self.layout = FileLayout("lines", head=head, sep=sep, tail=sep if self._ends_with_newline else "")
+        self.layout = FileLayout("lines", head=head, sep=sep, tail=blank.tail(sep, self._ends_with_newline))
 
     def _raw_lines(self) -> Iterator[bytes]:
         """The file's lines without their newlines; ``_ends_with_newline`` says whether
@@ -543,6 +546,52 @@ class FileParse:
             for raw in fh:
                 self._ends_with_newline = raw[-1:] == b"\n"
                 yield raw[:-1] if self._ends_with_newline else raw
+
+
+class _BlankRun:
+    """The blank lines (empty, or only whitespace) after the last line of a JSON-lines
+    file that held something, for its layout's tail: so they come back as they were.
+    Kept up to TAIL_MAX_BYTES; a longer run (only hostile files have one) comes back as
+    the file's last newline alone. Blank lines between records come back empty."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] | None = []
+        self.size = 0
+        self.held = False  # whether any line held something
+
+    def add(self, line: bytes) -> None:
+        if self.lines is not None:
+            self.size += len(line) + 1
+            self.lines.append(line)
+            if self.size > TAIL_MAX_BYTES:
+                self.lines = None
+
+    def clear(self, held: bool) -> None:
+        if self.size or self.lines is None:
+            self.lines, self.size = [], 0
+        self.held = held
+
+    def tail(self, sep: str, ends_with_newline: bool) -> str:
+        end = sep if ends_with_newline else ""
+        if not self.lines:
+            return end
+        return (sep if self.held else "") + sep.join(line.decode("ascii") for line in self.lines) + end
+
+    @classmethod
+    def of(cls, lines: list[bytes]) -> _BlankRun:
+        """The run that ends ``lines``."""
+        run = cls()
+        k = len(lines)
+        while k and (not lines[k - 1] or lines[k - 1].isspace()):
+            k -= 1
+        run.held = k > 0
+        for line in lines[k:]:
+            run.add(line)
+        return run
+
+
+#: The most bytes of blank lines after a JSON-lines file's last record kept to give back.
+TAIL_MAX_BYTES = 64 * 1024
 
 
 def _split_lines(data: bytes) -> tuple[list[bytes], bool]:
@@ -770,7 +819,7 @@ def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
             texts,
             tuple(range(n)),
             sum(map(len, texts)),
-            FileLayout("lines", sep="\n", tail="\n" if ends_with_newline else ""),
+            FileLayout("lines", sep="\n", tail=_BlankRun.of(lines).tail("\n", ends_with_newline)),
             [],
             False,
             n,
