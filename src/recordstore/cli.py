@@ -34,6 +34,7 @@ from . import jsoncodec
 from .connections import default_db_path
 from .errors import RecordStoreError, StoreError
 from .store import Store
+from .tables import INT_MAX
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -58,8 +59,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 WAIT_SECONDS = 24 * 3600.0
 #: The --wait option of every writing command.
 _Wait = Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")]
-#: The largest number SQLite stores: the bound of every count and run number option.
-INT_MAX = 2**63 - 1
 
 
 class Options:
@@ -544,7 +543,13 @@ def restore(
     ] = None,
     domain: Annotated[Optional[str], typer.Option("--domain", help="Restore the latest backups of this domain.")] = None,
     key: Annotated[Optional[str], typer.Option("--key", help="With --domain: only this record.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Restore even records a later run changed again, or whose place in their file now holds something else.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Restore even records a later run changed again, or whose place in their file now holds something else.",
+        ),
+    ] = False,
     wait: _Wait = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:

@@ -35,7 +35,7 @@ from .parsing import (
     WireOutcome,
 )
 from .schema import drop_record_indexes, restore_record_indexes
-from .tables import backups, files, records, refused, runs
+from .tables import INT_MAX, backups, files, records, refused, runs
 
 __all__ = ["DomainCounts", "ImportResult", "Importer"]
 
@@ -153,8 +153,8 @@ class Importer:
         # A new record must not take the id of one a backup refers to (SQLite gives a new
         # row the highest id plus one, so the id of a removed record that was the highest
         # would come back): the highest such id, until a record above it is stored.
-        # (Other databases draw ids from a sequence, which never gives one back.)
-        self._id_floor = 0
+        # (Other databases draw ids from a sequence, which never gives one back: None.)
+        self._id_floor: int | None = None
         if conn.dialect.name == "sqlite":
             self._id_floor = int(conn.execute(select(func.max(backups.c.record_id))).scalar() or 0)
         # What the store held, before this run, for the files about to be dispatched
@@ -219,7 +219,7 @@ class Importer:
         if self.record_rows:
             rows = self.record_rows
             if self._id_floor:
-                rows = self._above_floor(rows)
+                rows = self._above_floor(rows, self._id_floor)
             if not self.bytes_as_text:
                 rows = [(d, k, v, as_text(t), f, p, r) for d, k, v, t, f, p, r in rows]
             if rows:
@@ -230,15 +230,15 @@ class Importer:
             self.conn.exec_driver_sql(self.sql_refused, self.refused_rows)
         self.file_rows, self.record_rows, self.failure_rows, self.refused_rows = [], [], [], []
 
-    def _above_floor(self, rows: list[Row]) -> list[Row]:
+    def _above_floor(self, rows: list[Row], floor: int) -> list[Row]:
         """``rows`` to insert, less the first if it had to be stored under an id above
-        ``_id_floor`` (the ones after it then follow it)."""
+        ``floor`` (the ones after it then follow it)."""
         top = self.conn.execute(select(func.max(records.c.id))).scalar()
-        if top is None or top < self._id_floor:
+        if top is None or top < floor:
             domain, key, version, text, file_id, position, run_id = rows[0]
             self.conn.execute(
                 records.insert().values(
-                    id=self._id_floor + 1, domain=domain, key=key, version=version, payload=as_text(text),
+                    id=floor + 1, domain=domain, key=key, version=version, payload=as_text(text),
                     file_id=file_id, position=position, run_id=run_id,
                 )
             )  # fmt: skip
@@ -716,7 +716,7 @@ class Importer:
         if record_ids:
             backup_rows(self.conn, record_ids, self.run_id, "remove")
             self.conn.execute(records.delete().where(records.c.id.in_(record_ids)))
-            if self.conn.dialect.name == "sqlite":
+            if self._id_floor is not None:
                 self._id_floor = max(self._id_floor, *record_ids)
 
 
@@ -747,7 +747,7 @@ def as_text(text: str | bytes | bytearray) -> str:
 
 def _sql_int(value: int | None) -> int | None:
     """``value`` if SQLite can store it as an INTEGER, else ``None`` (the reason names it)."""
-    return value if value is None or -(2**63) <= value < 2**63 else None
+    return value if value is None or -INT_MAX - 1 <= value <= INT_MAX else None
 
 
 _BACKUP = (

@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, and_, func, literal_column, not_, select
 from . import jsoncodec
 from .engine import translate_errors
 from .errors import QueryError
-from .tables import files, records
+from .tables import INT_MAX, files, records
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -100,7 +100,7 @@ def _type_expr(path: str) -> ColumnElement[Any]:
 def _scalar(value: Any, path: str) -> Any:
     if isinstance(value, (dict, list)):
         raise QueryError(f"{path}: compare with a scalar (string, number, true, false, null), not {type(value).__name__}")
-    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT_MAX - 1 <= value <= INT_MAX:
         raise QueryError(f"{path}: integer {value} is outside the range SQLite can compare exactly")
     if isinstance(value, float) and value != value:  # SQLite binds NaN as NULL: nothing would match
         raise QueryError(f"{path}: NaN is not a JSON value and cannot be compared")
@@ -112,8 +112,8 @@ def _scalar(value: Any, path: str) -> Any:
 
 def _count(n: int, what: str) -> int:
     """``n`` if SQLite can take it as a limit, an offset or a version."""
-    if not 0 <= n < 2**63:
-        raise QueryError(f"{what} must be between 0 and {2**63 - 1}, not {n}")
+    if not 0 <= n <= INT_MAX:
+        raise QueryError(f"{what} must be between 0 and {INT_MAX}, not {n}")
     return n
 
 

@@ -23,7 +23,7 @@ from .query import Query, Record, index_ddl
 from .registry import Registry, load_registry
 from .runs import RunInfo, held_run, read_history
 from .schema import ensure_schema, missing_record_indexes
-from .tables import backups, files, indexes, records, refused, runs
+from .tables import INT_MAX, backups, files, indexes, records, refused, runs
 
 __all__ = ["CheckResult", "DomainStatus", "Progress", "Store", "StoreStatus"]
 
@@ -211,7 +211,7 @@ class Store:
         return self.query(domain).key(key).first()
 
     def history(self, run: int | None = None, *, failure_limit: int | None = None) -> list[RunInfo]:
-        if run is not None and not 0 <= run < 2**63:  # no SQLite integer: no such run
+        if run is not None and not 0 <= run <= INT_MAX:  # no SQLite integer: no such run
             raise RecordStoreError(f"no run {run} in this store")
         with translate_errors(), self.engine.connect() as conn, conn.begin():
             found = read_history(conn, run, failure_limit=failure_limit)
@@ -313,7 +313,7 @@ class Store:
 
     def prune_backups(self, before: int) -> int:
         """Delete the backups written by runs before run ``before``; returns how many."""
-        if not 0 <= before < 2**63:
+        if not 0 <= before <= INT_MAX:
             raise RecordStoreError(f"--before must be a run number, not {before}")
         with held_run(self.engine, "prune", wait=self.wait, options={"before": before}) as run:
             with translate_errors(), self.engine.connect() as conn, conn.begin():

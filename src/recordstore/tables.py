@@ -44,6 +44,10 @@ NAMING = {
 
 metadata = MetaData(naming_convention=NAMING)
 
+#: The largest integer an INTEGER column holds (SQLite's, and a BIGINT elsewhere): the
+#: bound of every id, version, run number and count the store is asked about.
+INT_MAX = 2**63 - 1
+
 runs = Table(
     "runs",
     metadata,
