@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 import recordstore
 from recordstore import errors
@@ -25,6 +27,28 @@ def test_every_public_class_and_function_is_exported_and_documented() -> None:
         obj = getattr(recordstore, name)
         if inspect.isclass(obj) or inspect.isfunction(obj):
             assert obj.__doc__, f"{name} has no docstring"
+
+
+def test_sqlalchemy_is_loaded_only_to_open_a_store() -> None:
+    """``store --help`` and the errors and registry classes do not wait ~0.25 s for
+    SQLAlchemy; the names that need it still come from the package."""
+    code = (
+        "import sys\n"
+        "import recordstore, recordstore.cli\n"
+        "from recordstore import Registry, RecordStoreError\n"
+        "sys.argv = ['store', 'import', '--help']\n"
+        "try:\n"
+        "    recordstore.cli.main()\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "assert 'sqlalchemy' not in sys.modules, 'loaded for --help'\n"
+        "from recordstore import Store, migrate_value\n"
+        "assert 'sqlalchemy' in sys.modules and Store.__module__ == 'recordstore.store'\n"
+        "assert 'Store' in dir(recordstore)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "Files and directories to import" in run.stdout
 
 
 def test_every_error_derives_from_one_root_with_an_exit_code() -> None:

@@ -12,6 +12,9 @@ backups, export them back to the files they came from, and query them::
             print(record.key, record.data["prompt"])
 """
 
+import importlib
+import typing
+
 from .errors import (
     BusyError,
     ExportError,
@@ -25,17 +28,44 @@ from .errors import (
     StoreError,
     StoreVersionError,
 )
-from .exporter import ExportResult
-from .importer import DomainCounts, ImportResult
-from .migrator import MigrationResult, RecordDiff, RestoreResult, migrate_value
-from .query import Query, Record
 from .registry import Domain, Registry, Step, load_registry
-from .runs import RunInfo
-from .store import CheckResult, DomainStatus, Progress, Store, StoreStatus
+
+if typing.TYPE_CHECKING:
+    from .exporter import ExportResult
+    from .importer import DomainCounts, ImportResult
+    from .migrator import MigrationResult, RecordDiff, RestoreResult, migrate_value
+    from .query import Query, Record
+    from .runs import RunInfo
+    from .store import CheckResult, DomainStatus, Progress, Store, StoreStatus
+
+#: What is loaded when first asked for (PEP 562), with SQLAlchemy (~0.2 s): so that
+#: ``store --help``, a mistyped option and a registry file that imports recordstore do
+#: not wait for it.
+_LAZY = {
+    "ExportResult": "exporter",
+    "DomainCounts": "importer",
+    "ImportResult": "importer",
+    "MigrationResult": "migrator",
+    "RecordDiff": "migrator",
+    "RestoreResult": "migrator",
+    "migrate_value": "migrator",
+    "Query": "query",
+    "Record": "query",
+    "RunInfo": "runs",
+    "CheckResult": "store",
+    "DomainStatus": "store",
+    "Progress": "store",
+    "Store": "store",
+    "StoreStatus": "store",
+}
 
 
-
-def __getattr__(name: str) -> str:
+def __getattr__(name: str) -> typing.Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value
+        return value
     # Looked up when asked for: importlib.metadata takes ~40 ms to import, on every command.
     if name == "__version__":
         from importlib import metadata
@@ -45,6 +75,11 @@ def __getattr__(name: str) -> str:
         except metadata.PackageNotFoundError:  # a source tree that was never installed
             return "0.0.0"
     raise AttributeError(f"module 'recordstore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "BusyError",

@@ -31,14 +31,14 @@ import typer
 from rich.console import Console
 
 from . import jsoncodec
-from .connections import default_db_path
+from .connections import INT_MAX, default_db_path
 from .errors import RecordStoreError, StoreError
-from .store import Store
-from .tables import INT_MAX
 
 if TYPE_CHECKING:
     from rich.progress import Progress
     from rich.table import Table
+
+    from .store import Store
 
 app = typer.Typer(
     name="store",
@@ -71,6 +71,8 @@ class Options:
     def open(self, wait: bool = False, *, create: bool = False) -> Store:
         """The store; only an import (``create``) makes one where there is none, so a
         mistyped --db is an error, not an empty store."""
+        from .store import Store  # SQLAlchemy, loaded only by the commands that open a store
+
         return Store(self.db, registry=self.registry, wait=WAIT_SECONDS if wait else None, create=create)
 
     @property

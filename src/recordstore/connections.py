@@ -1,7 +1,9 @@
-"""The settings of every SQLite connection to a store, and where the default store is.
+"""The settings of every SQLite connection to a store, where the default store is, and
+the bound of its integers.
 
-Apart from :mod:`recordstore.engine` so that processes which do not load SQLAlchemy can
-use them: import's workers, which write with :mod:`sqlite3` directly.
+Apart from :mod:`recordstore.engine` so that what does not load SQLAlchemy can use them:
+import's workers, which write with :mod:`sqlite3` directly, and the command line until
+it opens a store.
 """
 
 from __future__ import annotations
@@ -10,7 +12,11 @@ import os
 import sqlite3
 from pathlib import Path
 
-__all__ = ["configure_connection", "default_db_path"]
+__all__ = ["INT_MAX", "configure_connection", "default_db_path"]
+
+#: The largest integer an INTEGER column holds (SQLite's, and a BIGINT elsewhere): the
+#: bound of every id, version, run number and count the store is asked about.
+INT_MAX = 2**63 - 1
 
 
 def default_db_path() -> Path:

@@ -35,6 +35,10 @@ from sqlalchemy import (
     Text,
 )
 
+from .connections import INT_MAX
+
+__all__ = ["INT_MAX", "backups", "failures", "files", "indexes", "lock", "metadata", "records", "refused", "runs"]
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -43,10 +47,6 @@ NAMING = {
 }
 
 metadata = MetaData(naming_convention=NAMING)
-
-#: The largest integer an INTEGER column holds (SQLite's, and a BIGINT elsewhere): the
-#: bound of every id, version, run number and count the store is asked about.
-INT_MAX = 2**63 - 1
 
 runs = Table(
     "runs",
