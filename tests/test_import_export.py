@@ -730,6 +730,9 @@ def test_into_an_empty_store_the_workers_write_what_they_parse(
     monkeypatch.setattr(importer_module.Importer, "write", spy_write)
     monkeypatch.setattr(parsing, "parse_tasks", spy_parse)
     monkeypatch.setattr(importer_module, "CHUNK_FILES", 3)
+    # Chunks of 3, 6, 12, 12... files, so both workers write several.
+    monkeypatch.setattr(importer_module, "CHUNK_FILES_WRITING_FIRST", 3)
+    monkeypatch.setattr(importer_module, "CHUNK_FILES_WRITING", 12)
     with Store(tmp_path / "pooled.db") as store:
         pooled = store.import_paths([home], jobs=2)
         assert len(pooled.problems) == 8
