@@ -682,7 +682,7 @@ def test_the_writer_parses_the_chunks_no_worker_has_started(
     monkeypatch.setattr(importer_module, "_real_parse_tasks", real, raising=False)
     monkeypatch.setattr(parsing, "parse_tasks", _parse_slowly_in_workers)
     monkeypatch.setattr(importer_module, "CHUNK_FILES", 2)
-    monkeypatch.setattr(importer_module, "MAX_CHUNKS_AHEAD", 64)
+    monkeypatch.setattr(importer_module, "MAX_FILES_AHEAD", 128)  # 64 chunks
     with Store(tmp_path / "pooled.db") as store:
         # The writer's own calls are counted; the worker's (forked before) are not.
         monkeypatch.setattr(importer_module, "_real_parse_tasks", counted, raising=False)

@@ -118,7 +118,8 @@ LOOKUP_FILES = 256
 #: How much record text workers may have parsed ahead of the writer; with at most
 #: TASK_MAX_BYTES per file, this bounds the memory in flight.
 AHEAD_BYTES = 8 * 1024 * 1024
-MAX_CHUNKS_AHEAD = 64
+#: And how many files, whatever the chunks' sizes (each is held here until written).
+MAX_FILES_AHEAD = 16 * 1024
 #: Below this many files an import parses in its own process (a pool costs more).
 PARALLEL_MIN_FILES = 512
 
@@ -418,14 +419,14 @@ class Importer:
             stack.enter_context(background_checkpoints(self.conn.engine))
             assert pool is not None  # import tasks can be pickled: any start method will do
             queued: collections.deque[_Chunk] = collections.deque()
-            seen_bytes = seen_chunks = 0
+            seen_bytes = seen_chunks = files_ahead = 0
             sizes = _chunk_sizes(database is not None)
 
             def room() -> bool:
                 """Whether one more chunk may be parsed ahead of the writer (which pauses
                 for every batch): as far as AHEAD_BYTES of record text, judged by the
                 chunks seen so far."""
-                if len(queued) >= MAX_CHUNKS_AHEAD:
+                if files_ahead >= MAX_FILES_AHEAD:
                     return False
                 if len(queued) <= 2 * jobs:
                     return True
@@ -437,8 +438,10 @@ class Importer:
                     self._look_ahead([c.relpath for c in chunk if c.domain is not None])
                     tasks = [self._task(c) for c in chunk]
                     queued.append(_Chunk(chunk, tasks, workers.submit(pool, "import", parsing.parse_wire, parsing.to_wire(tasks))))
+                    files_ahead += len(chunk)
                 while queued and (not chunk or not room()):
                     oldest = queued.popleft()
+                    files_ahead -= len(oldest.candidates)
                     # Rather than wait for the workers, parse here the newest chunk
                     # none of them has started: the writer's idle time becomes parsing.
                     # Not when the workers write: this process, which hands out the
