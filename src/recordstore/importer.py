@@ -107,10 +107,11 @@ def _steal(queued: collections.deque[_Chunk]) -> _Chunk | None:
 CHUNK_FILES = 64
 #: To one that also writes, more: each commit writes again the index pages it touched
 #: and makes the other writers read theirs anew, so fewer, larger transactions cost less
-#: (246,423 records: 2048 files a chunk, up to BATCH_RECORDS a commit, took 2.02 s
-#: median and 3.4 s of CPU, against 2.32 s and 3.9 s in chunks of 256). The first
-#: chunks are smaller (doubling from CHUNK_FILES_WRITING_FIRST), so that every worker
-#: has work at once, even in an import of a few thousand files.
+#: (246,423 records, chunks of 2048 files, up to BATCH_RECORDS a commit, against 256
+#: files: 2.02 s median and 3.4 s of CPU against 2.32 s and 3.9 s on a busy stretch,
+#: eight interleaved runs each; 2.10 s against 2.11 s, twenty each, on a quiet one). The
+#: first chunks are smaller (doubling from CHUNK_FILES_WRITING_FIRST), so that every
+#: worker has work at once, even in an import of a few thousand files.
 CHUNK_FILES_WRITING_FIRST = 256
 CHUNK_FILES_WRITING = 2048
 #: Files whose stored state is looked up together, when parsing in this process.
