@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from . import jsoncodec, parsing, workers
+from .connections import INT_MAX
 from .engine import background_checkpoints, placeholder, sqlite_file
 from .errors import InputError, NewerVersionError
 from .parsing import (
@@ -35,7 +36,7 @@ from .parsing import (
     WireOutcome,
 )
 from .schema import drop_record_indexes, restore_record_indexes
-from .tables import INT_MAX, backups, files, records, refused, runs
+from .tables import backups, files, records, refused, runs
 
 __all__ = ["DomainCounts", "ImportResult", "Importer"]
 
@@ -137,13 +138,12 @@ def default_jobs(writing: bool = False) -> int:
 
 def _chunk_sizes(writing: bool) -> Iterator[int]:
     """The number of files in each chunk handed to the workers, one after the other."""
-    if not writing:
-        yield from itertools.repeat(CHUNK_FILES)
-    size = CHUNK_FILES_WRITING_FIRST
-    while size < CHUNK_FILES_WRITING:
-        yield size
-        size *= 2
-    yield from itertools.repeat(CHUNK_FILES_WRITING)
+    if writing:
+        size = CHUNK_FILES_WRITING_FIRST
+        while size < CHUNK_FILES_WRITING:
+            yield size
+            size *= 2
+    yield from itertools.repeat(CHUNK_FILES_WRITING if writing else CHUNK_FILES)
 
 
 # --------------------------------------------------------------------------- writing
@@ -426,7 +426,7 @@ class Importer:
             def room() -> bool:
                 """Whether one more chunk may be parsed ahead of the writer (which pauses
                 for every batch): as far as AHEAD_BYTES of record text, judged by the
-                chunks seen so far."""
+                chunks seen so far, and MAX_FILES_AHEAD files."""
                 if files_ahead >= MAX_FILES_AHEAD:
                     return False
                 if len(queued) <= 2 * jobs:

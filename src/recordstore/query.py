@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import ColumnElement, and_, func, literal_column, not_, select
 
 from . import jsoncodec
+from .connections import INT_MAX
 from .engine import translate_errors
 from .errors import QueryError
-from .tables import INT_MAX, files, records
+from .tables import files, records
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, text
 
+from .connections import INT_MAX
 from .engine import default_db_path, open_engine, translate_errors
 from .errors import InputError, QueryError, RecordStoreError
 from .exporter import ExportResult, export_records
@@ -23,7 +24,7 @@ from .query import Query, Record, index_ddl
 from .registry import Registry, load_registry
 from .runs import RunInfo, held_run, read_history
 from .schema import ensure_schema, missing_record_indexes
-from .tables import INT_MAX, backups, files, indexes, records, refused, runs
+from .tables import backups, files, indexes, records, refused, runs
 
 __all__ = ["CheckResult", "DomainStatus", "Progress", "Store", "StoreStatus"]
 

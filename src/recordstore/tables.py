@@ -35,10 +35,6 @@ from sqlalchemy import (
     Text,
 )
 
-from .connections import INT_MAX
-
-__all__ = ["INT_MAX", "backups", "failures", "files", "indexes", "lock", "metadata", "records", "refused", "runs"]
-
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
