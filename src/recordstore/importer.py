@@ -426,11 +426,12 @@ class Importer:
             def room() -> bool:
                 """Whether one more chunk may be parsed ahead of the writer (which pauses
                 for every batch): as far as AHEAD_BYTES of record text, judged by the
-                chunks seen so far, and MAX_FILES_AHEAD files."""
-                if files_ahead >= MAX_FILES_AHEAD:
-                    return False
+                chunks seen so far, and MAX_FILES_AHEAD files; but always two chunks a
+                worker, so that none waits for work while the oldest chunk is awaited."""
                 if len(queued) <= 2 * jobs:
                     return True
+                if files_ahead >= MAX_FILES_AHEAD:
+                    return False
                 return seen_chunks > 0 and len(queued) * seen_bytes <= AHEAD_BYTES * seen_chunks
 
             while True:
