@@ -682,7 +682,8 @@ def restore_records(
             latest = {(b.file_id, b.position): b for b in gone}  # (chosen is in backup order)
             chosen = [b for b in chosen if b.record_id in current or latest[(b.file_id, b.position)] is b]
             gone = list(latest.values())
-        held_by_record, held_by_text = _slots_held(conn, [(b.file_id, b.position) for b in gone])
+        slots = [(b.file_id, b.position) for b in gone]
+        held_by_record, held_by_text = _slots_held(conn, slots)
         taken = [b for b in gone if (b.file_id, b.position) in held_by_record or (b.file_id, b.position) in held_by_text]
         if taken and not force:
             raise _conflict(
@@ -694,7 +695,6 @@ def restore_records(
             )
         occupants = sorted({held_by_record[slot] for b in taken if (slot := (b.file_id, b.position)) in held_by_record})
         present = [b.record_id for b in chosen if b.record_id in current]
-        slots = [(b.file_id, b.position) for b in gone]
         if set(occupants) & set(present) or len(set(slots)) < len(slots):
             raise _conflict(
                 from_run,

@@ -518,7 +518,7 @@ class FileParse:
             if not line or line.isspace():
                 blank.add(line)
                 continue
-            blank.clear(held=True)
+            blank.clear()
             try:
                 value = decode(line)
             except invalid as exc:
@@ -566,10 +566,11 @@ class _BlankRun:
             if self.size > TAIL_MAX_BYTES:
                 self.lines = None
 
-    def clear(self, held: bool) -> None:
+    def clear(self) -> None:
+        """A line that held something: the run starts again after it."""
         if self.size or self.lines is None:
             self.lines, self.size = [], 0
-        self.held = held
+        self.held = True
 
     def tail(self, sep: str, ends_with_newline: bool) -> str:
         end = sep if ends_with_newline else ""
@@ -740,20 +741,9 @@ def parse_task(task: Task) -> Outcome:
     keys, versions, texts, positions = tuple(zip(*found)) if found else ((), (), (), ())
     nbytes = sum(map(len, texts)) + sum(len(r[2]) for r in refused)
     return Outcome(
-        "parsed",
-        read.digest,
-        keys,
-        versions,
-        texts,
-        positions,
-        nbytes,
-        parse.layout,
-        parse.problems,
-        parse.fatal,
-        parse.slots,
-        0,
-        tuple(refused),
-    )
+        "parsed", read.digest, keys, versions, texts, positions, nbytes, parse.layout, parse.problems, parse.fatal,
+        parse.slots, refused=tuple(refused),
+    )  # fmt: skip
 
 
 def _plain_version(text: bytes, domain: DomainSpec) -> int | None:
