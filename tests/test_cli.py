@@ -82,6 +82,18 @@ def test_an_index_serves_equality_filters(store: Any, home: Path) -> None:
     assert store.indexes() == []
 
 
+def test_dropping_an_index_that_is_not_there_leaves_no_run(store: Any, home: Path) -> None:
+    store.import_paths([home])
+    store.add_index("task", "status")
+    runs = len(store.history())
+    with pytest.raises(QueryError, match=r"no index on prompt in domain 'task'"):
+        store.drop_index("task", "prompt")
+    with pytest.raises(QueryError, match=r"no index on status in domain 'runtime'"):
+        store.drop_index("runtime", "status")
+    assert len(store.history()) == runs  # a mistyped path is not a failed run
+    assert store.indexes() == [("task", "$.status")]
+
+
 def test_writers_say_nothing_about_json_path_indexes(home: Path, tmp_path: Path) -> None:
     """Every writer first looks for the store's own indexes; the users' JSON-path indexes
     (on expressions, which SQLAlchemy cannot reflect) must not make it print a warning."""

@@ -412,11 +412,16 @@ class Store:
             return [(r.domain, r.path) for r in conn.execute(select(indexes).order_by(indexes.c.domain, indexes.c.path))]
 
     def drop_index(self, domain: str, path: str) -> None:
+        """Drop the index on ``path`` in ``domain``. One that is not there is refused
+        before any run begins, so a mistyped path leaves no failed run in the history."""
         name, sql_path, _ = index_ddl(path)
+        missing = QueryError(f"no index on {path} in domain {domain!r}")
+        if (domain, sql_path) not in self.indexes():
+            raise missing
         with self._index_run("drop", domain, path) as conn:
             gone = conn.execute(delete(indexes).where(indexes.c.domain == domain, indexes.c.path == sql_path)).rowcount
-            if not gone:
-                raise QueryError(f"no index on {path} in domain {domain!r}")
+            if not gone:  # dropped by another writer since it was looked for
+                raise missing
             still = conn.execute(select(func.count()).select_from(indexes).where(indexes.c.path == sql_path)).scalar()
             if not still:
                 conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
