@@ -603,6 +603,10 @@ refused_both("deep-array-field", "nesting 100,000 deep", b'{"schema_version": 2,
 refused_both("deep-object-field", "nesting 100,000 deep", b'{"schema_version": 2, "x": ' + _DEEP_OBJECT + b"}", "^nested too deeply$", None)
 refused_both("deep-object", "nesting 100,000 deep", _DEEP_OBJECT, "^nested too deeply$", None)
 refused_both("deep-unclosed", "nesting 100,000 deep", b'{"schema_version": 2, "x": ' + b"[" * DEEP, "^nested too deeply$|^invalid JSON", None)
+# Deeper than orjson encodes (255 levels), well within what the exact decoder reads.
+accepted_both("deep-300-array", "nesting 300 deep", b'{"schema_version":2,"x":' + b"[" * 300 + b"]" * 300 + b"}")
+accepted_both("deep-300-object", "nesting 300 deep", b'{"schema_version":2,"x":' + b'{"a":' * 300 + b"1" + b"}" * 301)
+accepted_file("deep-300-pretty", "nesting 300 deep", pretty(task("task_deep_300", x=json.loads("[" * 300 + "]" * 300))))
 
 
 @custom("file-deep-array-element", "nesting 100,000 deep", "refused")

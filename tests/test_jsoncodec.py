@@ -411,3 +411,14 @@ def test_a_syntax_errors_position_is_given_as_the_files() -> None:
     assert error.reason_at(3, 12) == "invalid JSON: Extra data at line 3 column 12"
     refused = JSONError("NaN is not valid JSON", 2)
     assert refused.reason_at(None, None) == refused.reason_at(4, 1) == "NaN is not valid JSON"
+
+
+def test_keys_that_would_be_written_alike_are_refused_not_written_twice() -> None:
+    """Non-string keys are written as json.dumps writes them; two keys that would come
+    out as the same string are refused, and the error shows even a huge one, cut short."""
+    assert encode({2: "a", True: "b", None: "c", 1.5: "d"}, None) == '{"2":"a","true":"b","null":"c","1.5":"d"}'
+    with pytest.raises(JSONError, match=r"^not representable as JSON: keys '1' and 1 would both be written as '1'$"):
+        encode({"nested": [{"1": "a", 1: "b"}]}, 2)
+    huge = int_of_digits(DIGITS_5000)
+    with pytest.raises(JSONError, match=rf"^not representable as JSON: keys {DIGITS_5000[:40]}\.\.\. and '{DIGITS_5000[:39]}\.\.\. would"):
+        encode({huge: 1, DIGITS_5000: 2}, None)

@@ -265,6 +265,11 @@ def test_a_failing_backup_never_corrupts_anything(nstore: Store, monkeypatch: py
         ("return [record]", "step returned list, not a JSON object"),
         ("record['x'] = float('nan')", "not representable as JSON"),
         ("record['x'] = {1, 2}", "not representable as JSON"),
+        # Keys 1 and True are written "1" and "true", as json.dumps writes them: beside
+        # a "1" or a "true" key, the record would hold the same key twice.
+        ("record['1'] = 'b'; record[1] = 'a'", "not representable as JSON: keys '1' and 1 would both be written as '1'"),
+        ("record['nested']['true'] = 1; record['nested'][True] = 2", "keys 'true' and True would both be written as 'true'"),
+        ("record[2**70] = 1; record[str(2**70)] = 2", f"keys {2**70} and '{2**70}' would both be written as '{2**70}'"),
         ("record['nested']['a'] = 1; raise KeyError('late')", "KeyError: 'late'"),
     ],
 )
@@ -283,6 +288,25 @@ def test_a_bad_step_result_is_a_failure_and_the_record_is_kept(tmp_path: Path, b
         result = s.migrate()
         assert reason in result.failures[0].reason
         assert s.get("note", "n.json").text == original
+
+
+def test_a_step_may_nest_a_record_deeper_than_the_fast_codec_goes(tmp_path: Path) -> None:
+    """300 levels: beyond what orjson encodes (255), within what the exact path reads;
+    the migrated record is then queried, exported and imported again like any other."""
+    reg = Registry()
+    reg.domain("note", version=2, files=["*.json"]).add_step(1, lambda r: {**r, "deep": json.loads("[" * 300 + "]" * 300)})
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "n.json").write_text('{"schema_version": 1}')
+    with Store(tmp_path / "s.db", registry=reg) as s:
+        s.import_paths([home])
+        assert s.migrate().migrated == 1
+        [record] = list(s.query("note"))
+        assert record.data == {"schema_version": 2, "deep": json.loads("[" * 300 + "]" * 300)}
+        s.export_to(tmp_path / "out")
+    with Store(tmp_path / "again.db", registry=reg) as s:
+        result = s.import_paths([tmp_path / "out"])
+        assert result.ok and s.get("note", "n.json").data == record.data
 
 
 def test_records_newer_than_the_registry_are_never_touched(db_path: Path, tmp_path: Path) -> None:

@@ -160,8 +160,11 @@ def decode(data: bytes | str) -> Any:
     except orjson.JSONDecodeError:
         return _decode_exact(data)
     pretty = raw[1:2] == b"\n" and raw[:1] in (b"{", b"[")
-    if orjson.dumps(value, option=orjson.OPT_INDENT_2 if pretty else 0) == raw:
-        return value
+    try:
+        if orjson.dumps(value, option=orjson.OPT_INDENT_2 if pretty else 0) == raw:
+            return value
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255 levels)
+        pass
     return _decode_exact(data)
 
 
@@ -377,6 +380,7 @@ def _encode_fast(value: Any, indent: int | None) -> bytes | None:
 
 def _encode_exact(value: Any, indent: int | None) -> str:
     separators = (",", ":") if indent is None else None
+    _refuse_colliding_keys(value)
     try:
         text = _dumps(value, False, indent, separators)
     except (TypeError, ValueError) as exc:
@@ -387,6 +391,51 @@ def _encode_exact(value: Any, indent: int | None) -> str:
         # Lone surrogates: keep them as \\u escapes, the form they arrived in.
         text = _dumps(value, True, indent, separators)
     return text
+
+
+def _refuse_colliding_keys(value: Any) -> None:
+    """Raise :class:`JSONError` for an object two of whose keys would be written as the
+    same string: ``json.dumps`` writes the keys ``1``, ``True`` and ``None`` as ``"1"``,
+    ``"true"`` and ``"null"`` (as this module does, for a step that keys a dict by
+    number), so ``{1: "a", "1": "b"}`` would come out with one key twice, and which of
+    the two a reader keeps is anyone's guess. Walked without recursion, each container
+    once (a cycle is left to ``json.dumps``, which refuses it)."""
+    stack, seen = [value], set()
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, (dict, list, tuple)) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, dict):
+            if not all(type(key) is str for key in item):
+                written: dict[str, Any] = {}
+                for key in item:
+                    name = _key_text(key)
+                    if name in written:
+                        a, b = (_key_shown(k) for k in (written[name], key))
+                        raise JSONError(f"not representable as JSON: keys {a} and {b} would both be written as {name[:40]!r}")
+                    written[name] = key
+            stack.extend(item.values())
+        else:
+            stack.extend(item)
+
+
+def _key_shown(key: Any) -> str:
+    """A key as an error shows it (an integer of thousands of digits, cut short)."""
+    text = int_text(key) if isinstance(key, int) and not isinstance(key, bool) else repr(key)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _key_text(key: Any) -> str:
+    """A dict key as ``json.dumps`` writes it (the types it refuses, as themselves: it
+    refuses them after this)."""
+    if isinstance(key, str) or key is None or isinstance(key, bool):
+        return key if isinstance(key, str) else json.dumps(key)
+    if isinstance(key, int):
+        return int_text(key)
+    if isinstance(key, float):
+        return float.__repr__(key)
+    return repr(key)
 
 
 def _dumps(value: Any, ensure_ascii: bool, indent: int | None, separators: tuple[str, str] | None) -> str:
