@@ -246,6 +246,8 @@ def test_index_changes_wait_for_a_running_writer_or_are_told_busy(world: World, 
     while a migration runs they get the busy line and exit code 4, or, with --wait,
     are done after it, each as a run of its own."""
     db = ck.copy_store(world.imported, tmp_path / "store.db")
+    with Store(db, registry=str(world.registry)) as s:
+        s.add_index("note", "name")  # (a drop of an index that is not there is refused at once)
     gate = tmp_path / "gate"
     writer = ck.spawn_store(db, world.registry, "migrate", env=gated(gate))
     try:
@@ -253,7 +255,7 @@ def test_index_changes_wait_for_a_running_writer_or_are_told_busy(world: World, 
         for action in ("add", "drop"):
             busy = ck.run_store(db, world.registry, "index", action, "note", "name")
             assert busy.returncode == 4, busy.stderr
-            assert f"migrate (run 2) is running in process {writer.pid}" in busy.stderr, busy.stderr
+            assert f"migrate (run 3) is running in process {writer.pid}" in busy.stderr, busy.stderr
         patient = ck.spawn_store(db, world.registry, "index", "add", "--wait", "note", "name")
         time.sleep(0.5)
         assert patient.poll() is None, "index add --wait did not wait for the migration"

@@ -35,6 +35,7 @@ from .parsing import (
     Task,
     WireOutcome,
 )
+from .runs import check_interrupt
 from .schema import drop_record_indexes, restore_record_indexes
 from .tables import backups, files, records, refused, runs
 
@@ -340,6 +341,7 @@ class Importer:
         files (``None``: :func:`default_jobs` when there are many files; 0: none)."""
         result = self.result
         for cand, outcome in self._outcomes(iter(candidates), jobs):
+            check_interrupt()
             if cand.domain is None:
                 result.skipped += 1
             elif isinstance(outcome, int):  # a new file a worker wrote whole: nothing to report

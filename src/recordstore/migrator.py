@@ -33,7 +33,7 @@ from .errors import MigrationError, RestoreConflictError
 from .importer import as_text, backup_rows, backup_span
 from .parsing import indent_of
 from .registry import Domain, Registry, Step
-from .runs import RunHandle
+from .runs import RunHandle, check_interrupt
 from .tables import backups, files, records, refused
 
 __all__ = ["MigrationResult", "RestoreResult", "migrate_records", "migrate_value", "restore_records"]
@@ -408,6 +408,7 @@ class _Pass:
         after: int | None = 0  # where the next span starts (None: every span is handed out)
         try:
             while True:
+                check_interrupt()
                 tx = None if (self.atomic and self.run is not None) or conn.in_transaction() else conn.begin()
                 with tx if tx is not None else contextlib.nullcontext():
                     # Spans are handed out up to ``ahead`` beyond the one being written;

@@ -12,7 +12,9 @@ import contextlib
 import datetime as dt
 import json
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from .errors import BusyError
 from .schema import restore_record_indexes
 from .tables import failures, lock, runs
 
-__all__ = ["RunInfo", "held_run", "now", "process_alive"]
+__all__ = ["RunInfo", "check_interrupt", "held_run", "now", "process_alive"]
 
 HOST = socket.gethostname()
 
@@ -126,6 +128,46 @@ def _mark_interrupted(conn: Connection, run_id: int | None) -> None:
         )
 
 
+#: Ctrl-C was pressed during a run and is held until the run reaches a safe point.
+_interrupt_held = False
+
+
+def check_interrupt() -> None:
+    """At a safe point of a run's work (between batches, between files): raise the
+    KeyboardInterrupt held since Ctrl-C was pressed, if it was (see _held_interrupts)."""
+    global _interrupt_held
+    if _interrupt_held:
+        _interrupt_held = False
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _held_interrupts() -> Iterator[None]:
+    """While a run works (in the main thread): Ctrl-C stops it at its next safe point
+    (:func:`check_interrupt`) rather than wherever it lands. Raised anywhere, it can
+    land inside the database library or a worker pool's bookkeeping, and leave a
+    transaction open that the run's own record then waits on for ever, a connection
+    closed under it, or the pool waiting for work it never handed out. A second Ctrl-C
+    stops at once; one pressed as the run ends is raised once it has ended."""
+    global _interrupt_held
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def hold(signum: int, frame: Any) -> None:
+        global _interrupt_held
+        if _interrupt_held:
+            raise KeyboardInterrupt
+        _interrupt_held = True
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    check_interrupt()
+
+
 @contextlib.contextmanager
 def held_run(
     engine: Engine,
@@ -138,27 +180,29 @@ def held_run(
     """Take the writer lock and open a run; ``wait`` seconds to wait for another writer
     (``None``: fail at once with :class:`BusyError`, naming the holder)."""
     deadline = None if wait is None else time.monotonic() + wait
-    while True:
-        got = _try_acquire(engine, operation, options or {}, fingerprints or {})
-        if isinstance(got, int):
-            break
-        if deadline is None or time.monotonic() >= deadline:
-            raise BusyError(
-                _describe_holder(got),
-                holder={"operation": got.operation, "run": got.run_id, "pid": got.pid, "host": got.host},
-            )
-        time.sleep(0.1)
-    handle = RunHandle(engine, got)
-    try:
-        yield handle
-    except (KeyboardInterrupt, SystemExit) as exc:  # stopped, as a killed process is
-        handle.finish("interrupted", message=f"stopped before finishing ({type(exc).__name__})")
-        raise
-    except BaseException as exc:
-        handle.finish("failed", message=f"{type(exc).__name__}: {exc}")
-        raise
-    else:
-        handle.finish(handle.outcome)
+    with _held_interrupts():
+        while True:
+            got = _try_acquire(engine, operation, options or {}, fingerprints or {})
+            if isinstance(got, int):
+                break
+            if deadline is None or time.monotonic() >= deadline:
+                raise BusyError(
+                    _describe_holder(got),
+                    holder={"operation": got.operation, "run": got.run_id, "pid": got.pid, "host": got.host},
+                )
+            check_interrupt()
+            time.sleep(0.1)
+        handle = RunHandle(engine, got)
+        try:
+            yield handle
+        except (KeyboardInterrupt, SystemExit) as exc:  # stopped, as a killed process is
+            handle.finish("interrupted", message=f"stopped before finishing ({type(exc).__name__})")
+            raise
+        except BaseException as exc:
+            handle.finish("failed", message=f"{type(exc).__name__}: {exc}")
+            raise
+        else:
+            handle.finish(handle.outcome)
 
 
 @dataclass

@@ -413,10 +413,11 @@ class Store:
 
     def drop_index(self, domain: str, path: str) -> None:
         """Drop the index on ``path`` in ``domain``. One that is not there is refused
-        before any run begins, so a mistyped path leaves no failed run in the history."""
+        before any run begins, so a mistyped path leaves no failed run in the history
+        (unless waiting for another writer, which may be adding it)."""
         name, sql_path, _ = index_ddl(path)
         missing = QueryError(f"no index on {path} in domain {domain!r}")
-        if (domain, sql_path) not in self.indexes():
+        if self.wait is None and (domain, sql_path) not in self.indexes():
             raise missing
         with self._index_run("drop", domain, path) as conn:
             gone = conn.execute(delete(indexes).where(indexes.c.domain == domain, indexes.c.path == sql_path)).rowcount

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -77,13 +78,34 @@ def pool(
     if context is None:
         yield None
         return
-    with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_start_worker, initargs=(initializer, initargs)
-    ) as executor:
+    executor = ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(initializer, initargs))
+    try:
         # Fork now, while this process may have no other thread (the executor starts
-        # one, and the caller may start a progress bar's).
-        result(submit(executor, command, int), command)
+        # one, and the caller may start a progress bar's). Ctrl-C waits until the
+        # workers are started: raised within a fork's own handlers, it would be lost.
+        with _interrupts_held():
+            first = submit(executor, command, int)
+        result(first, command)
         yield executor
+    finally:
+        # Also when the command failed or was interrupted: the work not handed to a
+        # worker yet is dropped, and what the workers hold (a chunk or a span each) is
+        # waited for. (A worker stopped by force while it sends a result back would
+        # leave the executor waiting for the rest of it for ever.)
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT held back (on POSIX) while the block runs, then delivered."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 #: How often a worker checks that the process that started it is still there.
@@ -105,6 +127,11 @@ def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, 
     fork server has that server for parent, which ends with the command.)"""
     global _parent
     _parent = os.getppid()
+    # Ctrl-C reaches the whole process group: the command stops its workers itself
+    # (see _stop), so a worker does not die of it halfway with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held while forked
 
     def watch() -> None:
         while not orphaned():
