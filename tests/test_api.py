@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 import subprocess
 import sys
+
+import pytest
 
 import recordstore
 from recordstore import errors
@@ -64,3 +67,29 @@ def test_migration_error_carries_the_seed_frameworks_fields() -> None:
     exc = recordstore.MigrationError("boom", domain="task", key="k", from_version=1, to_version=2, step="s")
     assert (exc.domain, exc.key, exc.from_version, exc.to_version, exc.reason) == ("task", "k", 1, 2, "boom")
     assert str(exc) == "task k: v1 -> v2 (s) failed: boom"
+
+
+def test_paths_take_a_tilde_and_one_path_or_name_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the README writes it: ``import_paths(["~/.deepseek"])`` reads the home's
+    ``.deepseek``, and ``export_to("~/exported")`` writes there, not into a directory
+    named ``~``. One path given alone is that path (a str is not a list of one-letter
+    paths), and one domain given alone is that domain."""
+    import shutil
+
+    from conftest import EXAMPLE_HOME
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(EXAMPLE_HOME, tmp_path / ".deepseek")
+    with recordstore.Store("~/one.db") as store:
+        result = store.import_paths(["~/.deepseek"])
+        assert result.ok and result.problems == [] and result.files > 0
+        assert store.history()[-1].options["paths"] == [str(tmp_path / ".deepseek")]
+        store.export_to("~/exported")
+        assert (tmp_path / "exported" / "tasks").is_dir() and not (tmp_path / "~").exists()
+    with recordstore.Store(tmp_path / "two.db") as store:
+        again = store.import_paths(str(tmp_path / ".deepseek"))
+        assert again.files == result.files and again.problems == []
+        assert set(store.migrate("task").counts) == {"task"}
+        store.export_to(tmp_path / "tasks-only", domains="task")
+        assert {p.parts[len(tmp_path.parts) + 1] for p in (tmp_path / "tasks-only").rglob("*.json*")} == {"tasks"}

@@ -518,3 +518,14 @@ def test_help_paragraphs_are_wrapped_to_the_terminal(columns: int) -> None:
             for cut, following in zip(paragraph, paragraph[1:]):
                 assert len(cut) + 1 + len(following.split()[0]) > fill, (command, cut)
             paragraph = []
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [([], "restore needs a run (--run) or a domain (--domain)"),
+     (["--key", "tasks/tasks/task_1.json"], "restore needs a run (--run) or a domain (--domain) (--key goes with --domain)")],
+)
+def test_a_restore_of_nothing_named_is_a_usage_error(cli: Any, home: Path, args: list[str], said: str) -> None:
+    cli("import", home)
+    res = cli("restore", *args)
+    assert res.exit_code == 2 and said in _said(res) and "Usage: store restore" in res.stderr

@@ -556,6 +556,8 @@ def restore(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Put back original rows from the backups. The restore is itself a run, and can be undone."""
+    if run is None and domain is None:
+        ctx.fail("restore needs a run (--run) or a domain (--domain)" + (" (--key goes with --domain)" if key else ""))
     with _errors(ctx), ctx.obj.open(wait) as store:
         result = store.restore(run=run, domain=domain, key=key, force=force)
     if json_out:

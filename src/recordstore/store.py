@@ -132,7 +132,7 @@ class Store:
 
     def import_paths(
         self,
-        paths: Iterable[str | os.PathLike[str]],
+        paths: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
         *,
         domain: str | None = None,
         progress: Progress | None = None,
@@ -143,7 +143,7 @@ class Store:
         that read and parse small files, and write them into a store that has no files yet
         (default: :func:`~recordstore.importer.default_jobs`
         for an import of many files; 0: none). The store ends up the same either way."""
-        paths = list(paths)
+        paths = _paths(paths)
         forced = self.registry[domain] if domain is not None else None
         result = ImportResult(run_id=None)
         walk_problems: list[InputError] = []  # missing paths, unreadable directories
@@ -182,10 +182,11 @@ class Store:
     ) -> ExportResult:
         """Write every record (of ``domains``) back to ``out/<source path>``, and every
         refused record's text in its place, as its file held it."""
+        domains = _names(domains)
         for name in domains or ():
             self.registry[name]
         with translate_errors(), self.engine.connect() as conn, conn.begin():
-            return export_records(conn, Path(out), domains or None, overwrite=overwrite, progress=progress)
+            return export_records(conn, Path(os.path.expanduser(out)), domains or None, overwrite=overwrite, progress=progress)
 
     # ----------------------------------------------------------------- reading
 
@@ -236,6 +237,7 @@ class Store:
         """Bring every record below its domain's current version up to it. ``jobs``:
         worker processes running the steps (default:
         :func:`~recordstore.migrator.default_jobs` once many records are pending; 0: none)."""
+        domains = _names(domains)
         for name in domains or ():
             self.registry[name]
         if dry_run:
@@ -428,3 +430,13 @@ class Store:
                 conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
 
 
+def _paths(given: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[str | os.PathLike[str]]:
+    """The paths given: one path (not its characters) or many, ``~`` expanded as
+    :class:`Store` expands its own."""
+    items = [given] if isinstance(given, (str, os.PathLike)) else list(given)
+    return [os.path.expanduser(p) for p in items]
+
+
+def _names(given: Sequence[str] | str | None) -> Sequence[str] | None:
+    """Domain names given: one name (not its letters) or many."""
+    return [given] if isinstance(given, str) else given
