@@ -271,6 +271,10 @@ def test_a_failing_backup_never_corrupts_anything(nstore: Store, monkeypatch: py
         ("record['nested']['true'] = 1; record['nested'][True] = 2", "keys 'true' and True would both be written as 'true'"),
         ("record[2**70] = 1; record[str(2**70)] = 2", f"keys {2**70} and '{2**70}' would both be written as '{2**70}'"),
         ("record['nested']['a'] = 1; raise KeyError('late')", "KeyError: 'late'"),
+        # An exception whose message itself raises is still one record's failure.
+        ("class Weird(Exception):\n        def __str__(self):\n            raise RuntimeError('no str')\n    raise Weird()",
+         "Weird: (its message could not be shown: RuntimeError)"),
+        ("raise ValueError()", "ValueError"),
     ],
 )
 def test_a_bad_step_result_is_a_failure_and_the_record_is_kept(tmp_path: Path, body: str, reason: str) -> None:
@@ -383,7 +387,7 @@ def test_cli_restore_and_prune(cli: Any, registry_file: Path, notes: Path, tmp_p
     res = cli("prune-backups", "--before", "3", registry=str(registry_file))
     assert "deleted 8 backup(s)" in res.stdout
     res = cli("restore", registry=str(registry_file))
-    assert res.exit_code == 3 and "restore needs a run" in res.stderr
+    assert res.exit_code == 2 and "restore needs a run" in res.stderr  # a usage error
 
 
 def test_cli_a_registry_with_a_gap_is_one_line_naming_domain_and_step(cli: Any, tmp_path: Path) -> None:

@@ -150,3 +150,13 @@ class RestoreConflictError(StoreError):
     def __init__(self, message: str, *, keys: list[tuple[str, str]]):
         super().__init__(message)
         self.keys = keys
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` for an exception raised by code outside the store (a step), even
+    one whose message cannot be made (its ``__str__`` raises)."""
+    try:
+        message = str(exc)
+    except Exception as broken:
+        message = f"(its message could not be shown: {type(broken).__name__})"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -29,7 +29,7 @@ from .engine import (
     translate_errors,
     unchecked_foreign_keys,
 )
-from .errors import MigrationError, RestoreConflictError
+from .errors import MigrationError, RestoreConflictError, describe
 from .importer import as_text, backup_rows, backup_span
 from .parsing import indent_of
 from .registry import Domain, Registry, Step
@@ -145,8 +145,8 @@ def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> d
             if not isinstance(out, dict):
                 raise TypeError(f"step returned {type(out).__name__}, not a JSON object (dict)")
         except Exception as exc:
-            reason = str(exc) if isinstance(exc, TypeError) and "step returned" in str(exc) else f"{type(exc).__name__}: {exc}"
-            reason = _bounded(reason)
+            shown = describe(exc)
+            reason = _bounded(shown.removeprefix("TypeError: ") if shown.startswith("TypeError: step returned") else shown)
             raise MigrationError(
                 reason,
                 domain=domain.name,

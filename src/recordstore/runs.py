@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from .engine import BUSY_TIMEOUT_S, durable_transaction, translate_errors, write_transaction
-from .errors import BusyError
+from .errors import BusyError, describe
 from .schema import restore_record_indexes
 from .tables import failures, lock, runs
 
@@ -199,7 +199,7 @@ def held_run(
             handle.finish("interrupted", message=f"stopped before finishing ({type(exc).__name__})")
             raise
         except BaseException as exc:
-            handle.finish("failed", message=f"{type(exc).__name__}: {exc}")
+            handle.finish("failed", message=describe(exc))
             raise
         else:
             handle.finish(handle.outcome)
