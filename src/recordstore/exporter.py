@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import itertools
+import operator
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +78,18 @@ STAGE_FILES = 2000
 STAGE_BYTES = 64 * 1024 * 1024
 
 
+#: A file's text is encoded and written in pieces of about this many characters.
+WRITE_CHARS = 1 << 20
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        # A refused text that is not UTF-8 comes back as the bytes it was (see _merged).
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 class _Writer:
     def __init__(self, out: Path, overwrite: bool):
         out.mkdir(parents=True, exist_ok=True)
@@ -114,9 +127,10 @@ class _Writer:
             self.dirty_dirs.add(parent)
         self.checked.add(directory)
 
-    def write(self, relpath: str, content: str) -> None:
-        """Write ``content`` to a temporary file beside the target; it is renamed into
-        place by :meth:`flush`, once its data is durable."""
+    def write(self, relpath: str, pieces: Iterable[str]) -> None:
+        """Write a file's text, given in pieces, to a temporary file beside the target
+        (in writes of about WRITE_CHARS characters: a file of any size takes bounded memory); it
+        is renamed into place by :meth:`flush`, once its data is durable."""
         target = safe_target(self.out_real, relpath)
         self._ensure_dir(target.parent, relpath)
         # (In a directory this export made, only another process could have put a file:
@@ -125,25 +139,29 @@ class _Writer:
             raise ExportError(relpath, "exists in the export directory (use --force to overwrite)")
         if target in self.staged_targets:
             raise ExportError(relpath, "two records sources name the same file")
-        try:
-            # A refused text that is not UTF-8 comes back as the bytes it was (see _merged).
-            data = content.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            data = content.encode("utf-8", "surrogatepass")
         self.counter += 1
         tmp = target.parent / f".{target.name[:40]}.{os.getpid()}.{self.counter}.rstmp"
         # 0o666 less the umask, like any new file; O_EXCL: never through a planted link.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        size = 0
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                buffered: list[str] = []
+                held = 0
+                for piece in pieces:
+                    buffered.append(piece)
+                    held += len(piece)
+                    if held >= WRITE_CHARS:
+                        size += fh.write(_utf8("".join(buffered)))
+                        buffered, held = [], 0
+                size += fh.write(_utf8("".join(buffered)))
         except BaseException:
             with _suppress():
                 os.unlink(tmp)
             raise
         self.staged.append((relpath, tmp, target))
         self.staged_targets.add(target)
-        self.staged_bytes += len(data)
+        self.staged_bytes += size
 
     def full(self) -> bool:
         return len(self.staged) >= STAGE_FILES or self.staged_bytes >= STAGE_BYTES
@@ -315,17 +333,18 @@ def _file_rows(conn: Connection, domains: list[str] | None) -> Iterator[Any]:
 
 
 class _Group(NamedTuple):
-    """What a file holds, slot by slot: keys and texts, and how many of them are refused
-    records' texts."""
+    """What a file holds, slot by slot, streamed: its (file id, position, key, text)
+    rows, to be read before the next group is asked for; ``refused_in`` counts, once
+    they have been read, the refused records' texts among them, by file id."""
 
     file_id: int | None
-    keys: list[str]
-    texts: list[str]
-    refused: int = 0
+    rows: Iterator[Any]
+    refused_in: dict[int, int]
 
 
 def _grouped(conn: Connection) -> Iterator[_Group]:
-    """What each file holds (see _Group), in file id order, streaming."""
+    """What each file holds (see _Group), in file id order, streaming: a file's slots
+    are never all held at once, however many it has."""
     stream = conn.execution_options(stream_results=True, yield_per=200)
     held = stream.execute(
         select(refused.c.file_id, refused.c.position, refused.c.key, refused.c.text).order_by(
@@ -338,18 +357,8 @@ def _grouped(conn: Connection) -> Iterator[_Group]:
     refused_in: dict[int, int] = {}  # of the files being read
     if first is not None:
         slots = _merged(slots, itertools.chain([first], held), refused_in)
-    current: int | None = None
-    keys: list[str] = []
-    texts: list[str] = []
-    for file_id, _position, key, text in slots:
-        if file_id != current:
-            if current is not None:
-                yield _Group(current, keys, texts, refused_in.pop(current, 0))
-            current, keys, texts = file_id, [], []
-        keys.append(key)
-        texts.append(text)
-    if current is not None:
-        yield _Group(current, keys, texts, refused_in.pop(current, 0))
+    for file_id, rows in itertools.groupby(slots, key=operator.itemgetter(0)):
+        yield _Group(file_id, rows, refused_in)
 
 
 def _merged(slots: Iterable[Any], held: Iterator[Any], refused_in: dict[int, int]) -> Iterator[tuple[int, int, str, str]]:
@@ -382,10 +391,10 @@ def _files_to_write(conn: Connection, domains: list[str] | None) -> Iterator[tup
     would give back an empty file where the source held something the store does not."""
     rows = _file_rows(conn, domains)
     row = next(rows, None)
-    for group in itertools.chain(_grouped(conn), [_Group(None, [], [])]):
+    for group in itertools.chain(_grouped(conn), [_Group(None, iter(()), {})]):
         while row is not None and (group.file_id is None or row.id < group.file_id):  # a file holding nothing
             if row.digest:
-                yield row, _Group(row.id, [], [])
+                yield row, _Group(row.id, iter(()), {})
             row = next(rows, None)
         if row is None:
             return
@@ -394,26 +403,48 @@ def _files_to_write(conn: Connection, domains: list[str] | None) -> Iterator[tup
             row = next(rows, None)
 
 
-def at_their_lines(keys: list[str], texts: list[str]) -> list[str]:
-    """A JSON-lines file's lines: each record (or refused text) on the line its key names
-    (``path:LINE``), an empty line for each line between that held neither (a blank line;
-    or a refused one, in a store made before refused texts were kept). So the records'
-    keys, which are their line numbers, stay true for the exported file."""
-    lines: list[str] = []
+def at_their_lines(keys: list[str], texts: list[str], lines: int = 0) -> list[str]:
+    """A JSON-lines file's lines (after the ``lines`` before these): each record (or
+    refused text) on the line its key names (``path:LINE``), an empty line for each
+    line between that held neither (a blank line; or a refused one, in a store made
+    before refused texts were kept). So the records' keys, which are their line
+    numbers, stay true for the exported file."""
+    out: list[str] = []
     for key, text in zip(keys, texts):
         number = key.rpartition(":")[2]
         if number.isascii() and number.isdigit():
-            lines += [""] * (int(number) - 1 - len(lines))
-        lines.append(text)
-    return lines
+            out += [""] * (int(number) - 1 - lines - len(out))
+        out.append(text)
+    return out
 
 
-def render(head: str, sep: str, tail: str, texts: list[str]) -> str:
-    """A file's text from its layout and its records' texts."""
-    prefix = element_prefix(head) if head.rstrip(" \t\r\n").endswith("[") else ""
-    if prefix:
-        texts = [t.replace("\n", "\n" + prefix) for t in texts]
-    return head + sep.join(texts) + tail
+#: A file's slots are read, and its text made, this many at a time.
+SLOTS_AT_ONCE = 2048
+
+
+class _FileText:
+    """A file's text from its layout and its slots' rows, in pieces of up to
+    SLOTS_AT_ONCE slots (so a file of any size takes bounded memory); ``slots``: how
+    many it has read."""
+
+    def __init__(self, row: Any, rows: Iterator[Any]):
+        self.row, self.rows, self.slots = row, rows, 0
+
+    def __iter__(self) -> Iterator[str]:
+        head, sep, lines = self.row.head, self.row.sep, self.row.container == "lines"
+        prefix = element_prefix(head) if head.rstrip(" \t\r\n").endswith("[") else ""
+        yield head
+        written = 0  # lines, for a JSON-lines file
+        while chunk := list(itertools.islice(self.rows, SLOTS_AT_ONCE)):
+            texts = [r[3] for r in chunk]
+            if lines:
+                texts = at_their_lines([r[2] for r in chunk], texts, written)
+                written += len(texts)
+            if prefix:
+                texts = [t.replace("\n", "\n" + prefix) for t in texts]
+            yield sep.join(texts) if not self.slots else sep + sep.join(texts)
+            self.slots += len(chunk)
+        yield self.row.tail
 
 
 def export_records(
@@ -453,16 +484,16 @@ def export_records(
 
     try:
         for row, group in _files_to_write(conn, wanted):
+            text = _FileText(row, group.rows)
             try:
-                texts = group.texts
-                lines = at_their_lines(group.keys, texts) if row.container == "lines" else texts
-                writer.write(row.path, render(row.head, row.sep, row.tail, lines))
+                writer.write(row.path, text)
             except ExportError as exc:  # one line each, whatever the names hold
                 result.problems.append(ExportError(display_path(exc.path), display_path(exc.reason)))
             except OSError as exc:
                 result.problems.append(ExportError(display_path(row.path), f"cannot write: {exc.strerror or exc}"))
             else:
-                sizes[row.path] = (row.domain, len(texts) - group.refused, group.refused)
+                n_refused = group.refused_in.pop(row.id, 0)
+                sizes[row.path] = (row.domain, text.slots - n_refused, n_refused)
             if writer.full():
                 settle()
             if progress is not None:
