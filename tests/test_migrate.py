@@ -433,3 +433,33 @@ def test_a_migrated_record_keeps_the_style_of_its_text(tmp_path: Path) -> None:
     assert {name: (tmp_path / "out" / "notes" / name).read_bytes() for name in STYLES} == {
         name: after for name, (_, after) in STYLES.items()
     }
+
+
+def test_check_knows_partial_and_callable_object_steps_across_processes(tmp_path: Path) -> None:
+    """A step that is a functools.partial or an object with __call__ is told apart by
+    its code and arguments, not by where it sits in memory: a later process does not
+    see it as changed, and its name is its function's or class's."""
+    import subprocess
+    import sys
+
+    source = tmp_path / "reg.py"
+    source.write_text(
+        "import functools\nfrom recordstore import Registry\n"
+        "registry = Registry()\nd = registry.domain('note', version=3, files=['*.json'])\n"
+        "def put(record, field, value):\n    record[field] = value\n"
+        "class Stamp:\n    def __call__(self, record):\n        record['stamped'] = True\n"
+        "d.add_step(1, functools.partial(put, field='x', value=1))\nd.add_step(2, Stamp())\n"
+    )
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "n.json").write_text('{"schema_version": 1}')
+    with Store(tmp_path / "s.db", registry=str(source)) as s:
+        s.import_paths([home])
+        assert s.migrate().migrated == 1
+        assert [st.name for st in s.registry["note"].steps.values()] == ["put", "Stamp"]
+    check = [sys.executable, "-m", "recordstore", "--registry", str(source), "--db", str(tmp_path / "s.db"), "check"]
+    done = subprocess.run(check, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("ok: ") and done.stderr == "", done.stdout + done.stderr
+    source.write_text(source.read_text().replace("value=1", "value=2"))
+    done = subprocess.run(check, capture_output=True, text=True, timeout=120)
+    assert "step 1 -> 2 (put) changed since run 2" in done.stdout + done.stderr, done.stdout + done.stderr

@@ -13,6 +13,7 @@ A registry is Python. A user module (or ``.py`` file) exposes a module-level
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -83,17 +84,33 @@ class Step:
 
     @property
     def name(self) -> str:
-        return getattr(self.func, "__qualname__", repr(self.func))
+        code, _ = _code_of(self.func)
+        return getattr(code, "__qualname__", None) or type(code).__qualname__
 
     @property
     def fingerprint(self) -> str:
-        """A digest of the step's code: it changes when the step's source changes."""
+        """A digest of the step's code (for a ``functools.partial``, of its function and
+        arguments; for a callable object, of its class): it changes when the step's
+        source changes, and only then (never with where in memory the step is)."""
+        code, arguments = _code_of(self.func)
         try:
-            material = inspect.getsource(self.func).encode()
+            material = inspect.getsource(code).encode()
         except (OSError, TypeError):
-            code = getattr(self.func, "__code__", None)
-            material = marshal.dumps(code.co_code) if code is not None else repr(self.func).encode()
-        return hashlib.sha256(material).hexdigest()[:16]
+            body = getattr(code, "__code__", None)
+            material = marshal.dumps(body.co_code) if body is not None else getattr(code, "__qualname__", "").encode()
+        return hashlib.sha256(material + arguments.encode()).hexdigest()[:16]
+
+
+def _code_of(func: Any) -> tuple[Any, str]:
+    """The function or class whose code a step runs, and the arguments a
+    ``functools.partial`` gives it."""
+    arguments = ""
+    while isinstance(func, functools.partial):
+        arguments += repr((func.args, sorted(func.keywords.items())))
+        func = func.func
+    if callable(func) and not (inspect.isroutine(func) or inspect.isclass(func)):
+        func = type(func)  # an object with __call__: its class holds the code
+    return func, arguments
 
 
 @dataclass
