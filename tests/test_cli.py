@@ -529,3 +529,20 @@ def test_a_restore_of_nothing_named_is_a_usage_error(cli: Any, home: Path, args:
     cli("import", home)
     res = cli("restore", *args)
     assert res.exit_code == 2 and said in _said(res) and "Usage: store restore" in res.stderr
+
+
+def test_a_file_named_with_domain_goes_in_whatever_its_name(cli: Any, tmp_path: Path) -> None:
+    """--domain puts a file named itself in the domain, even without a JSON suffix (an
+    object, or JSON lines); below a directory only JSON files are taken, and when none
+    is, the hint says that rather than suggesting --domain, which was given."""
+    (tmp_path / "export.txt").write_text('{"schema_version": 2, "id": "t1", "prompt": "p", "status": "done"}')
+    (tmp_path / "log").write_text('{"schema_version": 2, "id": "t2"}\n{"schema_version": 2, "id": "t3"}\n')
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "notes.txt").write_text("{}")
+    res = cli("import", tmp_path / "export.txt", tmp_path / "log", "--domain", "task")
+    assert res.exit_code == 0 and "2 file(s) read, 0 skipped" in res.stdout, res.stdout
+    with Store(cli.db) as store:
+        assert sorted(r.key for r in store.query("task")) == ["export.txt", "log:1", "log:2"]
+    res = cli("import", tmp_path / "dir", "--domain", "task")
+    assert res.exit_code == 0 and "no JSON file (.json, .jsonl, .ndjson) was below the directories given" in res.stdout
+    assert "--domain" not in res.stdout

@@ -271,7 +271,12 @@ def import_(
             table.add_row(name, *(str(v) for v in c.as_dict().values()))
         out.print(table)
         out.print(f"{result.files} file(s) read, {result.skipped} skipped (no domain); run {result.run_id}")
-        if result.skipped and not result.files:
+        if result.skipped and not result.files and domain is not None:
+            out.print(
+                f"no JSON file (.json, .jsonl, .ndjson) was below the directories given; "
+                f"name a file itself to put it in {domain!r} whatever its name"
+            )
+        elif result.skipped and not result.files:
             out.print(
                 "no file was in a domain: domains match paths from the directory given, so give the "
                 "application's home directory itself, or put files in a domain with --domain"

@@ -82,8 +82,8 @@ def discover(
                     rel = head + name
                     yield Candidate(base + name, rel, match(rel))
         elif root.exists() or root.is_symlink():
-            if domain is not None:
-                yield Candidate(str(root), root.name, _forced(domain)(root.name))
+            if domain is not None:  # named itself: in the domain, whatever its name
+                yield Candidate(str(root), root.name, domain)
                 continue
             parts = root.absolute().parts
             for n in range(1, len(parts)):
@@ -117,8 +117,9 @@ def _walk_error(problems: list[InputError] | None, root: Path) -> Any:
 
 
 def _forced(domain: Domain) -> Callable[[str], Domain | None]:
-    """The domain of each file imported into ``domain`` (given, or below a directory
-    given): ``domain`` for its JSON files, none for the others."""
+    """The domain of each file below a directory imported into ``domain``: ``domain``
+    for its JSON files, none for the others (a file named itself is in ``domain``
+    whatever its name)."""
     return lambda rel: domain if rel.endswith(JSON_SUFFIXES) else None
 
 
