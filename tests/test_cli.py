@@ -419,11 +419,12 @@ def test_restore_says_why_there_is_nothing_to_restore(cli: Any, home: Path) -> N
         (["restore", "--run", "2"], "nothing to restore: run 2 has no backups (prune run 3 deleted those of the runs before run 3)"),
         (["restore", "--domain", "nosuch"], "unknown domain 'nosuch'"),
         (["restore", "--domain", "task", "--key", "nosuch.json"], "nothing to restore: no backups of record 'nosuch.json' of domain 'task'"),
-        (["restore", "--key", "nosuch.json"], "restore of a key needs its domain too (--domain)"),
     ]
     for args, message in cases:
         res = cli(*args)
         assert res.exit_code == 3 and message in res.stderr, (args, res.stderr)
+    res = cli("restore", "--key", "nosuch.json")  # a usage error
+    assert res.exit_code == 2 and "restore of a key needs its domain too (--domain)" in _said(res)
     assert [r["kind"] for r in json.loads(cli("history", "--json").stdout)] == ["import", "migrate", "prune"]
     # A run that changed nothing, a domain with no backups left: a restore of nothing, as asked.
     for args in (["restore", "--run", "3"], ["restore", "--domain", "task"]):
@@ -523,7 +524,7 @@ def test_help_paragraphs_are_wrapped_to_the_terminal(columns: int) -> None:
 @pytest.mark.parametrize(
     ("args", "said"),
     [([], "restore needs a run (--run) or a domain (--domain)"),
-     (["--key", "tasks/tasks/task_1.json"], "restore needs a run (--run) or a domain (--domain) (--key goes with --domain)")],
+     (["--key", "tasks/tasks/task_1.json"], "restore of a key needs its domain too (--domain)")],
 )
 def test_a_restore_of_nothing_named_is_a_usage_error(cli: Any, home: Path, args: list[str], said: str) -> None:
     cli("import", home)

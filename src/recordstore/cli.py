@@ -118,6 +118,15 @@ def _global(
     ctx.obj = Options(db, registry, debug, quiet)
 
 
+#: What an interrupted command left, by command (a reader leaves nothing to say).
+_WRITER_INTERRUPTED = "; every committed batch is kept, run the command again to finish"
+_INTERRUPTED = {
+    **dict.fromkeys(("import", "migrate", "restore", "prune-backups", "add", "drop"), _WRITER_INTERRUPTED),
+    "export": "; every file written so far is whole, and no temporary file is left: run the export again "
+    "(with --force) to finish",
+}
+
+
 @contextlib.contextmanager
 def _errors(ctx: typer.Context) -> Iterator[None]:
     try:
@@ -132,7 +141,7 @@ def _errors(ctx: typer.Context) -> Iterator[None]:
         err.print(f"store: error: {message}", markup=False)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        err.print("store: interrupted; every committed batch is kept, run the command again to finish")
+        err.print(f"store: interrupted{_INTERRUPTED.get(ctx.info_name or '', '')}")
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort, typer.BadParameter, BrokenPipeError):
         raise  # a closed pipe (| head): click ends the command quietly
@@ -562,7 +571,7 @@ def restore(
 ) -> None:
     """Put back original rows from the backups. The restore is itself a run, and can be undone."""
     if run is None and domain is None:
-        ctx.fail("restore needs a run (--run) or a domain (--domain)" + (" (--key goes with --domain)" if key else ""))
+        ctx.fail("restore of a key needs its domain too (--domain)" if key is not None else "restore needs a run (--run) or a domain (--domain)")
     with _errors(ctx), ctx.obj.open(wait) as store:
         result = store.restore(run=run, domain=domain, key=key, force=force)
     if json_out:

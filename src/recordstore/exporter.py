@@ -143,6 +143,8 @@ class _Writer:
         tmp = target.parent / f".{target.name[:40]}.{os.getpid()}.{self.counter}.rstmp"
         # 0o666 less the umask, like any new file; O_EXCL: never through a planted link.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        self.staged.append((relpath, tmp, target))  # from here on, discard() removes it
+        self.staged_targets.add(target)
         size = 0
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -156,11 +158,11 @@ class _Writer:
                         buffered, held = [], 0
                 size += fh.write(_utf8("".join(buffered)))
         except BaseException:
+            self.staged.pop()
+            self.staged_targets.discard(target)
             with _suppress():
                 os.unlink(tmp)
             raise
-        self.staged.append((relpath, tmp, target))
-        self.staged_targets.add(target)
         self.staged_bytes += size
 
     def full(self) -> bool:
@@ -169,7 +171,7 @@ class _Writer:
     def flush(self) -> list[tuple[str, OSError | None]]:
         """Make every staged file durable with one sync, then rename each into place
         and sync the directories. Returns (relpath, error or None) per staged file."""
-        staged, self.staged, self.staged_targets, self.staged_bytes = self.staged, [], set(), 0
+        staged = self.staged
         if not staged:
             return []
         synced = _sync_all([tmp for _rel, tmp, _target in staged], self.out_real)
@@ -186,6 +188,8 @@ class _Writer:
                 with _suppress():
                     os.unlink(tmp)
             done.append((rel, error))
+        # Only now: stopped before (Ctrl-C during the sync), discard() removes them all.
+        self.staged, self.staged_targets, self.staged_bytes = [], set(), 0
         self.sync_dirs()
         return done
 
