@@ -75,6 +75,8 @@ def test_an_import_stopped_by_an_error_builds_its_indexes_before_it_ends(db_path
         assert [(r.outcome, r.message) for r in store.history()] == [
             ("interrupted", "stopped before finishing (KeyboardInterrupt)")
         ]
+        # And what it stored before it stopped (its last batch was not committed).
+        assert store.history()[0].counts == {"stored": {"task": store.query("task").count()}}
 
 
 def test_a_read_only_store_is_refused_for_writes_and_still_readable(db_path: Path, cli: Any) -> None:

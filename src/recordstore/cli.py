@@ -535,6 +535,8 @@ def _short_counts(r: Any) -> str:
         return ", ".join(
             f"{d} {span}: {n}" for d, steps in sorted((c.get("migrated") or {}).items()) for span, n in steps.items()
         ) or "-"
+    if r.kind == "import" and "stored" in c:  # stopped before finishing
+        return f"stored {sum(c['stored'].values())} before it stopped"
     if r.kind == "import":
         total = {k: 0 for k in ("imported", "updated", "unchanged", "removed")}
         for per in (c.get("domains") or {}).values():

@@ -345,6 +345,8 @@ def _step_span_in_worker(span: _Span, fail_fast: bool, diffs: int) -> _Stepped:
     never cross between processes, only what the steps made of them."""
     global _worker_conn
     assert _worker_registry is not None
+    if workers.stopping():  # Ctrl-C: the spans handed out are not stepped
+        raise KeyboardInterrupt
     if _worker_conn is None:
         _worker_conn = sqlite3.connect(_worker_database, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         _worker_conn.execute("PRAGMA query_only=ON")

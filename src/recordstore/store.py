@@ -167,6 +167,10 @@ class Store:
                     run.save_counts(conn)
                 except BaseException:
                     importer.rollback()
+                    # Stopped: what the run had counted includes a batch that was not
+                    # committed; the history tells what it stored, by domain.
+                    with contextlib.suppress(Exception):
+                        run.counts = {"stored": _stored_by(conn, run.run_id)}
                     raise
                 importer.close()
             run.outcome = "ok" if result.ok else "partial"
@@ -440,3 +444,9 @@ def _paths(given: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> 
 def _names(given: Sequence[str] | str | None) -> Sequence[str] | None:
     """Domain names given: one name (not its letters) or many."""
     return [given] if isinstance(given, str) else given
+
+
+def _stored_by(conn: Connection, run_id: int) -> dict[str, int]:
+    """The records a run wrote (new or updated) that are in the store, by domain."""
+    query = select(records.c.domain, func.count()).where(records.c.run_id == run_id).group_by(records.c.domain)
+    return {domain: n for domain, n in conn.execute(query)}

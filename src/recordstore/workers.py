@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from .errors import RecordStoreError
 
-__all__ = ["Turns", "cpus", "default_jobs", "orphaned", "pool", "result", "submit", "turns"]
+__all__ = ["Turns", "cpus", "default_jobs", "orphaned", "pool", "result", "stopping", "submit", "turns"]
 
 try:
     import fcntl
@@ -114,6 +114,22 @@ PARENT_CHECK_S = 0.2
 _parent: int | None = None
 
 
+#: In a worker: Ctrl-C was pressed.
+_stop_noted = False
+
+
+def _note_stop(signum: int, frame: Any) -> None:
+    global _stop_noted
+    _stop_noted = True
+
+
+def stopping() -> bool:
+    """In a worker: whether Ctrl-C was pressed. Checked between two files or records,
+    the worker then raises KeyboardInterrupt: the command is stopping, and what the
+    worker holds uncommitted is dropped."""
+    return _stop_noted
+
+
 def orphaned() -> bool:
     """In a worker: whether the process that started it is gone (the worker then ends
     within PARENT_CHECK_S)."""
@@ -127,9 +143,10 @@ def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, 
     fork server has that server for parent, which ends with the command.)"""
     global _parent
     _parent = os.getppid()
-    # Ctrl-C reaches the whole process group: the command stops its workers itself
-    # (see _stop), so a worker does not die of it halfway with a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches the whole process group: a worker notes it, and stops at its next
+    # file or record (see stopping), rather than dying of it wherever it lands,
+    # with a traceback.
+    signal.signal(signal.SIGINT, _note_stop)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held while forked
 
