@@ -11,12 +11,13 @@ import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import hostile
 from conftest import Cli
-from recordstore import QueryError, RecordStoreError, Store
+from recordstore import QueryError, RecordStoreError, Registry, Store
 
 HOSTILE = [
     "'; DROP TABLE records; --",
@@ -303,3 +304,41 @@ def test_cli_index_commands_refuse_hostile_paths(loaded: Store, db_path: Path, c
     assert _keys(result.stdout) == [_key(0)]  # type: ignore[attr-defined]
     # (and the add is a run of its own in the history)
     assert snapshot(db_path)[1] == before[1] | {"indexes": before[1]["indexes"] + 1, "runs": before[1]["runs"] + 1}
+
+
+def test_filters_compare_strings_with_strings_and_numbers_with_numbers(tmp_path: Path) -> None:
+    """JSON's types stay apart in filters: true is not 1, the string "1" is not 1, an
+    object or an array is not its JSON text, and no string is greater than 0 (SQLite
+    alone would say otherwise for each)."""
+    reg = Registry()
+    reg.domain("item", version=1, files=["*.jsonl"])
+    rows = [
+        {"k": "true", "flag": True, "n": 1, "o": {"z": 1}, "a": [1, 2]},
+        {"k": "false", "flag": False, "n": 0},
+        {"k": "text", "n": "1", "s": "x", "flag": "1"},
+        {"k": "real", "n": 2.5, "flag": 1},
+        {"k": "null", "n": None},
+    ]
+    (tmp_path / "h").mkdir()
+    (tmp_path / "h" / "i.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with Store(tmp_path / "s.db", registry=reg) as s:
+        s.import_paths([tmp_path / "h"])
+
+        def keys(*where: Any) -> list[str]:
+            return sorted(r.data["k"] for r in s.query("item").where(*where))
+
+        assert keys("flag", "=", 1) == ["real"]
+        assert keys("flag", "=", True) == ["true"]
+        assert keys("flag", "=", "1") == ["text"]
+        assert keys("flag", "<", 1) == []
+        assert keys("flag", "in", [1]) == ["real"]
+        assert keys("flag", "in", [1, "1"]) == ["real", "text"]
+        assert keys("n", "=", 1) == ["true"]
+        assert keys("n", ">", 1e20) == []
+        assert keys("n", ">=", 0) == ["false", "real", "true"]
+        assert keys("n", "!=", 1) == ["false", "null", "real", "text"]
+        assert keys("n", "not in", [0, 1]) == ["null", "real", "text"]
+        assert keys("o", "=", '{"z":1}') == []
+        assert keys("a", "=", "[1,2]") == []
+        assert keys("s", ">", 0) == []
+        assert keys("s", ">", "a") == ["text"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import ColumnElement, and_, func, literal_column, not_, select
+from sqlalchemy import ColumnElement, and_, false, func, literal_column, not_, or_, select
 
 from . import jsoncodec
 from .connections import INT_MAX
@@ -135,7 +135,13 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
         values = [_scalar(v, path) for v in value]
         if any(isinstance(v, bool) or v is None for v in values):
             raise QueryError(f"{path}: '{op}' takes strings and numbers; use '=' for true, false and null")
-        member = path_expr(path).in_(values)
+        texts = [v for v in values if isinstance(v, str)]
+        numbers = [v for v in values if not isinstance(v, str)]
+        member = or_(
+            *([and_(_typed(path, "x"), path_expr(path).in_(texts))] if texts else []),
+            *([and_(_typed(path, 0), path_expr(path).in_(numbers))] if numbers else []),
+            false(),
+        )
         return member if op == "in" else and_(_type_expr(path).is_not(None), not_(member))
     value = _scalar(value, path)
     if value is None or isinstance(value, bool):
@@ -153,7 +159,17 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
         ">": operator.gt,
         ">=": operator.ge,
     }[op]
-    return cast(ColumnElement[bool], compare(path_expr(path), value))
+    # A string compares with strings only, a number with numbers only: SQLite reads true
+    # as 1, and an object or an array as its JSON text.
+    if op == "!=":
+        return and_(_type_expr(path).is_not(None), not_(and_(_typed(path, value), path_expr(path) == value)))
+    return and_(_typed(path, value), cast(ColumnElement[bool], compare(path_expr(path), value)))
+
+
+def _typed(path: str, value: str | int | float) -> ColumnElement[bool]:
+    """Whether the value at ``path`` is a JSON string (``value`` is one) or number."""
+    kind = _type_expr(path)
+    return kind == "text" if isinstance(value, str) else or_(kind == "integer", kind == "real")
 
 
 def key_paths(key: str) -> set[str]:
