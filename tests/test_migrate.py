@@ -291,6 +291,7 @@ def test_a_bad_step_result_is_a_failure_and_the_record_is_kept(tmp_path: Path, b
         s.import_paths([home])
         result = s.migrate()
         assert reason in result.failures[0].reason
+        assert result.failures[0].step == "step"  # the step whose record failed, by name
         assert s.get("note", "n.json").text == original
 
 

@@ -302,9 +302,10 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
                 text = encode_like(new, payload)
             except MigrationError as exc:
                 failure = exc
-            except jsoncodec.JSONError as exc:
+            except jsoncodec.JSONError as exc:  # what the steps made cannot be written: name them
                 failure = MigrationError(
-                    exc.reason, domain=dom.name, key=key, from_version=from_version, to_version=to_version
+                    exc.reason, domain=dom.name, key=key, from_version=from_version, to_version=to_version,
+                    step=", ".join(step.name for step in chain),
                 )
             else:
                 out.updates.append((text, rid))
