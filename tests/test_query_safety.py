@@ -342,3 +342,13 @@ def test_filters_compare_strings_with_strings_and_numbers_with_numbers(tmp_path:
         assert keys("a", "=", "[1,2]") == []
         assert keys("s", ">", 0) == []
         assert keys("s", ">", "a") == ["text"]
+
+
+def test_limits_offsets_and_versions_must_be_integers(tmp_path: Path) -> None:
+    """Not silently rounded (2.5, 1.9) nor failing outside the error tree ("5", None)."""
+    with Store(tmp_path / "s.db") as s:
+        q = s.query("task")
+        for call, arg in ((q.limit, 2.5), (q.limit, "5"), (q.offset, None), (q.version, 1.9), (q.version, "x"), (q.limit, True)):
+            with pytest.raises(QueryError, match=r"must be an integer, not "):
+                call(arg)  # type: ignore[arg-type]
+        assert q.limit(3).offset(0).version(2).count() == 0

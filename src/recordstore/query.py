@@ -113,6 +113,8 @@ def _scalar(value: Any, path: str) -> Any:
 
 def _count(n: int, what: str) -> int:
     """``n`` if SQLite can take it as a limit, an offset or a version."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise QueryError(f"{what} must be an integer, not {n!r}")
     if not 0 <= n <= INT_MAX:
         raise QueryError(f"{what} must be between 0 and {INT_MAX}, not {n}")
     return n
@@ -200,7 +202,7 @@ class Query:
         return replace(self, conditions=(*self.conditions, condition(path, op, value)))
 
     def version(self, version: int) -> Query:
-        return replace(self, conditions=(*self.conditions, records.c.version == _count(int(version), "version")))
+        return replace(self, conditions=(*self.conditions, records.c.version == _count(version, "version")))
 
     def key(self, key: str) -> Query:
         # Keys have no index of their own: the file's path (unique, indexed) narrows the
