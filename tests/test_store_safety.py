@@ -251,3 +251,25 @@ def test_ctrl_c_stops_a_migration_between_batches_with_one_line(tmp_path: Path, 
     with Store(db, registry=str(tmp_path / "reg.py")) as s:
         assert s.query("note").version(2).count() == 6000
         assert all(r.data["seen"] for r in s.query("note"))
+
+
+def test_ctrl_c_in_a_run_that_reaches_no_safe_point_is_raised_when_it_ends(store: Store, home: Path) -> None:
+    """A run with no batch boundary to stop at (a restore is one transaction) finishes,
+    is recorded as finished, and the Ctrl-C is then raised; a run that failed leaves no
+    Ctrl-C behind for the next one."""
+    import os
+    import signal
+
+    from recordstore import runs
+
+    store.import_paths([home])
+    with pytest.raises(KeyboardInterrupt):
+        with runs.held_run(store.engine, "prune"):
+            os.kill(os.getpid(), signal.SIGINT)  # held: nothing is raised here
+    assert [r.outcome for r in store.history()] == ["ok", "ok"]
+    with pytest.raises(StoreError):
+        with runs.held_run(store.engine, "prune"):
+            os.kill(os.getpid(), signal.SIGINT)
+            raise StoreError("failed on its own")
+    assert store.prune_backups(before=1) == 0  # not interrupted by the Ctrl-C of the run before
+    assert [r.outcome for r in store.history()] == ["ok", "ok", "failed", "ok"]

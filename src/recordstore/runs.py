@@ -165,7 +165,9 @@ def _held_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    check_interrupt()
+        pressed, _interrupt_held = _interrupt_held, False  # (none left for a later run)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

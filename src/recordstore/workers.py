@@ -90,8 +90,9 @@ def pool(
     finally:
         # Also when the command failed or was interrupted: the work not handed to a
         # worker yet is dropped, and what the workers hold (a chunk or a span each) is
-        # waited for. (A worker stopped by force while it sends a result back would
-        # leave the executor waiting for the rest of it for ever.)
+        # waited for; after Ctrl-C, each stops at its next file or span (stopping). A
+        # worker stopped by force while it sends a result back would leave the executor
+        # waiting for the rest of it for ever.
         executor.shutdown(wait=True, cancel_futures=True)
 
 
