@@ -128,9 +128,9 @@ class _Writer:
         self.checked.add(directory)
 
     def write(self, relpath: str, pieces: Iterable[str]) -> None:
-        """Write a file's text, given in pieces, to a temporary file beside the target
-        (in writes of about WRITE_CHARS characters: a file of any size takes bounded memory); it
-        is renamed into place by :meth:`flush`, once its data is durable."""
+        """Write a file's text, given in pieces, to a temporary file beside the target,
+        about WRITE_CHARS characters at a time (a file of any size takes bounded
+        memory); it is renamed into place by :meth:`flush`, once its data is durable."""
         target = safe_target(self.out_real, relpath)
         self._ensure_dir(target.parent, relpath)
         # (In a directory this export made, only another process could have put a file:
@@ -361,8 +361,11 @@ def _grouped(conn: Connection) -> Iterator[_Group]:
     refused_in: dict[int, int] = {}  # of the files being read
     if first is not None:
         slots = _merged(slots, itertools.chain([first], held), refused_in)
+    previous = 0  # (file ids start at 1)
     for file_id, rows in itertools.groupby(slots, key=operator.itemgetter(0)):
+        refused_in.pop(previous, None)  # read by now, or never to be (a file not exported)
         yield _Group(file_id, rows, refused_in)
+        previous = file_id
 
 
 def _merged(slots: Iterable[Any], held: Iterator[Any], refused_in: dict[int, int]) -> Iterator[tuple[int, int, str, str]]:
