@@ -275,6 +275,7 @@ def test_a_failing_backup_never_corrupts_anything(nstore: Store, monkeypatch: py
         ("class Weird(Exception):\n        def __str__(self):\n            raise RuntimeError('no str')\n    raise Weird()",
          "Weird: (its message could not be shown: RuntimeError)"),
         ("raise ValueError()", "ValueError"),
+        ("import sys; sys.exit(3)", "SystemExit: 3"),
     ],
 )
 def test_a_bad_step_result_is_a_failure_and_the_record_is_kept(tmp_path: Path, body: str, reason: str) -> None:

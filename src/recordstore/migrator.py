@@ -144,7 +144,7 @@ def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> d
                 out = value
             if not isinstance(out, dict):
                 raise TypeError(f"step returned {type(out).__name__}, not a JSON object (dict)")
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a step calling sys.exit() fails its record
             shown = describe(exc)
             reason = _bounded(shown.removeprefix("TypeError: ") if shown.startswith("TypeError: step returned") else shown)
             raise MigrationError(
