@@ -448,9 +448,10 @@ def test_check_knows_partial_and_callable_object_steps_across_processes(tmp_path
     source.write_text(
         "import functools\nfrom recordstore import Registry\n"
         "registry = Registry()\nd = registry.domain('note', version=3, files=['*.json'])\n"
-        "def put(record, field, value):\n    record[field] = value\n"
+        "def put(record, field, value, how):\n    record[field] = how(value)\n"
+        "def same(value):\n    return value\n"
         "class Stamp:\n    def __call__(self, record):\n        record['stamped'] = True\n"
-        "d.add_step(1, functools.partial(put, field='x', value=1))\nd.add_step(2, Stamp())\n"
+        "d.add_step(1, functools.partial(put, field='x', value=1, how=same))\nd.add_step(2, Stamp())\n"
     )
     home = tmp_path / "h"
     home.mkdir()

@@ -253,23 +253,83 @@ def test_ctrl_c_stops_a_migration_between_batches_with_one_line(tmp_path: Path, 
         assert all(r.data["seen"] for r in s.query("note"))
 
 
-def test_ctrl_c_in_a_run_that_reaches_no_safe_point_is_raised_when_it_ends(store: Store, home: Path) -> None:
-    """A run with no batch boundary to stop at (a restore is one transaction) finishes,
-    is recorded as finished, and the Ctrl-C is then raised; a run that failed leaves no
-    Ctrl-C behind for the next one."""
+def test_ctrl_c_in_a_run_that_reaches_no_safe_point_lets_it_finish(store: Store, home: Path) -> None:
+    """A run with no safe point left to stop at (a restore is one transaction) finishes,
+    is recorded as finished, and the press is dropped with it; nothing is left for the
+    next run in the same process, nor after a run that failed."""
     import os
     import signal
 
     from recordstore import runs
 
     store.import_paths([home])
-    with pytest.raises(KeyboardInterrupt):
-        with runs.held_run(store.engine, "prune"):
-            os.kill(os.getpid(), signal.SIGINT)  # held: nothing is raised here
-    assert [r.outcome for r in store.history()] == ["ok", "ok"]
+    with runs.held_run(store.engine, "prune"):
+        os.kill(os.getpid(), signal.SIGINT)  # held: nothing is raised here
     with pytest.raises(StoreError):
         with runs.held_run(store.engine, "prune"):
             os.kill(os.getpid(), signal.SIGINT)
             raise StoreError("failed on its own")
-    assert store.prune_backups(before=1) == 0  # not interrupted by the Ctrl-C of the run before
+    assert store.prune_backups(before=1) == 0  # not interrupted by a press of a run before
     assert [r.outcome for r in store.history()] == ["ok", "ok", "failed", "ok"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_stops_the_import_of_a_large_file_at_its_next_batch(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One file imported in many batches stops at the batch after Ctrl-C, not at its end."""
+    import os
+    import signal
+
+    from recordstore import importer
+
+    events = tmp_path / "h" / "tasks" / "runtime" / "events"
+    events.mkdir(parents=True)
+    line = json.dumps({"schema_version": 2, "thread_id": "t", "event": "e", "pad": "x" * 100})
+    (events / "t.jsonl").write_text((line + "\n") * 30_000)
+    batches = {"n": 0}
+    real = importer.Importer._execute_pending
+
+    def pressing(self: importer.Importer) -> None:
+        batches["n"] += 1
+        if batches["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        real(self)
+
+    monkeypatch.setattr(importer.Importer, "_execute_pending", pressing)
+    with pytest.raises(KeyboardInterrupt):
+        store.import_paths([tmp_path / "h"], jobs=0)
+    assert 0 < store.query("runtime").count() < 30_000
+    assert store.history()[0].outcome == "interrupted"
+    assert store.history()[0].counts == {"stored": {"runtime": store.query("runtime").count()}}
+
+
+@pytest.mark.parametrize("jobs", ["0", "2"])
+def test_a_command_started_ignoring_ctrl_c_still_ignores_it(tmp_path: Path, jobs: str) -> None:
+    """`store migrate &` in a script starts with Ctrl-C ignored: it must stay so, in the
+    command and in its workers, and the migration finish."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "reg.py").write_text(CTRL_C_REGISTRY)
+    (tmp_path / "home" / "notes").mkdir(parents=True)
+    lines = [json.dumps({"schema_version": 1, "i": i}) for i in range(6000)]
+    (tmp_path / "home" / "notes" / "n.jsonl").write_text("\n".join(lines) + "\n")
+    db = tmp_path / "s.db"
+    env = {**os.environ, "CTRL_C_MARKER": str(tmp_path / "pressed")}
+    argv = [sys.executable, "-m", "recordstore", "--registry", str(tmp_path / "reg.py"), "-q", "--db", str(db)]
+    assert subprocess.run([*argv, "import", str(tmp_path / "home")], timeout=120).returncode == 0
+
+    def ignoring() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    done = subprocess.run(
+        [*argv, "migrate", "--jobs", jobs], capture_output=True, text=True, env=env, timeout=120,
+        start_new_session=True, preexec_fn=ignoring,
+    )  # fmt: skip
+    assert (tmp_path / "pressed").exists()  # the step did press Ctrl-C
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    with Store(db, registry=str(tmp_path / "reg.py")) as s:
+        assert s.query("note").version(2).count() == 6000

@@ -141,7 +141,8 @@ def _errors(ctx: typer.Context) -> Iterator[None]:
         err.print(f"store: error: {message}", markup=False)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        err.print(f"store: interrupted{_INTERRUPTED.get(ctx.info_name or '', '')}")
+        dry = bool(ctx.params.get("dry_run"))  # (a dry run writes nothing)
+        err.print(f"store: interrupted{'' if dry else _INTERRUPTED.get(ctx.info_name or '', '')}")
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort, typer.BadParameter, BrokenPipeError):
         raise  # a closed pipe (| head): click ends the command quietly

@@ -210,6 +210,7 @@ class Importer:
         self._execute_pending()
         self.pending_bytes = 0
         self._tx.commit()
+        check_interrupt()  # a safe point, within a large file too
         if again:
             self._tx = self.conn.begin()
 

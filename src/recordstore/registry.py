@@ -108,6 +108,8 @@ def _code_of(func: Any) -> tuple[Any, str]:
     while isinstance(func, functools.partial):
         arguments += repr((func.args, sorted(func.keywords.items())))
         func = func.func
+    # A function or an object given as an argument shows where it is in memory.
+    arguments = re.sub(r" at 0x[0-9a-fA-F]+", "", arguments)
     if callable(func) and not (inspect.isroutine(func) or inspect.isclass(func)):
         func = type(func)  # an object with __call__: its class holds the code
     return func, arguments

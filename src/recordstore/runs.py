@@ -128,46 +128,61 @@ def _mark_interrupted(conn: Connection, run_id: int | None) -> None:
         )
 
 
-#: Ctrl-C was pressed during a run and is held until the run reaches a safe point.
-_interrupt_held = False
+#: When Ctrl-C was pressed during a run, held until the run reaches a safe point.
+_pressed_at: float | None = None
+#: The run is stopping for it: further presses are ignored, so that nothing interrupts
+#: the rollback and the run's own record.
+_stopping = False
+#: A press this long after the first, which no safe point has taken since, stops the
+#: run at once: it is stuck (a step that never returns, say).
+STUCK_S = 3.0
 
 
 def check_interrupt() -> None:
-    """At a safe point of a run's work (between batches, between files): raise the
-    KeyboardInterrupt held since Ctrl-C was pressed, if it was (see _held_interrupts)."""
-    global _interrupt_held
-    if _interrupt_held:
-        _interrupt_held = False
+    """At a safe point of a run's work (between batches, between files), in the main
+    thread: raise the KeyboardInterrupt held since Ctrl-C was pressed, if it was (see
+    _held_interrupts)."""
+    global _pressed_at, _stopping
+    if _pressed_at is not None and threading.current_thread() is threading.main_thread():
+        _pressed_at, _stopping = None, True
+        raise KeyboardInterrupt
+
+
+def _hold(signum: int, frame: Any) -> None:
+    global _pressed_at, _stopping
+    if _stopping:
+        return
+    if _pressed_at is None:
+        _pressed_at = time.monotonic()
+    elif time.monotonic() - _pressed_at >= STUCK_S:
+        _pressed_at, _stopping = None, True
         raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def _held_interrupts() -> Iterator[None]:
-    """While a run works (in the main thread): Ctrl-C stops it at its next safe point
-    (:func:`check_interrupt`) rather than wherever it lands. Raised anywhere, it can
-    land inside the database library or a worker pool's bookkeeping, and leave a
-    transaction open that the run's own record then waits on for ever, a connection
-    closed under it, or the pool waiting for work it never handed out. A second Ctrl-C
-    stops at once; one pressed as the run ends is raised once it has ended."""
-    global _interrupt_held
-    if threading.current_thread() is not threading.main_thread():
+    """While a run works: Ctrl-C stops it at its next safe point (:func:`check_interrupt`)
+    rather than wherever it lands. Raised anywhere, it can land inside the database
+    library or a worker pool's bookkeeping, and leave a transaction open that the run's
+    own record then waits on for ever, a connection closed under it, or the pool
+    waiting for work it never handed out. Once the run is stopping, further presses
+    are ignored; a press STUCK_S after one no safe point took stops it at once. A press
+    the run ends before taking is dropped: the run finished.
+
+    Only in the main thread, and only where Ctrl-C raises KeyboardInterrupt (Python's
+    default): a process started ignoring it (``command &`` in a script), or a program
+    handling it itself, is left as it is."""
+    global _pressed_at, _stopping
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
-
-    def hold(signum: int, frame: Any) -> None:
-        global _interrupt_held
-        if _interrupt_held:
-            raise KeyboardInterrupt
-        _interrupt_held = True
-
-    previous = signal.signal(signal.SIGINT, hold)
+    _pressed_at, _stopping = None, False
+    signal.signal(signal.SIGINT, _hold)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        pressed, _interrupt_held = _interrupt_held, False  # (none left for a later run)
-    if pressed:
-        raise KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _pressed_at, _stopping = None, False
 
 
 @contextlib.contextmanager

@@ -102,11 +102,11 @@ def _interrupts_held() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 #: How often a worker checks that the process that started it is still there.
@@ -147,7 +147,8 @@ def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, 
     # Ctrl-C reaches the whole process group: a worker notes it, and stops at its next
     # file or record (see stopping), rather than dying of it wherever it lands,
     # with a traceback.
-    signal.signal(signal.SIGINT, _note_stop)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # (started ignoring it: it still does)
+        signal.signal(signal.SIGINT, _note_stop)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held while forked
 
