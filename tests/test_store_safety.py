@@ -214,15 +214,10 @@ def add_seen(record):
 '''
 
 
-@pytest.mark.parametrize("jobs", ["0", "2"])
-def test_ctrl_c_stops_a_migration_between_batches_with_one_line(tmp_path: Path, jobs: str) -> None:
-    """Ctrl-C halfway through a migration (in the migrating process, or in a worker and
-    that process at once) stops it at its next batch: exit 130, one line, no worker's
-    traceback, the run recorded as interrupted, the store intact; a rerun finishes.
-    (Raised wherever it landed, it could leave the command waiting for ever on its own
-    open transaction or on the worker pool, or failing on a closed connection.)"""
+def _ctrl_c_home(tmp_path: Path) -> tuple[Path, dict[str, str], list[str]]:
+    """6,000 notes at v1 and the registry whose step presses Ctrl-C halfway: the store's
+    path, the environment and the command line of `store` on them."""
     import os
-    import subprocess
     import sys
 
     (tmp_path / "reg.py").write_text(CTRL_C_REGISTRY)
@@ -231,11 +226,23 @@ def test_ctrl_c_stops_a_migration_between_batches_with_one_line(tmp_path: Path, 
     (tmp_path / "home" / "notes" / "n.jsonl").write_text("\n".join(lines) + "\n")
     db = tmp_path / "s.db"
     env = {**os.environ, "CTRL_C_MARKER": str(tmp_path / "pressed")}
+    return db, env, [sys.executable, "-m", "recordstore", "--registry", str(tmp_path / "reg.py"), "-q", "--db", str(db)]
+
+
+@pytest.mark.parametrize("jobs", ["0", "2"])
+def test_ctrl_c_stops_a_migration_between_batches_with_one_line(tmp_path: Path, jobs: str) -> None:
+    """Ctrl-C halfway through a migration (in the migrating process, or in a worker and
+    that process at once) stops it at its next batch: exit 130, one line, no worker's
+    traceback, the run recorded as interrupted, the store intact; a rerun finishes.
+    (Raised wherever it landed, it could leave the command waiting for ever on its own
+    open transaction or on the worker pool, or failing on a closed connection.)"""
+    import subprocess
+
+    db, env, argv = _ctrl_c_home(tmp_path)
 
     def store(*args: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "recordstore", "--registry", str(tmp_path / "reg.py"), "-q", "--db", str(db), *args]
         # A session of its own: the Ctrl-C reaches the command's processes, not pytest.
-        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, start_new_session=True)
+        return subprocess.run([*argv, *args], capture_output=True, text=True, env=env, timeout=120, start_new_session=True)
 
     assert store("import", str(tmp_path / "home")).returncode == 0
     stopped = store("migrate", "--jobs", jobs)
@@ -308,18 +315,10 @@ def test_ctrl_c_stops_the_import_of_a_large_file_at_its_next_batch(
 def test_a_command_started_ignoring_ctrl_c_still_ignores_it(tmp_path: Path, jobs: str) -> None:
     """`store migrate &` in a script starts with Ctrl-C ignored: it must stay so, in the
     command and in its workers, and the migration finish."""
-    import os
     import signal
     import subprocess
-    import sys
 
-    (tmp_path / "reg.py").write_text(CTRL_C_REGISTRY)
-    (tmp_path / "home" / "notes").mkdir(parents=True)
-    lines = [json.dumps({"schema_version": 1, "i": i}) for i in range(6000)]
-    (tmp_path / "home" / "notes" / "n.jsonl").write_text("\n".join(lines) + "\n")
-    db = tmp_path / "s.db"
-    env = {**os.environ, "CTRL_C_MARKER": str(tmp_path / "pressed")}
-    argv = [sys.executable, "-m", "recordstore", "--registry", str(tmp_path / "reg.py"), "-q", "--db", str(db)]
+    db, env, argv = _ctrl_c_home(tmp_path)
     assert subprocess.run([*argv, "import", str(tmp_path / "home")], timeout=120).returncode == 0
 
     def ignoring() -> None:
