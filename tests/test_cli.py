@@ -66,6 +66,7 @@ def test_library_queries_stream_and_page(store: Any, home: Path) -> None:
     assert store.query("session").where("metadata.model", "in", ["deepseek-v4-pro"]).count() >= 1
     assert store.query("task").where("checklist", "missing").count() == 1
     assert store.query().count() == 37
+    assert store.query().limit(2).offset(5).count() == 37  # the total a page is taken from
 
 
 def test_an_index_serves_equality_filters(store: Any, home: Path) -> None:

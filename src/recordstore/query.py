@@ -256,6 +256,8 @@ class Query:
         return None
 
     def count(self) -> int:
+        """How many records the domain, version and filters match, whatever ``limit``
+        and ``offset`` (the total a page is taken from)."""
         with translate_errors(), self.engine.connect() as conn:
             sub = self._select([records.c.id]).subquery()
             return int(conn.execute(select(func.count()).select_from(sub)).scalar() or 0)
