@@ -132,6 +132,10 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
     return _run_steps(domain, key, value, domain.chain(version))
 
 
+class _NotAnObject(TypeError):
+    """A step returned something other than a dict: its message is the whole reason."""
+
+
 def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> dict[str, Any]:
     """:func:`migrate_value` with the chain of steps already looked up (a batch's rows
     all start at the same version)."""
@@ -143,10 +147,9 @@ def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> d
             if out is None:
                 out = value
             if not isinstance(out, dict):
-                raise TypeError(f"step returned {type(out).__name__}, not a JSON object (dict)")
+                raise _NotAnObject(f"step returned {type(out).__name__}, not a JSON object (dict)")
         except (Exception, SystemExit) as exc:  # a step calling sys.exit() fails its record
-            shown = describe(exc)
-            reason = _bounded(shown.removeprefix("TypeError: ") if shown.startswith("TypeError: step returned") else shown)
+            reason = _bounded(str(exc) if isinstance(exc, _NotAnObject) else describe(exc))
             raise MigrationError(
                 reason,
                 domain=domain.name,
@@ -346,8 +349,7 @@ def _step_span_in_worker(span: _Span, fail_fast: bool, diffs: int) -> _Stepped:
     never cross between processes, only what the steps made of them."""
     global _worker_conn
     assert _worker_registry is not None
-    if workers.stopping():  # Ctrl-C: the spans handed out are not stepped
-        raise KeyboardInterrupt
+    workers.stop_if_asked()  # Ctrl-C: the spans handed out are not stepped
     if _worker_conn is None:
         _worker_conn = sqlite3.connect(_worker_database, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         _worker_conn.execute("PRAGMA query_only=ON")

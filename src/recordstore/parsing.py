@@ -721,6 +721,9 @@ def read_or_problem(path: str, relpath: str, max_size: int | None = None) -> Fil
 
 
 def parse_task(task: Task) -> Outcome:
+    # In a worker after Ctrl-C: stop. A writing worker's pending rows are then never
+    # committed, since every later chunk stops at its first file too.
+    workers.stop_if_asked()
     read = read_or_problem(task.path, task.relpath, min(TASK_MAX_BYTES, STREAM_THRESHOLD))
     if isinstance(read, InputError):
         return Outcome("unreadable", problems=[read])
@@ -930,9 +933,6 @@ class _WorkerWriter:
         pending = 0
         out: list[Outcome | int | None] = []
         for task in tasks:
-            if workers.stopping():  # Ctrl-C: what is not committed is dropped
-                self.file_rows, self.record_rows, self.refused_rows = [], [], []
-                raise KeyboardInterrupt
             outcome = None if task is None else parse_task(task)
             if task is None or task.file_id is None or outcome is None or outcome.kind != "parsed":
                 out.append(outcome)
@@ -985,13 +985,8 @@ def start_writer(database: str, run_id: int, turns: workers.Turns) -> None:
 
 
 def parse_tasks(tasks: list[Task | None]) -> list[Outcome | None]:
-    """:func:`parse_task` over a chunk of files (in a worker, stopped by Ctrl-C)."""
-    out: list[Outcome | None] = []
-    for t in tasks:
-        if workers.stopping():
-            raise KeyboardInterrupt
-        out.append(None if t is None else parse_task(t))
-    return out
+    """:func:`parse_task` over a chunk of files."""
+    return [None if t is None else parse_task(t) for t in tasks]
 
 
 def _changed_since(path: str, before: os.stat_result) -> bool:

@@ -140,8 +140,8 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
         texts = [v for v in values if isinstance(v, str)]
         numbers = [v for v in values if not isinstance(v, str)]
         member = or_(
-            *([and_(_typed(path, "x"), path_expr(path).in_(texts))] if texts else []),
-            *([and_(_typed(path, 0), path_expr(path).in_(numbers))] if numbers else []),
+            *([and_(_typed(path, text=True), path_expr(path).in_(texts))] if texts else []),
+            *([and_(_typed(path, text=False), path_expr(path).in_(numbers))] if numbers else []),
             false(),
         )
         return member if op == "in" else and_(_type_expr(path).is_not(None), not_(member))
@@ -163,15 +163,16 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
     }[op]
     # A string compares with strings only, a number with numbers only: SQLite reads true
     # as 1, and an object or an array as its JSON text.
+    typed = _typed(path, text=isinstance(value, str))
     if op == "!=":
-        return and_(_type_expr(path).is_not(None), not_(and_(_typed(path, value), path_expr(path) == value)))
-    return and_(_typed(path, value), cast(ColumnElement[bool], compare(path_expr(path), value)))
+        return and_(_type_expr(path).is_not(None), not_(and_(typed, path_expr(path) == value)))
+    return and_(typed, cast(ColumnElement[bool], compare(path_expr(path), value)))
 
 
-def _typed(path: str, value: str | int | float) -> ColumnElement[bool]:
-    """Whether the value at ``path`` is a JSON string (``value`` is one) or number."""
+def _typed(path: str, *, text: bool) -> ColumnElement[bool]:
+    """Whether the value at ``path`` is a JSON string (``text``) or a number."""
     kind = _type_expr(path)
-    return kind == "text" if isinstance(value, str) else or_(kind == "integer", kind == "real")
+    return kind == "text" if text else or_(kind == "integer", kind == "real")
 
 
 def key_paths(key: str) -> set[str]:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from .errors import RecordStoreError
 
-__all__ = ["Turns", "cpus", "default_jobs", "orphaned", "pool", "result", "stopping", "submit", "turns"]
+__all__ = ["Turns", "cpus", "default_jobs", "orphaned", "pool", "result", "stop_if_asked", "submit", "turns"]
 
 try:
     import fcntl
@@ -83,21 +83,21 @@ def pool(
         # Fork now, while this process may have no other thread (the executor starts
         # one, and the caller may start a progress bar's). Ctrl-C waits until the
         # workers are started: raised within a fork's own handlers, it would be lost.
-        with _interrupts_held():
+        with _sigint_blocked():
             first = submit(executor, command, int)
         result(first, command)
         yield executor
     finally:
         # Also when the command failed or was interrupted: the work not handed to a
         # worker yet is dropped, and what the workers hold (a chunk or a span each) is
-        # waited for; after Ctrl-C, each stops at its next file or span (stopping). A
+        # waited for; after Ctrl-C, each stops at its next file or span (stop_if_asked). A
         # worker stopped by force while it sends a result back would leave the executor
         # waiting for the rest of it for ever.
         executor.shutdown(wait=True, cancel_futures=True)
 
 
 @contextlib.contextmanager
-def _interrupts_held() -> Iterator[None]:
+def _sigint_blocked() -> Iterator[None]:
     """SIGINT held back (on POSIX) while the block runs, then delivered."""
     if not hasattr(signal, "pthread_sigmask"):
         yield
@@ -124,11 +124,11 @@ def _note_stop(signum: int, frame: Any) -> None:
     _stop_noted = True
 
 
-def stopping() -> bool:
-    """In a worker: whether Ctrl-C was pressed. Checked between two files or records,
-    the worker then raises KeyboardInterrupt: the command is stopping, and what the
-    worker holds uncommitted is dropped."""
-    return _stop_noted
+def stop_if_asked() -> None:
+    """In a worker, between two files or spans: raise KeyboardInterrupt once Ctrl-C was
+    pressed (the command is stopping; what the worker holds uncommitted is dropped)."""
+    if _stop_noted:
+        raise KeyboardInterrupt
 
 
 def orphaned() -> bool:
@@ -145,7 +145,7 @@ def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, 
     global _parent
     _parent = os.getppid()
     # Ctrl-C reaches the whole process group: a worker notes it, and stops at its next
-    # file or record (see stopping), rather than dying of it wherever it lands,
+    # file or span (see stop_if_asked), rather than dying of it wherever it lands,
     # with a traceback.
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # (started ignoring it: it still does)
         signal.signal(signal.SIGINT, _note_stop)
