@@ -93,3 +93,18 @@ def test_paths_take_a_tilde_and_one_path_or_name_alone(tmp_path: Path, monkeypat
         assert set(store.migrate("task").counts) == {"task"}
         store.export_to(tmp_path / "tasks-only", domains="task")
         assert {p.parts[len(tmp_path.parts) + 1] for p in (tmp_path / "tasks-only").rglob("*.json*")} == {"tasks"}
+
+
+def test_a_closed_store_refuses_to_be_used(tmp_path: Path) -> None:
+    """``close()`` (or leaving ``with``) closes the store for good: a later call says
+    so, instead of quietly opening new connections that nothing will close."""
+    from conftest import EXAMPLE_HOME
+
+    with recordstore.Store(tmp_path / "s.db") as store:
+        assert store.import_paths(EXAMPLE_HOME).ok
+    for use in (store.status, lambda: store.query("task").count(), store.history, lambda: store.migrate()):
+        with pytest.raises(recordstore.StoreError, match="the store is closed"):
+            use()
+    store.close()  # again: nothing to do
+    with recordstore.Store(tmp_path / "s.db") as again:  # the file is as it was left
+        assert again.query("task").count() > 0

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, text
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text
 
 from .connections import INT_MAX
 from .engine import default_db_path, open_engine, translate_errors
-from .errors import InputError, QueryError, RecordStoreError
+from .errors import InputError, QueryError, RecordStoreError, StoreError
 from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer
 from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
@@ -111,15 +111,27 @@ class Store:
         self.registry = registry.validate() if isinstance(registry, Registry) else load_registry(registry)
         self.target = target if target is not None else default_db_path()
         self.wait = wait
-        self.engine = open_engine(self.target, create=create)
+        engine = open_engine(self.target, create=create)
         try:
-            ensure_schema(self.engine)
+            ensure_schema(engine)
         except BaseException:
-            self.engine.dispose()
+            engine.dispose()
             raise
+        self._engine: Engine | None = engine
+
+    @property
+    def engine(self) -> Engine:
+        """The store's SQLAlchemy engine; :class:`StoreError` once the store is closed."""
+        if self._engine is None:
+            raise StoreError(f"{self.target}: the store is closed")
+        return self._engine
 
     def close(self) -> None:
-        self.engine.dispose()
+        """Close the store's connections; using it afterwards raises :class:`StoreError`
+        (closing it again does nothing)."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
     def __enter__(self) -> Store:
         return self
