@@ -348,9 +348,14 @@ def test_temp_files_of_a_killed_export_are_cleared_by_the_next(store: Store, hom
         path.write_text("half")
     alive = out / f".x.json.{os.getppid()}.1.rstmp"  # a live process's: left alone
     alive.write_text("busy")
+    # A user's files that only look a little like ours: left alone.
+    users = [out / "notes.2024.final.rstmp", out / f"thesis.{dead_pid}.3.rstmp", out / f".draft.{dead_pid}.x.rstmp"]
+    for path in users:
+        path.write_text("mine")
     assert store.export_to(out).ok
     assert not any(p.exists() for p in stale)
     assert alive.exists()
+    assert [p.read_text() for p in users] == ["mine"] * 3
 
 
 def test_a_file_that_appears_during_export_is_never_replaced_without_force(
@@ -468,16 +473,28 @@ def test_a_huge_file_is_exported_in_bounded_memory(tmp_path: Path) -> None:
     assert figures["peak_mb"] < 100 + size_mb / 4, figures
 
 
-@pytest.mark.parametrize("stop_at", ["sync", "write"])
+@pytest.mark.parametrize("stop_at", ["sync", "write", "create"])
 def test_an_interrupted_export_leaves_whole_files_and_no_temporary_one(
     store: Store, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_at: str
 ) -> None:
-    """Ctrl-C while a batch of files is being synced (the long part), or while a file is
-    being written: the files already in place are whole, and no temporary file stays."""
+    """Ctrl-C while a batch of files is being synced (the long part), while a file is
+    being written, or just as a temporary file has been made: the files already in place
+    are whole, and no temporary file stays."""
     store.import_paths([home])
     monkeypatch.setattr(exporter_module, "STAGE_FILES", 4)
-    calls = {"sync": 0, "write": 0}
-    real_sync, real_utf8 = exporter_module._sync_all, exporter_module._utf8
+    calls = {"sync": 0, "write": 0, "create": 0}
+    real_sync, real_utf8, real_open = exporter_module._sync_all, exporter_module._utf8, os.open
+
+    def open_(path: Any, flags: int, *args: Any) -> int:
+        fd = real_open(path, flags, *args)
+        if str(path).endswith(".rstmp"):
+            calls["create"] += 1
+            if stop_at == "create" and calls["create"] == 6:
+                os.close(fd)
+                raise KeyboardInterrupt  # as if pressed the moment the file was made
+        return fd
+
+    monkeypatch.setattr(exporter_module.os, "open", open_)
 
     def sync(paths: Any, out: Any) -> Any:
         calls["sync"] += 1

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from recordstore import MigrationError, Registry, RestoreConflictError, Store, StoreError
+from recordstore import MigrationError, RecordStoreError, Registry, RestoreConflictError, Store, StoreError
 from recordstore.engine import translate_errors, unchecked_foreign_keys
 from conftest import tree
 
@@ -237,7 +237,11 @@ def test_backups_are_only_pruned_when_asked_and_the_count_is_told(nstore: Store,
     run = nstore.migrate().run_id
     assert _rows(db_path, "SELECT count(*) FROM backups") == [(8,)]
     assert nstore.prune_backups(before=run) == 0
-    assert nstore.prune_backups(before=run + 1) == 8
+    # A run that is not there (a typo for an older one) is refused, deleting nothing.
+    with pytest.raises(RecordStoreError, match=f"there is no run {run + 3}: the last is run {run + 1}"):
+        nstore.prune_backups(before=run + 3)
+    assert _rows(db_path, "SELECT count(*) FROM backups") == [(8,)]
+    assert nstore.prune_backups(before=run + 2) == 8  # the prune before is run + 1
     assert _rows(db_path, "SELECT count(*) FROM backups") == [(0,)]
 
 

@@ -142,8 +142,14 @@ class _Writer:
         self.counter += 1
         tmp = target.parent / f".{target.name[:40]}.{os.getpid()}.{self.counter}.rstmp"
         # 0o666 less the umask, like any new file; O_EXCL: never through a planted link.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        self.staged.append((relpath, tmp, target))  # from here on, discard() removes it
+        # Staged before it exists, so that discard() removes it even when Ctrl-C lands
+        # just as it is made; unstaged if it cannot be made (it is not ours).
+        self.staged.append((relpath, tmp, target))
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError:
+            self.staged.pop()
+            raise
         self.staged_targets.add(target)
         size = 0
         try:
@@ -289,8 +295,8 @@ def _remove_stale_temps(directory: Path) -> None:
         return
     for name in names:
         parts = name.rsplit(".", 3)
-        if len(parts) != 4 or not parts[1].isdigit():
-            continue
+        if len(parts) != 4 or parts[0][:1] != "." or not (parts[1].isdigit() and parts[2].isdigit()):
+            continue  # not one of ours: a user's file
         pid = int(parts[1])
         if pid != os.getpid() and not _alive(pid):
             with _suppress():

@@ -333,6 +333,12 @@ class Store:
         """Delete the backups written by runs before run ``before``; returns how many."""
         if not 0 <= before <= INT_MAX:
             raise RecordStoreError(f"--before must be a run number, not {before}")
+        with translate_errors(), self.engine.connect() as conn:
+            last = int(conn.execute(select(func.max(runs.c.id))).scalar() or 0)
+        if before > last + 1:  # a typo for an older run would delete every backup
+            raise RecordStoreError(
+                f"there is no run {before}: the last is run {last} (--before {last + 1} deletes every backup)"
+            )
         with held_run(self.engine, "prune", wait=self.wait, options={"before": before}) as run:
             with translate_errors(), self.engine.connect() as conn, conn.begin():
                 removed = conn.execute(delete(backups).where(backups.c.run_id < before)).rowcount
