@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -470,3 +471,34 @@ def test_check_knows_partial_and_callable_object_steps_across_processes(tmp_path
     source.write_text(source.read_text().replace("value=1", "value=2"))
     done = subprocess.run(check, capture_output=True, text=True, timeout=120)
     assert "step 1 -> 2 (put) changed since run 2" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_check_knows_a_step_made_by_a_factory_and_a_registry_imports_its_neighbours(tmp_path: Path) -> None:
+    """A step a factory made (``set_flag("alpha")``) is changed when the value it
+    captured is, though its source is not; a set it captured is the same step in every
+    process (hash order differs); and a registry file imports a module beside it, as a
+    script would."""
+    import subprocess
+    import sys
+
+    (tmp_path / "helpers.py").write_text("def set_flag(value, tags):\n    def step(record):\n        record['flag'] = value\n    return step\n")
+    source = tmp_path / "reg.py"
+    source.write_text(
+        "from recordstore import Registry\nfrom helpers import set_flag\n"
+        "registry = Registry()\nd = registry.domain('note', version=2, files=['*.json'])\n"
+        "d.add_step(1, set_flag('alpha', {'a', 'b', 'c', 'd', 'e', 'f'}))\n"
+    )
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "n.json").write_text('{"schema_version": 1}')
+    store = [sys.executable, "-m", "recordstore", "--registry", str(source), "--db", str(tmp_path / "s.db")]
+    env = {**os.environ, "PYTHONPATH": ""}  # nothing but the registry's own directory
+    for args in (["import", str(home)], ["migrate"]):
+        done = subprocess.run([*store, *args], capture_output=True, text=True, timeout=120, cwd="/", env=env)
+        assert done.returncode == 0, done.stderr
+    for seed in ("1", "2", "3"):
+        done = subprocess.run([*store, "check"], capture_output=True, text=True, timeout=120, env={**env, "PYTHONHASHSEED": seed})
+        assert done.returncode == 0 and done.stdout.startswith("ok: "), done.stdout + done.stderr
+    source.write_text(source.read_text().replace("'alpha'", "'beta'"))
+    done = subprocess.run([*store, "check"], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1 and "step 1 -> 2 (set_flag.<locals>.step) changed since run 2" in done.stdout, done.stdout + done.stderr

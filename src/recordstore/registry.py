@@ -102,17 +102,38 @@ class Step:
 
 
 def _code_of(func: Any) -> tuple[Any, str]:
-    """The function or class whose code a step runs, and the arguments a
-    ``functools.partial`` gives it."""
-    arguments = ""
+    """The function or class whose code a step runs, and the values it is given beside
+    its source: the arguments a ``functools.partial`` gives it, and the values a
+    function made by a factory captured (``make_step("alpha")``)."""
+    given: list[Any] = []
     while isinstance(func, functools.partial):
-        arguments += repr((func.args, sorted(func.keywords.items())))
+        given.append((func.args, sorted(func.keywords.items())))
         func = func.func
-    # A function or an object given as an argument shows where it is in memory.
-    arguments = re.sub(r" at 0x[0-9a-fA-F]+", "", arguments)
     if callable(func) and not (inspect.isroutine(func) or inspect.isclass(func)):
         func = type(func)  # an object with __call__: its class holds the code
-    return func, arguments
+    for cell in getattr(func, "__closure__", None) or ():
+        try:
+            given.append(cell.cell_contents)
+        except ValueError:  # a cell not filled yet
+            given.append(None)
+    # A function or an object given shows where it is in memory: left out.
+    return func, re.sub(r" at 0x[0-9a-fA-F]+", "", "".join(map(_stable_repr, given)))
+
+
+def _stable_repr(value: Any) -> str:
+    """``repr``, but with the items of sets in one order (a set of strings comes in
+    another order in every process)."""
+    kind = type(value)
+    if kind in (set, frozenset):
+        items = ", ".join(sorted(map(_stable_repr, value)))
+        return (f"{{{items}}}" if items else "set()") if kind is set else f"frozenset({{{items}}})"
+    if kind is list:
+        return "[" + ", ".join(map(_stable_repr, value)) + "]"
+    if kind is tuple:
+        return "(" + ", ".join(map(_stable_repr, value)) + ("," if len(value) == 1 else "") + ")"
+    if kind is dict:
+        return "{" + ", ".join(f"{_stable_repr(k)}: {_stable_repr(v)}" for k, v in value.items()) + "}"
+    return repr(value)
 
 
 @dataclass
@@ -267,6 +288,10 @@ def load_registry(spec: str | None = None) -> Registry:
             path = Path(spec)
             if not path.is_file():
                 raise RegistryError(f"registry file {spec} does not exist")
+            # As Python runs a script: modules beside the file can be imported by it.
+            where = str(path.resolve().parent)
+            if where not in sys.path:
+                sys.path.insert(0, where)
             name = f"_recordstore_registry_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
             mod_spec = importlib.util.spec_from_file_location(name, path)
             if mod_spec is None or mod_spec.loader is None:
