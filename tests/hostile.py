@@ -727,7 +727,7 @@ def _pair_loop(home: Home) -> list[Problem]:
 
 @custom("fs-directory-link-loops", "symlink loops", "accepted")
 def _directory_loops(home: Home) -> list[Problem]:
-    # Deliberate: links to directories are not followed, so loops end and nothing is
+    # Links to directories are followed, each directory once: loops end, and nothing is
     # imported twice.
     (home.root / TASKS / "again").symlink_to("..")
     (home.root / "tasks" / "runtime" / "up").symlink_to("../..")

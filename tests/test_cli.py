@@ -548,3 +548,47 @@ def test_a_file_named_with_domain_goes_in_whatever_its_name(cli: Any, tmp_path: 
     res = cli("import", tmp_path / "dir", "--domain", "task")
     assert res.exit_code == 0 and "no JSON file (.json, .jsonl, .ndjson) was below the directories given" in res.stdout
     assert "--domain" not in res.stdout
+
+
+def test_two_files_given_that_would_share_a_key_are_not_both_imported(cli: Any, tmp_path: Path) -> None:
+    """A file given by itself is keyed by its name (with --domain): two such files of
+    one name, or one whose name a directory given beside it also holds, would replace
+    each other's records. The one given by itself is refused, naming the other; the
+    same file given twice is no conflict."""
+    logs = tmp_path / "logs"
+    (logs / "old").mkdir(parents=True)
+    (logs / "events.jsonl").write_text('{"seq": 1, "new": true}\n{"seq": 2, "new": true}\n')
+    (logs / "old" / "events.jsonl").write_text('{"seq": 1, "old": true}\n')
+    res = cli("import", "--domain", "runtime", logs / "events.jsonl", logs / "old" / "events.jsonl", logs / "events.jsonl")
+    assert res.exit_code == 1 and "1 file(s) read" in res.stdout, res.stdout
+    shown = str(logs / "old" / "events.jsonl")
+    assert f"{shown}: not imported: its key 'events.jsonl' is also that of {logs / 'events.jsonl'}" in res.stderr
+    res = cli("import", "--domain", "runtime", logs, logs / "old" / "events.jsonl")
+    assert res.exit_code == 1 and "not imported: its key 'events.jsonl'" in res.stderr
+    with Store(cli.db) as store:
+        assert [r.data for r in store.query("runtime")] == [{"seq": 1, "new": True}, {"seq": 2, "new": True}]
+
+
+def test_a_linked_directory_in_a_home_is_walked_once(cli: Any, tmp_path: Path) -> None:
+    """An application's directory moved to another disk and linked back: its files are
+    imported under the path through the link, and a link looping back is walked once."""
+    import shutil
+
+    from conftest import EXAMPLE_HOME
+
+    home = tmp_path / "home"
+    shutil.copytree(EXAMPLE_HOME, home)
+    shutil.move(home / "sessions", tmp_path / "disk")
+    (home / "sessions").symlink_to(tmp_path / "disk")
+    (tmp_path / "disk" / "back").symlink_to(home)  # a loop through the link
+    res = cli("import", home, "--json")
+    assert res.exit_code == 0, res.stderr
+    with Store(cli.db) as linked:
+        status = linked.status().domains
+    cli.db = tmp_path / "plain.db"
+    plain_home = tmp_path / "plain"
+    shutil.copytree(EXAMPLE_HOME, plain_home)
+    assert cli("import", plain_home).exit_code == 0
+    with Store(cli.db) as plain:
+        assert {d: s.total for d, s in status.items()} == {d: s.total for d, s in plain.status().domains.items()}
+        assert status["session"].total > 0

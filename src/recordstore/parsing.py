@@ -57,13 +57,19 @@ def discover(
 ) -> Iterator[Candidate]:
     """Yield the files below ``paths`` with their domains (``None``: no domain).
 
-    Directories are walked without following links (so link loops end); a file given
-    by itself is matched by the shortest trailing part of its path that a domain's
-    pattern accepts, unless ``domain`` is given. A path given again (however it is
-    spelled: ``home``, ``home/``, ``./home``) is read once; a link is a path of its own.
+    Directories are walked following links to directories, each directory once (so
+    link loops end and nothing is read twice); a file given by itself is matched by the
+    shortest trailing part of its path that a domain's pattern accepts, unless
+    ``domain`` is given. A path given again (however it is spelled: ``home``,
+    ``home/``, ``./home``) is read once; a link is a path of its own. A file given by
+    itself whose key (that trailing part, or with ``domain`` its name) is another
+    given file's is refused, as a problem: one would replace the other's records.
     """
+    given_paths = list(paths)
+    homes = [Path(raw) for raw in given_paths if Path(raw).is_dir()]
+    lone: dict[str, str] = {}  # the key of each file given by itself: its real path
     seen: set[str] = set()
-    for raw in paths:
+    for raw in given_paths:
         root = Path(raw)
         given = os.path.normpath(os.path.abspath(root))
         if given in seen:
@@ -73,29 +79,80 @@ def discover(
             top = os.fspath(root)
             cut = len(top.rstrip(os.sep)) + 1
             match = registry.match if domain is None else _forced(domain)
-            for dirpath, dirnames, filenames in os.walk(top, onerror=_walk_error(problems, root)):
-                dirnames.sort()
+            walked = {_dir_id(top)}
+            for dirpath, dirnames, filenames in os.walk(top, onerror=_walk_error(problems, root), followlinks=True):
                 base = dirpath if dirpath.endswith(os.sep) else dirpath + os.sep
+                dirnames[:] = [d for d in sorted(dirnames) if _first_visit(walked, base + d)]
                 prefix = dirpath[cut:].replace(os.sep, "/")
                 head = prefix + "/" if prefix else ""
                 for name in sorted(filenames):
                     rel = head + name
                     yield Candidate(base + name, rel, match(rel))
-        elif root.exists() or root.is_symlink():
-            if domain is not None:  # named itself: in the domain, whatever its name
-                yield Candidate(str(root), root.name, domain)
-                continue
-            parts = root.absolute().parts
-            for n in range(1, len(parts)):
-                rel = "/".join(parts[-n:])
-                found = registry.match(rel)
-                if found is not None:
-                    yield Candidate(str(root), rel, found)
-                    break
-            else:
-                yield Candidate(str(root), root.name, None)
-        elif problems is not None:
-            problems.append(InputError(display_path(str(raw)), "no such file or directory"))
+            continue
+        if not (root.exists() or root.is_symlink()):
+            if problems is not None:
+                problems.append(InputError(display_path(str(raw)), "no such file or directory"))
+            continue
+        cand = _lone(root, registry, domain)
+        other = _keyed_alike(cand, lone, homes)
+        if other is not None:
+            if problems is not None:
+                problems.append(
+                    InputError(
+                        display_path(str(raw)),
+                        f"not imported: its key {cand.relpath!r} is also that of {display_path(other)}, given in "
+                        "this import (one would replace the other's records)",
+                    )
+                )
+            continue
+        yield cand
+
+
+def _lone(root: Path, registry: Registry, domain: Domain | None) -> Candidate:
+    """A file given by itself, with its key and domain."""
+    if domain is not None:  # named itself: in the domain, whatever its name
+        return Candidate(str(root), root.name, domain)
+    parts = root.absolute().parts
+    for n in range(1, len(parts)):
+        rel = "/".join(parts[-n:])
+        found = registry.match(rel)
+        if found is not None:
+            return Candidate(str(root), rel, found)
+    return Candidate(str(root), root.name, None)
+
+
+def _keyed_alike(cand: Candidate, lone: dict[str, str], homes: list[Path]) -> str | None:
+    """Another file given in this import (by itself, or below a directory) that has the
+    key of ``cand``, a file given by itself; ``None`` if there is none."""
+    real = os.path.realpath(cand.path)
+    if cand.domain is None:
+        return None
+    known = lone.setdefault(cand.relpath, real)
+    if known != real:
+        return known
+    for home in homes:
+        other = os.path.join(home, *cand.relpath.split("/"))
+        if os.path.isfile(other) and os.path.realpath(other) != real:
+            return other
+    return None
+
+
+def _dir_id(path: str) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+def _first_visit(walked: set[tuple[int, int]], path: str) -> bool:
+    """Whether the directory at ``path`` (perhaps through a link) is walked for the first
+    time in this walk; a loop or a second way to one directory is walked once."""
+    try:
+        found = _dir_id(path)
+    except OSError:
+        return True  # os.walk reports it
+    if found in walked:
+        return False
+    walked.add(found)
+    return True
 
 
 def display_path(path: str) -> str:
