@@ -566,7 +566,8 @@ def test_two_files_given_that_would_share_a_key_are_not_both_imported(cli: Any, 
     res = cli("import", "--domain", "runtime", logs, logs / "old" / "events.jsonl")
     assert res.exit_code == 1 and "not imported: its key 'events.jsonl'" in res.stderr
     with Store(cli.db) as store:
-        assert [r.data for r in store.query("runtime")] == [{"seq": 1, "new": True}, {"seq": 2, "new": True}]
+        found = {r.key: r.data for r in store.query("runtime")}  # (the walk keys old/ by its path)
+    assert found == {"events.jsonl:1": {"seq": 1, "new": True}, "events.jsonl:2": {"seq": 2, "new": True}, "old/events.jsonl:1": {"seq": 1, "old": True}}
 
 
 def test_a_linked_directory_in_a_home_is_walked_once(cli: Any, tmp_path: Path) -> None:
