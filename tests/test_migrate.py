@@ -502,3 +502,49 @@ def test_check_knows_a_step_made_by_a_factory_and_a_registry_imports_its_neighbo
     source.write_text(source.read_text().replace("'alpha'", "'beta'"))
     done = subprocess.run([*store, "check"], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 1 and "step 1 -> 2 (set_flag.<locals>.step) changed since run 2" in done.stdout, done.stdout + done.stderr
+
+
+def _log_store(tmp_path: Path, version: int) -> tuple[Store, Path]:
+    registry = Registry()
+    log = registry.domain("log", version=version, files=["logs/*.jsonl"])
+    if version > 1:
+        log.add_step(1, lambda r: {**r, "migrated": True})
+    (tmp_path / "home" / "logs").mkdir(parents=True)
+    return Store(tmp_path / "s.db", registry=registry), tmp_path / "home" / "logs" / "a.jsonl"
+
+
+def test_a_restore_that_put_removed_records_back_is_undone_by_its_run(tmp_path: Path) -> None:
+    """Lines the application dropped, put back by a restore (--domain), go again when
+    that restore is undone (--run): before, undoing it restored 0 and kept them."""
+    store, log = _log_store(tmp_path, 1)
+    with store:
+        log.write_text('{"n":1}\n{"n":2}\n{"n":3}\n')
+        store.import_paths(tmp_path / "home")
+        log.write_text('{"n":1}\n')
+        assert store.import_paths(tmp_path / "home").domains["log"].removed == 2
+        back = store.restore(domain="log")
+        assert back.restored == {"log": 2} and [r.data["n"] for r in store.query("log")] == [1, 2, 3]
+        undo = store.restore(run=back.run_id)
+        assert undo.removed == {"log": 2} and undo.restored == {}
+        assert [r.data["n"] for r in store.query("log")] == [1]
+        redo = store.restore(run=undo.run_id)  # and that undo is undone in its turn
+        assert redo.restored == {"log": 2} and [r.data["n"] for r in store.query("log")] == [1, 2, 3]
+        assert store.check().ok
+
+
+def test_restoring_a_run_does_not_bring_back_records_a_later_run_removed(tmp_path: Path) -> None:
+    """A migration, then an import that finds lines 2-3 gone: restoring the migration is
+    a conflict for those lines (the file no longer holds them), as a record changed by
+    a later run is; --force puts them back."""
+    store, log = _log_store(tmp_path, 2)
+    with store:
+        log.write_text('{"n":1}\n{"n":2}\n{"n":3}\n')
+        store.import_paths(tmp_path / "home")
+        migrated = store.migrate()
+        log.write_text('{"n":1}\n')
+        assert store.import_paths(tmp_path / "home").domains["log"].removed == 2
+        with pytest.raises(RestoreConflictError, match="2 record.* were removed by a later run"):
+            store.restore(run=migrated.run_id)
+        assert [r.data for r in store.query("log")] == [{"schema_version": 2, "n": 1, "migrated": True}]
+        forced = store.restore(run=migrated.run_id, force=True)
+        assert forced.restored == {"log": 3} and [r.data for r in store.query("log")] == [{"n": 1}, {"n": 2}, {"n": 3}]

@@ -545,7 +545,9 @@ def _short_counts(r: Any) -> str:
                 total[k] += per.get(k, 0)
         return ", ".join(f"{k} {v}" for k, v in total.items())
     if r.kind == "restore":
-        return ", ".join(f"{d}: {n}" for d, n in sorted((c.get("restored") or {}).items())) or "-"
+        restored = ", ".join(f"{d}: {n}" for d, n in sorted((c.get("restored") or {}).items())) or "-"
+        removed = sum((c.get("removed") or {}).values())
+        return restored + (f"; removed {removed}" if removed else "")
     if r.kind == "prune":
         return f"pruned {c.get('pruned', 0)} before run {c.get('before', '?')}"
     if r.kind == "index":
@@ -581,7 +583,9 @@ def restore(
         _emit_json(result.as_dict())
     else:
         detail = ", ".join(f"{d}: {n}" for d, n in sorted(result.restored.items()))
-        out.print(f"restored {result.total} record(s){' (' + detail + ')' if detail else ''}; run {result.run_id}")
+        removed = sum(result.removed.values())
+        again = f"; removed {removed} record(s) that run {run} had put back" if removed else ""
+        out.print(f"restored {result.total} record(s){' (' + detail + ')' if detail else ''}{again}; run {result.run_id}")
 
 
 @app.command("prune-backups")

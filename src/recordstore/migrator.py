@@ -564,13 +564,20 @@ class RestoreResult:
 
     run_id: int
     restored: dict[str, int] = field(default_factory=dict)
+    #: Records removed again: a restore being undone had put them back.
+    removed: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         return sum(self.restored.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"run": self.run_id, "restored": self.restored, "total": self.total}
+        return {"run": self.run_id, "restored": self.restored, "removed": self.removed, "total": self.total}
+
+
+#: The reason of the backup a restore writes of a record it put back where there was
+#: none: restoring that run (undoing it) removes the record again.
+INSERTED = "inserted"
 
 
 def _chosen_backups(conn: Connection, run_id: int | None, domain: str | None, key: str | None) -> list[Any]:
@@ -589,7 +596,7 @@ def backup_filter(run_id: int | None, domain: str | None, key: str | None) -> li
     """Which backups a restore chooses from (see :func:`_chosen_backups`)."""
     if run_id is not None:
         return [backups.c.run_id == run_id]
-    found = [backups.c.reason != "restore"]
+    found: list[Any] = [backups.c.reason.not_in(("restore", INSERTED))]
     if domain is not None:
         found.append(backups.c.domain == domain)
     if key is not None:
@@ -622,6 +629,20 @@ def _slots_held(conn: Connection, slots: list[tuple[int, int]]) -> tuple[dict[tu
         ):
             by_text.add((file_id, position))
     return by_record, by_text
+
+
+def _removed_after(conn: Connection, run_id: int, record_ids: list[int]) -> set[int]:
+    """Of ``record_ids`` (records that are gone), those a run after ``run_id`` removed."""
+    found: set[int] = set()
+    for start in range(0, len(record_ids), 500):
+        found.update(
+            conn.execute(
+                select(backups.c.record_id).where(
+                    backups.c.record_id.in_(record_ids[start : start + 500]), backups.c.run_id > run_id
+                )
+            ).scalars()
+        )
+    return found
 
 
 def _already_restored(row: Any, backup: Any) -> bool:
@@ -668,21 +689,33 @@ def restore_records(
                 "have their id taken by another record, in a store written before ids were kept",
                 "their backups can be read in the backups table",
             )
+        # Records the restore being undone put back: removed again (if still there).
+        put_back = [b for b in chosen if b.reason == INSERTED and b.record_id in current]
+        chosen = [b for b in chosen if b.reason != INSERTED]
         if from_run is not None and not force:
             # A record already back to its backup (a restore of this run that was killed
             # after its commit, before its run was marked finished) is no conflict.
             conflicts = [
                 (current[b.record_id].domain, current[b.record_id].key)
-                for b in chosen
+                for b in chosen + put_back
                 if b.record_id in current
                 and current[b.record_id].run_id != from_run
-                and not _already_restored(current[b.record_id], b)
+                and (b.reason == INSERTED or not _already_restored(current[b.record_id], b))
             ]
             if conflicts:
                 raise _conflict(from_run, conflicts, "were changed again by a later run", "pass --force to restore them anyway")
         # A record that is gone goes back into its place in its file (its slot), which a
         # later import may have given to another record or to a refused text since.
         gone = [b for b in chosen if b.record_id not in current]
+        if from_run is not None and not force:
+            removed = _removed_after(conn, from_run, [b.record_id for b in gone])
+            if removed:
+                raise _conflict(
+                    from_run,
+                    [(b.domain, b.key) for b in gone if b.record_id in removed],
+                    "were removed by a later run (their file no longer holds them)",
+                    "pass --force to put them back anyway",
+                )
         if from_run is None:
             # Records that held one place one after the other: the latest backup of it.
             latest = {(b.file_id, b.position): b for b in gone}  # (chosen is in backup order)
@@ -708,10 +741,14 @@ def restore_records(
                 "belong in the same place of their file as another record to restore",
                 "restore them one at a time (--domain and --key)",
             )
-        backup_rows(conn, present + occupants, run.run_id, "restore")
+        backup_rows(conn, present + occupants + [b.record_id for b in put_back], run.run_id, "restore")
         if occupants:
             conn.execute(records.delete().where(records.c.id.in_(occupants)))
         touched_files: set[int] = set()
+        for b in put_back:
+            conn.execute(records.delete().where(records.c.id == b.record_id))
+            touched_files.add(b.file_id)
+            result.removed[b.domain] = result.removed.get(b.domain, 0) + 1
         for b in chosen:
             values = {
                 "domain": b.domain,
@@ -728,6 +765,7 @@ def restore_records(
                 if (b.file_id, b.position) in held_by_text:
                     conn.execute(refused.delete().where(refused.c.file_id == b.file_id, refused.c.position == b.position))
                 conn.execute(insert(records).values(id=b.record_id, **values))
+                backup_rows(conn, [b.record_id], run.run_id, INSERTED)  # so this restore can be undone
             touched_files.add(b.file_id)
             result.restored[b.domain] = result.restored.get(b.domain, 0) + 1
         if touched_files:
@@ -735,6 +773,6 @@ def restore_records(
             fids = sorted(touched_files)
             for start in range(0, len(fids), 500):
                 conn.execute(update(files).where(files.c.id.in_(fids[start : start + 500])).values(digest=""))
-        run.counts = {"restored": result.restored, "from_run": from_run}
+        run.counts = {"restored": result.restored, "removed": result.removed, "from_run": from_run}
         run.save_counts(conn)
     return result
