@@ -548,3 +548,26 @@ def test_restoring_a_run_does_not_bring_back_records_a_later_run_removed(tmp_pat
         assert [r.data for r in store.query("log")] == [{"schema_version": 2, "n": 1, "migrated": True}]
         forced = store.restore(run=migrated.run_id, force=True)
         assert forced.restored == {"log": 3} and [r.data for r in store.query("log")] == [{"n": 1}, {"n": 2}, {"n": 3}]
+
+
+def test_appending_to_a_migrated_log_after_a_prune_leaves_the_migrated_lines_alone(tmp_path: Path) -> None:
+    """What a re-import takes for "the file did not change this line" survives a prune
+    of the backups that held it: before, all the migrated lines went back to their old
+    text (updated 2)."""
+    store, log = _log_store(tmp_path, 2)
+    with store:
+        log.write_text('{"n":1}\n{"n":2}\n')
+        store.import_paths(tmp_path / "home")
+        store.migrate()
+        store.prune_backups(before=store.history()[-1].id + 1)
+        with log.open("a") as fh:
+            fh.write('{"n":3}\n{"n":4}\n')
+        counts = store.import_paths(tmp_path / "home").domains["log"]
+        assert (counts.imported, counts.unchanged, counts.updated) == (2, 2, 0)
+        assert [r.data for r in store.query("log")] == [
+            {"schema_version": 2, "n": 1, "migrated": True}, {"schema_version": 2, "n": 2, "migrated": True}, {"n": 3}, {"n": 4}
+        ]
+        log.write_text('{"n":1}\n{"n":20}\n{"n":3}\n{"n":4}\n')  # a line the application did change
+        counts = store.import_paths(tmp_path / "home").domains["log"]
+        assert (counts.unchanged, counts.updated) == (3, 1)
+        assert store.get("log", "logs/a.jsonl:2").data == {"n": 20}

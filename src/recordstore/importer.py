@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import itertools
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
@@ -37,7 +38,7 @@ from .parsing import (
 )
 from .runs import check_interrupt
 from .schema import drop_record_indexes, restore_record_indexes
-from .tables import backups, files, records, refused, runs
+from .tables import backups, files, import_digests, records, refused, runs
 
 __all__ = ["DomainCounts", "ImportResult", "Importer"]
 
@@ -679,7 +680,11 @@ class Importer:
             if row is None:
                 self.record_rows.append((domain, r.key, r.version, r.text, file_id, r.position, self.run_id))
                 counts.imported += 1
-            elif row.key == r.key and row.domain == domain and r.text in (row.payload, imported.get(row.id)):
+            elif (
+                row.key == r.key
+                and row.domain == domain
+                and (text == row.payload or (row.id in imported and imported[row.id] == text_digest(text)))
+            ):
                 # As stored, or as this record was last imported, since migrated or restored:
                 # the file did not change it, and what later runs made of it stands.
                 counts.unchanged += 1
@@ -705,7 +710,8 @@ class Importer:
 
     def _last_imported(self, record_ids: list[int]) -> dict[int, str]:
         """Of records that runs other than imports changed since (a migration, a restore),
-        the text an import last wrote: the backup those runs made of it."""
+        the digest of the text an import last wrote: of the backup those runs made of it,
+        or, once a prune deleted that backup, the digest the prune kept."""
         if not record_ids:
             return {}
         imports = select(runs.c.id).where(runs.c.kind == "import")
@@ -721,6 +727,15 @@ class Importer:
             .order_by(backups.c.id)
         ):
             found[rid] = payload  # the latest one
+        found = {rid: text_digest(payload) for rid, payload in found.items()}
+        rest = [rid for rid in record_ids if rid not in found]
+        if rest:
+            for rid, digest in self.conn.execute(
+                select(import_digests.c.record_id, import_digests.c.digest)
+                .join(records, records.c.id == import_digests.c.record_id)
+                .where(import_digests.c.record_id.in_(rest), records.c.run_id.not_in(imports))
+            ):
+                found[rid] = digest
         return found
 
     def _remove_beyond(self, file_id: int, count: int) -> int:
@@ -764,6 +779,33 @@ class _PathFilter:
         h, mask, bits = hash(path), self.BITS - 1, self.bits
         i, j = h & mask, (h >> 24) & mask
         return bool(bits[i >> 3] & (1 << (i & 7))) and bool(bits[j >> 3] & (1 << (j & 7)))
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def keep_import_digests(conn: Connection, before: int) -> None:
+    """Before the backups of the runs before ``before`` are pruned: the digest of each
+    one that holds the text an import last wrote for a record changed since by another
+    run (see :meth:`Importer._last_imported`), which would go with it."""
+    imports = select(runs.c.id).where(runs.c.kind == "import")
+    latest = (
+        select(func.max(backups.c.id).label("bid"))
+        .where(backups.c.origin_run_id.in_(imports))
+        .group_by(backups.c.record_id)
+        .subquery()
+    )
+    found = conn.execute(
+        select(backups.c.record_id, backups.c.payload)
+        .join(latest, latest.c.bid == backups.c.id)
+        .join(records, records.c.id == backups.c.record_id)
+        .where(backups.c.run_id < before, records.c.run_id.not_in(imports))
+    )
+    while batch := found.fetchmany(500):
+        ids = [rid for rid, _ in batch]
+        conn.execute(import_digests.delete().where(import_digests.c.record_id.in_(ids)))
+        conn.execute(import_digests.insert(), [{"record_id": rid, "digest": text_digest(text)} for rid, text in batch])
 
 
 def as_text(text: str | bytes | bytearray) -> str:

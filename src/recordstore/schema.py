@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: The newest revision this recordstore knows; a test proves it is Alembic's single head.
-HEAD_REVISION = "0004_refused_texts"
+HEAD_REVISION = "0005_import_digests"
 
 
 def script_location() -> Path:

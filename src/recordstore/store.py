@@ -16,7 +16,7 @@ from .connections import INT_MAX
 from .engine import default_db_path, open_engine, translate_errors
 from .errors import InputError, QueryError, RecordStoreError, StoreError
 from .exporter import ExportResult, export_records
-from .importer import ImportResult, Importer
+from .importer import ImportResult, Importer, keep_import_digests
 from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
 from .parsing import discover
 from .query import Query, Record, index_ddl
@@ -341,6 +341,7 @@ class Store:
             )
         with held_run(self.engine, "prune", wait=self.wait, options={"before": before}) as run:
             with translate_errors(), self.engine.connect() as conn, conn.begin():
+                keep_import_digests(conn, before)
                 removed = conn.execute(delete(backups).where(backups.c.run_id < before)).rowcount
                 run.counts = {"pruned": removed, "before": before}
                 run.save_counts(conn)

@@ -147,6 +147,15 @@ lock = Table(
     Column("acquired_at", String(32), nullable=False),
 )
 
+#: The digest of the text an import last wrote for a record migrated or restored since,
+#: kept by a prune that deletes the backup holding that text (see Importer._last_imported).
+import_digests = Table(
+    "import_digests",
+    metadata,
+    Column("record_id", Integer, primary_key=True, autoincrement=False),
+    Column("digest", String(64), nullable=False),
+)
+
 indexes = Table(
     "indexes",
     metadata,
