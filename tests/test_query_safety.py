@@ -352,3 +352,19 @@ def test_limits_offsets_and_versions_must_be_integers(tmp_path: Path) -> None:
             with pytest.raises(QueryError, match=r"must be an integer, not "):
                 call(arg)  # type: ignore[arg-type]
         assert q.limit(3).offset(0).version(2).count() == 0
+
+
+def test_json_path_filters_and_indexes_are_refused_on_another_database(store: Store, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """They use SQLite's JSON functions: on another database (PostgreSQL serves the rest)
+    they are one clear QueryError, not the database's "function json_type does not
+    exist", and an index add leaves no failed run."""
+    store.import_paths([home])
+    runs_before = len(store.history())
+    monkeypatch.setattr(store.engine.dialect, "name", "postgresql")
+    for use in (lambda: store.query("task").where("status", "=", "done"), lambda: store.query("task").order_by("status"),
+                lambda: store.add_index("task", "status")):
+        with pytest.raises(QueryError, match=r"need a SQLite store \(this one is postgresql\)"):
+            use()
+    assert len(store.query("task").order_by("key").limit(2).all()) == 2  # the rest is served
+    monkeypatch.undo()
+    assert len(store.history()) == runs_before

@@ -85,6 +85,13 @@ def json_path(path: str) -> tuple[str, bool]:
     return "$" + "".join(parts), plain
 
 
+def json_paths_served(engine: Engine) -> None:
+    """Filters, orders and indexes on JSON paths use SQLite's JSON functions: refused,
+    saying so, on another database (which serves the rest)."""
+    if engine.dialect.name != "sqlite":
+        raise QueryError(f"filters, orders and indexes on JSON paths need a SQLite store (this one is {engine.dialect.name})")
+
+
 def path_expr(path: str) -> ColumnElement[Any]:
     sql_path, plain = json_path(path)
     if plain:
@@ -200,6 +207,7 @@ class Query:
     batch: int = field(default=200)
 
     def where(self, path: str, op: str = "=", value: Any = None) -> Query:
+        json_paths_served(self.engine)
         return replace(self, conditions=(*self.conditions, condition(path, op, value)))
 
     def version(self, version: int) -> Query:
@@ -213,6 +221,7 @@ class Query:
 
     def order_by(self, path: str = "key", *, descending: bool = False) -> Query:
         if path != "key":
+            json_paths_served(self.engine)
             json_path(path)
         return replace(self, order=(*self.order, (path, descending)))
 

@@ -19,7 +19,7 @@ from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer, keep_import_digests
 from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
 from .parsing import discover
-from .query import Query, Record, index_ddl
+from .query import Query, Record, index_ddl, json_paths_served
 from .registry import Registry, load_registry
 from .runs import RunInfo, held_run, read_history
 from .schema import ensure_schema, missing_record_indexes
@@ -412,6 +412,7 @@ class Store:
     def add_index(self, domain: str, path: str) -> str:
         """Index a JSON path so equality and range filters on it stop scanning."""
         self.registry[domain]
+        json_paths_served(self.engine)
         name, sql_path, ddl = index_ddl(path)
         with self._index_run("add", domain, path) as conn:
             conn.execute(text(ddl))
