@@ -517,3 +517,18 @@ def test_an_interrupted_export_leaves_whole_files_and_no_temporary_one(
     assert left and not [p for p in left if p.endswith(".rstmp")], left
     for path in left:  # (the example home's files come back byte for byte)
         assert Path(path).read_bytes() == (home / os.path.relpath(path, out)).read_bytes(), path
+
+
+def test_a_directory_in_the_way_of_a_file_is_named_as_such(store: Store, home: Path, tmp_path: Path) -> None:
+    """Not "use --force", which then failed with "Is a directory": the same one line
+    with or without --force, and the other files are written."""
+    store.import_paths([home])
+    out = tmp_path / "out"
+    source = next(iter(store.query("task"))).source
+    (out / source).mkdir(parents=True)
+    for force in (False, True):
+        result = store.export_to(out, overwrite=force)
+        assert [str(p) for p in result.problems] == [
+            f"{source}: a directory of that name is in the way in the export directory"
+        ]
+        assert result.files > 1

@@ -135,8 +135,11 @@ class _Writer:
         self._ensure_dir(target.parent, relpath)
         # (In a directory this export made, only another process could have put a file:
         # placing by hard link still refuses to replace it.)
-        if not self.overwrite and target.parent not in self.created and os.path.lexists(target):
-            raise ExportError(relpath, "exists in the export directory (use --force to overwrite)")
+        if target.parent not in self.created and os.path.lexists(target):
+            if target.is_dir() and not target.is_symlink():  # --force would not help
+                raise ExportError(relpath, "a directory of that name is in the way in the export directory")
+            if not self.overwrite:
+                raise ExportError(relpath, "exists in the export directory (use --force to overwrite)")
         if target in self.staged_targets:
             raise ExportError(relpath, "two records sources name the same file")
         self.counter += 1
