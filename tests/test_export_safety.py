@@ -256,7 +256,7 @@ def test_a_file_where_a_directory_belongs_and_a_directory_where_a_file_belongs(
     reasons = {p.path: p.reason for p in result.problems}
     assert reasons == {
         "sessions/s1.json": f"refused: {out.resolve() / 'sessions'} exists and is not a directory",
-        f"{hostile.TASKS}/task_good_1.json": "cannot write: Is a directory",
+        f"{hostile.TASKS}/task_good_1.json": f"refused: {out.resolve() / hostile.TASKS / 'task_good_1.json'} exists and is a directory",
     }
     assert (out / "sessions").read_bytes() == b"not a directory" and target.is_dir()
     assert_good_files_written(home, out, set(reasons))
@@ -529,6 +529,6 @@ def test_a_directory_in_the_way_of_a_file_is_named_as_such(store: Store, home: P
     for force in (False, True):
         result = store.export_to(out, overwrite=force)
         assert [str(p) for p in result.problems] == [
-            f"{source}: a directory of that name is in the way in the export directory"
+            f"{source}: refused: {out.resolve() / source} exists and is a directory"
         ]
         assert result.files > 1

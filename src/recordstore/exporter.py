@@ -137,7 +137,7 @@ class _Writer:
         # placing by hard link still refuses to replace it.)
         if target.parent not in self.created and os.path.lexists(target):
             if target.is_dir() and not target.is_symlink():  # --force would not help
-                raise ExportError(relpath, "a directory of that name is in the way in the export directory")
+                raise ExportError(relpath, f"refused: {target} exists and is a directory")
             if not self.overwrite:
                 raise ExportError(relpath, "exists in the export directory (use --force to overwrite)")
         if target in self.staged_targets:
