@@ -544,7 +544,18 @@ def _array_trailing(home: Home) -> list[Problem]:
     home.add(rel, b"[" + good + b"]\nxyz", "task", keys=[])
     home.exact[rel] = b"[" + good + b"]\nxyz"
     home.records[f"{rel}[0]"] = ("task", good.decode())
-    return [Problem(rel, 1, INVALID + "unexpected data after the array")]
+    return [Problem(rel, 2, INVALID + "unexpected data after the array")]  # (xyz is on line 2)
+
+
+@custom("file-pretty-array-garbage-lines-below", "trailing garbage", "refused")
+def _array_garbage_below(home: Home) -> list[Problem]:
+    rel = f"{TASKS}/array_garbage_below.json"
+    good = compact(task("task_above_garbage"))
+    text = b"[\n  " + good + b"\n]\n\ngarbage\n"
+    home.add(rel, text, "task", keys=[])
+    home.exact[rel] = text
+    home.records[f"{rel}[0]"] = ("task", good.decode())
+    return [Problem(rel, 5, INVALID + "unexpected data after the array")]
 
 
 @custom("file-empty-array", "array of non-objects", "accepted", exports=True)

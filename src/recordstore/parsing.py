@@ -535,8 +535,12 @@ class FileParse:
                 end = end_of_elements
             after = text[end:].lstrip(ws)
             if not after.startswith("]") or after[1:].strip(ws):
+                # The line of the first thing that should not be there.
+                stray = len(text) - len(after)
+                if after.startswith("]"):  # something after the closing bracket
+                    stray = len(text) - len(after[1:].lstrip(ws))
                 raise jsoncodec.JSONError(
-                    "invalid JSON: unexpected data after the array", text.count("\n", 0, end) + 1
+                    "invalid JSON: unexpected data after the array", text.count("\n", 0, stray) + 1
                 )
         except jsoncodec.JSONError as exc:
             reason = exc.reason
