@@ -571,3 +571,39 @@ def test_appending_to_a_migrated_log_after_a_prune_leaves_the_migrated_lines_alo
         counts = store.import_paths(tmp_path / "home").domains["log"]
         assert (counts.unchanged, counts.updated) == (3, 1)
         assert store.get("log", "logs/a.jsonl:2").data == {"n": 20}
+
+
+def _stamp_one(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "stamp": 1}
+
+
+def _stamp_two(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "stamp": 2}
+
+
+def test_check_forgets_a_changed_step_once_its_run_is_undone(tmp_path: Path) -> None:
+    """A step edited after it migrated records is reported until that migration is
+    restored (no record comes from the old code then); undoing the restore brings the
+    report back. Before, it was reported for ever, whatever was restored or redone."""
+
+    def registry(step: Any) -> Registry:
+        reg = Registry()
+        reg.domain("log", version=2, files=["logs/*.jsonl"]).add_step(1, step)
+        return reg
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.jsonl").write_text('{"n":1}\n{"n":2}\n')
+    with Store(tmp_path / "s.db", registry=registry(_stamp_one)) as store:
+        store.import_paths(tmp_path)
+        first = store.migrate().run_id
+    with Store(tmp_path / "s.db", registry=registry(_stamp_two)) as store:
+        said = f"step 1 -> 2 (_stamp_two) changed since run {first} used it"
+        assert [p for p in store.check().problems if said in p]
+        undo = store.restore(run=first).run_id
+        assert store.check().ok, store.check().problems
+        redo = store.restore(run=undo).run_id  # the old code's rows are back
+        assert [p for p in store.check().problems if said in p]
+        store.restore(run=redo)
+        assert store.check().ok
+        store.migrate()
+        assert store.check().ok and {r.data["stamp"] for r in store.query("log")} == {2}

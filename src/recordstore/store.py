@@ -91,6 +91,17 @@ class CheckResult:
         return not self.problems
 
 
+def _undone_runs(history: list[RunInfo]) -> set[int]:
+    """The runs a restore of the run (``--run``) undid, and that are still undone (a
+    restore undone in its turn brings its run's rows back): no record comes from them."""
+    undone: set[int] = set()
+    for info in reversed(history):  # a restore undoes a run before it
+        target = info.counts.get("from_run") if info.kind == "restore" and info.outcome == "ok" else None
+        if isinstance(target, int) and info.id not in undone:
+            undone.add(target)
+    return undone
+
+
 class Store:
     """A record store, opened by path or SQLAlchemy URL; use it as a context manager.
 
@@ -354,8 +365,10 @@ class Store:
         registry knows; indexes a stopped import left unbuilt; SQLite's integrity check."""
         result = CheckResult()
         current = self.registry.fingerprints()
-        for info in self.history():
-            if info.kind != "migrate" or info.outcome == "rolled-back":
+        history = self.history()
+        undone = _undone_runs(history)
+        for info in history:
+            if info.kind != "migrate" or info.outcome == "rolled-back" or info.id in undone:
                 continue
             for domain, steps in (info.counts.get("migrated") or {}).items():
                 used: set[int] = set()
