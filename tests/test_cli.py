@@ -593,3 +593,12 @@ def test_a_linked_directory_in_a_home_is_walked_once(cli: Any, tmp_path: Path) -
     with Store(cli.db) as plain:
         assert {d: s.total for d, s in status.items()} == {d: s.total for d, s in plain.status().domains.items()}
         assert status["session"].total > 0
+
+
+def test_a_where_number_no_double_holds_is_refused_not_compared_as_text(cli: Any, home: Path) -> None:
+    """`--where n '<' 1e400` printed nothing and exited 0: the number, refused by the
+    codec, was compared as the text "1e400". Text that is not a JSON number stays text."""
+    cli("import", home)
+    res = cli("query", "task", "--where", "duration_ms", "<", "1e400")
+    assert res.exit_code == 2 and "1e400: number 1e400 is too large for a double" in _said(res)
+    assert cli("query", "task", "--where", "status", "=", "01", "--json").exit_code == 0  # text "01"
