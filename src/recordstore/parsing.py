@@ -79,7 +79,8 @@ def discover(
             top = os.fspath(root)
             cut = len(top.rstrip(os.sep)) + 1
             match = registry.match if domain is None else _forced(domain)
-            walked = {_dir_id(top)}
+            walked: set[tuple[int, int]] = set()
+            _first_visit(walked, top)
             for dirpath, dirnames, filenames in os.walk(top, onerror=_walk_error(problems, root), followlinks=True):
                 base = dirpath if dirpath.endswith(os.sep) else dirpath + os.sep
                 dirnames[:] = [d for d in sorted(dirnames) if _first_visit(walked, base + d)]
@@ -124,9 +125,9 @@ def _lone(root: Path, registry: Registry, domain: Domain | None) -> Candidate:
 def _keyed_alike(cand: Candidate, lone: dict[str, str], homes: list[Path]) -> str | None:
     """Another file given in this import (by itself, or below a directory) that has the
     key of ``cand``, a file given by itself; ``None`` if there is none."""
-    real = os.path.realpath(cand.path)
-    if cand.domain is None:
+    if cand.domain is None:  # not imported anyway
         return None
+    real = os.path.realpath(cand.path)
     known = lone.setdefault(cand.relpath, real)
     if known != real:
         return known
@@ -137,18 +138,14 @@ def _keyed_alike(cand: Candidate, lone: dict[str, str], homes: list[Path]) -> st
     return None
 
 
-def _dir_id(path: str) -> tuple[int, int]:
-    info = os.stat(path)
-    return info.st_dev, info.st_ino
-
-
 def _first_visit(walked: set[tuple[int, int]], path: str) -> bool:
     """Whether the directory at ``path`` (perhaps through a link) is walked for the first
     time in this walk; a loop or a second way to one directory is walked once."""
     try:
-        found = _dir_id(path)
+        info = os.stat(path)
     except OSError:
         return True  # os.walk reports it
+    found = (info.st_dev, info.st_ino)
     if found in walked:
         return False
     walked.add(found)
