@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import re
 import sys
 import traceback
 from collections.abc import Iterator
@@ -350,17 +349,13 @@ def export(
         raise typer.Exit(1)
 
 
-#: A JSON number's text.
-_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
-
-
 def _parse_value(text: str) -> Any:
     """A --where value: its JSON value if it is JSON, else the text itself; a JSON
     number no double holds (``1e400``) is refused rather than compared as text."""
     try:
         return jsoncodec.decode(text)
     except jsoncodec.JSONError as exc:
-        if _NUMBER.fullmatch(text.strip()):
+        if jsoncodec.NUMBER.fullmatch(text.strip()):
             raise typer.BadParameter(f"{text}: {exc.reason}", param_hint="--where") from None
         return text
 

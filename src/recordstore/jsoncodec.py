@@ -221,9 +221,9 @@ def _decode_exact(data: bytes | str) -> Any:
 
 #: JSON's tokens, as far as finding what the exact decoder refused needs them: strings
 #: (keys among them), numbers, NaN and Infinity, and punctuation; literals are skipped.
-_TOKEN = re.compile(
-    r'"[^"\\]*(?:\\.[^"\\]*)*"|NaN|-?Infinity|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|[{}\[\],:]'
-)
+#: A JSON number's text.
+NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|NaN|-?Infinity|' + NUMBER.pattern + r"|[{}\[\],:]")
 #: Characters of text tokenized at once (the tokens of one window are held as a list).
 _WINDOW = 1 << 20
 
