@@ -31,10 +31,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if "slow" not in item.keywords]
 
 
+@pytest.fixture(scope="session")
+def _commands_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("commands-tmp")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test touches the user's default store or picks up their registry."""
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, _commands_tmp: Path) -> None:
+    """No test touches the user's default store or picks up their registry, and the
+    commands the tests start keep their temporary files in the session's temporary
+    directory, which pytest clears (a command killed on purpose cannot remove its own)."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TMPDIR", str(_commands_tmp))
     monkeypatch.delenv("STORE_DB", raising=False)
     monkeypatch.delenv("STORE_REGISTRY", raising=False)
 
