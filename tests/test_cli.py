@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -520,6 +521,50 @@ def test_help_paragraphs_are_wrapped_to_the_terminal(columns: int) -> None:
             for cut, following in zip(paragraph, paragraph[1:]):
                 assert len(cut) + 1 + len(following.split()[0]) > fill, (command, cut)
             paragraph = []
+
+
+def test_help_names_what_each_value_is_and_not_the_store_s_integer_bounds() -> None:
+    """Placeholders say what to give (--domain DOMAIN, --limit N), where click printed
+    the bare type (``<str>``, ``<int range>``) and every number's range up to
+    9223372036854775807."""
+    shown = {
+        command: subprocess.run([STORE, *command.split(), "--help"], capture_output=True, text=True).stdout
+        for command in ["", "import", "migrate", "query", "history", "restore", "prune-backups", "index add"]
+    }
+    for command, text in shown.items():
+        assert not re.search(r"<[a-z ]+>", text.replace("<its source path>", "")), (command, text)
+        assert "9223372036854775807" not in text, (command, text)
+    assert "Usage: store import [OPTIONS] {PATH...}" in shown["import"]
+    assert "--db PATH_OR_URL" in shown[""] and "--registry SPEC" in shown[""]
+    assert "--domain DOMAIN" in shown["import"] and "--jobs N" in shown["migrate"]
+    assert "--limit N" in shown["query"] and "--order-by KEY_OR_PATH" in shown["query"]
+    assert "[RUN]" in shown["history"] and "--run RUN" in shown["restore"] and "--before RUN" in shown["prune-backups"]
+    assert "{DOMAIN} {PATH}" in shown["index add"]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [(["query", "task", "--limit", HUGE], f"Invalid value for '--limit': {HUGE} is too large: it must be at most 9223372036854775807"),
+     (["query", "task", "--version", "0"], "Invalid value for '--version': 0 is too small: it must be at least 1"),
+     (["query", "task", "--offset", "ten"], "Invalid value for '--offset': 'ten' is not a whole number"),
+     (["import", "--jobs", "65", "."], "Invalid value for '--jobs': 65 is too large: it must be at most 64"),
+     (["migrate", "--jobs", "-1"], "Invalid value for '--jobs': -1 is too small: it must be at least 0")],
+)
+def test_a_number_out_of_bounds_is_named_with_its_bound(cli: Any, args: list[str], said: str) -> None:
+    res = cli(*args)
+    assert res.exit_code == 2 and said in _said(res), res.stderr
+
+
+def test_a_command_starts_at_most_max_jobs_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked for more (a typo: --jobs 600 on two CPUs), a library caller gets the most
+    it makes sense to start, not hundreds of forked processes."""
+    from recordstore import workers
+
+    monkeypatch.setattr(workers, "MAX_JOBS", 2)
+    with workers.pool(50, "import") as executor:
+        assert executor is not None
+        assert executor._max_workers == 2
+        assert sorted(executor.map(abs, [-1, -2, -3])) == [1, 2, 3]
 
 
 @pytest.mark.parametrize(

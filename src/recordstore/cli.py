@@ -32,6 +32,7 @@ from rich.console import Console
 
 from . import jsoncodec
 from .connections import INT_MAX, default_db_path
+from .workers import MAX_JOBS
 from .errors import RecordStoreError, StoreError
 
 if TYPE_CHECKING:
@@ -59,6 +60,25 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 WAIT_SECONDS = 24 * 3600.0
 #: The --wait option of every writing command.
 _Wait = Annotated[bool, typer.Option("--wait", help="Wait for another writer instead of failing.")]
+
+
+def _whole(least: int, most: int = INT_MAX) -> Any:
+    """A parser of whole numbers from ``least`` to ``most`` (a number beyond what the
+    store's integers hold is refused as usage, not met later as an overflow). Used
+    instead of click's ranges, which print their bounds into every help line."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise typer.BadParameter(f"{value} is too small: it must be at least {least}")
+        if value > most:
+            raise typer.BadParameter(f"{value} is too large: it must be at most {most}")
+        return value
+
+    return parse
 
 
 class Options:
@@ -95,6 +115,7 @@ def _global(
         Optional[str],
         typer.Option(
             "--db",
+            metavar="PATH_OR_URL",
             envvar="STORE_DB",
             help="Store file or SQLAlchemy URL (default: $XDG_DATA_HOME/recordstore/store.db).",
             show_default=False,
@@ -104,6 +125,7 @@ def _global(
         Optional[str],
         typer.Option(
             "--registry",
+            metavar="SPEC",
             envvar="STORE_REGISTRY",
             help="Registry: a .py file or module exposing `registry` [default: built-in DeepSeek TUI].",
             show_default=False,
@@ -246,9 +268,9 @@ def _problems(lines: list[Any]) -> None:
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(help="Files and directories to import.", show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Files and directories to import.", show_default=False)],
     domain: Annotated[
-        Optional[str], typer.Option("--domain", help="Put the given files in this domain, whatever their paths.")
+        Optional[str], typer.Option("--domain", metavar="DOMAIN", help="Put the given files in this domain, whatever their paths.")
     ] = None,
     wait: _Wait = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -256,7 +278,8 @@ def import_(
         Optional[int],
         typer.Option(
             "--jobs",
-            min=0,
+            metavar="N",
+            parser=_whole(0, MAX_JOBS),
             help="Worker processes that read and parse files, and write them into a store that has "
             "none yet (default, once there are hundreds of files: one per CPU into such a store, "
             "else one per CPU but one; up to 8; 0: none).",
@@ -324,7 +347,7 @@ def status(
 def export(
     ctx: typer.Context,
     out_dir: Annotated[str, typer.Argument(metavar="OUT", help="Directory to write the files into.")],
-    domain: Annotated[Optional[list[str]], typer.Option("--domain", help="Only these domains (repeatable).")] = None,
+    domain: Annotated[Optional[list[str]], typer.Option("--domain", metavar="DOMAIN", help="Only these domains (repeatable).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files that already exist in OUT.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -393,14 +416,14 @@ def _where_filters(args: list[str]) -> list[tuple[str, str, Any]]:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def query(
     ctx: typer.Context,
-    domain: Annotated[str, typer.Argument(help="The domain to query.")],
+    domain: Annotated[str, typer.Argument(metavar="DOMAIN", help="The domain to query.")],
     version: Annotated[
-        Optional[int], typer.Option("--version", min=1, max=INT_MAX, help="Only records at this version.")
+        Optional[int], typer.Option("--version", metavar="N", parser=_whole(1), help="Only records at this version.")
     ] = None,
-    order_by: Annotated[Optional[str], typer.Option("--order-by", help="'key' or a JSON path.")] = None,
+    order_by: Annotated[Optional[str], typer.Option("--order-by", metavar="KEY_OR_PATH", help="'key' or a JSON path.")] = None,
     desc: Annotated[bool, typer.Option("--desc", help="Descending order.")] = False,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=0, max=INT_MAX, help="At most N records.")] = None,
-    offset: Annotated[int, typer.Option("--offset", min=0, max=INT_MAX, help="Skip N records.")] = 0,
+    limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", parser=_whole(0), help="At most N records.")] = None,
+    offset: Annotated[int, typer.Option("--offset", metavar="N", parser=_whole(0), help="Skip N records.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print each record as one JSON line.")] = False,
 ) -> None:
     """Print the records of DOMAIN that match every filter, one per line.
@@ -431,10 +454,10 @@ def query(
 @app.command()
 def migrate(
     ctx: typer.Context,
-    domain: Annotated[Optional[list[str]], typer.Option("--domain", help="Only these domains (repeatable).")] = None,
+    domain: Annotated[Optional[list[str]], typer.Option("--domain", metavar="DOMAIN", help="Only these domains (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Run every step, write nothing, report.")] = False,
     diff: Annotated[
-        int, typer.Option("--diff", metavar="N", min=0, max=INT_MAX, help="With --dry-run: show N records before/after.")
+        int, typer.Option("--diff", metavar="N", parser=_whole(0), help="With --dry-run: show N records before/after.")
     ] = 0,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing record.")] = False,
     atomic: Annotated[bool, typer.Option("--atomic", help="One transaction: all records or none.")] = False,
@@ -444,7 +467,8 @@ def migrate(
         Optional[int],
         typer.Option(
             "--jobs",
-            min=0,
+            metavar="N",
+            parser=_whole(0, MAX_JOBS),
             help="Worker processes that run the steps (default: one per CPU but one, up to 4, once "
             "20,000 records are pending; 0: none).",
         ),
@@ -502,7 +526,7 @@ def _render_migration(result: Any) -> None:
 @app.command()
 def history(
     ctx: typer.Context,
-    run: Annotated[Optional[int], typer.Argument(min=0, max=INT_MAX, help="Show this run with its failures.")] = None,
+    run: Annotated[Optional[int], typer.Argument(metavar="RUN", parser=_whole(0), help="Show this run with its failures.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list of runs.")] = False,
 ) -> None:
     """List the runs (import, migrate, restore, prune, index), or show one with its failures."""
@@ -564,10 +588,10 @@ def _short_counts(r: Any) -> str:
 def restore(
     ctx: typer.Context,
     run: Annotated[
-        Optional[int], typer.Option("--run", min=0, max=INT_MAX, help="Put back every row this run changed.")
+        Optional[int], typer.Option("--run", metavar="RUN", parser=_whole(0), help="Put back every row this run changed.")
     ] = None,
-    domain: Annotated[Optional[str], typer.Option("--domain", help="Restore the latest backups of this domain.")] = None,
-    key: Annotated[Optional[str], typer.Option("--key", help="With --domain: only this record.")] = None,
+    domain: Annotated[Optional[str], typer.Option("--domain", metavar="DOMAIN", help="Restore the latest backups of this domain.")] = None,
+    key: Annotated[Optional[str], typer.Option("--key", metavar="KEY", help="With --domain: only this record.")] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -596,7 +620,7 @@ def restore(
 def prune_backups(
     ctx: typer.Context,
     before: Annotated[
-        int, typer.Option("--before", min=0, max=INT_MAX, help="Delete backups written by runs before this run.")
+        int, typer.Option("--before", metavar="RUN", parser=_whole(0), help="Delete backups written by runs before this run.")
     ],
     wait: _Wait = False,
 ) -> None:
@@ -626,8 +650,8 @@ def check(ctx: typer.Context) -> None:
 @index_app.command("add")
 def index_add(
     ctx: typer.Context,
-    domain: Annotated[str, typer.Argument(help="Domain.")],
-    path: Annotated[str, typer.Argument(help="JSON path, e.g. metadata.model.")],
+    domain: Annotated[str, typer.Argument(metavar="DOMAIN", help="Domain.")],
+    path: Annotated[str, typer.Argument(metavar="PATH", help="JSON path, e.g. metadata.model.")],
     wait: _Wait = False,
 ) -> None:
     """Index a JSON path, so filters on it stop scanning every record."""
@@ -647,8 +671,8 @@ def index_list(ctx: typer.Context) -> None:
 @index_app.command("drop")
 def index_drop(
     ctx: typer.Context,
-    domain: Annotated[str, typer.Argument(help="Domain.")],
-    path: Annotated[str, typer.Argument(help="JSON path.")],
+    domain: Annotated[str, typer.Argument(metavar="DOMAIN", help="Domain.")],
+    path: Annotated[str, typer.Argument(metavar="PATH", help="JSON path.")],
     wait: _Wait = False,
 ) -> None:
     """Drop a JSON-path index."""

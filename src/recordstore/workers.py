@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from .errors import RecordStoreError
 
-__all__ = ["Turns", "cpus", "default_jobs", "orphaned", "pool", "result", "stop_if_asked", "submit", "turns"]
+__all__ = ["MAX_JOBS", "Turns", "cpus", "default_jobs", "orphaned", "pool", "result", "stop_if_asked", "submit", "turns"]
 
 try:
     import fcntl
@@ -38,6 +38,10 @@ def cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+#: The most worker processes a command starts, whatever it is asked for.
+MAX_JOBS = 64
 
 
 def default_jobs(limit: int) -> int:
@@ -68,12 +72,13 @@ def pool(
     initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),
 ) -> Iterator[ProcessPoolExecutor | None]:
-    """``jobs`` worker processes, or ``None`` (work in this process) when ``jobs`` is 0
+    """``jobs`` worker processes (at most MAX_JOBS), or ``None`` (work in this process) when ``jobs`` is 0
     or the work needs fork (``fork_only``: it uses objects that cannot be pickled, such
     as a registry built in code) and fork cannot be used here.
 
     An executor, not multiprocessing.Pool: a worker that dies fails the command instead
     of leaving it waiting for ever."""
+    jobs = min(jobs, MAX_JOBS)
     context = _context(fork_only) if jobs > 0 else None
     if context is None:
         yield None
