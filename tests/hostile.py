@@ -122,17 +122,13 @@ def build_home(root: Path) -> Home:
 
 def add_lines(home: Home, relpath: str, lines: list[bytes], good: list[int], domain: str = "runtime") -> None:
     """A JSON-lines file; ``good`` are the (1-based) line numbers that must be imported.
-    Its export holds every line that is not blank as it was, on the same line: the good
-    ones, and the refused ones as the store kept them. Blank lines before the last of
-    those come back empty, the ones after it as they were."""
+    Its export gives back every line as it was, on the same line: the good ones, the
+    refused ones as the store kept them, and the blank ones."""
     data = b"".join(line + b"\n" for line in lines)
     home.add(relpath, data, domain, keys=[])
     for n in good:
         home.records[f"{relpath}:{n}"] = (domain, lines[n - 1].decode("utf-8"))
-    last = max((n for n, line in enumerate(lines, 1) if line and not line.isspace()), default=0)
-    home.exact[relpath] = b"".join(
-        (b"" if n <= last and line.isspace() else line) + b"\n" for n, line in enumerate(lines, 1)
-    )
+    home.exact[relpath] = data
 
 
 # --------------------------------------------------------------------------- the case table

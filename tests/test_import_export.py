@@ -379,6 +379,46 @@ def test_import_then_export_is_the_identity_on_arbitrary_json(tmp_path_factory: 
         assert json.loads((out / rel).read_text()) == json.loads((home / rel).read_text())
 
 
+_endings = st.sampled_from(["\n", "\r\n"])
+_blank = st.tuples(st.sampled_from(["", " ", "\t", "  \t "]), _endings).map("".join)
+_between = st.tuples(_endings, st.lists(_blank, max_size=2)).map(lambda t: t[0] + "".join(t[1]))
+_array_seps = st.sampled_from([",", ", ", " ,", ",\n  ", ",\r\n  ", "\n, ", ",\t"])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batch=st.lists(records.filter(_no_lone_surrogates), min_size=1, max_size=5),
+    line_gaps=st.lists(_between, min_size=5, max_size=5),
+    leading=st.lists(_blank, max_size=2),
+    last=st.sampled_from(["", "\n", "\r\n", "\r", "\n \n", "\r\n\r\n"]),
+    seps=st.lists(_array_seps, min_size=5, max_size=5),
+    streamed=st.booleans(),
+)
+def test_import_then_export_gives_back_files_whose_separators_vary(
+    tmp_path_factory: pytest.TempPathFactory, batch: list, line_gaps: list[str], leading: list[str], last: str,
+    seps: list[str], streamed: bool,
+) -> None:
+    """A file keeps its odd separators: JSON lines with their own line endings and blank
+    lines of whitespace between them, an array separated in different ways."""
+    root = tmp_path_factory.mktemp("gaps")
+    home, out = root / "home", root / "out"
+    texts = [json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in batch]
+    lines = "".join(leading) + "".join(t + g for t, g in zip(texts[:-1], line_gaps)) + texts[-1] + last
+    elements = "".join(t + s for t, s in zip(texts[:-1], seps)) + texts[-1]
+    _write(home, "tasks/runtime/events/e.jsonl", lines.encode("utf-8"))
+    _write(home, "tasks/tasks/array.json", ("[" + elements + "]\n").encode("utf-8"))
+    with pytest.MonkeyPatch.context() as patch:
+        if streamed:
+            patch.setattr(parsing, "STREAM_THRESHOLD", 0)
+        with Store(root / "s.db") as store:
+            result = store.import_paths([home])
+            assert result.ok, result.problems
+            assert [r.data for r in store.query("runtime")] == batch
+            assert [r.data for r in store.query("task")] == batch
+            store.export_to(out)
+    assert tree(out) == tree(home)
+
+
 def _store_content(db: Path) -> dict[str, list[tuple[object, ...]]]:
     """What an import leaves in a store, run ids and times aside."""
     import sqlite3
@@ -881,30 +921,41 @@ def test_a_line_put_back_as_an_earlier_import_had_it_is_a_change(tmp_path: Path)
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
-def test_blank_lines_after_the_last_record_come_back_as_they_were(
+def test_blank_lines_and_line_endings_come_back_as_they_were(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
 ) -> None:
-    """A JSON-lines file's blank lines after its last record are its tail, given back as
-    they were (whitespace too); one between records comes back empty (its key is a
-    line number, kept true). A run of blank lines longer than the tail keeps (only a
-    hostile file has one) comes back as the file's last newline."""
+    """A JSON-lines file's blank lines, between its records or after the last, come back
+    as they were (whitespace too), and each line with its own ending (a file may mix
+    ``\\n`` and ``\\r\\n``, or end in a lone ``\\r``); the records' keys, which are their
+    line numbers, stay true. A run of blank lines longer than the tail keeps (only a
+    hostile file has one) comes back as the file's last newline; one between records,
+    as empty lines."""
     if streamed:
         monkeypatch.setattr(parsing, "STREAM_THRESHOLD", 0)
     events = tmp_path / "home" / "tasks" / "runtime" / "events"
     events.mkdir(parents=True)
     record = b'{"schema_version":2,"seq":1}'
+    huge = b"\n" * (parsing.TAIL_MAX_BYTES + 10)
     cases = {
         "newlines.jsonl": (record + b"\n\n\n", None),
         "spaces.jsonl": (record + b"\n  \n\t\n", None),
         "no_final_newline.jsonl": (record + b"\n \n  ", None),
         "crlf.jsonl": (record + b"\r\n\r\n \r\n", None),
         "only_blank.jsonl": (b"\n \n\n", None),
-        "between.jsonl": (record + b"\n  \n" + record + b"\n\n", record + b"\n\n" + record + b"\n\n"),
-        "hostile.jsonl": (record + b"\n" + b"\n" * (parsing.TAIL_MAX_BYTES + 10), record + b"\n"),
+        "between.jsonl": (record + b"\n  \n" + record + b"\n\n", None),
+        "mixed.jsonl": (record + b"\r\n" + record + b"\n\r\n \t\n" + record + b"\r\n", None),
+        "lf_then_crlf.jsonl": (record + b"\n" + record + b"\r\n" + record + b"\r\n", None),
+        "lone_cr.jsonl": (record + b"\n" + record + b"\r", None),
+        "leading.jsonl": (b" \r\n\n" + record + b"\n", None),
+        "hostile.jsonl": (record + b"\n" + huge, record + b"\n"),
+        "hostile_between.jsonl": (record + b"\n" + b" " * (parsing.TAIL_MAX_BYTES + 10) + b"\n" + record + b"\n",
+                                  record + b"\n\n" + record + b"\n"),
     }
     for name, (data, _) in cases.items():
         (events / name).write_bytes(data)
     assert store.import_paths([tmp_path / "home"]).ok
+    keys = {rec.key for rec in store.query("runtime")}
+    assert {"tasks/runtime/events/mixed.jsonl:5", "tasks/runtime/events/leading.jsonl:3"} <= keys
     store.export_to(tmp_path / "out")
     for name, (data, back) in cases.items():
         assert (tmp_path / "out" / "tasks" / "runtime" / "events" / name).read_bytes() == (back or data), name

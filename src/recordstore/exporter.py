@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import itertools
+import json
 import operator
 import os
 import sys
@@ -338,7 +339,8 @@ def _file_rows(conn: Connection, domains: list[str] | None) -> Iterator[Any]:
     """The rows of the files to export, in id order, FILE_WINDOW at a time."""
     last = 0
     columns = select(
-        files.c.id, files.c.path, files.c.domain, files.c.container, files.c.head, files.c.sep, files.c.tail, files.c.digest
+        files.c.id, files.c.path, files.c.domain, files.c.container, files.c.head, files.c.sep, files.c.tail, files.c.digest,
+        files.c.gaps,
     )
     while rows := conn.execute(_of_domains(columns, domains).where(files.c.id > last).order_by(files.c.id).limit(FILE_WINDOW)).all():
         yield from rows
@@ -419,19 +421,10 @@ def _files_to_write(conn: Connection, domains: list[str] | None) -> Iterator[tup
             row = next(rows, None)
 
 
-def at_their_lines(keys: list[str], texts: list[str], lines: int = 0) -> list[str]:
-    """A JSON-lines file's lines (after the ``lines`` before these): each record (or
-    refused text) on the line its key names (``path:LINE``), an empty line for each
-    line between that held neither (a blank line; or a refused one, in a store made
-    before refused texts were kept). So the records' keys, which are their line
-    numbers, stay true for the exported file."""
-    out: list[str] = []
-    for key, text in zip(keys, texts):
-        number = key.rpartition(":")[2]
-        if number.isascii() and number.isdigit():
-            out += [""] * (int(number) - 1 - lines - len(out))
-        out.append(text)
-    return out
+def line_of(key: str) -> int | None:
+    """The line a JSON-lines record's key names (``path:LINE``), if it names one."""
+    number = key.rpartition(":")[2]
+    return int(number) if number.isascii() and number.isdigit() else None
 
 
 #: A file's slots are read, and its text made, this many at a time.
@@ -441,25 +434,45 @@ SLOTS_AT_ONCE = 2048
 class _FileText:
     """A file's text from its layout and its slots' rows, in pieces of up to
     SLOTS_AT_ONCE slots (so a file of any size takes bounded memory); ``slots``: how
-    many it has read."""
+    many it has read.
+
+    Between two slots goes the file's separator, or the gap its layout kept for the
+    second (``gaps``, by position). In a JSON-lines file, each record (or refused text)
+    goes on the line its key names, an empty line for each line between that held
+    neither (a blank line; or a refused one, in a store made before refused texts were
+    kept); so the records' keys, which are their line numbers, stay true for the
+    exported file."""
 
     def __init__(self, row: Any, rows: Iterator[Any]):
         self.row, self.rows, self.slots = row, rows, 0
 
     def __iter__(self) -> Iterator[str]:
         head, sep, lines = self.row.head, self.row.sep, self.row.container == "lines"
+        gaps: dict[str, str] = json.loads(self.row.gaps) if self.row.gaps else {}
         prefix = element_prefix(head) if head.rstrip(" \t\r\n").endswith("[") else ""
         yield head
-        written = 0  # lines, for a JSON-lines file
+        line = 0  # of the last slot written, in a JSON-lines file
         while chunk := list(itertools.islice(self.rows, SLOTS_AT_ONCE)):
             texts = [r[3] for r in chunk]
-            if lines:
-                texts = at_their_lines([r[2] for r in chunk], texts, written)
-                written += len(texts)
             if prefix:
                 texts = [t.replace("\n", "\n" + prefix) for t in texts]
-            yield sep.join(texts) if not self.slots else sep + sep.join(texts)
-            self.slots += len(chunk)
+            if not (lines or gaps):  # an array, each element after the file's separator
+                yield sep.join(texts) if not self.slots else sep + sep.join(texts)
+                self.slots += len(chunk)
+                continue
+            pieces: list[str] = []
+            for (_file_id, position, key, _text), text in zip(chunk, texts):
+                gap = gaps.get(str(position))
+                if lines:
+                    at = max(line_of(key) or 0, line + 1)
+                    if gap is None:
+                        gap = sep * (at - line - (0 if self.slots else 1))
+                    line = at
+                elif gap is None:
+                    gap = sep if self.slots else ""
+                pieces += [gap, text]
+                self.slots += 1
+            yield "".join(pieces)
         yield self.row.tail
 
 

@@ -565,7 +565,7 @@ class Importer:
             self.pending_bytes += len(slot.text)
             if self._batch_full():
                 if not row_written:
-                    self.file_rows.append((file_id, cand.relpath, name, "lines", "", "", "", None, "", run))
+                    self.file_rows.append((file_id, cand.relpath, name, "lines", "", "", "", None, "", run, None))
                     row_written = True
                 self.flush()
         counts.imported += n
@@ -575,13 +575,10 @@ class Importer:
         layout = parse.layout
         assert layout is not None  # set by every parse that got this far
         final_digest = "" if parse.problems else digest  # refused records: look again next time
-        values = (name, layout.container, layout.head, layout.sep, layout.tail, layout.indent, final_digest, run)
+        values = (name, layout.container, layout.head, layout.sep, layout.tail, layout.indent, final_digest, run, layout.gaps)
         if row_written:  # a new file has no old layout to keep: even a broken one gets what was read
-            self.conn.execute(
-                update(files)
-                .where(files.c.id == file_id)
-                .values(dict(zip(("domain", "container", "head", "sep", "tail", "indent", "digest", "run_id"), values)))
-            )
+            columns = ("domain", "container", "head", "sep", "tail", "indent", "digest", "run_id", "gaps")
+            self.conn.execute(update(files).where(files.c.id == file_id).values(dict(zip(columns, values))))
         else:
             self.file_rows.append((file_id, cand.relpath, *values))
         self._written.add(cand.relpath)
@@ -626,6 +623,7 @@ class Importer:
                 sep=layout.sep,
                 tail=layout.tail,
                 indent=layout.indent,
+                gaps=layout.gaps,
                 digest=final_digest,
                 run_id=self.run_id,
             )

@@ -216,13 +216,38 @@ RefusedRow = tuple[int, int, str, bytes, int]
 
 
 class FileLayout(NamedTuple):
-    """The text around a file's records: ``head + sep.join(records) + tail``."""
+    """The text around a file's records: ``head + sep.join(records) + tail``, where
+    ``gaps`` (JSON: slot number -> text) holds each text between two slots that is not
+    ``sep`` (an array's odd separator; in a JSON-lines file, the line ending before a
+    slot and the blank lines between, when they are not ``sep`` each and empty)."""
 
     container: str  # "object", "array" or "lines"
     head: str = ""
     sep: str = ""
     tail: str = ""
     indent: int | None = None
+    gaps: str | None = None
+
+
+#: The most text a file's ``gaps`` keep; odd separators beyond it (only a hostile file
+#: has so many) come back as the file's usual one.
+GAPS_MAX_BYTES = 64 * 1024
+
+
+class _Gaps:
+    """A file's odd gaps (see :class:`FileLayout`) as they are found, up to GAPS_MAX_BYTES."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, str] = {}
+        self.size = 0
+
+    def add(self, slot: int, text: str) -> None:
+        self.size += len(text) + 8
+        if self.size <= GAPS_MAX_BYTES:
+            self.found[str(slot)] = text
+
+    def text(self) -> str | None:
+        return json.dumps(self.found, separators=(",", ":")) if self.found else None
 
 
 def element_prefix(head: str) -> str:
@@ -313,6 +338,16 @@ def indent_of(text: str | bytes, start: int = 0) -> int | None:
     if nl == -1 or trailing.match(text, nl):
         return None
     return (spaces.match(text, nl + 1).end() - nl - 1) or None
+
+
+def _odd_seps(seps: list[str], sep: str) -> str | None:
+    """An array's ``gaps``: its separators that are not ``sep`` (the one before element
+    ``i`` is ``seps[i - 1]``)."""
+    gaps = _Gaps()
+    for i, found in enumerate(seps, start=1):
+        if found != sep:
+            gaps.add(i, found)
+    return gaps.text()
 
 
 def _array_sep(head: str, seps: list[str]) -> str:
@@ -551,33 +586,45 @@ class FileParse:
             # the last of them, from the one that broke off on, is the array's tail, as
             # the file has it: export writes it back, to be mended there.
             self.slots = index
-            self.layout = FileLayout("array", head=head, sep=_array_sep(head, seps), tail=text[end:])
+            sep = _array_sep(head, seps)
+            self.layout = FileLayout("array", head=head, sep=sep, tail=text[end:], gaps=_odd_seps(seps, sep))
             return
         self.slots = index
         sep = _array_sep(head, seps)
         self.layout = FileLayout(
-            "array", head=head, sep=sep, tail=text[end:], indent=indent_of(text, start)
+            "array", head=head, sep=sep, tail=text[end:], indent=indent_of(text, start), gaps=_odd_seps(seps, sep)
         )
 
     def _lines(self) -> Iterator[Slot]:
-        sep = "\n"
+        sep = ""  # the first line's ending, once there is one
         head = ""
         # Set before reading: a read that fails midway keeps the lines read so far.
-        self.layout = FileLayout("lines", sep=sep, tail=sep)
+        self.layout = FileLayout("lines", sep="\n", tail="\n")
         self._ends_with_newline = True
         position = 0
         decode, invalid, prefix = jsoncodec.decode, jsoncodec.JSONError, self.relpath + ":"
-        blank = _BlankRun()  # the blank lines since the last line that held something
+        between = _BlankRun()  # since the last line that held something: its ending, the blank lines
+        gaps = _Gaps()
+        last = 0  # the line of the last slot
         for lineno, line in enumerate(self._raw_lines(), start=1):
             if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):  # a BOM starting the file: kept
                 head, line = "\ufeff", line[3:]
+            ending = "\n" if self._ends_with_newline else ""
             if line[-1:] == b"\r":
-                sep = "\r\n"
-                line = line[:-1]
+                ending, line = "\r" + ending, line[:-1]
+            if not sep and ending[-1:] == "\n":
+                sep = ending
             if not line or line.isspace():
-                blank.add(line)
+                between.add(line, ending)
                 continue
-            blank.clear()
+            # Before the first slot, its blank lines; before another, the last one's
+            # ending too: as the exporter writes them back, unless kept here.
+            gap = between.text()
+            if gap is not None and gap != sep * (lineno - last if last else lineno - 1):
+                gaps.add(position, gap)
+            between = _BlankRun(held=True)
+            between.add(b"", ending)
+            last = lineno
             try:
                 value = decode(line)
             except invalid as exc:
@@ -591,14 +638,22 @@ class FileParse:
             yield self._record(value, line, position, prefix + str(lineno), lineno)
             position += 1
         self.slots = position
-        self.layout = FileLayout("lines", head=head, sep=sep, tail=blank.tail(sep, self._ends_with_newline))
+        sep = sep or "\n"
+        tail = between.text()
+        if tail is None:  # a run too long to keep (only a hostile file has one)
+            tail = sep if self._ends_with_newline else ""
+        self.layout = FileLayout("lines", head=head, sep=sep, tail=tail, gaps=gaps.text())
 
     def _raw_lines(self) -> Iterator[bytes]:
         """The file's lines without their newlines; ``_ends_with_newline`` says whether
         the last one had one."""
         if self.data is not None:
-            lines, self._ends_with_newline = _split_lines(self.data)
-            yield from lines
+            lines, ends_with_newline = _split_lines(self.data)
+            self._ends_with_newline = True
+            for line in lines[:-1]:
+                yield line
+            self._ends_with_newline = ends_with_newline
+            yield from lines[-1:]
             return
         self._ends_with_newline = False  # an empty file has no newline
         with open(self.path, "rb") as fh:
@@ -608,45 +663,38 @@ class FileParse:
 
 
 class _BlankRun:
-    """The blank lines (empty, or only whitespace) after the last line of a JSON-lines
-    file that held something, for its layout's tail: so they come back as they were.
-    Kept up to TAIL_MAX_BYTES; a longer run (only hostile files have one) comes back as
-    the file's last newline alone. Blank lines between records come back empty."""
+    """The text of a JSON-lines file since the last line that held something (``held``:
+    there was one): that line's ending, then the blank lines (empty, or only whitespace)
+    with theirs. Kept up to TAIL_MAX_BYTES; ``text()`` is ``None`` for a longer run
+    (only a hostile file has one)."""
 
-    def __init__(self) -> None:
-        self.lines: list[bytes] | None = []
+    def __init__(self, held: bool = False) -> None:
+        self.pieces: list[str] | None = []
         self.size = 0
-        self.held = False  # whether any line held something
+        self.held = held
 
-    def add(self, line: bytes) -> None:
-        if self.lines is not None:
-            self.size += len(line) + 1
-            self.lines.append(line)
+    def add(self, line: bytes, ending: str) -> None:
+        if self.pieces is not None:
+            self.size += len(line) + len(ending)
+            self.pieces += [line.decode("ascii"), ending]
             if self.size > TAIL_MAX_BYTES:
-                self.lines = None
+                self.pieces = None
 
-    def clear(self) -> None:
-        """A line that held something: the run starts again after it."""
-        if self.size or self.lines is None:
-            self.lines, self.size = [], 0
-        self.held = True
-
-    def tail(self, sep: str, ends_with_newline: bool) -> str:
-        end = sep if ends_with_newline else ""
-        if not self.lines:
-            return end
-        return (sep if self.held else "") + sep.join(line.decode("ascii") for line in self.lines) + end
+    def text(self) -> str | None:
+        return None if self.pieces is None else "".join(self.pieces)
 
     @classmethod
-    def of(cls, lines: list[bytes]) -> _BlankRun:
-        """The run that ends ``lines``."""
-        run = cls()
+    def of(cls, lines: list[bytes], ends_with_newline: bool) -> _BlankRun:
+        """The run that ends ``lines`` (split on ``\\n``, the last one ending with one if
+        ``ends_with_newline``), in a file without ``\\r``."""
         k = len(lines)
         while k and (not lines[k - 1] or lines[k - 1].isspace()):
             k -= 1
-        run.held = k > 0
-        for line in lines[k:]:
-            run.add(line)
+        run = cls(held=k > 0)
+        if k:
+            run.add(b"", "\n" if k < len(lines) or ends_with_newline else "")
+        for i in range(k, len(lines)):
+            run.add(lines[i], "\n" if i + 1 < len(lines) or ends_with_newline else "")
         return run
 
 
@@ -819,7 +867,8 @@ def _plain_version(text: bytes, domain: DomainSpec) -> int | None:
 
 def _plain_lines(lines: list[bytes], domain: DomainSpec) -> tuple[Iterable[int], tuple[int, ...], tuple[bytes, ...]] | None:
     """The line numbers, versions and texts of JSON lines whose records are all good
-    (blank lines skipped); ``None`` if any is not."""
+    (blank lines skipped); ``None`` if any is not, or a line of whitespace comes before
+    one."""
     values = jsoncodec.decode_compact_lines(lines)
     if values is not None:  # no blank lines, each line compact: all decoded at once
         # _known_version's test, for all the lines at once (a bool is not an int here;
@@ -832,9 +881,13 @@ def _plain_lines(lines: list[bytes], domain: DomainSpec) -> tuple[Iterable[int],
     linenos: list[int] = []
     found: list[int] = []
     texts: list[bytes] = []
+    spaces = False
     for lineno, line in enumerate(lines, start=1):
         if not line or line.isspace():
+            spaces = spaces or bool(line)
             continue
+        if spaces:  # a line of whitespace between records: a gap FileParse keeps
+            return None
         version = _plain_version(line, domain)
         if version is None:  # FileParse says what is wrong
             return None
@@ -842,6 +895,12 @@ def _plain_lines(lines: list[bytes], domain: DomainSpec) -> tuple[Iterable[int],
         found.append(version)
         texts.append(line)
     return linenos, tuple(found), tuple(texts)
+
+
+def _plain_tail(lines: list[bytes], ends_with_newline: bool) -> str:
+    """A JSON-lines file's tail, as FileParse finds it, in a file without ``\\r``."""
+    tail = _BlankRun.of(lines, ends_with_newline).text()
+    return ("\n" if ends_with_newline else "") if tail is None else tail
 
 
 def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
@@ -871,7 +930,7 @@ def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
             texts,
             tuple(range(n)),
             sum(map(len, texts)),
-            FileLayout("lines", sep="\n", tail=_BlankRun.of(lines).tail("\n", ends_with_newline)),
+            FileLayout("lines", sep="\n", tail=_plain_tail(lines, ends_with_newline)),
             [],
             False,
             n,
@@ -924,7 +983,7 @@ def insert_statements(mark: str, cast_payload: bool) -> tuple[str, str, str, str
 
     payload = "CAST(? AS TEXT)" if cast_payload else mark
     return (
-        sql("files", "id, path, domain, container, head, sep, tail, indent, digest, run_id", [mark] * 10),
+        sql("files", "id, path, domain, container, head, sep, tail, indent, digest, run_id, gaps", [mark] * 11),
         sql("records", "domain, key, version, payload, file_id, position, run_id", [mark] * 3 + [payload] + [mark] * 3),
         sql("failures", "run_id, domain, source, line, from_version, to_version, reason", [mark] * 7),
         sql("refused", "file_id, position, key, text, run_id", [mark] * 5),
@@ -949,7 +1008,10 @@ def new_file_rows(
     layout = outcome.layout
     assert layout is not None  # set by every parse that got this far
     digest = "" if outcome.problems else outcome.digest
-    file_row = (file_id, relpath, domain, layout.container, layout.head, layout.sep, layout.tail, layout.indent, digest, run_id)
+    file_row = (
+        file_id, relpath, domain, layout.container, layout.head, layout.sep, layout.tail, layout.indent, digest, run_id,
+        layout.gaps,
+    )  # fmt: skip
     return file_row, rows, refused
 
 

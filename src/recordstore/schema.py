@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: The newest revision this recordstore knows; a test proves it is Alembic's single head.
-HEAD_REVISION = "0005_import_digests"
+HEAD_REVISION = "0006_file_gaps"
 
 
 def script_location() -> Path:

@@ -73,6 +73,9 @@ files = Table(
     Column("indent", Integer),
     Column("digest", String(64), nullable=False),
     Column("run_id", Integer, ForeignKey("runs.id")),
+    # The texts between two records that are not ``sep`` (parsing.FileLayout), as JSON;
+    # NULL: there are none.
+    Column("gaps", Text),
 )
 
 records = Table(
