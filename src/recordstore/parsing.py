@@ -603,7 +603,10 @@ class FileParse:
         self._ends_with_newline = True
         position = 0
         decode, invalid, prefix = jsoncodec.decode, jsoncodec.JSONError, self.relpath + ":"
-        between = _BlankRun()  # since the last line that held something: its ending, the blank lines
+        # The text since the last slot's line (its ending, then blank lines with theirs),
+        # up to TAIL_MAX_BYTES (None beyond: only a hostile file has such a run).
+        between: list[str] | None = []
+        size = 0
         gaps = _Gaps()
         last = 0  # the line of the last slot
         for lineno, line in enumerate(self._raw_lines(), start=1):
@@ -615,16 +618,19 @@ class FileParse:
             if not sep and ending[-1:] == "\n":
                 sep = ending
             if not line or line.isspace():
-                between.add(line, ending)
+                if between is not None:
+                    between += (line.decode("ascii"), ending)
+                    size += len(line) + len(ending)
+                    if size > TAIL_MAX_BYTES:
+                        between = None
                 continue
-            # Before the first slot, its blank lines; before another, the last one's
-            # ending too: as the exporter writes them back, unless kept here.
-            gap = between.text()
-            if gap is not None and gap != sep * (lineno - last if last else lineno - 1):
-                gaps.add(position, gap)
-            between = _BlankRun(held=True)
-            between.add(b"", ending)
-            last = lineno
+            # Unless kept as a gap, the exporter writes back before the slot ``sep`` for
+            # each line since the last one (for each line before it, if the first).
+            if between is not None and not (len(between) == 1 and between[0] == sep and lineno == last + 1):
+                gap = "".join(between)
+                if gap != sep * (lineno - last if last else lineno - 1):
+                    gaps.add(position, gap)
+            between, size, last = [ending], len(ending), lineno
             try:
                 value = decode(line)
             except invalid as exc:
@@ -639,9 +645,10 @@ class FileParse:
             position += 1
         self.slots = position
         sep = sep or "\n"
-        tail = between.text()
-        if tail is None:  # a run too long to keep (only a hostile file has one)
+        if between is None:  # a run too long to keep: the file's last newline
             tail = sep if self._ends_with_newline else ""
+        else:
+            tail = "".join(between)
         self.layout = FileLayout("lines", head=head, sep=sep, tail=tail, gaps=gaps.text())
 
     def _raw_lines(self) -> Iterator[bytes]:
@@ -660,42 +667,6 @@ class FileParse:
             for raw in fh:
                 self._ends_with_newline = raw[-1:] == b"\n"
                 yield raw[:-1] if self._ends_with_newline else raw
-
-
-class _BlankRun:
-    """The text of a JSON-lines file since the last line that held something (``held``:
-    there was one): that line's ending, then the blank lines (empty, or only whitespace)
-    with theirs. Kept up to TAIL_MAX_BYTES; ``text()`` is ``None`` for a longer run
-    (only a hostile file has one)."""
-
-    def __init__(self, held: bool = False) -> None:
-        self.pieces: list[str] | None = []
-        self.size = 0
-        self.held = held
-
-    def add(self, line: bytes, ending: str) -> None:
-        if self.pieces is not None:
-            self.size += len(line) + len(ending)
-            self.pieces += [line.decode("ascii"), ending]
-            if self.size > TAIL_MAX_BYTES:
-                self.pieces = None
-
-    def text(self) -> str | None:
-        return None if self.pieces is None else "".join(self.pieces)
-
-    @classmethod
-    def of(cls, lines: list[bytes], ends_with_newline: bool) -> _BlankRun:
-        """The run that ends ``lines`` (split on ``\\n``, the last one ending with one if
-        ``ends_with_newline``), in a file without ``\\r``."""
-        k = len(lines)
-        while k and (not lines[k - 1] or lines[k - 1].isspace()):
-            k -= 1
-        run = cls(held=k > 0)
-        if k:
-            run.add(b"", "\n" if k < len(lines) or ends_with_newline else "")
-        for i in range(k, len(lines)):
-            run.add(lines[i], "\n" if i + 1 < len(lines) or ends_with_newline else "")
-        return run
 
 
 #: The most bytes of blank lines after a JSON-lines file's last record kept to give back.
@@ -898,9 +869,16 @@ def _plain_lines(lines: list[bytes], domain: DomainSpec) -> tuple[Iterable[int],
 
 
 def _plain_tail(lines: list[bytes], ends_with_newline: bool) -> str:
-    """A JSON-lines file's tail, as FileParse finds it, in a file without ``\\r``."""
-    tail = _BlankRun.of(lines, ends_with_newline).text()
-    return ("\n" if ends_with_newline else "") if tail is None else tail
+    """A JSON-lines file's tail as FileParse finds it (``lines`` split on ``\\n``, in a
+    file without ``\\r``): the last record's newline, then the blank lines after it."""
+    k = len(lines)
+    while k and (not lines[k - 1] or lines[k - 1].isspace()):
+        k -= 1
+    end = "\n" if ends_with_newline else ""
+    if k == len(lines):
+        return end
+    tail = ("\n" if k else "") + "\n".join(line.decode("ascii") for line in lines[k:]) + end
+    return end if len(tail) > TAIL_MAX_BYTES else tail
 
 
 def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
