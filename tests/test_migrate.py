@@ -532,6 +532,65 @@ def test_a_restore_that_put_removed_records_back_is_undone_by_its_run(tmp_path: 
         assert store.check().ok
 
 
+def test_restoring_an_import_takes_away_the_records_it_added(tmp_path: Path) -> None:
+    """Undoing an import gives back the store as it was before it: the records it
+    updated go back, and the records it added go. Before, a line prepended to a log
+    left the old last line in the store twice after the undo (and in the exported
+    file), and undoing an import that only appended lines did nothing."""
+    store, log = _log_store(tmp_path, 1)
+    out = tmp_path / "out" / "logs" / "a.jsonl"
+    with store:
+        log.write_text('{"id":"A"}\n{"id":"B"}\n')
+        store.import_paths(tmp_path / "home")
+        log.write_text('{"id":"N"}\n{"id":"A"}\n{"id":"B"}\n')
+        prepended = store.import_paths(tmp_path / "home")
+        undo = store.restore(run=prepended.run_id)
+        assert undo.restored == {"log": 2} and undo.removed == {"log": 1}
+        assert [(r.key, r.data["id"]) for r in store.query("log")] == [("logs/a.jsonl:1", "A"), ("logs/a.jsonl:2", "B")]
+        store.export_to(tmp_path / "out")
+        assert out.read_text() == '{"id":"A"}\n{"id":"B"}\n'
+        assert store.check().ok
+        redo = store.restore(run=undo.run_id)  # the undo undone: the import's records again
+        assert [r.data["id"] for r in store.query("log")] == ["N", "A", "B"] and redo.restored == {"log": 3}
+
+        log.write_text('{"id":"N"}\n{"id":"A"}\n{"id":"B"}\n{"id":"C"}\n')
+        appended = store.import_paths(tmp_path / "home")
+        assert appended.domains["log"].imported == 1
+        assert store.restore(run=appended.run_id).removed == {"log": 1}
+        assert [r.data["id"] for r in store.query("log")] == ["N", "A", "B"]
+        # The file is read again by the next import, which finds the line it holds.
+        assert store.import_paths(tmp_path / "home").domains["log"].imported == 1
+        assert [r.data["id"] for r in store.query("log")] == ["N", "A", "B", "C"]
+
+
+def test_undoing_the_first_import_leaves_an_empty_store_that_exports_nothing(tmp_path: Path) -> None:
+    store, log = _log_store(tmp_path, 1)
+    with store:
+        log.write_text('{"n":1}\n{"n":2}\n')
+        first = store.import_paths(tmp_path / "home")
+        assert store.restore(run=first.run_id).removed == {"log": 2}
+        assert store.query("log").count() == 0
+        assert store.export_to(tmp_path / "out").files == 0 and not (tmp_path / "out" / "logs").exists()
+        assert store.import_paths(tmp_path / "home").domains["log"].imported == 2
+
+
+def test_restoring_an_import_whose_new_records_a_later_run_changed_is_a_conflict(tmp_path: Path) -> None:
+    store, log = _log_store(tmp_path, 2)
+    with store:
+        log.write_text('{"n":1}\n')
+        store.import_paths(tmp_path / "home")
+        with log.open("a") as fh:
+            fh.write('{"n":2}\n')
+        appended = store.import_paths(tmp_path / "home")
+        store.migrate()
+        with pytest.raises(RestoreConflictError, match=r"1 record\(s\) were changed again by a later run \(log logs/a.jsonl:2\)"):
+            store.restore(run=appended.run_id)
+        assert store.query("log").count() == 2
+        forced = store.restore(run=appended.run_id, force=True)
+        assert forced.removed == {"log": 1}
+        assert [r.key for r in store.query("log")] == ["logs/a.jsonl:1"]
+
+
 def test_restoring_a_run_does_not_bring_back_records_a_later_run_removed(tmp_path: Path) -> None:
     """A migration, then an import that finds lines 2-3 gone: restoring the migration is
     a conflict for those lines (the file no longer holds them), as a record changed by

@@ -612,7 +612,7 @@ def restore(
     else:
         detail = ", ".join(f"{d}: {n}" for d, n in sorted(result.restored.items()))
         removed = sum(result.removed.values())
-        again = f"; removed {removed} record(s) that run {run} had put back" if removed else ""
+        again = f"; removed {removed} record(s) that run {run} had added" if removed else ""
         out.print(f"restored {result.total} record(s){' (' + detail + ')' if detail else ''}{again}; run {result.run_id}")
 
 

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, func, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, func, insert, or_, select, tuple_, update
 
 from . import jsoncodec, workers
 from .engine import (
@@ -564,7 +564,8 @@ class RestoreResult:
 
     run_id: int
     restored: dict[str, int] = field(default_factory=dict)
-    #: Records removed again: a restore being undone had put them back.
+    #: Records removed: the run being undone had added them (an import's new records, or
+    #: records a restore had put back where there was none).
     removed: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -645,6 +646,23 @@ def _removed_after(conn: Connection, run_id: int, record_ids: list[int]) -> set[
     return found
 
 
+def _added_by(conn: Connection, run_id: int) -> list[Any]:
+    """The records run ``run_id`` added (an import's new records, which have no backup of
+    that run) that are still there: written last by that run, or by a later one whose
+    backup shows the row that run wrote (unless pruned since)."""
+    first_origin = (
+        select(backups.c.origin_run_id).where(backups.c.record_id == records.c.id).order_by(backups.c.id).limit(1)
+    ).scalar_subquery()
+    backed_up = select(backups.c.id).where(backups.c.run_id == run_id, backups.c.record_id == records.c.id).exists()
+    return list(
+        conn.execute(
+            select(records.c.id, records.c.domain, records.c.key, records.c.run_id, records.c.file_id, records.c.position)
+            .where(or_(records.c.run_id == run_id, first_origin == run_id), ~backed_up)
+            .order_by(records.c.id)
+        )
+    )
+
+
 def _already_restored(row: Any, backup: Any) -> bool:
     return all(
         getattr(row, c) == getattr(backup, c) for c in ("domain", "key", "version", "payload", "file_id", "position")
@@ -692,6 +710,8 @@ def restore_records(
         # Records the restore being undone put back: removed again (if still there).
         put_back = [b for b in chosen if b.reason == INSERTED and b.record_id in current]
         chosen = [b for b in chosen if b.reason != INSERTED]
+        # Records the run added (an import's new ones): removed, as the run had not been.
+        added = _added_by(conn, from_run) if from_run is not None else []
         if from_run is not None and not force:
             # A record already back to its backup (a restore of this run that was killed
             # after its commit, before its run was marked finished) is no conflict.
@@ -701,7 +721,7 @@ def restore_records(
                 if b.record_id in current
                 and current[b.record_id].run_id != from_run
                 and (b.reason == INSERTED or not _already_restored(current[b.record_id], b))
-            ]
+            ] + [(a.domain, a.key) for a in added if a.run_id != from_run]
             if conflicts:
                 raise _conflict(from_run, conflicts, "were changed again by a later run", "pass --force to restore them anyway")
         # A record that is gone goes back into its place in its file (its slot), which a
@@ -723,6 +743,8 @@ def restore_records(
             gone = list(latest.values())
         slots = [(b.file_id, b.position) for b in gone]
         held_by_record, held_by_text = _slots_held(conn, slots)
+        leaving = {a.id for a in added}
+        held_by_record = {slot: rid for slot, rid in held_by_record.items() if rid not in leaving}
         taken = [b for b in gone if (b.file_id, b.position) in held_by_record or (b.file_id, b.position) in held_by_text]
         if taken and not force:
             raise _conflict(
@@ -741,14 +763,16 @@ def restore_records(
                 "belong in the same place of their file as another record to restore",
                 "restore them one at a time (--domain and --key)",
             )
-        backup_rows(conn, present + occupants + [b.record_id for b in put_back], run.run_id, "restore")
+        leaving_ids = [b.record_id for b in put_back] + [a.id for a in added]
+        backup_rows(conn, present + occupants + leaving_ids, run.run_id, "restore")
         if occupants:
             conn.execute(records.delete().where(records.c.id.in_(occupants)))
         touched_files: set[int] = set()
-        for b in put_back:
-            conn.execute(records.delete().where(records.c.id == b.record_id))
-            touched_files.add(b.file_id)
-            result.removed[b.domain] = result.removed.get(b.domain, 0) + 1
+        for start in range(0, len(leaving_ids), 500):
+            conn.execute(records.delete().where(records.c.id.in_(leaving_ids[start : start + 500])))
+        for gone_now in [*put_back, *added]:
+            touched_files.add(gone_now.file_id)
+            result.removed[gone_now.domain] = result.removed.get(gone_now.domain, 0) + 1
         for b in chosen:
             values = {
                 "domain": b.domain,
