@@ -9,6 +9,8 @@ expressed is refused with :class:`QueryError`.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import operator
 import re
 from collections.abc import Iterator, Sequence
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import ColumnElement, and_, false, func, literal_column, not_, or_, select
+from sqlalchemy import ColumnElement, and_, case, false, func, literal_column, not_, or_, select
 
 from . import jsoncodec
 from .connections import INT_MAX
@@ -58,31 +60,36 @@ class Record:
 def json_path(path: str) -> tuple[str, bool]:
     """Turn ``a.b[0]`` into SQLite's ``$.a.b[0]``; the flag says it is plain (safe to
     render as a literal)."""
+    pieces = _path_pieces(path)
+    return "$" + "".join(sql for sql, _ in pieces), all(key is None for _, key in pieces)
+
+
+def _path_pieces(path: str) -> list[tuple[str, str | None]]:
+    """The steps of a JSON path, each as SQLite's path syntax with, for a quoted key, the
+    key itself (``None`` for a plain name or an index)."""
     if not isinstance(path, str) or not path:
         raise QueryError(f"a JSON path must be a non-empty string, not {path!r}")
     text = path[2:] if path.startswith("$.") else path
     if not text:
         raise QueryError(f"malformed JSON path {path!r}: it names no field")
     pos = 0
-    parts: list[str] = []
-    plain = True
+    parts: list[tuple[str, str | None]] = []
     while pos < len(text):
         m = _SEGMENT.match(text, pos)
         if m is None or (pos > 0 and text[pos] not in ".[" ) or (pos == 0 and text[0] == "."):
             raise QueryError(f"malformed JSON path {path!r} at character {pos + 1}")
         name, index, bracketed, quoted = m.groups()
         if name is not None:
-            parts.append("." + name)
+            parts.append(("." + name, None))
         elif index is not None:
-            parts.append(f"[{int(index)}]")
+            parts.append((f"[{int(index)}]", None))
         else:
             key = bracketed if bracketed is not None else quoted
             if '"' in key.replace('\\"', '"') or "\\" in key or any(ord(c) < 32 for c in key) or not jsoncodec.is_utf8(key):
                 raise QueryError(f"JSON path {path!r}: keys with quotes, backslashes, control characters or lone surrogates cannot be queried")
-            parts.append(f'."{key}"')
-            plain = False
+            parts.append((f'."{key}"', key))
         pos = m.end()
-    return "$" + "".join(parts), plain
+    return parts
 
 
 def json_paths_served(engine: Engine) -> None:
@@ -93,16 +100,54 @@ def json_paths_served(engine: Engine) -> None:
 
 
 def path_expr(path: str) -> ColumnElement[Any]:
-    sql_path, plain = json_path(path)
-    if plain:
-        return func.json_extract(records.c.payload, literal_column("'" + sql_path + "'"))
-    return func.json_extract(records.c.payload, sql_path)
+    """The value at ``path`` (as ``json_extract`` gives it)."""
+    return _lookup(path)[0]
 
 
 def _type_expr(path: str) -> ColumnElement[Any]:
-    sql_path, plain = json_path(path)
-    arg: Any = literal_column("'" + sql_path + "'") if plain else sql_path
-    return func.json_type(records.c.payload, arg)
+    """The JSON type of the value at ``path`` (as ``json_type`` names it; NULL: none)."""
+    return _lookup(path)[1]
+
+
+def _lookup(path: str) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    """(value, type) at ``path`` in a record's payload. A quoted key is looked up by
+    ``json_each``, which compares keys decoded, where this SQLite's path lookup compares
+    them as the file wrote them (``"gr\\u00f6\\u00dfe"`` is not ``größe`` to it)."""
+    pieces = _path_pieces(path)
+    if all(key is None for _, key in pieces):
+        sql_path: Any = literal_column("'$" + "".join(sql for sql, _ in pieces) + "'")
+        return func.json_extract(records.c.payload, sql_path), func.json_type(records.c.payload, sql_path)
+    if _labels_decoded():
+        sql_path = "$" + "".join(sql for sql, _ in pieces)
+        return func.json_extract(records.c.payload, sql_path), func.json_type(records.c.payload, sql_path)
+    doc: ColumnElement[Any] = records.c.payload
+    prefix = "$"
+    value = kind = None
+    for sql, key in pieces:
+        if key is None:
+            prefix += sql
+            continue
+        entries = func.json_each(doc, prefix).table_valued("key", "value", "type")
+        value = select(entries.c.value).where(entries.c.key == key).scalar_subquery()
+        kind = select(entries.c.type).where(entries.c.key == key).scalar_subquery()
+        # Only an object or an array has anything inside (json_each of a string's text
+        # would read it as JSON).
+        doc = case((kind.in_(("object", "array")), value))
+        prefix = "$"
+    if prefix == "$":
+        assert value is not None and kind is not None  # the path ended with a quoted key
+        return value, kind
+    return func.json_extract(doc, prefix), func.json_type(doc, prefix)
+
+
+@functools.cache
+def _labels_decoded() -> bool:
+    """Whether this process's SQLite finds a key its JSON text wrote with escapes by the
+    decoded name (newer versions do; 3.40, Debian 12's, does not)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        return conn.execute("""SELECT json_extract('{"\\u00e9":1}', '$."é"')""").fetchone()[0] == 1  # type: ignore[no-any-return]
 
 
 def _scalar(value: Any, path: str) -> Any:

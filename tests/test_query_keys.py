@@ -1,0 +1,66 @@
+"""Filters and orders on keys that a file may have written with JSON escapes.
+
+Python's ``json.dumps`` writes ``größe`` as ``"gr\\u00f6\\u00dfe"`` by default, PHP writes
+``/`` as ``\\/``, Go ``<`` as ``\\u003c``. The records keep their text as the file held it,
+and SQLite 3.40 (Debian 12's) compares a JSON path's key with the key as written: such
+records were missed by every filter on the key until a migration re-encoded them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recordstore import Registry, Store, query
+
+ESCAPED = json.dumps({"größe": {"a/b": 1, "n": [{"ü": "x"}], "s": "text"}, "<k>": 3, "id": "escaped"})
+WRITTEN = json.dumps({"größe": {"a/b": 2, "n": [{"ü": "x"}], "s": "text"}, "<k>": "3", "id": "as is"}, ensure_ascii=False)
+ABSENT = json.dumps({"grosse": 1, "id": "absent"})
+
+
+@pytest.fixture(params=["this sqlite", "json_each"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A store holding one record whose file escaped its keys, one whose file did not,
+    and one without the key; queried with this SQLite's own lookup (whichever it takes)
+    and with the lookup by ``json_each`` that serves an SQLite comparing keys as written."""
+    if request.param == "json_each":
+        monkeypatch.setattr(query, "_labels_decoded", lambda: False)
+    assert "\\u00f6" in ESCAPED and "\\u00f6" not in WRITTEN
+    home = tmp_path / "home" / "a"
+    home.mkdir(parents=True)
+    for name, text in (("1.json", ESCAPED), ("2.json", WRITTEN.replace("/", "\\/")), ("3.json", ABSENT)):
+        (home / name).write_text(text, encoding="utf-8")
+    registry = Registry()
+    registry.domain("a", version=1, files=["a/*.json"])
+    with Store(tmp_path / "s.db", registry=registry) as opened:
+        assert opened.import_paths(tmp_path / "home").ok
+        yield opened
+
+
+def ids(q: Any) -> list[str]:
+    return [r.data["id"] for r in q]
+
+
+def test_a_key_the_file_escaped_is_found_by_its_name(store: Store) -> None:
+    q = store.query("a")
+    assert ids(q.where('["größe"]', "exists")) == ["escaped", "as is"]
+    assert ids(q.where('["größe"]', "missing")) == ["absent"]
+    assert ids(q.where('["größe"]["a/b"]', "=", 1)) == ["escaped"]
+    assert ids(q.where('["größe"]["a/b"]', ">", 0)) == ["escaped", "as is"]
+    assert ids(q.where('["größe"].n[0]["ü"]', "=", "x")) == ["escaped", "as is"]
+    assert ids(q.where('["größe"].s', "in", ["text"])) == ["escaped", "as is"]
+    assert ids(q.where('["<k>"]', "=", 3)) == ["escaped"]  # a number, not the string "3"
+    assert ids(q.where('["<k>"]', "=", "3")) == ["as is"]
+    assert ids(q.where('["<k>"]', "!=", 3)) == ["as is"]  # the one without the key has no value to differ
+    assert ids(q.order_by('["größe"]["a/b"]', descending=True).where('["größe"]', "exists")) == ["as is", "escaped"]
+
+
+def test_a_path_through_a_string_or_a_missing_key_matches_nothing(store: Store) -> None:
+    q = store.query("a")
+    assert ids(q.where('["größe"].s.deeper', "exists")) == []
+    assert ids(q.where('["größe"].s["x"]', "exists")) == []
+    assert ids(q.where('["nope"]["a/b"]', "missing")) == ["escaped", "as is", "absent"]
+    assert q.where('["größe"].n[5]["ü"]', "exists").count() == 0
