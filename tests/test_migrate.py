@@ -420,6 +420,10 @@ STYLES = {
     "lines.jsonl": (b'{"schema_version": 1, "q": "\\":, "}\n{"schema_version":1}\n',
                     b'{"schema_version": 2, "q": "\\":, ", "added": true}\n{"schema_version":2,"added":true}\n'),
     "array.json": (b'[\n  {"schema_version": 1}\n]', b'[\n  {"schema_version": 2, "added": true}\n]'),
+    # Compact, with strings holding '": ' (stringified JSON in a tool's output): compact.
+    "quoting.jsonl": (b'{"detail":"{\\"path\\": \\"src/lib.rs\\"}","n":[1,2]}\n{"p":"explain \\"a\\": b"}\n',
+                      b'{"schema_version":2,"detail":"{\\"path\\": \\"src/lib.rs\\"}","n":[1,2],"added":true}\n'
+                      b'{"schema_version":2,"p":"explain \\"a\\": b","added":true}\n'),
 }
 
 
@@ -435,7 +439,7 @@ def test_a_migrated_record_keeps_the_style_of_its_text(tmp_path: Path) -> None:
         (home / "notes" / name).write_bytes(before)
     with Store(tmp_path / "s.db", registry=registry) as store:
         assert store.import_paths([home]).ok
-        assert store.migrate().migrated == 7
+        assert store.migrate().migrated == 9
         assert store.export_to(tmp_path / "out").ok
     assert {name: (tmp_path / "out" / "notes" / name).read_bytes() for name in STYLES} == {
         name: after for name, (_, after) in STYLES.items()

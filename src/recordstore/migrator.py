@@ -261,6 +261,19 @@ _STRING_OR_SEPARATOR = re.compile(rb'"(?:[^"\\]|\\.)*"|[:,]')
 _LINE_INDENT = re.compile(rb"^(?:  )+", re.MULTILINE)
 
 
+#: The same, in text.
+_STRING_OR_SEPARATOR_TEXT = re.compile(r'"(?:[^"\\]|\\.)*"|[:,]')
+
+
+def _spaced_style(text: str) -> bool:
+    """Whether one-line JSON ``text`` has a space after its first ``:`` or ``,`` outside a
+    string (a string may hold ``": `` in any style)."""
+    for match in _STRING_OR_SEPARATOR_TEXT.finditer(text):
+        if match.group() in (":", ","):
+            return text[match.end() : match.end() + 1] == " "
+    return False
+
+
 def _spaced(match: re.Match[bytes]) -> bytes:
     found = match.group()
     return found + b" " if found in (b":", b",") else found
@@ -275,7 +288,7 @@ def encode_like(value: Any, original: str | bytes) -> bytes:
     newline = text.find("\n")
     if newline < 0:  # one line (most records: JSON lines): one scan of it, at most
         out = jsoncodec.encode_utf8(value, None)
-        return _STRING_OR_SEPARATOR.sub(_spaced, out) if '": ' in text else out
+        return _STRING_OR_SEPARATOR.sub(_spaced, out) if _spaced_style(text) else out
     if text[newline + 1 : newline + 2] == "\t":
         out = _LINE_INDENT.sub(lambda m: b"\t" * (len(m.group()) // 2), jsoncodec.encode_utf8(value, 2))
     else:
