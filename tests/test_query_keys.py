@@ -64,3 +64,20 @@ def test_a_path_through_a_string_or_a_missing_key_matches_nothing(store: Store) 
     assert ids(q.where('["größe"].s["x"]', "exists")) == []
     assert ids(q.where('["nope"]["a/b"]', "missing")) == ["escaped", "as is", "absent"]
     assert q.where('["größe"].n[5]["ü"]', "exists").count() == 0
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "said"),
+    [("=", __import__("datetime").date(2020, 1, 1), "not date"), ("=", b"1", "not bytes"),
+     ("=", __import__("uuid").UUID(int=1), "not UUID"), ("=", __import__("fractions").Fraction(1, 1), "not Fraction"),
+     ("in", [Path("1")], "not PosixPath"), (None, 1, "the operator must be a string")],
+)
+def test_a_value_json_has_no_type_for_is_refused_when_the_filter_is_made(store: Store, op: Any, value: Any, said: str) -> None:
+    """A date, a UUID or bytes matched nothing, silently; a Fraction or a Path failed
+    only as the query ran, with "Error binding parameter 4"; an operator of None, with
+    an AttributeError."""
+    from recordstore import QueryError
+
+    with pytest.raises(QueryError, match=said):
+        store.query("a").where("id", op, value)
+    assert ids(store.query("a").where("id", "=", __import__("decimal").Decimal(1))) == []  # a number: no match, no error

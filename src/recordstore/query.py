@@ -10,6 +10,7 @@ expressed is refused with :class:`QueryError`.
 from __future__ import annotations
 
 import contextlib
+import decimal
 import functools
 import operator
 import re
@@ -151,7 +152,9 @@ def _labels_decoded() -> bool:
 
 
 def _scalar(value: Any, path: str) -> Any:
-    if isinstance(value, (dict, list)):
+    if value is not None and not isinstance(value, (str, int, float, decimal.Decimal)):
+        # A date, a UUID or bytes would match nothing (or fail as the query runs): JSON
+        # has no such values, and the record holds its text.
         raise QueryError(f"{path}: compare with a scalar (string, number, true, false, null), not {type(value).__name__}")
     if isinstance(value, int) and not isinstance(value, bool) and not -INT_MAX - 1 <= value <= INT_MAX:
         raise QueryError(f"{path}: integer {value} is outside the range SQLite can compare exactly")
@@ -173,6 +176,8 @@ def _count(n: int, what: str) -> int:
 
 
 def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
+    if not isinstance(op, str):
+        raise QueryError(f"{path}: the operator must be a string (one of: {', '.join(OPERATORS)}), not {op!r}")
     op = op.lower().strip()
     if op not in OPERATORS:
         raise QueryError(f"unknown operator {op!r} (use one of: {', '.join(OPERATORS)})")
