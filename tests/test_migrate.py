@@ -595,6 +595,31 @@ def test_restoring_an_import_whose_new_records_a_later_run_changed_is_a_conflict
         assert [r.key for r in store.query("log")] == ["logs/a.jsonl:1"]
 
 
+def test_runs_undone_newest_first_need_no_force(tmp_path: Path) -> None:
+    """Restoring the last migration, then the one before: the second restore found the
+    records "changed again by a later run" (the first restore wrote them last), though
+    they held exactly what that run had left; only --force got through."""
+    registry = Registry()
+    log = registry.domain("log", version=3, files=["logs/*.jsonl"])
+    log.add_step(1, lambda r: {**r, "one": True})
+    log.add_step(2, lambda r: {**r, "two": True})
+    (tmp_path / "home" / "logs").mkdir(parents=True)
+    (tmp_path / "home" / "logs" / "a.jsonl").write_text('{"n":1}\n')
+    with Store(tmp_path / "s.db", registry=registry) as store:
+        store.import_paths(tmp_path / "home")
+        first = store.migrate(["log"])
+        with (tmp_path / "home" / "logs" / "a.jsonl").open("a") as fh:
+            fh.write('{"n":2}\n')
+        added = store.import_paths(tmp_path / "home")
+        second = store.migrate(["log"])
+        assert first.migrated == 1 and second.migrated == 1
+        store.restore(run=second.run_id)  # line 2 back as the import added it
+        store.restore(run=added.run_id)  # line 2 gone again
+        store.restore(run=first.run_id)  # line 1 back as imported
+        assert [r.data for r in store.query("log")] == [{"n": 1}]
+        assert store.check().ok
+
+
 def test_restoring_a_run_does_not_bring_back_records_a_later_run_removed(tmp_path: Path) -> None:
     """A migration, then an import that finds lines 2-3 gone: restoring the migration is
     a conflict for those lines (the file no longer holds them), as a record changed by

@@ -669,11 +669,31 @@ def _added_by(conn: Connection, run_id: int) -> list[Any]:
     backed_up = select(backups.c.id).where(backups.c.run_id == run_id, backups.c.record_id == records.c.id).exists()
     return list(
         conn.execute(
-            select(records.c.id, records.c.domain, records.c.key, records.c.run_id, records.c.file_id, records.c.position)
+            select(
+                records.c.id, records.c.domain, records.c.key, records.c.version, records.c.payload, records.c.run_id,
+                records.c.file_id, records.c.position,
+            )
             .where(or_(records.c.run_id == run_id, first_origin == run_id), ~backed_up)
             .order_by(records.c.id)
         )
     )
+
+
+def _as_left_by(conn: Connection, run_id: int, rows: list[Any]) -> list[Any]:
+    """Of ``rows`` (records a later run wrote), those that hold again exactly what run
+    ``run_id`` left (a restore of that later run put it back): the row a later run
+    backed up as that run's."""
+    same = []
+    for row in rows:
+        left = conn.execute(
+            select(backups)
+            .where(backups.c.record_id == row.id, backups.c.origin_run_id == run_id, backups.c.run_id > run_id)
+            .order_by(backups.c.id)
+            .limit(1)
+        ).first()
+        if left is not None and _already_restored(row, left):
+            same.append(row)
+    return same
 
 
 def _already_restored(row: Any, backup: Any) -> bool:
@@ -728,13 +748,18 @@ def restore_records(
         if from_run is not None and not force:
             # A record already back to its backup (a restore of this run that was killed
             # after its commit, before its run was marked finished) is no conflict.
-            conflicts = [
-                (current[b.record_id].domain, current[b.record_id].key)
+            changed = [
+                current[b.record_id]
                 for b in chosen + put_back
                 if b.record_id in current
                 and current[b.record_id].run_id != from_run
                 and (b.reason == INSERTED or not _already_restored(current[b.record_id], b))
-            ] + [(a.domain, a.key) for a in added if a.run_id != from_run]
+            ]
+            # Undoing runs newest first: a record a later run changed, which the restore
+            # of that run put back as this run left it, is no conflict.
+            changed += [a for a in added if a.run_id != from_run]
+            changed_back = {row.id for row in _as_left_by(conn, from_run, changed)}
+            conflicts = [(row.domain, row.key) for row in changed if row.id not in changed_back]
             if conflicts:
                 raise _conflict(from_run, conflicts, "were changed again by a later run", "pass --force to restore them anyway")
         # A record that is gone goes back into its place in its file (its slot), which a
