@@ -695,3 +695,22 @@ def test_check_forgets_a_changed_step_once_its_run_is_undone(tmp_path: Path) -> 
         assert store.check().ok
         store.migrate()
         assert store.check().ok and {r.data["stamp"] for r in store.query("log")} == {2}
+
+
+def test_a_step_s_message_reaches_the_terminal_without_its_control_characters(tmp_path: Path) -> None:
+    """A message quoting a record's text could carry an escape sequence (clearing the
+    screen) or NUL to the terminal; paths on the same line were already escaped."""
+    registry = Registry()
+    thing = registry.domain("thing", version=2, files=["things/*.json"])
+
+    def fails(record: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("bad value: " + record["k"])
+
+    thing.add_step(1, fails)
+    (tmp_path / "home" / "things").mkdir(parents=True)
+    (tmp_path / "home" / "things" / "a.json").write_text('{"k": "\\u001b[2J\\u001b[31mred\\u0000"}')
+    with Store(tmp_path / "s.db", registry=registry) as store:
+        store.import_paths(tmp_path / "home")
+        (failure,) = store.migrate().failures
+    assert failure.reason.endswith("ValueError: bad value: \\x1b[2J\\x1b[31mred\\x00"), failure.reason
+    assert str(failure).isprintable()

@@ -31,7 +31,7 @@ from .engine import (
 )
 from .errors import MigrationError, RestoreConflictError, describe
 from .importer import as_text, backup_rows, backup_span
-from .parsing import indent_of
+from .parsing import display_path, indent_of
 from .registry import Domain, Registry, Step
 from .runs import RunHandle, check_interrupt
 from .tables import backups, files, records, refused
@@ -118,8 +118,9 @@ REASON_CHARS = 200
 
 
 def _bounded(reason: str) -> str:
-    """One line of at most REASON_CHARS characters: never a whole record's payload."""
-    line = " ".join(reason.split())
+    """One printable line of at most REASON_CHARS characters: never a whole record's
+    payload, nor a terminal's control sequence a step's message carried."""
+    line = display_path(" ".join(reason.split()))
     return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
 
 
