@@ -136,6 +136,23 @@ def _stable_repr(value: Any) -> str:
     return repr(value)
 
 
+def _patterns_given(domain: str, files: str | Iterable[str]) -> list[str]:
+    """The patterns ``files`` names: a string is one pattern (a list of its characters
+    would make ``*`` one of them, which claims every top-level file)."""
+    if isinstance(files, str):
+        return [files]
+    try:
+        patterns = list(files)
+    except TypeError:
+        raise RegistryError(
+            f"domain {domain!r}: files must be a glob pattern or a list of them, not {files!r}", domain=domain
+        ) from None
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise RegistryError(f"domain {domain!r}: file pattern {pattern!r} is not a string", domain=domain)
+    return patterns
+
+
 @dataclass
 class Domain:
     """A kind of record with its own version line, file patterns and steps."""
@@ -147,6 +164,7 @@ class Domain:
     steps: dict[int, Step] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.files = _patterns_given(self.name, self.files)
         self._patterns = [glob_to_regex(p) for p in self.files]
 
     def step(self, from_version: int) -> Callable[[StepFunction], StepFunction]:
@@ -218,16 +236,16 @@ class Registry:
         name: str,
         *,
         version: int,
-        files: Iterable[str] = (),
+        files: str | Iterable[str] = (),
         version_field: str = DEFAULT_VERSION_FIELD,
     ) -> Domain:
         """Declare a domain; a name already declared is an error (give all of a domain's
-        file patterns in one declaration)."""
+        file patterns in one declaration). ``files`` is one pattern or several."""
         if not name or not isinstance(name, str):
             raise RegistryError(f"a domain needs a non-empty name, not {name!r}")
         if name in self.domains:
             raise RegistryError(f"domain {name!r} is declared twice", domain=name)
-        dom = Domain(name, version, list(files), version_field)
+        dom = Domain(name, version, _patterns_given(name, files), version_field)
         self.domains[name] = dom
         self._matcher = None
         return dom
