@@ -323,6 +323,9 @@ def load_registry(spec: str | None = None) -> Registry:
         raise
     except Exception as exc:  # the user's module may raise anything while importing
         raise RegistryError(f"cannot load registry {spec}: {type(exc).__name__}: {exc}") from exc
+    except SystemExit as exc:  # argparse or a leftover check in the module must not end the caller's process
+        called = "sys.exit()" if exc.code is None else f"sys.exit({exc.code!r})"
+        raise RegistryError(f"cannot load registry {spec}: it called {called} while loading") from exc
     registry = getattr(module, "registry", None)
     if not isinstance(registry, Registry):
         raise RegistryError(f"registry {spec} has no module-level `registry` (a recordstore.Registry)")
