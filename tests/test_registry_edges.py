@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from recordstore import Registry, RegistryError, Store, load_registry
+from recordstore import Registry, RegistryError, Step, Store, load_registry
+from recordstore.registry import StepFunction
 
 
 def test_one_pattern_given_as_a_string_is_one_pattern(tmp_path: Path) -> None:
@@ -65,3 +70,110 @@ def test_ctrl_c_while_a_registry_loads_is_not_turned_into_an_error(tmp_path: Pat
     path.write_text("raise KeyboardInterrupt\n")
     with pytest.raises(KeyboardInterrupt):
         load_registry(str(path))
+
+
+FINGERPRINTED = """\
+import collections, dataclasses, types
+from recordstore import Registry
+
+registry = Registry()
+thing = registry.domain("thing", version=6, files=["things/*.json"])
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    drop: frozenset
+
+Point = collections.namedtuple("Point", "names other")
+
+def make(value):
+    def step(record):
+        record["made_with"] = repr(value)
+    return step
+
+def helper(record):
+    pass
+
+table = collections.defaultdict(set)
+table["m"].update({"n", "nn", "nnn", "nnnn"})
+thing.add_step(1, make(Config(frozenset({"alpha", "beta", "gamma", "delta", "eps"}))))
+thing.add_step(2, make(table))
+thing.add_step(3, make([Point({"x", "y", "z", "w"}, 1), types.SimpleNamespace(keep={"k", "kk", "kkk"})]))
+thing.add_step(4, make({helper, make, print}))  # functions, shown with their addresses
+
+def keyword_default(record, *, fields=frozenset({"a", "b", "c", "d"})):
+    pass
+
+thing.add_step(5, keyword_default)
+"""
+
+
+def test_fingerprints_are_the_same_in_every_process(tmp_path: Path) -> None:
+    """A step that captured an object holding a set was reported by `store check` as
+    changed in every process whose hash seed differed from the migration's."""
+    path = tmp_path / "fingerprinted.py"
+    path.write_text(FINGERPRINTED)
+    code = f"from recordstore import load_registry; print(load_registry({str(path)!r}).fingerprints())"
+    seen = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        seen.add(run.stdout)
+    assert len(seen) == 1, seen
+
+
+class Rename:
+    def __init__(self, old: str, new: str):
+        self.old, self.new = old, new
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        record[self.new] = record.pop(self.old, None)
+
+    def method(self, record: dict[str, Any]) -> None:
+        record[self.new] = record.pop(self.old, None)
+
+
+class SlottedRename:
+    __slots__ = ("new", "__old")
+
+    def __init__(self, old: str, new: str):
+        self.__old, self.new = old, new
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        record[self.new] = record.pop(self.__old, None)
+
+
+def bound_as_default(new: str) -> StepFunction:
+    def step(record: dict[str, Any], new: str = new) -> None:
+        record[new] = record.pop("x", None)
+
+    return step
+
+
+def bound_as_keyword_default(new: str) -> StepFunction:
+    def step(record: dict[str, Any], *, new: str = new) -> None:
+        record[new] = record.pop("x", None)
+
+    return step
+
+
+def bound_by_lambda(new: str) -> StepFunction:
+    return lambda record, new=new: record.update({new: record.pop("x", None)})
+
+
+@pytest.mark.parametrize(
+    "make",
+    [Rename, SlottedRename, lambda old, new: Rename(old, new).method, lambda old, new: bound_as_default(new),
+     lambda old, new: bound_as_keyword_default(new), lambda old, new: bound_by_lambda(new)],
+    ids=["callable object", "object with slots", "bound method", "default", "keyword default", "lambda default"],
+)
+def test_a_step_changed_through_the_values_it_was_made_with_gets_another_fingerprint(
+    make: Callable[[str, str], StepFunction],
+) -> None:
+    """`store check` said nothing when a step's values were held as defaults or as a
+    callable object's attributes (a closure's or a partial's values were noticed)."""
+
+    def fingerprint(new: str) -> str:
+        return Step("thing", 1, make("a", new)).fingerprint
+
+    assert fingerprint("a_b") == fingerprint("a_b")
+    assert fingerprint("a_b") != fingerprint("a_c")

@@ -13,6 +13,8 @@ A registry is Python. A user module (or ``.py`` file) exposes a module-level
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
 import hashlib
 import importlib
@@ -21,6 +23,7 @@ import inspect
 import marshal
 import re
 import sys
+import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,8 +93,9 @@ class Step:
     @property
     def fingerprint(self) -> str:
         """A digest of the step's code (for a ``functools.partial``, of its function and
-        arguments; for a callable object, of its class): it changes when the step's
-        source changes, and only then (never with where in memory the step is)."""
+        arguments; for a callable object, of its class and attributes): it changes when
+        the step's source or the values it was made with change, and only then (never
+        with where in memory the step is, nor with the process's hash seed)."""
         code, arguments = _code_of(self.func)
         try:
             material = inspect.getsource(code).encode()
@@ -101,39 +105,118 @@ class Step:
         return hashlib.sha256(material + arguments.encode()).hexdigest()[:16]
 
 
+#: Where in memory an object is, as its repr shows it: never part of a fingerprint.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 def _code_of(func: Any) -> tuple[Any, str]:
     """The function or class whose code a step runs, and the values it is given beside
-    its source: the arguments a ``functools.partial`` gives it, and the values a
-    function made by a factory captured (``make_step("alpha")``)."""
+    its source: the arguments a ``functools.partial`` gives it, the values a function
+    made by a factory captured (``make_step("alpha")``) or bound as defaults
+    (``lambda record, field=field: ...``), and the attributes of a callable object
+    (``Rename("a", "b")``) or of the object whose method the step is."""
     given: list[Any] = []
     while isinstance(func, functools.partial):
         given.append((func.args, sorted(func.keywords.items())))
         func = func.func
-    if callable(func) and not (inspect.isroutine(func) or inspect.isclass(func)):
-        func = type(func)  # an object with __call__: its class holds the code
+    owner = None
+    if inspect.ismethod(func):
+        owner = func.__self__
+    elif callable(func) and not (inspect.isroutine(func) or inspect.isclass(func)):
+        owner, func = func, type(func)  # an object with __call__: its class holds the code
     for cell in getattr(func, "__closure__", None) or ():
         try:
             given.append(cell.cell_contents)
         except ValueError:  # a cell not filled yet
             given.append(None)
-    # A function or an object given shows where it is in memory: left out.
-    return func, re.sub(r" at 0x[0-9a-fA-F]+", "", "".join(map(_stable_repr, given)))
+    extras = {
+        "defaults": getattr(func, "__defaults__", None),
+        "keyword defaults": getattr(func, "__kwdefaults__", None),
+        "attributes": _attributes(owner),
+    }
+    # Only those a step has, so that a step with none keeps the digest it always had.
+    given.extend((label, values) for label, values in extras.items() if values)
+    return func, "".join(map(_stable_repr, given))
 
 
-def _stable_repr(value: Any) -> str:
-    """``repr``, but with the items of sets in one order (a set of strings comes in
-    another order in every process)."""
+def _attributes(owner: Any) -> dict[str, Any] | None:
+    """The values an object holds (its ``__dict__`` and slots), which its class's source
+    does not show; ``None`` for a class or a module, whose source does."""
+    if owner is None or inspect.isclass(owner) or inspect.ismodule(owner):
+        return None
+    found = dict(getattr(owner, "__dict__", None) or {})
+    for klass in type(owner).__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        for name in [slots] if isinstance(slots, str) else slots:
+            if name.startswith("__") and not name.endswith("__"):
+                name = f"_{klass.__name__.lstrip('_')}{name}"  # as Python mangles a private slot
+            if name not in ("__dict__", "__weakref__") and name not in found and hasattr(owner, name):
+                found[name] = getattr(owner, name)
+    return found
+
+
+def _stable_repr(value: Any, _within: frozenset[int] = frozenset()) -> str:
+    """``repr``, but the same in every process: the items of a set in one order (a set
+    of strings comes in another order in every process), also where the set is inside
+    an object whose repr shows it as it comes (a dataclass, a namedtuple, a
+    ``defaultdict(set)``), and no memory addresses."""
     kind = type(value)
-    if kind in (set, frozenset):
-        items = ", ".join(sorted(map(_stable_repr, value)))
-        return (f"{{{items}}}" if items else "set()") if kind is set else f"frozenset({{{items}}})"
-    if kind is list:
-        return "[" + ", ".join(map(_stable_repr, value)) + "]"
-    if kind is tuple:
-        return "(" + ", ".join(map(_stable_repr, value)) + ("," if len(value) == 1 else "") + ")"
-    if kind is dict:
-        return "{" + ", ".join(f"{_stable_repr(k)}: {_stable_repr(v)}" for k, v in value.items()) + "}"
-    return repr(value)
+    if kind in (set, frozenset, list, tuple, dict):
+        if id(value) in _within:
+            return "..."  # a container inside itself, as repr shows it
+        within = _within | {id(value)}
+        if kind in (set, frozenset):
+            items = ", ".join(sorted(_stable_repr(v, within) for v in value))
+            return (f"{{{items}}}" if items else "set()") if kind is set else f"frozenset({{{items}}})"
+        if kind is list:
+            return "[" + ", ".join(_stable_repr(v, within) for v in value) + "]"
+        if kind is tuple:
+            return "(" + ", ".join(_stable_repr(v, within) for v in value) + ("," if len(value) == 1 else "") + ")"
+        return "{" + ", ".join(f"{_stable_repr(k, within)}: {_stable_repr(v, within)}" for k, v in value.items()) + "}"
+    parts = _parts_of(value)
+    # Any other value keeps its repr (and the digest it always had) unless it shows a set.
+    if parts is not None and id(value) not in _within and _holds_a_set(parts, _within | {id(value)}):
+        return f"{kind.__module__}.{kind.__qualname__}({_stable_repr(parts, _within | {id(value)})})"
+    return _ADDRESS.sub("", repr(value))
+
+
+def _parts_of(value: Any) -> Any:
+    """What the repr of a value holding other values shows of them, as plain
+    containers; ``None`` for any other value (its repr is all there is of it)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
+    names = getattr(value, "_fields", None)
+    if isinstance(value, tuple) and isinstance(names, tuple):  # a namedtuple
+        return dict(zip(names, value))
+    if isinstance(value, (set, frozenset)):
+        return frozenset(value)
+    if isinstance(value, collections.defaultdict):
+        return (value.default_factory, dict(value))
+    if isinstance(value, (dict, types.MappingProxyType)):
+        return dict(value)
+    if isinstance(value, (list, tuple, collections.deque)):
+        return list(value)
+    if isinstance(value, types.SimpleNamespace):
+        return dict(vars(value))
+    return None
+
+
+def _holds_a_set(value: Any, within: frozenset[int]) -> bool:
+    """Whether a set is among the values ``value`` shows in its repr, however deep."""
+    if id(value) in within:
+        return False
+    if isinstance(value, (set, frozenset)):
+        return True
+    kind = type(value)
+    if kind in (list, tuple):
+        items: Iterable[Any] = value
+    elif kind is dict:
+        items = (*value.keys(), *value.values())
+    else:
+        parts = _parts_of(value)
+        items = () if parts is None else (parts,)
+    within = within | {id(value)}
+    return any(_holds_a_set(item, within) for item in items)
 
 
 def _patterns_given(domain: str, files: str | Iterable[str]) -> list[str]:
