@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -177,3 +178,67 @@ def test_a_step_changed_through_the_values_it_was_made_with_gets_another_fingerp
 
     assert fingerprint("a_b") == fingerprint("a_b")
     assert fingerprint("a_b") != fingerprint("a_c")
+
+
+def two_arguments(record: dict[str, Any], version: int) -> None: ...
+
+
+def no_argument() -> None: ...
+
+
+def keyword_needed(record: dict[str, Any], *, strict: bool) -> None: ...
+
+
+def prefix_then_record(prefix: str, record: dict[str, Any], *, strict: bool = False) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("func", "message"),
+    [
+        (None, r"^domain 'thing': step 1 -> 2 must be a function taking one record, not None$"),
+        ("not a function", r"^domain 'thing': step 1 -> 2 must be a function taking one record, not 'not a function'$"),
+        (
+            two_arguments,
+            r"^domain 'thing': step 1 -> 2 \(two_arguments\) cannot be called with one record: "
+            r"missing a required argument: 'version'$",
+        ),
+        (no_argument, r"^domain 'thing': step 1 -> 2 \(no_argument\) cannot be called with one record: too many positional arguments$"),
+        (keyword_needed, r"\(keyword_needed\) cannot be called with one record: missing a required argument: 'strict'$"),
+        (functools.partial(prefix_then_record), r"\(prefix_then_record\) cannot be called with one record"),
+    ],
+    ids=["None", "a string", "two arguments", "no argument", "a required keyword", "a partial short of one"],
+)
+def test_a_step_that_cannot_take_one_record_is_refused_when_registered(func: Any, message: str) -> None:
+    """It passed validation and `store check` ("registry chains valid"), then failed
+    every record at migrate time."""
+    dom = Registry().domain("thing", version=2, files=["things/*.json"])
+    with pytest.raises(RegistryError, match=message) as info:
+        dom.add_step(1, func)
+    assert (info.value.domain, info.value.step) == ("thing", 1)
+    assert dom.steps == {}
+
+
+@pytest.mark.parametrize(
+    "func",
+    [dict.copy, max, functools.partial(prefix_then_record, "p"), functools.partial(two_arguments, version=2), Rename("a", "b"), lambda record, *rest: None],
+    ids=["a method of dict", "a builtin without a signature", "a partial", "a partial by keyword", "a callable object", "*args"],
+)
+def test_builtins_partials_and_objects_taking_one_record_are_steps(func: Any) -> None:
+    dom = Registry().domain("thing", version=2, files=["things/*.json"])
+    assert dom.add_step(1, func).func is func
+
+
+def test_a_registry_file_with_a_step_that_cannot_take_a_record_does_not_load(tmp_path: Path, cli: Any) -> None:
+    path = tmp_path / "reg.py"
+    path.write_text(
+        "from recordstore import Registry\nregistry = Registry()\n"
+        "d = registry.domain('thing', version=3, files=['things/*.json'])\n"
+        "@d.step(1)\ndef one(record): pass\n"
+        "@d.step(2)\ndef two(record, version):\n    return record\n"
+    )
+    Store(cli.db).close()
+    res = cli("check", registry=str(path))
+    assert res.exit_code == 3  # it said "ok: registry chains valid"
+    assert res.stderr.strip().endswith(
+        "domain 'thing': step 2 -> 3 (two) cannot be called with one record: missing a required argument: 'version'"
+    )

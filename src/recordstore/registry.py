@@ -22,6 +22,7 @@ import importlib.util
 import inspect
 import marshal
 import re
+import reprlib
 import sys
 import types
 from collections.abc import Callable, Iterable
@@ -219,6 +220,28 @@ def _holds_a_set(value: Any, within: frozenset[int]) -> bool:
     return any(_holds_a_set(item, within) for item in items)
 
 
+def _check_takes_one_record(step: Step) -> None:
+    """A step that cannot be called with one record would fail every record, one by one,
+    at migrate time: it is refused when it is registered."""
+    where = f"domain {step.domain!r}: step {step.from_version} -> {step.to_version}"
+    if not callable(step.func):
+        raise RegistryError(
+            f"{where} must be a function taking one record, not {reprlib.repr(step.func)}",
+            domain=step.domain,
+            step=step.from_version,
+        )
+    try:
+        signature = inspect.signature(step.func)
+    except (TypeError, ValueError):  # a builtin may have no signature to show: given the benefit of the doubt
+        return
+    try:
+        signature.bind({})
+    except TypeError as exc:
+        raise RegistryError(
+            f"{where} ({step.name}) cannot be called with one record: {exc}", domain=step.domain, step=step.from_version
+        ) from None
+
+
 def _patterns_given(domain: str, files: str | Iterable[str]) -> list[str]:
     """The patterns ``files`` names: a string is one pattern (a list of its characters
     would make ``*`` one of them, which claims every top-level file)."""
@@ -265,6 +288,8 @@ class Domain:
                 f"domain {self.name!r}: step {from_version!r} must be a version >= 1",
                 domain=self.name,
             )
+        step = Step(self.name, from_version, func)
+        _check_takes_one_record(step)
         if from_version in self.steps:
             raise RegistryError(
                 f"domain {self.name!r}: step {from_version} -> {from_version + 1} is registered twice "
@@ -272,7 +297,6 @@ class Domain:
                 domain=self.name,
                 step=from_version,
             )
-        step = Step(self.name, from_version, func)
         self.steps[from_version] = step
         return step
 
