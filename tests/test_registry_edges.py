@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from recordstore import Registry, RegistryError, Step, Store, load_registry
+from recordstore import registry as registry_module
 from recordstore.registry import StepFunction
 
 
@@ -242,3 +243,37 @@ def test_a_registry_file_with_a_step_that_cannot_take_a_record_does_not_load(tmp
     assert res.stderr.strip().endswith(
         "domain 'thing': step 2 -> 3 (two) cannot be called with one record: missing a required argument: 'version'"
     )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matched"),
+    [
+        ("x/[]]*.json", "x/]a.json", True),
+        ("x/[]]*.json", "x/^^^.json", False),  # "[]]*" took the rest of the pattern as one class
+        ("x/[]]a.json", "x/]a.json", True),  # was re.error: bad escape \Z
+        ("x/[!]]x.json", "x/ax.json", True),
+        ("x/[!]]x.json", "x/]x.json", False),
+        ("x/[z-a]b.json", "x/ab.json", False),  # an empty range matches nothing, as in fnmatch
+        ("x/[a&&b]", "x/&", True),
+        ("x/a[!b]c.json", "x/a/c.json", False),  # brackets stay within one directory, as * does
+        ("x/a[.-0]c.json", "x/a/c.json", False),
+        ("x/a[.-0]c.json", "x/a.c.json", True),
+        ("x/[a.json", "x/[a.json", True),
+    ],
+)
+def test_brackets_read_as_glob_reads_them(pattern: str, path: str, matched: bool) -> None:
+    reg = Registry()
+    reg.domain("thing", version=1, files=[pattern])
+    reg.domain("other", version=1, files=["**"])
+    found = reg.validate().match(path)
+    assert found is not None and found.name == ("thing" if matched else "other")
+
+
+def test_a_pattern_that_cannot_be_compiled_names_the_domain_and_the_pattern(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(pattern: str) -> re.Pattern[str]:
+        raise re.error("bad escape \\Z", pattern, 13)
+
+    monkeypatch.setattr(registry_module, "glob_to_regex", refuse)
+    with pytest.raises(RegistryError, match=r"^domain 'thing': file pattern 'things/\?\.json' cannot be used: bad escape") as info:
+        Registry().domain("thing", version=1, files=["things/?.json"])
+    assert info.value.domain == "thing"

@@ -40,8 +40,10 @@ DEFAULT_VERSION_FIELD = "schema_version"
 
 
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a glob where ``*`` and ``?`` stay within one path segment and ``**/``
-    matches any number of whole directories."""
+    """Compile a glob where ``*``, ``?`` and ``[...]`` stay within one path segment and
+    ``**/`` matches any number of whole directories. Brackets read as glob and fnmatch
+    read them: a ``]`` first in them (``[]]``, ``[!]]``) is one of their characters, a
+    ``[`` with no ``]`` after it is itself."""
     out: list[str] = []
     i = 0
     while i < len(pattern):
@@ -59,19 +61,54 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
         elif ch == "?":
             out.append("[^/]")
         elif ch == "[":
-            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] == "!" else i + 1)
+            end = i + 1
+            if pattern[end : end + 1] == "!":
+                end += 1
+            if pattern[end : end + 1] == "]":
+                end += 1
+            end = pattern.find("]", end)
             if end == -1:
                 out.append(re.escape(ch))
             else:
-                body = pattern[i + 1 : end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
+                out.append(_bracket(pattern[i + 1 : end]))
                 i = end
         else:
             out.append(re.escape(ch))
         i += 1
     return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def _bracket(inside: str) -> str:
+    """The regex of a glob's ``[inside]``, as :func:`fnmatch.translate` makes it (a range
+    from a higher character to a lower one is left out, as a regex refuses it), but
+    never matching ``/``."""
+    if "-" not in inside:
+        body = inside.replace("\\", "\\\\")
+    else:
+        chunks = []
+        start, k = 0, 2 if inside.startswith("!") else 1  # a "-" first is itself
+        while (k := inside.find("-", k)) >= 0:
+            chunks.append(inside[start:k])
+            start, k = k + 1, k + 3
+        if inside[start:]:
+            chunks.append(inside[start:])
+        else:
+            chunks[-1] += "-"  # a "-" last is itself
+        for k in range(len(chunks) - 1, 0, -1):
+            if chunks[k - 1][-1] > chunks[k][0]:  # an empty range: gone
+                chunks[k - 1] = chunks[k - 1][:-1] + chunks[k][1:]
+                del chunks[k]
+        body = "-".join(c.replace("\\", "\\\\").replace("-", "\\-") for c in chunks)
+    body = re.sub(r"([&~|\]])", r"\\\1", body)  # a "]" first is itself; "&&" and the like are no set operations
+    if not body:
+        return "(?!)"  # nothing left: matches nothing
+    if body == "!":
+        return "[^/]"
+    if body[0] == "!":
+        return "[^/" + body[1:] + "]"
+    if body[0] in "^[":
+        body = "\\" + body
+    return "(?!/)[" + body + "]"
 
 
 @dataclass(frozen=True)
@@ -271,7 +308,14 @@ class Domain:
 
     def __post_init__(self) -> None:
         self.files = _patterns_given(self.name, self.files)
-        self._patterns = [glob_to_regex(p) for p in self.files]
+        self._patterns = []
+        for pattern in self.files:
+            try:
+                self._patterns.append(glob_to_regex(pattern))
+            except re.error as exc:
+                raise RegistryError(
+                    f"domain {self.name!r}: file pattern {pattern!r} cannot be used: {exc}", domain=self.name
+                ) from exc
 
     def step(self, from_version: int) -> Callable[[StepFunction], StepFunction]:
         """Register the decorated function as the step from ``from_version`` to the next."""
