@@ -13,7 +13,17 @@ from typing import Any
 
 import pytest
 
-from recordstore import Registry, RegistryError, Step, Store, load_registry
+from recordstore import (
+    Domain,
+    InputError,
+    NewerVersionError,
+    Registry,
+    RegistryError,
+    Step,
+    Store,
+    load_registry,
+    migrate_value,
+)
 from recordstore import registry as registry_module
 from recordstore.registry import StepFunction
 
@@ -277,3 +287,33 @@ def test_a_pattern_that_cannot_be_compiled_names_the_domain_and_the_pattern(monk
     with pytest.raises(RegistryError, match=r"^domain 'thing': file pattern 'things/\?\.json' cannot be used: bad escape") as info:
         Registry().domain("thing", version=1, files=["things/?.json"])
     assert info.value.domain == "thing"
+
+
+def _versioned(field: str = "schema_version") -> Domain:
+    dom = Registry().domain("thing", version=2, files=["things/*.json"], version_field=field)
+    dom.add_step(1, lambda record: {**record, "two": True})
+    return dom
+
+
+@pytest.mark.parametrize("version", [0, -1, True, "1", 1.0])
+def test_migrate_value_refuses_what_is_no_version(version: Any) -> None:
+    """Version 0 raised a raw KeyError."""
+    with pytest.raises(InputError, match=rf"^notes/a\.json: schema_version must be a positive integer, not {re.escape(repr(version))}$"):
+        migrate_value(_versioned(), "notes/a.json", {"x": 1}, version)
+
+
+@pytest.mark.parametrize("field", ["schema_version", "v"])
+def test_migrate_value_refuses_a_version_newer_than_current_naming_the_field(field: str) -> None:
+    """A newer version came back unchanged, as if it were migrated."""
+    with pytest.raises(NewerVersionError, match=rf"^k: {field} 5 is newer than current version 2 of domain 'thing'$") as info:
+        migrate_value(_versioned(field), "k", {field: 5}, 5)
+    assert (info.value.version, info.value.current_version, info.value.version_field) == (5, 2, field)
+    assert migrate_value(_versioned(field), "k", {field: 1}, 1) == {field: 2, "two": True}
+    assert migrate_value(_versioned(field), "k", {field: 2}, 2) == {field: 2}
+
+
+def test_migrate_value_with_a_broken_chain_is_a_registry_error() -> None:
+    dom = Registry().domain("thing", version=3, files=["things/*.json"])
+    dom.add_step(2, lambda record: None)
+    with pytest.raises(RegistryError, match=r"^domain 'thing': no step 1 -> 2"):
+        migrate_value(dom, "k", {}, 1)
