@@ -317,3 +317,58 @@ def test_migrate_value_with_a_broken_chain_is_a_registry_error() -> None:
     dom.add_step(2, lambda record: None)
     with pytest.raises(RegistryError, match=r"^domain 'thing': no step 1 -> 2"):
         migrate_value(dom, "k", {}, 1)
+
+
+REGISTRY_SOURCE = "from recordstore import Registry\nregistry = Registry()\nregistry.domain('thing', version=1, files=['things/*.json'])\n"
+
+
+@pytest.fixture
+def beside(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding reg.py and a package directory, neither of them on the
+    Python path (as for the installed `store`); HOME is that directory too. (Loading a
+    registry file puts its directory on the path: other tests' are left out.)"""
+    (tmp_path / "reg.py").write_text(REGISTRY_SOURCE)
+    (tmp_path / "pkgdir").mkdir()
+    (tmp_path / "pkgdir" / "__init__.py").write_text(REGISTRY_SOURCE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    temporary = str(tmp_path_factory.getbasetemp())
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".") and not p.startswith(temporary)])
+    for name in ("reg", "pkgdir"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    return tmp_path
+
+
+def test_a_registry_is_found_by_a_path_object_and_by_a_path_from_home(beside: Path) -> None:
+    """A Path was an internal AttributeError ('PosixPath' object has no attribute
+    'endswith'); '~/reg.py' was a file that "does not exist"."""
+    assert list(load_registry(beside / "reg.py").domains) == ["thing"]
+    assert list(load_registry("~/reg.py").domains) == ["thing"]
+    with Store(beside / "s.db", registry=beside / "reg.py") as store:  # type: ignore[arg-type]
+        assert list(store.registry.domains) == ["thing"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("reg.py:registry", r"^registry reg\.py:registry: give reg\.py alone, without ':registry' \(a registry is a \.py file or a module name"),
+        ("./pkgdir", r"^registry \./pkgdir is a directory, not a \.py file: give the file that defines `registry`, or a package's module name$"),
+        ("pkgdir", r"^cannot load registry pkgdir: no file of that name, and no module 'pkgdir' on the Python path; a directory pkgdir is here"),
+        ("reg", r"^cannot load registry reg: no file of that name, and no module 'reg' on the Python path; a file reg\.py is here: give its path, reg\.py$"),
+        ("~/nope.py", r"^registry file ~/nope\.py \(/.*/nope\.py\) does not exist$"),
+        ("my-reg", r"^registry my-reg is neither a file nor a module name$"),
+        ("no_such.sub", r"^cannot load registry no_such\.sub: no file of that name, and no module 'no_such\.sub' on the Python path$"),
+    ],
+)
+def test_a_registry_spec_that_names_nothing_says_what_was_tried(beside: Path, spec: str, message: str) -> None:
+    """`reg.py:registry` said "No module named 'reg'" and a package directory that it
+    "does not exist"."""
+    with pytest.raises(RegistryError, match=message):
+        load_registry(spec)
+
+
+def test_a_module_the_registry_imports_is_named_as_the_missing_one(beside: Path) -> None:
+    (beside / "needs.py").write_text("import recordstore_no_such_dependency\n")
+    with pytest.raises(RegistryError, match=r"^cannot load registry needs\.py: ModuleNotFoundError: No module named 'recordstore_no_such_dependency'$"):
+        load_registry("needs.py")
+    assert not any(name.startswith("_recordstore_registry_") and "needs" in str(getattr(m, "__file__", "")) for name, m in sys.modules.items())

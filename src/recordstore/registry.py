@@ -21,6 +21,7 @@ import importlib
 import importlib.util
 import inspect
 import marshal
+import os
 import re
 import reprlib
 import sys
@@ -447,37 +448,83 @@ class Registry:
         }
 
 
-def load_registry(spec: str | None = None) -> Registry:
+def load_registry(spec: str | os.PathLike[str] | None = None) -> Registry:
     """Load and validate a registry: ``None`` for the built-in DeepSeek TUI one, a path
-    to a ``.py`` file, or a dotted module name, each exposing ``registry``."""
+    to a ``.py`` file (a string or a path object; ``~`` is expanded), or a dotted module
+    name, each exposing ``registry``."""
     if spec is None or spec in ("", "deepseek", "builtin"):
         spec = "recordstore.domains.deepseek"
+    text = os.fspath(spec)
+    if not isinstance(text, str):
+        raise RegistryError(f"a registry is a .py file or a module name, not {spec!r}")
+    path = Path(text).expanduser()
+    head, colon, attribute = text.rpartition(":")
     try:
-        if spec.endswith(".py") or "/" in spec or Path(spec).is_file():
-            path = Path(spec)
-            if not path.is_file():
-                raise RegistryError(f"registry file {spec} does not exist")
-            # As Python runs a script: modules beside the file can be imported by it.
-            where = str(path.resolve().parent)
-            if where not in sys.path:
-                sys.path.insert(0, where)
-            name = f"_recordstore_registry_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
-            mod_spec = importlib.util.spec_from_file_location(name, path)
-            if mod_spec is None or mod_spec.loader is None:
-                raise RegistryError(f"cannot load registry file {spec}")
-            module = importlib.util.module_from_spec(mod_spec)
-            sys.modules[name] = module
-            mod_spec.loader.exec_module(module)
+        if colon and head and attribute.isidentifier() and not path.exists():  # as entry points name an object
+            raise RegistryError(
+                f"registry {text}: give {head} alone, without ':{attribute}' "
+                "(a registry is a .py file or a module name, and its module-level `registry` is loaded)"
+            )
+        if isinstance(spec, os.PathLike) or text.endswith(".py") or "/" in text or text.startswith("~") or path.is_file():
+            module = _load_file(text, path)
         else:
-            module = importlib.import_module(spec)
+            module = _import_module(text)
     except RegistryError:
         raise
     except Exception as exc:  # the user's module may raise anything while importing
-        raise RegistryError(f"cannot load registry {spec}: {type(exc).__name__}: {exc}") from exc
+        raise RegistryError(f"cannot load registry {text}: {type(exc).__name__}: {exc}") from exc
     except SystemExit as exc:  # argparse or a leftover check in the module must not end the caller's process
         called = "sys.exit()" if exc.code is None else f"sys.exit({exc.code!r})"
-        raise RegistryError(f"cannot load registry {spec}: it called {called} while loading") from exc
+        raise RegistryError(f"cannot load registry {text}: it called {called} while loading") from exc
     registry = getattr(module, "registry", None)
     if not isinstance(registry, Registry):
-        raise RegistryError(f"registry {spec} has no module-level `registry` (a recordstore.Registry)")
+        raise RegistryError(f"registry {text} has no module-level `registry` (a recordstore.Registry)")
     return registry.validate()
+
+
+def _load_file(text: str, path: Path) -> types.ModuleType:
+    """Run the registry file at ``path`` (``text`` as the user gave it) as a module."""
+    shown = f"{text} ({path})" if text.startswith("~") else text
+    if path.is_dir():
+        raise RegistryError(
+            f"registry {shown} is a directory, not a .py file: give the file that defines `registry`, "
+            "or a package's module name"
+        )
+    if not path.is_file():
+        raise RegistryError(f"registry file {shown} does not exist")
+    # As Python runs a script: modules beside the file can be imported by it.
+    where = str(path.resolve().parent)
+    if where not in sys.path:
+        sys.path.insert(0, where)
+    name = f"_recordstore_registry_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
+    mod_spec = importlib.util.spec_from_file_location(name, path)
+    if mod_spec is None or mod_spec.loader is None:
+        raise RegistryError(f"registry file {shown} is not a Python module (a .py file)")
+    module = importlib.util.module_from_spec(mod_spec)
+    sys.modules[name] = module
+    try:
+        mod_spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)  # as an import that fails leaves no module behind
+        raise
+    return module
+
+
+def _import_module(name: str) -> types.ModuleType:
+    """Import the registry module ``name``; a name that is not one, or not found, says
+    what was tried."""
+    beside = ""
+    if Path(f"{name}.py").is_file():
+        beside = f"; a file {name}.py is here: give its path, {name}.py"
+    elif Path(name).is_dir():
+        beside = f"; a directory {name} is here, but this directory is not on the Python path"
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise RegistryError(f"registry {name} is neither a file nor a module name{beside}")
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            raise RegistryError(
+                f"cannot load registry {name}: no file of that name, and no module {name!r} on the Python path{beside}"
+            ) from None
+        raise  # a module the registry itself imports: reported with the registry's name
