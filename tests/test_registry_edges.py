@@ -372,3 +372,46 @@ def test_a_module_the_registry_imports_is_named_as_the_missing_one(beside: Path)
     with pytest.raises(RegistryError, match=r"^cannot load registry needs\.py: ModuleNotFoundError: No module named 'recordstore_no_such_dependency'$"):
         load_registry("needs.py")
     assert not any(name.startswith("_recordstore_registry_") and "needs" in str(getattr(m, "__file__", "")) for name, m in sys.modules.items())
+
+
+TYPED_USE = """\
+from typing import Any
+
+from recordstore import Registry
+
+registry = Registry()
+session = registry.domain("session", version=2, files=["sessions/*.json"])
+
+
+@session.step(1)
+def add_field(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "x": 1}
+
+
+def test_add_field() -> None:
+    out = add_field({"a": 1})
+    assert out["x"] == 1
+
+
+for dom in registry:
+    reveal_type(dom)
+"""
+
+
+def test_a_decorated_step_keeps_its_own_type_and_a_registry_iterates_domains(tmp_path: Path) -> None:
+    """Under mypy --strict, the decorated step became `(dict) -> dict | None` (its result
+    "is not indexable") and iterating a registry gave Any."""
+    pytest.importorskip("mypy")
+    (tmp_path / "typed_use.py").write_text(TYPED_USE)
+    (tmp_path / "mypy.ini").write_text(
+        "[mypy]\nstrict = True\n"
+        # Only the registry's types matter here: the store's libraries are not read.
+        "[mypy-sqlalchemy.*,alembic.*,typer.*,click.*,rich.*,orjson.*]\nfollow_imports = skip\n"
+        "[mypy-recordstore.*]\nignore_errors = True\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--cache-dir", str(tmp_path / "cache"), "typed_use.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert "error" not in run.stdout, run.stdout
+    assert 'Revealed type is "recordstore.registry.Domain"' in run.stdout, run.stdout

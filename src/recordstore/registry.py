@@ -26,16 +26,18 @@ import re
 import reprlib
 import sys
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import RegistryError
 
 __all__ = ["Domain", "Registry", "Step", "StepFunction", "load_registry"]
 
 StepFunction = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+#: A step as its author typed it (``-> dict[str, Any]``, say): the decorator keeps it.
+StepT = TypeVar("StepT", bound=StepFunction)
 
 DEFAULT_VERSION_FIELD = "schema_version"
 
@@ -318,10 +320,10 @@ class Domain:
                     f"domain {self.name!r}: file pattern {pattern!r} cannot be used: {exc}", domain=self.name
                 ) from exc
 
-    def step(self, from_version: int) -> Callable[[StepFunction], StepFunction]:
+    def step(self, from_version: int) -> Callable[[StepT], StepT]:
         """Register the decorated function as the step from ``from_version`` to the next."""
 
-        def register(func: StepFunction) -> StepFunction:
+        def register(func: StepT) -> StepT:
             self.add_step(from_version, func)
             return func
 
@@ -409,7 +411,7 @@ class Registry:
             known = ", ".join(sorted(self.domains)) or "none"
             raise RegistryError(f"unknown domain {name!r} (known: {known})", domain=name) from None
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Domain]:
         return iter(self.domains.values())
 
     def match(self, relpath: str) -> Domain | None:
