@@ -8,7 +8,7 @@ and an ``exit_code`` the CLI uses::
     RecordStoreError                 exit 3
     ├── RegistryError                exit 3   .domain .step
     ├── InputError                   exit 1   .path .line .reason
-    │   └── NewerVersionError        exit 1   .version .current_version
+    │   └── NewerVersionError        exit 1   .domain .version .current_version .version_field
     ├── MigrationError               exit 1   .domain .key .from_version .to_version .step .reason
     ├── ExportError                  exit 1   .path .reason
     ├── QueryError                   exit 3
@@ -66,17 +66,27 @@ class InputError(RecordStoreError):
 
 
 class NewerVersionError(InputError):
-    """A record whose version is newer than its domain's current version."""
+    """A record whose version is newer than its domain's current version; the message
+    names the field the domain reads the version from (``schema_version`` unless the
+    domain has its own)."""
 
     def __init__(
-        self, path: str, *, domain: str, version: int, current_version: int, line: int | None = None
+        self,
+        path: str,
+        *,
+        domain: str,
+        version: int,
+        current_version: int,
+        line: int | None = None,
+        version_field: str = "schema_version",
     ):
         self.domain = domain
         self.version = version
         self.current_version = current_version
+        self.version_field = version_field
         super().__init__(
             path,
-            f"schema_version {version} is newer than current version {current_version} "
+            f"{version_field} {version} is newer than current version {current_version} "
             f"of domain {domain!r}",
             line=line,
         )

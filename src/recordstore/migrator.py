@@ -128,8 +128,24 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
     """Run ``domain``'s steps over one decoded record from ``version`` to current.
 
     Stamps the version field after each step. Raises :class:`MigrationError` naming the
-    step that failed; ``value`` must be the caller's own copy.
+    step that failed; ``value`` must be the caller's own copy. As an import would, it
+    refuses a version newer than the domain's current one (:class:`NewerVersionError`:
+    no step can bring it back) and one that is no version (:class:`InputError`); a
+    domain whose chain is broken is a :class:`RegistryError`.
     """
+    from .errors import InputError, NewerVersionError
+
+    domain.validate()
+    if type(version) is not int or version < 1:
+        raise InputError(key, f"{domain.version_field} must be a positive integer, not {version!r}")
+    if version > domain.version:
+        raise NewerVersionError(
+            key,
+            domain=domain.name,
+            version=version,
+            current_version=domain.version,
+            version_field=domain.version_field,
+        )
     return _run_steps(domain, key, value, domain.chain(version))
 
 
