@@ -316,6 +316,19 @@ def test_a_newer_record_names_the_file_and_both_versions(store: Store, tmp_path:
     assert result.domains["task"].rejected == 1
 
 
+def test_a_newer_record_is_named_by_its_domain_s_own_version_field(tmp_path: Path) -> None:
+    """It said "schema_version 3 is newer..." of a domain whose records carry "v"."""
+    from recordstore import Registry
+
+    registry = Registry()
+    registry.domain("thing", version=2, files=["*.jsonl"], version_field="v").add_step(1, lambda r: r)
+    _write(tmp_path / "h", "t.jsonl", '{"v": 1}\n{"v": 3}\n')
+    with Store(tmp_path / "s.db", registry=registry) as store:
+        (problem,) = store.import_paths([tmp_path / "h"]).problems
+    assert str(problem) == "t.jsonl:2: v 3 is newer than current version 2 of domain 'thing'"
+    assert isinstance(problem, NewerVersionError) and problem.version_field == "v"
+
+
 def test_the_cli_summary_and_exit_code_report_refusals(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = tmp_path / "h"
     _write(root, "tasks/tasks/good.json", GOOD_TASK)

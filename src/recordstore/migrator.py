@@ -29,7 +29,7 @@ from .engine import (
     translate_errors,
     unchecked_foreign_keys,
 )
-from .errors import MigrationError, RestoreConflictError, describe
+from .errors import InputError, MigrationError, NewerVersionError, RestoreConflictError, describe
 from .importer import as_text, backup_rows, backup_span
 from .parsing import display_path, indent_of
 from .registry import Domain, Registry, Step
@@ -133,7 +133,6 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
     no step can bring it back) and one that is no version (:class:`InputError`); a
     domain whose chain is broken is a :class:`RegistryError`.
     """
-    from .errors import InputError, NewerVersionError
 
     domain.validate()
     if type(version) is not int or version < 1:

@@ -498,6 +498,7 @@ class FileParse:
                 version=_ShownInt(version),  # formatted even beyond the digit limit of str()
                 current_version=self.domain.version,
                 line=line,
+                version_field=self.domain.version_field,
             )
             newer.version = version
             self.problems.append(newer)
