@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, t
 
 from .connections import INT_MAX
 from .engine import default_db_path, open_engine, translate_errors
-from .errors import InputError, QueryError, RecordStoreError, StoreError
+from .errors import ExportError, InputError, QueryError, RecordStoreError, StoreError
 from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer, keep_import_digests
 from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
@@ -208,6 +208,8 @@ class Store:
     ) -> ExportResult:
         """Write every record (of ``domains``) back to ``out/<source path>``, and every
         refused record's text in its place, as its file held it."""
+        if not os.fspath(out).strip():
+            raise ExportError(repr(os.fspath(out)), "the export directory's path is empty (an unset setting?)")
         domains = _names(domains)
         for name in domains or ():
             self.registry[name]
@@ -468,8 +470,12 @@ class Store:
 
 def _paths(given: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[str | os.PathLike[str]]:
     """The paths given: one path (not its characters) or many, ``~`` expanded as
-    :class:`Store` expands its own."""
+    :class:`Store` expands its own. An empty one is refused, as :class:`Store` refuses
+    its own: it would be the working directory (read or written)."""
     items = [given] if isinstance(given, (str, os.PathLike)) else list(given)
+    for p in items:
+        if not os.fspath(p).strip():
+            raise InputError(repr(os.fspath(p)), "the path to import is empty (an unset setting?)")
     return [os.path.expanduser(p) for p in items]
 
 
