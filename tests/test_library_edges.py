@@ -8,10 +8,11 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from recordstore import ExportError, InputError, Registry, Store
+from recordstore import ExportError, InputError, RecordStoreError, Registry, Store
 
 
 @pytest.fixture
@@ -57,3 +58,18 @@ def test_an_empty_path_is_refused_not_read_as_the_working_directory(
             filled.import_paths(given)
     assert list(cwd.iterdir()) == []
     assert len(filled.history()) == runs
+
+
+@pytest.mark.parametrize("given", [True, False, "2", 1.5, 2.0])
+def test_a_run_number_of_another_type_is_refused_before_any_run_begins(filled: Store, given: Any) -> None:
+    """``True`` was run 1 (a restore of the import), ``"2"`` a raw TypeError, and a
+    prune of ``True`` a raw SQLAlchemy error after a failed prune run was recorded;
+    ``1.5`` pruned as run 1.5. Each is now one error of the library's, and the history
+    is as it was."""
+    filled.migrate()
+    before = [(r.id, r.kind, r.outcome) for r in filled.history()]
+    for call in (filled.history, lambda run: filled.restore(run=run), filled.prune_backups):
+        with pytest.raises(RecordStoreError, match=r"must be a run number \(an integer\), not "):
+            call(given)
+    assert [(r.id, r.kind, r.outcome) for r in filled.history()] == before
+    assert filled.query("a").version(2).count() == 1  # nothing restored

@@ -241,7 +241,7 @@ class Store:
         return self.query(domain).key(key).first()
 
     def history(self, run: int | None = None, *, failure_limit: int | None = None) -> list[RunInfo]:
-        if run is not None and not 0 <= run <= INT_MAX:  # no SQLite integer: no such run
+        if run is not None and not 0 <= _run_number(run, "run") <= INT_MAX:  # no SQLite integer: no such run
             raise RecordStoreError(f"no run {run} in this store")
         with translate_errors(), self.engine.connect() as conn, conn.begin():
             found = read_history(conn, run, failure_limit=failure_limit)
@@ -344,7 +344,7 @@ class Store:
 
     def prune_backups(self, before: int) -> int:
         """Delete the backups written by runs before run ``before``; returns how many."""
-        if not 0 <= before <= INT_MAX:
+        if not 0 <= _run_number(before, "--before") <= INT_MAX:
             raise RecordStoreError(f"--before must be a run number, not {before}")
         with translate_errors(), self.engine.connect() as conn:
             last = int(conn.execute(select(func.max(runs.c.id))).scalar() or 0)
@@ -477,6 +477,15 @@ def _paths(given: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> 
         if not os.fspath(p).strip():
             raise InputError(repr(os.fspath(p)), "the path to import is empty (an unset setting?)")
     return [os.path.expanduser(p) for p in items]
+
+
+def _run_number(given: int, what: str) -> int:
+    """``given`` if it can be a run's number: an int, not a bool (which SQL reads as run
+    1). Checked before any run begins, as :func:`~recordstore.query._count` checks a
+    limit: another type failed (or, a float, pruned) inside a run the history then kept."""
+    if isinstance(given, bool) or not isinstance(given, int):
+        raise RecordStoreError(f"{what} must be a run number (an integer), not {given!r}")
+    return given
 
 
 def _names(given: Sequence[str] | str | None) -> Sequence[str] | None:
