@@ -73,3 +73,37 @@ def test_a_run_number_of_another_type_is_refused_before_any_run_begins(filled: S
             call(given)
     assert [(r.id, r.kind, r.outcome) for r in filled.history()] == before
     assert filled.query("a").version(2).count() == 1  # nothing restored
+
+
+def test_an_empty_selection_of_domains_selects_none(filled: Store, tmp_path: Path) -> None:
+    """A program's filter that picked no domain got a plan, an export and a migration
+    of every domain (the migration writing them all); now each does nothing, and its
+    result says so, as ``import_paths([])`` does. ``None`` still means every domain."""
+    chosen = [name for name in ("a", "b") if name == "c"]
+    assert store_versions(filled) == {"a": 1, "b": 1}
+    assert filled.plan(chosen).counts == {}
+    exported = filled.export_to(tmp_path / "none", domains=chosen)
+    assert (exported.files, exported.records, exported.domains) == (0, 0, {})
+    assert not any(p.is_file() for p in (tmp_path / "none").rglob("*"))
+    migrated = filled.migrate(chosen)
+    assert (migrated.counts, migrated.migrated, migrated.ok) == ({}, 0, True)
+    assert store_versions(filled) == {"a": 1, "b": 1}
+    assert filled.history()[-1].options["domains"] == []
+    assert set(filled.plan(None).counts) == {"a", "b"}
+    assert filled.migrate().migrated == 2 and store_versions(filled) == {"a": 2, "b": 2}
+    assert filled.history()[-1].options["domains"] is None  # every domain, told apart from none
+    assert filled.export_to(tmp_path / "all").domains == {"a": 1, "b": 1}
+
+
+def test_the_cli_without_domain_still_means_every_domain(cli: Any, home: Path, tmp_path: Path) -> None:
+    assert cli("import", str(home)).exit_code == 0
+    planned = json.loads(cli("migrate", "--dry-run", "--json").stdout)
+    assert len(planned["counts"]) > 1 and planned["migrated"] > 0
+    assert json.loads(cli("migrate", "--json").stdout)["migrated"] == planned["migrated"]
+    exported = json.loads(cli("export", str(tmp_path / "out"), "--json").stdout)
+    assert len(exported["domains"]) > 1 and exported["files"] > 0
+
+
+def store_versions(store: Store) -> dict[str, int]:
+    """Each domain's one record's version."""
+    return {r.domain: r.version for r in store.query()}

@@ -206,15 +206,16 @@ class Store:
         overwrite: bool = False,
         progress: Progress | None = None,
     ) -> ExportResult:
-        """Write every record (of ``domains``) back to ``out/<source path>``, and every
-        refused record's text in its place, as its file held it."""
+        """Write every record (of ``domains``: ``None`` for all, an empty list for none)
+        back to ``out/<source path>``, and every refused record's text in its place, as
+        its file held it."""
         if not os.fspath(out).strip():
             raise ExportError(repr(os.fspath(out)), "the export directory's path is empty (an unset setting?)")
         domains = _names(domains)
         for name in domains or ():
             self.registry[name]
         with translate_errors(), self.engine.connect() as conn, conn.begin():
-            return export_records(conn, Path(os.path.expanduser(out)), domains or None, overwrite=overwrite, progress=progress)
+            return export_records(conn, Path(os.path.expanduser(out)), domains, overwrite=overwrite, progress=progress)
 
     # ----------------------------------------------------------------- reading
 
@@ -262,7 +263,8 @@ class Store:
         progress: Progress | None = None,
         jobs: int | None = None,
     ) -> MigrationResult:
-        """Bring every record below its domain's current version up to it. ``jobs``:
+        """Bring every record (of ``domains``: ``None`` for all, an empty list for none,
+        which migrates nothing) below its domain's current version up to it. ``jobs``:
         worker processes running the steps (default:
         :func:`~recordstore.migrator.default_jobs` once many records are pending; 0: none)."""
         domains = _names(domains)
@@ -272,7 +274,7 @@ class Store:
             return migrate_records(
                 self.engine, self.registry, domains, run=None, fail_fast=fail_fast, diff=diff, progress=progress, jobs=jobs
             )
-        options = {"domains": list(domains or []), "fail_fast": fail_fast, "atomic": atomic}
+        options = {"domains": None if domains is None else list(domains), "fail_fast": fail_fast, "atomic": atomic}
         with held_run(
             self.engine, "migrate", wait=self.wait, options=options, fingerprints=self.registry.fingerprints()
         ) as run:
