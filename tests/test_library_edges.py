@@ -104,6 +104,39 @@ def test_the_cli_without_domain_still_means_every_domain(cli: Any, home: Path, t
     assert len(exported["domains"]) > 1 and exported["files"] > 0
 
 
+@pytest.mark.parametrize("name", ["report?v2.db", "100%25done.db", "caf%C3%A9.db", "a#b;c=d.db"])
+@pytest.mark.parametrize("as_path", [True, False], ids=["Path", "str"])
+def test_a_store_path_is_the_file_it_names_never_a_url(
+    tmp_path: Path, registry: Registry, two_domains: Path, name: str, as_path: bool
+) -> None:
+    """``report?v2.db`` opened ``report``, ``caf%C3%A9.db`` opened ``café.db`` (and a
+    second path the same store): a path's ``?``, ``%``, ``#`` are letters of its name."""
+    where = tmp_path / "stores"
+    target = where / name
+    with Store(target if as_path else str(target), registry=registry) as store:
+        assert store.import_paths(two_domains).ok
+        assert store.engine.url.database == str(target)
+    assert sorted(p.name for p in where.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [name]
+    with Store(str(target), registry=registry, create=False) as again:
+        assert again.query().count() == 2
+
+
+def test_the_cli_opens_and_names_the_store_file_it_was_given(tmp_path: Path, home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recordstore.cli import app
+
+    db = tmp_path / "report?v2.db"
+    runner = CliRunner()
+    assert runner.invoke(app, ["--db", str(db), "import", str(home)]).exit_code == 0
+    assert db.is_file() and not (tmp_path / "report").exists()
+    assert json.loads(runner.invoke(app, ["--db", str(db), "status", "--json"]).stdout)["domains"]["task"]["versions"]
+    other = tmp_path / "notes%3F.db"
+    other.write_text("not a database")
+    refused = runner.invoke(app, ["--db", str(other), "status"])
+    assert (refused.exit_code, refused.stderr) == (3, f"store: error: {other}: the file is not a recordstore database (not SQLite)\n")
+
+
 def store_versions(store: Store) -> dict[str, int]:
     """Each domain's one record's version."""
     return {r.domain: r.version for r in store.query()}

@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
-from .connections import configure_connection, default_db_path
+from .connections import configure_connection, default_db_path, is_url
 from .errors import BusyError, StoreError
 
 __all__ = [
@@ -38,11 +38,13 @@ __all__ = [
 BUSY_TIMEOUT_S = 30.0
 
 
-def to_url(target: str | os.PathLike[str]) -> str:
-    text = os.fspath(target)
-    if "://" in text:
-        return text
-    return f"sqlite:///{Path(text).expanduser().absolute()}"
+def to_url(target: str | os.PathLike[str]) -> URL:
+    """The URL of a store's target (see :func:`is_url`): a file's path is the URL's
+    database as it is written, never parsed as a URL's text (``report?v2.db`` would
+    open ``report``, and ``caf%C3%A9.db`` ``café.db``)."""
+    if is_url(target):
+        return make_url(os.fspath(target))
+    return URL.create("sqlite", database=str(Path(os.fspath(target)).expanduser().absolute()))
 
 
 def _create_private_file(path: Path) -> None:
@@ -62,7 +64,7 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
     if not os.fspath(target).strip():
         raise StoreError("the store path is empty")
     try:
-        url = make_url(to_url(target))
+        url = to_url(target)
     except sa_exc.ArgumentError as exc:
         raise StoreError(f"{target} is neither a file path nor a database URL: {exc}") from exc
     if url.get_backend_name() != "sqlite":
