@@ -5,14 +5,14 @@ after it was closed."""
 from __future__ import annotations
 
 import json
-import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from recordstore import ExportError, InputError, RecordStoreError, Registry, Store
+from recordstore import ExportError, InputError, RecordStoreError, Registry, Store, StoreError
 
 
 @pytest.fixture
@@ -135,6 +135,88 @@ def test_the_cli_opens_and_names_the_store_file_it_was_given(tmp_path: Path, hom
     other.write_text("not a database")
     refused = runner.invoke(app, ["--db", str(other), "status"])
     assert (refused.exit_code, refused.stderr) == (3, f"store: error: {other}: the file is not a recordstore database (not SQLite)\n")
+
+
+@pytest.mark.parametrize("target", [":memory:", Path(":memory:"), "sqlite://"], ids=["name", "Path", "URL"])
+def test_a_store_in_memory_is_in_memory_and_serves_every_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+    registry: Registry, two_domains: Path, target: str | Path,
+) -> None:
+    """``Store(":memory:")`` made a file ``:memory:`` in the working directory, whose
+    records the next program found; ``sqlite://`` gave each thread an empty database of
+    its own ("no such table: records") and its close() printed a traceback."""
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):  # the second store starts empty
+        with Store(target, registry=registry) as store:
+            assert store.query().count() == 0
+            assert store.import_paths(two_domains, jobs=2).ok
+            seen: list[object] = []
+            thread = threading.Thread(target=lambda: seen.append(store.query().count()))
+            thread.start()
+            thread.join()
+            assert seen == [2]
+            assert store.migrate(jobs=2).migrated == 2  # the steps ran here: no file for workers
+            assert store_versions(store) == {"a": 2, "b": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two"]
+    assert capfd.readouterr().err == ""
+
+
+def test_threads_take_turns_with_a_store_in_memory(registry: Registry, tmp_path: Path) -> None:
+    """One connection for all: a thread waits for another's operation to end, so no
+    one's BEGIN fails and no one's rollback undoes another's batch."""
+    home = tmp_path / "many"
+    (home / "a").mkdir(parents=True)
+    for i in range(40):
+        (home / "a" / f"{i}.json").write_text(json.dumps({"schema_version": 1, "i": i}))
+    problems: list[str] = []
+    with Store("sqlite://", registry=registry, wait=60) as store:
+
+        def work(i: int) -> None:
+            try:
+                store.import_paths(home / "a" / f"{i}.json", domain="a")
+                assert store.query("a").count() >= 1
+                assert store.migrate("a").ok
+            except Exception as exc:  # reported below, with the thread's number
+                problems.append(f"{i}: {exc!r}")
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert problems == []
+        assert store.query("a").version(2).count() == 40 and store.check().ok
+        assert [r.outcome for r in store.history()] == ["ok"] * 80
+
+
+def test_a_call_made_while_this_thread_iterates_a_store_in_memory_is_refused(
+    registry: Registry, two_domains: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It cannot wait for a turn its own thread holds; sharing the connection would
+    end the iteration's transaction, and a writer's ROLLBACK would undo the batch."""
+    monkeypatch.chdir(tmp_path)
+    with Store(":memory:", registry=registry) as store:
+        store.import_paths(two_domains)
+        records = iter(store.query())
+        first = next(records)
+        with pytest.raises(StoreError, match="one operation at a time"):
+            store.migrate()
+        assert [r.domain for r in records] == ["b"]  # the iteration goes on
+        assert store.get("a", first.key) == first and store.migrate().migrated == 2
+
+
+def test_a_sqlite_uri_is_not_made_a_file_of_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Store("file:x.db?mode=ro")`` created ``./file:x.db`` (warning that ``mode`` was
+    ignored); a SQLite URI opens what it names, and a read-only one does not create it."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreError, match="cannot open the store file"):
+        Store("file:x.db?mode=ro")
+    assert list(tmp_path.iterdir()) == []
+    with Store("file:x.db") as store:
+        assert store.query().count() == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["x.db"]
+    with Store("file:x.db?mode=ro") as store, pytest.raises(StoreError, match="read-only"):
+        store.migrate()
 
 
 def store_versions(store: Store) -> dict[str, int]:

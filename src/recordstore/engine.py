@@ -13,10 +13,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from .connections import configure_connection, default_db_path, is_url
 from .errors import BusyError, StoreError
@@ -26,6 +28,7 @@ __all__ = [
     "configure_connection",
     "default_db_path",
     "durable_transaction",
+    "in_memory",
     "open_engine",
     "placeholder",
     "sqlite_file",
@@ -41,10 +44,68 @@ BUSY_TIMEOUT_S = 30.0
 def to_url(target: str | os.PathLike[str]) -> URL:
     """The URL of a store's target (see :func:`is_url`): a file's path is the URL's
     database as it is written, never parsed as a URL's text (``report?v2.db`` would
-    open ``report``, and ``caf%C3%A9.db`` ``café.db``)."""
+    open ``report``, and ``caf%C3%A9.db`` ``café.db``). SQLite's own names are kept:
+    ``:memory:`` is a database in memory, and a str ``file:...`` a SQLite URI (a path
+    would make them files of those names in the working directory)."""
     if is_url(target):
         return make_url(os.fspath(target))
-    return URL.create("sqlite", database=str(Path(os.fspath(target)).expanduser().absolute()))
+    text = os.fspath(target)
+    if text == ":memory:":
+        return URL.create("sqlite", database=text)
+    if isinstance(target, str) and text.startswith("file:"):
+        return URL.create("sqlite", database=text, query={"uri": "true"})
+    return URL.create("sqlite", database=str(Path(text).expanduser().absolute()))
+
+
+def in_memory(url: URL) -> bool:
+    """Whether a SQLite URL's database lives in memory: ``sqlite://``, ``:memory:``, or
+    a ``file:`` URI of ``:memory:`` or with ``mode=memory``. Each connection to one
+    opens a database of its own."""
+    database = url.database or ""
+    modes = [url.query.get("mode")]
+    if database.startswith("file:"):
+        path, _, query = database.removeprefix("file:").partition("?")
+        modes += parse_qs(query).get("mode", [])
+        database = path
+    return database in ("", ":memory:") or "memory" in modes
+
+
+class _InTurn(StaticPool):
+    """The one connection of an in-memory database, lent to one user at a time.
+
+    All the store's connections must be that one (another would open an empty
+    database), but SQLite gives a connection one transaction: shared by two users at
+    once, one's BEGIN would fail and its ROLLBACK undo the other's batch, whose next
+    statements would then commit one by one. So a user in another thread waits for its
+    turn, like a file store's writer waits for SQLite's lock (BUSY_TIMEOUT_S at most),
+    and one in the same thread, which would wait for itself, is refused."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turn = threading.Condition()
+        self._user: int | None = None  # the thread the connection is lent to
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        me = threading.get_ident()
+        with self._turn:
+            if self._user == me:
+                raise StoreError(
+                    "an in-memory store serves one operation at a time, and this thread's is not done "
+                    "(a query being iterated?): finish it first, or use a store file"
+                )
+            if not self._turn.wait_for(lambda: self._user is None, BUSY_TIMEOUT_S):
+                raise BusyError(f"the store is busy: another thread has used the in-memory store for {BUSY_TIMEOUT_S:.0f} s")
+            self._user = me
+        try:
+            return super()._do_get()
+        except BaseException:
+            self._do_return_conn(None)
+            raise
+
+    def _do_return_conn(self, record: ConnectionPoolEntry | None) -> None:
+        with self._turn:
+            self._user = None
+            self._turn.notify()
 
 
 def _create_private_file(path: Path) -> None:
@@ -75,7 +136,8 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
         except ImportError as exc:  # the dialect's driver
             raise StoreError(f"{url.render_as_string()}: the {url.drivername!r} driver is not installed ({exc})") from exc
     database = url.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
+    memory = in_memory(url)
+    if not memory and not database.startswith("file:"):
         path = Path(database)
         if create:
             try:
@@ -84,7 +146,10 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
                 raise StoreError(f"cannot create store {path}: {exc.strerror or exc}") from exc
         elif not path.exists():
             raise StoreError(f"no store at {path}: an import creates one (is the path right?)")
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+    if memory:
+        engine = create_engine(url, poolclass=_InTurn, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
+    else:
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
     _configure_sqlite(engine)
     return engine
 
@@ -138,7 +203,7 @@ def sqlite_file(engine: Engine) -> str | None:
     """The path of the engine's SQLite database file (``None``: not SQLite, or not a
     file other connections can open by its name)."""
     database = engine.url.database if is_sqlite(engine) else None
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if not database or in_memory(engine.url) or database.startswith("file:"):
         return None
     return database
 
@@ -190,7 +255,9 @@ def _pragmas(conn: Connection, settings: dict[str, tuple[str, str]]) -> Iterator
     the driver connection, outside any transaction, as SQLite requires for some (inside
     one they are ignored: a connection left in a transaction is discarded, not pooled
     with the settings of the while)."""
-    raw = conn.connection.driver_connection if settings and is_sqlite(conn) else None
+    # Not in memory: there is no other connection to wait for nor a file to sync, and
+    # discarding the connection would discard the database.
+    raw = conn.connection.driver_connection if settings and is_sqlite(conn) and not in_memory(conn.engine.url) else None
     if raw is not None:
         for name, (during, _after) in settings.items():
             raw.execute(f"PRAGMA {name}={during}")

@@ -109,6 +109,12 @@ class Store:
     path or module name), or ``None`` for the built-in DeepSeek TUI registry. ``wait``
     is how many seconds a writing operation waits for another writer (default: none,
     :class:`BusyError` at once).
+
+    ``":memory:"`` (or the URL ``sqlite://``) is a store in memory, gone once closed.
+    Its one connection serves one operation at a time: another thread waits for its
+    turn (BusyError after 30 s), and a call made while this thread still iterates a
+    query is refused. Worker processes need a file: an import's only read and parse,
+    and a migration's steps run in this process. A str ``"file:..."`` is a SQLite URI.
     """
 
     def __init__(
