@@ -4,7 +4,9 @@ after it was closed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,6 +219,82 @@ def test_a_sqlite_uri_is_not_made_a_file_of_its_name(tmp_path: Path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["x.db"]
     with Store("file:x.db?mode=ro") as store, pytest.raises(StoreError, match="read-only"):
         store.migrate()
+
+
+def open_files(db: Path) -> list[str]:
+    """The names of the store's files this process has open (db, -wal, -shm)."""
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(str(db)):
+                names.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+    return sorted(names)
+
+
+@pytest.fixture
+def lines(tmp_path: Path) -> tuple[Registry, Path]:
+    """A registry and a home of one JSON-lines file of 500 records: more than a query
+    fetches at once."""
+    reg = Registry()
+    reg.domain("log", version=2, files=["log/*.jsonl"]).add_step(1, lambda record: None)
+    home = tmp_path / "lines"
+    (home / "log").mkdir(parents=True)
+    (home / "log" / "x.jsonl").write_text("".join(json.dumps({"n": i}) + "\n" for i in range(500)))
+    return reg, home
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_a_query_made_before_close_refuses_to_run_after_it(db_path: Path, lines: tuple[Registry, Path]) -> None:
+    """A query made, or being iterated, before ``close()`` ran afterwards, reopening the
+    store and leaving its three files open for good; now it says the store is closed,
+    and close() has closed them all."""
+    registry, home = lines
+    with Store(db_path, registry=registry) as store:
+        assert store.import_paths(home).ok
+        query = store.query("log").order_by("n")
+        records = iter(query)
+        assert next(records).data == {"n": 0}
+        assert open_files(db_path)
+    assert open_files(db_path) == []
+    for use in (lambda: next(records), query.count, query.all, query.first, lambda: list(query.where("n", "<", 3))):
+        with pytest.raises(StoreError, match="the store is closed"):
+            use()
+    assert open_files(db_path) == []
+
+
+def test_a_run_in_progress_when_the_store_is_closed_ends_and_records_its_end(
+    db_path: Path, lines: tuple[Registry, Path]
+) -> None:
+    """close() from another thread (or a step) lets the run it would cut short finish:
+    cut, it could not record its end, and its lock would stay held by this process."""
+    registry, home = lines
+    started, release = threading.Event(), threading.Event()
+
+    def step(record: dict[str, Any]) -> None:
+        started.set()
+        release.wait(30)
+
+    slow = Registry()
+    slow.domain("log", version=2, files=["log/*.jsonl"]).add_step(1, step)
+    store = Store(db_path, registry=slow)
+    assert store.import_paths(home).ok
+    query = store.query("log")
+    outcome: list[Any] = []
+    migrating = threading.Thread(target=lambda: outcome.append(store.migrate(jobs=0)))
+    migrating.start()
+    assert started.wait(30)
+    store.close()
+    with pytest.raises(StoreError, match="the store is closed"):
+        store.status()
+    release.set()
+    migrating.join(60)
+    assert outcome and outcome[0].migrated == 500
+    with pytest.raises(StoreError, match="the store is closed"):
+        query.count()
+    with Store(db_path, registry=registry) as again:
+        assert [(r.kind, r.outcome) for r in again.history()] == [("import", "ok"), ("migrate", "ok")]
+        assert again.restore(run=2).total == 500  # the lock is free
+        assert again.query("log").version(1).count() == 500
 
 
 def store_versions(store: Store) -> dict[str, int]:

@@ -10,6 +10,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,19 +19,21 @@ from urllib.parse import parse_qs
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, StaticPool
 
 from .connections import configure_connection, default_db_path, is_url
 from .errors import BusyError, StoreError
 
 __all__ = [
     "background_checkpoints",
+    "close_engine",
     "configure_connection",
     "default_db_path",
     "durable_transaction",
     "in_memory",
     "open_engine",
     "placeholder",
+    "refuse_if_closed",
     "sqlite_file",
     "translate_errors",
     "unchecked_foreign_keys",
@@ -130,11 +133,13 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
         raise StoreError(f"{target} is neither a file path nor a database URL: {exc}") from exc
     if url.get_backend_name() != "sqlite":
         try:
-            return create_engine(url)
+            engine = create_engine(url)
         except sa_exc.NoSuchModuleError as exc:
             raise StoreError(f"{url.render_as_string()}: SQLAlchemy has no dialect {url.drivername!r}") from exc
         except ImportError as exc:  # the dialect's driver
             raise StoreError(f"{url.render_as_string()}: the {url.drivername!r} driver is not installed ({exc})") from exc
+        _track_uses(engine)
+        return engine
     database = url.database or ""
     memory = in_memory(url)
     if not memory and not database.startswith("file:"):
@@ -151,7 +156,84 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
     else:
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
     _configure_sqlite(engine)
+    _track_uses(engine)
     return engine
+
+
+class _Uses:
+    """The connections an engine has lent out and their cursors, and, once it is closed
+    for good, the message every use of it raises."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lent: dict[ConnectionPoolEntry, PoolProxiedConnection] = {}
+        self.cursors: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.closed: str | None = None
+
+
+#: Of every engine :func:`open_engine` made.
+_USES: weakref.WeakKeyDictionary[Engine, _Uses] = weakref.WeakKeyDictionary()
+
+
+def _track_uses(engine: Engine) -> None:
+    uses = _USES[engine] = _Uses()
+
+    @event.listens_for(engine, "checkout")
+    def _lent(_dbapi_conn: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection) -> None:
+        with uses.lock:
+            uses.lent[record] = proxy
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        with uses.lock:
+            uses.lent.pop(record, None)
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _reading(_conn: Any, cursor: Any, *_args: Any) -> None:
+        with uses.lock:
+            uses.cursors.add(cursor)
+
+    @event.listens_for(engine, "do_connect")
+    def _refuse(*_args: Any) -> None:
+        if uses.closed is not None:
+            raise StoreError(uses.closed)
+
+    @event.listens_for(engine, "handle_error")
+    def _closed_under(_context: Any) -> StoreError | None:
+        # A query being iterated when its connection was closed: SQLite's "Cannot
+        # operate on a closed database" would say nothing of why.
+        return StoreError(uses.closed) if uses.closed is not None else None
+
+
+def close_engine(engine: Engine, closed: str) -> None:
+    """Close ``engine`` for good. ``engine.dispose()`` only empties its pool: its next
+    use opens new connections, which nothing would close (a :class:`Query` holds the
+    engine, not its store). Any later use raises :class:`StoreError` ``closed``
+    instead, and the connections lent out are closed too: a query being iterated
+    raises it at its next read. Their cursors are closed first: a statement still
+    being read would keep SQLite's connection, and its files, open."""
+    uses = _USES.get(engine)
+    if uses is not None:
+        with uses.lock:
+            uses.closed = closed
+            lent = list(uses.lent.values())
+            cursors = list(uses.cursors)
+        for proxy in lent:
+            if not proxy.is_valid:
+                continue
+            for cursor in cursors:
+                if getattr(cursor, "connection", None) is proxy.driver_connection:
+                    with contextlib.suppress(Exception):
+                        cursor.close()
+            proxy.invalidate()
+    engine.dispose()
+
+
+def refuse_if_closed(engine: Engine) -> None:
+    """:class:`StoreError` if ``engine`` was closed by :func:`close_engine`."""
+    uses = _USES.get(engine)
+    if uses is not None and uses.closed is not None:
+        raise StoreError(uses.closed)
 
 
 def _configure_sqlite(engine: Engine) -> None:
