@@ -97,12 +97,14 @@ def test_paths_take_a_tilde_and_one_path_or_name_alone(tmp_path: Path, monkeypat
 
 def test_a_closed_store_refuses_to_be_used(tmp_path: Path) -> None:
     """``close()`` (or leaving ``with``) closes the store for good: a later call says
-    so, instead of quietly opening new connections that nothing will close."""
+    so, instead of quietly opening new connections that nothing will close; so does a
+    query made before."""
     from conftest import EXAMPLE_HOME
 
     with recordstore.Store(tmp_path / "s.db") as store:
         assert store.import_paths(EXAMPLE_HOME).ok
-    for use in (store.status, lambda: store.query("task").count(), store.history, lambda: store.migrate()):
+        made_before = store.query("task")
+    for use in (store.status, lambda: store.query("task").count(), store.history, lambda: store.migrate(), made_before.count):
         with pytest.raises(recordstore.StoreError, match="the store is closed"):
             use()
     store.close()  # again: nothing to do

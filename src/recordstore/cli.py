@@ -31,7 +31,7 @@ import typer
 from rich.console import Console
 
 from . import jsoncodec
-from .connections import INT_MAX, default_db_path
+from .connections import INT_MAX, default_db_path, is_url
 from .workers import MAX_JOBS
 from .errors import RecordStoreError, StoreError
 
@@ -158,7 +158,7 @@ def _errors(ctx: typer.Context) -> Iterator[None]:
             traceback.print_exc()
         message = str(exc)
         where = ctx.obj.where
-        if isinstance(exc, StoreError) and "://" not in where and where not in message:
+        if isinstance(exc, StoreError) and not is_url(where) and where not in message:
             message = f"{where}: {message}"  # which store file, when it does not say (a URL may hold a password)
         err.print(f"store: error: {message}", markup=False)
         raise typer.Exit(exc.exit_code) from None

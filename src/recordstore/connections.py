@@ -1,5 +1,5 @@
-"""The settings of every SQLite connection to a store, where the default store is, and
-the bound of its integers.
+"""The settings of every SQLite connection to a store, where the default store is,
+which targets are URLs, and the bound of its integers.
 
 Apart from :mod:`recordstore.engine` so that what does not load SQLAlchemy can use them:
 import's workers, which write with :mod:`sqlite3` directly, and the command line until
@@ -9,10 +9,11 @@ it opens a store.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from pathlib import Path
 
-__all__ = ["INT_MAX", "configure_connection", "default_db_path"]
+__all__ = ["INT_MAX", "configure_connection", "default_db_path", "is_url"]
 
 #: The largest integer an INTEGER column holds (SQLite's, and a BIGINT elsewhere): the
 #: bound of every id, version, run number and count the store is asked about.
@@ -23,6 +24,17 @@ def default_db_path() -> Path:
     """``$XDG_DATA_HOME/recordstore/store.db``, else ``~/.local/share/recordstore/store.db``."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "recordstore" / "store.db"
+
+
+#: A URL's scheme: ``name://`` or ``name+driver://`` (as SQLAlchemy reads a dialect).
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\+[A-Za-z0-9_]+)?://")
+
+
+def is_url(target: str | os.PathLike[str]) -> bool:
+    """Whether a store's target is a SQLAlchemy URL rather than a file's path: a str
+    that begins with a scheme. A path is never one (``Path("a?b.db")``), and ``?`` or
+    ``%`` in a path are letters of a file name, not a query or an escape."""
+    return isinstance(target, str) and _SCHEME.match(target) is not None
 
 
 #: The page size of a new store, and how much the WAL may hold before a commit copies it

@@ -10,24 +10,30 @@ import contextlib
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, StaticPool
 
-from .connections import configure_connection, default_db_path
+from .connections import configure_connection, default_db_path, is_url
 from .errors import BusyError, StoreError
 
 __all__ = [
     "background_checkpoints",
+    "close_engine",
     "configure_connection",
     "default_db_path",
     "durable_transaction",
+    "in_memory",
     "open_engine",
     "placeholder",
+    "refuse_if_closed",
     "sqlite_file",
     "translate_errors",
     "unchecked_foreign_keys",
@@ -38,11 +44,71 @@ __all__ = [
 BUSY_TIMEOUT_S = 30.0
 
 
-def to_url(target: str | os.PathLike[str]) -> str:
+def to_url(target: str | os.PathLike[str]) -> URL:
+    """The URL of a store's target (see :func:`is_url`): a file's path is the URL's
+    database as it is written, never parsed as a URL's text (``report?v2.db`` would
+    open ``report``, and ``caf%C3%A9.db`` ``café.db``). SQLite's own names are kept:
+    ``:memory:`` is a database in memory, and a str ``file:...`` a SQLite URI (a path
+    would make them files of those names in the working directory)."""
+    if is_url(target):
+        return make_url(os.fspath(target))
     text = os.fspath(target)
-    if "://" in text:
-        return text
-    return f"sqlite:///{Path(text).expanduser().absolute()}"
+    if text == ":memory:":
+        return URL.create("sqlite", database=text)
+    if isinstance(target, str) and text.startswith("file:"):
+        return URL.create("sqlite", database=text, query={"uri": "true"})
+    return URL.create("sqlite", database=str(Path(text).expanduser().absolute()))
+
+
+def in_memory(url: URL) -> bool:
+    """Whether a SQLite URL's database lives in memory: ``sqlite://``, ``:memory:``, or
+    a ``file:`` URI of ``:memory:`` or with ``mode=memory``. Each connection to one
+    opens a database of its own."""
+    database = url.database or ""
+    modes = [url.query.get("mode")]
+    if database.startswith("file:"):
+        path, _, query = database.removeprefix("file:").partition("?")
+        modes += parse_qs(query).get("mode", [])
+        database = path
+    return database in ("", ":memory:") or "memory" in modes
+
+
+class _InTurn(StaticPool):
+    """The one connection of an in-memory database, lent to one user at a time.
+
+    All the store's connections must be that one (another would open an empty
+    database), but SQLite gives a connection one transaction: shared by two users at
+    once, one's BEGIN would fail and its ROLLBACK undo the other's batch, whose next
+    statements would then commit one by one. So a user in another thread waits for its
+    turn, like a file store's writer waits for SQLite's lock (BUSY_TIMEOUT_S at most),
+    and one in the same thread, which would wait for itself, is refused."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turn = threading.Condition()
+        self._user: int | None = None  # the thread the connection is lent to
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        me = threading.get_ident()
+        with self._turn:
+            if self._user == me:
+                raise StoreError(
+                    "an in-memory store serves one operation at a time, and this thread's is not done "
+                    "(a query being iterated?): finish it first, or use a store file"
+                )
+            if not self._turn.wait_for(lambda: self._user is None, BUSY_TIMEOUT_S):
+                raise BusyError(f"the store is busy: another thread has used the in-memory store for {BUSY_TIMEOUT_S:.0f} s")
+            self._user = me
+        try:
+            return super()._do_get()
+        except BaseException:
+            self._do_return_conn(None)
+            raise
+
+    def _do_return_conn(self, record: ConnectionPoolEntry | None) -> None:
+        with self._turn:
+            self._user = None
+            self._turn.notify()
 
 
 def _create_private_file(path: Path) -> None:
@@ -62,18 +128,21 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
     if not os.fspath(target).strip():
         raise StoreError("the store path is empty")
     try:
-        url = make_url(to_url(target))
+        url = to_url(target)
     except sa_exc.ArgumentError as exc:
         raise StoreError(f"{target} is neither a file path nor a database URL: {exc}") from exc
     if url.get_backend_name() != "sqlite":
         try:
-            return create_engine(url)
+            engine = create_engine(url)
         except sa_exc.NoSuchModuleError as exc:
             raise StoreError(f"{url.render_as_string()}: SQLAlchemy has no dialect {url.drivername!r}") from exc
         except ImportError as exc:  # the dialect's driver
             raise StoreError(f"{url.render_as_string()}: the {url.drivername!r} driver is not installed ({exc})") from exc
+        _track_uses(engine)
+        return engine
     database = url.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
+    memory = in_memory(url)
+    if not memory and not database.startswith("file:"):
         path = Path(database)
         if create:
             try:
@@ -82,9 +151,89 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
                 raise StoreError(f"cannot create store {path}: {exc.strerror or exc}") from exc
         elif not path.exists():
             raise StoreError(f"no store at {path}: an import creates one (is the path right?)")
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+    if memory:
+        engine = create_engine(url, poolclass=_InTurn, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
+    else:
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
     _configure_sqlite(engine)
+    _track_uses(engine)
     return engine
+
+
+class _Uses:
+    """The connections an engine has lent out and their cursors, and, once it is closed
+    for good, the message every use of it raises."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lent: dict[ConnectionPoolEntry, PoolProxiedConnection] = {}
+        self.cursors: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.closed: str | None = None
+
+
+#: Of every engine :func:`open_engine` made.
+_USES: weakref.WeakKeyDictionary[Engine, _Uses] = weakref.WeakKeyDictionary()
+
+
+def _track_uses(engine: Engine) -> None:
+    uses = _USES[engine] = _Uses()
+
+    @event.listens_for(engine, "checkout")
+    def _lent(_dbapi_conn: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection) -> None:
+        with uses.lock:
+            uses.lent[record] = proxy
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        with uses.lock:
+            uses.lent.pop(record, None)
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _reading(_conn: Any, cursor: Any, *_args: Any) -> None:
+        with uses.lock:
+            uses.cursors.add(cursor)
+
+    @event.listens_for(engine, "do_connect")
+    def _refuse(*_args: Any) -> None:
+        if uses.closed is not None:
+            raise StoreError(uses.closed)
+
+    @event.listens_for(engine, "handle_error")
+    def _closed_under(_context: Any) -> StoreError | None:
+        # A query being iterated when its connection was closed: SQLite's "Cannot
+        # operate on a closed database" would say nothing of why.
+        return StoreError(uses.closed) if uses.closed is not None else None
+
+
+def close_engine(engine: Engine, closed: str) -> None:
+    """Close ``engine`` for good. ``engine.dispose()`` only empties its pool: its next
+    use opens new connections, which nothing would close (a :class:`Query` holds the
+    engine, not its store). Any later use raises :class:`StoreError` ``closed``
+    instead, and the connections lent out are closed too: a query being iterated
+    raises it at its next read. Their cursors are closed first: a statement still
+    being read would keep SQLite's connection, and its files, open."""
+    uses = _USES.get(engine)
+    if uses is not None:
+        with uses.lock:
+            uses.closed = closed
+            lent = list(uses.lent.values())
+            cursors = list(uses.cursors)
+        for proxy in lent:
+            if not proxy.is_valid:
+                continue
+            for cursor in cursors:
+                if getattr(cursor, "connection", None) is proxy.driver_connection:
+                    with contextlib.suppress(Exception):
+                        cursor.close()
+            proxy.invalidate()
+    engine.dispose()
+
+
+def refuse_if_closed(engine: Engine) -> None:
+    """:class:`StoreError` if ``engine`` was closed by :func:`close_engine`."""
+    uses = _USES.get(engine)
+    if uses is not None and uses.closed is not None:
+        raise StoreError(uses.closed)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -136,7 +285,7 @@ def sqlite_file(engine: Engine) -> str | None:
     """The path of the engine's SQLite database file (``None``: not SQLite, or not a
     file other connections can open by its name)."""
     database = engine.url.database if is_sqlite(engine) else None
-    if not database or database == ":memory:" or database.startswith("file:"):
+    if not database or in_memory(engine.url) or database.startswith("file:"):
         return None
     return database
 
@@ -188,7 +337,9 @@ def _pragmas(conn: Connection, settings: dict[str, tuple[str, str]]) -> Iterator
     the driver connection, outside any transaction, as SQLite requires for some (inside
     one they are ignored: a connection left in a transaction is discarded, not pooled
     with the settings of the while)."""
-    raw = conn.connection.driver_connection if settings and is_sqlite(conn) else None
+    # Not in memory: there is no other connection to wait for nor a file to sync, and
+    # discarding the connection would discard the database.
+    raw = conn.connection.driver_connection if settings and is_sqlite(conn) and not in_memory(conn.engine.url) else None
     if raw is not None:
         for name, (during, _after) in settings.items():
             raw.execute(f"PRAGMA {name}={during}")

@@ -212,7 +212,7 @@ def migrate_records(
     cannot be used, or the store is not a SQLite file, the steps run in this process.
     Steps must not count on state they share with the caller: they may run in another
     process."""
-    chosen = [registry[d] for d in domains] if domains else list(registry)
+    chosen = [registry[d] for d in domains] if domains is not None else list(registry)  # []: none
     result = MigrationResult(run_id=run.run_id if run else None, dry_run=run is None)
     with translate_errors(), engine.connect() as conn:
         pending_total = 0

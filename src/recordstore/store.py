@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,15 +14,15 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text
 
 from .connections import INT_MAX
-from .engine import default_db_path, open_engine, translate_errors
-from .errors import InputError, QueryError, RecordStoreError, StoreError
+from .engine import close_engine, default_db_path, open_engine, refuse_if_closed, translate_errors
+from .errors import ExportError, InputError, QueryError, RecordStoreError, StoreError
 from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer, keep_import_digests
 from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
 from .parsing import discover
 from .query import Query, Record, index_ddl, json_paths_served
 from .registry import Registry, load_registry
-from .runs import RunInfo, held_run, read_history
+from .runs import RunHandle, RunInfo, held_run, read_history
 from .schema import ensure_schema, missing_record_indexes
 from .tables import backups, files, indexes, records, refused, runs
 
@@ -109,6 +110,12 @@ class Store:
     path or module name), or ``None`` for the built-in DeepSeek TUI registry. ``wait``
     is how many seconds a writing operation waits for another writer (default: none,
     :class:`BusyError` at once).
+
+    ``":memory:"`` (or the URL ``sqlite://``) is a store in memory, gone once closed.
+    Its one connection serves one operation at a time: another thread waits for its
+    turn (BusyError after 30 s), and a call made while this thread still iterates a
+    query is refused. Worker processes need a file: an import's only read and parse,
+    and a migration's steps run in this process. A str ``"file:..."`` is a SQLite URI.
     """
 
     def __init__(
@@ -128,21 +135,48 @@ class Store:
         except BaseException:
             engine.dispose()
             raise
-        self._engine: Engine | None = engine
+        self._engine = engine
+        self._closed = False
+        self._runs = 0  # in progress, in any thread (see _held_run)
+        self._guard = threading.Lock()
 
     @property
     def engine(self) -> Engine:
         """The store's SQLAlchemy engine; :class:`StoreError` once the store is closed."""
-        if self._engine is None:
+        if self._closed:
             raise StoreError(f"{self.target}: the store is closed")
         return self._engine
 
     def close(self) -> None:
         """Close the store's connections; using it afterwards raises :class:`StoreError`
-        (closing it again does nothing)."""
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        (closing it again does nothing), and so does a query made before, or being
+        iterated, at its next record. A run in progress (in another thread, or a step
+        that closes the store) ends first: the connections close when it does."""
+        with self._guard:
+            if self._closed:
+                return
+            self._closed = True
+            now = not self._runs
+        if now:
+            close_engine(self._engine, f"{self.target}: the store is closed")
+
+    @contextlib.contextmanager
+    def _held_run(self, operation: str, **kwargs: Any) -> Iterator[RunHandle]:
+        """A run (:func:`held_run`) on the store's engine, which a close() meanwhile
+        leaves open until the run ends: cut short, the run could not record its end,
+        and its lock would stay held for as long as this process lives."""
+        with self._guard:
+            engine = self.engine
+            self._runs += 1
+        try:
+            with held_run(engine, operation, wait=self.wait, **kwargs) as run:
+                yield run
+        finally:
+            with self._guard:
+                self._runs -= 1
+                last = self._closed and not self._runs
+            if last:
+                close_engine(engine, f"{self.target}: the store is closed")
 
     def __enter__(self) -> Store:
         return self
@@ -175,9 +209,9 @@ class Store:
         if progress is not None:
             progress.start(len(candidates), "import")  # type: ignore[arg-type]
         options = {"paths": [str(p) for p in paths], "domain": domain}
-        with held_run(self.engine, "import", wait=self.wait, options=options) as run:
+        with self._held_run("import", options=options) as run:
             result.run_id = run.run_id
-            with translate_errors(), self.engine.connect() as conn:
+            with translate_errors(), run.engine.connect() as conn:
                 importer = Importer(conn.execution_options(sqlite_begin="IMMEDIATE"), run.run_id, result)
                 try:
                     importer.import_all(candidates, jobs, None if progress is None else progress.advance)
@@ -206,13 +240,16 @@ class Store:
         overwrite: bool = False,
         progress: Progress | None = None,
     ) -> ExportResult:
-        """Write every record (of ``domains``) back to ``out/<source path>``, and every
-        refused record's text in its place, as its file held it."""
+        """Write every record (of ``domains``: ``None`` for all, an empty list for none)
+        back to ``out/<source path>``, and every refused record's text in its place, as
+        its file held it."""
+        if not os.fspath(out).strip():
+            raise ExportError(repr(os.fspath(out)), "the export directory's path is empty (an unset setting?)")
         domains = _names(domains)
         for name in domains or ():
             self.registry[name]
         with translate_errors(), self.engine.connect() as conn, conn.begin():
-            return export_records(conn, Path(os.path.expanduser(out)), domains or None, overwrite=overwrite, progress=progress)
+            return export_records(conn, Path(os.path.expanduser(out)), domains, overwrite=overwrite, progress=progress)
 
     # ----------------------------------------------------------------- reading
 
@@ -233,13 +270,13 @@ class Store:
         """A query over ``domain``'s records (all domains when ``None``)."""
         if domain is not None and domain not in self.registry.domains:
             self.registry[domain]
-        return Query(self.engine, domain)
+        return _StoreQuery(self.engine, domain)
 
     def get(self, domain: str, key: str) -> Record | None:
         return self.query(domain).key(key).first()
 
     def history(self, run: int | None = None, *, failure_limit: int | None = None) -> list[RunInfo]:
-        if run is not None and not 0 <= run <= INT_MAX:  # no SQLite integer: no such run
+        if run is not None and not 0 <= _run_number(run, "run") <= INT_MAX:  # no SQLite integer: no such run
             raise RecordStoreError(f"no run {run} in this store")
         with translate_errors(), self.engine.connect() as conn, conn.begin():
             found = read_history(conn, run, failure_limit=failure_limit)
@@ -260,7 +297,8 @@ class Store:
         progress: Progress | None = None,
         jobs: int | None = None,
     ) -> MigrationResult:
-        """Bring every record below its domain's current version up to it. ``jobs``:
+        """Bring every record (of ``domains``: ``None`` for all, an empty list for none,
+        which migrates nothing) below its domain's current version up to it. ``jobs``:
         worker processes running the steps (default:
         :func:`~recordstore.migrator.default_jobs` once many records are pending; 0: none)."""
         domains = _names(domains)
@@ -270,12 +308,10 @@ class Store:
             return migrate_records(
                 self.engine, self.registry, domains, run=None, fail_fast=fail_fast, diff=diff, progress=progress, jobs=jobs
             )
-        options = {"domains": list(domains or []), "fail_fast": fail_fast, "atomic": atomic}
-        with held_run(
-            self.engine, "migrate", wait=self.wait, options=options, fingerprints=self.registry.fingerprints()
-        ) as run:
+        options = {"domains": None if domains is None else list(domains), "fail_fast": fail_fast, "atomic": atomic}
+        with self._held_run("migrate", options=options, fingerprints=self.registry.fingerprints()) as run:
             result = migrate_records(
-                self.engine,
+                run.engine,
                 self.registry,
                 domains,
                 run=run,
@@ -315,8 +351,8 @@ class Store:
             self.registry[domain]
         self._refuse_a_restore_of_nothing(run, domain, key)
         options = {"run": run, "domain": domain, "key": key, "force": force}
-        with held_run(self.engine, "restore", wait=self.wait, options=options) as handle:
-            return restore_records(self.engine, run=handle, from_run=run, domain=domain, key=key, force=force)
+        with self._held_run("restore", options=options) as handle:
+            return restore_records(handle.engine, run=handle, from_run=run, domain=domain, key=key, force=force)
 
     def _refuse_a_restore_of_nothing(self, run: int | None, domain: str | None, key: str | None) -> None:
         """A restore that can find no backup because a prune deleted them, or of a key
@@ -342,7 +378,7 @@ class Store:
 
     def prune_backups(self, before: int) -> int:
         """Delete the backups written by runs before run ``before``; returns how many."""
-        if not 0 <= before <= INT_MAX:
+        if not 0 <= _run_number(before, "--before") <= INT_MAX:
             raise RecordStoreError(f"--before must be a run number, not {before}")
         with translate_errors(), self.engine.connect() as conn:
             last = int(conn.execute(select(func.max(runs.c.id))).scalar() or 0)
@@ -350,8 +386,8 @@ class Store:
             raise RecordStoreError(
                 f"there is no run {before}: the last is run {last} (--before {last + 1} deletes every backup)"
             )
-        with held_run(self.engine, "prune", wait=self.wait, options={"before": before}) as run:
-            with translate_errors(), self.engine.connect() as conn, conn.begin():
+        with self._held_run("prune", options={"before": before}) as run:
+            with translate_errors(), run.engine.connect() as conn, conn.begin():
                 keep_import_digests(conn, before)
                 removed = conn.execute(delete(backups).where(backups.c.run_id < before)).rowcount
                 run.counts = {"pruned": removed, "before": before}
@@ -439,8 +475,8 @@ class Store:
         writes to the store (building an index reads every record), so it takes the
         writer lock like any other writer, and waits or fails the same way."""
         options = {"action": action, "domain": domain, "path": path}
-        with held_run(self.engine, "index", wait=self.wait, options=options):
-            with translate_errors(), self.engine.connect() as conn:
+        with self._held_run("index", options=options) as run:
+            with translate_errors(), run.engine.connect() as conn:
                 conn = conn.execution_options(sqlite_begin="IMMEDIATE")
                 with conn.begin():
                     yield conn
@@ -466,11 +502,34 @@ class Store:
                 conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
 
 
+class _StoreQuery(Query):
+    """A :class:`Query` of a :class:`Store`: once the store is closed, iterating it
+    further raises at once, not after the records it had fetched ahead (a batch)."""
+
+    def __iter__(self) -> Iterator[Record]:
+        for record in super().__iter__():
+            yield record
+            refuse_if_closed(self.engine)  # closed while the caller held this record
+
+
 def _paths(given: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[str | os.PathLike[str]]:
     """The paths given: one path (not its characters) or many, ``~`` expanded as
-    :class:`Store` expands its own."""
+    :class:`Store` expands its own. An empty one is refused, as :class:`Store` refuses
+    its own: it would be the working directory (read or written)."""
     items = [given] if isinstance(given, (str, os.PathLike)) else list(given)
+    for p in items:
+        if not os.fspath(p).strip():
+            raise InputError(repr(os.fspath(p)), "the path to import is empty (an unset setting?)")
     return [os.path.expanduser(p) for p in items]
+
+
+def _run_number(given: int, what: str) -> int:
+    """``given`` if it can be a run's number: an int, not a bool (which SQL reads as run
+    1). Checked before any run begins, as :func:`~recordstore.query._count` checks a
+    limit: another type failed (or, a float, pruned) inside a run the history then kept."""
+    if isinstance(given, bool) or not isinstance(given, int):
+        raise RecordStoreError(f"{what} must be a run number (an integer), not {given!r}")
+    return given
 
 
 def _names(given: Sequence[str] | str | None) -> Sequence[str] | None:

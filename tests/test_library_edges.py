@@ -1,0 +1,302 @@
+"""The library's edges as a program meets them: empty selections and paths, run numbers
+of the wrong type, store paths that look like URLs, stores in memory, and a store used
+after it was closed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recordstore import ExportError, InputError, RecordStoreError, Registry, Store, StoreError
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """Two domains, ``a`` and ``b``, at version 2."""
+    reg = Registry()
+    for name in ("a", "b"):
+        reg.domain(name, version=2, files=[f"{name}/*.json"]).add_step(1, lambda record: None)
+    return reg
+
+
+@pytest.fixture
+def two_domains(tmp_path: Path) -> Path:
+    """A home with one version-1 record in each domain."""
+    home = tmp_path / "two"
+    for name in ("a", "b"):
+        (home / name).mkdir(parents=True)
+        (home / name / "1.json").write_text(json.dumps({"schema_version": 1, "name": name}))
+    return home
+
+
+@pytest.fixture
+def filled(db_path: Path, registry: Registry, two_domains: Path) -> Iterator[Store]:
+    with Store(db_path, registry=registry) as store:
+        assert store.import_paths(two_domains).ok
+        yield store
+
+
+def test_an_empty_path_is_refused_not_read_as_the_working_directory(
+    filled: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``os.environ.get("EXPORT_DIR", "")`` unset: the export is refused, where it wrote
+    the records into the working directory; an import of ``""`` is refused, where it
+    walked the working directory. Neither begins a run."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    runs = len(filled.history())
+    with pytest.raises(ExportError, match="path is empty"):
+        filled.export_to("")
+    for given in ("", [str(tmp_path / "two"), ""], Path("  ")):
+        with pytest.raises(InputError, match="path to import is empty"):
+            filled.import_paths(given)
+    assert list(cwd.iterdir()) == []
+    assert len(filled.history()) == runs
+
+
+@pytest.mark.parametrize("given", [True, False, "2", 1.5, 2.0])
+def test_a_run_number_of_another_type_is_refused_before_any_run_begins(filled: Store, given: Any) -> None:
+    """``True`` was run 1 (a restore of the import), ``"2"`` a raw TypeError, and a
+    prune of ``True`` a raw SQLAlchemy error after a failed prune run was recorded;
+    ``1.5`` pruned as run 1.5. Each is now one error of the library's, and the history
+    is as it was."""
+    filled.migrate()
+    before = [(r.id, r.kind, r.outcome) for r in filled.history()]
+    for call in (filled.history, lambda run: filled.restore(run=run), filled.prune_backups):
+        with pytest.raises(RecordStoreError, match=r"must be a run number \(an integer\), not "):
+            call(given)
+    assert [(r.id, r.kind, r.outcome) for r in filled.history()] == before
+    assert filled.query("a").version(2).count() == 1  # nothing restored
+
+
+def test_an_empty_selection_of_domains_selects_none(filled: Store, tmp_path: Path) -> None:
+    """A program's filter that picked no domain got a plan, an export and a migration
+    of every domain (the migration writing them all); now each does nothing, and its
+    result says so, as ``import_paths([])`` does. ``None`` still means every domain."""
+    chosen = [name for name in ("a", "b") if name == "c"]
+    assert store_versions(filled) == {"a": 1, "b": 1}
+    assert filled.plan(chosen).counts == {}
+    exported = filled.export_to(tmp_path / "none", domains=chosen)
+    assert (exported.files, exported.records, exported.domains) == (0, 0, {})
+    assert not any(p.is_file() for p in (tmp_path / "none").rglob("*"))
+    migrated = filled.migrate(chosen)
+    assert (migrated.counts, migrated.migrated, migrated.ok) == ({}, 0, True)
+    assert store_versions(filled) == {"a": 1, "b": 1}
+    assert filled.history()[-1].options["domains"] == []
+    assert set(filled.plan(None).counts) == {"a", "b"}
+    assert filled.migrate().migrated == 2 and store_versions(filled) == {"a": 2, "b": 2}
+    assert filled.history()[-1].options["domains"] is None  # every domain, told apart from none
+    assert filled.export_to(tmp_path / "all").domains == {"a": 1, "b": 1}
+
+
+def test_the_cli_without_domain_still_means_every_domain(cli: Any, home: Path, tmp_path: Path) -> None:
+    assert cli("import", str(home)).exit_code == 0
+    planned = json.loads(cli("migrate", "--dry-run", "--json").stdout)
+    assert len(planned["counts"]) > 1 and planned["migrated"] > 0
+    assert json.loads(cli("migrate", "--json").stdout)["migrated"] == planned["migrated"]
+    exported = json.loads(cli("export", str(tmp_path / "out"), "--json").stdout)
+    assert len(exported["domains"]) > 1 and exported["files"] > 0
+
+
+@pytest.mark.parametrize("name", ["report?v2.db", "100%25done.db", "caf%C3%A9.db", "a#b;c=d.db"])
+@pytest.mark.parametrize("as_path", [True, False], ids=["Path", "str"])
+def test_a_store_path_is_the_file_it_names_never_a_url(
+    tmp_path: Path, registry: Registry, two_domains: Path, name: str, as_path: bool
+) -> None:
+    """``report?v2.db`` opened ``report``, ``caf%C3%A9.db`` opened ``café.db`` (and a
+    second path the same store): a path's ``?``, ``%``, ``#`` are letters of its name."""
+    where = tmp_path / "stores"
+    target = where / name
+    with Store(target if as_path else str(target), registry=registry) as store:
+        assert store.import_paths(two_domains).ok
+        assert store.engine.url.database == str(target)
+    assert sorted(p.name for p in where.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [name]
+    with Store(str(target), registry=registry, create=False) as again:
+        assert again.query().count() == 2
+
+
+def test_the_cli_opens_and_names_the_store_file_it_was_given(tmp_path: Path, home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recordstore.cli import app
+
+    db = tmp_path / "report?v2.db"
+    runner = CliRunner()
+    assert runner.invoke(app, ["--db", str(db), "import", str(home)]).exit_code == 0
+    assert db.is_file() and not (tmp_path / "report").exists()
+    assert json.loads(runner.invoke(app, ["--db", str(db), "status", "--json"]).stdout)["domains"]["task"]["versions"]
+    other = tmp_path / "notes%3F.db"
+    other.write_text("not a database")
+    refused = runner.invoke(app, ["--db", str(other), "status"])
+    assert (refused.exit_code, refused.stderr) == (3, f"store: error: {other}: the file is not a recordstore database (not SQLite)\n")
+
+
+@pytest.mark.parametrize("target", [":memory:", Path(":memory:"), "sqlite://"], ids=["name", "Path", "URL"])
+def test_a_store_in_memory_is_in_memory_and_serves_every_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+    registry: Registry, two_domains: Path, target: str | Path,
+) -> None:
+    """``Store(":memory:")`` made a file ``:memory:`` in the working directory, whose
+    records the next program found; ``sqlite://`` gave each thread an empty database of
+    its own ("no such table: records") and its close() printed a traceback."""
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):  # the second store starts empty
+        with Store(target, registry=registry) as store:
+            assert store.query().count() == 0
+            assert store.import_paths(two_domains, jobs=2).ok
+            seen: list[object] = []
+            thread = threading.Thread(target=lambda: seen.append(store.query().count()))
+            thread.start()
+            thread.join()
+            assert seen == [2]
+            assert store.migrate(jobs=2).migrated == 2  # the steps ran here: no file for workers
+            assert store_versions(store) == {"a": 2, "b": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two"]
+    assert capfd.readouterr().err == ""
+
+
+def test_threads_take_turns_with_a_store_in_memory(registry: Registry, tmp_path: Path) -> None:
+    """One connection for all: a thread waits for another's operation to end, so no
+    one's BEGIN fails and no one's rollback undoes another's batch."""
+    home = tmp_path / "many"
+    (home / "a").mkdir(parents=True)
+    for i in range(40):
+        (home / "a" / f"{i}.json").write_text(json.dumps({"schema_version": 1, "i": i}))
+    problems: list[str] = []
+    with Store("sqlite://", registry=registry, wait=60) as store:
+
+        def work(i: int) -> None:
+            try:
+                store.import_paths(home / "a" / f"{i}.json", domain="a")
+                assert store.query("a").count() >= 1
+                assert store.migrate("a").ok
+            except Exception as exc:  # reported below, with the thread's number
+                problems.append(f"{i}: {exc!r}")
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert problems == []
+        assert store.query("a").version(2).count() == 40 and store.check().ok
+        assert [r.outcome for r in store.history()] == ["ok"] * 80
+
+
+def test_a_call_made_while_this_thread_iterates_a_store_in_memory_is_refused(
+    registry: Registry, two_domains: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It cannot wait for a turn its own thread holds; sharing the connection would
+    end the iteration's transaction, and a writer's ROLLBACK would undo the batch."""
+    monkeypatch.chdir(tmp_path)
+    with Store(":memory:", registry=registry) as store:
+        store.import_paths(two_domains)
+        records = iter(store.query())
+        first = next(records)
+        with pytest.raises(StoreError, match="one operation at a time"):
+            store.migrate()
+        assert [r.domain for r in records] == ["b"]  # the iteration goes on
+        assert store.get("a", first.key) == first and store.migrate().migrated == 2
+
+
+def test_a_sqlite_uri_is_not_made_a_file_of_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Store("file:x.db?mode=ro")`` created ``./file:x.db`` (warning that ``mode`` was
+    ignored); a SQLite URI opens what it names, and a read-only one does not create it."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreError, match="cannot open the store file"):
+        Store("file:x.db?mode=ro")
+    assert list(tmp_path.iterdir()) == []
+    with Store("file:x.db") as store:
+        assert store.query().count() == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["x.db"]
+    with Store("file:x.db?mode=ro") as store, pytest.raises(StoreError, match="read-only"):
+        store.migrate()
+
+
+def open_files(db: Path) -> list[str]:
+    """The names of the store's files this process has open (db, -wal, -shm)."""
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(str(db)):
+                names.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+    return sorted(names)
+
+
+@pytest.fixture
+def lines(tmp_path: Path) -> tuple[Registry, Path]:
+    """A registry and a home of one JSON-lines file of 500 records: more than a query
+    fetches at once."""
+    reg = Registry()
+    reg.domain("log", version=2, files=["log/*.jsonl"]).add_step(1, lambda record: None)
+    home = tmp_path / "lines"
+    (home / "log").mkdir(parents=True)
+    (home / "log" / "x.jsonl").write_text("".join(json.dumps({"n": i}) + "\n" for i in range(500)))
+    return reg, home
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_a_query_made_before_close_refuses_to_run_after_it(db_path: Path, lines: tuple[Registry, Path]) -> None:
+    """A query made, or being iterated, before ``close()`` ran afterwards, reopening the
+    store and leaving its three files open for good; now it says the store is closed,
+    and close() has closed them all."""
+    registry, home = lines
+    with Store(db_path, registry=registry) as store:
+        assert store.import_paths(home).ok
+        query = store.query("log").order_by("n")
+        records = iter(query)
+        assert next(records).data == {"n": 0}
+        assert open_files(db_path)
+    assert open_files(db_path) == []
+    for use in (lambda: next(records), query.count, query.all, query.first, lambda: list(query.where("n", "<", 3))):
+        with pytest.raises(StoreError, match="the store is closed"):
+            use()
+    assert open_files(db_path) == []
+
+
+def test_a_run_in_progress_when_the_store_is_closed_ends_and_records_its_end(
+    db_path: Path, lines: tuple[Registry, Path]
+) -> None:
+    """close() from another thread (or a step) lets the run it would cut short finish:
+    cut, it could not record its end, and its lock would stay held by this process."""
+    registry, home = lines
+    started, release = threading.Event(), threading.Event()
+
+    def step(record: dict[str, Any]) -> None:
+        started.set()
+        release.wait(30)
+
+    slow = Registry()
+    slow.domain("log", version=2, files=["log/*.jsonl"]).add_step(1, step)
+    store = Store(db_path, registry=slow)
+    assert store.import_paths(home).ok
+    query = store.query("log")
+    outcome: list[Any] = []
+    migrating = threading.Thread(target=lambda: outcome.append(store.migrate(jobs=0)))
+    migrating.start()
+    assert started.wait(30)
+    store.close()
+    with pytest.raises(StoreError, match="the store is closed"):
+        store.status()
+    release.set()
+    migrating.join(60)
+    assert outcome and outcome[0].migrated == 500
+    with pytest.raises(StoreError, match="the store is closed"):
+        query.count()
+    with Store(db_path, registry=registry) as again:
+        assert [(r.kind, r.outcome) for r in again.history()] == [("import", "ok"), ("migrate", "ok")]
+        assert again.restore(run=2).total == 500  # the lock is free
+        assert again.query("log").version(1).count() == 500
+
+
+def store_versions(store: Store) -> dict[str, int]:
+    """Each domain's one record's version."""
+    return {r.domain: r.version for r in store.query()}
