@@ -548,7 +548,8 @@ def test_help_names_what_each_value_is_and_not_the_store_s_integer_bounds() -> N
      (["query", "task", "--version", "0"], "Invalid value for '--version': 0 is too small: it must be at least 1"),
      (["query", "task", "--offset", "ten"], "Invalid value for '--offset': 'ten' is not a whole number"),
      (["import", "--jobs", "65", "."], "Invalid value for '--jobs': 65 is too large: it must be at most 64"),
-     (["migrate", "--jobs", "-1"], "Invalid value for '--jobs': -1 is too small: it must be at least 0")],
+     (["migrate", "--jobs", "-1"], "Invalid value for '--jobs': -1 is too small: it must be at least 0"),
+     (["import", "", "."], "Invalid value for PATH: a PATH is empty (an unset variable?)")],
 )
 def test_a_number_out_of_bounds_is_named_with_its_bound(cli: Any, args: list[str], said: str) -> None:
     res = cli(*args)

@@ -268,7 +268,7 @@ def _problems(lines: list[Any]) -> None:
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Files and directories to import.", show_default=False)],
+    paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="Files and directories to import.", show_default=False)],
     domain: Annotated[
         Optional[str], typer.Option("--domain", metavar="DOMAIN", help="Put the given files in this domain, whatever their paths.")
     ] = None,
@@ -292,6 +292,8 @@ def import_(
     as backups. Files in no domain are skipped and counted. Bad files and records are
     reported one per line; everything else goes in. Exit code 1 if anything was refused.
     """
+    if any(not path.strip() for path in paths):
+        raise typer.BadParameter("a PATH is empty (an unset variable?); give a file or directory, '.' for this one", param_hint="PATH")
     with _errors(ctx), ctx.obj.open(wait, create=True) as store, _bar(ctx, json_out) as bar:
         result = store.import_paths(paths, domain=domain, progress=bar, jobs=jobs)
     _problems(result.problems)

@@ -23,7 +23,7 @@ from sqlalchemy import ColumnElement, and_, case, false, func, literal_column, n
 
 from . import jsoncodec
 from .connections import INT_MAX
-from .engine import translate_errors
+from .engine import refuse_if_closed, translate_errors
 from .errors import QueryError
 from .tables import files, records
 
@@ -306,6 +306,9 @@ class Query:
             result = conn.execution_options(stream_results=True, yield_per=self.batch).execute(self.statement())
             for domain, key, version, source, text in result:
                 yield Record(domain, key, version, source, text)
+                # Closed (Store.close) while the caller held this record: refused at once,
+                # not after the records fetched ahead (a batch).
+                refuse_if_closed(self.engine)
 
     def all(self) -> list[Record]:
         return list(self)

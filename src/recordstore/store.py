@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text
 
 from .connections import INT_MAX
-from .engine import close_engine, default_db_path, open_engine, refuse_if_closed, translate_errors
+from .engine import close_engine, default_db_path, open_engine, translate_errors
 from .errors import ExportError, InputError, QueryError, RecordStoreError, StoreError
 from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer, keep_import_digests
@@ -270,7 +270,7 @@ class Store:
         """A query over ``domain``'s records (all domains when ``None``)."""
         if domain is not None and domain not in self.registry.domains:
             self.registry[domain]
-        return _StoreQuery(self.engine, domain)
+        return Query(self.engine, domain)
 
     def get(self, domain: str, key: str) -> Record | None:
         return self.query(domain).key(key).first()
@@ -500,16 +500,6 @@ class Store:
             still = conn.execute(select(func.count()).select_from(indexes).where(indexes.c.path == sql_path)).scalar()
             if not still:
                 conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
-
-
-class _StoreQuery(Query):
-    """A :class:`Query` of a :class:`Store`: once the store is closed, iterating it
-    further raises at once, not after the records it had fetched ahead (a batch)."""
-
-    def __iter__(self) -> Iterator[Record]:
-        for record in super().__iter__():
-            yield record
-            refuse_if_closed(self.engine)  # closed while the caller held this record
 
 
 def _paths(given: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[str | os.PathLike[str]]:
