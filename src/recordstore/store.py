@@ -122,7 +122,7 @@ class Store:
         self,
         target: str | os.PathLike[str] | None = None,
         *,
-        registry: Registry | str | None = None,
+        registry: Registry | str | os.PathLike[str] | None = None,
         wait: float | None = None,
         create: bool = True,
     ):
