@@ -81,3 +81,19 @@ def test_a_value_json_has_no_type_for_is_refused_when_the_filter_is_made(store: 
     with pytest.raises(QueryError, match=said):
         store.query("a").where("id", op, value)
     assert ids(store.query("a").where("id", "=", __import__("decimal").Decimal(1))) == []  # a number: no match, no error
+
+
+def test_ordering_by_key_follows_each_file_s_lines(tmp_path: Path) -> None:
+    """By key, a JSON-lines file's records come in their lines' order: they came
+    ``:1, :10, :11, :12, :2, …``, by the keys' text."""
+    registry = Registry()
+    registry.domain("log", version=1, files=["*.jsonl"])
+    for name in ("a.jsonl", "b.jsonl"):
+        (tmp_path / name).write_text("".join(f'{{"n":{i}}}\n' for i in range(1, 13)))
+    with Store(tmp_path / "s.db", registry=registry) as store:
+        store.import_paths([tmp_path / "a.jsonl", tmp_path / "b.jsonl"])
+        keys = [r.key for r in store.query("log").order_by("key")]
+        assert keys == [f"{f}:{i}" for f in ("a.jsonl", "b.jsonl") for i in range(1, 13)]
+        assert [r.key for r in store.query("log").order_by("key", descending=True).limit(3)] == [
+            "b.jsonl:12", "b.jsonl:11", "b.jsonl:10"
+        ]

@@ -292,8 +292,10 @@ class Query:
     def statement(self) -> Any:
         stmt = self._select([records.c.domain, records.c.key, records.c.version, files.c.path, records.c.payload])
         for path, desc in self.order:
-            col: Any = records.c.key if path == "key" else path_expr(path)
-            stmt = stmt.order_by(col.desc() if desc else col)
+            # By key: by file, then by place in it (line 2 before line 10, as the file
+            # has them, where the keys' text would put "…:10" first).
+            columns: list[Any] = [files.c.path, records.c.position] if path == "key" else [path_expr(path)]
+            stmt = stmt.order_by(*(col.desc() if desc else col for col in columns))
         stmt = stmt.order_by(records.c.id)
         if self._limit is not None:
             stmt = stmt.limit(self._limit)
