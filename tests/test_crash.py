@@ -413,6 +413,8 @@ def test_kill_during_an_import_whose_workers_write(world: World, tmp_path: Path,
     ck.wait_until(lambda: count() >= target or proc.poll() is not None, timeout=60, interval=0.002)
     ended = ck.kill9(proc)
     assert ended.killed, ended.stderr  # killed mid-run, not after
+    turns = Path(f"{db}-turns")
+    assert turns.exists()  # the workers' turns, beside the store: the one file a kill leaves
     assert_intact(db, world.registry)
     now = ck.records_of(db)
     assert 0 < len(now) < len(reference)
@@ -422,6 +424,7 @@ def test_kill_during_an_import_whose_workers_write(world: World, tmp_path: Path,
     assert landed == "interrupted"
     assert_unfinished_files_are_read_again(db, world.imported)
     rerun_takes_over(db, world.registry, run_id, "import", world.home)
+    assert not turns.exists()  # the rerun removed it
     assert ck.records_of(db) == reference
     assert ck.files_of(db) == ck.files_of(world.imported)
     assert ck.backups_of(db) == []

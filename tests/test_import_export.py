@@ -789,6 +789,7 @@ def test_into_an_empty_store_the_workers_write_what_they_parse(
     with Store(tmp_path / "pooled.db") as store:
         pooled = store.import_paths([home], jobs=2)
         assert len(pooled.problems) == 8
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "pooled.db", "pooled.db-shm", "pooled.db-wal"]
         # The workers write without SQLite checking foreign keys: every key must hold.
         assert store.integrity_problems() == []
         assert "written" in kinds and "parsed" not in kinds
@@ -834,15 +835,15 @@ def test_a_large_file_streamed_here_while_the_workers_write_is_stored_whole(
 def test_writing_workers_without_a_temporary_file_take_sqlites_turns(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The workers' turns at the write lock live in a temporary file; where none can be
-    made (a read-only or full temporary directory), SQLite's own lock serializes them,
-    and the import stores what one process stores."""
+    """The workers' turns at the write lock live in a file beside the store; where none
+    can be made, SQLite's own lock serializes them, and the import stores what one
+    process stores."""
     from recordstore import workers
 
-    def no_temp(*args: object, **kwargs: object) -> tuple[int, str]:
+    def no_file(beside: str) -> str:
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(workers.tempfile, "mkstemp", no_temp)
+    monkeypatch.setattr(workers, "_turns_file", no_file)
     with Store(tmp_path / "pooled.db") as store:
         pooled = store.import_paths([home], jobs=2)
     monkeypatch.undo()

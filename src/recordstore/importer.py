@@ -389,7 +389,10 @@ class Importer:
     def _outcomes(self, candidates: Iterator[Candidate], jobs: int | None) -> Iterator[tuple[Candidate, Outcome | int | None]]:
         # Into a store with no files yet (a first, bulk import: no file is looked up or
         # changed), the workers write the new files they parse themselves.
-        database = None if self._had_files else sqlite_file(self.conn.engine)
+        store_file = sqlite_file(self.conn.engine)
+        if store_file is not None:
+            workers.clear_turns(store_file)  # a killed import's (this one holds the run lock)
+        database = None if self._had_files else store_file
         if jobs is None:
             head = list(itertools.islice(candidates, PARALLEL_MIN_FILES))
             jobs = default_jobs(database is not None) if len(head) == PARALLEL_MIN_FILES else 0
@@ -418,7 +421,7 @@ class Importer:
         with contextlib.ExitStack() as stack:
             start: tuple[Any, tuple[Any, ...]] = (None, ())
             if database is not None:
-                self._turns = stack.enter_context(workers.turns())
+                self._turns = stack.enter_context(workers.turns(database))
                 start = (parsing.start_writer, (database, self.run_id, self._turns))
             pool = stack.enter_context(workers.pool(jobs, "import", initializer=start[0], initargs=start[1]))
             stack.enter_context(background_checkpoints(self.conn.engine))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from typing import Any, TypeVar
 
 from .errors import RecordStoreError
 
-__all__ = ["MAX_JOBS", "Turns", "cpus", "default_jobs", "orphaned", "pool", "result", "stop_if_asked", "submit", "turns"]
+__all__ = ["MAX_JOBS", "Turns", "clear_turns", "cpus", "default_jobs", "orphaned", "pool", "result", "stop_if_asked", "submit", "turns"]
 
 try:
     import fcntl
@@ -230,15 +229,18 @@ class Turns:
 
 
 @contextlib.contextmanager
-def turns() -> Iterator[Turns]:
-    """:class:`Turns` for the processes of one command, on a temporary file (none if no
-    temporary file can be made: the turns are then SQLite's own)."""
+def turns(beside: str) -> Iterator[Turns]:
+    """:class:`Turns` for the processes of one command writing to the store file
+    ``beside``, on a file next to it (``beside`` + ``-turns``, as SQLite keeps its
+    ``-wal`` and ``-shm``), removed at the end. A command killed outright leaves that one
+    empty file, which the next one takes over; a temporary file of its own would stay
+    in the temporary directory for good, one a kill. None if the file cannot be made (a
+    read-only directory): the turns are then SQLite's own."""
     try:
-        fd, path = tempfile.mkstemp(prefix="recordstore-turns-")
+        path = _turns_file(beside)
     except OSError:
         yield Turns("")
         return
-    os.close(fd)
     shared = Turns(path)
     try:
         yield shared
@@ -246,3 +248,16 @@ def turns() -> Iterator[Turns]:
         shared.close()  # this process's descriptor: a library caller may import again and again
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def clear_turns(beside: str) -> None:
+    """Remove the turns file a command killed outright left beside store file ``beside``
+    (only a command holding the store's run lock may: none other is using it)."""
+    with contextlib.suppress(OSError):
+        os.unlink(beside + "-turns")
+
+
+def _turns_file(beside: str) -> str:
+    path = beside + "-turns"
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600))
+    return path
