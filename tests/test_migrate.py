@@ -714,3 +714,38 @@ def test_a_step_s_message_reaches_the_terminal_without_its_control_characters(tm
         (failure,) = store.migrate().failures
     assert failure.reason.endswith("ValueError: bad value: \\x1b[2J\\x1b[31mred\\x00"), failure.reason
     assert str(failure).isprintable()
+
+
+_STOP_AT: list[Any] = []
+
+
+def test_an_atomic_migration_stopped_midway_records_that_it_migrated_nothing(tmp_path: Path) -> None:
+    """Stopped by Ctrl-C (or a full disk), an --atomic migration rolled every record back
+    but its run kept the counts of that work, so once the step was edited, `store check`
+    said records had come from the old code, though none had."""
+
+    def registry_tagging(tag: str, stop_at: int | None) -> Registry:
+        _STOP_AT[:] = [stop_at, 0]  # (outside the step: what it captures is its fingerprint)
+
+        def tagged(record: dict[str, Any]) -> dict[str, Any]:
+            _STOP_AT[1] += 1
+            if _STOP_AT[1] == _STOP_AT[0]:
+                raise KeyboardInterrupt
+            return {**record, "tag": tag}
+
+        registry = Registry()
+        registry.domain("log", version=2, files=["logs/*.jsonl"]).add_step(1, tagged)
+        return registry
+
+    (tmp_path / "home" / "logs").mkdir(parents=True)
+    (tmp_path / "home" / "logs" / "a.jsonl").write_text("".join(f'{{"n":{i}}}\n' for i in range(3000)))
+    with Store(tmp_path / "s.db", registry=registry_tagging("old", 2500)) as store:
+        store.import_paths(tmp_path / "home")
+        with pytest.raises(KeyboardInterrupt):
+            store.migrate(atomic=True, jobs=0)
+        run = store.history()[-1]
+        assert run.outcome == "interrupted" and run.counts.get("migrated") == {}
+        assert store.query("log").version(2).count() == 0
+    with Store(tmp_path / "s.db", registry=registry_tagging("new", None)) as store:  # the step edited
+        assert store.migrate(jobs=0).migrated == 3000
+        assert store.check().ok, store.check().problems

@@ -426,6 +426,11 @@ class _Pass:
         except BaseException:
             if outer is not None and outer.is_active:
                 outer.rollback()
+                # Nothing was migrated: the run must not say otherwise (its counts are
+                # what `store check` reads to tell which steps' code made records).
+                result.rolled_back, result.counts = True, {}
+                if run is not None:
+                    run.counts = {"migrated": {}, "failures": 0, "rolled_back": True}
             raise
 
     def domain(self, dom: Domain) -> bool:
