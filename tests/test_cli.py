@@ -648,3 +648,30 @@ def test_a_where_number_no_double_holds_is_refused_not_compared_as_text(cli: Any
     res = cli("query", "task", "--where", "duration_ms", "<", "1e400")
     assert res.exit_code == 2 and "1e400: number 1e400 is too large for a double" in _said(res)
     assert cli("query", "task", "--where", "status", "=", "01", "--json").exit_code == 0  # text "01"
+
+
+def test_ctrl_c_during_a_restore_rolls_it_back_whole_and_says_so(cli: Any, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restore is one transaction: Ctrl-C between its batches ends it, nothing of it
+    written. It had no safe point: the press was held until the restore was done, then
+    dropped, and the command went on (for ~10 s on 14,000 records) and exited 0."""
+    from recordstore import migrator
+
+    cli("import", home)
+    cli("migrate")
+    before = cli("query", "runtime", "--json").stdout
+    calls: list[int] = []
+
+    def pressed_at_the_second_batch() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(migrator, "RESTORE_BATCH", 2)
+    monkeypatch.setattr(migrator, "check_interrupt", pressed_at_the_second_batch)
+    res = cli("restore", "--run", "2")
+    assert (res.exit_code, res.stderr) == (130, "store: interrupted; it is one transaction: nothing of it was written\n")
+    assert cli("query", "runtime", "--json").stdout == before
+    monkeypatch.undo()
+    runs = json.loads(cli("history", "--json").stdout)
+    assert [r["outcome"] for r in runs] == ["ok", "ok", "interrupted"]
+    assert cli("restore", "--run", "2").exit_code == 0 and cli("query", "runtime", "--json").stdout != before

@@ -142,8 +142,10 @@ def _global(
 
 #: What an interrupted command left, by command (a reader leaves nothing to say).
 _WRITER_INTERRUPTED = "; every committed batch is kept, run the command again to finish"
+_WHOLE_INTERRUPTED = "; it is one transaction: nothing of it was written"
 _INTERRUPTED = {
-    **dict.fromkeys(("import", "migrate", "restore", "prune-backups", "add", "drop"), _WRITER_INTERRUPTED),
+    **dict.fromkeys(("import", "migrate"), _WRITER_INTERRUPTED),
+    **dict.fromkeys(("restore", "prune-backups", "add", "drop"), _WHOLE_INTERRUPTED),
     "export": "; every file written so far is whole, and no temporary file is left: run the export again "
     "(with --force) to finish",
 }
@@ -164,7 +166,8 @@ def _errors(ctx: typer.Context) -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         dry = bool(ctx.params.get("dry_run"))  # (a dry run writes nothing)
-        err.print(f"store: interrupted{'' if dry else _INTERRUPTED.get(ctx.info_name or '', '')}")
+        said = _WHOLE_INTERRUPTED if ctx.params.get("atomic") else _INTERRUPTED.get(ctx.info_name or "", "")
+        err.print(f"store: interrupted{'' if dry else said}")
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort, typer.BadParameter, BrokenPipeError):
         raise  # a closed pipe (| head): click ends the command quietly

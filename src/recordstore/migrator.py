@@ -17,7 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, tuple_, update
 
 from . import jsoncodec, workers
 from .engine import (
@@ -610,6 +610,9 @@ class RestoreResult:
         return {"run": self.run_id, "restored": self.restored, "removed": self.removed, "total": self.total}
 
 
+#: Records a restore writes with one statement, between two chances for Ctrl-C.
+RESTORE_BATCH = 500
+
 #: The reason of the backup a restore writes of a record it put back where there was
 #: none: restoring that run (undoing it) removes the record again.
 INSERTED = "inserted"
@@ -832,25 +835,30 @@ def restore_records(
         for gone_now in [*put_back, *added]:
             touched_files.add(gone_now.file_id)
             result.removed[gone_now.domain] = result.removed.get(gone_now.domain, 0) + 1
-        for b in chosen:
-            values = {
-                "domain": b.domain,
-                "key": b.key,
-                "version": b.version,
-                "payload": b.payload,
-                "file_id": b.file_id,
-                "position": b.position,
-                "run_id": run.run_id,
-            }
-            if b.record_id in current:
-                conn.execute(update(records).where(records.c.id == b.record_id).values(**values))
-            else:
-                if (b.file_id, b.position) in held_by_text:
-                    conn.execute(refused.delete().where(refused.c.file_id == b.file_id, refused.c.position == b.position))
-                conn.execute(insert(records).values(id=b.record_id, **values))
-                backup_rows(conn, [b.record_id], run.run_id, INSERTED)  # so this restore can be undone
-            touched_files.add(b.file_id)
-            result.restored[b.domain] = result.restored.get(b.domain, 0) + 1
+        columns = ("domain", "key", "version", "payload", "file_id", "position")
+        put = update(records).where(records.c.id == bindparam("b_id")).values({c: bindparam("b_" + c) for c in columns})
+        put = put.values(run_id=run.run_id)
+        for start in range(0, len(chosen), RESTORE_BATCH):
+            # One transaction, all or nothing: Ctrl-C between batches rolls it all back.
+            check_interrupt()
+            batch = chosen[start : start + RESTORE_BATCH]
+            rows = [{"b_id": b.record_id, **{"b_" + c: getattr(b, c) for c in columns}} for b in batch]
+            updated = [row for row, b in zip(rows, batch) if b.record_id in current]
+            if updated:
+                conn.execute(put, updated)
+            back = [b for b in batch if b.record_id not in current]
+            texts = [{"f": b.file_id, "p": b.position} for b in back if (b.file_id, b.position) in held_by_text]
+            if texts:
+                conn.execute(refused.delete().where(refused.c.file_id == bindparam("f"), refused.c.position == bindparam("p")), texts)
+            if back:
+                conn.execute(
+                    insert(records),
+                    [{"id": b.record_id, "run_id": run.run_id, **{c: getattr(b, c) for c in columns}} for b in back],
+                )
+                backup_rows(conn, [b.record_id for b in back], run.run_id, INSERTED)  # so this restore can be undone
+            for b in batch:
+                touched_files.add(b.file_id)
+                result.restored[b.domain] = result.restored.get(b.domain, 0) + 1
         if touched_files:
             # The next import must compare these files again rather than trust their digest.
             fids = sorted(touched_files)
