@@ -16,6 +16,7 @@ for a file to exist), so the tests do not depend on timing.
 
 from __future__ import annotations
 
+import contextlib
 import collections
 import json
 import os
@@ -500,3 +501,48 @@ def test_stale_lock_left_under_our_own_pid_is_taken_over(tmp_path: Path) -> None
         result = s.import_paths([home])
         assert result.ok
         assert [r.outcome for r in s.history()] == ["ok", "interrupted", "ok"]
+
+
+@pytest.mark.parametrize("started", ["another", "its own", "unknown"])
+def test_a_lock_whose_pid_another_process_took_since_is_stale(tmp_path: Path, started: str) -> None:
+    """A writer killed outright (power lost, the OOM killer), whose pid a long-lived
+    process got since (pids begin again after a reboot): every writer was "busy" for as
+    long as that process lived. The lock row names the holder by its start too: another
+    process under that pid is no holder. A row that names the pid's own process is a
+    live writer; one that names none (written by an earlier recordstore), as before."""
+    import socket
+    import sqlite3
+    import subprocess
+
+    from recordstore import BusyError, runs
+
+    registry = Registry()
+    registry.domain("note", version=1, files=["notes/*.json"])
+    (tmp_path / "home" / "notes").mkdir(parents=True)
+    (tmp_path / "home" / "notes" / "a.json").write_text('{"schema_version": 1}')
+    db = tmp_path / "store.db"
+    with Store(db, registry=registry) as s:
+        s.import_paths([tmp_path / "home"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        token = runs.start_token(other.pid)
+        if token is None:
+            pytest.skip("this system does not tell when a process started")
+        row_token = {"another": token + "0", "its own": token, "unknown": None}[started]
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            cur = conn.execute(
+                "INSERT INTO runs (kind, started_at, outcome, pid, host) VALUES ('import', '2026-01-01T00:00:00Z', "
+                "'running', ?, ?)", (other.pid, socket.gethostname()))
+            conn.execute("INSERT INTO lock (id, operation, run_id, pid, host, acquired_at, started) VALUES "
+                         "(1, 'import', ?, ?, ?, '2026-01-01T00:00:00Z', ?)",
+                         (cur.lastrowid, other.pid, socket.gethostname(), row_token))
+        with Store(db, registry=registry) as s:
+            if started == "another":
+                assert s.import_paths([tmp_path / "home"]).ok
+                assert [r.outcome for r in s.history()] == ["ok", "interrupted", "ok"]
+            else:
+                with pytest.raises(BusyError, match=f"running in process {other.pid}"):
+                    s.import_paths([tmp_path / "home"])
+    finally:
+        other.kill()
+        other.wait()

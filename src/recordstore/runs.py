@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import signal
@@ -55,10 +56,41 @@ _HELD_HERE: set[int] = set()
 
 
 def holder_alive(row: Any) -> bool:
-    """Whether the lock row ``row`` belongs to a writer that may still be running."""
+    """Whether the lock row ``row`` belongs to a writer that may still be running: not
+    when its pid is gone, nor when the process that has it now started at another time
+    (or in another boot: pids begin again after a reboot), which a long-lived process
+    given a killed writer's pid would otherwise make "busy" for as long as it lives."""
     if row.pid == os.getpid() and row.host == HOST:
         return row.run_id in _HELD_HERE
-    return process_alive(row.pid, row.host)
+    if not process_alive(row.pid, row.host):
+        return False
+    if row.host == HOST and row.started is not None:
+        token = start_token(row.pid)
+        return token is None or token == row.started
+    return True
+
+
+@functools.cache
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def start_token(pid: int) -> str | None:
+    """Which process ``pid`` is: this boot's id and the process's start time, from
+    Linux's /proc (``None`` where the system does not tell them)."""
+    boot = _boot_id()
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    if boot is None or len(fields) < 20:
+        return None
+    return f"{boot}:{fields[19].decode()}"  # field 22 of stat: the start time, in clock ticks since boot
 
 
 def _describe_holder(row: Any) -> str:
@@ -113,7 +145,10 @@ def _take_lock(engine: Engine, operation: str, options: dict[str, Any], fingerpr
             )
         ).scalar_one()
         conn.execute(
-            insert(lock).values(id=1, operation=operation, run_id=run_id, pid=os.getpid(), host=HOST, acquired_at=now())
+            insert(lock).values(
+                id=1, operation=operation, run_id=run_id, pid=os.getpid(), host=HOST, acquired_at=now(),
+                started=start_token(os.getpid()),
+            )  # fmt: skip
         )
         _HELD_HERE.add(int(run_id))  # before the commit: another thread must never see it unheld
         return int(run_id)

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: The newest revision this recordstore knows; a test proves it is Alembic's single head.
-HEAD_REVISION = "0006_file_gaps"
+HEAD_REVISION = "0007_lock_started"
 
 
 def script_location() -> Path:

@@ -148,6 +148,9 @@ lock = Table(
     Column("pid", Integer, nullable=False),
     Column("host", String(255), nullable=False),
     Column("acquired_at", String(32), nullable=False),
+    # The holder process's boot and start time (runs.start_token), where the system
+    # tells them: a pid another process took since is not the holder.
+    Column("started", String(64)),
 )
 
 #: The digest of the text an import last wrote for a record migrated or restored since,
