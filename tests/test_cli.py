@@ -675,3 +675,23 @@ def test_ctrl_c_during_a_restore_rolls_it_back_whole_and_says_so(cli: Any, home:
     runs = json.loads(cli("history", "--json").stdout)
     assert [r["outcome"] for r in runs] == ["ok", "ok", "interrupted"]
     assert cli("restore", "--run", "2").exit_code == 0 and cli("query", "runtime", "--json").stdout != before
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line() -> None:
+    """Pressed in a command's first few tenths of a second (its modules loading), Ctrl-C
+    printed a traceback of 11 to 34 lines."""
+    program = (
+        "import builtins\n"
+        "real = builtins.__import__\n"
+        "def pressed(name, globals=None, locals=None, fromlist=(), level=0):\n"
+        "    if name == 'cli' and level == 1:\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, globals, locals, fromlist, level)\n"
+        "builtins.__import__ = pressed\n"
+        "from recordstore._command import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "store: interrupted\n")
+    entry = subprocess.run([STORE, "--version"], capture_output=True, text=True, timeout=60)
+    assert entry.returncode == 0 and entry.stdout.startswith("recordstore ")  # the command's entry point

@@ -1,5 +1,5 @@
 """``python -m recordstore`` is the ``store`` command."""
 
-from .cli import main
+from ._command import main
 
 main()

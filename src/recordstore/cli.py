@@ -690,4 +690,8 @@ def main() -> None:
     # What the imports built (SQLAlchemy, Typer, rich) lives until exit: frozen, it is
     # skipped by every collection, the one at exit included (60-80 ms of teardown).
     gc.freeze()
-    app(prog_name="store")
+    try:
+        app(prog_name="store")
+    except KeyboardInterrupt:  # before a command's own handling began (Typer reading its options)
+        err.print("store: interrupted")
+        raise SystemExit(130) from None
