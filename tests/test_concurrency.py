@@ -546,3 +546,31 @@ def test_a_lock_whose_pid_another_process_took_since_is_stale(tmp_path: Path, st
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_run_that_cannot_record_its_end_leaves_no_lock_this_process_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run failing on a full disk cannot record its end either (that too is a write);
+    this process then kept the store "busy" for as long as it lived (a service using the
+    library), and every other process too. Its row is now stale: taken over once there
+    is room."""
+    from recordstore import StoreError, runs
+
+    registry = Registry()
+    registry.domain("note", version=1, files=["notes/*.json"])
+    (tmp_path / "home" / "notes").mkdir(parents=True)
+    (tmp_path / "home" / "notes" / "a.json").write_text('{"schema_version": 1}')
+    real_finish = runs.RunHandle._finish
+
+    def disk_full(self: Any, outcome: str, message: str | None) -> None:
+        raise StoreError("the disk is full")
+
+    monkeypatch.setattr(runs.RunHandle, "_finish", disk_full)
+    with Store(tmp_path / "s.db", registry=registry) as s:
+        with pytest.raises(StoreError, match="the disk is full"):
+            s.import_paths([tmp_path / "home"])
+    monkeypatch.setattr(runs.RunHandle, "_finish", real_finish)  # room again
+    with Store(tmp_path / "s.db", registry=registry) as s:
+        assert s.import_paths([tmp_path / "home"]).ok
+        assert [r.outcome for r in s.history()] == ["interrupted", "ok"]

@@ -274,6 +274,16 @@ class RunHandle:
         conn.execute(insert(failures).values(run_id=self.run_id, **values))
 
     def finish(self, outcome: str, message: str | None = None) -> None:
+        """Record the run's end and release the lock. Should that fail too (the disk still
+        full), this process holds the run no longer all the same: its lock row is then
+        stale, taken over by the next writer, this process's included (it stayed "busy"
+        for as long as the process lived)."""
+        try:
+            self._finish(outcome, message)
+        finally:
+            _HELD_HERE.discard(self.run_id)
+
+    def _finish(self, outcome: str, message: str | None) -> None:
         # Durable: when a command reports success, everything its run wrote is on disk.
         with translate_errors(), durable_transaction(self.engine) as conn:
             conn.execute(
@@ -287,7 +297,6 @@ class RunHandle:
                 )
             )
             conn.execute(delete(lock).where(lock.c.run_id == self.run_id, lock.c.pid == os.getpid()))
-        _HELD_HERE.discard(self.run_id)
 
 
 @dataclass
