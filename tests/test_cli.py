@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -470,6 +471,18 @@ def test_history_says_what_each_run_did_in_its_own_words(cli: Any, home: Path) -
     table = cli("history").stdout
     assert "imported 37, updated 0, unchanged 0, removed 0" in table
     assert "add task status" in table and "pruned 0 before run 1" in table
+
+
+def test_history_does_not_say_a_killed_import_imported_nothing(cli: Any, home: Path) -> None:
+    """A run that could not record what it did (its process killed) showed "imported 0,
+    updated 0, ..." though it had committed thousands of records."""
+    import sqlite3
+
+    cli("import", home)
+    with contextlib.closing(sqlite3.connect(cli.db)) as conn, conn:
+        conn.execute("INSERT INTO runs (kind, started_at, outcome, counts) VALUES ('import', '2026-01-01T00:00:00Z', 'interrupted', '{}')")
+    rows = [line for line in cli("history").stdout.splitlines() if line.startswith("│ 2 ")]
+    assert len(rows) == 1 and "imported 0" not in rows[0] and "│ -" in rows[0], rows
 
 
 def test_version_and_a_hint_when_no_file_is_in_a_domain(cli: Any, home: Path) -> None:

@@ -571,6 +571,8 @@ def _short_counts(r: Any) -> str:
         ) or "-"
     if r.kind == "import" and "stored" in c:  # stopped before finishing
         return f"stored {sum(c['stored'].values())} before it stopped"
+    if r.kind == "import" and "domains" not in c:  # killed: it could not say what it did
+        return "-"
     if r.kind == "import":
         total = {k: 0 for k in ("imported", "updated", "unchanged", "removed")}
         for per in (c.get("domains") or {}).values():
