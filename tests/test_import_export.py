@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -973,3 +974,30 @@ def test_blank_lines_and_line_endings_come_back_as_they_were(
     store.export_to(tmp_path / "out")
     for name, (data, back) in cases.items():
         assert (tmp_path / "out" / "tasks" / "runtime" / "events" / name).read_bytes() == (back or data), name
+
+
+def test_ctrl_c_just_after_a_file_written_here_says_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While workers write, a large file is written by the importing process in a
+    transaction of its own; Ctrl-C taken just after its commit rolled back that committed
+    transaction, which printed SQLAlchemy's "transaction already deassociated" warning
+    before the one line."""
+    import warnings
+
+    from recordstore import importer as importer_module
+
+    events = tmp_path / "home" / "tasks" / "runtime" / "events"
+    events.mkdir(parents=True)
+    for n in range(4):
+        (events / f"e{n}.jsonl").write_text("".join(f'{{"schema_version":2,"n":{i}}}\n' for i in range(50)))
+    monkeypatch.setattr(parsing, "TASK_MAX_BYTES", 10)  # every file is large: written here
+
+    def pressed() -> None:
+        caller = sys._getframe(1)
+        if caller.f_code.co_name == "flush" and caller.f_locals["self"]._turns is not None:  # a commit of its own
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(importer_module, "check_interrupt", pressed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Store(tmp_path / "s.db") as store, pytest.raises(KeyboardInterrupt):
+            store.import_paths([tmp_path / "home"], jobs=2)

@@ -230,8 +230,10 @@ class Importer:
                 self.flush(again=False)
             except BaseException:
                 # Before the turn passes: a worker in its turn would wait on this
-                # transaction, and the pool being shut down, on that worker.
-                self._tx.rollback()
+                # transaction, and the pool being shut down, on that worker. (Not one
+                # committed already: Ctrl-C is taken just after a commit.)
+                if self._tx.is_active:
+                    self._tx.rollback()
                 raise
 
     def _execute_pending(self) -> None:
