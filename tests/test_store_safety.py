@@ -332,3 +332,60 @@ def test_a_command_started_ignoring_ctrl_c_still_ignores_it(tmp_path: Path, jobs
     assert done.returncode == 0 and done.stderr == "", done.stderr
     with Store(db, registry=str(tmp_path / "reg.py")) as s:
         assert s.query("note").version(2).count() == 6000
+
+
+HANGING_REGISTRY = '''
+import os
+from pathlib import Path
+
+from recordstore import Registry
+
+registry = Registry()
+notes = registry.domain("note", version=2, files=["notes/*.jsonl"])
+
+
+@notes.step(1)
+def hangs(record):
+    if record["i"] == 150:
+        Path(os.environ["HANG_MARKER"]).touch()
+        while True:  # a step that never returns
+            pass
+    record["seen"] = True
+'''
+
+
+def test_ctrl_c_twice_stops_a_migration_whose_step_never_returns_in_a_worker(tmp_path: Path) -> None:
+    """The second press, 3 s after the first, stops a stuck command at once; with the
+    steps in worker processes the command waited for ever on the stuck worker instead
+    (only SIGKILL ended it). The stuck worker is killed; nothing it held was written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "reg.py").write_text(HANGING_REGISTRY)
+    (tmp_path / "home" / "notes").mkdir(parents=True)
+    (tmp_path / "home" / "notes" / "n.jsonl").write_text("".join(json.dumps({"i": i}) + "\n" for i in range(300)))
+    db, marker = tmp_path / "s.db", tmp_path / "hanging"
+    argv = [sys.executable, "-m", "recordstore", "--registry", str(tmp_path / "reg.py"), "-q", "--db", str(db)]
+    env = {**os.environ, "HANG_MARKER": str(marker)}
+    assert subprocess.run([*argv, "import", str(tmp_path / "home")], env=env, capture_output=True).returncode == 0
+    proc = subprocess.Popen([*argv, "migrate", "--jobs", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), proc.stderr.read() if proc.poll() is not None else "the step never ran"
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(3.3)  # runs.STUCK_S: the first press found no safe point
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (proc.returncode, stderr) == (130, "store: interrupted; every committed batch is kept, run the command again to finish\n")
+    with Store(db, registry=str(tmp_path / "reg.py")) as s:
+        assert [r.outcome for r in s.history()] == ["ok", "interrupted"]
+        assert s.check().ok

@@ -91,13 +91,36 @@ def pool(
             first = submit(executor, command, int)
         result(first, command)
         yield executor
+    except KeyboardInterrupt:
+        # Ctrl-C: each worker stops at its next file or span (stop_if_asked); one that
+        # does not within STOP_GRACE_S is stuck (a step that never returns) and is killed
+        # (what it holds is uncommitted: SQLite drops it), or the command would wait on
+        # it for ever.
+        procs = list((getattr(executor, "_processes", None) or {}).values())  # (shutdown forgets them)
+        executor.shutdown(wait=False, cancel_futures=True)
+        _reap(procs)
+        raise
     finally:
-        # Also when the command failed or was interrupted: the work not handed to a
-        # worker yet is dropped, and what the workers hold (a chunk or a span each) is
-        # waited for; after Ctrl-C, each stops at its next file or span (stop_if_asked). A
-        # worker stopped by force while it sends a result back would leave the executor
-        # waiting for the rest of it for ever.
+        # Also when the command failed: the work not handed to a worker yet is dropped,
+        # and what the workers hold (a chunk or a span each) is waited for. A worker
+        # stopped by force while it sends a result back would leave the executor waiting
+        # for the rest of it for ever.
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+#: After Ctrl-C, how long a worker has to reach its next file or span before it is killed.
+STOP_GRACE_S = 2.0
+
+
+def _reap(procs: list[Any]) -> None:
+    """Wait up to STOP_GRACE_S for the worker processes ``procs`` to end, then kill the rest."""
+    deadline = time.monotonic() + STOP_GRACE_S
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
 
 
 @contextlib.contextmanager
