@@ -421,12 +421,6 @@ def _files_to_write(conn: Connection, domains: list[str] | None) -> Iterator[tup
             row = next(rows, None)
 
 
-def line_of(key: str) -> int | None:
-    """The line a JSON-lines record's key names (``path:LINE``), if it names one."""
-    number = key.rpartition(":")[2]
-    return int(number) if number.isascii() and number.isdigit() else None
-
-
 #: A file's slots are read, and its text made, this many at a time.
 SLOTS_AT_ONCE = 2048
 
@@ -462,15 +456,17 @@ class _FileText:
                 continue
             pieces: list[str] = []
             for (_file_id, position, key, _text), text in zip(chunk, texts):
-                gap = gaps.get(str(position))
+                gap = gaps.get(str(position)) if gaps else None
                 if lines:
-                    at = max(line_of(key) or 0, line + 1)
+                    number = key.rpartition(":")[2]  # the line the key names (path:LINE)
+                    at = int(number) if number.isdigit() and number.isascii() and int(number) > line else line + 1
                     if gap is None:
-                        gap = sep * (at - line - (0 if self.slots else 1))
+                        gap = sep if at == line + 1 and self.slots else sep * (at - line - (0 if self.slots else 1))
                     line = at
                 elif gap is None:
                     gap = sep if self.slots else ""
-                pieces += [gap, text]
+                pieces.append(gap)
+                pieces.append(text)
                 self.slots += 1
             yield "".join(pieces)
         yield self.row.tail
