@@ -133,7 +133,6 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
     no step can bring it back) and one that is no version (:class:`InputError`); a
     domain whose chain is broken is a :class:`RegistryError`.
     """
-
     domain.validate()
     if type(version) is not int or version < 1:
         raise InputError(key, f"{domain.version_field} must be a positive integer, not {version!r}")

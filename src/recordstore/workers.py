@@ -71,9 +71,9 @@ def pool(
     initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),
 ) -> Iterator[ProcessPoolExecutor | None]:
-    """``jobs`` worker processes (at most MAX_JOBS), or ``None`` (work in this process) when ``jobs`` is 0
-    or the work needs fork (``fork_only``: it uses objects that cannot be pickled, such
-    as a registry built in code) and fork cannot be used here.
+    """``jobs`` worker processes (at most MAX_JOBS), or ``None`` (work in this process)
+    when ``jobs`` is 0 or the work needs fork (``fork_only``: it uses objects that cannot
+    be pickled, such as a registry built in code) and fork cannot be used here.
 
     An executor, not multiprocessing.Pool: a worker that dies fails the command instead
     of leaving it waiting for ever."""
