@@ -705,18 +705,18 @@ def _added_by(conn: Connection, run_id: int) -> list[Any]:
 def _as_left_by(conn: Connection, run_id: int, rows: list[Any]) -> list[Any]:
     """Of ``rows`` (records a later run wrote), those that hold again exactly what run
     ``run_id`` left (a restore of that later run put it back): the row a later run
-    backed up as that run's."""
-    same = []
-    for row in rows:
-        left = conn.execute(
+    backed up as that run's, the first it did."""
+    left: dict[int, Any] = {}
+    ids = [row.id for row in rows]
+    for start in range(0, len(ids), 500):
+        found = conn.execute(
             select(backups)
-            .where(backups.c.record_id == row.id, backups.c.origin_run_id == run_id, backups.c.run_id > run_id)
+            .where(backups.c.record_id.in_(ids[start : start + 500]), backups.c.origin_run_id == run_id, backups.c.run_id > run_id)
             .order_by(backups.c.id)
-            .limit(1)
-        ).first()
-        if left is not None and _already_restored(row, left):
-            same.append(row)
-    return same
+        )
+        for backup in found:
+            left.setdefault(backup.record_id, backup)
+    return [row for row in rows if row.id in left and _already_restored(row, left[row.id])]
 
 
 def _already_restored(row: Any, backup: Any) -> bool:
