@@ -269,8 +269,7 @@ def turns(beside: str) -> Iterator[Turns]:
         yield shared
     finally:
         shared.close()  # this process's descriptor: a library caller may import again and again
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        clear_turns(beside)
 
 
 def clear_turns(beside: str) -> None:
