@@ -581,6 +581,21 @@ def test_a_command_starts_at_most_max_jobs_workers(monkeypatch: pytest.MonkeyPat
         assert sorted(executor.map(abs, [-1, -2, -3])) == [1, 2, 3]
 
 
+def test_workers_leave_the_pages_they_share_with_the_command_uncopied() -> None:
+    """A worker's garbage collections skip the objects it inherited (writing to them
+    would copy every page they share with the command: megabytes a worker), and the
+    command's own objects are collected again once its workers are started."""
+    import gc
+
+    from recordstore import workers
+
+    with workers.pool(2, "import") as executor:
+        assert executor is not None
+        assert gc.get_freeze_count() == 0
+        inherited = [executor.submit(gc.get_freeze_count).result() for _ in range(2)]
+    assert min(inherited) > 10_000, inherited
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [([], "restore needs a run (--run) or a domain (--domain)"),

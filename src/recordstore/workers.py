@@ -10,6 +10,7 @@ committed before it is kept.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import threading
@@ -87,7 +88,7 @@ def pool(
         # Fork now, while this process may have no other thread (the executor starts
         # one, and the caller may start a progress bar's). Ctrl-C waits until the
         # workers are started: raised within a fork's own handlers, it would be lost.
-        with _sigint_blocked():
+        with _sigint_blocked(), _frozen_heap():
             first = submit(executor, command, int)
         result(first, command)
         yield executor
@@ -121,6 +122,20 @@ def _reap(procs: list[Any]) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join()
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """This process's objects left out of the garbage collector while workers are forked,
+    then given back to it here. A worker's collections then never walk the objects it
+    inherited (SQLAlchemy's, the registry's: hundreds of thousands), and so never write
+    to the pages they share with this process, which the kernel would copy for each
+    worker (an import of 246,423 records: 38,800 page faults against 44,600)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextlib.contextmanager
