@@ -4,7 +4,6 @@ with a traceback through the modules being loaded."""
 
 from __future__ import annotations
 
-import gc
 import sys
 
 INTERRUPTED = 130
@@ -16,10 +15,4 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("store: interrupted\n")
         raise SystemExit(INTERRUPTED) from None
-    try:
-        run()
-    finally:
-        # The command is done: spare the interpreter's last collection, which would walk
-        # every object loaded (SQLAlchemy's, hundreds of thousands; ~40 ms) only to find
-        # what exiting frees anyway.
-        gc.freeze()
+    run()
