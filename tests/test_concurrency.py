@@ -574,3 +574,69 @@ def test_a_run_that_cannot_record_its_end_leaves_no_lock_this_process_holds(
     with Store(tmp_path / "s.db", registry=registry) as s:
         assert s.import_paths([tmp_path / "home"]).ok
         assert [r.outcome for r in s.history()] == ["interrupted", "ok"]
+
+
+def _plant_lock(db: Path, pid: int, host: str, operation: str = "import") -> int:
+    """A lock row (and its running run) as a writer ``pid`` on ``host`` leaves it."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        run = conn.execute(
+            "INSERT INTO runs (kind, started_at, outcome, pid, host) VALUES (?, '2026-01-01T00:00:00Z', 'running', ?, ?)",
+            (operation, pid, host),
+        ).lastrowid
+        conn.execute(
+            "INSERT INTO lock (id, operation, run_id, pid, host, acquired_at) VALUES (1, ?, ?, ?, ?, '2026-01-01T00:00:00Z')",
+            (operation, run, pid, host),
+        )
+    assert run is not None
+    return run
+
+
+def test_a_writer_gone_with_its_host_is_released_by_unlock_force(world: World, tmp_path: Path) -> None:
+    """A writer killed in a container that is gone (another host name, the store on a
+    shared volume) kept the store busy for ever: no process here can tell it gone. The
+    busy message says how to release it; `store unlock` alone refuses, naming it;
+    `store unlock --force` releases it and marks its run interrupted; writers go on."""
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    run = _plant_lock(db, 4242, "gone-container")
+    busy = ck.run_store(db, world.registry, "migrate")
+    assert busy.returncode == 4, busy.stderr
+    assert "on gone-container" in busy.stderr and "store unlock --force" in busy.stderr
+    refused = ck.run_store(db, world.registry, "unlock")
+    assert refused.returncode == 4, refused.stderr
+    assert f"import (run {run}), process 4242 on host gone-container" in refused.stderr
+    assert "store unlock --force" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    released = ck.run_store(db, world.registry, "unlock", "--force")
+    assert released.returncode == 0, released.stderr
+    assert f"released the store from import (run {run}), process 4242 on gone-container" in released.stdout
+    assert f"run {run} is marked interrupted" in released.stdout
+    again = ck.run_store(db, world.registry, "unlock", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout) == {"released": None}
+    migrated = ck.run_store(db, world.registry, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert ck.records_of(db) == world.after
+    history = json.loads(ck.run_store(db, world.registry, "history", "--json").stdout)
+    assert [(r["id"], r["outcome"]) for r in history][-2:] == [(run, "interrupted"), (run + 1, "ok")]
+
+
+def test_unlock_never_releases_a_writer_still_running_here(world: World, tmp_path: Path) -> None:
+    """A writer on this host whose process runs is refused, --force or not, and keeps
+    the store; one whose process is gone is released without --force."""
+    import socket
+
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run = _plant_lock(db, alive.pid, socket.gethostname(), "migrate")
+        for args in (["unlock"], ["unlock", "--force"]):
+            refused = ck.run_store(db, world.registry, *args)
+            assert refused.returncode == 4, refused.stderr
+            assert f"held by a running writer: migrate (run {run}) in process {alive.pid}" in refused.stderr
+        assert ck.run_store(db, world.registry, "import", world.home).returncode == 4
+    finally:
+        alive.kill()
+        alive.wait()
+    released = ck.run_store(db, world.registry, "unlock", "--json")
+    assert released.returncode == 0, released.stderr
+    assert json.loads(released.stdout)["released"]["pid"] == alive.pid

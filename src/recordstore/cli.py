@@ -623,6 +623,39 @@ def restore(
         out.print(f"restored {result.total} record(s){' (' + detail + ')' if detail else ''}{again}; run {result.run_id}")
 
 
+@app.command()
+def unlock(
+    ctx: typer.Context,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Also release a writer on another host, which cannot be told gone from here: only when it "
+            "no longer runs (its machine or container is gone).",
+        ),
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print what was released as JSON.")] = False,
+) -> None:
+    """Release the store from a writer that is gone; its run is marked interrupted.
+
+    A writer killed on this host is taken over by the next one anyway. One that ran on
+    another host (a shared volume) stays busy until released here with --force. A writer
+    still running is never released (exit code 4).
+    """
+    with _errors(ctx), ctx.obj.open() as store:
+        held = store.unlock(force=force)
+    if json_out:
+        _emit_json({"released": held})
+    elif held is None:
+        out.print("the store is not locked: no writer holds it")
+    else:
+        out.print(
+            f"released the store from {held['operation']} (run {held['run']}), process {held['pid']} on "
+            f"{held['host']} since {held['since']}; run {held['run']} is marked interrupted",
+            markup=False,
+        )
+
+
 @app.command("prune-backups")
 def prune_backups(
     ctx: typer.Context,

@@ -28,7 +28,7 @@ from .errors import BusyError, describe
 from .schema import restore_record_indexes
 from .tables import failures, lock, runs
 
-__all__ = ["RunInfo", "check_interrupt", "held_run", "now", "process_alive"]
+__all__ = ["RunInfo", "check_interrupt", "held_run", "now", "process_alive", "release_lock"]
 
 HOST = socket.gethostname()
 
@@ -94,10 +94,47 @@ def start_token(pid: int) -> str | None:
 
 
 def _describe_holder(row: Any) -> str:
-    return (
+    said = (
         f"the store is busy: {row.operation} (run {row.run_id}) is running in process {row.pid} "
         f"on {row.host} since {row.acquired_at}; retry later or pass --wait"
     )
+    if row.host != HOST:
+        said += " (if that process is gone with its host, 'store unlock --force' releases the store)"
+    return said
+
+
+def _holder(row: Any) -> dict[str, Any]:
+    return {"operation": row.operation, "run": row.run_id, "pid": row.pid, "host": row.host, "since": row.acquired_at}
+
+
+def release_lock(engine: Engine, *, force: bool = False) -> dict[str, Any] | None:
+    """Release the writer lock of a writer that is gone, its run marked ``interrupted``;
+    what the lock said of it (``None``: no writer held the store). A writer on this
+    host is released only once its process is gone (the next writer would take its
+    lock over anyway). One on another host cannot be told gone from here, and stays
+    "busy" until it releases the lock: it is released only with ``force``, when the
+    caller knows that it no longer runs (its machine or container is gone). A writer
+    still running is refused with :class:`BusyError`, even with ``force``."""
+    with write_transaction(engine) as conn:
+        row = conn.execute(select(lock)).first()
+        if row is None:
+            return None
+        if holder_alive(row) and (row.host == HOST or not force):
+            if row.host == HOST:
+                said = (
+                    f"the store is held by a running writer: {row.operation} (run {row.run_id}) in process "
+                    f"{row.pid} since {row.acquired_at}; let it finish, or stop it"
+                )
+            else:
+                said = (
+                    f"the store is held by {row.operation} (run {row.run_id}), process {row.pid} on host "
+                    f"{row.host} since {row.acquired_at}, which cannot be told gone from {HOST}; if it no "
+                    f"longer runs (its machine or container is gone), 'store unlock --force' releases the store"
+                )
+            raise BusyError(said, holder=_holder(row))
+        _mark_interrupted(conn, row.run_id)
+        conn.execute(delete(lock))
+    return _holder(row)
 
 
 def _try_acquire(engine: Engine, operation: str, options: dict[str, Any], fingerprints: dict[str, Any]) -> int | Any:
@@ -238,10 +275,7 @@ def held_run(
             if isinstance(got, int):
                 break
             if deadline is None or time.monotonic() >= deadline:
-                raise BusyError(
-                    _describe_holder(got),
-                    holder={"operation": got.operation, "run": got.run_id, "pid": got.pid, "host": got.host},
-                )
+                raise BusyError(_describe_holder(got), holder=_holder(got))
             check_interrupt()
             time.sleep(0.1)
         handle = RunHandle(engine, got)

@@ -22,7 +22,7 @@ from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_rec
 from .parsing import discover
 from .query import Query, Record, index_ddl, json_paths_served
 from .registry import Registry, load_registry
-from .runs import RunHandle, RunInfo, held_run, read_history
+from .runs import RunHandle, RunInfo, held_run, read_history, release_lock
 from .schema import ensure_schema, missing_record_indexes
 from .tables import backups, files, indexes, records, refused, runs
 
@@ -283,6 +283,14 @@ class Store:
         if run is not None and not found:
             raise RecordStoreError(f"no run {run} in this store")
         return found
+
+    def unlock(self, *, force: bool = False) -> dict[str, Any] | None:
+        """Release the store from a writer that is gone, its run marked ``interrupted``:
+        what the lock said of that writer (operation, run, pid, host, since), or ``None``
+        when none held it. A writer on another host, which cannot be told gone from
+        here, only with ``force``; a running one never (:class:`BusyError`). See
+        :func:`~recordstore.runs.release_lock`."""
+        return release_lock(self.engine, force=force)
 
     # ----------------------------------------------------------------- migrating
 
