@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recordstore import NewerVersionError, Store, parsing
+from recordstore import NewerVersionError, Registry, Store, parsing
 from conftest import EXAMPLE_HOME, tree
 
 # The example home: 25 domain files holding 37 records, and 4 files in no domain.
@@ -1001,3 +1001,30 @@ def test_ctrl_c_just_after_a_file_written_here_says_one_line(tmp_path: Path, mon
         warnings.simplefilter("error")
         with Store(tmp_path / "s.db") as store, pytest.raises(KeyboardInterrupt):
             store.import_paths([tmp_path / "home"], jobs=2)
+
+
+def test_records_nested_near_the_limit_go_in_alike_with_workers_or_without(tmp_path: Path) -> None:
+    """Files nested 1,015 to 1,035 levels deep: an import with workers took fewer of
+    them than one without (Python's limit counted the callers' frames too, and cut
+    around 950-990 levels), and a migration then failed some that one had taken,
+    blaming the step. Now both take those up to 1,024 levels, and every one migrates."""
+    registry = Registry()
+    deep = registry.domain("deep", version=2, files=["*.json"])
+
+    @deep.step(1)
+    def mark(value: dict[str, Any]) -> None:
+        value["m"] = 1
+
+    home = tmp_path / "home"
+    home.mkdir()
+    for n in range(1015, 1036):
+        (home / f"d{n}.json").write_text('{"a": ' + "[" * n + "]" * n + "}")
+    stores = {}
+    for jobs in (0, 2):
+        with Store(tmp_path / f"jobs{jobs}.db", registry=registry) as store:
+            store.import_paths([home], jobs=jobs)
+            stores[jobs] = sorted(r.key for r in store.query("deep"))
+            if jobs == 0:
+                result = store.migrate(jobs=0)
+                assert not result.failures and sum(result.counts.get("deep", {}).values()) == len(stores[0])
+    assert stores[0] == stores[2] == [f"d{n}.json" for n in range(1015, 1024)]

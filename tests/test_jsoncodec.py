@@ -422,3 +422,43 @@ def test_keys_that_would_be_written_alike_are_refused_not_written_twice() -> Non
     huge = int_of_digits(DIGITS_5000)
     with pytest.raises(JSONError, match=rf"^not representable as JSON: keys {DIGITS_5000[:40]}\.\.\. and '{DIGITS_5000[:39]}\.\.\. would"):
         encode({huge: 1, DIGITS_5000: 2}, None)
+
+
+def _deepest(make: Callable[[int], str], accepts: Callable[[str], object]) -> int:
+    """The deepest nesting ``accepts`` takes (it raises JSONError beyond)."""
+    low, high = 1, 3000
+    while low < high:
+        mid = (low + high + 1) // 2
+        try:
+            accepts(make(mid))
+            low = mid
+        except JSONError:
+            high = mid - 1
+    return low
+
+
+def _called_from(frames: int, fn: Callable[[], int]) -> int:
+    return fn() if frames == 0 else _called_from(frames - 1, fn)
+
+
+@pytest.mark.parametrize(
+    ("make", "deepest", "element"),
+    [(lambda n: '{"a": ' + "[" * n + "]" * n + "}", 1023, False),  # the object is a level too
+     (lambda n: '{"a": ' * n + "1" + "}" * n, 1024, False),
+     (lambda n: "[" + '{"a": ' + "[" * n + "]" * n + "}]", 1023, True)],  # an array's element, on its own
+    ids=["arrays", "objects", "element"],
+)
+def test_how_deep_a_record_may_nest_does_not_depend_on_who_reads_it(
+    make: Callable[[int], str], deepest: int, element: bool
+) -> None:
+    """A record ~990 levels deep was taken by an import in one process and refused by
+    one with workers (their stacks differ), and taken ones could fail to migrate: the
+    limit was Python's, counted from the bottom of whatever stack read it. It is now
+    1,024 levels from any depth of caller, and what is decoded can be encoded again."""
+    limit = sys.getrecursionlimit()
+    read = (lambda text: jsoncodec.scan(text, 1)[0]) if element else decode
+    assert _deepest(make, read) == deepest
+    assert _called_from(300, lambda: _deepest(make, read)) == deepest
+    assert _called_from(600, lambda: _deepest(make, read)) == deepest
+    assert _deepest(make, lambda text: encode(read(text), 4)) == deepest
+    assert sys.getrecursionlimit() == limit  # as the interpreter had it

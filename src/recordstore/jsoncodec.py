@@ -24,9 +24,12 @@ standard-library path decides.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -157,7 +160,9 @@ def decode(data: bytes | str) -> Any:
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     try:
         value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith(_TOO_DEEP):
+            raise JSONError("nested too deeply") from None
         return _decode_exact(data)
     pretty = raw[1:2] == b"\n" and raw[:1] in (b"{", b"[")
     try:
@@ -166,6 +171,22 @@ def decode(data: bytes | str) -> Any:
     except orjson.JSONEncodeError:  # nested deeper than orjson writes (255 levels)
         pass
     return _decode_exact(data)
+
+
+#: How orjson's error for a value nested deeper than MAX_NESTING begins.
+_TOO_DEEP = "depth limit exceeded"
+
+
+def _too_deep(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]``, which the exact decoder took, nests deeper than
+    MAX_NESTING (as orjson counts, which it then says first)."""
+    if text.count("[", start, end) + text.count("{", start, end) <= MAX_NESTING:
+        return False
+    try:
+        orjson.loads(text[start:end].encode("utf-8", "surrogatepass"))
+    except orjson.JSONDecodeError as exc:
+        return str(exc).startswith(_TOO_DEEP)
+    return False
 
 
 def decode_compact_lines(lines: list[bytes]) -> list[Any] | None:
@@ -191,6 +212,33 @@ def decode_compact_lines(lines: list[bytes]) -> list[Any] | None:
     return values
 
 
+#: The deepest a value may nest: orjson's limit, which it applies alike in any process.
+#: (Python's own limit counts the frames of whoever calls the decoder too, so the same
+#: record was taken by an import without workers and refused by one with them, or by a
+#: migration.) The exact decoder and encoder get NESTING_BUDGET frames beyond their
+#: caller: enough for any value within the limit.
+MAX_NESTING = 1024
+NESTING_BUDGET = MAX_NESTING + 100
+_budget_held = threading.RLock()
+
+
+@contextlib.contextmanager
+def _nesting_budget() -> Iterator[None]:
+    """Python's recursion limit raised, while the block runs, to NESTING_BUDGET frames
+    beyond this one (never lowered: another thread may be deeper). One thread at a
+    time: the limit is the interpreter's."""
+    with _budget_held:
+        frame, depth = sys._getframe(), 0
+        while frame is not None:
+            depth, frame = depth + 1, frame.f_back
+        before = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(before, depth + NESTING_BUDGET))
+        try:
+            yield
+        finally:
+            sys.setrecursionlimit(before)
+
+
 def _decode_exact(data: bytes | str) -> Any:
     if isinstance(data, bytes):
         try:
@@ -202,12 +250,13 @@ def _decode_exact(data: bytes | str) -> Any:
     if text.startswith("\ufeff"):
         raise JSONError("starts with a UTF-8 byte order mark, which JSON forbids", 1)
     try:
-        try:
-            return _exact.decode(text)
-        except (json.JSONDecodeError, _Refused):
-            raise
-        except ValueError:  # an integer beyond the digit limit of int(): go again, in chunks
-            return _exact_big.decode(text)
+        with _nesting_budget():
+            try:
+                return _exact.decode(text)
+            except (json.JSONDecodeError, _Refused):
+                raise
+            except ValueError:  # an integer beyond the digit limit of int(): go again, in chunks
+                return _exact_big.decode(text)
     except json.JSONDecodeError as exc:
         return _raise(exc.msg, exc.lineno, exc.colno)
     except _Refused as exc:  # from the hooks: duplicates, NaN, a number no double holds
@@ -308,12 +357,15 @@ def scan(text: str, pos: int) -> tuple[Any, int]:
     value began, and counting lines here for every refused element of a huge array
     would be quadratic."""
     try:
-        try:
-            value, end = _exact.raw_decode(text, pos)
-        except (json.JSONDecodeError, _Refused):
-            raise
-        except ValueError:  # an integer beyond the digit limit of int(): go again, in chunks
-            value, end = _exact_big.raw_decode(text, pos)
+        with _nesting_budget():
+            try:
+                value, end = _exact.raw_decode(text, pos)
+            except (json.JSONDecodeError, _Refused):
+                raise
+            except ValueError:  # an integer beyond the digit limit of int(): go again, in chunks
+                value, end = _exact_big.raw_decode(text, pos)
+        if _too_deep(text, pos, end):
+            raise RecursionError
         return value, int(end)
     except json.JSONDecodeError as exc:
         return _raise(exc.msg, exc.lineno, exc.colno)
@@ -382,14 +434,15 @@ def _encode_exact(value: Any, indent: int | None) -> str:
     separators = (",", ":") if indent is None else None
     _refuse_colliding_keys(value)
     try:
-        text = _dumps(value, False, indent, separators)
+        with _nesting_budget():
+            text = _dumps(value, False, indent, separators)
+            if not is_utf8(text):
+                # Lone surrogates: keep them as \\u escapes, the form they arrived in.
+                text = _dumps(value, True, indent, separators)
     except (TypeError, ValueError) as exc:
         raise JSONError(f"not representable as JSON: {exc}") from None
     except RecursionError:
         raise JSONError("nested too deeply to encode") from None
-    if not is_utf8(text):
-        # Lone surrogates: keep them as \\u escapes, the form they arrived in.
-        text = _dumps(value, True, indent, separators)
     return text
 
 
