@@ -32,6 +32,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any, NoReturn
 
 import orjson
@@ -228,7 +229,8 @@ def _nesting_budget() -> Iterator[None]:
     beyond this one (never lowered: another thread may be deeper). One thread at a
     time: the limit is the interpreter's."""
     with _budget_held:
-        frame, depth = sys._getframe(), 0
+        frame: FrameType | None = sys._getframe()
+        depth = 0
         while frame is not None:
             depth, frame = depth + 1, frame.f_back
         before = sys.getrecursionlimit()
