@@ -640,3 +640,25 @@ def test_unlock_never_releases_a_writer_still_running_here(world: World, tmp_pat
     released = ck.run_store(db, world.registry, "unlock", "--json")
     assert released.returncode == 0, released.stderr
     assert json.loads(released.stdout)["released"]["pid"] == alive.pid
+
+
+def test_a_killed_writer_its_parent_has_not_reaped_yet_is_gone(world: World, tmp_path: Path) -> None:
+    """A writer killed outright whose parent (a supervisor, a shell script) has not
+    read its exit yet keeps its pid as a zombie: the next writer said it "is running",
+    and one with --wait waited until the parent looked. It is gone: taken over at once."""
+    import socket
+
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{ended.pid}/stat").read_bytes().rpartition(b")")[2].split()[0] != b"Z":
+            assert time.monotonic() < deadline, "the child did not end"
+            time.sleep(0.01)
+        run = _plant_lock(db, ended.pid, socket.gethostname(), "migrate")
+        migrated = ck.run_store(db, world.registry, "migrate")
+        assert migrated.returncode == 0, migrated.stderr
+        history = json.loads(ck.run_store(db, world.registry, "history", "--json").stdout)
+        assert [(r["id"], r["outcome"]) for r in history][-2:] == [(run, "interrupted"), (run + 1, "ok")]
+    finally:
+        ended.wait()

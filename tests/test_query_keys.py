@@ -97,3 +97,27 @@ def test_ordering_by_key_follows_each_file_s_lines(tmp_path: Path) -> None:
         assert [r.key for r in store.query("log").order_by("key", descending=True).limit(3)] == [
             "b.jsonl:12", "b.jsonl:11", "b.jsonl:10"
         ]
+
+
+def test_a_decimal_compares_as_the_number_a_record_holds(tmp_path: Path) -> None:
+    """A Decimal was bound as a double: Decimal(2**63 - 1) matched the record holding
+    2**63 and not its own; a NaN one matched nothing where a float NaN is refused."""
+    from decimal import Decimal
+
+    from recordstore import QueryError
+
+    registry = Registry()
+    registry.domain("n", version=1, files=["*.jsonl"])
+    (tmp_path / "n.jsonl").write_text(
+        "".join(json.dumps({"id": name, "v": v}) + "\n" for name, v in [("max", 2**63 - 1), ("over", 2**63), ("half", 1.5)])
+    )
+    with Store(tmp_path / "s.db", registry=registry) as store:
+        assert store.import_paths([tmp_path / "n.jsonl"]).ok
+        found = {
+            str(value): sorted(r.data["id"] for r in store.query("n").where("v", "=", value))
+            for value in (Decimal(2**63 - 1), Decimal("1.5"), Decimal("1.50"))
+        }
+        assert found == {str(2**63 - 1): ["max"], "1.5": ["half"], "1.50": ["half"]}
+        for bad in (Decimal("NaN"), Decimal("Infinity"), Decimal(2**64)):
+            with pytest.raises(QueryError):
+                store.query("n").where("v", "=", bad)

@@ -152,7 +152,13 @@ def _labels_decoded() -> bool:
 
 
 def _scalar(value: Any, path: str) -> Any:
-    if value is not None and not isinstance(value, (str, int, float, decimal.Decimal)):
+    if isinstance(value, decimal.Decimal):
+        # As the number a record's text holds: SQLite reads an integer exactly, anything
+        # else as the nearest double (bound as it was, 2**63 - 1 matched 2**63).
+        if not value.is_finite():
+            raise QueryError(f"{path}: {value} is not a JSON number and cannot be compared")
+        value = int(value) if value == value.to_integral_value() else float(value)
+    if value is not None and not isinstance(value, (str, int, float)):
         # A date, a UUID or bytes would match nothing (or fail as the query runs): JSON
         # has no such values, and the record holds its text.
         raise QueryError(f"{path}: compare with a scalar (string, number, true, false, null), not {type(value).__name__}")

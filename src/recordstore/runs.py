@@ -47,7 +47,18 @@ def process_alive(pid: int, host: str) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has ended and only waits for its parent to read its exit (Linux's
+    /proc says so; a killed writer whose parent has not reaped it yet still has a pid)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rpartition(b")")[2].split()[:1]
+    except OSError:
+        return False
+    return state in ([b"Z"], [b"X"])
 
 
 #: The runs this process holds. A lock row with our pid but another run was left by a
