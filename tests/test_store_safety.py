@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -389,3 +390,20 @@ def test_ctrl_c_twice_stops_a_migration_whose_step_never_returns_in_a_worker(tmp
     with Store(db, registry=str(tmp_path / "reg.py")) as s:
         assert [r.outcome for r in s.history()] == ["ok", "interrupted"]
         assert s.check().ok
+
+
+def test_a_read_only_store_made_by_an_older_recordstore_says_it_needs_its_upgrade(db_path: Path, cli: Any) -> None:
+    """Every command, a read too, first upgrades an older store's tables: read-only,
+    `status` and `query` said only "the store is read-only: nothing was changed"."""
+    import sqlite3
+
+    with Store(db_path) as store:
+        store.import_paths([EXAMPLE_HOME])
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0006_file_gaps'")  # as it was before 0007:
+        conn.execute("ALTER TABLE lock DROP COLUMN started")
+    cli.db = f"sqlite:///file:{db_path}?mode=ro&uri=true"
+    for command in (["status"], ["query", "task"]):
+        res = cli(*command)
+        assert res.exit_code == 3 and res.stderr.count("\n") == 1, res.stderr
+        assert "made by an older recordstore" in res.stderr and "open it once where it can be written" in res.stderr

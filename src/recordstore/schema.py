@@ -11,8 +11,10 @@ nothing depends on the current directory or an ``alembic.ini``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,27 +72,41 @@ def current_revision(conn: Connection) -> str | None:
 
 def ensure_schema(engine: Engine) -> None:
     """Upgrade the store to head; refuse one written by a newer recordstore."""
-    with translate_errors():
-        with engine.connect() as conn:
-            with conn.begin():
-                if current_revision(conn) == HEAD_REVISION:
-                    return
-        with engine.connect() as conn:
-            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                revision = current_revision(conn)
-                if revision == HEAD_REVISION:
-                    return  # another process upgraded it while we waited
-                if revision is None:
-                    foreign = [t for t in inspect(conn).get_table_names() if not t.startswith("sqlite_")]
-                    if foreign:
-                        raise StoreError(
-                            "the database holds other tables and is not a recordstore store: "
-                            + ", ".join(sorted(foreign)[:5])
-                        )
-                    _create_at_head(conn)
-                else:
-                    _upgrade(conn, revision)
+    with translate_errors(), engine.connect() as conn, conn.begin():
+        revision = current_revision(conn)
+        if revision == HEAD_REVISION:
+            return
+    with _upgrade_named(revision), translate_errors(), engine.connect() as conn:
+        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            revision = current_revision(conn)
+            if revision == HEAD_REVISION:
+                return  # another process upgraded it while we waited
+            if revision is None:
+                foreign = [t for t in inspect(conn).get_table_names() if not t.startswith("sqlite_")]
+                if foreign:
+                    raise StoreError(
+                        "the database holds other tables and is not a recordstore store: "
+                        + ", ".join(sorted(foreign)[:5])
+                    )
+                _create_at_head(conn)
+            else:
+                _upgrade(conn, revision)
+
+
+@contextlib.contextmanager
+def _upgrade_named(revision: str | None) -> Iterator[None]:
+    """A store that cannot be written says why it was to be: every command, a read too,
+    first brings an older store's schema up to this recordstore's."""
+    try:
+        yield
+    except StoreError as exc:
+        if revision is not None and str(exc).startswith("the store is read-only"):
+            raise StoreError(
+                "the store was made by an older recordstore and its tables must be upgraded before "
+                "any use, which a read-only store cannot take: open it once where it can be written"
+            ) from exc
+        raise
 
 
 def _create_at_head(conn: Connection) -> None:
