@@ -532,3 +532,27 @@ def test_a_directory_in_the_way_of_a_file_is_named_as_such(store: Store, home: P
             f"{source}: refused: {out.resolve() / source} exists and is a directory"
         ]
         assert result.files > 1
+
+
+def test_export_over_the_home_keeps_each_replaced_files_permissions(store: Store, home: Path) -> None:
+    """An owner-only file stays owner-only when export --force writes it back (it
+    became readable by everyone: 0o666 less the umask); a new file gets that mode."""
+    store.import_paths([home])
+    sources = sorted({r.source for r in store.query("task")})
+    private, shared, gone = (home / s for s in sources[:3])
+    private.chmod(0o600)
+    shared.chmod(0o640)
+    gone.unlink()
+    umask = os.umask(0o022)
+    try:
+        result = store.export_to(home, overwrite=True)
+    finally:
+        os.umask(umask)
+    assert result.ok, result.problems
+    assert stat_mode(private) == 0o600 and stat_mode(shared) == 0o640
+    assert stat_mode(gone) == 0o644
+    assert not list(home.rglob("*.rstmp"))
+
+
+def stat_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o7777

@@ -9,6 +9,7 @@ import itertools
 import json
 import operator
 import os
+import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
@@ -136,11 +137,9 @@ class _Writer:
         self._ensure_dir(target.parent, relpath)
         # (In a directory this export made, only another process could have put a file:
         # placing by hard link still refuses to replace it.)
-        if target.parent not in self.created and os.path.lexists(target):
-            if target.is_dir() and not target.is_symlink():  # --force would not help
-                raise ExportError(relpath, f"refused: {target} exists and is a directory")
-            if not self.overwrite:
-                raise ExportError(relpath, "exists in the export directory (use --force to overwrite)")
+        mode = None  # a new file's: 0o666 less the umask
+        if target.parent not in self.created:
+            mode = self._replaced_mode(target, relpath)
         if target in self.staged_targets:
             raise ExportError(relpath, "two records sources name the same file")
         self.counter += 1
@@ -158,6 +157,8 @@ class _Writer:
         size = 0
         try:
             with os.fdopen(fd, "wb") as fh:
+                if mode is not None:  # before it is renamed into place: never wider for a moment
+                    os.fchmod(fd, mode)
                 buffered: list[str] = []
                 held = 0
                 for piece in pieces:
@@ -174,6 +175,25 @@ class _Writer:
                 os.unlink(tmp)
             raise
         self.staged_bytes += size
+
+    def _replaced_mode(self, target: Path, relpath: str) -> int | None:
+        """The permission bits of the file ``target`` replaces, which the new one keeps
+        (an owner-only file stays owner-only); None if there is none. Refuses a target
+        that cannot be replaced."""
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISDIR(st.st_mode):  # --force would not help
+            raise ExportError(relpath, f"refused: {target} exists and is a directory")
+        if not self.overwrite:
+            raise ExportError(relpath, "exists in the export directory (use --force to overwrite)")
+        if stat.S_ISLNK(st.st_mode):  # the link is replaced: the file it led to tells the mode
+            try:
+                st = os.stat(target)
+            except OSError:  # dangling, or a loop
+                return None
+        return stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
 
     def full(self) -> bool:
         return len(self.staged) >= STAGE_FILES or self.staged_bytes >= STAGE_BYTES
