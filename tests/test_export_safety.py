@@ -556,3 +556,49 @@ def test_export_over_the_home_keeps_each_replaced_files_permissions(store: Store
 
 def stat_mode(path: Path) -> int:
     return path.stat().st_mode & 0o7777
+
+
+def test_temp_files_left_by_an_earlier_process_with_this_pid_are_cleared_by_the_next_export(
+    store: Store, home: Path, tmp_path: Path
+) -> None:
+    """In a container every export runs as pid 1: a killed one's temps bear the pid of
+    the next, which took them for its own, never cleared them, and failed on them with
+    "File exists" (--force or not)."""
+    store.import_paths([home])
+    out = tmp_path / "out"
+    source = next(iter(store.query("task"))).source
+    (out / source).parent.mkdir(parents=True)
+    me = os.getpid()
+    stale = [
+        out / f".settings.json.{me}.1.rstmp",  # as a killed export named them before
+        (out / source).with_name(f".{Path(source).name}.{me}.1.rstmp"),
+        out / f".settings.json.{me}.0123456789abcdef.1.rstmp",  # an earlier run's token
+    ]
+    for path in stale:
+        path.write_text("half")
+    for force in (False, True):
+        result = store.export_to(out, overwrite=force)
+        assert result.ok, result.problems
+        assert not [p for p in out.rglob("*.rstmp")]
+
+
+def test_a_temp_file_in_the_way_is_named_not_the_target(
+    store: Store, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not "File exists", which blamed a target that does not exist."""
+    store.import_paths([home])
+    out = tmp_path / "out"
+    source = next(iter(store.query("task"))).source
+    name = Path(source).name
+    monkeypatch.setattr("secrets.token_hex", lambda n: "f" * 2 * n)
+    (out / source).parent.mkdir(parents=True)
+    # Planted under the very name its temp file gets, whatever its number (and as they
+    # were named before temp names held a token).
+    for n in range(1, 100):
+        for planted in (f".{name}.{os.getpid()}.{'f' * 16}.{n}.rstmp", f".{name}.{os.getpid()}.{n}.rstmp"):
+            (out / source).with_name(planted).write_text("someone's")
+    result = store.export_to(out)
+    assert len(result.problems) == 1, result.problems
+    pattern = rf"{re.escape(source)}: cannot write: its temporary file \.{re.escape(name)}\.{os.getpid()}\.f{{16}}\.\d+\.rstmp already exists"
+    assert re.fullmatch(pattern, str(result.problems[0])), str(result.problems[0])
+    assert not (out / source).exists() and result.files > 1

@@ -9,6 +9,8 @@ import itertools
 import json
 import operator
 import os
+import re
+import secrets
 import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +98,11 @@ class _Writer:
     def __init__(self, out: Path, overwrite: bool):
         out.mkdir(parents=True, exist_ok=True)
         self.out_real = out.resolve()
+        # In every temp file's name: no earlier process with the same pid (pid 1 in a
+        # container, a reused pid) made one by the same name; and the temps of this
+        # process that do not hold a live export's token are stale.
+        self.token = secrets.token_hex(TOKEN_BYTES)
+        _LIVE_TOKENS.add(self.token)
         _remove_stale_temps(self.out_real)
         self.overwrite = overwrite
         self.checked: set[Path] = {self.out_real}
@@ -143,15 +150,17 @@ class _Writer:
         if target in self.staged_targets:
             raise ExportError(relpath, "two records sources name the same file")
         self.counter += 1
-        tmp = target.parent / f".{target.name[:40]}.{os.getpid()}.{self.counter}.rstmp"
+        tmp = target.parent / f".{target.name[:40]}.{os.getpid()}.{self.token}.{self.counter}.rstmp"
         # 0o666 less the umask, like any new file; O_EXCL: never through a planted link.
         # Staged before it exists, so that discard() removes it even when Ctrl-C lands
         # just as it is made; unstaged if it cannot be made (it is not ours).
         self.staged.append((relpath, tmp, target))
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except OSError:
+        except OSError as exc:
             self.staged.pop()
+            if isinstance(exc, FileExistsError):  # planted: the target is not the one that exists
+                raise ExportError(relpath, f"cannot write: its temporary file {tmp.name} already exists") from None
             raise
         self.staged_targets.add(target)
         size = 0
@@ -246,6 +255,10 @@ class _Writer:
                 os.unlink(tmp)
         self.staged = []
 
+    def close(self) -> None:
+        """The export is over: its temp files, if any were left, are stale from now on."""
+        _LIVE_TOKENS.discard(self.token)
+
     def sync_dirs(self) -> None:
         for directory in sorted(self.dirty_dirs):
             fd = os.open(directory, os.O_RDONLY)
@@ -310,19 +323,37 @@ def _fsync_path(path: Path) -> OSError | None:
     return None
 
 
+#: The random token in a temp file's name (``.NAME.PID.TOKEN.N.rstmp``), in bytes.
+TOKEN_BYTES = 8
+
+#: The tokens of the exports running in this process (a library caller may run several).
+_LIVE_TOKENS: set[str] = set()
+
+_TOKEN = re.compile(f"[0-9a-f]{{{2 * TOKEN_BYTES}}}")
+_NUMBER = re.compile("[0-9]+")  # (not str.isdigit: int() refuses "²")
+
+
 def _remove_stale_temps(directory: Path) -> None:
     """Temp files of an export that was killed before renaming them: never at a target
-    path, but litter. Only ours (``.NAME.PID.N.rstmp``) of a process that is gone."""
+    path, but litter. Only ours (``.NAME.PID.TOKEN.N.rstmp``, or ``.NAME.PID.N.rstmp``
+    as they were named before) of a process that is gone, or of this process's pid but
+    not of an export running in it: an earlier process had that pid (pid 1 in a
+    container, or a reused one)."""
     try:
         names = [n for n in os.listdir(directory) if n.endswith(".rstmp")]
     except OSError:
         return
+    me = os.getpid()
     for name in names:
-        parts = name.rsplit(".", 3)
-        if len(parts) != 4 or parts[0][:1] != "." or not (parts[1].isdigit() and parts[2].isdigit()):
-            continue  # not one of ours: a user's file
-        pid = int(parts[1])
-        if pid != os.getpid() and not _alive(pid):
+        parts = name.rsplit(".", 4)
+        if len(parts) == 5 and parts[0][:1] == "." and _NUMBER.fullmatch(parts[1]) and _TOKEN.fullmatch(parts[2]) and _NUMBER.fullmatch(parts[3]):
+            pid, token = int(parts[1]), parts[2]
+        else:
+            parts = name.rsplit(".", 3)
+            if len(parts) != 4 or parts[0][:1] != "." or not (_NUMBER.fullmatch(parts[1]) and _NUMBER.fullmatch(parts[2])):
+                continue  # not one of ours: a user's file
+            pid, token = int(parts[1]), None
+        if (token not in _LIVE_TOKENS) if pid == me else not _alive(pid):
             with _suppress():
                 os.unlink(directory / name)
 
@@ -547,4 +578,6 @@ def export_records(
     except BaseException:
         writer.discard()  # nothing half-written stays behind, not even as a temp file
         raise
+    finally:
+        writer.close()
     return result
