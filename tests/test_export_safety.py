@@ -602,3 +602,33 @@ def test_a_temp_file_in_the_way_is_named_not_the_target(
     pattern = rf"{re.escape(source)}: cannot write: its temporary file \.{re.escape(name)}\.{os.getpid()}\.f{{16}}\.\d+\.rstmp already exists"
     assert re.fullmatch(pattern, str(result.problems[0])), str(result.problems[0])
     assert not (out / source).exists() and result.files > 1
+
+
+@pytest.mark.parametrize("batch", [2000, 1], ids=["one-batch", "a-batch-each"])
+@pytest.mark.parametrize("force", [False, True], ids=["plain", "force"])
+def test_two_records_landing_on_one_file_through_a_link_in_out_write_the_first_only(
+    world: tuple[Home, Path, Path], store: Store, db_path: Path, cli: Cli,
+    monkeypatch: pytest.MonkeyPatch, batch: int, force: bool,
+) -> None:  # fmt: skip
+    """OUT has ``b -> a``: a/f.json and b/f.json are one file. --force wrote the second
+    over the first and claimed both written; without it, the advice was to use --force."""
+    home, out, sibling = world
+    monkeypatch.setattr(exporter_module, "STAGE_FILES", batch)
+    one, two = f"{hostile.TASKS}/task_good_1.json", f"{hostile.TASKS}/task_good_2.json"
+    set_path(db_path, one, "a/f.json")
+    set_path(db_path, two, "b/f.json")
+    (out / "a").mkdir(parents=True)
+    (out / "b").symlink_to("a")
+    result = store.export_to(out, overwrite=force)
+    assert [(p.path, p.reason) for p in result.problems] == [("b/f.json", "not written: it lands on the same file as a/f.json")]
+    assert (out / "a" / "f.json").read_bytes() == home.exact[one]
+    assert result.files == len(home.exact) - 1
+    assert_good_files_written(home, out, {one, two})
+    assert_contained(out, sibling)
+
+    flags = ("--force",) if force else ()
+    assert_cli_export(cli, out.with_name("out-cli"), [], *flags)  # (no link there)
+    (out / "a" / "f.json").unlink()
+    assert_cli_export(cli, out, [r"^store: b/f\.json: not written: it lands on the same file as a/f\.json$"], "--force")
+    assert (out / "a" / "f.json").read_bytes() == home.exact[one]
+

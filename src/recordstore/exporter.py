@@ -105,11 +105,18 @@ class _Writer:
         _LIVE_TOKENS.add(self.token)
         _remove_stale_temps(self.out_real)
         self.overwrite = overwrite
-        self.checked: set[Path] = {self.out_real}
+        # Where files really land, whatever links in OUT lead there: each directory
+        # checked (as the records name it) -> (its identity: st_dev and st_ino, its
+        # index among the names that lead to it, in ``via``); looked up once a directory.
+        out_key = _identity(os.stat(self.out_real))
+        self.checked: dict[Path, tuple[_Key, int]] = {self.out_real: (out_key, 0)}
+        self.via: dict[_Key, list[str]] = {out_key: [""]}  # the names (relative to OUT)
+        # In each directory, the name of each file written -> which of its names it
+        # was written through.
+        self.files_in: dict[_Key, dict[str, int]] = {}
         self.created: set[Path] = set()  # directories this export made: nothing else is in them
         self.dirty_dirs: set[Path] = set()
         self.staged: list[tuple[str, Path, Path]] = []
-        self.staged_targets: set[Path] = set()
         self.staged_bytes = 0
         self.counter = 0
 
@@ -127,14 +134,27 @@ class _Writer:
                 raise ExportError(relpath, f"refused: {directory} is a symbolic link loop") from None
             if real != self.out_real and self.out_real not in real.parents:
                 raise ExportError(relpath, f"refused: {directory} leads outside the export directory")
-            if not real.is_dir():
+            try:
+                st = os.stat(real)
+            except OSError:  # a dangling link, or one through a file
+                st = None
+            if st is None or not stat.S_ISDIR(st.st_mode):
                 raise ExportError(relpath, f"refused: {directory} exists and is not a directory")
             _remove_stale_temps(directory)
         else:
             directory.mkdir()
+            st = os.stat(directory)
             self.created.add(directory)
             self.dirty_dirs.add(parent)
-        self.checked.add(directory)
+        names = self.via.setdefault(_identity(st), [])
+        self.checked[directory] = (_identity(st), len(names))
+        names.append(directory.relative_to(self.out_real).as_posix())
+
+    def _name(self, key: _Key, via: int, name: str) -> str:
+        """The source path of the file ``name`` in the directory ``key``, as the record
+        written there named it (through its ``via``-th name)."""
+        directory = self.via[key][via]
+        return f"{directory}/{name}" if directory else name
 
     def write(self, relpath: str, pieces: Iterable[str]) -> None:
         """Write a file's text, given in pieces, to a temporary file beside the target,
@@ -142,13 +162,17 @@ class _Writer:
         memory); it is renamed into place by :meth:`flush`, once its data is durable."""
         target = safe_target(self.out_real, relpath)
         self._ensure_dir(target.parent, relpath)
+        # Two records may name one file, through a link in OUT to a directory in OUT:
+        # the first is written, never replaced by the second.
+        key, via = self.checked[target.parent]
+        there = self.files_in.get(key)
+        if there is not None and (first := there.get(target.name)) is not None:
+            raise ExportError(relpath, f"not written: it lands on the same file as {self._name(key, first, target.name)}")
         # (In a directory this export made, only another process could have put a file:
         # placing by hard link still refuses to replace it.)
         mode = None  # a new file's: 0o666 less the umask
         if target.parent not in self.created:
             mode = self._replaced_mode(target, relpath)
-        if target in self.staged_targets:
-            raise ExportError(relpath, "two records sources name the same file")
         self.counter += 1
         tmp = target.parent / f".{target.name[:40]}.{os.getpid()}.{self.token}.{self.counter}.rstmp"
         # 0o666 less the umask, like any new file; O_EXCL: never through a planted link.
@@ -162,7 +186,6 @@ class _Writer:
             if isinstance(exc, FileExistsError):  # planted: the target is not the one that exists
                 raise ExportError(relpath, f"cannot write: its temporary file {tmp.name} already exists") from None
             raise
-        self.staged_targets.add(target)
         size = 0
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -179,11 +202,11 @@ class _Writer:
                 size += fh.write(_utf8("".join(buffered)))
         except BaseException:
             self.staged.pop()
-            self.staged_targets.discard(target)
             with _suppress():
                 os.unlink(tmp)
             raise
         self.staged_bytes += size
+        self.files_in.setdefault(key, {})[target.name] = via
 
     def _replaced_mode(self, target: Path, relpath: str) -> int | None:
         """The permission bits of the file ``target`` replaces, which the new one keeps
@@ -228,7 +251,7 @@ class _Writer:
                     os.unlink(tmp)
             done.append((rel, error))
         # Only now: stopped before (Ctrl-C during the sync), discard() removes them all.
-        self.staged, self.staged_targets, self.staged_bytes = [], set(), 0
+        self.staged, self.staged_bytes = [], 0
         self.sync_dirs()
         return done
 
@@ -331,6 +354,14 @@ _LIVE_TOKENS: set[str] = set()
 
 _TOKEN = re.compile(f"[0-9a-f]{{{2 * TOKEN_BYTES}}}")
 _NUMBER = re.compile("[0-9]+")  # (not str.isdigit: int() refuses "²")
+
+
+#: A directory's identity: (st_dev, st_ino).
+_Key = tuple[int, int]
+
+
+def _identity(st: os.stat_result) -> _Key:
+    return st.st_dev, st.st_ino
 
 
 def _remove_stale_temps(directory: Path) -> None:
