@@ -632,3 +632,29 @@ def test_two_records_landing_on_one_file_through_a_link_in_out_write_the_first_o
     assert_cli_export(cli, out, [r"^store: b/f\.json: not written: it lands on the same file as a/f\.json$"], "--force")
     assert (out / "a" / "f.json").read_bytes() == home.exact[one]
 
+
+@pytest.mark.parametrize("force", [False, True], ids=["plain", "force"])
+@pytest.mark.parametrize("file_first", [True, False], ids=["file-first", "directory-first"])
+def test_a_record_file_that_other_records_need_as_a_directory_is_named_as_such(
+    world: tuple[Home, Path, Path], store: Store, db_path: Path, file_first: bool, force: bool
+) -> None:
+    """The store holds x.json and x.json/inner.json (the home made the file a directory
+    between two imports): into an empty directory, export said x.json "exists in the
+    export directory (use --force...)", or with --force "Is a directory". Whichever
+    comes second is not written, in one line naming the other; the rest is."""
+    home, out, sibling = world
+    first, second = f"{hostile.TASKS}/task_good_1.json", f"{hostile.TASKS}/task_good_2.json"
+    as_file, as_dir = (first, second) if file_first else (second, first)
+    set_path(db_path, as_file, "x.json")
+    set_path(db_path, as_dir, "x.json/inner.json")
+    result = store.export_to(out, overwrite=force)
+    if file_first:
+        expected = [("x.json/inner.json", "not written: x.json is a record's file, it cannot also be a directory")]
+        assert (out / "x.json").read_bytes() == home.exact[as_file]
+    else:
+        expected = [("x.json", "not written: x.json/inner.json needs it to be a directory")]
+        assert (out / "x.json" / "inner.json").read_bytes() == home.exact[as_dir]
+    assert [(p.path, p.reason) for p in result.problems] == expected
+    assert result.files == len(home.exact) - 1
+    assert_good_files_written(home, out, {first, second})
+    assert_contained(out, sibling)

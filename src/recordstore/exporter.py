@@ -112,8 +112,9 @@ class _Writer:
         self.checked: dict[Path, tuple[_Key, int]] = {self.out_real: (out_key, 0)}
         self.via: dict[_Key, list[str]] = {out_key: [""]}  # the names (relative to OUT)
         # In each directory, the name of each file written -> which of its names it
-        # was written through.
+        # was written through; and of each directory that records need -> the first.
         self.files_in: dict[_Key, dict[str, int]] = {}
+        self.dirs_in: dict[tuple[_Key, str], str] = {}
         self.created: set[Path] = set()  # directories this export made: nothing else is in them
         self.dirty_dirs: set[Path] = set()
         self.staged: list[tuple[str, Path, Path]] = []
@@ -127,6 +128,11 @@ class _Writer:
             return
         parent = directory.parent
         self._ensure_dir(parent, relpath)
+        parent_key = self.checked[parent][0]
+        file_there = self.files_in.get(parent_key, {}).get(directory.name)
+        if file_there is not None:  # the store holds both x.json and x.json/...
+            first = self._name(parent_key, file_there, directory.name)
+            raise ExportError(relpath, f"not written: {first} is a record's file, it cannot also be a directory")
         if directory.is_symlink() or directory.exists():
             try:
                 real = directory.resolve()
@@ -146,6 +152,7 @@ class _Writer:
             st = os.stat(directory)
             self.created.add(directory)
             self.dirty_dirs.add(parent)
+        self.dirs_in.setdefault((parent_key, directory.name), relpath)
         names = self.via.setdefault(_identity(st), [])
         self.checked[directory] = (_identity(st), len(names))
         names.append(directory.relative_to(self.out_real).as_posix())
@@ -168,6 +175,9 @@ class _Writer:
         there = self.files_in.get(key)
         if there is not None and (first := there.get(target.name)) is not None:
             raise ExportError(relpath, f"not written: it lands on the same file as {self._name(key, first, target.name)}")
+        below = self.dirs_in.get((key, target.name))
+        if below is not None:  # the store holds both x.json and x.json/...
+            raise ExportError(relpath, f"not written: {below} needs it to be a directory")
         # (In a directory this export made, only another process could have put a file:
         # placing by hard link still refuses to replace it.)
         mode = None  # a new file's: 0o666 less the umask
