@@ -532,3 +532,129 @@ def test_a_directory_in_the_way_of_a_file_is_named_as_such(store: Store, home: P
             f"{source}: refused: {out.resolve() / source} exists and is a directory"
         ]
         assert result.files > 1
+
+
+def test_export_over_the_home_keeps_each_replaced_files_permissions(store: Store, home: Path) -> None:
+    """An owner-only file stays owner-only when export --force writes it back (it
+    became readable by everyone: 0o666 less the umask); a new file gets that mode."""
+    store.import_paths([home])
+    sources = sorted({r.source for r in store.query("task")})
+    private, shared, gone = (home / s for s in sources[:3])
+    private.chmod(0o600)
+    shared.chmod(0o640)
+    gone.unlink()
+    umask = os.umask(0o022)
+    try:
+        result = store.export_to(home, overwrite=True)
+    finally:
+        os.umask(umask)
+    assert result.ok, result.problems
+    assert stat_mode(private) == 0o600 and stat_mode(shared) == 0o640
+    assert stat_mode(gone) == 0o644
+    assert not list(home.rglob("*.rstmp"))
+
+
+def stat_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o7777
+
+
+def test_temp_files_left_by_an_earlier_process_with_this_pid_are_cleared_by_the_next_export(
+    store: Store, home: Path, tmp_path: Path
+) -> None:
+    """In a container every export runs as pid 1: a killed one's temps bear the pid of
+    the next, which took them for its own, never cleared them, and failed on them with
+    "File exists" (--force or not)."""
+    store.import_paths([home])
+    out = tmp_path / "out"
+    source = next(iter(store.query("task"))).source
+    (out / source).parent.mkdir(parents=True)
+    me = os.getpid()
+    stale = [
+        out / f".settings.json.{me}.1.rstmp",  # as a killed export named them before
+        (out / source).with_name(f".{Path(source).name}.{me}.1.rstmp"),
+        out / f".settings.json.{me}.0123456789abcdef.1.rstmp",  # an earlier run's token
+    ]
+    for path in stale:
+        path.write_text("half")
+    for force in (False, True):
+        result = store.export_to(out, overwrite=force)
+        assert result.ok, result.problems
+        assert not [p for p in out.rglob("*.rstmp")]
+
+
+def test_a_temp_file_in_the_way_is_named_not_the_target(
+    store: Store, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not "File exists", which blamed a target that does not exist."""
+    store.import_paths([home])
+    out = tmp_path / "out"
+    source = next(iter(store.query("task"))).source
+    name = Path(source).name
+    monkeypatch.setattr("secrets.token_hex", lambda n: "f" * 2 * n)
+    (out / source).parent.mkdir(parents=True)
+    # Planted under the very name its temp file gets, whatever its number (and as they
+    # were named before temp names held a token).
+    for n in range(1, 100):
+        for planted in (f".{name}.{os.getpid()}.{'f' * 16}.{n}.rstmp", f".{name}.{os.getpid()}.{n}.rstmp"):
+            (out / source).with_name(planted).write_text("someone's")
+    result = store.export_to(out)
+    assert len(result.problems) == 1, result.problems
+    pattern = rf"{re.escape(source)}: cannot write: its temporary file \.{re.escape(name)}\.{os.getpid()}\.f{{16}}\.\d+\.rstmp already exists"
+    assert re.fullmatch(pattern, str(result.problems[0])), str(result.problems[0])
+    assert not (out / source).exists() and result.files > 1
+
+
+@pytest.mark.parametrize("batch", [2000, 1], ids=["one-batch", "a-batch-each"])
+@pytest.mark.parametrize("force", [False, True], ids=["plain", "force"])
+def test_two_records_landing_on_one_file_through_a_link_in_out_write_the_first_only(
+    world: tuple[Home, Path, Path], store: Store, db_path: Path, cli: Cli,
+    monkeypatch: pytest.MonkeyPatch, batch: int, force: bool,
+) -> None:  # fmt: skip
+    """OUT has ``b -> a``: a/f.json and b/f.json are one file. --force wrote the second
+    over the first and claimed both written; without it, the advice was to use --force."""
+    home, out, sibling = world
+    monkeypatch.setattr(exporter_module, "STAGE_FILES", batch)
+    one, two = f"{hostile.TASKS}/task_good_1.json", f"{hostile.TASKS}/task_good_2.json"
+    set_path(db_path, one, "a/f.json")
+    set_path(db_path, two, "b/f.json")
+    (out / "a").mkdir(parents=True)
+    (out / "b").symlink_to("a")
+    result = store.export_to(out, overwrite=force)
+    assert [(p.path, p.reason) for p in result.problems] == [("b/f.json", "not written: it lands on the same file as a/f.json")]
+    assert (out / "a" / "f.json").read_bytes() == home.exact[one]
+    assert result.files == len(home.exact) - 1
+    assert_good_files_written(home, out, {one, two})
+    assert_contained(out, sibling)
+
+    flags = ("--force",) if force else ()
+    assert_cli_export(cli, out.with_name("out-cli"), [], *flags)  # (no link there)
+    (out / "a" / "f.json").unlink()
+    assert_cli_export(cli, out, [r"^store: b/f\.json: not written: it lands on the same file as a/f\.json$"], "--force")
+    assert (out / "a" / "f.json").read_bytes() == home.exact[one]
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["plain", "force"])
+@pytest.mark.parametrize("file_first", [True, False], ids=["file-first", "directory-first"])
+def test_a_record_file_that_other_records_need_as_a_directory_is_named_as_such(
+    world: tuple[Home, Path, Path], store: Store, db_path: Path, file_first: bool, force: bool
+) -> None:
+    """The store holds x.json and x.json/inner.json (the home made the file a directory
+    between two imports): into an empty directory, export said x.json "exists in the
+    export directory (use --force...)", or with --force "Is a directory". Whichever
+    comes second is not written, in one line naming the other; the rest is."""
+    home, out, sibling = world
+    first, second = f"{hostile.TASKS}/task_good_1.json", f"{hostile.TASKS}/task_good_2.json"
+    as_file, as_dir = (first, second) if file_first else (second, first)
+    set_path(db_path, as_file, "x.json")
+    set_path(db_path, as_dir, "x.json/inner.json")
+    result = store.export_to(out, overwrite=force)
+    if file_first:
+        expected = [("x.json/inner.json", "not written: x.json is a record's file, it cannot also be a directory")]
+        assert (out / "x.json").read_bytes() == home.exact[as_file]
+    else:
+        expected = [("x.json", "not written: x.json/inner.json needs it to be a directory")]
+        assert (out / "x.json" / "inner.json").read_bytes() == home.exact[as_dir]
+    assert [(p.path, p.reason) for p in result.problems] == expected
+    assert result.files == len(home.exact) - 1
+    assert_good_files_written(home, out, {first, second})
+    assert_contained(out, sibling)

@@ -290,6 +290,28 @@ def test_a_number_that_would_become_0_is_refused_as_one_that_would_become_infini
 
 
 @pytest.mark.parametrize(
+    ("literal", "shown"),
+    [
+        ("1" + "0" * 400 + ".5", "1" + "0" * 39 + "… (402 digits) is too large for a double"),
+        ("-0." + "0" * 500 + "1", "-0." + "0" * 37 + "… (502 digits) is too small for a double (it would become 0)"),
+        ("1" * 40 + "e999", "1" * 40 + "… (43 digits) is too large for a double"),
+        ("1" * 36 + "e999", "1" * 36 + "e999 is too large for a double"),  # 40 characters: whole
+    ],
+    ids=["too-large", "too-small", "exponent-cut-off", "40-characters-whole"],
+)
+def test_a_long_refused_number_is_shown_cut_with_an_ellipsis_and_its_length(literal: str, shown: str) -> None:
+    """Not its first 40 characters alone, which read as another number (10**39, which a
+    double holds) and hid that the message quotes only part of it."""
+    for text in ('{"a": ' + literal + "}", "[\n  " + literal + "\n]"):
+        with pytest.raises(JSONError) as raised:
+            decode(text)
+        assert raised.value.reason == f"number {shown}"
+        with pytest.raises(JSONError) as raised:
+            jsoncodec.scan(text, 0)
+        assert raised.value.reason == f"number {shown}"
+
+
+@pytest.mark.parametrize(
     "literal",
     ["0", "-0", "0.0", "-0.0", "0e5", "0E-5", "-0e+0", "0.000e-999", "0.0000000000", "5e-324", "-5e-324",
      "3e-324", "2.5e-324", "4.9406564584124654e-324", "2.2250738585072014e-308", "1e-323"],

@@ -9,6 +9,9 @@ import itertools
 import json
 import operator
 import os
+import re
+import secrets
+import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
@@ -95,13 +98,26 @@ class _Writer:
     def __init__(self, out: Path, overwrite: bool):
         out.mkdir(parents=True, exist_ok=True)
         self.out_real = out.resolve()
+        # In every temp file's name: no earlier process with the same pid (pid 1 in a
+        # container, a reused pid) made one by the same name; and the temps of this
+        # process that do not hold a live export's token are stale.
+        self.token = secrets.token_hex(TOKEN_BYTES)
+        _LIVE_TOKENS.add(self.token)
         _remove_stale_temps(self.out_real)
         self.overwrite = overwrite
-        self.checked: set[Path] = {self.out_real}
+        # Where files really land, whatever links in OUT lead there: each directory
+        # checked (as the records name it) -> (its identity: st_dev and st_ino, its
+        # index among the names that lead to it, in ``via``); looked up once a directory.
+        out_key = _identity(os.stat(self.out_real))
+        self.checked: dict[Path, tuple[_Key, int]] = {self.out_real: (out_key, 0)}
+        self.via: dict[_Key, list[str]] = {out_key: [""]}  # the names (relative to OUT)
+        # In each directory, the name of each file written -> which of its names it
+        # was written through; and of each directory that records need -> the first.
+        self.files_in: dict[_Key, dict[str, int]] = {}
+        self.dirs_in: dict[tuple[_Key, str], str] = {}
         self.created: set[Path] = set()  # directories this export made: nothing else is in them
         self.dirty_dirs: set[Path] = set()
         self.staged: list[tuple[str, Path, Path]] = []
-        self.staged_targets: set[Path] = set()
         self.staged_bytes = 0
         self.counter = 0
 
@@ -112,6 +128,11 @@ class _Writer:
             return
         parent = directory.parent
         self._ensure_dir(parent, relpath)
+        parent_key = self.checked[parent][0]
+        file_there = self.files_in.get(parent_key, {}).get(directory.name)
+        if file_there is not None:  # the store holds both x.json and x.json/...
+            first = self._name(parent_key, file_there, directory.name)
+            raise ExportError(relpath, f"not written: {first} is a record's file, it cannot also be a directory")
         if directory.is_symlink() or directory.exists():
             try:
                 real = directory.resolve()
@@ -119,14 +140,28 @@ class _Writer:
                 raise ExportError(relpath, f"refused: {directory} is a symbolic link loop") from None
             if real != self.out_real and self.out_real not in real.parents:
                 raise ExportError(relpath, f"refused: {directory} leads outside the export directory")
-            if not real.is_dir():
+            try:
+                st = os.stat(real)
+            except OSError:  # a dangling link, or one through a file
+                st = None
+            if st is None or not stat.S_ISDIR(st.st_mode):
                 raise ExportError(relpath, f"refused: {directory} exists and is not a directory")
             _remove_stale_temps(directory)
         else:
             directory.mkdir()
+            st = os.stat(directory)
             self.created.add(directory)
             self.dirty_dirs.add(parent)
-        self.checked.add(directory)
+        self.dirs_in.setdefault((parent_key, directory.name), relpath)
+        names = self.via.setdefault(_identity(st), [])
+        self.checked[directory] = (_identity(st), len(names))
+        names.append(directory.relative_to(self.out_real).as_posix())
+
+    def _name(self, key: _Key, via: int, name: str) -> str:
+        """The source path of the file ``name`` in the directory ``key``, as the record
+        written there named it (through its ``via``-th name)."""
+        directory = self.via[key][via]
+        return f"{directory}/{name}" if directory else name
 
     def write(self, relpath: str, pieces: Iterable[str]) -> None:
         """Write a file's text, given in pieces, to a temporary file beside the target,
@@ -134,30 +169,38 @@ class _Writer:
         memory); it is renamed into place by :meth:`flush`, once its data is durable."""
         target = safe_target(self.out_real, relpath)
         self._ensure_dir(target.parent, relpath)
+        # Two records may name one file, through a link in OUT to a directory in OUT:
+        # the first is written, never replaced by the second.
+        key, via = self.checked[target.parent]
+        there = self.files_in.get(key)
+        if there is not None and (first := there.get(target.name)) is not None:
+            raise ExportError(relpath, f"not written: it lands on the same file as {self._name(key, first, target.name)}")
+        below = self.dirs_in.get((key, target.name))
+        if below is not None:  # the store holds both x.json and x.json/...
+            raise ExportError(relpath, f"not written: {below} needs it to be a directory")
         # (In a directory this export made, only another process could have put a file:
         # placing by hard link still refuses to replace it.)
-        if target.parent not in self.created and os.path.lexists(target):
-            if target.is_dir() and not target.is_symlink():  # --force would not help
-                raise ExportError(relpath, f"refused: {target} exists and is a directory")
-            if not self.overwrite:
-                raise ExportError(relpath, "exists in the export directory (use --force to overwrite)")
-        if target in self.staged_targets:
-            raise ExportError(relpath, "two records sources name the same file")
+        mode = None  # a new file's: 0o666 less the umask
+        if target.parent not in self.created:
+            mode = self._replaced_mode(target, relpath)
         self.counter += 1
-        tmp = target.parent / f".{target.name[:40]}.{os.getpid()}.{self.counter}.rstmp"
+        tmp = target.parent / f".{target.name[:40]}.{os.getpid()}.{self.token}.{self.counter}.rstmp"
         # 0o666 less the umask, like any new file; O_EXCL: never through a planted link.
         # Staged before it exists, so that discard() removes it even when Ctrl-C lands
         # just as it is made; unstaged if it cannot be made (it is not ours).
         self.staged.append((relpath, tmp, target))
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except OSError:
+        except OSError as exc:
             self.staged.pop()
+            if isinstance(exc, FileExistsError):  # planted: the target is not the one that exists
+                raise ExportError(relpath, f"cannot write: its temporary file {tmp.name} already exists") from None
             raise
-        self.staged_targets.add(target)
         size = 0
         try:
             with os.fdopen(fd, "wb") as fh:
+                if mode is not None:  # before it is renamed into place: never wider for a moment
+                    os.fchmod(fd, mode)
                 buffered: list[str] = []
                 held = 0
                 for piece in pieces:
@@ -169,11 +212,30 @@ class _Writer:
                 size += fh.write(_utf8("".join(buffered)))
         except BaseException:
             self.staged.pop()
-            self.staged_targets.discard(target)
             with _suppress():
                 os.unlink(tmp)
             raise
         self.staged_bytes += size
+        self.files_in.setdefault(key, {})[target.name] = via
+
+    def _replaced_mode(self, target: Path, relpath: str) -> int | None:
+        """The permission bits of the file ``target`` replaces, which the new one keeps
+        (an owner-only file stays owner-only); None if there is none. Refuses a target
+        that cannot be replaced."""
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISDIR(st.st_mode):  # --force would not help
+            raise ExportError(relpath, f"refused: {target} exists and is a directory")
+        if not self.overwrite:
+            raise ExportError(relpath, "exists in the export directory (use --force to overwrite)")
+        if stat.S_ISLNK(st.st_mode):  # the link is replaced: the file it led to tells the mode
+            try:
+                st = os.stat(target)
+            except OSError:  # dangling, or a loop
+                return None
+        return stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
 
     def full(self) -> bool:
         return len(self.staged) >= STAGE_FILES or self.staged_bytes >= STAGE_BYTES
@@ -199,7 +261,7 @@ class _Writer:
                     os.unlink(tmp)
             done.append((rel, error))
         # Only now: stopped before (Ctrl-C during the sync), discard() removes them all.
-        self.staged, self.staged_targets, self.staged_bytes = [], set(), 0
+        self.staged, self.staged_bytes = [], 0
         self.sync_dirs()
         return done
 
@@ -225,6 +287,10 @@ class _Writer:
             with _suppress():
                 os.unlink(tmp)
         self.staged = []
+
+    def close(self) -> None:
+        """The export is over: its temp files, if any were left, are stale from now on."""
+        _LIVE_TOKENS.discard(self.token)
 
     def sync_dirs(self) -> None:
         for directory in sorted(self.dirty_dirs):
@@ -290,19 +356,45 @@ def _fsync_path(path: Path) -> OSError | None:
     return None
 
 
+#: The random token in a temp file's name (``.NAME.PID.TOKEN.N.rstmp``), in bytes.
+TOKEN_BYTES = 8
+
+#: The tokens of the exports running in this process (a library caller may run several).
+_LIVE_TOKENS: set[str] = set()
+
+_TOKEN = re.compile(f"[0-9a-f]{{{2 * TOKEN_BYTES}}}")
+_NUMBER = re.compile("[0-9]+")  # (not str.isdigit: int() refuses "²")
+
+
+#: A directory's identity: (st_dev, st_ino).
+_Key = tuple[int, int]
+
+
+def _identity(st: os.stat_result) -> _Key:
+    return st.st_dev, st.st_ino
+
+
 def _remove_stale_temps(directory: Path) -> None:
     """Temp files of an export that was killed before renaming them: never at a target
-    path, but litter. Only ours (``.NAME.PID.N.rstmp``) of a process that is gone."""
+    path, but litter. Only ours (``.NAME.PID.TOKEN.N.rstmp``, or ``.NAME.PID.N.rstmp``
+    as they were named before) of a process that is gone, or of this process's pid but
+    not of an export running in it: an earlier process had that pid (pid 1 in a
+    container, or a reused one)."""
     try:
         names = [n for n in os.listdir(directory) if n.endswith(".rstmp")]
     except OSError:
         return
+    me = os.getpid()
     for name in names:
-        parts = name.rsplit(".", 3)
-        if len(parts) != 4 or parts[0][:1] != "." or not (parts[1].isdigit() and parts[2].isdigit()):
-            continue  # not one of ours: a user's file
-        pid = int(parts[1])
-        if pid != os.getpid() and not _alive(pid):
+        parts = name.rsplit(".", 4)
+        if len(parts) == 5 and parts[0][:1] == "." and _NUMBER.fullmatch(parts[1]) and _TOKEN.fullmatch(parts[2]) and _NUMBER.fullmatch(parts[3]):
+            pid, token = int(parts[1]), parts[2]
+        else:
+            parts = name.rsplit(".", 3)
+            if len(parts) != 4 or parts[0][:1] != "." or not (_NUMBER.fullmatch(parts[1]) and _NUMBER.fullmatch(parts[2])):
+                continue  # not one of ours: a user's file
+            pid, token = int(parts[1]), None
+        if (token not in _LIVE_TOKENS) if pid == me else not _alive(pid):
             with _suppress():
                 os.unlink(directory / name)
 
@@ -527,4 +619,6 @@ def export_records(
     except BaseException:
         writer.discard()  # nothing half-written stays behind, not even as a temp file
         raise
+    finally:
+        writer.close()
     return result

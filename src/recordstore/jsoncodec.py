@@ -74,10 +74,23 @@ def _reject_constant(name: str) -> Any:
 def _finite_float(text: str) -> float:
     value = float(text)
     if value in (float("inf"), float("-inf")):  # 1e999: it would become Infinity
-        raise _Refused(f"number {text[:40]} is too large for a double")
+        raise _Refused(f"number {_quoted_number(text)} is too large for a double")
     if not value and _NONZERO_MANTISSA.match(text):  # 1e-400: it would become 0
-        raise _Refused(f"number {text[:40]} is too small for a double (it would become 0)")
+        raise _Refused(f"number {_quoted_number(text)} is too small for a double (it would become 0)")
     return value
+
+
+#: A number literal longer than this is quoted cut, marked as such.
+NUMBER_SHOWN = 40
+
+
+def _quoted_number(text: str) -> str:
+    """A number literal as a message shows it: whole, or its first NUMBER_SHOWN
+    characters, an ellipsis and how many digits it has (a cut number never passes for
+    another one)."""
+    if len(text) <= NUMBER_SHOWN:
+        return text
+    return f"{text[:NUMBER_SHOWN]}… ({sum(c.isdigit() for c in text)} digits)"
 
 
 #: A number literal whose digits before the exponent are not all zeros (so it is not 0).
