@@ -408,6 +408,37 @@ def test_cli_a_registry_with_a_gap_is_one_line_naming_domain_and_step(cli: Any, 
     assert res.stderr.strip() == "store: error: domain 'note': no step 2 -> 3, so the chain cannot reach current version 3"
 
 
+#: BaseExceptions that are not Ctrl-C, as steps meet them: asyncio's timeout, a closed
+#: generator, a library's own (gevent's Timeout, trio's Cancelled derive from it).
+BASE_EXCEPTIONS = [
+    ("asyncio.CancelledError('timed out talking to the service')", "CancelledError: timed out talking to the service"),
+    ("GeneratorExit('closed')", "GeneratorExit: closed"),
+    ("type('Timeout', (BaseException,), {})('5 s')", "Timeout: 5 s"),
+]
+
+
+@pytest.mark.parametrize(("raised", "reason"), BASE_EXCEPTIONS, ids=["CancelledError", "GeneratorExit", "own"])
+def test_a_step_raising_a_base_exception_fails_only_its_record_in_one_line(
+    cli: Any, tmp_path: Path, notes: Path, raised: str, reason: str
+) -> None:
+    """A step raising asyncio's CancelledError (or any BaseException but Ctrl-C) ended
+    the whole migration with a traceback naming no record, exit 1 and nothing migrated."""
+    registry = tmp_path / "base_registry.py"
+    registry.write_text(REGISTRY_SOURCE.replace(
+        'raise ValueError("cannot tag an exploding note")', f"import asyncio; raise {raised}"
+    ))
+    cli("import", notes, registry=str(registry))
+    for dry in (["--dry-run"], []):
+        res = cli("migrate", "--jobs", "0", *dry, registry=str(registry))
+        assert res.exit_code == 1
+        assert res.stderr.splitlines() == [
+            f"store: failed: note notes/c.json: v2 -> v3 (add_tags) failed: {reason} (notes/c.json)"
+        ]
+        assert "8 record(s), 1 failed" in res.stdout
+    hist = json.loads(cli("history", "--json", registry=str(registry)).stdout)
+    assert hist[-1]["outcome"] == "partial" and hist[-1]["failures"][0]["reason"] == reason
+
+
 STYLES = {
     # file: (as written by its application, as exported after a step added "added": true)
     "crlf.json": (b'{\r\n  "schema_version": 1,\r\n  "a": 1\r\n}\r\n',

@@ -214,6 +214,21 @@ def test_a_worker_that_dies_fails_the_migration_in_one_line_and_keeps_every_batc
     assert backups == len(reference["backups"])  # one backup per record migrated, none twice
 
 
+def test_a_step_raising_a_base_exception_in_a_worker_fails_only_its_record(
+    tmp_path: Path, registry_file: Path, home: Path
+) -> None:
+    """asyncio's CancelledError (a BaseException) from a step in a worker broke the whole
+    migration with the worker's traceback."""
+    registry = tmp_path / "cancelling.py"
+    registry.write_text(REGISTRY_SOURCE.replace(
+        'raise ValueError("cannot tag an exploding note")', 'import asyncio; raise asyncio.CancelledError("timed out")'
+    ))
+    result, content = _migrated(tmp_path / "s.db", registry, home, jobs=2)
+    assert result.migrated == MIGRATED and len(result.failures) == 10
+    assert {f.reason for f in result.failures} == {"CancelledError: timed out"}
+    assert len(content["failures"]) == 10
+
+
 def test_cli_migrate_jobs_gives_the_same_summary_and_refuses_negatives(
     tmp_path: Path, registry_file: Path, home: Path
 ) -> None:

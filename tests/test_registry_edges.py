@@ -80,6 +80,19 @@ def test_a_registry_calling_sys_exit_is_a_registry_error_not_an_exit(tmp_path: P
     assert not cli.db.exists()
 
 
+def test_a_registry_raising_a_base_exception_while_loading_is_one_line(tmp_path: Path, cli: Any) -> None:
+    """asyncio's CancelledError at a registry's top level (a BaseException) was a
+    52-line traceback with exit 1, not the one line naming the registry."""
+    path = tmp_path / "reg_cancelled.py"
+    path.write_text("import asyncio\nraise asyncio.CancelledError('the settings service timed out')\n")
+    message = r"^cannot load registry .*reg_cancelled\.py: CancelledError: the settings service timed out$"
+    with pytest.raises(RegistryError, match=message):
+        load_registry(str(path))
+    res = cli("status", registry=str(path))
+    assert res.exit_code == 3
+    assert res.stderr == f"store: error: cannot load registry {path}: CancelledError: the settings service timed out\n"
+
+
 def test_ctrl_c_while_a_registry_loads_is_not_turned_into_an_error(tmp_path: Path) -> None:
     path = tmp_path / "reg_interrupted.py"
     path.write_text("raise KeyboardInterrupt\n")

@@ -163,7 +163,9 @@ def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> d
                 out = value
             if not isinstance(out, dict):
                 raise _NotAnObject(f"step returned {type(out).__name__}, not a JSON object (dict)")
-        except (Exception, SystemExit) as exc:  # a step calling sys.exit() fails its record
+        except KeyboardInterrupt:  # Ctrl-C (or a step raising it): the run stops, as interrupted
+            raise
+        except BaseException as exc:  # sys.exit(), asyncio's CancelledError, a library's own: its record fails
             reason = _bounded(str(exc) if isinstance(exc, _NotAnObject) else describe(exc))
             raise MigrationError(
                 reason,
