@@ -93,6 +93,22 @@ def test_a_registry_raising_a_base_exception_while_loading_is_one_line(tmp_path:
     assert res.stderr == f"store: error: cannot load registry {path}: CancelledError: the settings service timed out\n"
 
 
+def test_a_registry_failing_with_a_message_of_several_lines_is_one_line(tmp_path: Path, cli: Any) -> None:
+    """configparser (as pydantic, SQLAlchemy) puts line breaks in its messages: the
+    registry's error took three lines of stderr."""
+    path = tmp_path / "reg_settings.py"
+    path.write_text(
+        "import configparser\nsettings = configparser.ConfigParser()\n"
+        "settings.read_string('model = v4\\n', source='settings.ini')  # no [section] header\n"
+    )
+    reason = r"MissingSectionHeaderError: File contains no section headers\. file: 'settings\.ini', line: 1 'model = v4\\n'"
+    with pytest.raises(RegistryError, match=rf"^cannot load registry .*reg_settings\.py: {reason}$"):
+        load_registry(str(path))
+    res = cli("status", registry=str(path))
+    assert res.exit_code == 3 and len(res.stderr.splitlines()) == 1, res.stderr
+    assert re.fullmatch(rf"store: error: cannot load registry .*: {reason}\n", res.stderr), res.stderr
+
+
 def test_ctrl_c_while_a_registry_loads_is_not_turned_into_an_error(tmp_path: Path) -> None:
     path = tmp_path / "reg_interrupted.py"
     path.write_text("raise KeyboardInterrupt\n")

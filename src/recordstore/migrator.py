@@ -29,9 +29,9 @@ from .engine import (
     translate_errors,
     unchecked_foreign_keys,
 )
-from .errors import InputError, MigrationError, NewerVersionError, RestoreConflictError, describe
+from .errors import InputError, MigrationError, NewerVersionError, RestoreConflictError, describe, one_line
 from .importer import as_text, backup_rows, backup_span
-from .parsing import display_path, indent_of
+from .parsing import indent_of
 from .registry import Domain, Registry, Step
 from .runs import RunHandle, check_interrupt
 from .tables import backups, files, records, refused
@@ -120,7 +120,7 @@ REASON_CHARS = 200
 def _bounded(reason: str) -> str:
     """One printable line of at most REASON_CHARS characters: never a whole record's
     payload, nor a terminal's control sequence a step's message carried."""
-    line = display_path(" ".join(reason.split()))
+    line = one_line(reason)
     return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
 
 
