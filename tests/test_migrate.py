@@ -439,6 +439,30 @@ def test_a_step_raising_a_base_exception_fails_only_its_record_in_one_line(
     assert hist[-1]["outcome"] == "partial" and hist[-1]["failures"][0]["reason"] == reason
 
 
+def test_a_record_whose_file_name_holds_a_line_break_is_reported_on_one_line(
+    cli: Any, registry_file: Path, notes: Path
+) -> None:
+    """The failure, the --diff header and `history N` printed the key raw: a file name
+    holding a newline took two lines, one holding ESC reached the terminal as such.
+    Import escapes the same names."""
+    (notes / "notes" / "bad\nname.json").write_text('{"schema_version": 2, "text": "x", "explode": true}')
+    (notes / "notes" / "ok\x1b[2Jname.json").write_text('{"schema_version": 2, "text": "y"}')
+    cli("import", notes, registry=str(registry_file))
+    res = cli("migrate", "--dry-run", "--diff", "20", registry=str(registry_file))
+    assert "--- note notes/ok\\x1b[2Jname.json v2\n+++ note notes/ok\\x1b[2Jname.json v3\n" in res.stdout
+    res = cli("migrate", registry=str(registry_file))
+    failed = [line for line in res.stderr.splitlines() if "bad" in line]
+    assert failed == [
+        "store: failed: note notes/bad\\nname.json: v2 -> v3 (add_tags) failed: "
+        "ValueError: cannot tag an exploding note (notes/bad\\nname.json)"
+    ]
+    assert all(line.startswith("store: failed: ") for line in res.stderr.splitlines())
+    run = json.loads(cli("history", "--json", registry=str(registry_file)).stdout)[-1]
+    assert "notes/bad\nname.json" in [f["key"] for f in run["failures"]]  # the key itself, in JSON
+    shown = cli("history", str(run["id"]), registry=str(registry_file)).stdout.splitlines()
+    assert "note notes/bad\\nname.json v2 -> v3 add_tags: ValueError: cannot tag an exploding note" in shown
+
+
 STYLES = {
     # file: (as written by its application, as exported after a step added "added": true)
     "crlf.json": (b'{\r\n  "schema_version": 1,\r\n  "a": 1\r\n}\r\n',

@@ -33,7 +33,7 @@ from rich.console import Console
 from . import jsoncodec
 from .connections import INT_MAX, default_db_path, is_url
 from .workers import MAX_JOBS
-from .errors import RecordStoreError, StoreError
+from .errors import RecordStoreError, StoreError, printable
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -502,13 +502,13 @@ def _render_migration(result: Any) -> None:
     import difflib
 
     for d in result.diffs:
-        out.print(f"--- {d.domain} {d.key} v{d.from_version}", markup=False)
-        out.print(f"+++ {d.domain} {d.key} v{d.to_version}", markup=False)
+        out.print(f"--- {d.domain} {printable(d.key)} v{d.from_version}", markup=False)
+        out.print(f"+++ {d.domain} {printable(d.key)} v{d.to_version}", markup=False)
         lines = difflib.unified_diff(d.before.splitlines(), d.after.splitlines(), lineterm="", n=2)
         for line in list(lines)[2:]:
             out.print(line, markup=False)
     for f in result.failures:
-        where = f" ({f.source})" if getattr(f, "source", None) else ""
+        where = f" ({printable(f.source)})" if getattr(f, "source", None) else ""
         err.print(f"store: failed: {f}{where}", markup=False)
     verb = "would migrate" if result.dry_run else "migrated"
     if result.counts:
@@ -554,13 +554,13 @@ def history(
     if r.message:
         out.print(f"message: {r.message}", markup=False)
     for f in r.failures:
-        parts = [f.get("domain") or "", f.get("key") or f.get("source") or ""]
+        parts = [f.get("domain") or "", printable(f.get("key") or f.get("source") or "")]
         if f.get("from_version") is not None and r.kind == "migrate":
             parts.append(f"v{f['from_version']} -> v{f['to_version']}")
         if f.get("step"):
             parts.append(f["step"])
         line = f":{f['line']}" if f.get("line") else ""
-        out.print(" ".join(p for p in parts if p) + line + ": " + f["reason"], markup=False)
+        out.print(" ".join(p for p in parts if p) + line + ": " + printable(f["reason"]), markup=False)
 
 
 def _short_counts(r: Any) -> str:

@@ -114,7 +114,8 @@ class MigrationError(RecordStoreError):
         self.step = step
         self.reason = reason
         named = f" ({step})" if step else ""
-        super().__init__(f"{domain} {key}: v{from_version} -> v{to_version}{named} failed: {reason}")
+        # The key escaped, as import shows a file's name: a newline in it must not break the line.
+        super().__init__(f"{domain} {printable(key)}: v{from_version} -> v{to_version}{named} failed: {reason}")
 
 
 class ExportError(RecordStoreError):
