@@ -93,11 +93,21 @@ class Options:
         mistyped --db is an error, not an empty store."""
         from .store import Store  # SQLAlchemy, loaded only by the commands that open a store
 
-        return Store(self.db, registry=self.registry, wait=WAIT_SECONDS if wait else None, create=create)
+        with _user_code_prints_to_stderr():  # the registry is loaded, and runs its module's code
+            return Store(self.db, registry=self.registry, wait=WAIT_SECONDS if wait else None, create=create)
 
     @property
     def where(self) -> str:
         return self.db if self.db is not None else str(default_db_path())
+
+
+@contextlib.contextmanager
+def _user_code_prints_to_stderr() -> Iterator[None]:
+    """What the registry's code prints (a debugging ``print`` in a step, or at its top
+    level) goes to stderr while it runs: stdout holds the command's own output alone,
+    which may be a --json document. Worker processes forked meanwhile inherit it."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def _print_version(value: bool) -> None:
@@ -486,7 +496,8 @@ def migrate(
     """
     if diff and not dry_run:
         raise typer.BadParameter("--diff shows what a --dry-run would change; add --dry-run", param_hint="--diff")
-    with _errors(ctx), ctx.obj.open(wait) as store, _bar(ctx, json_out) as bar:
+    # (The bar inside: a terminal's bar hands stdout back, when it stops, as it found it.)
+    with _errors(ctx), ctx.obj.open(wait) as store, _user_code_prints_to_stderr(), _bar(ctx, json_out) as bar:
         result = store.migrate(
             domain, dry_run=dry_run, fail_fast=fail_fast, atomic=atomic, diff=diff, progress=bar, jobs=jobs
         )
