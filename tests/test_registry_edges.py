@@ -18,6 +18,7 @@ import pytest
 from recordstore import (
     Domain,
     InputError,
+    MigrationError,
     NewerVersionError,
     Registry,
     RegistryError,
@@ -365,6 +366,45 @@ def test_migrate_value_with_a_broken_chain_is_a_registry_error() -> None:
     dom.add_step(2, lambda record: None)
     with pytest.raises(RegistryError, match=r"^domain 'thing': no step 1 -> 2"):
         migrate_value(dom, "k", {}, 1)
+
+
+def add_two(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "two": True}
+
+
+def add_made(made: dict[Any, Any], record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, **made}
+
+
+@pytest.mark.parametrize(
+    ("made", "reason"),
+    [
+        ({"tags": {"a"}}, "not representable as JSON: Object of type set is not JSON serializable"),
+        ({"ratio": float("nan")}, "not representable as JSON: Out of range float values are not JSON compliant"),
+        ({(1, 2): "pair"}, "not representable as JSON: keys must be str, int, float, bool or None, not tuple"),
+        ({"raw": b"bytes"}, "not representable as JSON: Object of type bytes is not JSON serializable"),
+    ],
+    ids=["set", "NaN", "tuple key", "bytes"],
+)
+def test_migrate_value_refuses_what_the_store_could_not_write_naming_the_step(
+    tmp_path: Path, made: dict[Any, Any], reason: str
+) -> None:
+    """The value came back as the step made it (a set, NaN, a tuple key), though `store
+    migrate` fails that record: json.dumps then wrote NaN, or failed far from the step."""
+    registry = Registry()
+    dom = registry.domain("thing", version=3, files=["things/*.json"])
+    dom.add_step(1, add_two)
+    dom.add_step(2, functools.partial(add_made, made))
+    with pytest.raises(MigrationError) as info:
+        migrate_value(dom, "things/a.json", {"schema_version": 1}, 1)
+    assert (info.value.reason, info.value.from_version, info.value.to_version) == (reason, 1, 3)
+    assert info.value.step == "add_two, add_made"
+    (tmp_path / "home" / "things").mkdir(parents=True)
+    (tmp_path / "home" / "things" / "a.json").write_text('{"schema_version": 1}')
+    with Store(tmp_path / "s.db", registry=registry) as store:  # the same failure, from the same steps
+        store.import_paths(tmp_path / "home")
+        (failure,) = store.migrate(jobs=0).failures
+    assert str(failure) == str(info.value)
 
 
 REGISTRY_SOURCE = (

@@ -128,10 +128,11 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
     """Run ``domain``'s steps over one decoded record from ``version`` to current.
 
     Stamps the version field after each step. Raises :class:`MigrationError` naming the
-    step that failed; ``value`` must be the caller's own copy. As an import would, it
-    refuses a version newer than the domain's current one (:class:`NewerVersionError`:
-    no step can bring it back) and one that is no version (:class:`InputError`); a
-    domain whose chain is broken is a :class:`RegistryError`.
+    step that failed, or the steps run when what they made is not JSON (a set, NaN), as
+    ``store migrate`` fails that record; ``value`` must be the caller's own copy. As an
+    import would, it refuses a version newer than the domain's current one
+    (:class:`NewerVersionError`: no step can bring it back) and one that is no version
+    (:class:`InputError`); a domain whose chain is broken is a :class:`RegistryError`.
     """
     domain.validate()
     if type(version) is not int or version < 1:
@@ -144,7 +145,24 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
             current_version=domain.version,
             version_field=domain.version_field,
         )
-    return _run_steps(domain, key, value, domain.chain(version))
+    chain = domain.chain(version)
+    new = _run_steps(domain, key, value, chain)
+    if chain:  # what the steps made must be what a migration could write
+        try:
+            jsoncodec.encode_utf8(new, None)
+        except jsoncodec.JSONError as exc:
+            raise _unwritable(domain, key, version, chain, exc) from exc
+    return new
+
+
+def _unwritable(
+    domain: Domain, key: str, from_version: int, chain: Sequence[Step], exc: jsoncodec.JSONError
+) -> MigrationError:
+    """The failure of a record whose steps made what cannot be written as JSON: it names them."""
+    return MigrationError(
+        exc.reason, domain=domain.name, key=key, from_version=from_version, to_version=domain.version,
+        step=", ".join(step.name for step in chain),
+    )
 
 
 class _NotAnObject(TypeError):
@@ -336,10 +354,7 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
             except MigrationError as exc:
                 failure = exc
             except jsoncodec.JSONError as exc:  # what the steps made cannot be written: name them
-                failure = MigrationError(
-                    exc.reason, domain=dom.name, key=key, from_version=from_version, to_version=to_version,
-                    step=", ".join(step.name for step in chain),
-                )
+                failure = _unwritable(dom, key, from_version, chain, exc)
             else:
                 out.updates.append((text, rid))
                 if len(out.diffs) < diffs:
