@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from recordstore import MigrationError, RecordStoreError, Registry, RestoreConflictError, Store, StoreError
+from recordstore import migrator as migrator_module
 from recordstore.engine import translate_errors, unchecked_foreign_keys
 from conftest import tree
 
@@ -169,6 +170,59 @@ def test_fail_fast_stops_at_the_first_failure(nstore: Store) -> None:
     assert nstore.get("note", "notes/a.json").version == 3
     assert nstore.get("note", "notes/log.jsonl:1").version == 1
     assert versions[1] > 1
+
+
+def _lines_store(tmp_path: Path, step: Any, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """A store of 9 JSON lines of 100 bytes, whose migration the byte bound cuts into
+    batches of 3 records (each in a span of BATCH_ROWS that holds them all)."""
+    registry = Registry()
+    registry.domain("log", version=2, files=["logs/*.jsonl"]).add_step(1, step)
+    (tmp_path / "home" / "logs").mkdir(parents=True)
+    lines = [json.dumps({"n": n, "pad": ""}) for n in range(9)]
+    lines = [line.replace('""', '"' + "x" * (100 - len(line)) + '"') for line in lines]
+    (tmp_path / "home" / "logs" / "a.jsonl").write_text("".join(line + "\n" for line in lines))
+    monkeypatch.setattr(migrator_module, "BATCH_BYTES", 250)
+    store = Store(tmp_path / "s.db", registry=registry)
+    store.import_paths(tmp_path / "home")
+    return store
+
+
+def test_fail_fast_in_one_process_runs_no_step_after_the_failing_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch cut at the byte bound ran the steps over the rest of its span before it
+    was written: with --fail-fast, records after the failing one went through the step
+    (an API call, a file written) that the run says it never reached."""
+    called: list[int] = []
+
+    def step(record: dict[str, Any]) -> None:
+        called.append(record["n"])
+        if record["n"] == 1:
+            raise ValueError("no 1")
+
+    with _lines_store(tmp_path, step, monkeypatch) as store:
+        result = store.migrate(fail_fast=True, jobs=0)
+    assert result.stopped_early and [f.key for f in result.failures] == ["logs/a.jsonl:2"]
+    assert called == [0, 1]
+
+
+def test_in_one_process_a_batch_is_committed_before_the_next_batch_s_steps_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit of a batch cut at the byte bound waited for the steps of the next,
+    holding the store's write lock through them (work lost if the process is killed)."""
+    committed: dict[int, int] = {}
+
+    def step(record: dict[str, Any]) -> None:
+        reader = sqlite3.connect(tmp_path / "s.db")
+        try:
+            committed[record["n"]] = reader.execute("SELECT count(*) FROM records WHERE version = 2").fetchone()[0]
+        finally:
+            reader.close()
+
+    with _lines_store(tmp_path, step, monkeypatch) as store:
+        assert store.migrate(jobs=0).migrated == 9
+    assert committed == {n: n - n % 3 for n in range(9)}  # each batch of 3 sees the ones before it
 
 
 def test_atomic_is_all_or_nothing(nstore: Store, db_path: Path) -> None:

@@ -459,7 +459,7 @@ class _Pass:
 
     def _version(self, dom: Domain, version: int) -> bool:
         conn = self.conn
-        ahead: collections.deque[tuple[_Span, Future[_Stepped]]] = collections.deque()
+        ahead: collections.deque[tuple[_Span, Future[_Stepped] | None]] = collections.deque()
         after: int | None = 0  # where the next span starts (None: every span is handed out)
         try:
             while True:
@@ -476,7 +476,7 @@ class _Pass:
                     if not ahead:
                         return True
                     span, future = ahead.popleft()
-                    done = workers.result(future, "migrate")
+                    done = self._stepped(dom, span, future)
                     if done.cut:  # the rest of the span is the next batch
                         rest = dataclasses.replace(span, after=done.last_id)
                         ahead.appendleft((rest, self._submit(dom, rest)))
@@ -484,17 +484,26 @@ class _Pass:
                         return False
         finally:
             for _, stepped in ahead:  # stopped early: what was handed out is not written
-                stepped.cancel()
+                if stepped is not None:
+                    stepped.cancel()
 
-    def _submit(self, dom: Domain, span: _Span) -> Future[_Stepped]:
+    def _submit(self, dom: Domain, span: _Span) -> Future[_Stepped] | None:
+        """Hand ``span`` to a worker; without workers, ``None``: its steps run when its
+        batch is written (:meth:`_stepped`), never before the batch ahead of it is
+        committed (nor, with ``fail_fast``, once that batch holds a failure)."""
+        if self.pool is None:
+            return None
         wanted = max(0, self.diff - len(self.result.diffs))
-        if self.pool is not None:
-            return workers.submit(self.pool, "migrate", _step_span_in_worker, span, self.fail_fast, wanted)
-        done: Future[_Stepped] = Future()
+        return workers.submit(self.pool, "migrate", _step_span_in_worker, span, self.fail_fast, wanted)
+
+    def _stepped(self, dom: Domain, span: _Span, future: Future[_Stepped] | None) -> _Stepped:
+        """What a worker made of ``span``, or (``future`` is ``None``) its steps run here."""
+        if future is not None:
+            return workers.result(future, "migrate")
+        wanted = max(0, self.diff - len(self.result.diffs))
         conn = self.conn
         dbapi_conn = conn.connection.dbapi_connection  # the transaction's own connection
-        done.set_result(_step_span(dom, dbapi_conn, placeholder(conn), span, self.fail_fast, wanted))
-        return done
+        return _step_span(dom, dbapi_conn, placeholder(conn), span, self.fail_fast, wanted)
 
     def _write(self, dom: Domain, version: int, stepped: _Stepped) -> bool:
         """Write one batch's outcome (a dry run writes nothing); False when the run must stop."""
