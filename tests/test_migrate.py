@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sqlite3
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +225,30 @@ def test_in_one_process_a_batch_is_committed_before_the_next_batch_s_steps_run(
     with _lines_store(tmp_path, step, monkeypatch) as store:
         assert store.migrate(jobs=0).migrated == 9
     assert committed == {n: n - n % 3 for n in range(9)}  # each batch of 3 sees the ones before it
+
+
+class _Built:
+    """What a step builds from a record (a copy of it, say), that a test can see go."""
+
+
+def test_failed_records_are_not_kept_in_memory_until_the_run_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each failure kept its step's traceback, whose frames held the record and what the
+    step had built of it: memory grew with the number of failed records (a step with a
+    typo fails them all), not with the batch."""
+    built: list[weakref.ref[_Built]] = []
+
+    def step(record: dict[str, Any]) -> None:
+        copy = _Built()
+        built.append(weakref.ref(copy))
+        raise ValueError(f"cannot migrate {record['n']}")
+
+    with _lines_store(tmp_path, step, monkeypatch) as store:
+        result = store.migrate(jobs=0)
+    gc.collect()
+    assert len(result.failures) == 9 and len(built) == 9
+    assert [ref for ref in built if ref() is not None] == []
+    cause = result.failures[4].__cause__
+    assert isinstance(cause, ValueError) and str(cause) == "cannot migrate 4"  # still there, without frames
 
 
 def test_atomic_is_all_or_nothing(nstore: Store, db_path: Path) -> None:

@@ -363,10 +363,25 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
                     )
                 continue
         failure.source = path  # type: ignore[attr-defined]
-        out.failures.append(failure)
+        out.failures.append(_without_frames(failure))
         if fail_fast:
             break
     return out
+
+
+def _without_frames(failure: MigrationError) -> MigrationError:
+    """``failure`` with no traceback, nor any for its cause (the step's exception) and
+    what that was raised within: their frames hold the record and what the step made of
+    it, and a run keeps every failure until it ends. The cause's type and message stay."""
+    todo: list[BaseException | None] = [failure]
+    seen: set[int] = set()
+    while todo:
+        exc = todo.pop()
+        if exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            exc.__traceback__ = None
+            todo += (exc.__cause__, exc.__context__)
+    return failure
 
 
 def _step_span(dom: Domain, dbapi_conn: Any, mark: str, span: _Span, fail_fast: bool, diffs: int) -> _Stepped:
