@@ -113,6 +113,41 @@ def test_writers_say_nothing_about_json_path_indexes(home: Path, tmp_path: Path)
         assert done.returncode == 0 and done.stderr == "", (args, done.stderr)
 
 
+PRINTING_REGISTRY = """
+from recordstore import Registry
+
+print("loading the registry")
+registry = Registry()
+thing = registry.domain("thing", version=2, files=["things/*.json"])
+
+
+@thing.step(1)
+def noisy(record):
+    print("migrating", record["n"])  # a debugging print left in a step
+"""
+
+
+def test_what_a_registry_or_a_step_prints_goes_to_stderr_not_into_json_output(cli: Any, tmp_path: Path) -> None:
+    """A `print` in a step, or at the registry's top level, came on stdout before the
+    --json document, which then did not parse."""
+    registry = tmp_path / "printing.py"
+    registry.write_text(PRINTING_REGISTRY)
+    (tmp_path / "home" / "things").mkdir(parents=True)
+    for n in range(3):
+        (tmp_path / "home" / "things" / f"{n}.json").write_text(f'{{"schema_version": 1, "n": {n}}}')
+    cli("import", tmp_path / "home", registry=str(registry))
+    for args in (["migrate", "--json", "--jobs", "0", "--dry-run"], ["migrate", "--json", "--jobs", "0"]):
+        res = cli(*args, registry=str(registry))
+        assert res.exit_code == 0, res.stderr
+        assert json.loads(res.stdout)["migrated"] == 3
+        assert res.stderr.splitlines() == ["loading the registry", "migrating 0", "migrating 1", "migrating 2"]
+    for args in (["status", "--json"], ["history", "--json"]):
+        res = cli(*args, registry=str(registry))
+        assert res.exit_code == 0 and json.loads(res.stdout) and res.stderr == "loading the registry\n", res.stdout
+    res = cli("migrate", registry=str(registry))  # the command's own output is still its stdout
+    assert res.stdout.startswith("migrated 0 record(s), 0 failed; run ")
+
+
 def test_errors_are_one_line_and_debug_shows_the_traceback(cli: Any, tmp_path: Path) -> None:
     bad = tmp_path / "not.db"
     bad.write_text("garbage" * 1000)

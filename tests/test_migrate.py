@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sqlite3
+import weakref
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from recordstore import MigrationError, RecordStoreError, Registry, RestoreConflictError, Store, StoreError
+from recordstore import migrator as migrator_module
 from recordstore.engine import translate_errors, unchecked_foreign_keys
 from conftest import tree
 
@@ -169,6 +172,83 @@ def test_fail_fast_stops_at_the_first_failure(nstore: Store) -> None:
     assert nstore.get("note", "notes/a.json").version == 3
     assert nstore.get("note", "notes/log.jsonl:1").version == 1
     assert versions[1] > 1
+
+
+def _lines_store(tmp_path: Path, step: Any, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """A store of 9 JSON lines of 100 bytes, whose migration the byte bound cuts into
+    batches of 3 records (each in a span of BATCH_ROWS that holds them all)."""
+    registry = Registry()
+    registry.domain("log", version=2, files=["logs/*.jsonl"]).add_step(1, step)
+    (tmp_path / "home" / "logs").mkdir(parents=True)
+    lines = [json.dumps({"n": n, "pad": ""}) for n in range(9)]
+    lines = [line.replace('""', '"' + "x" * (100 - len(line)) + '"') for line in lines]
+    (tmp_path / "home" / "logs" / "a.jsonl").write_text("".join(line + "\n" for line in lines))
+    monkeypatch.setattr(migrator_module, "BATCH_BYTES", 250)
+    store = Store(tmp_path / "s.db", registry=registry)
+    store.import_paths(tmp_path / "home")
+    return store
+
+
+def test_fail_fast_in_one_process_runs_no_step_after_the_failing_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch cut at the byte bound ran the steps over the rest of its span before it
+    was written: with --fail-fast, records after the failing one went through the step
+    (an API call, a file written) that the run says it never reached."""
+    called: list[int] = []
+
+    def step(record: dict[str, Any]) -> None:
+        called.append(record["n"])
+        if record["n"] == 1:
+            raise ValueError("no 1")
+
+    with _lines_store(tmp_path, step, monkeypatch) as store:
+        result = store.migrate(fail_fast=True, jobs=0)
+    assert result.stopped_early and [f.key for f in result.failures] == ["logs/a.jsonl:2"]
+    assert called == [0, 1]
+
+
+def test_in_one_process_a_batch_is_committed_before_the_next_batch_s_steps_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit of a batch cut at the byte bound waited for the steps of the next,
+    holding the store's write lock through them (work lost if the process is killed)."""
+    committed: dict[int, int] = {}
+
+    def step(record: dict[str, Any]) -> None:
+        reader = sqlite3.connect(tmp_path / "s.db")
+        try:
+            committed[record["n"]] = reader.execute("SELECT count(*) FROM records WHERE version = 2").fetchone()[0]
+        finally:
+            reader.close()
+
+    with _lines_store(tmp_path, step, monkeypatch) as store:
+        assert store.migrate(jobs=0).migrated == 9
+    assert committed == {n: n - n % 3 for n in range(9)}  # each batch of 3 sees the ones before it
+
+
+class _Built:
+    """What a step builds from a record (a copy of it, say), that a test can see go."""
+
+
+def test_failed_records_are_not_kept_in_memory_until_the_run_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each failure kept its step's traceback, whose frames held the record and what the
+    step had built of it: memory grew with the number of failed records (a step with a
+    typo fails them all), not with the batch."""
+    built: list[weakref.ref[_Built]] = []
+
+    def step(record: dict[str, Any]) -> None:
+        copy = _Built()
+        built.append(weakref.ref(copy))
+        raise ValueError(f"cannot migrate {record['n']}")
+
+    with _lines_store(tmp_path, step, monkeypatch) as store:
+        result = store.migrate(jobs=0)
+    gc.collect()
+    assert len(result.failures) == 9 and len(built) == 9
+    assert [ref for ref in built if ref() is not None] == []
+    cause = result.failures[4].__cause__
+    assert isinstance(cause, ValueError) and str(cause) == "cannot migrate 4"  # still there, without frames
 
 
 def test_atomic_is_all_or_nothing(nstore: Store, db_path: Path) -> None:
@@ -406,6 +486,61 @@ def test_cli_a_registry_with_a_gap_is_one_line_naming_domain_and_step(cli: Any, 
     res = cli("migrate", registry=str(gap))
     assert res.exit_code == 3
     assert res.stderr.strip() == "store: error: domain 'note': no step 2 -> 3, so the chain cannot reach current version 3"
+
+
+#: BaseExceptions that are not Ctrl-C, as steps meet them: asyncio's timeout, a closed
+#: generator, a library's own (gevent's Timeout, trio's Cancelled derive from it).
+BASE_EXCEPTIONS = [
+    ("asyncio.CancelledError('timed out talking to the service')", "CancelledError: timed out talking to the service"),
+    ("GeneratorExit('closed')", "GeneratorExit: closed"),
+    ("type('Timeout', (BaseException,), {})('5 s')", "Timeout: 5 s"),
+]
+
+
+@pytest.mark.parametrize(("raised", "reason"), BASE_EXCEPTIONS, ids=["CancelledError", "GeneratorExit", "own"])
+def test_a_step_raising_a_base_exception_fails_only_its_record_in_one_line(
+    cli: Any, tmp_path: Path, notes: Path, raised: str, reason: str
+) -> None:
+    """A step raising asyncio's CancelledError (or any BaseException but Ctrl-C) ended
+    the whole migration with a traceback naming no record, exit 1 and nothing migrated."""
+    registry = tmp_path / "base_registry.py"
+    registry.write_text(REGISTRY_SOURCE.replace(
+        'raise ValueError("cannot tag an exploding note")', f"import asyncio; raise {raised}"
+    ))
+    cli("import", notes, registry=str(registry))
+    for dry in (["--dry-run"], []):
+        res = cli("migrate", "--jobs", "0", *dry, registry=str(registry))
+        assert res.exit_code == 1
+        assert res.stderr.splitlines() == [
+            f"store: failed: note notes/c.json: v2 -> v3 (add_tags) failed: {reason} (notes/c.json)"
+        ]
+        assert "8 record(s), 1 failed" in res.stdout
+    hist = json.loads(cli("history", "--json", registry=str(registry)).stdout)
+    assert hist[-1]["outcome"] == "partial" and hist[-1]["failures"][0]["reason"] == reason
+
+
+def test_a_record_whose_file_name_holds_a_line_break_is_reported_on_one_line(
+    cli: Any, registry_file: Path, notes: Path
+) -> None:
+    """The failure, the --diff header and `history N` printed the key raw: a file name
+    holding a newline took two lines, one holding ESC reached the terminal as such.
+    Import escapes the same names."""
+    (notes / "notes" / "bad\nname.json").write_text('{"schema_version": 2, "text": "x", "explode": true}')
+    (notes / "notes" / "ok\x1b[2Jname.json").write_text('{"schema_version": 2, "text": "y"}')
+    cli("import", notes, registry=str(registry_file))
+    res = cli("migrate", "--dry-run", "--diff", "20", registry=str(registry_file))
+    assert "--- note notes/ok\\x1b[2Jname.json v2\n+++ note notes/ok\\x1b[2Jname.json v3\n" in res.stdout
+    res = cli("migrate", registry=str(registry_file))
+    failed = [line for line in res.stderr.splitlines() if "bad" in line]
+    assert failed == [
+        "store: failed: note notes/bad\\nname.json: v2 -> v3 (add_tags) failed: "
+        "ValueError: cannot tag an exploding note (notes/bad\\nname.json)"
+    ]
+    assert all(line.startswith("store: failed: ") for line in res.stderr.splitlines())
+    run = json.loads(cli("history", "--json", registry=str(registry_file)).stdout)[-1]
+    assert "notes/bad\nname.json" in [f["key"] for f in run["failures"]]  # the key itself, in JSON
+    shown = cli("history", str(run["id"]), registry=str(registry_file)).stdout.splitlines()
+    assert "note notes/bad\\nname.json v2 -> v3 add_tags: ValueError: cannot tag an exploding note" in shown
 
 
 STYLES = {

@@ -7,6 +7,8 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -212,6 +214,39 @@ def test_a_worker_that_dies_fails_the_migration_in_one_line_and_keeps_every_batc
         conn.close()
     assert versions == [r[:2] for r in reference["records"]]
     assert backups == len(reference["backups"])  # one backup per record migrated, none twice
+
+
+def test_a_step_raising_a_base_exception_in_a_worker_fails_only_its_record(
+    tmp_path: Path, registry_file: Path, home: Path
+) -> None:
+    """asyncio's CancelledError (a BaseException) from a step in a worker broke the whole
+    migration with the worker's traceback."""
+    registry = tmp_path / "cancelling.py"
+    registry.write_text(REGISTRY_SOURCE.replace(
+        'raise ValueError("cannot tag an exploding note")', 'import asyncio; raise asyncio.CancelledError("timed out")'
+    ))
+    result, content = _migrated(tmp_path / "s.db", registry, home, jobs=2)
+    assert result.migrated == MIGRATED and len(result.failures) == 10
+    assert {f.reason for f in result.failures} == {"CancelledError: timed out"}
+    assert len(content["failures"]) == 10
+
+
+@pytest.mark.parametrize("jobs", ["0", "2"], ids=["in-process", "workers"])
+def test_what_a_step_prints_in_a_worker_does_not_break_the_json_summary(
+    tmp_path: Path, registry_file: Path, home: Path, jobs: str
+) -> None:
+    """Worker processes inherited stdout: a step's `print` came before the --json
+    document (with or without --dry-run), which then did not parse."""
+    registry = tmp_path / "printing.py"
+    registry.write_text(REGISTRY_SOURCE.replace('    record["ran_in"] = os.getpid()', '    print("tagged", os.getpid())'))
+    with Store(tmp_path / "s.db", registry=str(registry)) as store:
+        store.import_paths([home], jobs=0)
+    argv = [sys.executable, "-m", "recordstore", "--db", str(tmp_path / "s.db"), "--registry", str(registry)]
+    for dry in (["--dry-run"], []):
+        done = subprocess.run([*argv, "migrate", "--json", "--jobs", jobs, *dry], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done.stderr  # the exploding notes
+        assert json.loads(done.stdout)["migrated"] == MIGRATED
+        assert done.stderr.count("tagged ") == MIGRATED  # once a note that its last step migrates
 
 
 def test_cli_migrate_jobs_gives_the_same_summary_and_refuses_negatives(

@@ -18,6 +18,7 @@ import pytest
 from recordstore import (
     Domain,
     InputError,
+    MigrationError,
     NewerVersionError,
     Registry,
     RegistryError,
@@ -78,6 +79,35 @@ def test_a_registry_calling_sys_exit_is_a_registry_error_not_an_exit(tmp_path: P
     assert res.exit_code == 3  # it was the registry's own code: 0, a success that did nothing
     assert f"it called {call} while loading" in res.stderr
     assert not cli.db.exists()
+
+
+def test_a_registry_raising_a_base_exception_while_loading_is_one_line(tmp_path: Path, cli: Any) -> None:
+    """asyncio's CancelledError at a registry's top level (a BaseException) was a
+    52-line traceback with exit 1, not the one line naming the registry."""
+    path = tmp_path / "reg_cancelled.py"
+    path.write_text("import asyncio\nraise asyncio.CancelledError('the settings service timed out')\n")
+    message = r"^cannot load registry .*reg_cancelled\.py: CancelledError: the settings service timed out$"
+    with pytest.raises(RegistryError, match=message):
+        load_registry(str(path))
+    res = cli("status", registry=str(path))
+    assert res.exit_code == 3
+    assert res.stderr == f"store: error: cannot load registry {path}: CancelledError: the settings service timed out\n"
+
+
+def test_a_registry_failing_with_a_message_of_several_lines_is_one_line(tmp_path: Path, cli: Any) -> None:
+    """configparser (as pydantic, SQLAlchemy) puts line breaks in its messages: the
+    registry's error took three lines of stderr."""
+    path = tmp_path / "reg_settings.py"
+    path.write_text(
+        "import configparser\nsettings = configparser.ConfigParser()\n"
+        "settings.read_string('model = v4\\n', source='settings.ini')  # no [section] header\n"
+    )
+    reason = r"MissingSectionHeaderError: File contains no section headers\. file: 'settings\.ini', line: 1 'model = v4\\n'"
+    with pytest.raises(RegistryError, match=rf"^cannot load registry .*reg_settings\.py: {reason}$"):
+        load_registry(str(path))
+    res = cli("status", registry=str(path))
+    assert res.exit_code == 3 and len(res.stderr.splitlines()) == 1, res.stderr
+    assert re.fullmatch(rf"store: error: cannot load registry .*: {reason}\n", res.stderr), res.stderr
 
 
 def test_ctrl_c_while_a_registry_loads_is_not_turned_into_an_error(tmp_path: Path) -> None:
@@ -336,6 +366,45 @@ def test_migrate_value_with_a_broken_chain_is_a_registry_error() -> None:
     dom.add_step(2, lambda record: None)
     with pytest.raises(RegistryError, match=r"^domain 'thing': no step 1 -> 2"):
         migrate_value(dom, "k", {}, 1)
+
+
+def add_two(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "two": True}
+
+
+def add_made(made: dict[Any, Any], record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, **made}
+
+
+@pytest.mark.parametrize(
+    ("made", "reason"),
+    [
+        ({"tags": {"a"}}, "not representable as JSON: Object of type set is not JSON serializable"),
+        ({"ratio": float("nan")}, "not representable as JSON: Out of range float values are not JSON compliant"),
+        ({(1, 2): "pair"}, "not representable as JSON: keys must be str, int, float, bool or None, not tuple"),
+        ({"raw": b"bytes"}, "not representable as JSON: Object of type bytes is not JSON serializable"),
+    ],
+    ids=["set", "NaN", "tuple key", "bytes"],
+)
+def test_migrate_value_refuses_what_the_store_could_not_write_naming_the_step(
+    tmp_path: Path, made: dict[Any, Any], reason: str
+) -> None:
+    """The value came back as the step made it (a set, NaN, a tuple key), though `store
+    migrate` fails that record: json.dumps then wrote NaN, or failed far from the step."""
+    registry = Registry()
+    dom = registry.domain("thing", version=3, files=["things/*.json"])
+    dom.add_step(1, add_two)
+    dom.add_step(2, functools.partial(add_made, made))
+    with pytest.raises(MigrationError) as info:
+        migrate_value(dom, "things/a.json", {"schema_version": 1}, 1)
+    assert (info.value.reason, info.value.from_version, info.value.to_version) == (reason, 1, 3)
+    assert info.value.step == "add_two, add_made"
+    (tmp_path / "home" / "things").mkdir(parents=True)
+    (tmp_path / "home" / "things" / "a.json").write_text('{"schema_version": 1}')
+    with Store(tmp_path / "s.db", registry=registry) as store:  # the same failure, from the same steps
+        store.import_paths(tmp_path / "home")
+        (failure,) = store.migrate(jobs=0).failures
+    assert str(failure) == str(info.value)
 
 
 REGISTRY_SOURCE = (

@@ -33,7 +33,7 @@ from rich.console import Console
 from . import jsoncodec
 from .connections import INT_MAX, default_db_path, is_url
 from .workers import MAX_JOBS
-from .errors import RecordStoreError, StoreError
+from .errors import RecordStoreError, StoreError, printable
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -93,11 +93,21 @@ class Options:
         mistyped --db is an error, not an empty store."""
         from .store import Store  # SQLAlchemy, loaded only by the commands that open a store
 
-        return Store(self.db, registry=self.registry, wait=WAIT_SECONDS if wait else None, create=create)
+        with _user_code_prints_to_stderr():  # the registry is loaded, and runs its module's code
+            return Store(self.db, registry=self.registry, wait=WAIT_SECONDS if wait else None, create=create)
 
     @property
     def where(self) -> str:
         return self.db if self.db is not None else str(default_db_path())
+
+
+@contextlib.contextmanager
+def _user_code_prints_to_stderr() -> Iterator[None]:
+    """What the registry's code prints (a debugging ``print`` in a step, or at its top
+    level) goes to stderr while it runs: stdout holds the command's own output alone,
+    which may be a --json document. Worker processes forked meanwhile inherit it."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def _print_version(value: bool) -> None:
@@ -486,7 +496,8 @@ def migrate(
     """
     if diff and not dry_run:
         raise typer.BadParameter("--diff shows what a --dry-run would change; add --dry-run", param_hint="--diff")
-    with _errors(ctx), ctx.obj.open(wait) as store, _bar(ctx, json_out) as bar:
+    # (The bar inside: a terminal's bar hands stdout back, when it stops, as it found it.)
+    with _errors(ctx), ctx.obj.open(wait) as store, _user_code_prints_to_stderr(), _bar(ctx, json_out) as bar:
         result = store.migrate(
             domain, dry_run=dry_run, fail_fast=fail_fast, atomic=atomic, diff=diff, progress=bar, jobs=jobs
         )
@@ -502,13 +513,13 @@ def _render_migration(result: Any) -> None:
     import difflib
 
     for d in result.diffs:
-        out.print(f"--- {d.domain} {d.key} v{d.from_version}", markup=False)
-        out.print(f"+++ {d.domain} {d.key} v{d.to_version}", markup=False)
+        out.print(f"--- {d.domain} {printable(d.key)} v{d.from_version}", markup=False)
+        out.print(f"+++ {d.domain} {printable(d.key)} v{d.to_version}", markup=False)
         lines = difflib.unified_diff(d.before.splitlines(), d.after.splitlines(), lineterm="", n=2)
         for line in list(lines)[2:]:
             out.print(line, markup=False)
     for f in result.failures:
-        where = f" ({f.source})" if getattr(f, "source", None) else ""
+        where = f" ({printable(f.source)})" if getattr(f, "source", None) else ""
         err.print(f"store: failed: {f}{where}", markup=False)
     verb = "would migrate" if result.dry_run else "migrated"
     if result.counts:
@@ -554,13 +565,13 @@ def history(
     if r.message:
         out.print(f"message: {r.message}", markup=False)
     for f in r.failures:
-        parts = [f.get("domain") or "", f.get("key") or f.get("source") or ""]
+        parts = [f.get("domain") or "", printable(f.get("key") or f.get("source") or "")]
         if f.get("from_version") is not None and r.kind == "migrate":
             parts.append(f"v{f['from_version']} -> v{f['to_version']}")
         if f.get("step"):
             parts.append(f["step"])
         line = f":{f['line']}" if f.get("line") else ""
-        out.print(" ".join(p for p in parts if p) + line + ": " + f["reason"], markup=False)
+        out.print(" ".join(p for p in parts if p) + line + ": " + printable(f["reason"]), markup=False)
 
 
 def _short_counts(r: Any) -> str:

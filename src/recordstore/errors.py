@@ -114,7 +114,8 @@ class MigrationError(RecordStoreError):
         self.step = step
         self.reason = reason
         named = f" ({step})" if step else ""
-        super().__init__(f"{domain} {key}: v{from_version} -> v{to_version}{named} failed: {reason}")
+        # The key escaped, as import shows a file's name: a newline in it must not break the line.
+        super().__init__(f"{domain} {printable(key)}: v{from_version} -> v{to_version}{named} failed: {reason}")
 
 
 class ExportError(RecordStoreError):
@@ -170,3 +171,18 @@ def describe(exc: BaseException) -> str:
     except Exception as broken:
         message = f"(its message could not be shown: {type(broken).__name__})"
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def printable(text: str) -> str:
+    """``text`` as one printable line: control characters (a line break, a terminal's
+    escape) and bytes that are not UTF-8 (``os`` hands them over as lone surrogates)
+    become backslash escapes."""
+    if text.isprintable():
+        return text
+    escaped = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in escaped)
+
+
+def one_line(message: str) -> str:
+    """An exception's ``message`` (a library's may span lines) folded to one printable line."""
+    return printable(" ".join(message.split()))

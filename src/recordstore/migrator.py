@@ -29,9 +29,9 @@ from .engine import (
     translate_errors,
     unchecked_foreign_keys,
 )
-from .errors import InputError, MigrationError, NewerVersionError, RestoreConflictError, describe
+from .errors import InputError, MigrationError, NewerVersionError, RestoreConflictError, describe, one_line
 from .importer import as_text, backup_rows, backup_span
-from .parsing import display_path, indent_of
+from .parsing import indent_of
 from .registry import Domain, Registry, Step
 from .runs import RunHandle, check_interrupt
 from .tables import backups, files, records, refused
@@ -120,7 +120,7 @@ REASON_CHARS = 200
 def _bounded(reason: str) -> str:
     """One printable line of at most REASON_CHARS characters: never a whole record's
     payload, nor a terminal's control sequence a step's message carried."""
-    line = display_path(" ".join(reason.split()))
+    line = one_line(reason)
     return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
 
 
@@ -128,10 +128,11 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
     """Run ``domain``'s steps over one decoded record from ``version`` to current.
 
     Stamps the version field after each step. Raises :class:`MigrationError` naming the
-    step that failed; ``value`` must be the caller's own copy. As an import would, it
-    refuses a version newer than the domain's current one (:class:`NewerVersionError`:
-    no step can bring it back) and one that is no version (:class:`InputError`); a
-    domain whose chain is broken is a :class:`RegistryError`.
+    step that failed, or the steps run when what they made is not JSON (a set, NaN), as
+    ``store migrate`` fails that record; ``value`` must be the caller's own copy. As an
+    import would, it refuses a version newer than the domain's current one
+    (:class:`NewerVersionError`: no step can bring it back) and one that is no version
+    (:class:`InputError`); a domain whose chain is broken is a :class:`RegistryError`.
     """
     domain.validate()
     if type(version) is not int or version < 1:
@@ -144,7 +145,24 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
             current_version=domain.version,
             version_field=domain.version_field,
         )
-    return _run_steps(domain, key, value, domain.chain(version))
+    chain = domain.chain(version)
+    new = _run_steps(domain, key, value, chain)
+    if chain:  # what the steps made must be what a migration could write
+        try:
+            jsoncodec.encode_utf8(new, None)
+        except jsoncodec.JSONError as exc:
+            raise _unwritable(domain, key, version, chain, exc) from exc
+    return new
+
+
+def _unwritable(
+    domain: Domain, key: str, from_version: int, chain: Sequence[Step], exc: jsoncodec.JSONError
+) -> MigrationError:
+    """The failure of a record whose steps made what cannot be written as JSON: it names them."""
+    return MigrationError(
+        exc.reason, domain=domain.name, key=key, from_version=from_version, to_version=domain.version,
+        step=", ".join(step.name for step in chain),
+    )
 
 
 class _NotAnObject(TypeError):
@@ -163,7 +181,9 @@ def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> d
                 out = value
             if not isinstance(out, dict):
                 raise _NotAnObject(f"step returned {type(out).__name__}, not a JSON object (dict)")
-        except (Exception, SystemExit) as exc:  # a step calling sys.exit() fails its record
+        except KeyboardInterrupt:  # Ctrl-C (or a step raising it): the run stops, as interrupted
+            raise
+        except BaseException as exc:  # sys.exit(), asyncio's CancelledError, a library's own: its record fails
             reason = _bounded(str(exc) if isinstance(exc, _NotAnObject) else describe(exc))
             raise MigrationError(
                 reason,
@@ -334,10 +354,7 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
             except MigrationError as exc:
                 failure = exc
             except jsoncodec.JSONError as exc:  # what the steps made cannot be written: name them
-                failure = MigrationError(
-                    exc.reason, domain=dom.name, key=key, from_version=from_version, to_version=to_version,
-                    step=", ".join(step.name for step in chain),
-                )
+                failure = _unwritable(dom, key, from_version, chain, exc)
             else:
                 out.updates.append((text, rid))
                 if len(out.diffs) < diffs:
@@ -346,10 +363,25 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
                     )
                 continue
         failure.source = path  # type: ignore[attr-defined]
-        out.failures.append(failure)
+        out.failures.append(_without_frames(failure))
         if fail_fast:
             break
     return out
+
+
+def _without_frames(failure: MigrationError) -> MigrationError:
+    """``failure`` with no traceback, nor any for its cause (the step's exception) and
+    what that was raised within: their frames hold the record and what the step made of
+    it, and a run keeps every failure until it ends. The cause's type and message stay."""
+    todo: list[BaseException | None] = [failure]
+    seen: set[int] = set()
+    while todo:
+        exc = todo.pop()
+        if exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            exc.__traceback__ = None
+            todo += (exc.__cause__, exc.__context__)
+    return failure
 
 
 def _step_span(dom: Domain, dbapi_conn: Any, mark: str, span: _Span, fail_fast: bool, diffs: int) -> _Stepped:
@@ -442,7 +474,7 @@ class _Pass:
 
     def _version(self, dom: Domain, version: int) -> bool:
         conn = self.conn
-        ahead: collections.deque[tuple[_Span, Future[_Stepped]]] = collections.deque()
+        ahead: collections.deque[tuple[_Span, Future[_Stepped] | None]] = collections.deque()
         after: int | None = 0  # where the next span starts (None: every span is handed out)
         try:
             while True:
@@ -459,7 +491,7 @@ class _Pass:
                     if not ahead:
                         return True
                     span, future = ahead.popleft()
-                    done = workers.result(future, "migrate")
+                    done = self._stepped(dom, span, future)
                     if done.cut:  # the rest of the span is the next batch
                         rest = dataclasses.replace(span, after=done.last_id)
                         ahead.appendleft((rest, self._submit(dom, rest)))
@@ -467,17 +499,26 @@ class _Pass:
                         return False
         finally:
             for _, stepped in ahead:  # stopped early: what was handed out is not written
-                stepped.cancel()
+                if stepped is not None:
+                    stepped.cancel()
 
-    def _submit(self, dom: Domain, span: _Span) -> Future[_Stepped]:
+    def _submit(self, dom: Domain, span: _Span) -> Future[_Stepped] | None:
+        """Hand ``span`` to a worker; without workers, ``None``: its steps run when its
+        batch is written (:meth:`_stepped`), never before the batch ahead of it is
+        committed (nor, with ``fail_fast``, once that batch holds a failure)."""
+        if self.pool is None:
+            return None
         wanted = max(0, self.diff - len(self.result.diffs))
-        if self.pool is not None:
-            return workers.submit(self.pool, "migrate", _step_span_in_worker, span, self.fail_fast, wanted)
-        done: Future[_Stepped] = Future()
+        return workers.submit(self.pool, "migrate", _step_span_in_worker, span, self.fail_fast, wanted)
+
+    def _stepped(self, dom: Domain, span: _Span, future: Future[_Stepped] | None) -> _Stepped:
+        """What a worker made of ``span``, or (``future`` is ``None``) its steps run here."""
+        if future is not None:
+            return workers.result(future, "migrate")
+        wanted = max(0, self.diff - len(self.result.diffs))
         conn = self.conn
         dbapi_conn = conn.connection.dbapi_connection  # the transaction's own connection
-        done.set_result(_step_span(dom, dbapi_conn, placeholder(conn), span, self.fail_fast, wanted))
-        return done
+        return _step_span(dom, dbapi_conn, placeholder(conn), span, self.fail_fast, wanted)
 
     def _write(self, dom: Domain, version: int, stepped: _Stepped) -> bool:
         """Write one batch's outcome (a dry run writes nothing); False when the run must stop."""

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from . import jsoncodec, workers
 from .connections import configure_connection
-from .errors import InputError, NewerVersionError
+from .errors import InputError, NewerVersionError, printable
 from .registry import Domain, Registry
 
 LINE_SUFFIXES = (".jsonl", ".ndjson")
@@ -155,10 +155,7 @@ def _first_visit(walked: set[tuple[int, int]], path: str) -> bool:
 def display_path(path: str) -> str:
     """``path`` as one printable line: control characters and bytes that are not UTF-8
     (``os`` hands them over as lone surrogates) become backslash escapes."""
-    if path.isprintable():
-        return path
-    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return printable(path)
 
 
 def _walk_error(problems: list[InputError] | None, root: Path) -> Any:

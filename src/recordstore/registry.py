@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import RegistryError
+from .errors import RegistryError, describe, one_line
 
 __all__ = ["Domain", "Registry", "Step", "StepFunction", "load_registry"]
 
@@ -471,13 +471,14 @@ def load_registry(spec: str | os.PathLike[str] | None = None) -> Registry:
             module = _load_file(text, path)
         else:
             module = _import_module(text)
-    except RegistryError:
+    except (RegistryError, KeyboardInterrupt):  # Ctrl-C while it loads stops the caller
         raise
-    except Exception as exc:  # the user's module may raise anything while importing
-        raise RegistryError(f"cannot load registry {text}: {type(exc).__name__}: {exc}") from exc
     except SystemExit as exc:  # argparse or a leftover check in the module must not end the caller's process
         called = "sys.exit()" if exc.code is None else f"sys.exit({exc.code!r})"
         raise RegistryError(f"cannot load registry {text}: it called {called} while loading") from exc
+    except BaseException as exc:  # the user's module may raise anything while importing (CancelledError too)
+        # One line, as a step's failure: a library's message may span several (configparser's).
+        raise RegistryError(f"cannot load registry {text}: {one_line(describe(exc))}") from exc
     registry = getattr(module, "registry", None)
     if not isinstance(registry, Registry):
         raise RegistryError(f"registry {text} has no module-level `registry` (a recordstore.Registry)")
