@@ -13,6 +13,7 @@ import re
 import secrets
 import stat
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -111,10 +112,14 @@ class _Writer:
         out_key = _identity(os.stat(self.out_real))
         self.checked: dict[Path, tuple[_Key, int]] = {self.out_real: (out_key, 0)}
         self.via: dict[_Key, list[str]] = {out_key: [""]}  # the names (relative to OUT)
-        # In each directory, the name of each file written -> which of its names it
-        # was written through; and of each directory that records need -> the first.
-        self.files_in: dict[_Key, dict[str, int]] = {}
+        # The files of the batch being staged, by directory and name -> which of the
+        # directory's names it was written through; and each directory that records
+        # need, by its parent and name -> the first record that needed it. A file of an
+        # earlier batch is on disk, changed since this export began (_written_here):
+        # memory does not grow with the files written.
+        self.staged_files: dict[tuple[_Key, str], int] = {}
         self.dirs_in: dict[tuple[_Key, str], str] = {}
+        self.began_ns = self._now_on_disk()
         self.created: set[Path] = set()  # directories this export made: nothing else is in them
         self.dirty_dirs: set[Path] = set()
         self.staged: list[tuple[str, Path, Path]] = []
@@ -128,8 +133,10 @@ class _Writer:
             return
         parent = directory.parent
         self._ensure_dir(parent, relpath)
-        parent_key = self.checked[parent][0]
-        file_there = self.files_in.get(parent_key, {}).get(directory.name)
+        parent_key, parent_via = self.checked[parent]
+        file_there = self.staged_files.get((parent_key, directory.name))
+        if file_there is None and self._written_here(directory):
+            file_there = parent_via
         if file_there is not None:  # the store holds both x.json and x.json/...
             first = self._name(parent_key, file_there, directory.name)
             raise ExportError(relpath, f"not written: {first} is a record's file, it cannot also be a directory")
@@ -157,6 +164,30 @@ class _Writer:
         self.checked[directory] = (_identity(st), len(names))
         names.append(directory.relative_to(self.out_real).as_posix())
 
+    def _now_on_disk(self) -> int:
+        """The file system's time now, as it stamps a file it changes (its clock may lag
+        Python's by a tick): a probe file's change time."""
+        probe = self.out_real / f".recordstore-began.{os.getpid()}.{self.token}.0.rstmp"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:  # (a read-only OUT: nothing will be written anyway)
+            return time.time_ns()
+        try:
+            return os.fstat(fd).st_ctime_ns
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+
+    def _written_here(self, path: Path) -> bool:
+        """Whether ``path`` is a file this export wrote: in an earlier batch, renamed into
+        place after that batch's sync, later than this export began; a file that was
+        there before is older."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_ctime_ns > self.began_ns
+
     def _name(self, key: _Key, via: int, name: str) -> str:
         """The source path of the file ``name`` in the directory ``key``, as the record
         written there named it (through its ``via``-th name)."""
@@ -172,8 +203,11 @@ class _Writer:
         # Two records may name one file, through a link in OUT to a directory in OUT:
         # the first is written, never replaced by the second.
         key, via = self.checked[target.parent]
-        there = self.files_in.get(key)
-        if there is not None and (first := there.get(target.name)) is not None:
+        first = self.staged_files.get((key, target.name))
+        names = self.via[key]
+        if first is None and len(names) > 1 and self._written_here(target):  # through another name
+            first = next(i for i in range(len(names)) if i != via)
+        if first is not None:
             raise ExportError(relpath, f"not written: it lands on the same file as {self._name(key, first, target.name)}")
         below = self.dirs_in.get((key, target.name))
         if below is not None:  # the store holds both x.json and x.json/...
@@ -216,7 +250,7 @@ class _Writer:
                 os.unlink(tmp)
             raise
         self.staged_bytes += size
-        self.files_in.setdefault(key, {})[target.name] = via
+        self.staged_files[key, target.name] = via
 
     def _replaced_mode(self, target: Path, relpath: str) -> int | None:
         """The permission bits of the file ``target`` replaces, which the new one keeps
@@ -261,7 +295,7 @@ class _Writer:
                     os.unlink(tmp)
             done.append((rel, error))
         # Only now: stopped before (Ctrl-C during the sync), discard() removes them all.
-        self.staged, self.staged_bytes = [], 0
+        self.staged, self.staged_bytes, self.staged_files = [], 0, {}
         self.sync_dirs()
         return done
 
@@ -286,7 +320,7 @@ class _Writer:
         for _rel, tmp, _target in self.staged:
             with _suppress():
                 os.unlink(tmp)
-        self.staged = []
+        self.staged, self.staged_files = [], {}
 
     def close(self) -> None:
         """The export is over: its temp files, if any were left, are stale from now on."""
