@@ -278,15 +278,20 @@ def test_an_applications_lower_digit_limit_is_worked_around_too() -> None:
 # --------------------------------------------------------------------------- doubles
 
 
+def _refused_by_both(text: str) -> str:
+    """Why ``decode`` and ``scan`` refuse ``text`` (they must say the same)."""
+    with pytest.raises(JSONError) as by_decode:
+        decode(text)
+    with pytest.raises(JSONError) as by_scan:
+        jsoncodec.scan(text, 0)
+    assert by_scan.value.reason == by_decode.value.reason
+    return by_decode.value.reason
+
+
 @pytest.mark.parametrize("literal", ["1e-400", "-1e-400", "2e-324", "-2.4e-324", "0.00001e-320", "1E-999", "100e-326"])
 def test_a_number_that_would_become_0_is_refused_as_one_that_would_become_infinity_is(literal: str) -> None:
     for text in (literal, '{"a": ' + literal + "}", '{"a":[' + literal + "]}", "[\n  " + literal + "\n]"):
-        with pytest.raises(JSONError) as raised:
-            decode(text)
-        assert raised.value.reason == f"number {literal} is too small for a double (it would become 0)"
-        with pytest.raises(JSONError) as raised:
-            jsoncodec.scan(text, 0)
-        assert raised.value.reason == f"number {literal} is too small for a double (it would become 0)"
+        assert _refused_by_both(text) == f"number {literal} is too small for a double (it would become 0)"
 
 
 @pytest.mark.parametrize(
@@ -303,12 +308,7 @@ def test_a_long_refused_number_is_shown_cut_with_an_ellipsis_and_its_length(lite
     """Not its first 40 characters alone, which read as another number (10**39, which a
     double holds) and hid that the message quotes only part of it."""
     for text in ('{"a": ' + literal + "}", "[\n  " + literal + "\n]"):
-        with pytest.raises(JSONError) as raised:
-            decode(text)
-        assert raised.value.reason == f"number {shown}"
-        with pytest.raises(JSONError) as raised:
-            jsoncodec.scan(text, 0)
-        assert raised.value.reason == f"number {shown}"
+        assert _refused_by_both(text) == f"number {shown}"
 
 
 @pytest.mark.parametrize(
