@@ -662,7 +662,7 @@ def unlock(
     else:
         out.print(
             f"released the store from {held['operation']} (run {held['run']}), process {held['pid']} on "
-            f"{held['host']} since {held['since']}; run {held['run']} is marked interrupted",
+            f"{printable(held['host'])} since {held['since']}; run {held['run']} is marked interrupted",
             markup=False,
         )
 
