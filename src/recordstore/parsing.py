@@ -152,10 +152,8 @@ def _first_visit(walked: set[tuple[int, int]], path: str) -> bool:
     return True
 
 
-def display_path(path: str) -> str:
-    """``path`` as one printable line: control characters and bytes that are not UTF-8
-    (``os`` hands them over as lone surrogates) become backslash escapes."""
-    return printable(path)
+#: A file's path as one printable line (see :func:`~recordstore.errors.printable`).
+display_path = printable
 
 
 def _walk_error(problems: list[InputError] | None, root: Path) -> Any:
