@@ -758,3 +758,38 @@ def test_ctrl_c_while_the_command_loads_is_one_line() -> None:
     assert (done.returncode, done.stderr) == (130, "store: interrupted\n")
     entry = subprocess.run([STORE, "--version"], capture_output=True, text=True, timeout=60)
     assert entry.returncode == 0 and entry.stdout.startswith("recordstore ")  # the command's entry point
+
+
+RAW_PRINTING_REGISTRY = """
+import os
+import subprocess
+import sys
+
+from recordstore import Registry
+
+registry = Registry()
+thing = registry.domain("thing", version=2, files=["things/*.json"])
+
+
+@thing.step(1)
+def noisy(record):
+    os.write(1, b"written to fd 1\\n")  # as C code does
+    subprocess.run([sys.executable, "-c", "print('a subprocess prints')"], check=True)
+"""
+
+
+@pytest.mark.parametrize("jobs", ["0", "1"])
+def test_what_a_step_writes_to_fd_1_or_a_subprocess_prints_stays_out_of_json_output(tmp_path: Path, jobs: str) -> None:
+    """Output a step's C code or subprocess wrote straight to file descriptor 1 came on
+    stdout inside the --json document, which then did not parse."""
+    registry = tmp_path / "raw.py"
+    registry.write_text(RAW_PRINTING_REGISTRY)
+    (tmp_path / "home" / "things").mkdir(parents=True)
+    for n in range(2):
+        (tmp_path / "home" / "things" / f"{n}.json").write_text(f'{{"schema_version": 1, "n": {n}}}')
+    base = [sys.executable, "-m", "recordstore", "--db", str(tmp_path / "s.db"), "--registry", str(registry)]
+    assert subprocess.run([*base, "import", str(tmp_path / "home")], capture_output=True).returncode == 0
+    done = subprocess.run([*base, "migrate", "--json", "--jobs", jobs], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["migrated"] == 2
+    assert done.stderr.count("written to fd 1\n") == 2 and done.stderr.count("a subprocess prints\n") == 2

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -105,9 +106,32 @@ class Options:
 def _user_code_prints_to_stderr() -> Iterator[None]:
     """What the registry's code prints (a debugging ``print`` in a step, or at its top
     level) goes to stderr while it runs: stdout holds the command's own output alone,
-    which may be a --json document. Worker processes forked meanwhile inherit it."""
-    with contextlib.redirect_stdout(sys.stderr):
+    which may be a --json document. Also what C code or a subprocess writes straight to
+    file descriptor 1, which then points where 2 does. Worker processes forked meanwhile
+    inherit both."""
+    with contextlib.redirect_stdout(sys.stderr), _fd_pointed(1, at=2):
         yield
+
+
+@contextlib.contextmanager
+def _fd_pointed(fd: int, *, at: int) -> Iterator[None]:
+    """File descriptor ``fd`` points where ``at`` does for a while (as it was, if either is closed)."""
+    if sys.__stdout__ is not None:
+        sys.__stdout__.flush()  # what this process wrote to fd 1 so far goes there first
+    try:
+        saved = os.dup(fd)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            os.dup2(at, fd)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def _print_version(value: bool) -> None:
