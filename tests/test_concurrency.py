@@ -620,6 +620,24 @@ def test_a_writer_gone_with_its_host_is_released_by_unlock_force(world: World, t
     assert [(r["id"], r["outcome"]) for r in history][-2:] == [(run, "interrupted"), (run + 1, "ok")]
 
 
+def test_unlock_and_history_do_not_need_a_registry_that_loads(world: World, tmp_path: Path) -> None:
+    """A registry that no longer loads (half edited) stopped `store unlock` and `store
+    history` too, though neither looks at a record: the store stayed locked until the
+    registry was mended, and what had happened could not be looked up."""
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    run = _plant_lock(db, 4242, "gone-container")
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('half edited')\n")
+    assert "half edited" in ck.run_store(db, broken, "status").stderr  # the registry is loaded where it is needed
+    history = ck.run_store(db, broken, "history", "--json")
+    assert history.returncode == 0, history.stderr
+    assert [(r["id"], r["outcome"]) for r in json.loads(history.stdout)][-1] == (run, "running")
+    released = ck.run_store(db, broken, "unlock", "--force")
+    assert released.returncode == 0, released.stderr
+    assert f"run {run} is marked interrupted" in released.stdout
+    assert ck.run_store(db, world.registry, "migrate").returncode == 0
+
+
 def test_unlock_never_releases_a_writer_still_running_here(world: World, tmp_path: Path) -> None:
     """A writer on this host whose process runs is refused, --force or not, and keeps
     the store; one whose process is gone is released without --force."""

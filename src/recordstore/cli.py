@@ -89,13 +89,18 @@ class Options:
         self.debug = debug
         self.quiet = quiet
 
-    def open(self, wait: bool = False, *, create: bool = False) -> Store:
+    def open(self, wait: bool = False, *, create: bool = False, registry: bool = True) -> Store:
         """The store; only an import (``create``) makes one where there is none, so a
-        mistyped --db is an error, not an empty store."""
+        mistyped --db is an error, not an empty store. Without ``registry`` (commands
+        that never look at records' domains), the registry is not loaded: a broken one
+        does not stop them."""
+        from .registry import Registry
         from .store import Store  # SQLAlchemy, loaded only by the commands that open a store
 
         with _user_code_prints_to_stderr():  # the registry is loaded, and runs its module's code
-            return Store(self.db, registry=self.registry, wait=WAIT_SECONDS if wait else None, create=create)
+            return Store(
+                self.db, registry=self.registry if registry else Registry(), wait=WAIT_SECONDS if wait else None, create=create
+            )
 
     @property
     def where(self) -> str:
@@ -570,7 +575,7 @@ def history(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list of runs.")] = False,
 ) -> None:
     """List the runs (import, migrate, restore, prune, index), or show one with its failures."""
-    with _errors(ctx), ctx.obj.open() as store:
+    with _errors(ctx), ctx.obj.open(registry=False) as store:
         runs = store.history(run, failure_limit=None if (run is not None or json_out) else 0)
     if json_out:
         _emit_json([r.as_dict() for r in runs])
@@ -677,7 +682,7 @@ def unlock(
     another host (a shared volume) stays busy until released here with --force. A writer
     still running is never released (exit code 4).
     """
-    with _errors(ctx), ctx.obj.open() as store:
+    with _errors(ctx), ctx.obj.open(registry=False) as store:
         held = store.unlock(force=force)
     if json_out:
         _emit_json({"released": held})
