@@ -141,9 +141,9 @@ def test_what_a_registry_or_a_step_prints_goes_to_stderr_not_into_json_output(cl
         assert res.exit_code == 0, res.stderr
         assert json.loads(res.stdout)["migrated"] == 3
         assert res.stderr.splitlines() == ["loading the registry", "migrating 0", "migrating 1", "migrating 2"]
-    for args in (["status", "--json"], ["history", "--json"]):
-        res = cli(*args, registry=str(registry))
-        assert res.exit_code == 0 and json.loads(res.stdout) and res.stderr == "loading the registry\n", res.stdout
+    for args, printed in ((["status", "--json"], "loading the registry\n"), (["history", "--json"], "")):
+        res = cli(*args, registry=str(registry))  # (history does not load the registry)
+        assert res.exit_code == 0 and json.loads(res.stdout) and res.stderr == printed, res.stdout
     res = cli("migrate", registry=str(registry))  # the command's own output is still its stdout
     assert res.stdout.startswith("migrated 0 record(s), 0 failed; run ")
 
