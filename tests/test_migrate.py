@@ -671,6 +671,27 @@ def test_a_restore_that_put_removed_records_back_is_undone_by_its_run(tmp_path: 
         assert store.check().ok
 
 
+def test_undoing_a_forced_restore_that_displaced_a_record_needs_no_force(tmp_path: Path) -> None:
+    """Line 3 dropped, then a new line 3: a forced `restore --domain` puts the old one
+    back in its place, backing the new one up. Undoing that restore (--run) brings the
+    new one back: before, it was refused, the old record "would go back into a place
+    that now holds another record" (the one that restore itself put there)."""
+    store, log = _log_store(tmp_path, 1)
+    with store:
+        log.write_text('{"n":1}\n{"n":2}\n{"n":3}\n')
+        store.import_paths(tmp_path / "home")
+        log.write_text('{"n":1}\n{"n":2}\n')
+        store.import_paths(tmp_path / "home")
+        log.write_text('{"n":1}\n{"n":2}\n{"n":33}\n')
+        store.import_paths(tmp_path / "home")
+        forced = store.restore(domain="log", force=True)
+        assert [r.data["n"] for r in store.query("log")] == [1, 2, 3]
+        undo = store.restore(run=forced.run_id)
+        assert undo.restored == {"log": 1} and undo.removed == {"log": 1}
+        assert [r.data["n"] for r in store.query("log")] == [1, 2, 33]
+        assert store.check().ok
+
+
 def test_restoring_an_import_takes_away_the_records_it_added(tmp_path: Path) -> None:
     """Undoing an import gives back the store as it was before it: the records it
     updated go back, and the records it added go. Before, a line prepended to a log

@@ -845,7 +845,9 @@ def restore_records(
             gone = list(latest.values())
         slots = [(b.file_id, b.position) for b in gone]
         held_by_record, held_by_text = _slots_held(conn, slots)
-        leaving = {a.id for a in added}
+        # Records this restore removes (an import's additions; records the restore being
+        # undone put back) leave their places free for the records going back.
+        leaving = {a.id for a in added} | {b.record_id for b in put_back}
         held_by_record = {slot: rid for slot, rid in held_by_record.items() if rid not in leaving}
         taken = [b for b in gone if (b.file_id, b.position) in held_by_record or (b.file_id, b.position) in held_by_text]
         if taken and not force:
