@@ -673,9 +673,10 @@ def test_a_restore_that_put_removed_records_back_is_undone_by_its_run(tmp_path: 
 
 def test_undoing_a_forced_restore_that_displaced_a_record_needs_no_force(tmp_path: Path) -> None:
     """Line 3 dropped, then a new line 3: a forced `restore --domain` puts the old one
-    back in its place, backing the new one up. Undoing that restore (--run) brings the
-    new one back: before, it was refused, the old record "would go back into a place
-    that now holds another record" (the one that restore itself put there)."""
+    back in its place, backing the new one up, and says it took that one out (it said
+    "restored 1 record(s)" alone). Undoing that restore (--run) brings the new one
+    back: before, it was refused, the old record "would go back into a place that now
+    holds another record" (the one that restore itself put there)."""
     store, log = _log_store(tmp_path, 1)
     with store:
         log.write_text('{"n":1}\n{"n":2}\n{"n":3}\n')
@@ -686,6 +687,9 @@ def test_undoing_a_forced_restore_that_displaced_a_record_needs_no_force(tmp_pat
         store.import_paths(tmp_path / "home")
         forced = store.restore(domain="log", force=True)
         assert [r.data["n"] for r in store.query("log")] == [1, 2, 3]
+        # It says so: the record of line 3 it took out (backed up) is counted.
+        assert forced.restored == {"log": 1} and forced.displaced == {"log": 1}
+        assert store.history(forced.run_id)[0].counts["displaced"] == {"log": 1}
         undo = store.restore(run=forced.run_id)
         assert undo.restored == {"log": 1} and undo.removed == {"log": 1}
         assert [r.data["n"] for r in store.query("log")] == [1, 2, 33]

@@ -641,13 +641,22 @@ class RestoreResult:
     #: Records removed: the run being undone had added them (an import's new records, or
     #: records a restore had put back where there was none).
     removed: dict[str, int] = field(default_factory=dict)
+    #: Records a forced restore took out of the places it put records back into (each
+    #: backed up: undoing the restore brings them back).
+    displaced: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         return sum(self.restored.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"run": self.run_id, "restored": self.restored, "removed": self.removed, "total": self.total}
+        return {
+            "run": self.run_id,
+            "restored": self.restored,
+            "removed": self.removed,
+            "displaced": self.displaced,
+            "total": self.total,
+        }
 
 
 #: Records a restore writes with one statement, between two chances for Ctrl-C.
@@ -869,8 +878,13 @@ def restore_records(
             )
         leaving_ids = [b.record_id for b in put_back] + [a.id for a in added]
         backup_rows(conn, present + occupants + leaving_ids, run.run_id, "restore")
-        if occupants:
-            conn.execute(records.delete().where(records.c.id.in_(occupants)))
+        for start in range(0, len(occupants), 500):
+            part = occupants[start : start + 500]
+            for name, n in conn.execute(
+                select(records.c.domain, func.count()).where(records.c.id.in_(part)).group_by(records.c.domain)
+            ):
+                result.displaced[name] = result.displaced.get(name, 0) + int(n)
+            conn.execute(records.delete().where(records.c.id.in_(part)))
         touched_files: set[int] = set()
         for start in range(0, len(leaving_ids), 500):
             conn.execute(records.delete().where(records.c.id.in_(leaving_ids[start : start + 500])))
@@ -907,5 +921,7 @@ def restore_records(
             for start in range(0, len(fids), 500):
                 conn.execute(update(files).where(files.c.id.in_(fids[start : start + 500])).values(digest=""))
         run.counts = {"restored": result.restored, "removed": result.removed, "from_run": from_run}
+        if result.displaced:
+            run.counts["displaced"] = result.displaced
         run.save_counts(conn)
     return result
