@@ -727,6 +727,43 @@ def test_restoring_an_import_takes_away_the_records_it_added(tmp_path: Path) -> 
         assert [r.data["id"] for r in store.query("log")] == ["N", "A", "B", "C"]
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ('[{"n":1}]\n', '{"n":1}\n'),  # an array become one object
+        ('{"n":1}\n', '[{"n":1},{"n":2}]\n'),  # one object become an array
+        ('[{"n":1}, {"n":2}]\n', '[{"n":1}]'),  # its last newline gone, an element too
+        ('{"n":1}\n', '\ufeff{"n":2}\n'),  # a byte order mark
+    ],
+)
+def test_restoring_an_import_writes_its_files_back_in_the_layout_they_had(tmp_path: Path, before: str, after: str) -> None:
+    """Undoing an import that found a file in another layout gives the file back as it
+    was: before, the records went back into the import's layout (an array of one
+    record where the file held one object, the last newline missing), and undoing that
+    restore brings the import's layout back."""
+    registry = Registry()
+    registry.domain("note", version=1, files=["notes/*.json"])
+    source = tmp_path / "home" / "notes" / "a.json"
+    source.parent.mkdir(parents=True)
+    out = tmp_path / "out" / "notes" / "a.json"
+    with Store(tmp_path / "s.db", registry=registry) as store:
+        source.write_text(before)
+        store.import_paths(tmp_path / "home")
+        source.write_text(after)
+        changed = store.import_paths(tmp_path / "home")
+        undo = store.restore(run=changed.run_id)
+        store.export_to(tmp_path / "out")
+        assert out.read_text() == before
+        store.restore(run=undo.run_id)
+        store.export_to(tmp_path / "out", overwrite=True)
+        assert out.read_text() == after
+        assert store.check().ok
+        source.write_text(before)  # the application's newer text is read again
+        store.import_paths(tmp_path / "home")
+        store.export_to(tmp_path / "out", overwrite=True)
+        assert out.read_text() == before
+
+
 def test_undoing_the_first_import_leaves_an_empty_store_that_exports_nothing(tmp_path: Path) -> None:
     store, log = _log_store(tmp_path, 1)
     with store:

@@ -30,11 +30,11 @@ from .engine import (
     unchecked_foreign_keys,
 )
 from .errors import InputError, MigrationError, NewerVersionError, RestoreConflictError, describe, one_line
-from .importer import as_text, backup_rows, backup_span
+from .importer import LAYOUT, as_text, backup_file_layout, backup_rows, backup_span
 from .parsing import indent_of
 from .registry import Domain, Registry, Step
 from .runs import RunHandle, check_interrupt
-from .tables import backups, files, records, refused
+from .tables import backups, file_backups, files, records, refused
 
 __all__ = ["MigrationResult", "RestoreResult", "migrate_records", "migrate_value", "restore_records"]
 
@@ -915,6 +915,15 @@ def restore_records(
             for b in batch:
                 touched_files.add(b.file_id)
                 result.restored[b.domain] = result.restored.get(b.domain, 0) + 1
+        if from_run is not None:
+            # The files the run gave another layout (an import: an object become an array,
+            # a last newline gone) go back to the one they had, as their records do.
+            first = select(func.min(file_backups.c.id)).where(file_backups.c.run_id == from_run).group_by(file_backups.c.file_id)
+            for layout in conn.execute(select(file_backups).where(file_backups.c.id.in_(first)).order_by(file_backups.c.id)):
+                old = {c: getattr(layout, c) for c in LAYOUT}
+                backup_file_layout(conn, layout.file_id, old, run.run_id)  # so this restore can be undone
+                conn.execute(update(files).where(files.c.id == layout.file_id).values(**old))
+                touched_files.add(layout.file_id)
         if touched_files:
             # The next import must compare these files again rather than trust their digest.
             fids = sorted(touched_files)
