@@ -671,6 +671,31 @@ def test_a_restore_that_put_removed_records_back_is_undone_by_its_run(tmp_path: 
         assert store.check().ok
 
 
+def test_undoing_a_forced_restore_that_displaced_a_record_needs_no_force(tmp_path: Path) -> None:
+    """Line 3 dropped, then a new line 3: a forced `restore --domain` puts the old one
+    back in its place, backing the new one up, and says it took that one out (it said
+    "restored 1 record(s)" alone). Undoing that restore (--run) brings the new one
+    back: before, it was refused, the old record "would go back into a place that now
+    holds another record" (the one that restore itself put there)."""
+    store, log = _log_store(tmp_path, 1)
+    with store:
+        log.write_text('{"n":1}\n{"n":2}\n{"n":3}\n')
+        store.import_paths(tmp_path / "home")
+        log.write_text('{"n":1}\n{"n":2}\n')
+        store.import_paths(tmp_path / "home")
+        log.write_text('{"n":1}\n{"n":2}\n{"n":33}\n')
+        store.import_paths(tmp_path / "home")
+        forced = store.restore(domain="log", force=True)
+        assert [r.data["n"] for r in store.query("log")] == [1, 2, 3]
+        # It says so: the record of line 3 it took out (backed up) is counted.
+        assert forced.restored == {"log": 1} and forced.displaced == {"log": 1}
+        assert store.history(forced.run_id)[0].counts["displaced"] == {"log": 1}
+        undo = store.restore(run=forced.run_id)
+        assert undo.restored == {"log": 1} and undo.removed == {"log": 1}
+        assert [r.data["n"] for r in store.query("log")] == [1, 2, 33]
+        assert store.check().ok
+
+
 def test_restoring_an_import_takes_away_the_records_it_added(tmp_path: Path) -> None:
     """Undoing an import gives back the store as it was before it: the records it
     updated go back, and the records it added go. Before, a line prepended to a log
@@ -700,6 +725,43 @@ def test_restoring_an_import_takes_away_the_records_it_added(tmp_path: Path) -> 
         # The file is read again by the next import, which finds the line it holds.
         assert store.import_paths(tmp_path / "home").domains["log"].imported == 1
         assert [r.data["id"] for r in store.query("log")] == ["N", "A", "B", "C"]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ('[{"n":1}]\n', '{"n":1}\n'),  # an array become one object
+        ('{"n":1}\n', '[{"n":1},{"n":2}]\n'),  # one object become an array
+        ('[{"n":1}, {"n":2}]\n', '[{"n":1}]'),  # its last newline gone, an element too
+        ('{"n":1}\n', '\ufeff{"n":2}\n'),  # a byte order mark
+    ],
+)
+def test_restoring_an_import_writes_its_files_back_in_the_layout_they_had(tmp_path: Path, before: str, after: str) -> None:
+    """Undoing an import that found a file in another layout gives the file back as it
+    was: before, the records went back into the import's layout (an array of one
+    record where the file held one object, the last newline missing), and undoing that
+    restore brings the import's layout back."""
+    registry = Registry()
+    registry.domain("note", version=1, files=["notes/*.json"])
+    source = tmp_path / "home" / "notes" / "a.json"
+    source.parent.mkdir(parents=True)
+    out = tmp_path / "out" / "notes" / "a.json"
+    with Store(tmp_path / "s.db", registry=registry) as store:
+        source.write_text(before)
+        store.import_paths(tmp_path / "home")
+        source.write_text(after)
+        changed = store.import_paths(tmp_path / "home")
+        undo = store.restore(run=changed.run_id)
+        store.export_to(tmp_path / "out")
+        assert out.read_text() == before
+        store.restore(run=undo.run_id)
+        store.export_to(tmp_path / "out", overwrite=True)
+        assert out.read_text() == after
+        assert store.check().ok
+        source.write_text(before)  # the application's newer text is read again
+        store.import_paths(tmp_path / "home")
+        store.export_to(tmp_path / "out", overwrite=True)
+        assert out.read_text() == before
 
 
 def test_undoing_the_first_import_leaves_an_empty_store_that_exports_nothing(tmp_path: Path) -> None:

@@ -621,7 +621,7 @@ def _short_counts(r: Any) -> str:
         return ", ".join(f"{k} {v}" for k, v in total.items())
     if r.kind == "restore":
         restored = ", ".join(f"{d}: {n}" for d, n in sorted((c.get("restored") or {}).items())) or "-"
-        removed = sum((c.get("removed") or {}).values())
+        removed = sum((c.get("removed") or {}).values()) + sum((c.get("displaced") or {}).values())
         return restored + (f"; removed {removed}" if removed else "")
     if r.kind == "prune":
         return f"pruned {c.get('pruned', 0)} before run {c.get('before', '?')}"
@@ -660,6 +660,9 @@ def restore(
         detail = ", ".join(f"{d}: {n}" for d, n in sorted(result.restored.items()))
         removed = sum(result.removed.values())
         again = f"; removed {removed} record(s) that run {run} had added" if removed else ""
+        displaced = sum(result.displaced.values())
+        if displaced:
+            again += f"; removed {displaced} record(s) from the places they went back to (backed up)"
         out.print(f"restored {result.total} record(s){' (' + detail + ')' if detail else ''}{again}; run {result.run_id}")
 
 

@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from . import jsoncodec, parsing, workers
 from .connections import INT_MAX
@@ -38,7 +38,7 @@ from .parsing import (
 )
 from .runs import check_interrupt
 from .schema import drop_record_indexes, restore_record_indexes
-from .tables import backups, files, import_digests, records, refused, runs
+from .tables import backups, file_backups, files, import_digests, records, refused, runs
 
 __all__ = ["DomainCounts", "ImportResult", "Importer"]
 
@@ -618,20 +618,18 @@ class Importer:
         layout = parse.layout
         assert layout is not None  # set by every parse that got this far
         final_digest = "" if parse.problems else digest
+        new_layout = {
+            "domain": name,
+            "container": layout.container,
+            "head": layout.head,
+            "sep": layout.sep,
+            "tail": layout.tail,
+            "indent": layout.indent,
+            "gaps": layout.gaps,
+        }
+        backup_file_layout(self.conn, file_id, new_layout, self.run_id)
         self.conn.execute(
-            update(files)
-            .where(files.c.id == file_id)
-            .values(
-                domain=name,
-                container=layout.container,
-                head=layout.head,
-                sep=layout.sep,
-                tail=layout.tail,
-                indent=layout.indent,
-                gaps=layout.gaps,
-                digest=final_digest,
-                run_id=self.run_id,
-            )
+            update(files).where(files.c.id == file_id).values(**new_layout, digest=final_digest, run_id=self.run_id)
         )
         self._written.add(cand.relpath)  # a later copy of the path reads the store again
 
@@ -833,6 +831,18 @@ def backup_rows(conn: Connection, record_ids: list[int], run_id: int, reason: st
         return
     mark = placeholder(conn)
     conn.exec_driver_sql(_BACKUP.format(mark=mark) + f"id = {mark}", [(run_id, reason, rid) for rid in record_ids])
+
+
+#: The columns of a file's row that say how export writes it (see ``file_backups``).
+LAYOUT = ("domain", "container", "head", "sep", "tail", "indent", "gaps")
+
+
+def backup_file_layout(conn: Connection, file_id: int, new: dict[str, Any], run_id: int) -> None:
+    """Before file ``file_id``'s row takes the layout ``new``: keep the one it has in
+    ``file_backups``, if it differs, so a restore of run ``run_id`` puts it back."""
+    old = conn.execute(select(*(files.c[c] for c in LAYOUT)).where(files.c.id == file_id)).first()
+    if old is not None and any(getattr(old, c) != new[c] for c in LAYOUT):
+        conn.execute(insert(file_backups).values(run_id=run_id, file_id=file_id, **old._asdict()))
 
 
 def backup_span(conn: Connection, domain: str, version: int, first_id: int, last_id: int, run_id: int, reason: str) -> None:

@@ -30,11 +30,11 @@ from .engine import (
     unchecked_foreign_keys,
 )
 from .errors import InputError, MigrationError, NewerVersionError, RestoreConflictError, describe, one_line
-from .importer import as_text, backup_rows, backup_span
+from .importer import LAYOUT, as_text, backup_file_layout, backup_rows, backup_span
 from .parsing import indent_of
 from .registry import Domain, Registry, Step
 from .runs import RunHandle, check_interrupt
-from .tables import backups, files, records, refused
+from .tables import backups, file_backups, files, records, refused
 
 __all__ = ["MigrationResult", "RestoreResult", "migrate_records", "migrate_value", "restore_records"]
 
@@ -641,13 +641,22 @@ class RestoreResult:
     #: Records removed: the run being undone had added them (an import's new records, or
     #: records a restore had put back where there was none).
     removed: dict[str, int] = field(default_factory=dict)
+    #: Records a forced restore took out of the places it put records back into (each
+    #: backed up: undoing the restore brings them back).
+    displaced: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         return sum(self.restored.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"run": self.run_id, "restored": self.restored, "removed": self.removed, "total": self.total}
+        return {
+            "run": self.run_id,
+            "restored": self.restored,
+            "removed": self.removed,
+            "displaced": self.displaced,
+            "total": self.total,
+        }
 
 
 #: Records a restore writes with one statement, between two chances for Ctrl-C.
@@ -845,7 +854,9 @@ def restore_records(
             gone = list(latest.values())
         slots = [(b.file_id, b.position) for b in gone]
         held_by_record, held_by_text = _slots_held(conn, slots)
-        leaving = {a.id for a in added}
+        # Records this restore removes (an import's additions; records the restore being
+        # undone put back) leave their places free for the records going back.
+        leaving = {a.id for a in added} | {b.record_id for b in put_back}
         held_by_record = {slot: rid for slot, rid in held_by_record.items() if rid not in leaving}
         taken = [b for b in gone if (b.file_id, b.position) in held_by_record or (b.file_id, b.position) in held_by_text]
         if taken and not force:
@@ -867,8 +878,13 @@ def restore_records(
             )
         leaving_ids = [b.record_id for b in put_back] + [a.id for a in added]
         backup_rows(conn, present + occupants + leaving_ids, run.run_id, "restore")
-        if occupants:
-            conn.execute(records.delete().where(records.c.id.in_(occupants)))
+        for start in range(0, len(occupants), 500):
+            part = occupants[start : start + 500]
+            for name, n in conn.execute(
+                select(records.c.domain, func.count()).where(records.c.id.in_(part)).group_by(records.c.domain)
+            ):
+                result.displaced[name] = result.displaced.get(name, 0) + int(n)
+            conn.execute(records.delete().where(records.c.id.in_(part)))
         touched_files: set[int] = set()
         for start in range(0, len(leaving_ids), 500):
             conn.execute(records.delete().where(records.c.id.in_(leaving_ids[start : start + 500])))
@@ -899,11 +915,22 @@ def restore_records(
             for b in batch:
                 touched_files.add(b.file_id)
                 result.restored[b.domain] = result.restored.get(b.domain, 0) + 1
+        if from_run is not None:
+            # The files the run gave another layout (an import: an object become an array,
+            # a last newline gone) go back to the one they had, as their records do.
+            first = select(func.min(file_backups.c.id)).where(file_backups.c.run_id == from_run).group_by(file_backups.c.file_id)
+            for layout in conn.execute(select(file_backups).where(file_backups.c.id.in_(first)).order_by(file_backups.c.id)):
+                old = {c: getattr(layout, c) for c in LAYOUT}
+                backup_file_layout(conn, layout.file_id, old, run.run_id)  # so this restore can be undone
+                conn.execute(update(files).where(files.c.id == layout.file_id).values(**old))
+                touched_files.add(layout.file_id)
         if touched_files:
             # The next import must compare these files again rather than trust their digest.
             fids = sorted(touched_files)
             for start in range(0, len(fids), 500):
                 conn.execute(update(files).where(files.c.id.in_(fids[start : start + 500])).values(digest=""))
         run.counts = {"restored": result.restored, "removed": result.removed, "from_run": from_run}
+        if result.displaced:
+            run.counts["displaced"] = result.displaced
         run.save_counts(conn)
     return result

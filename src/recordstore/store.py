@@ -24,7 +24,7 @@ from .query import Query, Record, index_ddl, json_paths_served
 from .registry import Registry, load_registry
 from .runs import RunHandle, RunInfo, held_run, read_history, release_lock
 from .schema import ensure_schema, missing_record_indexes
-from .tables import backups, files, indexes, records, refused, runs
+from .tables import backups, file_backups, files, indexes, records, refused, runs
 
 __all__ = ["CheckResult", "DomainStatus", "Progress", "Store", "StoreStatus"]
 
@@ -398,6 +398,7 @@ class Store:
             with translate_errors(), run.engine.connect() as conn, conn.begin():
                 keep_import_digests(conn, before)
                 removed = conn.execute(delete(backups).where(backups.c.run_id < before)).rowcount
+                conn.execute(delete(file_backups).where(file_backups.c.run_id < before))
                 run.counts = {"pruned": removed, "before": before}
                 run.save_counts(conn)
         return int(removed)

@@ -14,7 +14,8 @@ Alembic revisions in ``alembic/versions`` evolve a store to exactly this; a test
   JSON, not an object...), exactly as its file held it, in its slot: never migrated or
   queried, only written back by export where it stood, so no export drops what the store
   could not take. A slot holds a record or a refused text, never both.
-* ``backups``: the exact previous row, written in the same transaction as every change.
+* ``backups``: the exact previous row, written in the same transaction as every change;
+  ``file_backups``: a file's previous layout, when an import or a restore changes it.
 * ``runs`` / ``failures``: the history of the writers' runs (import, migrate, restore,
   prune, index).
 * ``lock``: at most one row, the writer holding the store.
@@ -151,6 +152,25 @@ lock = Table(
     # The holder process's boot and start time (runs.start_token), where the system
     # tells them: a pid another process took since is not the holder.
     Column("started", String(64)),
+)
+
+#: A file's layout (its row in ``files``: domain, container, the text around its
+#: records) as it was before an import or a restore changed it, so that restoring that
+#: run writes the file back in its old layout (an object again, not an array).
+file_backups = Table(
+    "file_backups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("file_id", Integer, nullable=False),
+    Column("domain", String(255), nullable=False),
+    Column("container", String(8), nullable=False),
+    Column("head", Text, nullable=False),
+    Column("sep", Text, nullable=False),
+    Column("tail", Text, nullable=False),
+    Column("indent", Integer),
+    Column("gaps", Text),
+    Index("ix_file_backups_run", "run_id"),
 )
 
 #: The digest of the text an import last wrote for a record migrated or restored since,
