@@ -775,6 +775,25 @@ def test_undoing_the_first_import_leaves_an_empty_store_that_exports_nothing(tmp
         assert store.import_paths(tmp_path / "home").domains["log"].imported == 2
 
 
+def test_a_prune_that_deleted_nothing_does_not_stop_undoing_an_earlier_import(tmp_path: Path) -> None:
+    """After a prune that deleted no backup, undoing the import before it was refused,
+    "prune run 3 deleted those of the runs before run 2", though it had deleted none."""
+    store, log = _log_store(tmp_path, 1)
+    with store:
+        log.write_text('{"n":1}\n')
+        first = store.import_paths(tmp_path / "home")
+        (log.parent / "b.jsonl").write_text('{"n":2}\n')
+        second = store.import_paths(tmp_path / "home")
+        assert store.prune_backups(before=second.run_id) == 0
+        assert store.restore(run=first.run_id).removed == {"log": 1}
+        assert [r.data for r in store.query("log")] == [{"n": 2}]
+        (log.parent / "b.jsonl").write_text('{"n":3}\n')
+        third = store.import_paths(tmp_path / "home")
+        store.prune_backups(before=third.run_id + 1)  # this one deletes run 3's backup
+        with pytest.raises(RecordStoreError, match=f"prune run {third.run_id + 1} deleted those"):
+            store.restore(run=third.run_id)
+
+
 def test_restoring_an_import_whose_new_records_a_later_run_changed_is_a_conflict(tmp_path: Path) -> None:
     store, log = _log_store(tmp_path, 2)
     with store:

@@ -376,7 +376,12 @@ class Store:
             prunes = conn.execute(
                 select(runs.c.id, runs.c.counts).where(runs.c.kind == "prune", runs.c.outcome == "ok").order_by(runs.c.id)
             )
-            pruned = [(pid, before) for pid, counts in prunes if (before := int(json.loads(counts).get("before") or 0)) > run]
+            # Only a prune that deleted something can have deleted this run's backups.
+            pruned = [
+                (pid, int(c.get("before") or 0))
+                for pid, c in ((pid, json.loads(counts)) for pid, counts in prunes)
+                if int(c.get("before") or 0) > run and (c.get("pruned") or c.get("layouts"))
+            ]
         if pruned:
             pid, before = pruned[-1]
             raise RecordStoreError(
@@ -398,8 +403,8 @@ class Store:
             with translate_errors(), run.engine.connect() as conn, conn.begin():
                 keep_import_digests(conn, before)
                 removed = conn.execute(delete(backups).where(backups.c.run_id < before)).rowcount
-                conn.execute(delete(file_backups).where(file_backups.c.run_id < before))
-                run.counts = {"pruned": removed, "before": before}
+                layouts = conn.execute(delete(file_backups).where(file_backups.c.run_id < before)).rowcount
+                run.counts = {"pruned": removed, "layouts": layouts, "before": before}
                 run.save_counts(conn)
         return int(removed)
 
