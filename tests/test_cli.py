@@ -464,10 +464,15 @@ def test_restore_says_why_there_is_nothing_to_restore(cli: Any, home: Path) -> N
     res = cli("restore", "--key", "nosuch.json")  # a usage error
     assert res.exit_code == 2 and "restore of a key needs its domain too (--domain)" in _said(res)
     assert [r["kind"] for r in json.loads(cli("history", "--json").stdout)] == ["import", "migrate", "prune"]
-    # A run that changed nothing, a domain with no backups left: a restore of nothing, as asked.
-    for args in (["restore", "--run", "3"], ["restore", "--domain", "task"]):
-        res = cli(*args)
-        assert res.exit_code == 0 and res.stdout.startswith("restored 0 record(s)"), (args, res.stdout)
+    # A prune cannot be undone: it said "restored 0 record(s)", exit 0, as if its backups were back.
+    res = cli("restore", "--run", "3")
+    assert res.exit_code == 3 and "run 3 is a prune: the backups it deleted are gone for good" in res.stderr, res.stderr
+    assert cli("index", "add", "task", "status").exit_code == 0  # run 4
+    res = cli("restore", "--run", "4")
+    assert res.exit_code == 3 and "`store index drop` removes an index" in res.stderr, res.stderr
+    # A domain with no backups left: a restore of nothing, as asked.
+    res = cli("restore", "--domain", "task")
+    assert res.exit_code == 0 and res.stdout.startswith("restored 0 record(s)"), res.stdout
 
 
 def test_restoring_a_record_twice_puts_back_the_same_row(cli: Any, home: Path) -> None:

@@ -103,6 +103,13 @@ def _undone_runs(history: list[RunInfo]) -> set[int]:
     return undone
 
 
+#: The runs that change no record, which a restore cannot undo: what to say instead.
+_UNDOABLE_ELSEWISE = {
+    "prune": "a prune: the backups it deleted are gone for good, and it changed no record to restore",
+    "index": "an index run: it changed no record; `store index drop` removes an index",
+}
+
+
 class Store:
     """A record store, opened by path or SQLAlchemy URL; use it as a context manager.
 
@@ -354,7 +361,9 @@ class Store:
                 raise RecordStoreError("restore of a key needs its domain too (--domain)")
             raise RecordStoreError("restore needs a run (--run) or a domain (--domain)")
         if run is not None:
-            self.history(run)
+            kind = self.history(run, failure_limit=0)[0].kind
+            if kind in _UNDOABLE_ELSEWISE:
+                raise RecordStoreError(f"run {run} is {_UNDOABLE_ELSEWISE[kind]}")
         if domain is not None:
             self.registry[domain]
         self._refuse_a_restore_of_nothing(run, domain, key)
