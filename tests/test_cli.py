@@ -798,3 +798,23 @@ def test_what_a_step_writes_to_fd_1_or_a_subprocess_prints_stays_out_of_json_out
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["migrated"] == 2
     assert done.stderr.count("written to fd 1\n") == 2 and done.stderr.count("a subprocess prints\n") == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--json", "status"], "No such option: --json. It is an option of 'store status': give it after the command's name (store status --json ...)"),
+        (["--wait", "index", "add", "task", "status"], "It is an option of 'store index add': give it after the command's name (store index add --wait ...)"),
+        (["--json"], "It is an option of a command: give it after the command's name (store COMMAND --json ...)"),
+        (["status", "--db", "other.db"], "No such option for 'store status': --db. It is a global option: give it before the command's name (store --db PATH_OR_URL status ...)"),
+        (["export", "out", "-q"], "-q. It is a global option: give it before the command's name (store -q export ...)"),
+        (["index", "add", "task", "status", "--registry=r.py"], "--registry. It is a global option: give it before the command's name (store --registry SPEC index add ...)"),
+        (["query", "task", "--debug"], "--debug. It is a global option: give it before the command's name (store --debug query ...)"),
+    ],
+)  # fmt: skip
+def test_an_option_on_the_wrong_side_of_the_command_says_where_it_goes(cli: Any, args: list[str], said: str) -> None:
+    # click said "No such option: --json (Possible options: --version)", and of a global
+    # option after the command, "No such option: --db", naming no way out.
+    res = cli(*args)
+    assert res.exit_code == 2 and said in _said(res), res.stderr
+    assert "Possible options" not in res.stderr and not cli.db.exists()

@@ -42,8 +42,85 @@ if TYPE_CHECKING:
 
     from .store import Store
 
+def _click_module() -> Any:
+    """The click Typer parses with: its own copy in newer versions, click itself before."""
+    import importlib
+
+    from typer import core
+
+    return getattr(core, "_click", None) or importlib.import_module("click")
+
+
+_NoSuchOption: Any = _click_module().exceptions.NoSuchOption
+
+
+def _option_names(command: Any) -> set[str]:
+    return {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
+
+
+def _misplaced_global(option: str, ctx: Any) -> str | None:
+    """What to say of ``option``, unknown to the command of ``ctx``, when it is a global
+    option: those come before the command's name."""
+    root = ctx.find_root()
+    for param in root.command.params if ctx is not root else ():
+        if option in (*param.opts, *param.secondary_opts):
+            given = option if param.is_flag else f"{option} {param.metavar or param.name.upper()}"
+            command = ctx.command_path.split(" ", 1)[1]
+            return (
+                f"No such option for '{ctx.command_path}': {option}. It is a global option: give it before "
+                f"the command's name ({root.info_name} {given} {command} ...)"
+            )
+    return None
+
+
+class _Group(typer.core.TyperGroup):
+    """The ``store`` group: an option given on the wrong side of a command's name
+    (``store --json status``, ``store status --db x``) is said to be there, instead of
+    click's "No such option" with a guess among the options of the other side (``--json``:
+    "Possible options: --version")."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _NoSuchOption as exc:
+            option, path = exc.option_name, [ctx.command_path]
+            command: Any = self
+            for word in args:  # the command (and subcommand) named after the option
+                sub = command.commands.get(word) if isinstance(command, typer.core.TyperGroup) else None
+                if sub is not None:
+                    path.append(word)
+                    command = sub
+            named = " ".join(path)
+            if option in _option_names(command):
+                said = f"It is an option of '{named}': give it after the command's name ({named} {option} ...)"
+            elif len(path) == 1 and any(option in _option_names(c) for c in _commands(self)):
+                said = f"It is an option of a command: give it after the command's name ({named} COMMAND {option} ...)"
+            else:
+                raise
+            exc.message, exc.possibilities = f"No such option: {option}. {said}", None
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _NoSuchOption as exc:
+            said = _misplaced_global(exc.option_name, exc.ctx) if ctx.parent is None and exc.ctx is not None else None
+            if said is not None:
+                exc.message, exc.possibilities = said, None
+            raise
+
+
+def _commands(group: Any) -> Iterator[Any]:
+    """The commands of ``group``, those of its groups included."""
+    for command in group.commands.values():
+        yield command
+        if isinstance(command, typer.core.TyperGroup):
+            yield from _commands(command)
+
+
 app = typer.Typer(
     name="store",
+    cls=_Group,
     help="A SQLite-backed versioned record store: import JSON records, migrate them, export them back.",
     no_args_is_help=True,
     add_completion=False,
@@ -52,7 +129,9 @@ app = typer.Typer(
     # docstrings' own line breaks, which a terminal narrower than them breaks again).
     rich_markup_mode=None,
 )
-index_app = typer.Typer(help="JSON-path indexes that make filters fast.", no_args_is_help=True, rich_markup_mode=None)
+index_app = typer.Typer(
+    cls=_Group, help="JSON-path indexes that make filters fast.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(index_app, name="index")
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -431,14 +510,19 @@ def _parse_value(text: str) -> Any:
 NO_VALUE = ("exists", "missing")
 
 
-def _where_filters(args: list[str]) -> list[tuple[str, str, Any]]:
+def _where_filters(ctx: typer.Context) -> list[tuple[str, str, Any]]:
     """``--where PATH OP VALUE`` filters from the command's extra arguments (Typer has
     no repeatable option of three values); ``exists`` and ``missing`` take no value,
     or true/false."""
+    args = ctx.args
     found: list[tuple[str, str, Any]] = []
     i = 0
     while i < len(args):
         if args[i] != "--where":
+            option = args[i].split("=", 1)[0]
+            said = _misplaced_global(option, ctx) if option.startswith("-") else None
+            if said is not None:
+                raise _NoSuchOption(option, said, ctx=ctx)
             raise typer.BadParameter(f"unexpected argument {args[i]!r}", param_hint="query")
         if len(args) - i < 3:
             raise typer.BadParameter("--where takes PATH OP VALUE (or PATH exists, PATH missing)", param_hint="--where")
@@ -477,7 +561,7 @@ def query(
     which take no value; a value read as JSON when it parses (5, true, null, ["a","b"])
     and as text otherwise.
     """
-    where = _where_filters(ctx.args)
+    where = _where_filters(ctx)
     with _errors(ctx), ctx.obj.open() as store:
         q = store.query(domain)
         for path, op, value in where:
