@@ -818,3 +818,23 @@ def test_an_option_on_the_wrong_side_of_the_command_says_where_it_goes(cli: Any,
     res = cli(*args)
     assert res.exit_code == 2 and said in _said(res), res.stderr
     assert "Possible options" not in res.stderr and not cli.db.exists()
+
+
+@pytest.mark.parametrize("narrowed", [["--domain", "task"], ["--key", "tasks/tasks/task_1f2e3d4c.json"],
+                                      ["--domain", "task", "--key", "tasks/tasks/task_1f2e3d4c.json"]])
+def test_a_restore_of_a_run_narrowed_to_a_domain_or_key_is_refused_not_widened(
+    cli: Any, home: Path, narrowed: list[str]
+) -> None:
+    # `store restore --run 2 --domain task` (or --key) put back every row run 2 had
+    # changed, runtime records too: the domain and the key were ignored.
+    cli("import", home)
+    assert cli("migrate").exit_code == 0
+    res = cli("restore", "--run", "2", *narrowed)
+    assert res.exit_code == 2, res.stdout
+    said = "restore --run 2 puts back every row run 2 changed, in any domain; --domain and --key choose the latest"
+    assert f"{said} backups instead: give one or the other" in _said(res)
+    with Store(cli.db, create=False) as store:
+        assert [r.kind for r in store.history()] == ["import", "migrate"]
+        assert store.status().domains["runtime"].versions == {2: 23}
+        with pytest.raises(RecordStoreError, match="give one or the other"):
+            store.restore(run=2, domain=None if "--domain" not in narrowed else "task", key="tasks/tasks/task_1f2e3d4c.json")

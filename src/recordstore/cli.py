@@ -733,9 +733,18 @@ def restore(
     wait: _Wait = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Put back original rows from the backups. The restore is itself a run, and can be undone."""
+    """Put back original rows from the backups. The restore is itself a run, and can be undone.
+
+    Either every row one run changed (--run), or the latest backups of a domain's
+    records (--domain, and --key for one record).
+    """
     if run is None and domain is None:
         ctx.fail("restore of a key needs its domain too (--domain)" if key is not None else "restore needs a run (--run) or a domain (--domain)")
+    if run is not None and (domain is not None or key is not None):
+        ctx.fail(
+            f"restore --run {run} puts back every row run {run} changed, in any domain; --domain and --key choose "
+            "the latest backups instead: give one or the other"
+        )
     with _errors(ctx), ctx.obj.open(wait) as store:
         result = store.restore(run=run, domain=domain, key=key, force=force)
     if json_out:
