@@ -838,3 +838,16 @@ def test_a_restore_of_a_run_narrowed_to_a_domain_or_key_is_refused_not_widened(
         assert store.status().domains["runtime"].versions == {2: 23}
         with pytest.raises(RecordStoreError, match="give one or the other"):
             store.restore(run=2, domain=None if "--domain" not in narrowed else "task", key="tasks/tasks/task_1f2e3d4c.json")
+
+
+def test_desc_alone_orders_by_key_descending_and_an_empty_order_is_refused(cli: Any, home: Path) -> None:
+    # `store query task --desc` printed the records in the order they were imported, as
+    # without it (--desc was ignored without --order-by), and `--order-by ''` (an unset
+    # variable) was ignored too.
+    cli("import", home)
+    ascending = [line.split("\t")[0] for line in cli("query", "runtime", "--order-by", "key").stdout.splitlines()]
+    assert len(ascending) == 23
+    res = cli("query", "runtime", "--desc")
+    assert res.exit_code == 0 and [line.split("\t")[0] for line in res.stdout.splitlines()] == ascending[::-1]
+    res = cli("query", "runtime", "--order-by", "")
+    assert res.exit_code == 3 and "a JSON path must be a non-empty string" in res.stderr and not res.stdout

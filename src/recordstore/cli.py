@@ -549,7 +549,7 @@ def query(
         Optional[int], typer.Option("--version", metavar="N", parser=_whole(1), help="Only records at this version.")
     ] = None,
     order_by: Annotated[Optional[str], typer.Option("--order-by", metavar="KEY_OR_PATH", help="'key' or a JSON path.")] = None,
-    desc: Annotated[bool, typer.Option("--desc", help="Descending order.")] = False,
+    desc: Annotated[bool, typer.Option("--desc", help="Descending order (by key, without --order-by).")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", parser=_whole(0), help="At most N records.")] = None,
     offset: Annotated[int, typer.Option("--offset", metavar="N", parser=_whole(0), help="Skip N records.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print each record as one JSON line.")] = False,
@@ -568,8 +568,8 @@ def query(
             q = q.where(path, op, value)
         if version is not None:
             q = q.version(version)
-        if order_by:
-            q = q.order_by(order_by, descending=desc)
+        if order_by is not None or desc:  # --desc alone: by key, descending
+            q = q.order_by("key" if order_by is None else order_by, descending=desc)
         q = q.limit(limit).offset(offset)
         for record in q:
             if json_out:
