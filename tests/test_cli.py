@@ -448,6 +448,17 @@ def test_a_store_error_names_the_store_file(cli: Any, tmp_path: Path) -> None:
     assert res.stderr == f"store: error: {bad}: the file is not a recordstore database (not SQLite)\n"
 
 
+@pytest.mark.parametrize("command", [["status"], ["import", "HOME"]])
+def test_a_directory_given_as_the_store_is_named_as_one(cli: Any, home: Path, tmp_path: Path, command: list[str]) -> None:
+    # `store --db ~/data status` said "cannot open the store file (missing directory or
+    # no permission)", though the directory was there and could be written.
+    cli.db = tmp_path
+    res = cli(*[str(home) if c == "HOME" else c for c in command])
+    assert res.exit_code == 3
+    assert res.stderr == f"store: error: {tmp_path} is a directory, not a store file: name the file (such as {tmp_path / 'store.db'})\n"
+    assert not (tmp_path / "store.db").exists()
+
+
 def test_restore_says_why_there_is_nothing_to_restore(cli: Any, home: Path) -> None:
     """Each of these used to print "restored 0 record(s)", exit 0, as if all was well."""
     cli("import", home)
