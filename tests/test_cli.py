@@ -862,3 +862,12 @@ def test_desc_alone_orders_by_key_descending_and_an_empty_order_is_refused(cli: 
     assert res.exit_code == 0 and [line.split("\t")[0] for line in res.stdout.splitlines()] == ascending[::-1]
     res = cli("query", "runtime", "--order-by", "")
     assert res.exit_code == 3 and "a JSON path must be a non-empty string" in res.stderr and not res.stdout
+
+
+@pytest.mark.parametrize(("value", "said"), [("true", "true"), ("false", "false"), ("null", "null")])
+def test_a_value_that_takes_only_equality_is_named_as_the_user_wrote_it(cli: Any, home: Path, value: str, said: str) -> None:
+    # `--where duration_ms '>' true` said "duration_ms: True can only be compared with = or !=":
+    # Python's spelling (True, None) of what was given as JSON.
+    cli("import", home)
+    res = cli("query", "task", "--where", "duration_ms", ">", value)
+    assert res.exit_code == 3 and res.stderr == f"store: error: duration_ms: {said} can only be compared with = or !=\n"
