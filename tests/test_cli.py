@@ -871,3 +871,13 @@ def test_a_value_that_takes_only_equality_is_named_as_the_user_wrote_it(cli: Any
     cli("import", home)
     res = cli("query", "task", "--where", "duration_ms", ">", value)
     assert res.exit_code == 3 and res.stderr == f"store: error: duration_ms: {said} can only be compared with = or !=\n"
+
+
+@pytest.mark.parametrize("name", ["out[old]", "out[/x]", "[bold]out"])
+def test_names_with_brackets_are_printed_as_they_are(cli: Any, home: Path, tmp_path: Path, name: str) -> None:
+    # rich read them as style tags: `store export 'out[old]'` said "wrote ... to out",
+    # and `store export 'out[/x]'` ended in a traceback (MarkupError) after writing.
+    cli("import", home)
+    res = cli("export", tmp_path / name)
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == f"wrote 37 record(s) in 25 file(s) to {tmp_path / name}\n"

@@ -134,8 +134,10 @@ index_app = typer.Typer(
 )
 app.add_typer(index_app, name="index")
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No markup: what is printed holds names the user chose (an export directory "out[old]",
+# a domain, a JSON path), which rich would read as style tags.
+out = Console(highlight=False, soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 WAIT_SECONDS = 24 * 3600.0
 #: The --wait option of every writing command.
