@@ -881,3 +881,34 @@ def test_names_with_brackets_are_printed_as_they_are(cli: Any, home: Path, tmp_p
     res = cli("export", tmp_path / name)
     assert res.exit_code == 0, res.stderr
     assert res.stdout == f"wrote 37 record(s) in 25 file(s) to {tmp_path / name}\n"
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "cp1252"])
+def test_output_in_an_encoding_that_is_not_unicode_is_escaped_not_an_internal_error(
+    cli: Any, tmp_path: Path, encoding: str
+) -> None:
+    # On an output whose encoding is not Unicode (a Windows file or console,
+    # PYTHONIOENCODING=ascii), `store query session --json` ended with "store: internal
+    # error: UnicodeEncodeError", exit 70, at the first record holding "日本語".
+    import recordstore
+
+    assert cli("import", EXAMPLE_HOME).exit_code == 0
+    env = {**_env(), "PYTHONIOENCODING": encoding, "PYTHONPATH": str(Path(recordstore.__file__).parents[1])}
+
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "recordstore", "--db", str(cli.db), *args], env=env,
+                              capture_output=True, timeout=120, check=False)
+
+    expected = [json.loads(line) for line in cli("query", "session", "--json").stdout.splitlines()]
+    for args in (["query", "session", "--json"], ["query", "session", "--where", "metadata.mode", "=", "plan"],
+                 ["status", "--json"], ["history", "1"], ["export", str(tmp_path / "exé"), "--json"]):
+        res = run(*args)
+        assert res.returncode == 0 and not res.stderr, (args, res.stderr)
+        assert res.stdout.isascii() or encoding != "ascii"
+        if args[-1] == "--json" and args[0] == "query":
+            assert [json.loads(line) for line in res.stdout.decode(encoding).splitlines()] == expected
+        elif args[-1] == "--json":
+            json.loads(res.stdout.decode(encoding))
+    assert json.loads(run("export", str(tmp_path / "exé"), "--force", "--json").stdout)["out"] == str(tmp_path / "exé")
+    line = run("query", "session", "--where", "metadata.mode", "=", "plan").stdout.decode(encoding)
+    assert json.loads(line.split("\t")[2]) == next(r["record"] for r in expected if r["record"]["metadata"]["mode"] == "plan")

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterator
@@ -377,7 +379,35 @@ def _table(*columns: str, **options: Any) -> Table:
 def _emit_json(value: Any) -> None:
     # jsoncodec writes what a record may hold: integers of any size, lone surrogates
     # (as escapes, the only form UTF-8 output can carry).
-    sys.stdout.write(jsoncodec.encode(value, 2) + "\n")
+    sys.stdout.write(_held(jsoncodec.encode(value, 2)) + "\n")
+
+
+def _unicode_stdout() -> bool:
+    import codecs
+
+    try:
+        return codecs.lookup(sys.stdout.encoding or "utf-8").name.startswith(("utf-8", "utf-16", "utf-32"))
+    except LookupError:
+        return False
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code > 0xFFFF:  # as a JSON escape: a surrogate pair
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _held(json_text: str) -> str:
+    """JSON text as stdout can carry it: on an output whose encoding is not Unicode (a
+    Windows file or console, PYTHONIOENCODING=ascii), its non-ASCII characters (all in
+    its strings) as \\u escapes, the same JSON; they made the command fail with an
+    internal error."""
+    return json_text if _unicode_stdout() else _NON_ASCII.sub(_escaped, json_text)
 
 
 def _problems(lines: list[Any]) -> None:
@@ -573,12 +603,13 @@ def query(
         if order_by is not None or desc:  # --desc alone: by key, descending
             q = q.order_by("key" if order_by is None else order_by, descending=desc)
         q = q.limit(limit).offset(offset)
+        held = _held if not _unicode_stdout() else str  # (asked once, not for every record)
         for record in q:
             if json_out:
                 line = {"key": record.key, "version": record.version, "record": record.data}
-                sys.stdout.write(jsoncodec.encode_compact(line) + "\n")
+                sys.stdout.write(held(jsoncodec.encode_compact(line)) + "\n")
             else:
-                sys.stdout.write(f"{record.key}\tv{record.version}\t{jsoncodec.encode_compact(record.data)}\n")
+                sys.stdout.write(f"{held(record.key)}\tv{record.version}\t{held(jsoncodec.encode_compact(record.data))}\n")
 
 
 @app.command()
@@ -864,6 +895,10 @@ def main() -> None:
     # until exit: frozen, it is skipped by every collection, the one at exit included
     # (~40 ms of teardown with SQLAlchemy loaded), and workers forked leave it shared.
     gc.freeze()
+    if not _unicode_stdout() and isinstance(sys.stdout, io.TextIOWrapper):
+        # What no JSON document carries (a table, a key in a message) is escaped rather
+        # than failing (--json output is escaped as JSON, see _held).
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         app(prog_name="store")
     except KeyboardInterrupt:  # before a command's own handling began (Typer reading its options)
