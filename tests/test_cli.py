@@ -912,3 +912,22 @@ def test_output_in_an_encoding_that_is_not_unicode_is_escaped_not_an_internal_er
     assert json.loads(run("export", str(tmp_path / "exé"), "--force", "--json").stdout)["out"] == str(tmp_path / "exé")
     line = run("query", "session", "--where", "metadata.mode", "=", "plan").stdout.decode(encoding)
     assert json.loads(line.split("\t")[2]) == next(r["record"] for r in expected if r["record"]["metadata"]["mode"] == "plan")
+
+
+def test_a_narrow_terminal_folds_table_cells_and_cuts_none(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # At 40 columns, `store status` cut every cell to two letters and an ellipsis:
+    # "automation" and "automation_run" both read "au…", and no header could be read.
+    import io
+
+    from rich.console import Console
+
+    import recordstore.cli
+
+    assert cli("import", EXAMPLE_HOME).exit_code == 0
+    shown = io.StringIO()
+    monkeypatch.setattr(recordstore.cli, "out", Console(file=shown, width=40, highlight=False, soft_wrap=True, markup=False))
+    assert cli("status").exit_code == 0
+    text = shown.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 40
+    first_cells = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
+    assert first_cells == "sessionoffline_queueruntimetaskautomationautomation_run"

@@ -371,9 +371,11 @@ def _bar(ctx: typer.Context, json_out: bool = False) -> Iterator[_Bar | None]:
 def _table(*columns: str, **options: Any) -> Table:
     """A rich table; rich.table is imported only by the commands that print one (like
     rich.progress, by a progress bar), which keeps every command's start-up short."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    return Table(*columns, **options)
+    # Folded, not cut, on a narrow terminal: "automation" and "automation_run" cut to
+    # "au…" could not be told apart.
+    return Table(*(Column(name, overflow="fold") for name in columns), **options)
 
 
 def _emit_json(value: Any) -> None:
