@@ -931,3 +931,20 @@ def test_a_narrow_terminal_folds_table_cells_and_cuts_none(cli: Any, monkeypatch
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 40
     first_cells = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
     assert first_cells == "sessionoffline_queueruntimetaskautomationautomation_run"
+
+
+def test_query_prints_one_line_of_three_columns_per_record_whatever_the_file_names(cli: Any, tmp_path: Path) -> None:
+    # A file named with a line break printed its record on two lines, and one named
+    # with a tab added a column: the key was written raw, where every other command
+    # escapes it.
+    sessions = tmp_path / "home" / "sessions"
+    sessions.mkdir(parents=True)
+    (sessions / "x\ny.json").write_text('{"schema_version": 1, "a": 1}')
+    (sessions / "t\tab.json").write_text('{"schema_version": 1, "a": 2}')
+    assert cli("import", tmp_path / "home").exit_code == 0
+    res = cli("query", "session", "--order-by", "a")
+    assert res.exit_code == 0
+    assert res.stdout.splitlines() == ['sessions/x\\ny.json\tv1\t{"schema_version":1,"a":1}',
+                                       'sessions/t\\tab.json\tv1\t{"schema_version":1,"a":2}']
+    keys = [json.loads(line)["key"] for line in cli("query", "session", "--order-by", "a", "--json").stdout.splitlines()]
+    assert keys == ["sessions/x\ny.json", "sessions/t\tab.json"]

@@ -611,7 +611,10 @@ def query(
                 line = {"key": record.key, "version": record.version, "record": record.data}
                 sys.stdout.write(held(jsoncodec.encode_compact(line)) + "\n")
             else:
-                sys.stdout.write(f"{held(record.key)}\tv{record.version}\t{held(jsoncodec.encode_compact(record.data))}\n")
+                # The key escaped, as everywhere else: a line break or tab in a file's name
+                # must not break the line of its record, nor add a column.
+                key = held(printable(record.key))
+                sys.stdout.write(f"{key}\tv{record.version}\t{held(jsoncodec.encode_compact(record.data))}\n")
 
 
 @app.command()
