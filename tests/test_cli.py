@@ -448,6 +448,17 @@ def test_a_store_error_names_the_store_file(cli: Any, tmp_path: Path) -> None:
     assert res.stderr == f"store: error: {bad}: the file is not a recordstore database (not SQLite)\n"
 
 
+@pytest.mark.parametrize("command", [["status"], ["import", "HOME"]])
+def test_a_directory_given_as_the_store_is_named_as_one(cli: Any, home: Path, tmp_path: Path, command: list[str]) -> None:
+    # `store --db ~/data status` said "cannot open the store file (missing directory or
+    # no permission)", though the directory was there and could be written.
+    cli.db = tmp_path
+    res = cli(*[str(home) if c == "HOME" else c for c in command])
+    assert res.exit_code == 3
+    assert res.stderr == f"store: error: {tmp_path} is a directory, not a store file: name the file (such as {tmp_path / 'store.db'})\n"
+    assert not (tmp_path / "store.db").exists()
+
+
 def test_restore_says_why_there_is_nothing_to_restore(cli: Any, home: Path) -> None:
     """Each of these used to print "restored 0 record(s)", exit 0, as if all was well."""
     cli("import", home)
@@ -798,3 +809,142 @@ def test_what_a_step_writes_to_fd_1_or_a_subprocess_prints_stays_out_of_json_out
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["migrated"] == 2
     assert done.stderr.count("written to fd 1\n") == 2 and done.stderr.count("a subprocess prints\n") == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--json", "status"], "No such option: --json. It is an option of 'store status': give it after the command's name (store status --json ...)"),
+        (["--wait", "index", "add", "task", "status"], "It is an option of 'store index add': give it after the command's name (store index add --wait ...)"),
+        (["--json"], "It is an option of a command: give it after the command's name (store COMMAND --json ...)"),
+        (["status", "--db", "other.db"], "No such option for 'store status': --db. It is a global option: give it before the command's name (store --db PATH_OR_URL status ...)"),
+        (["export", "out", "-q"], "-q. It is a global option: give it before the command's name (store -q export ...)"),
+        (["index", "add", "task", "status", "--registry=r.py"], "--registry. It is a global option: give it before the command's name (store --registry SPEC index add ...)"),
+        (["query", "task", "--debug"], "--debug. It is a global option: give it before the command's name (store --debug query ...)"),
+    ],
+)  # fmt: skip
+def test_an_option_on_the_wrong_side_of_the_command_says_where_it_goes(cli: Any, args: list[str], said: str) -> None:
+    # click said "No such option: --json (Possible options: --version)", and of a global
+    # option after the command, "No such option: --db", naming no way out.
+    res = cli(*args)
+    assert res.exit_code == 2 and said in _said(res), res.stderr
+    assert "Possible options" not in res.stderr and not cli.db.exists()
+
+
+@pytest.mark.parametrize("narrowed", [["--domain", "task"], ["--key", "tasks/tasks/task_1f2e3d4c.json"],
+                                      ["--domain", "task", "--key", "tasks/tasks/task_1f2e3d4c.json"]])
+def test_a_restore_of_a_run_narrowed_to_a_domain_or_key_is_refused_not_widened(
+    cli: Any, home: Path, narrowed: list[str]
+) -> None:
+    # `store restore --run 2 --domain task` (or --key) put back every row run 2 had
+    # changed, runtime records too: the domain and the key were ignored.
+    cli("import", home)
+    assert cli("migrate").exit_code == 0
+    res = cli("restore", "--run", "2", *narrowed)
+    assert res.exit_code == 2, res.stdout
+    said = "restore --run 2 puts back every row run 2 changed, in any domain; --domain and --key choose the latest"
+    assert f"{said} backups instead: give one or the other" in _said(res)
+    with Store(cli.db, create=False) as store:
+        assert [r.kind for r in store.history()] == ["import", "migrate"]
+        assert store.status().domains["runtime"].versions == {2: 23}
+        with pytest.raises(RecordStoreError, match="give one or the other"):
+            store.restore(run=2, domain=None if "--domain" not in narrowed else "task", key="tasks/tasks/task_1f2e3d4c.json")
+
+
+def test_desc_alone_orders_by_key_descending_and_an_empty_order_is_refused(cli: Any, home: Path) -> None:
+    # `store query task --desc` printed the records in the order they were imported, as
+    # without it (--desc was ignored without --order-by), and `--order-by ''` (an unset
+    # variable) was ignored too.
+    cli("import", home)
+    ascending = [line.split("\t")[0] for line in cli("query", "runtime", "--order-by", "key").stdout.splitlines()]
+    assert len(ascending) == 23
+    res = cli("query", "runtime", "--desc")
+    assert res.exit_code == 0 and [line.split("\t")[0] for line in res.stdout.splitlines()] == ascending[::-1]
+    res = cli("query", "runtime", "--order-by", "")
+    assert res.exit_code == 3 and "a JSON path must be a non-empty string" in res.stderr and not res.stdout
+
+
+@pytest.mark.parametrize(("value", "said"), [("true", "true"), ("false", "false"), ("null", "null")])
+def test_a_value_that_takes_only_equality_is_named_as_the_user_wrote_it(cli: Any, home: Path, value: str, said: str) -> None:
+    # `--where duration_ms '>' true` said "duration_ms: True can only be compared with = or !=":
+    # Python's spelling (True, None) of what was given as JSON.
+    cli("import", home)
+    res = cli("query", "task", "--where", "duration_ms", ">", value)
+    assert res.exit_code == 3 and res.stderr == f"store: error: duration_ms: {said} can only be compared with = or !=\n"
+
+
+@pytest.mark.parametrize("name", ["out[old]", "out[/x]", "[bold]out"])
+def test_names_with_brackets_are_printed_as_they_are(cli: Any, home: Path, tmp_path: Path, name: str) -> None:
+    # rich read them as style tags: `store export 'out[old]'` said "wrote ... to out",
+    # and `store export 'out[/x]'` ended in a traceback (MarkupError) after writing.
+    cli("import", home)
+    res = cli("export", tmp_path / name)
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == f"wrote 37 record(s) in 25 file(s) to {tmp_path / name}\n"
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "cp1252"])
+def test_output_in_an_encoding_that_is_not_unicode_is_escaped_not_an_internal_error(
+    cli: Any, tmp_path: Path, encoding: str
+) -> None:
+    # On an output whose encoding is not Unicode (a Windows file or console,
+    # PYTHONIOENCODING=ascii), `store query session --json` ended with "store: internal
+    # error: UnicodeEncodeError", exit 70, at the first record holding "日本語".
+    import recordstore
+
+    assert cli("import", EXAMPLE_HOME).exit_code == 0
+    env = {**_env(), "PYTHONIOENCODING": encoding, "PYTHONPATH": str(Path(recordstore.__file__).parents[1])}
+
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "recordstore", "--db", str(cli.db), *args], env=env,
+                              capture_output=True, timeout=120, check=False)
+
+    expected = [json.loads(line) for line in cli("query", "session", "--json").stdout.splitlines()]
+    for args in (["query", "session", "--json"], ["query", "session", "--where", "metadata.mode", "=", "plan"],
+                 ["status", "--json"], ["history", "1"], ["export", str(tmp_path / "exé"), "--json"]):
+        res = run(*args)
+        assert res.returncode == 0 and not res.stderr, (args, res.stderr)
+        assert res.stdout.isascii() or encoding != "ascii"
+        if args[-1] == "--json" and args[0] == "query":
+            assert [json.loads(line) for line in res.stdout.decode(encoding).splitlines()] == expected
+        elif args[-1] == "--json":
+            json.loads(res.stdout.decode(encoding))
+    assert json.loads(run("export", str(tmp_path / "exé"), "--force", "--json").stdout)["out"] == str(tmp_path / "exé")
+    line = run("query", "session", "--where", "metadata.mode", "=", "plan").stdout.decode(encoding)
+    assert json.loads(line.split("\t")[2]) == next(r["record"] for r in expected if r["record"]["metadata"]["mode"] == "plan")
+
+
+def test_a_narrow_terminal_folds_table_cells_and_cuts_none(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # At 40 columns, `store status` cut every cell to two letters and an ellipsis:
+    # "automation" and "automation_run" both read "au…", and no header could be read.
+    import io
+
+    from rich.console import Console
+
+    import recordstore.cli
+
+    assert cli("import", EXAMPLE_HOME).exit_code == 0
+    shown = io.StringIO()
+    monkeypatch.setattr(recordstore.cli, "out", Console(file=shown, width=40, highlight=False, soft_wrap=True, markup=False))
+    assert cli("status").exit_code == 0
+    text = shown.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 40
+    first_cells = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
+    assert first_cells == "sessionoffline_queueruntimetaskautomationautomation_run"
+
+
+def test_query_prints_one_line_of_three_columns_per_record_whatever_the_file_names(cli: Any, tmp_path: Path) -> None:
+    # A file named with a line break printed its record on two lines, and one named
+    # with a tab added a column: the key was written raw, where every other command
+    # escapes it.
+    sessions = tmp_path / "home" / "sessions"
+    sessions.mkdir(parents=True)
+    (sessions / "x\ny.json").write_text('{"schema_version": 1, "a": 1}')
+    (sessions / "t\tab.json").write_text('{"schema_version": 1, "a": 2}')
+    assert cli("import", tmp_path / "home").exit_code == 0
+    res = cli("query", "session", "--order-by", "a")
+    assert res.exit_code == 0
+    assert res.stdout.splitlines() == ['sessions/x\\ny.json\tv1\t{"schema_version":1,"a":1}',
+                                       'sessions/t\\tab.json\tv1\t{"schema_version":1,"a":2}']
+    keys = [json.loads(line)["key"] for line in cli("query", "session", "--order-by", "a", "--json").stdout.splitlines()]
+    assert keys == ["sessions/x\ny.json", "sessions/t\tab.json"]

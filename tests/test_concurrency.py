@@ -660,6 +660,27 @@ def test_unlock_never_releases_a_writer_still_running_here(world: World, tmp_pat
     assert json.loads(released.stdout)["released"]["pid"] == alive.pid
 
 
+def test_unlock_names_a_writer_in_the_middle_of_a_batch_at_once(world: World, tmp_path: Path) -> None:
+    """A migration runs its steps inside its batch's transaction: `store unlock` waited
+    for SQLite's write lock until the batch (or the whole run) was over, then said "the
+    store is not locked: no writer holds it" (exit 0), or failed after 30 s. It names
+    the running writer at once, as a second writer does."""
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    gate = tmp_path / "gate"
+    holder = ck.spawn_store(db, world.registry, "migrate", "--jobs", "0", env=gated(gate))
+    try:
+        assert ck.wait_until(held(gate).exists, timeout=60)
+        t0 = time.monotonic()
+        refused = ck.run_store(db, world.registry, "unlock")
+        took = time.monotonic() - t0
+    finally:
+        gate.touch()
+    assert ck.finish(holder).returncode == 0
+    assert refused.returncode == 4, refused.stderr
+    assert f"held by a running writer: migrate (run 2) in process {holder.pid}" in refused.stderr
+    assert took < 10, f"the answer took {took:.1f}s"
+
+
 def test_a_killed_writer_its_parent_has_not_reaped_yet_is_gone(world: World, tmp_path: Path) -> None:
     """A writer killed outright whose parent (a supervisor, a shell script) has not
     read its exit yet keeps its pid as a zombie: the next writer said it "is running",

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterator
@@ -42,8 +44,85 @@ if TYPE_CHECKING:
 
     from .store import Store
 
+def _click_module() -> Any:
+    """The click Typer parses with: its own copy in newer versions, click itself before."""
+    import importlib
+
+    from typer import core
+
+    return getattr(core, "_click", None) or importlib.import_module("click")
+
+
+_NoSuchOption: Any = _click_module().exceptions.NoSuchOption
+
+
+def _option_names(command: Any) -> set[str]:
+    return {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
+
+
+def _misplaced_global(option: str, ctx: Any) -> str | None:
+    """What to say of ``option``, unknown to the command of ``ctx``, when it is a global
+    option: those come before the command's name."""
+    root = ctx.find_root()
+    for param in root.command.params if ctx is not root else ():
+        if option in (*param.opts, *param.secondary_opts):
+            given = option if param.is_flag else f"{option} {param.metavar or param.name.upper()}"
+            command = ctx.command_path.split(" ", 1)[1]
+            return (
+                f"No such option for '{ctx.command_path}': {option}. It is a global option: give it before "
+                f"the command's name ({root.info_name} {given} {command} ...)"
+            )
+    return None
+
+
+class _Group(typer.core.TyperGroup):
+    """The ``store`` group: an option given on the wrong side of a command's name
+    (``store --json status``, ``store status --db x``) is said to be there, instead of
+    click's "No such option" with a guess among the options of the other side (``--json``:
+    "Possible options: --version")."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _NoSuchOption as exc:
+            option, path = exc.option_name, [ctx.command_path]
+            command: Any = self
+            for word in args:  # the command (and subcommand) named after the option
+                sub = command.commands.get(word) if isinstance(command, typer.core.TyperGroup) else None
+                if sub is not None:
+                    path.append(word)
+                    command = sub
+            named = " ".join(path)
+            if option in _option_names(command):
+                said = f"It is an option of '{named}': give it after the command's name ({named} {option} ...)"
+            elif len(path) == 1 and any(option in _option_names(c) for c in _commands(self)):
+                said = f"It is an option of a command: give it after the command's name ({named} COMMAND {option} ...)"
+            else:
+                raise
+            exc.message, exc.possibilities = f"No such option: {option}. {said}", None
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _NoSuchOption as exc:
+            said = _misplaced_global(exc.option_name, exc.ctx) if ctx.parent is None and exc.ctx is not None else None
+            if said is not None:
+                exc.message, exc.possibilities = said, None
+            raise
+
+
+def _commands(group: Any) -> Iterator[Any]:
+    """The commands of ``group``, those of its groups included."""
+    for command in group.commands.values():
+        yield command
+        if isinstance(command, typer.core.TyperGroup):
+            yield from _commands(command)
+
+
 app = typer.Typer(
     name="store",
+    cls=_Group,
     help="A SQLite-backed versioned record store: import JSON records, migrate them, export them back.",
     no_args_is_help=True,
     add_completion=False,
@@ -52,11 +131,15 @@ app = typer.Typer(
     # docstrings' own line breaks, which a terminal narrower than them breaks again).
     rich_markup_mode=None,
 )
-index_app = typer.Typer(help="JSON-path indexes that make filters fast.", no_args_is_help=True, rich_markup_mode=None)
+index_app = typer.Typer(
+    cls=_Group, help="JSON-path indexes that make filters fast.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(index_app, name="index")
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No markup: what is printed holds names the user chose (an export directory "out[old]",
+# a domain, a JSON path), which rich would read as style tags.
+out = Console(highlight=False, soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 WAIT_SECONDS = 24 * 3600.0
 #: The --wait option of every writing command.
@@ -288,15 +371,45 @@ def _bar(ctx: typer.Context, json_out: bool = False) -> Iterator[_Bar | None]:
 def _table(*columns: str, **options: Any) -> Table:
     """A rich table; rich.table is imported only by the commands that print one (like
     rich.progress, by a progress bar), which keeps every command's start-up short."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    return Table(*columns, **options)
+    # Folded, not cut, on a narrow terminal: "automation" and "automation_run" cut to
+    # "au…" could not be told apart.
+    return Table(*(Column(name, overflow="fold") for name in columns), **options)
 
 
 def _emit_json(value: Any) -> None:
     # jsoncodec writes what a record may hold: integers of any size, lone surrogates
     # (as escapes, the only form UTF-8 output can carry).
-    sys.stdout.write(jsoncodec.encode(value, 2) + "\n")
+    sys.stdout.write(_held(jsoncodec.encode(value, 2)) + "\n")
+
+
+def _unicode_stdout() -> bool:
+    import codecs
+
+    try:
+        return codecs.lookup(sys.stdout.encoding or "utf-8").name.startswith(("utf-8", "utf-16", "utf-32"))
+    except LookupError:
+        return False
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code > 0xFFFF:  # as a JSON escape: a surrogate pair
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _held(json_text: str) -> str:
+    """JSON text as stdout can carry it: on an output whose encoding is not Unicode (a
+    Windows file or console, PYTHONIOENCODING=ascii), its non-ASCII characters (all in
+    its strings) as \\u escapes, the same JSON; they made the command fail with an
+    internal error."""
+    return json_text if _unicode_stdout() else _NON_ASCII.sub(_escaped, json_text)
 
 
 def _problems(lines: list[Any]) -> None:
@@ -431,14 +544,19 @@ def _parse_value(text: str) -> Any:
 NO_VALUE = ("exists", "missing")
 
 
-def _where_filters(args: list[str]) -> list[tuple[str, str, Any]]:
+def _where_filters(ctx: typer.Context) -> list[tuple[str, str, Any]]:
     """``--where PATH OP VALUE`` filters from the command's extra arguments (Typer has
     no repeatable option of three values); ``exists`` and ``missing`` take no value,
     or true/false."""
+    args = ctx.args
     found: list[tuple[str, str, Any]] = []
     i = 0
     while i < len(args):
         if args[i] != "--where":
+            option = args[i].split("=", 1)[0]
+            said = _misplaced_global(option, ctx) if option.startswith("-") else None
+            if said is not None:
+                raise _NoSuchOption(option, said, ctx=ctx)
             raise typer.BadParameter(f"unexpected argument {args[i]!r}", param_hint="query")
         if len(args) - i < 3:
             raise typer.BadParameter("--where takes PATH OP VALUE (or PATH exists, PATH missing)", param_hint="--where")
@@ -465,7 +583,7 @@ def query(
         Optional[int], typer.Option("--version", metavar="N", parser=_whole(1), help="Only records at this version.")
     ] = None,
     order_by: Annotated[Optional[str], typer.Option("--order-by", metavar="KEY_OR_PATH", help="'key' or a JSON path.")] = None,
-    desc: Annotated[bool, typer.Option("--desc", help="Descending order.")] = False,
+    desc: Annotated[bool, typer.Option("--desc", help="Descending order (by key, without --order-by).")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", parser=_whole(0), help="At most N records.")] = None,
     offset: Annotated[int, typer.Option("--offset", metavar="N", parser=_whole(0), help="Skip N records.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print each record as one JSON line.")] = False,
@@ -477,22 +595,26 @@ def query(
     which take no value; a value read as JSON when it parses (5, true, null, ["a","b"])
     and as text otherwise.
     """
-    where = _where_filters(ctx.args)
+    where = _where_filters(ctx)
     with _errors(ctx), ctx.obj.open() as store:
         q = store.query(domain)
         for path, op, value in where:
             q = q.where(path, op, value)
         if version is not None:
             q = q.version(version)
-        if order_by:
-            q = q.order_by(order_by, descending=desc)
+        if order_by is not None or desc:  # --desc alone: by key, descending
+            q = q.order_by("key" if order_by is None else order_by, descending=desc)
         q = q.limit(limit).offset(offset)
+        held = _held if not _unicode_stdout() else str  # (asked once, not for every record)
         for record in q:
             if json_out:
                 line = {"key": record.key, "version": record.version, "record": record.data}
-                sys.stdout.write(jsoncodec.encode_compact(line) + "\n")
+                sys.stdout.write(held(jsoncodec.encode_compact(line)) + "\n")
             else:
-                sys.stdout.write(f"{record.key}\tv{record.version}\t{jsoncodec.encode_compact(record.data)}\n")
+                # The key escaped, as everywhere else: a line break or tab in a file's name
+                # must not break the line of its record, nor add a column.
+                key = held(printable(record.key))
+                sys.stdout.write(f"{key}\tv{record.version}\t{held(jsoncodec.encode_compact(record.data))}\n")
 
 
 @app.command()
@@ -649,9 +771,18 @@ def restore(
     wait: _Wait = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Put back original rows from the backups. The restore is itself a run, and can be undone."""
+    """Put back original rows from the backups. The restore is itself a run, and can be undone.
+
+    Either every row one run changed (--run), or the latest backups of a domain's
+    records (--domain, and --key for one record).
+    """
     if run is None and domain is None:
         ctx.fail("restore of a key needs its domain too (--domain)" if key is not None else "restore needs a run (--run) or a domain (--domain)")
+    if run is not None and (domain is not None or key is not None):
+        ctx.fail(
+            f"restore --run {run} puts back every row run {run} changed, in any domain; --domain and --key choose "
+            "the latest backups instead: give one or the other"
+        )
     with _errors(ctx), ctx.obj.open(wait) as store:
         result = store.restore(run=run, domain=domain, key=key, force=force)
     if json_out:
@@ -769,6 +900,10 @@ def main() -> None:
     # until exit: frozen, it is skipped by every collection, the one at exit included
     # (~40 ms of teardown with SQLAlchemy loaded), and workers forked leave it shared.
     gc.freeze()
+    if not _unicode_stdout() and isinstance(sys.stdout, io.TextIOWrapper):
+        # What no JSON document carries (a table, a key in a message) is escaped rather
+        # than failing (--json output is escaped as JSON, see _held).
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         app(prog_name="store")
     except KeyboardInterrupt:  # before a command's own handling began (Typer reading its options)

@@ -144,6 +144,8 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
     memory = in_memory(url)
     if not memory and not database.startswith("file:"):
         path = Path(database)
+        if path.is_dir():
+            raise StoreError(f"{path} is a directory, not a store file: name the file (such as {path / 'store.db'})")
         if create:
             try:
                 _create_private_file(path)

@@ -211,7 +211,7 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
     value = _scalar(value, path)
     if value is None or isinstance(value, bool):
         if op not in ("=", "==", "!="):
-            raise QueryError(f"{path}: {value!r} can only be compared with = or !=")
+            raise QueryError(f"{path}: {jsoncodec.encode_compact(value)} can only be compared with = or !=")
         kind = "null" if value is None else ("true" if value else "false")
         typed = _type_expr(path) == kind
         return typed if op != "!=" else and_(_type_expr(path).is_not(None), _type_expr(path) != kind)

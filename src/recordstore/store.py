@@ -355,11 +355,17 @@ class Store:
         force: bool = False,
     ) -> RestoreResult:
         """Put back the rows a run changed (``run``), or the latest backups of a domain's
-        records (``domain``, optionally one ``key``). Itself a recorded run."""
+        records (``domain``, optionally one ``key``): one or the other, not both. Itself a
+        recorded run."""
         if run is None and domain is None:
             if key is not None:
                 raise RecordStoreError("restore of a key needs its domain too (--domain)")
             raise RecordStoreError("restore needs a run (--run) or a domain (--domain)")
+        if run is not None and (domain is not None or key is not None):
+            raise RecordStoreError(
+                f"restore --run {run} puts back every row run {run} changed, in any domain; --domain and --key "
+                "choose the latest backups instead: give one or the other"
+            )
         if run is not None:
             kind = self.history(run, failure_limit=0)[0].kind
             if kind in _UNDOABLE_ELSEWISE:
