@@ -263,7 +263,7 @@ def _global(
 
 
 #: What an interrupted command left, by command (a reader leaves nothing to say).
-_WRITER_INTERRUPTED = "; every committed batch is kept, run the command again to finish"
+_WRITER_INTERRUPTED = "; what it had committed is kept: run the command again to finish"
 _WHOLE_INTERRUPTED = "; it is one transaction: nothing of it was written"
 _INTERRUPTED = {
     **dict.fromkeys(("import", "migrate"), _WRITER_INTERRUPTED),

@@ -340,6 +340,10 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
     chain = dom.chain(version)
     out = _Stepped()
     for rid, key, from_version, payload, path in rows:
+        # Ctrl-C: stop here, not at the batch's end (2,000 records of a slow step can
+        # take minutes); the batch is dropped uncommitted, in this process or a worker.
+        check_interrupt()
+        workers.stop_if_asked()
         try:
             value = decode(payload)
         except jsoncodec.JSONError as exc:
