@@ -948,3 +948,22 @@ def test_query_prints_one_line_of_three_columns_per_record_whatever_the_file_nam
                                        'sessions/t\\tab.json\tv1\t{"schema_version":1,"a":2}']
     keys = [json.loads(line)["key"] for line in cli("query", "session", "--order-by", "a", "--json").stdout.splitlines()]
     assert keys == ["sessions/x\ny.json", "sessions/t\tab.json"]
+
+
+def test_h_is_help_everywhere(cli: Any) -> None:
+    """`store export -h` said "No such option: -h"."""
+    for args in (["-h"], ["export", "-h"], ["index", "add", "-h"]):
+        res = cli(*args)
+        assert res.exit_code == 0 and res.stdout.startswith("Usage: store"), (args, res.stdout)
+
+
+def test_a_relative_xdg_data_home_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative $XDG_DATA_HOME, which the XDG specification says to ignore, put the
+    store under whatever directory the command ran in."""
+    from recordstore.connections import default_db_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", "rel")
+    assert default_db_path() == tmp_path / ".local" / "share" / "recordstore" / "store.db"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "abs"))
+    assert default_db_path() == tmp_path / "abs" / "recordstore" / "store.db"

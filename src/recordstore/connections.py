@@ -21,8 +21,11 @@ INT_MAX = 2**63 - 1
 
 
 def default_db_path() -> Path:
-    """``$XDG_DATA_HOME/recordstore/store.db``, else ``~/.local/share/recordstore/store.db``."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    """``$XDG_DATA_HOME/recordstore/store.db``, else ``~/.local/share/recordstore/store.db``
+    (also when ``$XDG_DATA_HOME`` is relative, which the XDG specification says to ignore)."""
+    base = os.environ.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(base):
+        base = str(Path.home() / ".local" / "share")
     return Path(base) / "recordstore" / "store.db"
 
 
