@@ -531,6 +531,28 @@ def test_a_home_given_twice_is_read_once(home: Path, tmp_path: Path, jobs: int) 
 
 
 @pytest.mark.parametrize("jobs", [0, 2], ids=["in-process", "workers"])
+@pytest.mark.parametrize("first", ["home", "file"])
+def test_a_file_given_by_itself_and_in_its_home_is_read_once(home: Path, tmp_path: Path, jobs: int, first: str) -> None:
+    """A file given by itself that its home, given too, holds under the same key is the
+    same file given again: read once, whichever comes first. It was read twice: a bad
+    line in it was reported twice (failed 2), and its records counted as imported and
+    as unchanged in a first import (26 files read in a home of 25)."""
+    events = home / "tasks" / "runtime" / "events" / "thr_1a2b3c4d.jsonl"
+    with events.open("ab") as fh:
+        fh.write(b"{bad\n")
+    paths = [home, events] if first == "home" else [events, home]
+    with Store(tmp_path / "both.db") as both, Store(tmp_path / "home.db") as alone:
+        for _ in range(2):  # a first import, then a re-import of the file changed
+            result = both.import_paths(paths, jobs=jobs)
+            single = alone.import_paths([home], jobs=jobs)
+            assert result.as_dict() | {"run": 0} == single.as_dict() | {"run": 0}
+            assert len(result.problems) == 1 and result.files == 25
+            with events.open("ab") as fh:
+                fh.write(b'{"schema_version": 2, "seq": 99}\n')
+    assert _store_content(tmp_path / "both.db") == _store_content(tmp_path / "home.db")
+
+
+@pytest.mark.parametrize("jobs", [0, 2], ids=["in-process", "workers"])
 def test_two_copies_of_a_home_are_imported_once(home: Path, tmp_path: Path, jobs: int) -> None:
     """A file is known by its path within its home: the second copy of each is read after
     the first is written, its records count as unchanged, nothing is stored twice."""
