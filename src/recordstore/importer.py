@@ -601,11 +601,13 @@ class Importer:
         name = cand.domain.name
         self.flush()  # new files' rows first: this path writes directly
         batch: list[Slot] = []
+        size = 0
         for rec in found:
             batch.append(rec)
-            if len(batch) >= parsing.BATCH_RECORDS:
+            size += len(rec.text)
+            if len(batch) >= parsing.BATCH_RECORDS or size >= parsing.BATCH_BYTES:
                 self._write_changed(batch, file_id, name, counts)
-                batch = []
+                batch, size = [], 0
                 self.flush()
         self._write_changed(batch, file_id, name, counts)
         self._report(parse, name, counts)
@@ -654,44 +656,44 @@ class Importer:
         if not batch:
             return
         positions = [r.position for r in batch]
-        old = {
-            row.position: row
-            for row in self.conn.execute(
-                select(
-                    records.c.id, records.c.position, records.c.key, records.c.payload, records.c.domain
-                ).where(records.c.file_id == file_id, records.c.position.in_(positions))
+        found = [r for r in batch if isinstance(r, ParsedRecord)]
+        texts = {r.position: as_text(r.text) for r in found}
+        # What each slot holds: (id, key, domain, whether its payload is the file's text),
+        # read row by row, so that the rows replaced are never all held at once.
+        old: dict[int, tuple[int, str, str, bool]] = {}
+        for rid, position, key, payload, row_domain in self.conn.execute(
+            select(records.c.id, records.c.position, records.c.key, records.c.payload, records.c.domain).where(
+                records.c.file_id == file_id, records.c.position.in_(positions)
             )
-        }
+        ):
+            old[position] = (rid, key, row_domain, payload == texts.get(position))
         self.conn.execute(refused.delete().where(refused.c.file_id == file_id, refused.c.position.in_(positions)))
         kept = [r for r in batch if isinstance(r, Refused)]
         if kept:
-            gone = [old.pop(r.position).id for r in kept if r.position in old]
+            gone = [old.pop(r.position)[0] for r in kept if r.position in old]
             self._remove(gone)
             counts.removed += len(gone)
             self.conn.exec_driver_sql(self.sql_refused, [(file_id, r.position, r.key, r.text, self.run_id) for r in kept])
-        found = [r for r in batch if isinstance(r, ParsedRecord)]
-        texts = [as_text(r.text) for r in found]
-        imported = self._last_imported(
-            [row.id for r, text in zip(found, texts) if (row := old.get(r.position)) is not None and row.payload != text]
-        )
+        imported = self._last_imported([row[0] for r in found if (row := old.get(r.position)) is not None and not row[3]])
         changed: list[dict[str, Any]] = []
-        for r, text in zip(found, texts):
+        for r in found:
             row = old.get(r.position)
+            text = texts[r.position]
             r = r._replace(text=text)
             if row is None:
                 self.record_rows.append((domain, r.key, r.version, r.text, file_id, r.position, self.run_id))
                 counts.imported += 1
             elif (
-                row.key == r.key
-                and row.domain == domain
-                and (text == row.payload or (row.id in imported and imported[row.id] == text_digest(text)))
+                row[1] == r.key
+                and row[2] == domain
+                and (row[3] or (row[0] in imported and imported[row[0]] == text_digest(text)))
             ):
                 # As stored, or as this record was last imported, since migrated or restored:
                 # the file did not change it, and what later runs made of it stands.
                 counts.unchanged += 1
             else:
                 changed.append(
-                    {"rid": row.id, "domain": domain, "key": r.key, "version": r.version, "payload": r.text}
+                    {"rid": row[0], "domain": domain, "key": r.key, "version": r.version, "payload": r.text}
                 )
         if changed:
             backup_rows(self.conn, [c["rid"] for c in changed], self.run_id, "import")
@@ -716,19 +718,23 @@ class Importer:
         if not record_ids:
             return {}
         imports = select(runs.c.id).where(runs.c.kind == "import")
-        found: dict[int, str] = {}
-        for rid, payload in self.conn.execute(
-            select(backups.c.record_id, backups.c.payload)
+        # The latest such backup of each record, its payload read row by row (the
+        # payloads of a whole batch are never held at once).
+        latest = (
+            select(func.max(backups.c.id))
             .join(records, records.c.id == backups.c.record_id)
             .where(
                 backups.c.record_id.in_(record_ids),
                 records.c.run_id.not_in(imports),
                 backups.c.origin_run_id.in_(imports),
             )
-            .order_by(backups.c.id)
+            .group_by(backups.c.record_id)
+        )
+        found: dict[int, str] = {}
+        for rid, payload in self.conn.execute(
+            select(backups.c.record_id, backups.c.payload).where(backups.c.id.in_(latest))
         ):
-            found[rid] = payload  # the latest one
-        found = {rid: text_digest(payload) for rid, payload in found.items()}
+            found[rid] = text_digest(payload)
         rest = [rid for rid in record_ids if rid not in found]
         if rest:
             for rid, digest in self.conn.execute(

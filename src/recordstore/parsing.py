@@ -63,11 +63,17 @@ def discover(
     ``domain`` is given. A path given again (however it is spelled: ``home``,
     ``home/``, ``./home``) is read once; a link is a path of its own. A file given by
     itself whose key (that trailing part, or with ``domain`` its name) is another
-    given file's is refused, as a problem: one would replace the other's records.
+    given file's is refused, as a problem: one would replace the other's records; one
+    that is also below a given directory, under the same key, is read once.
     """
     given_paths = list(paths)
     homes = [Path(raw) for raw in given_paths if Path(raw).is_dir()]
     lone: dict[str, str] = {}  # the key of each file given by itself: its real path
+    # The keys of the files given by themselves, and of those keys, the real paths read
+    # by themselves and below a directory: a file given both ways is read once.
+    lone_keys = {_lone(Path(raw), registry, domain).relpath for raw in given_paths if Path(raw).is_file()}
+    read_alone: dict[str, str] = {}
+    read_below: dict[str, str] = {}
     seen: set[str] = set()
     for raw in given_paths:
         root = Path(raw)
@@ -88,7 +94,13 @@ def discover(
                 head = prefix + "/" if prefix else ""
                 for name in sorted(filenames):
                     rel = head + name
-                    yield Candidate(base + name, rel, match(rel))
+                    found = match(rel)
+                    if rel in lone_keys and found is not None:
+                        real = os.path.realpath(base + name)
+                        if read_alone.get(rel) == real:
+                            continue  # read already, given by itself
+                        read_below.setdefault(rel, real)
+                    yield Candidate(base + name, rel, found)
             continue
         if not (root.exists() or root.is_symlink()):
             if problems is not None:
@@ -106,6 +118,11 @@ def discover(
                     )
                 )
             continue
+        if cand.domain is not None:
+            real = os.path.realpath(cand.path)
+            if read_below.get(cand.relpath) == real:
+                continue  # read already, below a directory given
+            read_alone.setdefault(cand.relpath, real)
         yield cand
 
 
