@@ -221,6 +221,15 @@ def test_a_sqlite_uri_is_not_made_a_file_of_its_name(tmp_path: Path, monkeypatch
         store.migrate()
 
 
+def test_a_sqlite_uri_with_an_absolute_path_opens_its_file(tmp_path: Path) -> None:
+    """``file:///abs/x.db``, SQLite's URI of an absolute path, was read as a SQLAlchemy
+    URL: "SQLAlchemy has no dialect 'file'"."""
+    with Store(f"file://{tmp_path}/x.db") as store:
+        assert store.query().count() == 0
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".db"] == ["x.db"]
+    with Store(f"file://localhost{tmp_path}/x.db?mode=ro") as store, pytest.raises(StoreError, match="read-only"):
+        store.migrate()
+
 def open_files(db: Path) -> list[str]:
     """The names of the store's files this process has open (db, -wal, -shm)."""
     names = []
