@@ -230,6 +230,22 @@ def test_a_sqlite_uri_with_an_absolute_path_opens_its_file(tmp_path: Path) -> No
     with Store(f"file://localhost{tmp_path}/x.db?mode=ro") as store, pytest.raises(StoreError, match="read-only"):
         store.migrate()
 
+def test_a_sqlite_uri_to_a_missing_file_is_refused_without_create(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``create=False`` refuses a store that does not exist, as it does for a path and a
+    ``sqlite:///`` URL; ``Store("file:typo.db", create=False)`` (and so ``store --db
+    file:typo.db status``) created an empty store instead."""
+    monkeypatch.chdir(tmp_path)
+    for given in ("file:typo.db", "file:typo.db?cache=shared", f"file:{tmp_path}/typo.db", f"file://{tmp_path}/typo.db"):
+        with pytest.raises(StoreError, match="no store at .*typo.db"):
+            Store(given, create=False)
+    assert list(tmp_path.iterdir()) == []
+    Store("file:x%20y.db").close()  # a URI's escapes name the file
+    with Store("file:x%20y.db", create=False) as store:
+        assert store.query().count() == 0
+    with Store("file::memory:", create=False) as store:
+        assert store.query().count() == 0
+
+
 def open_files(db: Path) -> list[str]:
     """The names of the store's files this process has open (db, -wal, -shm)."""
     names = []
