@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -110,3 +111,42 @@ def test_a_closed_store_refuses_to_be_used(tmp_path: Path) -> None:
     store.close()  # again: nothing to do
     with recordstore.Store(tmp_path / "s.db") as again:  # the file is as it was left
         assert again.query("task").count() > 0
+
+
+SUBCLASSED_STORE = """\
+from recordstore import Store
+
+
+class TaskStore(Store):
+    def completed(self) -> int:
+        return self.query("task").where("status", "=", "completed").count()
+
+
+def count(path: str) -> int:
+    with TaskStore(path) as store:
+        reveal_type(store)
+        return store.completed()
+"""
+
+
+def test_with_gives_a_subclass_of_store_its_own_type(tmp_path: Path) -> None:
+    """Under mypy --strict, ``with TaskStore(...) as store`` made ``store`` a plain
+    Store: '"Store" has no attribute "completed"' in a program that runs."""
+    pytest.importorskip("mypy")
+    (tmp_path / "typed_store.py").write_text(SUBCLASSED_STORE)
+    (tmp_path / "mypy.ini").write_text(
+        "[mypy]\nstrict = True\n"
+        "[mypy-sqlalchemy.*,alembic.*,typer.*,click.*,rich.*,orjson.*]\nfollow_imports = skip\n"
+        "[mypy-recordstore.*]\nignore_errors = True\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--cache-dir", str(tmp_path / "cache"), "typed_store.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        # The recordstore these tests import, wherever it is (mypy does not read PYTHONPATH).
+        env={**os.environ, "MYPYPATH": str(Path(recordstore.__file__).parents[1])},
+    )
+    assert "error" not in run.stdout, run.stdout
+    assert 'Revealed type is "typed_store.TaskStore"' in run.stdout, run.stdout

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text
 
@@ -178,7 +178,7 @@ class Store:
             if last:
                 close_engine(engine, f"{self.target}: the store is closed")
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
