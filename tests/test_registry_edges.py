@@ -64,6 +64,15 @@ def test_files_that_are_not_patterns_are_a_registry_error(files: object, message
     assert info.value.domain == "note"
 
 
+@pytest.mark.parametrize("field", [None, 5, "", b"schema_version"], ids=["None", "an int", "empty", "bytes"])
+def test_a_version_field_that_is_no_name_is_a_registry_error(field: object, tmp_path: Path) -> None:
+    """``version_field=5`` (or an empty or unset setting) was taken: every record read
+    as version 1, and a migration stamped a new key ``"5"`` into each."""
+    with pytest.raises(RegistryError, match=r"^domain 'note': version_field must be a non-empty string") as info:
+        Registry().domain("note", version=2, files="notes/*.json", version_field=field)  # type: ignore[arg-type]
+    assert info.value.domain == "note"
+
+
 @pytest.mark.parametrize("call", ["sys.exit(0)", "sys.exit()", "sys.exit('usage: x')"])
 def test_a_registry_calling_sys_exit_is_a_registry_error_not_an_exit(tmp_path: Path, cli: Any, call: str) -> None:
     path = tmp_path / "reg_exit.py"

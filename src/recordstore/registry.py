@@ -310,6 +310,11 @@ class Domain:
     steps: dict[int, Step] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.version_field, str) or not self.version_field:
+            raise RegistryError(
+                f"domain {self.name!r}: version_field must be a non-empty string, not {self.version_field!r}",
+                domain=self.name,
+            )
         self.files = _patterns_given(self.name, self.files)
         self._patterns = []
         for pattern in self.files:
