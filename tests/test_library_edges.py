@@ -325,3 +325,15 @@ def test_a_run_in_progress_when_the_store_is_closed_ends_and_records_its_end(
 def store_versions(store: Store) -> dict[str, int]:
     """Each domain's one record's version."""
     return {r.domain: r.version for r in store.query()}
+
+
+def test_a_key_no_file_can_have_is_found_nowhere_not_a_unicode_error(filled: Store) -> None:
+    """A key made from a file name that is not UTF-8 (``os.listdir`` gives its bytes as
+    lone surrogates; the store keeps no such file) raised UnicodeEncodeError, outside
+    the error tree, from ``get``, ``key`` and ``restore``."""
+    key = os.fsdecode(b"a/caf\xe9.json")
+    assert filled.get("a", key) is None
+    assert filled.query().key(key).count() == 0
+    with pytest.raises(RecordStoreError, match="nothing to restore: no backups of record"):
+        filled.restore(domain="a", key=key)
+    assert filled.get("a", "a/1.json") is not None

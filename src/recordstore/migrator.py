@@ -17,7 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, bindparam, false, func, insert, or_, select, tuple_, update
 
 from . import jsoncodec, workers
 from .engine import (
@@ -678,7 +678,8 @@ def backup_filter(run_id: int | None, domain: str | None, key: str | None) -> li
     if domain is not None:
         found.append(backups.c.domain == domain)
     if key is not None:
-        found.append(backups.c.key == key)
+        # A file name that is not UTF-8 cannot be bound, and the store keeps none.
+        found.append(backups.c.key == key if jsoncodec.is_utf8(key) else false())
     return found
 
 
