@@ -337,3 +337,20 @@ def test_a_key_no_file_can_have_is_found_nowhere_not_a_unicode_error(filled: Sto
     with pytest.raises(RecordStoreError, match="nothing to restore: no backups of record"):
         filled.restore(domain="a", key=key)
     assert filled.get("a", "a/1.json") is not None
+
+
+def test_a_registry_changed_after_the_store_opened_is_checked_before_a_migration(
+    db_path: Path, registry: Registry, two_domains: Path
+) -> None:
+    """The registry object is the store's own: a domain declared on it after the store
+    opened, its chain short of its version, made ``migrate()`` raise a bare KeyError
+    (outside the error tree) once it met a record it had no step for."""
+    with Store(db_path, registry=registry) as store:
+        registry.domain("c", version=3, files=["c/*.json"]).add_step(1, lambda record: None)
+        (two_domains / "c").mkdir()
+        (two_domains / "c" / "1.json").write_text(json.dumps({"schema_version": 1}))
+        assert store.import_paths(two_domains).ok
+        for run in (store.plan, store.migrate):
+            with pytest.raises(RecordStoreError, match=r"domain 'c': no step 2 -> 3"):
+                run()
+        assert store.status().domains["c"].versions == {1: 1}

@@ -312,6 +312,7 @@ class Store:
         domains = _names(domains)
         for name in domains or ():
             self.registry[name]
+        self.registry.validate()  # changed since the store opened? A broken chain is a RegistryError here.
         if dry_run:
             return migrate_records(
                 self.engine, self.registry, domains, run=None, fail_fast=fail_fast, diff=diff, progress=progress, jobs=jobs
