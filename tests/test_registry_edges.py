@@ -447,6 +447,17 @@ def test_a_registry_is_found_by_a_path_object_and_by_a_path_from_home(beside: Pa
         assert list(store.registry.domains) == ["thing"]
 
 
+@pytest.mark.parametrize("given", [sys, 5, ["reg.py"]], ids=["a module object", "an int", "a list"])
+def test_a_registry_given_as_neither_a_registry_nor_a_spec_is_a_registry_error(beside: Path, given: Any) -> None:
+    """``Store(registry=my_registry)`` (the module imported, not its path or name) was a
+    TypeError from os.fspath, outside the error tree."""
+    with pytest.raises(RegistryError, match=r"^a registry is a Registry, a \.py file or a module name, not "):
+        load_registry(given)
+    with pytest.raises(RegistryError, match=r"^a registry is a Registry"):
+        Store(beside / "s.db", registry=given)
+    assert not (beside / "s.db").exists()
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

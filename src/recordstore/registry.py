@@ -461,9 +461,9 @@ def load_registry(spec: str | os.PathLike[str] | None = None) -> Registry:
     name, each exposing ``registry``."""
     if spec is None or spec in ("", "deepseek", "builtin"):
         spec = "recordstore.domains.deepseek"
-    text = os.fspath(spec)
-    if not isinstance(text, str):
-        raise RegistryError(f"a registry is a .py file or a module name, not {spec!r}")
+    text = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else None
+    if not isinstance(text, str):  # a module object, bytes, anything else
+        raise RegistryError(f"a registry is a Registry, a .py file or a module name, not {reprlib.repr(spec)}")
     path = Path(text).expanduser()
     head, colon, attribute = text.rpartition(":")
     try:
