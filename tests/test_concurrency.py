@@ -642,6 +642,27 @@ def test_unlock_never_releases_a_writer_still_running_here(world: World, tmp_pat
     assert json.loads(released.stdout)["released"]["pid"] == alive.pid
 
 
+def test_unlock_refuses_a_running_writer_at_once_while_it_holds_a_batch(world: World, tmp_path: Path) -> None:
+    """A migration running its steps holds SQLite's write lock for its batch: unlock()
+    (and `store unlock`) waited for that lock before reading who holds the store, 30 s,
+    then said only that "another process holds its write lock" (or, a batch ending
+    meanwhile, that no writer held it). It names the running writer at once."""
+    db = ck.copy_store(world.imported, tmp_path / "store.db")
+    gate = tmp_path / "gate"
+    writer = ck.spawn_store(db, world.registry, "migrate", "--jobs", "0", env=gated(gate))
+    try:
+        assert ck.wait_until(held(gate).exists, timeout=60)
+        with Store(db, registry=str(world.registry)) as store:
+            for force in (False, True):
+                started = time.monotonic()
+                with pytest.raises(BusyError, match=f"held by a running writer: migrate \\(run 2\\) in process {writer.pid}"):
+                    store.unlock(force=force)
+                assert time.monotonic() - started < 5
+    finally:
+        gate.touch()
+    assert ck.finish(writer).returncode == 0
+
+
 def test_a_killed_writer_its_parent_has_not_reaped_yet_is_gone(world: World, tmp_path: Path) -> None:
     """A writer killed outright whose parent (a supervisor, a shell script) has not
     read its exit yet keeps its pid as a zombie: the next writer said it "is running",

@@ -126,26 +126,36 @@ def release_lock(engine: Engine, *, force: bool = False) -> dict[str, Any] | Non
     "busy" until it releases the lock: it is released only with ``force``, when the
     caller knows that it no longer runs (its machine or container is gone). A writer
     still running is refused with :class:`BusyError`, even with ``force``."""
+    # Who holds the store is read first, from a plain read: a running writer may hold
+    # SQLite's write lock for a whole batch, which the write transaction would wait for.
+    with translate_errors(), engine.connect() as conn, conn.begin():
+        _refuse_a_running_holder(conn.execute(select(lock)).first(), force)
     with write_transaction(engine) as conn:
         row = conn.execute(select(lock)).first()
         if row is None:
             return None
-        if holder_alive(row) and (row.host == HOST or not force):
-            if row.host == HOST:
-                said = (
-                    f"the store is held by a running writer: {row.operation} (run {row.run_id}) in process "
-                    f"{row.pid} since {row.acquired_at}; let it finish, or stop it"
-                )
-            else:
-                said = (
-                    f"the store is held by {row.operation} (run {row.run_id}), process {row.pid} on host "
-                    f"{row.host} since {row.acquired_at}, which cannot be told gone from {HOST}; if it no "
-                    f"longer runs (its machine or container is gone), 'store unlock --force' releases the store"
-                )
-            raise BusyError(said, holder=_holder(row))
+        _refuse_a_running_holder(row, force)
         _mark_interrupted(conn, row.run_id)
         conn.execute(delete(lock))
     return _holder(row)
+
+
+def _refuse_a_running_holder(row: Any, force: bool) -> None:
+    """:class:`BusyError` if the lock ``row`` is held by a writer :func:`release_lock`
+    must not release."""
+    if row is not None and holder_alive(row) and (row.host == HOST or not force):
+        if row.host == HOST:
+            said = (
+                f"the store is held by a running writer: {row.operation} (run {row.run_id}) in process "
+                f"{row.pid} since {row.acquired_at}; let it finish, or stop it"
+            )
+        else:
+            said = (
+                f"the store is held by {row.operation} (run {row.run_id}), process {row.pid} on host "
+                f"{row.host} since {row.acquired_at}, which cannot be told gone from {HOST}; if it no "
+                f"longer runs (its machine or container is gone), 'store unlock --force' releases the store"
+            )
+        raise BusyError(said, holder=_holder(row))
 
 
 def _try_acquire(engine: Engine, operation: str, options: dict[str, Any], fingerprints: dict[str, Any]) -> int | Any:
