@@ -64,6 +64,16 @@ def test_files_that_are_not_patterns_are_a_registry_error(files: object, message
     assert info.value.domain == "note"
 
 
+@pytest.mark.parametrize("pattern", ["./notes/*.json", "/notes/*.json", "notes//*.json", "notes/../notes/*.json", "notes/"])
+def test_a_pattern_no_relative_path_can_match_is_a_registry_error(pattern: str, tmp_path: Path) -> None:
+    """``files="./notes/*.json"`` (or ``/notes/...``, ``notes/``) loaded, and every
+    import skipped every file as "no domain": a file is known by its path relative to
+    the import root, which has no such part."""
+    with pytest.raises(RegistryError, match=r"^domain 'note': file pattern .* can match no file: patterns are relative to the import root") as info:
+        Registry().domain("note", version=1, files=["other/*.json", pattern])
+    assert info.value.domain == "note"
+
+
 @pytest.mark.parametrize("field", [None, 5, "", b"schema_version"], ids=["None", "an int", "empty", "bytes"])
 def test_a_version_field_that_is_no_name_is_a_registry_error(field: object, tmp_path: Path) -> None:
     """``version_field=5`` (or an empty or unset setting) was taken: every record read

@@ -318,6 +318,14 @@ class Domain:
         self.files = _patterns_given(self.name, self.files)
         self._patterns = []
         for pattern in self.files:
+            if any(part in ("", ".", "..") for part in pattern.split("/")):
+                # A file is known by its path relative to the import root: never "./x",
+                # "/x", "x//y", "../x" or a directory's "x/".
+                raise RegistryError(
+                    f"domain {self.name!r}: file pattern {pattern!r} can match no file: patterns are relative "
+                    "to the import root, without '.', '..' or empty parts (as 'sessions/*.json')",
+                    domain=self.name,
+                )
             try:
                 self._patterns.append(glob_to_regex(pattern))
             except re.error as exc:
