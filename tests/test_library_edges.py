@@ -97,6 +97,16 @@ def test_an_empty_selection_of_domains_selects_none(filled: Store, tmp_path: Pat
     assert filled.export_to(tmp_path / "all").domains == {"a": 1, "b": 1}
 
 
+def test_domains_given_by_a_generator_are_those_domains(filled: Store, tmp_path: Path) -> None:
+    """Domains given as a generator (``d for d in names if ...``) were read once to check
+    them, then found empty: the plan, the export and the migration did nothing, and the
+    history said ``domains: []``."""
+    assert filled.plan(d for d in ("a", "b") if d == "a").counts == {"a": {"1->2": 1}}
+    assert filled.export_to(tmp_path / "a", domains=(d for d in ["b"])).domains == {"b": 1}
+    assert filled.migrate(d for d in ["a"]).counts == {"a": {"1->2": 1}}
+    assert filled.history()[-1].options["domains"] == ["a"]
+    assert store_versions(filled) == {"a": 2, "b": 1}
+
 def test_the_cli_without_domain_still_means_every_domain(cli: Any, home: Path, tmp_path: Path) -> None:
     assert cli("import", str(home)).exit_code == 0
     planned = json.loads(cli("migrate", "--dry-run", "--json").stdout)

@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -236,7 +236,7 @@ class Store:
         self,
         out: str | os.PathLike[str],
         *,
-        domains: Sequence[str] | None = None,
+        domains: Iterable[str] | None = None,
         overwrite: bool = False,
         progress: Progress | None = None,
     ) -> ExportResult:
@@ -296,7 +296,7 @@ class Store:
 
     def migrate(
         self,
-        domains: Sequence[str] | None = None,
+        domains: Iterable[str] | None = None,
         *,
         dry_run: bool = False,
         fail_fast: bool = False,
@@ -336,7 +336,7 @@ class Store:
                 run.outcome = "partial"
         return result
 
-    def plan(self, domains: Sequence[str] | None = None, *, diff: int = 0, jobs: int | None = None) -> MigrationResult:
+    def plan(self, domains: Iterable[str] | None = None, *, diff: int = 0, jobs: int | None = None) -> MigrationResult:
         """A dry run: every step runs over every pending record; nothing is written."""
         return self.migrate(domains, dry_run=True, diff=diff, jobs=jobs)
 
@@ -531,9 +531,12 @@ def _run_number(given: int, what: str) -> int:
     return given
 
 
-def _names(given: Sequence[str] | str | None) -> Sequence[str] | None:
-    """Domain names given: one name (not its letters) or many."""
-    return [given] if isinstance(given, str) else given
+def _names(given: Iterable[str] | str | None) -> list[str] | None:
+    """Domain names given: one name (not its letters) or many, read once (a generator
+    would be empty by the time the domains were used)."""
+    if given is None:
+        return None
+    return [given] if isinstance(given, str) else list(given)
 
 
 def _stored_by(conn: Connection, run_id: int) -> dict[str, int]:
