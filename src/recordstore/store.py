@@ -30,9 +30,9 @@ __all__ = ["CheckResult", "DomainStatus", "Progress", "Store", "StoreStatus"]
 
 
 class Progress(Protocol):
-    """What long operations report to: a total, then steps done."""
+    """What long operations report to: a total (always a number), then steps done."""
 
-    def start(self, total: int | None, label: str) -> None: ...
+    def start(self, total: int, label: str) -> None: ...
 
     def advance(self, n: int) -> None: ...
 
