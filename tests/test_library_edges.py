@@ -364,3 +364,24 @@ def test_a_registry_changed_after_the_store_opened_is_checked_before_a_migration
             with pytest.raises(RecordStoreError, match=r"domain 'c': no step 2 -> 3"):
                 run()
         assert store.status().domains["c"].versions == {1: 1}
+
+
+def test_check_reads_no_failure_rows(filled: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``check()`` read every failure every run had recorded, to look only at the runs'
+    counts: 400,000 recorded failures took it 12 s and 325 MB."""
+    import recordstore.store as store_module
+
+    filled.registry["a"].steps[1] = filled.registry["a"].steps[1].__class__("a", 1, lambda record: 1 / 0)
+    assert len(filled.migrate().failures) == 1
+    read: list[int] = []
+    real = store_module.read_history
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        read.append(sum(len(info.failures) for info in found))
+        return found
+
+    monkeypatch.setattr(store_module, "read_history", counting)
+    assert filled.check().ok
+    assert read and sum(read) == 0
+    assert filled.history()[-1].failure_count == 1

@@ -410,7 +410,7 @@ class Store:
         registry knows; indexes a stopped import left unbuilt; SQLite's integrity check."""
         result = CheckResult()
         current = self.registry.fingerprints()
-        history = self.history()
+        history = self.history(failure_limit=0)  # the runs' counts, not their failures
         undone = _undone_runs(history)
         for info in history:
             if info.kind != "migrate" or info.outcome == "rolled-back" or info.id in undone:
