@@ -355,7 +355,7 @@ class Store:
                 raise RecordStoreError("restore of a key needs its domain too (--domain)")
             raise RecordStoreError("restore needs a run (--run) or a domain (--domain)")
         if run is not None:
-            self.history(run)
+            self.history(run, failure_limit=0)  # that it exists
         if domain is not None:
             self.registry[domain]
         self._refuse_a_restore_of_nothing(run, domain, key)
