@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -110,3 +111,83 @@ def test_a_closed_store_refuses_to_be_used(tmp_path: Path) -> None:
     store.close()  # again: nothing to do
     with recordstore.Store(tmp_path / "s.db") as again:  # the file is as it was left
         assert again.query("task").count() > 0
+
+
+SUBCLASSED_STORE = """\
+from recordstore import Store
+
+
+class TaskStore(Store):
+    def completed(self) -> int:
+        return self.query("task").where("status", "=", "completed").count()
+
+
+def count(path: str) -> int:
+    with TaskStore(path) as store:
+        reveal_type(store)
+        return store.completed()
+"""
+
+
+def _mypy_strict(tmp_path: Path, name: str, source: str) -> str:
+    """What mypy --strict says of a program ``source`` using the recordstore these tests
+    import (its own modules' errors left out)."""
+    pytest.importorskip("mypy")
+    (tmp_path / f"{name}.py").write_text(source)
+    (tmp_path / "mypy.ini").write_text(
+        "[mypy]\nstrict = True\n"
+        "[mypy-sqlalchemy.*,alembic.*,typer.*,click.*,rich.*,orjson.*]\nfollow_imports = skip\n"
+        "[mypy-recordstore.*]\nignore_errors = True\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--cache-dir", str(tmp_path / "cache"), f"{name}.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        # The recordstore these tests import, wherever it is (mypy does not read PYTHONPATH).
+        env={**os.environ, "MYPYPATH": str(Path(recordstore.__file__).parents[1])},
+    )
+    return run.stdout
+
+
+def test_with_gives_a_subclass_of_store_its_own_type(tmp_path: Path) -> None:
+    """Under mypy --strict, ``with TaskStore(...) as store`` made ``store`` a plain
+    Store: '"Store" has no attribute "completed"' in a program that runs."""
+    said = _mypy_strict(tmp_path, "typed_store", SUBCLASSED_STORE)
+    assert "error" not in said, said
+    assert 'Revealed type is "typed_store.TaskStore"' in said, said
+
+
+PROGRESS_BAR = """\
+from pathlib import Path
+
+from recordstore import Store
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.total, self.done = 0, 0
+
+    def start(self, total: int, label: str) -> None:
+        self.total = total
+
+    def advance(self, n: int) -> None:
+        self.done += n
+
+
+def run(db: Path, home: Path) -> None:
+    with Store(db) as store:
+        store.import_paths(home, progress=Counter())
+        store.migrate(progress=Counter())
+        store.export_to(home.parent / "out", progress=Counter())
+"""
+
+
+def test_a_progress_taking_the_total_as_an_int_is_a_progress(tmp_path: Path) -> None:
+    """Every operation gives ``start`` a number, yet the Progress protocol said
+    ``total: int | None``: under mypy --strict a progress whose ``start`` takes an int
+    was 'incompatible type "Counter"; expected "Progress | None"'."""
+    said = _mypy_strict(tmp_path, "typed_progress", PROGRESS_BAR)
+    assert "error" not in said, said

@@ -64,6 +64,25 @@ def test_files_that_are_not_patterns_are_a_registry_error(files: object, message
     assert info.value.domain == "note"
 
 
+@pytest.mark.parametrize("pattern", ["./notes/*.json", "/notes/*.json", "notes//*.json", "notes/../notes/*.json", "notes/"])
+def test_a_pattern_no_relative_path_can_match_is_a_registry_error(pattern: str, tmp_path: Path) -> None:
+    """``files="./notes/*.json"`` (or ``/notes/...``, ``notes/``) loaded, and every
+    import skipped every file as "no domain": a file is known by its path relative to
+    the import root, which has no such part."""
+    with pytest.raises(RegistryError, match=r"^domain 'note': file pattern .* can match no file: patterns are relative to the import root") as info:
+        Registry().domain("note", version=1, files=["other/*.json", pattern])
+    assert info.value.domain == "note"
+
+
+@pytest.mark.parametrize("field", [None, 5, "", b"schema_version"], ids=["None", "an int", "empty", "bytes"])
+def test_a_version_field_that_is_no_name_is_a_registry_error(field: object, tmp_path: Path) -> None:
+    """``version_field=5`` (or an empty or unset setting) was taken: every record read
+    as version 1, and a migration stamped a new key ``"5"`` into each."""
+    with pytest.raises(RegistryError, match=r"^domain 'note': version_field must be a non-empty string") as info:
+        Registry().domain("note", version=2, files="notes/*.json", version_field=field)  # type: ignore[arg-type]
+    assert info.value.domain == "note"
+
+
 @pytest.mark.parametrize("call", ["sys.exit(0)", "sys.exit()", "sys.exit('usage: x')"])
 def test_a_registry_calling_sys_exit_is_a_registry_error_not_an_exit(tmp_path: Path, cli: Any, call: str) -> None:
     path = tmp_path / "reg_exit.py"
@@ -436,6 +455,17 @@ def test_a_registry_is_found_by_a_path_object_and_by_a_path_from_home(beside: Pa
     assert list(load_registry("~/reg.py").domains) == ["thing"]
     with Store(beside / "s.db", registry=beside / "reg.py") as store:  # type: ignore[arg-type]
         assert list(store.registry.domains) == ["thing"]
+
+
+@pytest.mark.parametrize("given", [sys, 5, ["reg.py"]], ids=["a module object", "an int", "a list"])
+def test_a_registry_given_as_neither_a_registry_nor_a_spec_is_a_registry_error(beside: Path, given: Any) -> None:
+    """``Store(registry=my_registry)`` (the module imported, not its path or name) was a
+    TypeError from os.fspath, outside the error tree."""
+    with pytest.raises(RegistryError, match=r"^a registry is a Registry, a \.py file or a module name, not "):
+        load_registry(given)
+    with pytest.raises(RegistryError, match=r"^a registry is a Registry"):
+        Store(beside / "s.db", registry=given)
+    assert not (beside / "s.db").exists()
 
 
 @pytest.mark.parametrize(

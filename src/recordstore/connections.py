@@ -36,8 +36,9 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\+[A-Za-z0-9_]+)?://")
 def is_url(target: str | os.PathLike[str]) -> bool:
     """Whether a store's target is a SQLAlchemy URL rather than a file's path: a str
     that begins with a scheme. A path is never one (``Path("a?b.db")``), and ``?`` or
-    ``%`` in a path are letters of a file name, not a query or an escape."""
-    return isinstance(target, str) and _SCHEME.match(target) is not None
+    ``%`` in a path are letters of a file name, not a query or an escape; nor is a
+    SQLite URI (``file:///abs/x.db``)."""
+    return isinstance(target, str) and _SCHEME.match(target) is not None and not target.startswith("file:")
 
 
 #: The page size of a new store, and how much the WAL may hold before a commit copies it

@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
@@ -111,6 +111,18 @@ class _InTurn(StaticPool):
             self._turn.notify()
 
 
+def _uri_file(database: str) -> Path | None:
+    """The file a SQLite URI (``file:x.db?mode=ro``, ``file:///abs/x.db``) names, its
+    escapes decoded as SQLite decodes them; ``None`` for one naming another host."""
+    rest = database.removeprefix("file:").partition("?")[0].partition("#")[0]
+    if rest.startswith("//"):
+        authority, _, rest = rest[2:].partition("/")
+        if authority not in ("", "localhost"):
+            return None
+        rest = "/" + rest
+    return Path(unquote(rest)).absolute() if rest else None
+
+
 def _create_private_file(path: Path) -> None:
     """Create the store file owner-only before SQLite does (its -wal/-shm files
     inherit these permissions)."""
@@ -153,6 +165,11 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
                 raise StoreError(f"cannot create store {path}: {exc.strerror or exc}") from exc
         elif not path.exists():
             raise StoreError(f"no store at {path}: an import creates one (is the path right?)")
+    elif not memory and not create:
+        # A SQLite URI's file: SQLite would create it (its default mode is rwc).
+        named = _uri_file(database)
+        if named is not None and not named.exists():
+            raise StoreError(f"no store at {named}: an import creates one (is the path right?)")
     if memory:
         engine = create_engine(url, poolclass=_InTurn, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
     else:

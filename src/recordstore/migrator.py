@@ -17,7 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, bindparam, false, func, insert, or_, select, tuple_, update
 
 from . import jsoncodec, workers
 from .engine import (
@@ -691,7 +691,8 @@ def backup_filter(run_id: int | None, domain: str | None, key: str | None) -> li
     if domain is not None:
         found.append(backups.c.domain == domain)
     if key is not None:
-        found.append(backups.c.key == key)
+        # A file name that is not UTF-8 cannot be bound, and the store keeps none.
+        found.append(backups.c.key == key if jsoncodec.is_utf8(key) else false())
     return found
 
 
@@ -743,7 +744,10 @@ def _added_by(conn: Connection, run_id: int) -> list[Any]:
     first_origin = (
         select(backups.c.origin_run_id).where(backups.c.record_id == records.c.id).order_by(backups.c.id).limit(1)
     ).scalar_subquery()
-    backed_up = select(backups.c.id).where(backups.c.run_id == run_id, backups.c.record_id == records.c.id).exists()
+    # The records the run backed up, found once: as a subquery per record, SQLite read
+    # every backup of the run for each (its run_id index), which made a restore of a
+    # migration quadratic (10,000 records: 5.6 s; 200,000: about 35 minutes).
+    backed_up = records.c.id.in_(select(backups.c.record_id).where(backups.c.run_id == run_id))
     return list(
         conn.execute(
             select(

@@ -270,6 +270,8 @@ class Query:
         return replace(self, conditions=(*self.conditions, records.c.version == _count(version, "version")))
 
     def key(self, key: str) -> Query:
+        if not jsoncodec.is_utf8(key):  # a file name that is not UTF-8: the store keeps none
+            return replace(self, conditions=(*self.conditions, false()))
         # Keys have no index of their own: the file's path (unique, indexed) narrows the
         # lookup to that file's records first.
         in_file = files.c.path.in_(sorted(key_paths(key)))

@@ -310,9 +310,22 @@ class Domain:
     steps: dict[int, Step] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.version_field, str) or not self.version_field:
+            raise RegistryError(
+                f"domain {self.name!r}: version_field must be a non-empty string, not {self.version_field!r}",
+                domain=self.name,
+            )
         self.files = _patterns_given(self.name, self.files)
         self._patterns = []
         for pattern in self.files:
+            if any(part in ("", ".", "..") for part in pattern.split("/")):
+                # A file is known by its path relative to the import root: never "./x",
+                # "/x", "x//y", "../x" or a directory's "x/".
+                raise RegistryError(
+                    f"domain {self.name!r}: file pattern {pattern!r} can match no file: patterns are relative "
+                    "to the import root, without '.', '..' or empty parts (as 'sessions/*.json')",
+                    domain=self.name,
+                )
             try:
                 self._patterns.append(glob_to_regex(pattern))
             except re.error as exc:
@@ -456,9 +469,9 @@ def load_registry(spec: str | os.PathLike[str] | None = None) -> Registry:
     name, each exposing ``registry``."""
     if spec is None or spec in ("", "deepseek", "builtin"):
         spec = "recordstore.domains.deepseek"
-    text = os.fspath(spec)
-    if not isinstance(text, str):
-        raise RegistryError(f"a registry is a .py file or a module name, not {spec!r}")
+    text = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else None
+    if not isinstance(text, str):  # a module object, bytes, anything else
+        raise RegistryError(f"a registry is a Registry, a .py file or a module name, not {reprlib.repr(spec)}")
     path = Path(text).expanduser()
     head, colon, attribute = text.rpartition(":")
     try:

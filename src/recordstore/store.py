@@ -6,10 +6,10 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text
 
@@ -30,9 +30,9 @@ __all__ = ["CheckResult", "DomainStatus", "Progress", "Store", "StoreStatus"]
 
 
 class Progress(Protocol):
-    """What long operations report to: a total, then steps done."""
+    """What long operations report to: a total (always a number), then steps done."""
 
-    def start(self, total: int | None, label: str) -> None: ...
+    def start(self, total: int, label: str) -> None: ...
 
     def advance(self, n: int) -> None: ...
 
@@ -185,7 +185,7 @@ class Store:
             if last:
                 close_engine(engine, f"{self.target}: the store is closed")
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -243,7 +243,7 @@ class Store:
         self,
         out: str | os.PathLike[str],
         *,
-        domains: Sequence[str] | None = None,
+        domains: Iterable[str] | None = None,
         overwrite: bool = False,
         progress: Progress | None = None,
     ) -> ExportResult:
@@ -303,7 +303,7 @@ class Store:
 
     def migrate(
         self,
-        domains: Sequence[str] | None = None,
+        domains: Iterable[str] | None = None,
         *,
         dry_run: bool = False,
         fail_fast: bool = False,
@@ -319,6 +319,7 @@ class Store:
         domains = _names(domains)
         for name in domains or ():
             self.registry[name]
+        self.registry.validate()  # changed since the store opened? A broken chain is a RegistryError here.
         if dry_run:
             return migrate_records(
                 self.engine, self.registry, domains, run=None, fail_fast=fail_fast, diff=diff, progress=progress, jobs=jobs
@@ -342,7 +343,7 @@ class Store:
                 run.outcome = "partial"
         return result
 
-    def plan(self, domains: Sequence[str] | None = None, *, diff: int = 0, jobs: int | None = None) -> MigrationResult:
+    def plan(self, domains: Iterable[str] | None = None, *, diff: int = 0, jobs: int | None = None) -> MigrationResult:
         """A dry run: every step runs over every pending record; nothing is written."""
         return self.migrate(domains, dry_run=True, diff=diff, jobs=jobs)
 
@@ -430,7 +431,7 @@ class Store:
         registry knows; indexes a stopped import left unbuilt; SQLite's integrity check."""
         result = CheckResult()
         current = self.registry.fingerprints()
-        history = self.history()
+        history = self.history(failure_limit=0)  # the runs' counts, not their failures
         undone = _undone_runs(history)
         for info in history:
             if info.kind != "migrate" or info.outcome == "rolled-back" or info.id in undone:
@@ -551,9 +552,12 @@ def _run_number(given: int, what: str) -> int:
     return given
 
 
-def _names(given: Sequence[str] | str | None) -> Sequence[str] | None:
-    """Domain names given: one name (not its letters) or many."""
-    return [given] if isinstance(given, str) else given
+def _names(given: Iterable[str] | str | None) -> list[str] | None:
+    """Domain names given: one name (not its letters) or many, read once (a generator
+    would be empty by the time the domains were used)."""
+    if given is None:
+        return None
+    return [given] if isinstance(given, str) else list(given)
 
 
 def _stored_by(conn: Connection, run_id: int) -> dict[str, int]:
