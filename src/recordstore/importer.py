@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, func, select, update
 
 from . import jsoncodec, parsing, workers
 from .connections import INT_MAX
@@ -38,7 +38,7 @@ from .parsing import (
 )
 from .runs import check_interrupt
 from .schema import drop_record_indexes, restore_record_indexes
-from .tables import backups, file_backups, files, import_digests, records, refused, runs
+from .tables import backups, files, import_digests, records, runs
 
 __all__ = ["DomainCounts", "ImportResult", "Importer"]
 
@@ -188,6 +188,9 @@ class Importer:
         self.failure_rows: list[tuple[Any, ...]] = []
         self.refused_rows: list[RefusedRow] = []
         self.pending_bytes = 0
+        self.direct_rows = 0  # slots of changed files compared and written since the last commit
+        self._mark = placeholder(conn)
+        self._imports: set[int] | None = None  # see _import_runs
         self._specs: dict[str, DomainSpec] = {}
         # Paths handed out as tasks and not written yet, with what the store held for
         # them then (still true when written: a path is never in flight twice).
@@ -209,7 +212,7 @@ class Importer:
             self._tx = self.conn.begin()
             again = False
         self._execute_pending()
-        self.pending_bytes = 0
+        self.pending_bytes = self.direct_rows = 0
         self._tx.commit()
         check_interrupt()  # a safe point, within a large file too
         if again:
@@ -270,7 +273,7 @@ class Importer:
         return rows
 
     def _batch_full(self) -> bool:
-        rows = len(self.record_rows) + len(self.file_rows) + len(self.failure_rows) + len(self.refused_rows)
+        rows = len(self.record_rows) + len(self.file_rows) + len(self.failure_rows) + len(self.refused_rows) + self.direct_rows
         return rows >= parsing.BATCH_RECORDS or self.pending_bytes >= parsing.BATCH_BYTES
 
     def _stored(self, relpaths: list[str]) -> dict[str, tuple[int, str, str, int]]:
@@ -597,9 +600,13 @@ class Importer:
         counts: DomainCounts,
         file_id: int,
     ) -> None:
+        """A file the store holds, read again and changed: compared slot by slot, in
+        batches, in the running transaction (a file's row is updated with its last
+        records, as a new file's is written). Its statements are SQL text, as the new
+        files' INSERTs are: built by SQLAlchemy, they cost ~2 ms of CPU a file."""
         assert cand.domain is not None
         name = cand.domain.name
-        self.flush()  # new files' rows first: this path writes directly
+        self._execute_pending()  # new files' rows first: this path writes directly
         batch: list[Slot] = []
         size = 0
         for rec in found:
@@ -611,8 +618,9 @@ class Importer:
                 self.flush()
         self._write_changed(batch, file_id, name, counts)
         self._report(parse, name, counts)
+        m = self._mark
         if parse.fatal:  # keep the old layout and the records not reached
-            self.conn.execute(update(files).where(files.c.id == file_id).values(digest=""))
+            self.conn.exec_driver_sql(f"UPDATE files SET digest = '' WHERE id = {m}", (file_id,))
             self._written.add(cand.relpath)  # a later copy of the path reads the store again
             return
         # Records past the new end of the file: back them up, then remove them.
@@ -620,18 +628,11 @@ class Importer:
         layout = parse.layout
         assert layout is not None  # set by every parse that got this far
         final_digest = "" if parse.problems else digest
-        new_layout = {
-            "domain": name,
-            "container": layout.container,
-            "head": layout.head,
-            "sep": layout.sep,
-            "tail": layout.tail,
-            "indent": layout.indent,
-            "gaps": layout.gaps,
-        }
-        backup_file_layout(self.conn, file_id, new_layout, self.run_id)
-        self.conn.execute(
-            update(files).where(files.c.id == file_id).values(**new_layout, digest=final_digest, run_id=self.run_id)
+        new_layout = (name, layout.container, layout.head, layout.sep, layout.tail, layout.indent, layout.gaps)
+        backup_file_layout(self.conn, file_id, dict(zip(LAYOUT, new_layout)), self.run_id)
+        self.conn.exec_driver_sql(
+            f"UPDATE files SET {', '.join(f'{c} = {m}' for c in LAYOUT)}, digest = {m}, run_id = {m} WHERE id = {m}",
+            (*new_layout, final_digest, self.run_id, file_id),
         )
         self._written.add(cand.relpath)  # a later copy of the path reads the store again
 
@@ -655,33 +656,38 @@ class Importer:
         and removed: the file no longer holds it)."""
         if not batch:
             return
+        conn, m = self.conn, self._mark
         positions = [r.position for r in batch]
+        in_positions = f"file_id = {m} AND position IN ({', '.join([m] * len(positions))})"
         found = [r for r in batch if isinstance(r, ParsedRecord)]
         texts = {r.position: as_text(r.text) for r in found}
-        # What each slot holds: (id, key, domain, whether its payload is the file's text),
-        # read row by row, so that the rows replaced are never all held at once.
-        old: dict[int, tuple[int, str, str, bool]] = {}
-        for rid, position, key, payload, row_domain in self.conn.execute(
-            select(records.c.id, records.c.position, records.c.key, records.c.payload, records.c.domain).where(
-                records.c.file_id == file_id, records.c.position.in_(positions)
-            )
+        # What each slot holds: (id, key, domain, whether its payload is the file's text,
+        # the run that wrote it), read row by row, so that the rows replaced are never
+        # all held at once.
+        old: dict[int, tuple[int, str, str, bool, int | None]] = {}
+        for rid, position, key, payload, row_domain, run_id in conn.exec_driver_sql(
+            f"SELECT id, position, key, payload, domain, run_id FROM records WHERE {in_positions}", (file_id, *positions)
         ):
-            old[position] = (rid, key, row_domain, payload == texts.get(position))
-        self.conn.execute(refused.delete().where(refused.c.file_id == file_id, refused.c.position.in_(positions)))
+            old[position] = (rid, key, row_domain, payload == texts.get(position), run_id)
+        conn.exec_driver_sql(f"DELETE FROM refused WHERE {in_positions}", (file_id, *positions))
         kept = [r for r in batch if isinstance(r, Refused)]
         if kept:
             gone = [old.pop(r.position)[0] for r in kept if r.position in old]
             self._remove(gone)
             counts.removed += len(gone)
-            self.conn.exec_driver_sql(self.sql_refused, [(file_id, r.position, r.key, r.text, self.run_id) for r in kept])
-        imported = self._last_imported([row[0] for r in found if (row := old.get(r.position)) is not None and not row[3]])
-        changed: list[dict[str, Any]] = []
+            conn.exec_driver_sql(self.sql_refused, [(file_id, r.position, r.key, r.text, self.run_id) for r in kept])
+        # A record that differs from the file's text, last written by a migration or a
+        # restore, may still be the text an import last wrote for it.
+        imports = self._import_runs()
+        imported = self._last_imported(
+            [row[0] for r in found if (row := old.get(r.position)) is not None and not row[3] and row[4] not in imports]
+        )
+        changed: list[tuple[Any, ...]] = []
         for r in found:
             row = old.get(r.position)
             text = texts[r.position]
-            r = r._replace(text=text)
             if row is None:
-                self.record_rows.append((domain, r.key, r.version, r.text, file_id, r.position, self.run_id))
+                self.record_rows.append((domain, r.key, r.version, text, file_id, r.position, self.run_id))
                 counts.imported += 1
             elif (
                 row[1] == r.key
@@ -692,24 +698,22 @@ class Importer:
                 # the file did not change it, and what later runs made of it stands.
                 counts.unchanged += 1
             else:
-                changed.append(
-                    {"rid": row[0], "domain": domain, "key": r.key, "version": r.version, "payload": r.text}
-                )
+                changed.append((domain, r.key, r.version, text, self.run_id, row[0]))
+        self.direct_rows += len(batch)
         if changed:
-            backup_rows(self.conn, [c["rid"] for c in changed], self.run_id, "import")
-            self.conn.execute(
-                update(records)
-                .where(records.c.id == bindparam("rid"))
-                .values(
-                    domain=bindparam("domain"),
-                    key=bindparam("key"),
-                    version=bindparam("version"),
-                    payload=bindparam("payload"),
-                    run_id=self.run_id,
-                ),
+            backup_rows(conn, [c[-1] for c in changed], self.run_id, "import")
+            conn.exec_driver_sql(
+                f"UPDATE records SET domain = {m}, key = {m}, version = {m}, payload = {m}, run_id = {m} WHERE id = {m}",
                 changed,
             )
             counts.updated += len(changed)
+
+    def _import_runs(self) -> set[int]:
+        """The ids of the import runs, this one included (none begins while it runs)."""
+        if self._imports is None:
+            self._imports = {rid for (rid,) in self.conn.exec_driver_sql("SELECT id FROM runs WHERE kind = 'import'")}
+            self._imports.add(self.run_id)
+        return self._imports
 
     def _last_imported(self, record_ids: list[int]) -> dict[int, str]:
         """Of records that runs other than imports changed since (a migration, a restore),
@@ -717,30 +721,27 @@ class Importer:
         or, once a prune deleted that backup, the digest the prune kept."""
         if not record_ids:
             return {}
-        imports = select(runs.c.id).where(runs.c.kind == "import")
+        m = self._mark
+        ids = ", ".join([m] * len(record_ids))
+        imports = "SELECT id FROM runs WHERE kind = 'import'"
         # The latest such backup of each record, its payload read row by row (the
         # payloads of a whole batch are never held at once).
-        latest = (
-            select(func.max(backups.c.id))
-            .join(records, records.c.id == backups.c.record_id)
-            .where(
-                backups.c.record_id.in_(record_ids),
-                records.c.run_id.not_in(imports),
-                backups.c.origin_run_id.in_(imports),
-            )
-            .group_by(backups.c.record_id)
-        )
         found: dict[int, str] = {}
-        for rid, payload in self.conn.execute(
-            select(backups.c.record_id, backups.c.payload).where(backups.c.id.in_(latest))
+        for rid, payload in self.conn.exec_driver_sql(
+            "SELECT record_id, payload FROM backups WHERE id IN (SELECT max(backups.id) FROM backups "
+            f"JOIN records ON records.id = backups.record_id WHERE backups.record_id IN ({ids}) "
+            f"AND records.run_id NOT IN ({imports}) AND backups.origin_run_id IN ({imports}) "
+            "GROUP BY backups.record_id)",
+            tuple(record_ids),
         ):
             found[rid] = text_digest(payload)
         rest = [rid for rid in record_ids if rid not in found]
         if rest:
-            for rid, digest in self.conn.execute(
-                select(import_digests.c.record_id, import_digests.c.digest)
-                .join(records, records.c.id == import_digests.c.record_id)
-                .where(import_digests.c.record_id.in_(rest), records.c.run_id.not_in(imports))
+            for rid, digest in self.conn.exec_driver_sql(
+                "SELECT import_digests.record_id, import_digests.digest FROM import_digests JOIN records ON "
+                f"records.id = import_digests.record_id WHERE import_digests.record_id IN ({', '.join([m] * len(rest))}) "
+                f"AND records.run_id NOT IN ({imports})",
+                tuple(rest),
             ):
                 found[rid] = digest
         return found
@@ -748,13 +749,11 @@ class Importer:
     def _remove_beyond(self, file_id: int, count: int) -> int:
         """Remove the file's slots from ``count`` on (its records backed up); the number
         of records removed."""
-        ids = list(
-            self.conn.execute(
-                select(records.c.id).where(records.c.file_id == file_id, records.c.position >= count)
-            ).scalars()
-        )
+        m = self._mark
+        beyond = f"file_id = {m} AND position >= {m}"
+        ids = [rid for (rid,) in self.conn.exec_driver_sql(f"SELECT id FROM records WHERE {beyond}", (file_id, count))]
         self._remove(ids)
-        self.conn.execute(refused.delete().where(refused.c.file_id == file_id, refused.c.position >= count))
+        self.conn.exec_driver_sql(f"DELETE FROM refused WHERE {beyond}", (file_id, count))
         return len(ids)
 
     def _remove(self, record_ids: list[int]) -> None:
@@ -762,7 +761,7 @@ class Importer:
         to new records: see ``_id_floor``)."""
         if record_ids:
             backup_rows(self.conn, record_ids, self.run_id, "remove")
-            self.conn.execute(records.delete().where(records.c.id.in_(record_ids)))
+            self.conn.exec_driver_sql(f"DELETE FROM records WHERE id = {self._mark}", [(rid,) for rid in record_ids])
             if self._id_floor is not None:
                 self._id_floor = max(self._id_floor, *record_ids)
 
@@ -846,9 +845,13 @@ LAYOUT = ("domain", "container", "head", "sep", "tail", "indent", "gaps")
 def backup_file_layout(conn: Connection, file_id: int, new: dict[str, Any], run_id: int) -> None:
     """Before file ``file_id``'s row takes the layout ``new``: keep the one it has in
     ``file_backups``, if it differs, so a restore of run ``run_id`` puts it back."""
-    old = conn.execute(select(*(files.c[c] for c in LAYOUT)).where(files.c.id == file_id)).first()
-    if old is not None and any(getattr(old, c) != new[c] for c in LAYOUT):
-        conn.execute(insert(file_backups).values(run_id=run_id, file_id=file_id, **old._asdict()))
+    mark = placeholder(conn)
+    old = conn.exec_driver_sql(f"SELECT {', '.join(LAYOUT)} FROM files WHERE id = {mark}", (file_id,)).first()
+    if old is not None and any(value != new[c] for c, value in zip(LAYOUT, old)):
+        conn.exec_driver_sql(
+            f"INSERT INTO file_backups (run_id, file_id, {', '.join(LAYOUT)}) VALUES ({', '.join([mark] * (len(LAYOUT) + 2))})",
+            (run_id, file_id, *old),
+        )
 
 
 def backup_span(conn: Connection, domain: str, version: int, first_id: int, last_id: int, run_id: int, reason: str) -> None:
