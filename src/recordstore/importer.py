@@ -620,7 +620,7 @@ class Importer:
         self._report(parse, name, counts)
         m = self._mark
         if parse.fatal:  # keep the old layout and the records not reached
-            self.conn.exec_driver_sql(f"UPDATE files SET digest = '' WHERE id = {m}", (file_id,))
+            sql_text(self.conn, f"UPDATE files SET digest = '' WHERE id = {m}", (file_id,))
             self._written.add(cand.relpath)  # a later copy of the path reads the store again
             return
         # Records past the new end of the file: back them up, then remove them.
@@ -630,7 +630,7 @@ class Importer:
         final_digest = "" if parse.problems else digest
         new_layout = (name, layout.container, layout.head, layout.sep, layout.tail, layout.indent, layout.gaps)
         backup_file_layout(self.conn, file_id, dict(zip(LAYOUT, new_layout)), self.run_id)
-        self.conn.exec_driver_sql(
+        sql_text(self.conn,
             f"UPDATE files SET {', '.join(f'{c} = {m}' for c in LAYOUT)}, digest = {m}, run_id = {m} WHERE id = {m}",
             (*new_layout, final_digest, self.run_id, file_id),
         )
@@ -665,17 +665,17 @@ class Importer:
         # the run that wrote it), read row by row, so that the rows replaced are never
         # all held at once.
         old: dict[int, tuple[int, str, str, bool, int | None]] = {}
-        for rid, position, key, payload, row_domain, run_id in conn.exec_driver_sql(
+        for rid, position, key, payload, row_domain, run_id in sql_text(conn,
             f"SELECT id, position, key, payload, domain, run_id FROM records WHERE {in_positions}", (file_id, *positions)
         ):
             old[position] = (rid, key, row_domain, payload == texts.get(position), run_id)
-        conn.exec_driver_sql(f"DELETE FROM refused WHERE {in_positions}", (file_id, *positions))
+        sql_text(conn, f"DELETE FROM refused WHERE {in_positions}", (file_id, *positions))
         kept = [r for r in batch if isinstance(r, Refused)]
         if kept:
             gone = [old.pop(r.position)[0] for r in kept if r.position in old]
             self._remove(gone)
             counts.removed += len(gone)
-            conn.exec_driver_sql(self.sql_refused, [(file_id, r.position, r.key, r.text, self.run_id) for r in kept])
+            sql_text(conn, self.sql_refused, [(file_id, r.position, r.key, r.text, self.run_id) for r in kept])
         # A record that differs from the file's text, last written by a migration or a
         # restore, may still be the text an import last wrote for it.
         imports = self._import_runs()
@@ -702,7 +702,7 @@ class Importer:
         self.direct_rows += len(batch)
         if changed:
             backup_rows(conn, [c[-1] for c in changed], self.run_id, "import")
-            conn.exec_driver_sql(
+            sql_text(conn,
                 f"UPDATE records SET domain = {m}, key = {m}, version = {m}, payload = {m}, run_id = {m} WHERE id = {m}",
                 changed,
             )
@@ -711,7 +711,7 @@ class Importer:
     def _import_runs(self) -> set[int]:
         """The ids of the import runs, this one included (none begins while it runs)."""
         if self._imports is None:
-            self._imports = {rid for (rid,) in self.conn.exec_driver_sql("SELECT id FROM runs WHERE kind = 'import'")}
+            self._imports = {rid for (rid,) in sql_text(self.conn, "SELECT id FROM runs WHERE kind = 'import'")}
             self._imports.add(self.run_id)
         return self._imports
 
@@ -727,7 +727,7 @@ class Importer:
         # The latest such backup of each record, its payload read row by row (the
         # payloads of a whole batch are never held at once).
         found: dict[int, str] = {}
-        for rid, payload in self.conn.exec_driver_sql(
+        for rid, payload in sql_text(self.conn,
             "SELECT record_id, payload FROM backups WHERE id IN (SELECT max(backups.id) FROM backups "
             f"JOIN records ON records.id = backups.record_id WHERE backups.record_id IN ({ids}) "
             f"AND records.run_id NOT IN ({imports}) AND backups.origin_run_id IN ({imports}) "
@@ -737,7 +737,7 @@ class Importer:
             found[rid] = text_digest(payload)
         rest = [rid for rid in record_ids if rid not in found]
         if rest:
-            for rid, digest in self.conn.exec_driver_sql(
+            for rid, digest in sql_text(self.conn,
                 "SELECT import_digests.record_id, import_digests.digest FROM import_digests JOIN records ON "
                 f"records.id = import_digests.record_id WHERE import_digests.record_id IN ({', '.join([m] * len(rest))}) "
                 f"AND records.run_id NOT IN ({imports})",
@@ -751,9 +751,9 @@ class Importer:
         of records removed."""
         m = self._mark
         beyond = f"file_id = {m} AND position >= {m}"
-        ids = [rid for (rid,) in self.conn.exec_driver_sql(f"SELECT id FROM records WHERE {beyond}", (file_id, count))]
+        ids = [rid for (rid,) in sql_text(self.conn, f"SELECT id FROM records WHERE {beyond}", (file_id, count))]
         self._remove(ids)
-        self.conn.exec_driver_sql(f"DELETE FROM refused WHERE {beyond}", (file_id, count))
+        sql_text(self.conn, f"DELETE FROM refused WHERE {beyond}", (file_id, count))
         return len(ids)
 
     def _remove(self, record_ids: list[int]) -> None:
@@ -761,7 +761,7 @@ class Importer:
         to new records: see ``_id_floor``)."""
         if record_ids:
             backup_rows(self.conn, record_ids, self.run_id, "remove")
-            self.conn.exec_driver_sql(f"DELETE FROM records WHERE id = {self._mark}", [(rid,) for rid in record_ids])
+            sql_text(self.conn, f"DELETE FROM records WHERE id = {self._mark}", [(rid,) for rid in record_ids])
             if self._id_floor is not None:
                 self._id_floor = max(self._id_floor, *record_ids)
 
@@ -823,6 +823,17 @@ def _sql_int(value: int | None) -> int | None:
     return value if value is None or -INT_MAX - 1 <= value <= INT_MAX else None
 
 
+def sql_text(conn: Connection, statement: str, params: Any = ()) -> Any:
+    """Execute SQL text (with ``params``, a tuple; or a list of tuples: once each) and
+    return its cursor. On SQLite, straight on its connection, in the transaction
+    SQLAlchemy began: ``exec_driver_sql`` costs ~20 µs a statement more, and a changed
+    file takes about eight."""
+    raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
+    if raw is None:
+        return conn.exec_driver_sql(statement, params).cursor
+    return raw.executemany(statement, params) if isinstance(params, list) else raw.execute(statement, params)
+
+
 _BACKUP = (
     "INSERT INTO backups (run_id, record_id, domain, key, version, payload, file_id, position, "
     "origin_run_id, reason) SELECT {mark}, id, domain, key, version, payload, file_id, position, "
@@ -835,7 +846,7 @@ def backup_rows(conn: Connection, record_ids: list[int], run_id: int, reason: st
     if not record_ids:
         return
     mark = placeholder(conn)
-    conn.exec_driver_sql(_BACKUP.format(mark=mark) + f"id = {mark}", [(run_id, reason, rid) for rid in record_ids])
+    sql_text(conn, _BACKUP.format(mark=mark) + f"id = {mark}", [(run_id, reason, rid) for rid in record_ids])
 
 
 #: The columns of a file's row that say how export writes it (see ``file_backups``).
@@ -846,9 +857,9 @@ def backup_file_layout(conn: Connection, file_id: int, new: dict[str, Any], run_
     """Before file ``file_id``'s row takes the layout ``new``: keep the one it has in
     ``file_backups``, if it differs, so a restore of run ``run_id`` puts it back."""
     mark = placeholder(conn)
-    old = conn.exec_driver_sql(f"SELECT {', '.join(LAYOUT)} FROM files WHERE id = {mark}", (file_id,)).first()
+    old = sql_text(conn, f"SELECT {', '.join(LAYOUT)} FROM files WHERE id = {mark}", (file_id,)).fetchone()
     if old is not None and any(value != new[c] for c, value in zip(LAYOUT, old)):
-        conn.exec_driver_sql(
+        sql_text(conn,
             f"INSERT INTO file_backups (run_id, file_id, {', '.join(LAYOUT)}) VALUES ({', '.join([mark] * (len(LAYOUT) + 2))})",
             (run_id, file_id, *old),
         )
