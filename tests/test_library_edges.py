@@ -369,32 +369,18 @@ def test_a_registry_changed_after_the_store_opened_is_checked_before_a_migration
 def test_check_reads_no_failure_rows(filled: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """``check()`` read every failure every run had recorded, to look only at the runs'
     counts: 400,000 recorded failures took it 12 s and 325 MB."""
-    import recordstore.store as store_module
-
     filled.registry["a"].steps[1] = filled.registry["a"].steps[1].__class__("a", 1, lambda record: 1 / 0)
     assert len(filled.migrate().failures) == 1
-    read: list[int] = []
-    real = store_module.read_history
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        found = real(*args, **kwargs)
-        read.append(sum(len(info.failures) for info in found))
-        return found
-
-    monkeypatch.setattr(store_module, "read_history", counting)
+    read = _failure_rows_read(monkeypatch)
     assert filled.check().ok
     assert read and sum(read) == 0
     assert filled.history()[-1].failure_count == 1
 
 
-def test_a_restore_by_run_reads_no_failure_rows(filled: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``restore(run=N)`` looked the run up with every failure it recorded, to check
-    only that it exists: 200,000 of them took 5 s and 160 MB before restoring anything."""
+def _failure_rows_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, how many failure rows each history lookup of the store reads."""
     import recordstore.store as store_module
 
-    filled.registry["a"].steps[1] = filled.registry["a"].steps[1].__class__("a", 1, lambda record: 1 / 0)
-    done = filled.migrate()
-    assert len(done.failures) == 1 and done.run_id is not None
     read: list[int] = []
     real = store_module.read_history
 
@@ -404,6 +390,16 @@ def test_a_restore_by_run_reads_no_failure_rows(filled: Store, monkeypatch: pyte
         return found
 
     monkeypatch.setattr(store_module, "read_history", counting)
+    return read
+
+
+def test_a_restore_by_run_reads_no_failure_rows(filled: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``restore(run=N)`` looked the run up with every failure it recorded, to check
+    only that it exists: 200,000 of them took 5 s and 160 MB before restoring anything."""
+    filled.registry["a"].steps[1] = filled.registry["a"].steps[1].__class__("a", 1, lambda record: 1 / 0)
+    done = filled.migrate()
+    assert len(done.failures) == 1 and done.run_id is not None
+    read = _failure_rows_read(monkeypatch)
     assert filled.restore(run=done.run_id).restored == {"b": 1}
     assert read and sum(read) == 0
     with pytest.raises(RecordStoreError, match="no run 99 in this store"):
