@@ -630,7 +630,8 @@ class Importer:
         final_digest = "" if parse.problems else digest
         new_layout = (name, layout.container, layout.head, layout.sep, layout.tail, layout.indent, layout.gaps)
         backup_file_layout(self.conn, file_id, dict(zip(LAYOUT, new_layout)), self.run_id)
-        sql_text(self.conn,
+        sql_text(
+            self.conn,
             f"UPDATE files SET {', '.join(f'{c} = {m}' for c in LAYOUT)}, digest = {m}, run_id = {m} WHERE id = {m}",
             (*new_layout, final_digest, self.run_id, file_id),
         )
@@ -665,7 +666,8 @@ class Importer:
         # the run that wrote it), read row by row, so that the rows replaced are never
         # all held at once.
         old: dict[int, tuple[int, str, str, bool, int | None]] = {}
-        for rid, position, key, payload, row_domain, run_id in sql_text(conn,
+        for rid, position, key, payload, row_domain, run_id in sql_text(
+            conn,
             f"SELECT id, position, key, payload, domain, run_id FROM records WHERE {in_positions}", (file_id, *positions)
         ):
             old[position] = (rid, key, row_domain, payload == texts.get(position), run_id)
@@ -702,7 +704,8 @@ class Importer:
         self.direct_rows += len(batch)
         if changed:
             backup_rows(conn, [c[-1] for c in changed], self.run_id, "import")
-            sql_text(conn,
+            sql_text(
+                conn,
                 f"UPDATE records SET domain = {m}, key = {m}, version = {m}, payload = {m}, run_id = {m} WHERE id = {m}",
                 changed,
             )
@@ -727,7 +730,8 @@ class Importer:
         # The latest such backup of each record, its payload read row by row (the
         # payloads of a whole batch are never held at once).
         found: dict[int, str] = {}
-        for rid, payload in sql_text(self.conn,
+        for rid, payload in sql_text(
+            self.conn,
             "SELECT record_id, payload FROM backups WHERE id IN (SELECT max(backups.id) FROM backups "
             f"JOIN records ON records.id = backups.record_id WHERE backups.record_id IN ({ids}) "
             f"AND records.run_id NOT IN ({imports}) AND backups.origin_run_id IN ({imports}) "
@@ -737,7 +741,8 @@ class Importer:
             found[rid] = text_digest(payload)
         rest = [rid for rid in record_ids if rid not in found]
         if rest:
-            for rid, digest in sql_text(self.conn,
+            for rid, digest in sql_text(
+                self.conn,
                 "SELECT import_digests.record_id, import_digests.digest FROM import_digests JOIN records ON "
                 f"records.id = import_digests.record_id WHERE import_digests.record_id IN ({', '.join([m] * len(rest))}) "
                 f"AND records.run_id NOT IN ({imports})",
@@ -859,7 +864,8 @@ def backup_file_layout(conn: Connection, file_id: int, new: dict[str, Any], run_
     mark = placeholder(conn)
     old = sql_text(conn, f"SELECT {', '.join(LAYOUT)} FROM files WHERE id = {mark}", (file_id,)).fetchone()
     if old is not None and any(value != new[c] for c, value in zip(LAYOUT, old)):
-        sql_text(conn,
+        sql_text(
+            conn,
             f"INSERT INTO file_backups (run_id, file_id, {', '.join(LAYOUT)}) VALUES ({', '.join([mark] * (len(LAYOUT) + 2))})",
             (run_id, file_id, *old),
         )
