@@ -525,3 +525,82 @@ def test_restoring_a_run_takes_work_in_proportion_to_its_records(tmp_path: Path)
     home holds about 35 minutes (the migration itself: 6 s)."""
     small, large = _restore_work(tmp_path, 1000), _restore_work(tmp_path, 4000)
     assert large < 8 * small, (small, large)  # 4 times the records: about 4 times the work, not 16
+
+
+def _plant_remote_lock(db: Path) -> None:
+    """The lock row (and its running run) of a writer on another host, gone with it."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        run = conn.execute(
+            "INSERT INTO runs (kind, started_at, outcome, pid, host) "
+            "VALUES ('import', '2026-01-01T00:00:00Z', 'running', 4242, 'gone-container')"
+        ).lastrowid
+        conn.execute(
+            "INSERT INTO lock (id, operation, run_id, pid, host, acquired_at) "
+            "VALUES (1, 'import', ?, 4242, 'gone-container', '2026-01-01T00:00:00Z')",
+            (run,),
+        )
+
+
+#: How a message names a CLI flag together with the library's parameter.
+BOTH_FORMS = (
+    "use --force, or overwrite=True, to overwrite",
+    "pass --force, or force=True,",
+    "(--wait, or Store(wait=seconds))",
+    "'store unlock --force', or unlock(force=True),",
+    "(--jobs 0, or jobs=0)",
+)
+
+
+def test_library_errors_name_the_parameter_a_library_user_passes(
+    filled: Store, two_domains: Path, db_path: Path, tmp_path: Path
+) -> None:
+    """A library user was told "use --force to overwrite" (the parameter is
+    ``overwrite=True``), "retry later or pass --wait", "pass --force to restore them
+    anyway", "'store unlock --force' releases the store", "run the import again ... or
+    with --jobs 0", "restore needs a run (--run) or a domain (--domain)": advice for a
+    command line they do not use. Each names both forms once, or neither."""
+    from recordstore import BusyError, RestoreConflictError
+    from recordstore.workers import _died
+
+    said: dict[str, str] = {}
+    filled.export_to(tmp_path / "out")
+    said["export"] = str(filled.export_to(tmp_path / "out").problems[0])
+    filled.migrate()
+    (two_domains / "a" / "1.json").write_text(json.dumps({"schema_version": 2, "name": "changed"}))
+    assert filled.import_paths(two_domains).ok  # run 3 changes what run 2 migrated
+    with pytest.raises(RestoreConflictError) as conflict:
+        filled.restore(run=2)
+    said["conflict"] = str(conflict.value)
+    filled.add_index("a", "name")
+    index_run = filled.history()[-1].id
+    for name, call in {
+        "nothing": lambda: filled.restore(),
+        "key alone": lambda: filled.restore(key="a/1.json"),
+        "both": lambda: filled.restore(run=2, domain="a"),
+        "index run": lambda: filled.restore(run=index_run),
+        "prune": lambda: filled.prune_backups(99),
+    }.items():
+        with pytest.raises(RecordStoreError) as info:
+            call()
+        said[name] = str(info.value)
+    said["worker"] = str(_died("import"))
+    _plant_remote_lock(db_path)
+    for name, call in {"busy": filled.migrate, "unlock": filled.unlock}.items():
+        with pytest.raises(BusyError) as busy:
+            call()
+        said[name] = str(busy.value)
+
+    assert "use --force, or overwrite=True, to overwrite" in said["export"]
+    assert "pass --force, or force=True, to restore them anyway" in said["conflict"]
+    assert "retry later, or wait for it (--wait, or Store(wait=seconds))" in said["busy"]
+    assert "'store unlock --force', or unlock(force=True), releases the store" in said["busy"]
+    assert "'store unlock --force', or unlock(force=True), releases the store" in said["unlock"]
+    assert "(--jobs 0, or jobs=0)" in said["worker"]
+    assert "`store index drop`, or drop_index(), removes an index" in said["index run"]
+    for name, message in said.items():
+        for both in BOTH_FORMS:
+            message = message.replace(both, "")
+        assert "--" not in message, (name, said[name])
+    assert filled.unlock(force=True) is not None

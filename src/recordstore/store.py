@@ -107,7 +107,7 @@ def _undone_runs(history: list[RunInfo]) -> set[int]:
 #: The runs that change no record, which a restore cannot undo: what to say instead.
 _UNDOABLE_ELSEWISE = {
     "prune": "a prune: the backups it deleted are gone for good, and it changed no record to restore",
-    "index": "an index run: it changed no record; `store index drop` removes an index",
+    "index": "an index run: it changed no record; `store index drop`, or drop_index(), removes an index",
 }
 
 
@@ -382,11 +382,11 @@ class Store:
         checked("force", force, bool)
         if run is None and domain is None:
             if key is not None:
-                raise RecordStoreError("restore of a key needs its domain too (--domain)")
-            raise RecordStoreError("restore needs a run (--run) or a domain (--domain)")
+                raise RecordStoreError("a restore of a key needs its domain too")
+            raise RecordStoreError("a restore needs a run or a domain")
         if run is not None and (domain is not None or key is not None):
             raise RecordStoreError(
-                f"restore --run {run} puts back every row run {run} changed, in any domain; --domain and --key "
+                f"a restore of run {run} puts back every row run {run} changed, in any domain; a domain and a key "
                 "choose the latest backups instead: give one or the other"
             )
         if run is not None:
@@ -434,7 +434,7 @@ class Store:
             last = int(conn.execute(select(func.max(runs.c.id))).scalar() or 0)
         if before > last + 1:  # a typo for an older run would delete every backup
             raise RecordStoreError(
-                f"there is no run {before}: the last is run {last} (--before {last + 1} deletes every backup)"
+                f"there is no run {before}: the last is run {last} (a prune before run {last + 1} deletes every backup)"
             )
         with self._held_run("prune", options={"before": before}) as run:
             with translate_errors(), run.engine.connect() as conn, conn.begin():
