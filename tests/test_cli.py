@@ -480,7 +480,7 @@ def test_restore_says_why_there_is_nothing_to_restore(cli: Any, home: Path) -> N
     assert res.exit_code == 3 and "run 3 is a prune: the backups it deleted are gone for good" in res.stderr, res.stderr
     assert cli("index", "add", "task", "status").exit_code == 0  # run 4
     res = cli("restore", "--run", "4")
-    assert res.exit_code == 3 and "`store index drop` removes an index" in res.stderr, res.stderr
+    assert res.exit_code == 3 and "`store index drop`, or drop_index(), removes an index" in res.stderr, res.stderr
     # A domain with no backups left: a restore of nothing, as asked.
     res = cli("restore", "--domain", "task")
     assert res.exit_code == 0 and res.stdout.startswith("restored 0 record(s)"), res.stdout

@@ -206,7 +206,7 @@ def test_a_link_in_out_to_a_file_outside_is_replaced_never_followed(
 
     result = store.export_to(out)
     assert sorted(p.path for p in result.problems) == sorted([rel, dangling])
-    assert all(p.reason == "exists in the export directory (use --force to overwrite)" for p in result.problems)
+    assert all(p.reason == "exists in the export directory (use --force, or overwrite=True, to overwrite)" for p in result.problems)
     assert_good_files_written(home, out, {rel, dangling})
 
     result = store.export_to(out, overwrite=True)
@@ -274,9 +274,9 @@ def test_existing_files_are_refused_unless_forced(world: tuple[Home, Path, Path]
 
     result = store.export_to(out)
     assert result.files == 0 and len(result.problems) == len(home.exact)
-    assert all(p.reason == "exists in the export directory (use --force to overwrite)" for p in result.problems)
+    assert all(p.reason == "exists in the export directory (use --force, or overwrite=True, to overwrite)" for p in result.problems)
     assert edited.read_bytes() == b"edited by hand"
-    assert_cli_export(cli, out, [r"exists in the export directory \(use --force to overwrite\)$"] * len(home.exact))
+    assert_cli_export(cli, out, [r"exists in the export directory \(use --force, or overwrite=True, to overwrite\)$"] * len(home.exact))
     assert edited.read_bytes() == b"edited by hand"
 
     assert_cli_export(cli, out, [], "--force")
@@ -375,7 +375,7 @@ def test_a_file_that_appears_during_export_is_never_replaced_without_force(
 
     monkeypatch.setattr(exporter_module._Writer, "flush", racing_flush)
     result = store.export_to(out)
-    assert [str(p) for p in result.problems] == [f"{rel}: cannot write: exists in the export directory (use --force to overwrite)"]
+    assert [str(p) for p in result.problems] == [f"{rel}: cannot write: exists in the export directory (use --force, or overwrite=True, to overwrite)"]
     assert (out / rel).read_text() == "someone else's file"
     assert not [p for p in out.rglob("*.rstmp")]
 

@@ -77,6 +77,89 @@ def test_a_run_number_of_another_type_is_refused_before_any_run_begins(filled: S
     assert filled.query("a").version(2).count() == 1  # nothing restored
 
 
+#: Calls with an argument of the wrong type or out of range, and the parameter each names.
+WRONG_ARGUMENTS: list[tuple[str, Any]] = [
+    ("paths", lambda s, home: s.import_paths(None)),
+    ("paths", lambda s, home: s.import_paths(b"two")),
+    ("paths", lambda s, home: s.import_paths([home, 5])),
+    ("domain", lambda s, home: s.import_paths(home, domain=["a"])),
+    ("jobs", lambda s, home: s.import_paths([home], jobs="2")),
+    ("jobs", lambda s, home: s.import_paths([home], jobs=-1)),
+    ("jobs", lambda s, home: s.import_paths([home], jobs=True)),
+    ("progress", lambda s, home: s.import_paths(home, progress=5)),
+    ("diff", lambda s, home: s.plan(diff="2")),
+    ("diff", lambda s, home: s.plan(diff=-1)),
+    ("jobs", lambda s, home: s.plan(jobs=-1)),
+    ("domains", lambda s, home: s.plan(5)),
+    ("domains", lambda s, home: s.migrate([["a"]])),
+    ("jobs", lambda s, home: s.migrate(jobs=1.0)),
+    ("dry_run", lambda s, home: s.migrate(dry_run="yes")),
+    ("atomic", lambda s, home: s.migrate(atomic=1)),
+    ("failure_limit", lambda s, home: s.history(1, failure_limit="x")),
+    ("failure_limit", lambda s, home: s.history(1, failure_limit=-1)),
+    ("failure_limit", lambda s, home: s.history(failure_limit=True)),
+    ("domain", lambda s, home: s.query(["a"])),
+    ("key", lambda s, home: s.get("a", 5)),
+    ("out", lambda s, home: s.export_to(5)),
+    ("out", lambda s, home: s.export_to(b"out")),
+    ("overwrite", lambda s, home: s.export_to(home.parent / "out", overwrite="no")),
+    ("domains", lambda s, home: s.export_to(home.parent / "out", domains=[("a",)])),
+    ("key", lambda s, home: s.restore(domain="a", key=5)),
+    ("domain", lambda s, home: s.restore(domain=["a"])),
+    ("force", lambda s, home: s.restore(run=1, force="no")),
+    ("force", lambda s, home: s.unlock(force="yes")),
+    ("before", lambda s, home: s.prune_backups(-1)),
+    ("domain", lambda s, home: s.add_index(["a"], "name")),
+    ("domain", lambda s, home: s.drop_index(["a"], "name")),
+    ("key", lambda s, home: s.query("a").key(None)),
+    ("descending", lambda s, home: s.query("a").order_by("name", descending="yes")),
+]
+
+
+@pytest.mark.parametrize(("name", "call"), WRONG_ARGUMENTS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(WRONG_ARGUMENTS)])
+def test_an_argument_of_the_wrong_type_or_range_is_refused_naming_the_parameter(
+    filled: Store, two_domains: Path, name: str, call: Any
+) -> None:
+    """``import_paths(None)``, ``jobs="2"``, ``plan(diff="2")``, ``failure_limit="x"`` and
+    ``get("a", 5)`` raised a raw TypeError, ValueError or AttributeError, outside the
+    error tree; ``jobs=-1`` and ``diff=-1`` ran as 0, ``failure_limit=-1`` meant no limit,
+    ``overwrite="no"`` overwrote. Each is now one RecordStoreError naming the parameter
+    and what it takes, before any run begins."""
+    before = [(r.id, r.kind, r.outcome) for r in filled.history()]
+    with pytest.raises(RecordStoreError, match=rf"^{name} must be "):
+        call(filled, two_domains)
+    assert [(r.id, r.kind, r.outcome) for r in filled.history()] == before
+    assert not (two_domains.parent / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("target", {"target": b"x.db"}), ("target", {"target": 5}), ("wait", {"wait": "2"}), ("wait", {"wait": -1}),
+     ("wait", {"wait": True}), ("create", {"create": "no"})],
+)
+def test_a_store_opened_with_an_argument_of_the_wrong_type_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, kwargs: dict[str, Any]
+) -> None:
+    """``Store(b"x.db")`` raised a raw TypeError; ``wait="2"`` failed only at the first
+    write, and ``create="no"`` created the store."""
+    monkeypatch.chdir(tmp_path)
+    kwargs.setdefault("target", "x.db")
+    with pytest.raises(RecordStoreError, match=rf"^{name} must be "):
+        Store(**kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_in_takes_a_frozenset_as_it_takes_a_set(filled: Store) -> None:
+    """``where(path, "in", frozenset(...))`` was refused, "needs a list of values", where a
+    set was taken."""
+    query = filled.query()
+    for values in (["a"], ("a",), {"a"}, frozenset({"a"})):
+        assert [r.domain for r in query.where("name", "in", values)] == ["a"]
+        assert [r.domain for r in query.where("name", "not in", values)] == ["b"]
+    with pytest.raises(RecordStoreError, match="needs a list, tuple or set of values"):
+        query.where("name", "in", "a")
+
+
 def test_an_empty_selection_of_domains_selects_none(filled: Store, tmp_path: Path) -> None:
     """A program's filter that picked no domain got a plan, an export and a migration
     of every domain (the migration writing them all); now each does nothing, and its
@@ -438,3 +521,82 @@ def test_restoring_a_run_takes_work_in_proportion_to_its_records(tmp_path: Path)
     home holds about 35 minutes (the migration itself: 6 s)."""
     small, large = _restore_work(tmp_path, 1000), _restore_work(tmp_path, 4000)
     assert large < 8 * small, (small, large)  # 4 times the records: about 4 times the work, not 16
+
+
+def _plant_remote_lock(db: Path) -> None:
+    """The lock row (and its running run) of a writer on another host, gone with it."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        run = conn.execute(
+            "INSERT INTO runs (kind, started_at, outcome, pid, host) "
+            "VALUES ('import', '2026-01-01T00:00:00Z', 'running', 4242, 'gone-container')"
+        ).lastrowid
+        conn.execute(
+            "INSERT INTO lock (id, operation, run_id, pid, host, acquired_at) "
+            "VALUES (1, 'import', ?, 4242, 'gone-container', '2026-01-01T00:00:00Z')",
+            (run,),
+        )
+
+
+#: How a message names a CLI flag together with the library's parameter.
+BOTH_FORMS = (
+    "use --force, or overwrite=True, to overwrite",
+    "pass --force, or force=True,",
+    "(--wait, or Store(wait=seconds))",
+    "'store unlock --force', or unlock(force=True),",
+    "(--jobs 0, or jobs=0)",
+)
+
+
+def test_library_errors_name_the_parameter_a_library_user_passes(
+    filled: Store, two_domains: Path, db_path: Path, tmp_path: Path
+) -> None:
+    """A library user was told "use --force to overwrite" (the parameter is
+    ``overwrite=True``), "retry later or pass --wait", "pass --force to restore them
+    anyway", "'store unlock --force' releases the store", "run the import again ... or
+    with --jobs 0", "restore needs a run (--run) or a domain (--domain)": advice for a
+    command line they do not use. Each names both forms once, or neither."""
+    from recordstore import BusyError, RestoreConflictError
+    from recordstore.workers import _died
+
+    said: dict[str, str] = {}
+    filled.export_to(tmp_path / "out")
+    said["export"] = str(filled.export_to(tmp_path / "out").problems[0])
+    filled.migrate()
+    (two_domains / "a" / "1.json").write_text(json.dumps({"schema_version": 2, "name": "changed"}))
+    assert filled.import_paths(two_domains).ok  # run 3 changes what run 2 migrated
+    with pytest.raises(RestoreConflictError) as conflict:
+        filled.restore(run=2)
+    said["conflict"] = str(conflict.value)
+    filled.add_index("a", "name")
+    index_run = filled.history()[-1].id
+    for name, call in {
+        "nothing": lambda: filled.restore(),
+        "key alone": lambda: filled.restore(key="a/1.json"),
+        "both": lambda: filled.restore(run=2, domain="a"),
+        "index run": lambda: filled.restore(run=index_run),
+        "prune": lambda: filled.prune_backups(99),
+    }.items():
+        with pytest.raises(RecordStoreError) as info:
+            call()
+        said[name] = str(info.value)
+    said["worker"] = str(_died("import"))
+    _plant_remote_lock(db_path)
+    for name, call in {"busy": filled.migrate, "unlock": filled.unlock}.items():
+        with pytest.raises(BusyError) as busy:
+            call()
+        said[name] = str(busy.value)
+
+    assert "use --force, or overwrite=True, to overwrite" in said["export"]
+    assert "pass --force, or force=True, to restore them anyway" in said["conflict"]
+    assert "retry later, or wait for it (--wait, or Store(wait=seconds))" in said["busy"]
+    assert "'store unlock --force', or unlock(force=True), releases the store" in said["busy"]
+    assert "'store unlock --force', or unlock(force=True), releases the store" in said["unlock"]
+    assert "(--jobs 0, or jobs=0)" in said["worker"]
+    assert "`store index drop`, or drop_index(), removes an index" in said["index run"]
+    for name, message in said.items():
+        for both in BOTH_FORMS:
+            message = message.replace(both, "")
+        assert "--" not in message, (name, said[name])
+    assert filled.unlock(force=True) is not None

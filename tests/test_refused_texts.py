@@ -124,7 +124,7 @@ def test_a_slot_a_changed_file_now_refuses_gives_up_its_record_with_a_backup(
 
     # Restoring that import would drop the text the file holds there (export would then
     # write the record over the application's newer line): a conflict, unless forced.
-    with pytest.raises(RestoreConflictError, match=r"refused text .*pass --force") as conflict:
+    with pytest.raises(RestoreConflictError, match=r"refused text .*pass --force, or force=True, to restore them anyway") as conflict:
         store.restore(run=again.run_id)
     assert conflict.value.keys == [("runtime", f"{EVENTS}/thr_b.jsonl:2")]
     assert refused_of(db_path) == {(f"{EVENTS}/thr_b.jsonl", 1, f"{EVENTS}/thr_b.jsonl:2", line(2, version=9))}

@@ -22,7 +22,9 @@ This module imports nothing of recordstore, so every other module may import it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 class RecordStoreError(Exception):
@@ -161,6 +163,39 @@ class RestoreConflictError(StoreError):
     def __init__(self, message: str, *, keys: list[tuple[str, str]]):
         super().__init__(message)
         self.keys = keys
+
+
+#: What a parameter of each type takes, as :func:`checked` says it.
+_TAKES: dict[Any, str] = {bool: "True or False", int: "an integer", str: "a string", (int, float): "a number"}
+
+
+def checked(
+    name: str,
+    value: _T,
+    takes: type[Any] | tuple[type[Any], ...],
+    *,
+    what: str | None = None,
+    least: float | None = None,
+    most: float | None = None,
+    optional: bool = False,
+    error: type[RecordStoreError] = RecordStoreError,
+) -> _T:
+    """``value``, if it is what the parameter ``name`` of a public method takes: an
+    instance of ``takes`` (``None`` too, if ``optional``), from ``least`` to ``most``. A
+    bool is not an int here (SQL reads ``True`` as 1). Otherwise ``error``, one line
+    naming the parameter and what it takes, raised where the library meets its caller,
+    before any run begins; the CLI, which calls the same methods, says the same."""
+    if value is None and optional:
+        return value
+    if isinstance(value, bool) and takes is not bool or not isinstance(value, takes):
+        raise error(f"{name} must be {what or _TAKES[takes]}, not {value!r}")
+    number: Any = value
+    if least is not None and not number >= least or most is not None and not number <= most:  # NaN is neither
+        bounds = f"between {least} and {most}" if least is not None and most is not None else (
+            f"at least {least}" if least is not None else f"at most {most}"
+        )
+        raise error(f"{name} must be {bounds}, not {value!r}")
+    return value
 
 
 def describe(exc: BaseException) -> str:

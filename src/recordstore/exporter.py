@@ -86,6 +86,10 @@ STAGE_BYTES = 64 * 1024 * 1024
 #: A file's text is encoded and written in pieces of about this many characters.
 WRITE_CHARS = 1 << 20
 
+#: Why a file already in the export directory was not written: the CLI's flag and the
+#: library's parameter, for whoever reads it.
+EXISTS = "exists in the export directory (use --force, or overwrite=True, to overwrite)"
+
 
 def _utf8(text: str) -> bytes:
     try:
@@ -263,7 +267,7 @@ class _Writer:
         if stat.S_ISDIR(st.st_mode):  # --force would not help
             raise ExportError(relpath, f"refused: {target} exists and is a directory")
         if not self.overwrite:
-            raise ExportError(relpath, "exists in the export directory (use --force to overwrite)")
+            raise ExportError(relpath, EXISTS)
         if stat.S_ISLNK(st.st_mode):  # the link is replaced: the file it led to tells the mode
             try:
                 st = os.stat(target)
@@ -308,7 +312,7 @@ class _Writer:
         try:
             os.link(tmp, target, follow_symlinks=False)
         except FileExistsError:
-            raise FileExistsError(errno.EEXIST, "exists in the export directory (use --force to overwrite)") from None
+            raise FileExistsError(errno.EEXIST, EXISTS) from None
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
                 raise

@@ -842,7 +842,7 @@ def restore_records(
             changed_back = {row.id for row in _as_left_by(conn, from_run, changed)}
             conflicts = [(row.domain, row.key) for row in changed if row.id not in changed_back]
             if conflicts:
-                raise _conflict(from_run, conflicts, "were changed again by a later run", "pass --force to restore them anyway")
+                raise _conflict(from_run, conflicts, "were changed again by a later run", "pass --force, or force=True, to restore them anyway")
         # A record that is gone goes back into its place in its file (its slot), which a
         # later import may have given to another record or to a refused text since.
         gone = [b for b in chosen if b.record_id not in current]
@@ -853,7 +853,7 @@ def restore_records(
                     from_run,
                     [(b.domain, b.key) for b in gone if b.record_id in removed],
                     "were removed by a later run (their file no longer holds them)",
-                    "pass --force to put them back anyway",
+                    "pass --force, or force=True, to put them back anyway",
                 )
         if from_run is None:
             # Records that held one place one after the other: the latest backup of it.
@@ -872,7 +872,7 @@ def restore_records(
                 from_run,
                 [(b.domain, b.key) for b in taken],
                 "would go back into a place in their file that now holds another record or a refused text",
-                "pass --force to restore them anyway (a record there is backed up; a refused text is dropped, "
+                "pass --force, or force=True, to restore them anyway (a record there is backed up; a refused text is dropped, "
                 "and the next import reads it from the file again)",
             )
         occupants = sorted({held_by_record[slot] for b in taken if (slot := (b.file_id, b.position)) in held_by_record})
@@ -882,7 +882,7 @@ def restore_records(
                 from_run,
                 [(b.domain, b.key) for b in taken or gone],
                 "belong in the same place of their file as another record to restore",
-                "restore them one at a time (--domain and --key)",
+                "restore them one at a time, by domain and key",
             )
         leaving_ids = [b.record_id for b in put_back] + [a.id for a in added]
         backup_rows(conn, present + occupants + leaving_ids, run.run_id, "restore")

@@ -15,6 +15,7 @@ import functools
 import operator
 import re
 from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
@@ -24,7 +25,7 @@ from sqlalchemy import ColumnElement, and_, case, false, func, literal_column, n
 from . import jsoncodec
 from .connections import INT_MAX
 from .engine import refuse_if_closed, translate_errors
-from .errors import QueryError
+from .errors import QueryError, checked
 from .tables import files, records
 
 if TYPE_CHECKING:
@@ -174,11 +175,7 @@ def _scalar(value: Any, path: str) -> Any:
 
 def _count(n: int, what: str) -> int:
     """``n`` if SQLite can take it as a limit, an offset or a version."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise QueryError(f"{what} must be an integer, not {n!r}")
-    if not 0 <= n <= INT_MAX:
-        raise QueryError(f"{what} must be between 0 and {INT_MAX}, not {n}")
-    return n
+    return checked(what, n, int, least=0, most=INT_MAX, error=QueryError)
 
 
 def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
@@ -195,8 +192,8 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
         present = (op == "exists") == (value is not False)
         return _type_expr(path).is_not(None) if present else _type_expr(path).is_(None)
     if op in ("in", "not in"):
-        if not isinstance(value, (list, tuple, set)):
-            raise QueryError(f"{path}: '{op}' needs a list of values")
+        if not isinstance(value, (Sequence, AbstractSet)) or isinstance(value, (str, bytes, bytearray)):
+            raise QueryError(f"{path}: '{op}' needs a list, tuple or set of values, not {value!r}")
         values = [_scalar(v, path) for v in value]
         if any(isinstance(v, bool) or v is None for v in values):
             raise QueryError(f"{path}: '{op}' takes strings and numbers; use '=' for true, false and null")
@@ -270,6 +267,7 @@ class Query:
         return replace(self, conditions=(*self.conditions, records.c.version == _count(version, "version")))
 
     def key(self, key: str) -> Query:
+        checked("key", key, str, error=QueryError)
         if not jsoncodec.is_utf8(key):  # a file name that is not UTF-8: the store keeps none
             return replace(self, conditions=(*self.conditions, false()))
         # Keys have no index of their own: the file's path (unique, indexed) narrows the
@@ -278,6 +276,7 @@ class Query:
         return replace(self, conditions=(*self.conditions, in_file, records.c.key == key))
 
     def order_by(self, path: str = "key", *, descending: bool = False) -> Query:
+        checked("descending", descending, bool, error=QueryError)
         if path != "key":
             json_paths_served(self.engine)
             json_path(path)

@@ -107,10 +107,10 @@ def start_token(pid: int) -> str | None:
 def _describe_holder(row: Any) -> str:
     said = (
         f"the store is busy: {row.operation} (run {row.run_id}) is running in process {row.pid} "
-        f"on {row.host} since {row.acquired_at}; retry later or pass --wait"
+        f"on {row.host} since {row.acquired_at}; retry later, or wait for it (--wait, or Store(wait=seconds))"
     )
     if row.host != HOST:
-        said += " (if that process is gone with its host, 'store unlock --force' releases the store)"
+        said += " (if that process is gone with its host, 'store unlock --force', or unlock(force=True), releases the store)"
     return said
 
 
@@ -157,7 +157,7 @@ def _refuse_live_holder(row: Any, force: bool) -> None:
             said = (
                 f"the store is held by {row.operation} (run {row.run_id}), process {row.pid} on host "
                 f"{row.host} since {row.acquired_at}, which cannot be told gone from {HOST}; if it no "
-                f"longer runs (its machine or container is gone), 'store unlock --force' releases the store"
+                f"longer runs (its machine or container is gone), 'store unlock --force', or unlock(force=True), releases the store"
             )
         raise BusyError(said, holder=_holder(row))
 

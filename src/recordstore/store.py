@@ -9,13 +9,13 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text
 
 from .connections import INT_MAX
 from .engine import close_engine, default_db_path, open_engine, translate_errors
-from .errors import ExportError, InputError, QueryError, RecordStoreError, StoreError
+from .errors import ExportError, InputError, QueryError, RecordStoreError, StoreError, checked
 from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer, keep_import_digests
 from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
@@ -29,6 +29,7 @@ from .tables import backups, file_backups, files, indexes, records, refused, run
 __all__ = ["CheckResult", "DomainStatus", "Progress", "Store", "StoreStatus"]
 
 
+@runtime_checkable
 class Progress(Protocol):
     """What long operations report to: a total (always a number), then steps done."""
 
@@ -106,7 +107,7 @@ def _undone_runs(history: list[RunInfo]) -> set[int]:
 #: The runs that change no record, which a restore cannot undo: what to say instead.
 _UNDOABLE_ELSEWISE = {
     "prune": "a prune: the backups it deleted are gone for good, and it changed no record to restore",
-    "index": "an index run: it changed no record; `store index drop` removes an index",
+    "index": "an index run: it changed no record; `store index drop`, or drop_index(), removes an index",
 }
 
 
@@ -133,6 +134,9 @@ class Store:
         wait: float | None = None,
         create: bool = True,
     ):
+        checked("target", target, (str, os.PathLike), what="a path or a URL (str or os.PathLike)", optional=True)
+        checked("wait", wait, (int, float), what="a number of seconds", least=0, optional=True)
+        checked("create", create, bool)
         self.registry = registry.validate() if isinstance(registry, Registry) else load_registry(registry)
         self.target = target if target is not None else default_db_path()
         self.wait = wait
@@ -207,7 +211,10 @@ class Store:
         (default: :func:`~recordstore.importer.default_jobs`
         for an import of many files; 0: none). The store ends up the same either way."""
         paths = _paths(paths)
+        _domain(domain)
         forced = self.registry[domain] if domain is not None else None
+        _progress(progress)
+        checked("jobs", jobs, int, least=0, optional=True)
         result = ImportResult(run_id=None)
         walk_problems: list[InputError] = []  # missing paths, unreadable directories
         found = discover(paths, self.registry, forced, walk_problems)
@@ -250,11 +257,14 @@ class Store:
         """Write every record (of ``domains``: ``None`` for all, an empty list for none)
         back to ``out/<source path>``, and every refused record's text in its place, as
         its file held it."""
+        checked("out", out, (str, os.PathLike), what="a path (str or os.PathLike)")
         if not os.fspath(out).strip():
             raise ExportError(repr(os.fspath(out)), "the export directory's path is empty (an unset setting?)")
         domains = _names(domains)
         for name in domains or ():
             self.registry[name]
+        checked("overwrite", overwrite, bool)
+        _progress(progress)
         with translate_errors(), self.engine.connect() as conn, conn.begin():
             return export_records(conn, Path(os.path.expanduser(out)), domains, overwrite=overwrite, progress=progress)
 
@@ -275,6 +285,7 @@ class Store:
 
     def query(self, domain: str | None = None) -> Query:
         """A query over ``domain``'s records (all domains when ``None``)."""
+        _domain(domain)
         if domain is not None and domain not in self.registry.domains:
             self.registry[domain]
         return Query(self.engine, domain)
@@ -283,7 +294,10 @@ class Store:
         return self.query(domain).key(key).first()
 
     def history(self, run: int | None = None, *, failure_limit: int | None = None) -> list[RunInfo]:
-        if run is not None and not 0 <= _run_number(run, "run") <= INT_MAX:  # no SQLite integer: no such run
+        # Not a bool, which SQL reads as run 1; checked before any run begins (a restore's).
+        checked("run", run, int, what="a run number (an integer)", optional=True)
+        checked("failure_limit", failure_limit, int, least=0, most=INT_MAX, optional=True)
+        if run is not None and not 0 <= run <= INT_MAX:  # no SQLite integer: no such run
             raise RecordStoreError(f"no run {run} in this store")
         with translate_errors(), self.engine.connect() as conn, conn.begin():
             found = read_history(conn, run, failure_limit=failure_limit)
@@ -297,7 +311,7 @@ class Store:
         when none held it. A writer on another host, which cannot be told gone from
         here, only with ``force``; a running one never (:class:`BusyError`). See
         :func:`~recordstore.runs.release_lock`."""
-        return release_lock(self.engine, force=force)
+        return release_lock(self.engine, force=checked("force", force, bool))
 
     # ----------------------------------------------------------------- migrating
 
@@ -319,6 +333,11 @@ class Store:
         domains = _names(domains)
         for name in domains or ():
             self.registry[name]
+        for flag, value in (("dry_run", dry_run), ("fail_fast", fail_fast), ("atomic", atomic)):
+            checked(flag, value, bool)
+        checked("diff", diff, int, least=0)
+        _progress(progress)
+        checked("jobs", jobs, int, least=0, optional=True)
         self.registry.validate()  # changed since the store opened? A broken chain is a RegistryError here.
         if dry_run:
             return migrate_records(
@@ -358,13 +377,16 @@ class Store:
         """Put back the rows a run changed (``run``), or the latest backups of a domain's
         records (``domain``, optionally one ``key``): one or the other, not both. Itself a
         recorded run."""
+        _domain(domain)
+        checked("key", key, str, optional=True)
+        checked("force", force, bool)
         if run is None and domain is None:
             if key is not None:
-                raise RecordStoreError("restore of a key needs its domain too (--domain)")
-            raise RecordStoreError("restore needs a run (--run) or a domain (--domain)")
+                raise RecordStoreError("a restore of a key needs its domain too")
+            raise RecordStoreError("a restore needs a run or a domain")
         if run is not None and (domain is not None or key is not None):
             raise RecordStoreError(
-                f"restore --run {run} puts back every row run {run} changed, in any domain; --domain and --key "
+                f"a restore of run {run} puts back every row run {run} changed, in any domain; a domain and a key "
                 "choose the latest backups instead: give one or the other"
             )
         if run is not None:
@@ -407,13 +429,12 @@ class Store:
 
     def prune_backups(self, before: int) -> int:
         """Delete the backups written by runs before run ``before``; returns how many."""
-        if not 0 <= _run_number(before, "--before") <= INT_MAX:
-            raise RecordStoreError(f"--before must be a run number, not {before}")
+        checked("before", before, int, what="a run number (an integer)", least=0, most=INT_MAX)
         with translate_errors(), self.engine.connect() as conn:
             last = int(conn.execute(select(func.max(runs.c.id))).scalar() or 0)
         if before > last + 1:  # a typo for an older run would delete every backup
             raise RecordStoreError(
-                f"there is no run {before}: the last is run {last} (--before {last + 1} deletes every backup)"
+                f"there is no run {before}: the last is run {last} (a prune before run {last + 1} deletes every backup)"
             )
         with self._held_run("prune", options={"before": before}) as run:
             with translate_errors(), run.engine.connect() as conn, conn.begin():
@@ -490,6 +511,7 @@ class Store:
 
     def add_index(self, domain: str, path: str) -> str:
         """Index a JSON path so equality and range filters on it stop scanning."""
+        _domain(domain)
         self.registry[domain]
         json_paths_served(self.engine)
         name, sql_path, ddl = index_ddl(path)
@@ -519,6 +541,7 @@ class Store:
         """Drop the index on ``path`` in ``domain``. One that is not there is refused
         before any run begins, so a mistyped path leaves no failed run in the history
         (unless waiting for another writer, which may be adding it)."""
+        _domain(domain)
         name, sql_path, _ = index_ddl(path)
         missing = QueryError(f"no index on {path} in domain {domain!r}")
         if self.wait is None and (domain, sql_path) not in self.indexes():
@@ -536,20 +559,20 @@ def _paths(given: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> 
     """The paths given: one path (not its characters) or many, ``~`` expanded as
     :class:`Store` expands its own. An empty one is refused, as :class:`Store` refuses
     its own: it would be the working directory (read or written)."""
-    items = [given] if isinstance(given, (str, os.PathLike)) else list(given)
+    items: list[Any] = [given]
+    if isinstance(given, Iterable) and not isinstance(given, (str, os.PathLike, bytes)):
+        items = list(given)
     for p in items:
+        checked("paths", p, (str, os.PathLike), what="a path (str or os.PathLike) or an iterable of them")
         if not os.fspath(p).strip():
             raise InputError(repr(os.fspath(p)), "the path to import is empty (an unset setting?)")
     return [os.path.expanduser(p) for p in items]
 
 
-def _run_number(given: int, what: str) -> int:
-    """``given`` if it can be a run's number: an int, not a bool (which SQL reads as run
-    1). Checked before any run begins, as :func:`~recordstore.query._count` checks a
-    limit: another type failed (or, a float, pruned) inside a run the history then kept."""
-    if isinstance(given, bool) or not isinstance(given, int):
-        raise RecordStoreError(f"{what} must be a run number (an integer), not {given!r}")
-    return given
+def _domain(given: str | None) -> None:
+    """A domain's name given, or None; another type (a list: an unhashable key) is
+    refused before the registry is asked."""
+    checked("domain", given, str, what="a domain's name (a string)", optional=True)
 
 
 def _names(given: Iterable[str] | str | None) -> list[str] | None:
@@ -557,7 +580,15 @@ def _names(given: Iterable[str] | str | None) -> list[str] | None:
     would be empty by the time the domains were used)."""
     if given is None:
         return None
-    return [given] if isinstance(given, str) else list(given)
+    names: list[Any] = list(given) if isinstance(given, Iterable) and not isinstance(given, (str, bytes)) else [given]
+    for name in names:
+        checked("domains", name, str, what="a domain's name (a string) or an iterable of them")
+    return names
+
+
+def _progress(given: Progress | None) -> None:
+    """A progress given is one: it has ``start`` and ``advance``."""
+    checked("progress", given, Progress, what="a Progress (with start and advance methods)", optional=True)
 
 
 def _stored_by(conn: Connection, run_id: int) -> dict[str, int]:

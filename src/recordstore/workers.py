@@ -227,7 +227,7 @@ def result(future: Future[T], command: str) -> T:
 def _died(command: str) -> RecordStoreError:
     return RecordStoreError(
         f"a worker process of the {command} died (killed, or out of memory?); every batch committed "
-        f"so far is kept: run the {command} again to go on, or with --jobs 0"
+        f"so far is kept: run the {command} again to go on, or with no workers (--jobs 0, or jobs=0)"
     )
 
 
