@@ -543,3 +543,17 @@ def test_a_decorated_step_keeps_its_own_type_and_a_registry_iterates_domains(tmp
     )
     assert "error" not in run.stdout, run.stdout
     assert 'Revealed type is "recordstore.registry.Domain"' in run.stdout, run.stdout
+
+
+def test_migrate_value_and_registry_lookup_given_no_domain_name_say_so() -> None:
+    """``migrate_value("d", ...)`` (a name where a Domain goes) raised AttributeError, and
+    ``registry[["d"]]`` TypeError, outside the error tree."""
+    from recordstore import Registry, RegistryError, migrate_value
+
+    registry = Registry()
+    registry.domain("d", version=2, files=["d/*.json"]).step(1)(lambda record: None)
+    with pytest.raises(RegistryError, match="domain must be a Domain"):
+        migrate_value("d", "k", {}, 1)  # type: ignore[arg-type]
+    with pytest.raises(RegistryError, match=r"unknown domain \['d'\]"):
+        registry[["d"]]  # type: ignore[index]
+    assert migrate_value(registry["d"], "k", {}, 1) == {"schema_version": 2}

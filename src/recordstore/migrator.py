@@ -29,7 +29,16 @@ from .engine import (
     translate_errors,
     unchecked_foreign_keys,
 )
-from .errors import InputError, MigrationError, NewerVersionError, RestoreConflictError, describe, one_line
+from .errors import (
+    InputError,
+    MigrationError,
+    NewerVersionError,
+    RegistryError,
+    RestoreConflictError,
+    checked,
+    describe,
+    one_line,
+)
 from .importer import LAYOUT, as_text, backup_file_layout, backup_rows, backup_span
 from .parsing import indent_of
 from .registry import Domain, Registry, Step
@@ -134,6 +143,7 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
     (:class:`NewerVersionError`: no step can bring it back) and one that is no version
     (:class:`InputError`); a domain whose chain is broken is a :class:`RegistryError`.
     """
+    checked("domain", domain, Domain, what="a Domain (as registry[name] gives it)", error=RegistryError)
     domain.validate()
     if type(version) is not int or version < 1:
         raise InputError(key, f"{domain.version_field} must be a positive integer, not {version!r}")

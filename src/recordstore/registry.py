@@ -420,7 +420,7 @@ class Registry:
     def __getitem__(self, name: str) -> Domain:
         try:
             return self.domains[name]
-        except KeyError:
+        except (KeyError, TypeError):  # (TypeError: a list, say, which no name is)
             known = ", ".join(sorted(self.domains)) or "none"
             raise RegistryError(f"unknown domain {name!r} (known: {known})", domain=name) from None
 
