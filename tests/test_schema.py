@@ -218,3 +218,40 @@ def test_the_refused_texts_revision_downgrades_and_upgrades_again(tmp_path: Path
         assert (again.unchanged, again.rejected) == (1, 1)
         store.export_to(tmp_path / "out")
     assert (tmp_path / "out" / "tasks" / "runtime" / "events" / "thr_x.jsonl").read_bytes() == data
+
+
+def _old_store(db: Path, revision: str) -> None:
+    """An empty store at an older revision, as that recordstore made it."""
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+    engine.dispose()
+
+
+def test_a_store_whose_bulk_import_stopped_before_0003_is_upgraded(tmp_path: Path) -> None:
+    """From 0002 on, a bulk import into an empty store dropped the records' indexes and
+    built them at its end; one stopped first (killed, Ctrl-C) left them to the next
+    writer. 0003 dropped ix_records_key unconditionally: every command on such a store
+    said 'database error: no such index: ix_records_key' (exit 3), a read too."""
+    db = tmp_path / "old.db"
+    _old_store(db, "0002_records_key_index")
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO runs (id, kind, started_at, outcome) VALUES (1, 'import', 'now', 'running')")
+        conn.execute(
+            "INSERT INTO files (id, path, domain, container, sep, digest, run_id) "
+            "VALUES (1, 'tasks/runtime/events/thr_1.jsonl', 'runtime', 'lines', '\n', 'x', 1)"
+        )
+        conn.executemany(
+            "INSERT INTO records (domain, key, version, payload, file_id, position, run_id) VALUES (?, ?, 2, ?, 1, ?, 1)",
+            [("runtime", f"tasks/runtime/events/thr_1.jsonl:{i + 1}", f'{{"schema_version":2,"seq":{i}}}', i) for i in range(3)],
+        )
+        for name in ("ix_records_key", "ix_records_file_position", "ix_records_domain_version"):
+            conn.execute(f"DROP INDEX {name}")
+    with Store(db) as store:
+        assert [r.data["seq"] for r in store.query("runtime")] == [0, 1, 2]
+        store.migrate()  # a writer builds what the stopped import left undone
+        assert store.check().ok
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD_REVISION,)]
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'records' AND type = 'index'")}
+    assert names == {"ix_records_domain_version", "ix_records_file_position"}
