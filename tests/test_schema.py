@@ -255,3 +255,46 @@ def test_a_store_whose_bulk_import_stopped_before_0003_is_upgraded(tmp_path: Pat
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD_REVISION,)]
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'records' AND type = 'index'")}
     assert names == {"ix_records_domain_version", "ix_records_file_position"}
+
+
+def test_a_record_an_older_recordstore_stored_that_this_one_cannot_read_is_reported_and_the_listing_goes_on(
+    db_path: Path, cli: Any
+) -> None:
+    """The first recordstore (revision 0001) took numbers no double holds (1e-400, and
+    at first 1e400): today's reader refuses them. 'store query' ended at such a record
+    with 'internal error: JSONError: number 1e-400 is too small for a double' (exit 70),
+    printing none of the records after it; the library raised that JSONError, outside
+    the error tree."""
+    _old_store(db_path, "0001_initial")
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("INSERT INTO runs (id, kind, started_at, outcome) VALUES (1, 'import', 'now', 'ok')")
+        rows = [("a", '{"schema_version":2,"n":1}'), ("b", '{"schema_version":2,"x":1e-400}'), ("c", '{"schema_version":2,"n":3}')]
+        for i, (name, payload) in enumerate(rows, 1):
+            conn.execute(
+                "INSERT INTO files (id, path, domain, container, digest, run_id) VALUES (?, ?, 'task', 'object', 'x', 1)",
+                (i, f"tasks/tasks/{name}.json"),
+            )
+            conn.execute(
+                "INSERT INTO records (domain, key, version, payload, file_id, position, run_id) VALUES ('task', ?, 2, ?, ?, 0, 1)",
+                (f"tasks/tasks/{name}.json", payload, i),
+            )
+    for args in (["query", "task"], ["query", "task", "--json"]):
+        res = cli(*args)
+        assert res.exit_code == 1, res.stderr
+        assert [line.split("\t")[0] if "\t" in line else line[:30] for line in res.stdout.splitlines()] == [
+            "tasks/tasks/a.json",
+            '{"key":"tasks/tasks/a.json","v',
+            "tasks/tasks/c.json",
+            '{"key":"tasks/tasks/c.json","v',
+        ][args.count("--json") :: 2]
+        assert res.stderr.count("\n") == 1
+        assert "tasks/tasks/b.json" in res.stderr and "1e-400 is too small for a double" in res.stderr
+    with Store(db_path) as store:
+        record = store.get("task", "tasks/tasks/b.json")
+        assert record is not None
+        with pytest.raises(StoreError, match="task tasks/tasks/b.json: .*1e-400 is too small for a double"):
+            record.data
+        assert record.text == '{"schema_version":2,"x":1e-400}'
+    out = db_path.parent / "out"
+    assert cli("export", out).exit_code == 0
+    assert (out / "tasks" / "tasks" / "b.json").read_text() == '{"schema_version":2,"x":1e-400}'
