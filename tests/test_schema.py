@@ -218,3 +218,83 @@ def test_the_refused_texts_revision_downgrades_and_upgrades_again(tmp_path: Path
         assert (again.unchanged, again.rejected) == (1, 1)
         store.export_to(tmp_path / "out")
     assert (tmp_path / "out" / "tasks" / "runtime" / "events" / "thr_x.jsonl").read_bytes() == data
+
+
+def _old_store(db: Path, revision: str) -> None:
+    """An empty store at an older revision, as that recordstore made it."""
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+    engine.dispose()
+
+
+def test_a_store_whose_bulk_import_stopped_before_0003_is_upgraded(tmp_path: Path) -> None:
+    """From 0002 on, a bulk import into an empty store dropped the records' indexes and
+    built them at its end; one stopped first (killed, Ctrl-C) left them to the next
+    writer. 0003 dropped ix_records_key unconditionally: every command on such a store
+    said 'database error: no such index: ix_records_key' (exit 3), a read too."""
+    db = tmp_path / "old.db"
+    _old_store(db, "0002_records_key_index")
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO runs (id, kind, started_at, outcome) VALUES (1, 'import', 'now', 'running')")
+        conn.execute(
+            "INSERT INTO files (id, path, domain, container, sep, digest, run_id) "
+            "VALUES (1, 'tasks/runtime/events/thr_1.jsonl', 'runtime', 'lines', '\n', 'x', 1)"
+        )
+        conn.executemany(
+            "INSERT INTO records (domain, key, version, payload, file_id, position, run_id) VALUES (?, ?, 2, ?, 1, ?, 1)",
+            [("runtime", f"tasks/runtime/events/thr_1.jsonl:{i + 1}", f'{{"schema_version":2,"seq":{i}}}', i) for i in range(3)],
+        )
+        for name in ("ix_records_key", "ix_records_file_position", "ix_records_domain_version"):
+            conn.execute(f"DROP INDEX {name}")
+    with Store(db) as store:
+        assert [r.data["seq"] for r in store.query("runtime")] == [0, 1, 2]
+        store.migrate()  # a writer builds what the stopped import left undone
+        assert store.check().ok
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD_REVISION,)]
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'records' AND type = 'index'")}
+    assert names == {"ix_records_domain_version", "ix_records_file_position"}
+
+
+def test_a_record_an_older_recordstore_stored_that_this_one_cannot_read_is_reported_and_the_listing_goes_on(
+    db_path: Path, cli: Any
+) -> None:
+    """The first recordstore (revision 0001) took numbers no double holds (1e-400, and
+    at first 1e400): today's reader refuses them. 'store query' ended at such a record
+    with 'internal error: JSONError: number 1e-400 is too small for a double' (exit 70),
+    printing none of the records after it; the library raised that JSONError, outside
+    the error tree."""
+    _old_store(db_path, "0001_initial")
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("INSERT INTO runs (id, kind, started_at, outcome) VALUES (1, 'import', 'now', 'ok')")
+        rows = [("a", '{"schema_version":2,"n":1}'), ("b", '{"schema_version":2,"x":1e-400}'), ("c", '{"schema_version":2,"n":3}')]
+        for i, (name, payload) in enumerate(rows, 1):
+            conn.execute(
+                "INSERT INTO files (id, path, domain, container, digest, run_id) VALUES (?, ?, 'task', 'object', 'x', 1)",
+                (i, f"tasks/tasks/{name}.json"),
+            )
+            conn.execute(
+                "INSERT INTO records (domain, key, version, payload, file_id, position, run_id) VALUES ('task', ?, 2, ?, ?, 0, 1)",
+                (f"tasks/tasks/{name}.json", payload, i),
+            )
+    for args in (["query", "task"], ["query", "task", "--json"]):
+        res = cli(*args)
+        assert res.exit_code == 1, res.stderr
+        assert [line.split("\t")[0] if "\t" in line else line[:30] for line in res.stdout.splitlines()] == [
+            "tasks/tasks/a.json",
+            '{"key":"tasks/tasks/a.json","v',
+            "tasks/tasks/c.json",
+            '{"key":"tasks/tasks/c.json","v',
+        ][args.count("--json") :: 2]
+        assert res.stderr.count("\n") == 1
+        assert "tasks/tasks/b.json" in res.stderr and "1e-400 is too small for a double" in res.stderr
+    with Store(db_path) as store:
+        record = store.get("task", "tasks/tasks/b.json")
+        assert record is not None
+        with pytest.raises(StoreError, match="task tasks/tasks/b.json: .*1e-400 is too small for a double"):
+            record.data
+        assert record.text == '{"schema_version":2,"x":1e-400}'
+    out = db_path.parent / "out"
+    assert cli("export", out).exit_code == 0
+    assert (out / "tasks" / "tasks" / "b.json").read_text() == '{"schema_version":2,"x":1e-400}'

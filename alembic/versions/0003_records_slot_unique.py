@@ -8,6 +8,10 @@ record's key moves one line down, and the first update met the next record's key
 What it guarded is now guarded by a unique index on (file_id, position), which export
 and change detection already read. Key lookups go through the file's path.
 
+A bulk import stopped before it built the records' indexes (killed, interrupted) left
+a store at 0002 without them, for its next writer to build: they are dropped here only
+where they exist, and the next writer builds any still missing.
+
 Revision ID: 0003_records_slot_unique
 Revises: 0002_records_key_index
 Create Date: 2026-11-23 09:40:00
@@ -22,8 +26,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.drop_index("ix_records_key", table_name="records")
-    op.drop_index("ix_records_file_position", table_name="records")
+    op.drop_index("ix_records_key", table_name="records", if_exists=True)
+    op.drop_index("ix_records_file_position", table_name="records", if_exists=True)
     op.create_index("ix_records_file_position", "records", ["file_id", "position"], unique=True)
 
 

@@ -607,15 +607,24 @@ def query(
             q = q.order_by("key" if order_by is None else order_by, descending=desc)
         q = q.limit(limit).offset(offset)
         held = _held if not _unicode_stdout() else str  # (asked once, not for every record)
+        unreadable = 0
         for record in q:
+            try:
+                data = record.data
+            except StoreError as exc:  # a payload an older recordstore stored: said, and the listing goes on
+                err.print(f"store: {exc}", markup=False)
+                unreadable += 1
+                continue
             if json_out:
-                line = {"key": record.key, "version": record.version, "record": record.data}
+                line = {"key": record.key, "version": record.version, "record": data}
                 sys.stdout.write(held(jsoncodec.encode_compact(line)) + "\n")
             else:
                 # The key escaped, as everywhere else: a line break or tab in a file's name
                 # must not break the line of its record, nor add a column.
                 key = held(printable(record.key))
-                sys.stdout.write(f"{key}\tv{record.version}\t{held(jsoncodec.encode_compact(record.data))}\n")
+                sys.stdout.write(f"{key}\tv{record.version}\t{held(jsoncodec.encode_compact(data))}\n")
+    if unreadable:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, and_, case, false, func, literal_column, n
 from . import jsoncodec
 from .connections import INT_MAX
 from .engine import refuse_if_closed, translate_errors
-from .errors import QueryError, checked
+from .errors import QueryError, StoreError, checked, printable
 from .tables import files, records
 
 if TYPE_CHECKING:
@@ -51,7 +51,16 @@ class Record:
 
     @cached_property
     def data(self) -> dict[str, Any]:
-        value = jsoncodec.decode(self.text)
+        try:
+            value = jsoncodec.decode(self.text)
+        except jsoncodec.JSONError as exc:
+            # A text an older recordstore took (the first took numbers no double holds,
+            # such as 1e-400), which this one refuses on import: ``text`` holds it, and
+            # export writes it back as it is.
+            raise StoreError(
+                f"{self.domain} {printable(self.key)}: its stored payload cannot be read: {exc.reason} "
+                "(an older recordstore stored it; export writes it back as it is)"
+            ) from exc
         assert isinstance(value, dict)
         return value
 
