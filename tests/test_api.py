@@ -139,6 +139,12 @@ def _mypy_strict(tmp_path: Path, name: str, source: str) -> str:
         "[mypy-sqlalchemy.*,alembic.*,typer.*,click.*,rich.*,orjson.*]\nfollow_imports = skip\n"
         "[mypy-recordstore.*]\nignore_errors = True\n"
     )
+    env = dict(os.environ)
+    root = Path(recordstore.__file__).parents[1]
+    if root.name != "site-packages":
+        # The recordstore these tests import, from a source tree (mypy does not read
+        # PYTHONPATH; an installed one it finds itself, and refuses site-packages here).
+        env["MYPYPATH"] = str(root)
     run = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--cache-dir", str(tmp_path / "cache"), f"{name}.py"],
         cwd=tmp_path,
@@ -146,9 +152,9 @@ def _mypy_strict(tmp_path: Path, name: str, source: str) -> str:
         text=True,
         timeout=300,
         check=False,
-        # The recordstore these tests import, wherever it is (mypy does not read PYTHONPATH).
-        env={**os.environ, "MYPYPATH": str(Path(recordstore.__file__).parents[1])},
+        env=env,
     )
+    assert run.returncode in (0, 1) and run.stdout, run.stderr  # mypy ran, and said something
     return run.stdout
 
 
