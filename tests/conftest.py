@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import recordstore
 from recordstore import Store
 from recordstore.cli import app
 
@@ -97,3 +101,32 @@ def int_of_digits(digits: str | bytes) -> int:
         chunk = digits[start : start + 100]
         value = value * 10 ** len(chunk) + int(chunk)
     return value
+
+
+def mypy_strict(tmp_path: Path, name: str, source: str) -> str:
+    """What mypy --strict says of a program ``source`` using the recordstore these tests
+    import (its own modules' errors left out)."""
+    pytest.importorskip("mypy")
+    (tmp_path / f"{name}.py").write_text(source)
+    (tmp_path / "mypy.ini").write_text(
+        "[mypy]\nstrict = True\n"
+        "[mypy-sqlalchemy.*,alembic.*,typer.*,click.*,rich.*,orjson.*]\nfollow_imports = skip\n"
+        "[mypy-recordstore.*]\nignore_errors = True\n"
+    )
+    env = dict(os.environ)
+    root = Path(recordstore.__file__).parents[1]
+    if root.name != "site-packages":
+        # The recordstore these tests import, from a source tree (mypy does not read
+        # PYTHONPATH; an installed one it finds itself, and refuses site-packages here).
+        env["MYPYPATH"] = str(root)
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--cache-dir", str(tmp_path / "cache"), f"{name}.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+    )
+    assert run.returncode in (0, 1) and run.stdout, run.stderr  # mypy ran, and said something
+    return run.stdout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import os
 from pathlib import Path
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import sys
 import pytest
 
 import recordstore
+from conftest import mypy_strict
 from recordstore import errors
 
 
@@ -129,39 +129,10 @@ def count(path: str) -> int:
 """
 
 
-def _mypy_strict(tmp_path: Path, name: str, source: str) -> str:
-    """What mypy --strict says of a program ``source`` using the recordstore these tests
-    import (its own modules' errors left out)."""
-    pytest.importorskip("mypy")
-    (tmp_path / f"{name}.py").write_text(source)
-    (tmp_path / "mypy.ini").write_text(
-        "[mypy]\nstrict = True\n"
-        "[mypy-sqlalchemy.*,alembic.*,typer.*,click.*,rich.*,orjson.*]\nfollow_imports = skip\n"
-        "[mypy-recordstore.*]\nignore_errors = True\n"
-    )
-    env = dict(os.environ)
-    root = Path(recordstore.__file__).parents[1]
-    if root.name != "site-packages":
-        # The recordstore these tests import, from a source tree (mypy does not read
-        # PYTHONPATH; an installed one it finds itself, and refuses site-packages here).
-        env["MYPYPATH"] = str(root)
-    run = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--cache-dir", str(tmp_path / "cache"), f"{name}.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=env,
-    )
-    assert run.returncode in (0, 1) and run.stdout, run.stderr  # mypy ran, and said something
-    return run.stdout
-
-
 def test_with_gives_a_subclass_of_store_its_own_type(tmp_path: Path) -> None:
     """Under mypy --strict, ``with TaskStore(...) as store`` made ``store`` a plain
     Store: '"Store" has no attribute "completed"' in a program that runs."""
-    said = _mypy_strict(tmp_path, "typed_store", SUBCLASSED_STORE)
+    said = mypy_strict(tmp_path, "typed_store", SUBCLASSED_STORE)
     assert "error" not in said, said
     assert 'Revealed type is "typed_store.TaskStore"' in said, said
 
@@ -195,5 +166,5 @@ def test_a_progress_taking_the_total_as_an_int_is_a_progress(tmp_path: Path) -> 
     """Every operation gives ``start`` a number, yet the Progress protocol said
     ``total: int | None``: under mypy --strict a progress whose ``start`` takes an int
     was 'incompatible type "Counter"; expected "Progress | None"'."""
-    said = _mypy_strict(tmp_path, "typed_progress", PROGRESS_BAR)
+    said = mypy_strict(tmp_path, "typed_progress", PROGRESS_BAR)
     assert "error" not in said, said

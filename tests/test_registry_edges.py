@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from conftest import mypy_strict
 from recordstore import (
     Domain,
     InputError,
@@ -526,23 +527,9 @@ for dom in registry:
 def test_a_decorated_step_keeps_its_own_type_and_a_registry_iterates_domains(tmp_path: Path) -> None:
     """Under mypy --strict, the decorated step became `(dict) -> dict | None` (its result
     "is not indexable") and iterating a registry gave Any."""
-    pytest.importorskip("mypy")
-    (tmp_path / "typed_use.py").write_text(TYPED_USE)
-    (tmp_path / "mypy.ini").write_text(
-        "[mypy]\nstrict = True\n"
-        # Only the registry's types matter here: the store's libraries are not read.
-        "[mypy-sqlalchemy.*,alembic.*,typer.*,click.*,rich.*,orjson.*]\nfollow_imports = skip\n"
-        "[mypy-recordstore.*]\nignore_errors = True\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--cache-dir", str(tmp_path / "cache"), "typed_use.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert "error" not in run.stdout, run.stdout
-    assert 'Revealed type is "recordstore.registry.Domain"' in run.stdout, run.stdout
+    said = mypy_strict(tmp_path, "typed_use", TYPED_USE)
+    assert "error" not in said, said
+    assert 'Revealed type is "recordstore.registry.Domain"' in said, said
 
 
 def test_migrate_value_and_registry_lookup_given_no_domain_name_say_so() -> None:
