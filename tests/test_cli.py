@@ -967,3 +967,17 @@ def test_a_relative_xdg_data_home_is_ignored(tmp_path: Path, monkeypatch: pytest
     assert default_db_path() == tmp_path / ".local" / "share" / "recordstore" / "store.db"
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "abs"))
     assert default_db_path() == tmp_path / "abs" / "recordstore" / "store.db"
+
+
+def test_an_empty_file_given_as_the_store_is_no_store(cli: Any, tmp_path: Path) -> None:
+    """`touch e.db && store --db e.db status` made the empty file a store (a mistyped
+    path to a file made by hand became one); only an import makes a store."""
+    empty = tmp_path / "e.db"
+    empty.touch()
+    cli.db = empty
+    for args in (["status"], ["history"], ["query", "task"], ["migrate"]):
+        res = cli(*args)
+        assert res.exit_code == 3 and f"no store at {empty}: the file is empty" in res.stderr, (args, res.stderr)
+    assert empty.stat().st_size == 0
+    assert cli("import", str(EXAMPLE_HOME)).exit_code == 0
+    assert cli("status").exit_code == 0

@@ -123,6 +123,14 @@ def _uri_file(database: str) -> Path | None:
     return Path(unquote(rest)).absolute() if rest else None
 
 
+def _empty(path: Path) -> bool:
+    """Whether ``path`` is a file of no bytes, or no file at all."""
+    try:
+        return path.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+
+
 def _create_private_file(path: Path) -> None:
     """Create the store file owner-only before SQLite does (its -wal/-shm files
     inherit these permissions)."""
@@ -165,6 +173,9 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
                 raise StoreError(f"cannot create store {path}: {exc.strerror or exc}") from exc
         elif not path.exists():
             raise StoreError(f"no store at {path}: an import creates one (is the path right?)")
+        elif _empty(path) and _empty(Path(f"{path}-wal")):
+            # SQLite would take it for a new database, and this command would make it a store.
+            raise StoreError(f"no store at {path}: the file is empty; an import makes it a store (is the path right?)")
     elif not memory and not create:
         # A SQLite URI's file: SQLite would create it (its default mode is rwc).
         named = _uri_file(database)
