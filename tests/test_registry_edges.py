@@ -492,6 +492,19 @@ def test_a_registry_spec_that_names_nothing_says_what_was_tried(beside: Path, sp
         load_registry(spec)
 
 
+def test_a_directory_found_on_the_python_path_is_named_as_a_directory(beside: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m recordstore --registry regs` (the current directory on the path) said
+    "registry regs has no module-level `registry`": the directory was imported as a
+    namespace package."""
+    (beside / "regs").mkdir()
+    (beside / "regs" / "reg.py").write_text(REGISTRY_SOURCE)
+    monkeypatch.syspath_prepend(str(beside))
+    monkeypatch.delitem(sys.modules, "regs", raising=False)
+    with pytest.raises(RegistryError, match=r"^registry regs is a directory with no __init__\.py, not a module: give the \.py file"):
+        load_registry("regs")
+    assert list(load_registry("regs/reg.py").domains) == ["thing"]
+
+
 def test_a_module_the_registry_imports_is_named_as_the_missing_one(beside: Path) -> None:
     (beside / "needs.py").write_text("import recordstore_no_such_dependency\n")
     message = r"^cannot load registry needs\.py: ModuleNotFoundError: No module named 'recordstore_no_such_dependency'$"

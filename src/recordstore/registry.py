@@ -494,6 +494,10 @@ def load_registry(spec: str | os.PathLike[str] | None = None) -> Registry:
         raise RegistryError(f"cannot load registry {text}: {one_line(describe(exc))}") from exc
     registry = getattr(module, "registry", None)
     if not isinstance(registry, Registry):
+        if getattr(module, "__file__", None) is None and hasattr(module, "__path__"):  # a directory on the path
+            raise RegistryError(
+                f"registry {text} is a directory with no __init__.py, not a module: give the .py file that defines `registry`"
+            )
         raise RegistryError(f"registry {text} has no module-level `registry` (a recordstore.Registry)")
     return registry.validate()
 
