@@ -334,6 +334,28 @@ def test_a_write_that_fails_midway_leaves_no_temp_and_no_half_file(
     assert_contained(out, sibling)
 
 
+def test_an_export_into_a_read_only_file_system_is_one_line_not_one_a_file(
+    world: tuple[Home, Path, Path], store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`store export /mnt/ro/out` printed "cannot write: Read-only file system" once for
+    every file of the store (48,000 lines for a DeepSeek home) and exited 1. The export
+    now stops at once with one line, having written nothing."""
+    home, out, sibling = world
+    out.mkdir()
+    real_open = os.open
+
+    def read_only_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_CREAT and Path(path).is_relative_to(out):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(exporter_module.os, "open", read_only_open)
+    with pytest.raises(RecordStoreError, match=rf"^{re.escape(str(out))}: cannot write into the export directory: Read-only file system$"):
+        store.export_to(out)
+    assert everything_below(out) == set()
+    assert_contained(out, sibling)
+
+
 def test_temp_files_of_a_killed_export_are_cleared_by_the_next(store: Store, home: Path, tmp_path: Path) -> None:
     import subprocess
     import sys

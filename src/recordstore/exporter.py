@@ -174,8 +174,10 @@ class _Writer:
         probe = self.out_real / f".recordstore-began.{os.getpid()}.{self.token}.0.rstmp"
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError:  # (a read-only OUT: nothing will be written anyway)
-            return time.time_ns()
+        except OSError as exc:
+            if exc.errno == errno.EROFS:  # no file of the export could be written: one line, not one a file
+                raise
+            return time.time_ns()  # (OUT not writable: its subdirectories may be, and each file says)
         try:
             return os.fstat(fd).st_ctime_ns
         finally:
@@ -615,7 +617,8 @@ def export_records(
         writer = _Writer(out, overwrite)
     except OSError as exc:  # nothing exported: the command's error, not one record's
         reason = "it exists and is not a directory" if out.exists() and not out.is_dir() else exc.strerror or exc
-        raise RecordStoreError(f"{out}: cannot create the export directory: {reason}") from exc
+        doing = "write into" if out.is_dir() else "create"
+        raise RecordStoreError(f"{out}: cannot {doing} the export directory: {reason}") from exc
     wanted = None if domains is None else list(domains)
     if progress is not None:
         # The files that will be written (see _files_to_write).
