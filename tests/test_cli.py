@@ -48,6 +48,32 @@ def test_query_filters_orders_and_limits(cli: Any, home: Path) -> None:
     assert res.exit_code == 2
 
 
+def test_a_filter_may_be_one_word(cli: Any, home: Path) -> None:
+    """`--where status=completed`, as most tools take it, was refused ("--where takes
+    PATH OP VALUE"), and `--where 'seq >= 40'` too: a filter may now be one word, and
+    it selects what the three words select."""
+    cli("import", home)
+
+    def keys(*where: str) -> list[str]:
+        res = cli("query", "runtime", *where, "--json")
+        assert res.exit_code == 0, res.stderr
+        return [json.loads(line)["key"] for line in res.stdout.splitlines()]
+
+    three = keys("--where", "seq", ">=", "40", "--where", "event", "!=", "turn.started")
+    assert three and len(three) < len(keys())
+    assert keys("--where", "seq>=40", "--where", "event!=turn.started") == three
+    assert keys("--where", " seq >= 40 ", "--where", "event != turn.started") == three
+    assert keys("--where", "seq>=40", "--where", "event", "!=", "turn.started") == three
+    res = cli("query", "task", "--where", "status=completed", "--json")
+    assert res.exit_code == 0 and res.stdout
+    assert {json.loads(line)["record"]["status"] for line in res.stdout.splitlines()} == {"completed"}
+    # An operator inside a quoted key is the key's; the value may hold one too.
+    res = cli("query", "task", "--where", '"a=b"=1', "--where", "title=x=y")
+    assert res.exit_code == 0 and res.stdout == ""
+    res = cli("query", "task", "--where", "status")
+    assert res.exit_code == 2 and "as three words or as one (status=completed" in res.stderr
+
+
 def test_query_keeps_huge_integers_exact(cli: Any, home: Path) -> None:
     cli("import", home)
     res = cli("query", "session", "--where", "metadata.total_tokens", "exists", "true", "--json")

@@ -542,6 +542,25 @@ def _parse_value(text: str) -> Any:
 
 #: Operators that take no value (or true/false): ``--where PATH exists``.
 NO_VALUE = ("exists", "missing")
+#: The operators a one-word filter may hold (``--where status=completed``), longest first.
+_SYMBOLS = ("!=", "==", "<=", ">=", "=", "<", ">")
+
+
+def _one_word_filter(word: str) -> tuple[str, str, str] | None:
+    """``PATH OP VALUE`` written as one word (``status=completed``, ``'seq >= 40'``):
+    split at its first operator outside a quoted key; ``None`` when it holds none (or
+    nothing on one side of it)."""
+    quoted = escaped = False
+    for at, char in enumerate(word):
+        if quoted:
+            quoted, escaped = (char != '"' or escaped), (char == "\\" and not escaped)
+        elif char == '"':
+            quoted = True
+        elif char in "=!<>":
+            op = next((o for o in _SYMBOLS if word.startswith(o, at)), None)
+            path, value = word[:at].strip(), word[at + len(op or "") :].strip()
+            return (path, op, value) if op and path and value else None
+    return None
 
 
 def _where_filters(ctx: typer.Context) -> list[tuple[str, str, Any]]:
@@ -558,8 +577,17 @@ def _where_filters(ctx: typer.Context) -> list[tuple[str, str, Any]]:
             if said is not None:
                 raise _NoSuchOption(option, said, ctx=ctx)
             raise typer.BadParameter(f"unexpected argument {args[i]!r}", param_hint="query")
+        one_word = _one_word_filter(args[i + 1]) if i + 1 < len(args) else None
+        if one_word is not None:
+            found.append((one_word[0], one_word[1], _parse_value(one_word[2])))
+            i += 2
+            continue
         if len(args) - i < 3:
-            raise typer.BadParameter("--where takes PATH OP VALUE (or PATH exists, PATH missing)", param_hint="--where")
+            raise typer.BadParameter(
+                "--where takes PATH OP VALUE, as three words or as one (status=completed, 'seq>=40'), "
+                "or PATH exists, PATH missing",
+                param_hint="--where",
+            )
         path, op = args[i + 1], args[i + 2]
         i += 3
         if op.lower().strip() in NO_VALUE:
@@ -593,7 +621,8 @@ def query(
     Filter with --where PATH OP VALUE (repeatable): a JSON path such as metadata.model
     or messages[0].role; an operator: = != < <= > >= in "not in", or exists and missing,
     which take no value; a value read as JSON when it parses (5, true, null, ["a","b"])
-    and as text otherwise.
+    and as text otherwise. With = != < <= > >= it may be one word: --where
+    status=completed, --where 'seq>=40'.
     """
     where = _where_filters(ctx)
     with _errors(ctx), ctx.obj.open() as store:
