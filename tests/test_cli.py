@@ -15,6 +15,8 @@ import pytest
 
 from conftest import EXAMPLE_HOME, tree
 from recordstore import QueryError, RecordStoreError, Store
+from recordstore import cli as cli_module
+from recordstore.query import OPERATORS
 
 STORE = Path(sys.executable).with_name("store")
 
@@ -72,6 +74,10 @@ def test_a_filter_may_be_one_word(cli: Any, home: Path) -> None:
     assert res.exit_code == 0 and res.stdout == ""
     res = cli("query", "task", "--where", "status")
     assert res.exit_code == 2 and "as three words or as one (status=completed" in res.stderr
+    # Followed by an operator, a word is the path of three words (refused here as one).
+    res = cli("query", "task", "--where", "status=completed", "=", "x")
+    assert res.exit_code == 3 and "malformed JSON path 'status=completed'" in res.stderr
+    assert set(cli_module._OPERATORS) == set(OPERATORS)
 
 
 def test_query_keeps_huge_integers_exact(cli: Any, home: Path) -> None:

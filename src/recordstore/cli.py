@@ -544,6 +544,8 @@ def _parse_value(text: str) -> Any:
 NO_VALUE = ("exists", "missing")
 #: The operators a one-word filter may hold (``--where status=completed``), longest first.
 _SYMBOLS = ("!=", "==", "<=", ">=", "=", "<", ">")
+#: Every operator, as query.OPERATORS (not imported from there: it loads SQLAlchemy).
+_OPERATORS = (*_SYMBOLS, "in", "not in", *NO_VALUE)
 
 
 def _one_word_filter(word: str) -> tuple[str, str, str] | None:
@@ -578,7 +580,8 @@ def _where_filters(ctx: typer.Context) -> list[tuple[str, str, Any]]:
                 raise _NoSuchOption(option, said, ctx=ctx)
             raise typer.BadParameter(f"unexpected argument {args[i]!r}", param_hint="query")
         one_word = _one_word_filter(args[i + 1]) if i + 1 < len(args) else None
-        if one_word is not None:
+        if one_word is not None and (i + 2 >= len(args) or args[i + 2].lower().strip() not in _OPERATORS):
+            # (Followed by an operator, it is the path of three words: refused as one.)
             found.append((one_word[0], one_word[1], _parse_value(one_word[2])))
             i += 2
             continue
