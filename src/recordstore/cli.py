@@ -239,7 +239,8 @@ def _global(
             "--db",
             metavar="PATH_OR_URL",
             envvar="STORE_DB",
-            help="Store file or SQLAlchemy URL (default: $XDG_DATA_HOME/recordstore/store.db).",
+            help="Store file or SQLAlchemy URL (default: $XDG_DATA_HOME/recordstore/store.db, or "
+            "~/.local/share/recordstore/store.db when XDG_DATA_HOME is not set).",
             show_default=False,
         ),
     ] = None,
@@ -436,8 +437,8 @@ def import_(
             metavar="N",
             parser=_whole(0, MAX_JOBS),
             help="Worker processes that read and parse files, and write them into a store that has "
-            "none yet (default, once there are hundreds of files: one per CPU into such a store, "
-            "else one per CPU but one; up to 8; 0: none).",
+            "none yet (default, from 512 files: one per CPU into such a store, else one per CPU "
+            "but one, at most 8; 0: none).",
         ),
     ] = None,
 ) -> None:
