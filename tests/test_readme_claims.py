@@ -3,6 +3,7 @@ examples run as written, with the output they say; its guarantees hold."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import recordstore
 from conftest import EXAMPLE_HOME, ROOT
 from recordstore.cli import app
 
@@ -87,3 +89,28 @@ def test_the_help_names_the_defaults_the_readme_gives() -> None:
     imports = " ".join(runner.invoke(app, ["import", "--help"], env={"COLUMNS": "200"}).stdout.split())
     assert f"from {PARALLEL_MIN_FILES} files" in imports
     assert f"from {PARALLEL_MIN_FILES} files" in README
+
+
+def _undocumented(cls: type) -> list[str]:
+    """The public methods and properties of ``cls`` without a docstring of their own."""
+    missing = []
+    for name, member in vars(cls).items():
+        # A property's getter, a cached_property's or a static method's function.
+        target = member.fget if isinstance(member, property) else getattr(member, "func", member)
+        if not name.startswith("_") and inspect.isfunction(target) and not target.__doc__:
+            missing.append(f"{cls.__name__}.{name}")
+    return missing
+
+
+def test_every_method_and_property_of_the_public_api_is_documented() -> None:
+    """``help(recordstore.Store)`` and the like explain every public method and
+    property of what ``__all__`` exports, and a dataclass says what it is rather than
+    showing its generated signature."""
+    missing = []
+    for name in recordstore.__all__:
+        obj = getattr(recordstore, name)
+        if inspect.isclass(obj):
+            if (obj.__doc__ or "").startswith(f"{name}("):
+                missing.append(name)
+            missing += _undocumented(obj)
+    assert missing == []

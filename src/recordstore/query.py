@@ -51,6 +51,8 @@ class Record:
 
     @cached_property
     def data(self) -> dict[str, Any]:
+        """The record as a dict, decoded from ``text`` when first asked for (a
+        :class:`StoreError` if an older recordstore stored a text this one cannot read)."""
         try:
             value = jsoncodec.decode(self.text)
         except jsoncodec.JSONError as exc:
@@ -65,6 +67,7 @@ class Record:
         return value
 
     def as_dict(self) -> dict[str, Any]:
+        """The record's domain, key, version, source file and data."""
         return {"domain": self.domain, "key": self.key, "version": self.version, "source": self.source, "data": self.data}
 
 
@@ -269,13 +272,21 @@ class Query:
     batch: int = field(default=200)
 
     def where(self, path: str, op: str = "=", value: Any = None) -> Query:
+        """Only records whose JSON ``path`` (``metadata.model``, ``messages[0].role``,
+        ``["odd key"]``) compares with ``value`` by ``op``: one of ``= != < <= > >=``, ``in``
+        and ``not in`` (with a list, tuple or set), ``exists`` and ``missing`` (no value).
+        A number matches numbers and a string strings; ``True``, ``False`` and ``None``
+        take ``=`` and ``!=`` only. Without ``op`` and ``value``, the path must hold
+        ``null``. A bad path, operator or value is a :class:`QueryError` here."""
         json_paths_served(self.engine)
         return replace(self, conditions=(*self.conditions, condition(path, op, value)))
 
     def version(self, version: int) -> Query:
+        """Only records stored at schema version ``version``."""
         return replace(self, conditions=(*self.conditions, records.c.version == _count(version, "version")))
 
     def key(self, key: str) -> Query:
+        """Only the record with ``key`` (``sessions/a.json``, ``events.jsonl:3``, ``data.json[0]``)."""
         checked("key", key, str, error=QueryError)
         if not jsoncodec.is_utf8(key):  # a file name that is not UTF-8: the store keeps none
             return replace(self, conditions=(*self.conditions, false()))
@@ -285,6 +296,9 @@ class Query:
         return replace(self, conditions=(*self.conditions, in_file, records.c.key == key))
 
     def order_by(self, path: str = "key", *, descending: bool = False) -> Query:
+        """Order by ``"key"`` (file by file, each in its own order) or by a JSON path
+        (``["key"]`` for a field named key); called again, a tie-breaker. A record with
+        nothing or null at the path sorts as SQLite's NULL: first, or last descending."""
         checked("descending", descending, bool, error=QueryError)
         if path != "key":
             json_paths_served(self.engine)
@@ -292,9 +306,11 @@ class Query:
         return replace(self, order=(*self.order, (path, descending)))
 
     def limit(self, n: int | None) -> Query:
+        """At most ``n`` records (``None``: all)."""
         return replace(self, _limit=None if n is None else _count(n, "limit"))
 
     def offset(self, n: int) -> Query:
+        """Skip the first ``n`` records matched."""
         return replace(self, _offset=_count(n, "offset"))
 
     def _select(self, columns: Sequence[Any]) -> Any:
@@ -306,6 +322,7 @@ class Query:
         return stmt
 
     def statement(self) -> Any:
+        """The SQLAlchemy ``SELECT`` the query runs (domain, key, version, source, payload)."""
         stmt = self._select([records.c.domain, records.c.key, records.c.version, files.c.path, records.c.payload])
         for path, desc in self.order:
             # By key: by file, then by place in it (line 2 before line 10, as the file
@@ -329,9 +346,11 @@ class Query:
                 refuse_if_closed(self.engine)
 
     def all(self) -> list[Record]:
+        """Every record matched, in a list (iterate the query itself to stream them)."""
         return list(self)
 
     def first(self) -> Record | None:
+        """The first record matched, or ``None``."""
         for record in self.limit(1):
             return record
         return None
