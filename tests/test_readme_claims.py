@@ -12,12 +12,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 from typer.testing import CliRunner
 
 import recordstore
 from conftest import EXAMPLE_HOME, ROOT
+from recordstore import Store
 from recordstore.cli import app
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -77,6 +80,47 @@ def test_the_library_quickstart_runs_as_written(user_home: Path, tmp_path: Path)
     assert (tmp_path / "out" / "tasks/tasks/task_1f2e3d4c.json").exists()
 
 
+def test_the_registry_example_migrates_as_its_comments_say(tmp_path: Path) -> None:
+    """The README's registry, loaded from a file: step 1 renames the model, step 2 does
+    nothing, and each record ends at version 3; ``migrate_value`` as the README calls it."""
+    from recordstore import load_registry, migrate_value
+
+    (tmp_path / "my_registry.py").write_text(_block("## Registries", "python"))
+    (tmp_path / "home" / "sessions").mkdir(parents=True)
+    (tmp_path / "home" / "sessions" / "a.json").write_text('{"schema_version": 1, "metadata": {"model": "m"}}')
+    with Store(tmp_path / "s.db", registry=str(tmp_path / "my_registry.py")) as store:
+        assert store.import_paths(tmp_path / "home").ok
+        assert store.migrate().counts == {"session": {"1->3": 1}}
+        rec = store.get("session", "sessions/a.json")
+        assert rec is not None and rec.version == 3 and rec.data == {"schema_version": 3, "metadata": {"model_id": "m"}}
+    registry = load_registry(str(tmp_path / "my_registry.py"))
+    value = {"metadata": {"model": "m"}}
+    assert migrate_value(registry["session"], "k", value, 1) == {"schema_version": 3, "metadata": {"model_id": "m"}}
+
+
+def test_a_run_is_durable_once_its_command_returns(store: Store, home: Path, tmp_path: Path) -> None:
+    """The WAL is synced when a run finishes (batches commit with synchronous=NORMAL):
+    the commit that records each run's end is made with synchronous=FULL, so what a
+    command reported done survives a power loss, not only a killed process."""
+    ends: dict[int, int] = {}
+
+    @event.listens_for(store.engine, "commit")
+    def on_commit(conn: Any) -> None:
+        dbapi = conn.connection.dbapi_connection
+        last = dbapi.execute("SELECT id, finished_at FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        if last is not None and last[1] is not None and last[0] not in ends:  # the commit that ends the run
+            ends[last[0]] = dbapi.execute("PRAGMA synchronous").fetchone()[0]
+
+    store.import_paths(home, jobs=0)
+    done = store.migrate(jobs=0)
+    store.restore(run=done.run_id)
+    store.add_index("task", "status")
+    store.prune_backups(1)
+    kinds = {info.id: info.kind for info in store.history()}
+    assert sorted(kinds.values()) == ["import", "index", "migrate", "prune", "restore"]
+    assert ends == {run: 2 for run in kinds}, "a run's end committed without syncing the WAL (2 is FULL)"
+
+
 def test_the_help_names_the_defaults_the_readme_gives() -> None:
     """``store --help`` names both places of the default store (the README's fallback
     when XDG_DATA_HOME is not set), and ``store import --help`` the number of files
@@ -114,3 +158,45 @@ def test_every_method_and_property_of_the_public_api_is_documented() -> None:
                 missing.append(name)
             missing += _undocumented(obj)
     assert missing == []
+
+
+def test_export_syncs_each_directory_after_renaming_files_into_it(
+    store: Store, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Export "renames [each file] into place and fsyncs the directory": a rename is
+    durable only once its directory is synced, so every directory a file was placed in
+    is synced after the last file placed there, before the export returns."""
+    from recordstore import exporter as exporter_module
+
+    store.import_paths(home)
+    events: list[tuple[str, Path]] = []
+    opened: dict[int, Path] = {}
+    real_open, real_fsync, real_link, real_replace = os.open, os.fsync, os.link, os.replace
+
+    def open_(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        fd = real_open(path, flags, *args, **kw)
+        opened[fd] = Path(os.fsdecode(path))
+        return fd
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        if opened.get(fd) is not None and opened[fd].is_dir():
+            events.append(("synced", opened[fd]))
+
+    def link(src: Any, dst: Any, **kw: Any) -> None:
+        real_link(src, dst, **kw)
+        events.append(("placed", Path(os.fsdecode(dst)).parent))
+
+    def replace(src: Any, dst: Any) -> None:
+        real_replace(src, dst)
+        events.append(("placed", Path(os.fsdecode(dst)).parent))
+
+    for name, fake in (("open", open_), ("fsync", fsync), ("link", link), ("replace", replace)):
+        monkeypatch.setattr(exporter_module.os, name, fake)
+    result = store.export_to(tmp_path / "out")
+    assert result.ok and result.files == 25
+    placed = {directory for what, directory in events if what == "placed"}
+    assert len(placed) > 3
+    for directory in placed:
+        last_placed = max(i for i, event in enumerate(events) if event == ("placed", directory))
+        assert ("synced", directory) in events[last_placed:], f"{directory} not synced after a file was renamed into it"
