@@ -200,3 +200,28 @@ def test_export_syncs_each_directory_after_renaming_files_into_it(
     for directory in placed:
         last_placed = max(i for i, event in enumerate(events) if event == ("placed", directory))
         assert ("synced", directory) in events[last_placed:], f"{directory} not synced after a file was renamed into it"
+
+
+@pytest.mark.parametrize(
+    ("path", "at", "quoted"),
+    [("größe", 3, '["größe"]'), ("metadata.odd key", 13, 'metadata["odd key"]'), ("$.1st", 3, '["1st"]')],
+)
+def test_a_key_no_plain_name_can_spell_is_refused_saying_how_to_quote_it(
+    cli: Any, tmp_path: Path, path: str, at: int, quoted: str
+) -> None:
+    """The README's paths quote a key that is no plain name (``["odd key"]``); written
+    plain, the error said only "malformed JSON path 'größe' at character 3". It now
+    shows the path quoted, which finds the record; the character is counted in the path
+    as given (``$.`` included)."""
+    sessions = tmp_path / "home" / "sessions"
+    sessions.mkdir(parents=True)
+    (sessions / "a.json").write_text('{"gr\\u00f6\\u00dfe": 1, "metadata": {"odd key": 1}, "1st": 1}')
+    assert cli("import", tmp_path / "home").exit_code == 0
+    res = cli("query", "session", "--where", path, "=", "1")
+    assert res.exit_code == 3
+    assert res.stderr.splitlines() == [
+        f"store: error: malformed JSON path {path!r} at character {at}; a key other than a plain name "
+        f"(letters, digits and _, no digit first) is quoted: {quoted}"
+    ]
+    found = cli("query", "session", "--where", quoted, "=", "1")
+    assert found.exit_code == 0 and found.stdout.startswith("sessions/a.json\tv1\t")

@@ -91,7 +91,8 @@ def _path_pieces(path: str) -> list[tuple[str, str | None]]:
     while pos < len(text):
         m = _SEGMENT.match(text, pos)
         if m is None or (pos > 0 and text[pos] not in ".[" ) or (pos == 0 and text[0] == "."):
-            raise QueryError(f"malformed JSON path {path!r} at character {pos + 1}")
+            at = pos + len(path) - len(text)  # counted in the path as given, "$." included
+            raise QueryError(f"malformed JSON path {path!r} at character {at + 1}{_quoting_hint(text, pos)}")
         name, index, bracketed, quoted = m.groups()
         if name is not None:
             parts.append(("." + name, None))
@@ -104,6 +105,20 @@ def _path_pieces(path: str) -> list[tuple[str, str | None]]:
             parts.append((f'."{key}"', key))
         pos = m.end()
     return parts
+
+
+def _quoting_hint(text: str, pos: int) -> str:
+    """How to write the key at ``pos`` of a path that a plain name cannot spell (``größe``,
+    ``odd key``, ``a-b``, ``1st``): quoted, as ``["größe"]``; nothing when the path's own
+    syntax is what is broken there (``a..b``, ``a[x]``)."""
+    start = max(text.rfind(".", 0, pos), text.rfind("]", 0, pos)) + 1
+    ends = [i for i in (text.find(".", pos), text.find("[", pos)) if i != -1]
+    end = min(ends, default=len(text))
+    key = text[start:end]
+    if not key or _NAME.fullmatch(key) or any(c in key for c in '"\\[]') or any(ord(c) < 32 for c in key):
+        return ""
+    before = text[:start].removesuffix(".")
+    return f"; a key other than a plain name (letters, digits and _, no digit first) is quoted: {before}[\"{key}\"]{text[end:]}"
 
 
 def json_paths_served(engine: Engine) -> None:
