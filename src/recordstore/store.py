@@ -128,7 +128,10 @@ class Store:
     ``registry`` is a :class:`Registry`, a spec for :func:`load_registry` (a ``.py``
     path or module name), or ``None`` for the built-in DeepSeek TUI registry. ``wait``
     is how many seconds a writing operation waits for another writer (default: none,
-    :class:`BusyError` at once).
+    :class:`BusyError` at once). ``create``: a store is made where there is none (with
+    ``False``, :class:`StoreError` instead, as every command but ``store import`` does,
+    so that a mistyped path is not a new, empty store). Without ``target``, the default
+    store: ``$XDG_DATA_HOME/recordstore/store.db`` (``~/.local/share/...`` without it).
 
     ``":memory:"`` (or the URL ``sqlite://``) is a store in memory, gone once closed.
     Its one connection serves one operation at a time: another thread waits for its
