@@ -132,6 +132,8 @@ def test_the_help_names_the_defaults_the_readme_gives() -> None:
     assert "$XDG_DATA_HOME/recordstore/store.db" in main and "~/.local/share/recordstore/store.db" in main
     imports = " ".join(runner.invoke(app, ["import", "--help"], env={"COLUMNS": "200"}).stdout.split())
     assert f"from {PARALLEL_MIN_FILES} files" in imports
+    # --domain takes, below a directory, only JSON files: the help says which (it did not).
+    assert "the .json, .jsonl and .ndjson files below it" in imports
     assert f"from {PARALLEL_MIN_FILES} files" in README
 
 

@@ -426,7 +426,13 @@ def import_(
     ctx: typer.Context,
     paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="Files and directories to import.", show_default=False)],
     domain: Annotated[
-        Optional[str], typer.Option("--domain", metavar="DOMAIN", help="Put the given files in this domain, whatever their paths.")
+        Optional[str],
+        typer.Option(
+            "--domain",
+            metavar="DOMAIN",
+            help="Put the given files in this domain, whatever their paths (of a directory given, the .json, "
+            ".jsonl and .ndjson files below it).",
+        ),
     ] = None,
     wait: _Wait = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
