@@ -444,7 +444,7 @@ def import_(
             parser=_whole(0, MAX_JOBS),
             help="Worker processes that read and parse files, and write them into a store that has "
             "none yet (default, from 512 files: one per CPU into such a store, else one per CPU "
-            "but one, at most 8; 0: none).",
+            "but one, at most 8, none on one CPU; 0: none).",
         ),
     ] = None,
 ) -> None:
