@@ -227,3 +227,14 @@ def test_a_key_no_plain_name_can_spell_is_refused_saying_how_to_quote_it(
     ]
     found = cli("query", "session", "--where", quoted, "=", "1")
     assert found.exit_code == 0 and found.stdout.startswith("sessions/a.json\tv1\t")
+
+
+def test_history_says_a_restore_of_an_import_removed_records_in_plain_words(cli: Any, home: Path) -> None:
+    """``store restore --run 1`` of an import removes what it added (the README's "the
+    store is as it was before the import"); the history's counts said "-; removed 37"."""
+    cli("import", home)
+    assert cli("restore", "--run", "1").exit_code == 0
+    assert cli("restore", "--run", "2").exit_code == 0  # undone: the records come back
+    rows = {line.split("│")[1].strip(): line.split("│")[6].strip() for line in cli("history").stdout.splitlines() if line.startswith("│ ")}
+    assert rows["2"] == "removed 37"
+    assert rows["3"].startswith("automation: 2, automation_run: 3,") and "removed" not in rows["3"]

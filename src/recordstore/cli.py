@@ -758,9 +758,10 @@ def _short_counts(r: Any) -> str:
                 total[k] += per.get(k, 0)
         return ", ".join(f"{k} {v}" for k, v in total.items())
     if r.kind == "restore":
-        restored = ", ".join(f"{d}: {n}" for d, n in sorted((c.get("restored") or {}).items())) or "-"
+        restored = ", ".join(f"{d}: {n}" for d, n in sorted((c.get("restored") or {}).items()))
         removed = sum((c.get("removed") or {}).values()) + sum((c.get("displaced") or {}).values())
-        return restored + (f"; removed {removed}" if removed else "")
+        # A restore of an import only removes what it added: "removed 37", not "-; removed 37".
+        return "; ".join(part for part in (restored, f"removed {removed}" if removed else "") if part) or "-"
     if r.kind == "prune":
         return f"pruned {c.get('pruned', 0)} before run {c.get('before', '?')}"
     if r.kind == "index":
