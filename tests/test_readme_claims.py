@@ -63,7 +63,11 @@ def test_the_cli_quickstart_runs_as_written_in_order(user_home: Path, tmp_path: 
     assert said["restore --run"].startswith("restored 10 record(s) (runtime: 9, task: 1)")
     assert said["restore --domain"].startswith("restored 1 record(s) (task: 1)")
     assert said["history 4"].startswith("run 4: migrate, ok")
-    assert all(json.loads(line)["record"]["status"] == "completed" for line in said["query task"].splitlines())
+    found = [json.loads(line) for line in said["query task"].splitlines()]
+    assert [(r["key"], r["record"]["status"]) for r in found] == [
+        ("tasks/tasks/task_1f2e3d4c.json", "completed"),
+        ("tasks/tasks/task_9c0d1e2f.json", "completed"),
+    ]
 
 
 def test_the_library_quickstart_runs_as_written(user_home: Path, tmp_path: Path) -> None:
