@@ -239,7 +239,8 @@ def _global(
             "--db",
             metavar="PATH_OR_URL",
             envvar="STORE_DB",
-            help="Store file or SQLAlchemy URL (default: $XDG_DATA_HOME/recordstore/store.db).",
+            help="Store file or SQLAlchemy URL (default: $XDG_DATA_HOME/recordstore/store.db, or "
+            "~/.local/share/recordstore/store.db when XDG_DATA_HOME is not set).",
             show_default=False,
         ),
     ] = None,
@@ -425,7 +426,13 @@ def import_(
     ctx: typer.Context,
     paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="Files and directories to import.", show_default=False)],
     domain: Annotated[
-        Optional[str], typer.Option("--domain", metavar="DOMAIN", help="Put the given files in this domain, whatever their paths.")
+        Optional[str],
+        typer.Option(
+            "--domain",
+            metavar="DOMAIN",
+            help="Put the given files in this domain, whatever their paths (of a directory given, the .json, "
+            ".jsonl and .ndjson files below it).",
+        ),
     ] = None,
     wait: _Wait = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -436,8 +443,8 @@ def import_(
             metavar="N",
             parser=_whole(0, MAX_JOBS),
             help="Worker processes that read and parse files, and write them into a store that has "
-            "none yet (default, once there are hundreds of files: one per CPU into such a store, "
-            "else one per CPU but one; up to 8; 0: none).",
+            "none yet (default, from 512 files: one per CPU into such a store, else one per CPU "
+            "but one, at most 8, none on one CPU; 0: none).",
         ),
     ] = None,
 ) -> None:
@@ -783,9 +790,10 @@ def _short_counts(r: Any) -> str:
                 total[k] += per.get(k, 0)
         return ", ".join(f"{k} {v}" for k, v in total.items())
     if r.kind == "restore":
-        restored = ", ".join(f"{d}: {n}" for d, n in sorted((c.get("restored") or {}).items())) or "-"
+        restored = ", ".join(f"{d}: {n}" for d, n in sorted((c.get("restored") or {}).items()))
         removed = sum((c.get("removed") or {}).values()) + sum((c.get("displaced") or {}).values())
-        return restored + (f"; removed {removed}" if removed else "")
+        # A restore of an import only removes what it added: "removed 37", not "-; removed 37".
+        return "; ".join(part for part in (restored, f"removed {removed}" if removed else "") if part) or "-"
     if r.kind == "prune":
         return f"pruned {c.get('pruned', 0)} before run {c.get('before', '?')}"
     if r.kind == "index":

@@ -42,9 +42,11 @@ class ExportResult:
 
     @property
     def ok(self) -> bool:
+        """Whether every file was written (``store export`` exits 1 otherwise)."""
         return not self.problems
 
     def as_dict(self) -> dict[str, Any]:
+        """As ``store export --json`` prints it."""
         return {
             "out": str(self.out),
             "files": self.files,

@@ -55,6 +55,7 @@ class DomainCounts:
     failed: int = 0
 
     def as_dict(self) -> dict[str, int]:
+        """The counts by name, as ``store import --json`` prints them for each domain."""
         return dict(self.__dict__)
 
 
@@ -70,15 +71,19 @@ class ImportResult:
 
     @property
     def ok(self) -> bool:
+        """Whether nothing was refused or failed (``store import`` exits 1 otherwise)."""
         return not self.problems
 
     def counts(self, domain: str) -> DomainCounts:
+        """The counts of ``domain`` (made, all zero, the first time it is asked for)."""
         found = self.domains.get(domain)  # called once a file: build a new one only when needed
         if found is None:
             found = self.domains[domain] = DomainCounts()
         return found
 
     def as_dict(self) -> dict[str, Any]:
+        """As ``store import --json`` prints it: the run, files read and skipped, the
+        counts by domain and each problem as one line."""
         return {
             "run": self.run_id,
             "files": self.files,

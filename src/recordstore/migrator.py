@@ -91,13 +91,16 @@ class MigrationResult:
 
     @property
     def migrated(self) -> int:
+        """How many records were (or, in a dry run, would be) brought up to date."""
         return sum(sum(c.values()) for c in self.counts.values())
 
     @property
     def ok(self) -> bool:
+        """Whether no record failed (``store migrate`` exits 1 otherwise)."""
         return not self.failures
 
     def as_dict(self) -> dict[str, Any]:
+        """As ``store migrate --json`` prints it."""
         return {
             "run": self.run_id,
             "dry_run": self.dry_run,
@@ -661,9 +664,11 @@ class RestoreResult:
 
     @property
     def total(self) -> int:
+        """How many records were put back, in every domain."""
         return sum(self.restored.values())
 
     def as_dict(self) -> dict[str, Any]:
+        """As ``store restore --json`` prints it."""
         return {
             "run": self.run_id,
             "restored": self.restored,

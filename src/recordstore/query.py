@@ -51,6 +51,8 @@ class Record:
 
     @cached_property
     def data(self) -> dict[str, Any]:
+        """The record as a dict, decoded from ``text`` when first asked for (a
+        :class:`StoreError` if an older recordstore stored a text this one cannot read)."""
         try:
             value = jsoncodec.decode(self.text)
         except jsoncodec.JSONError as exc:
@@ -65,6 +67,7 @@ class Record:
         return value
 
     def as_dict(self) -> dict[str, Any]:
+        """The record's domain, key, version, source file and data."""
         return {"domain": self.domain, "key": self.key, "version": self.version, "source": self.source, "data": self.data}
 
 
@@ -88,7 +91,8 @@ def _path_pieces(path: str) -> list[tuple[str, str | None]]:
     while pos < len(text):
         m = _SEGMENT.match(text, pos)
         if m is None or (pos > 0 and text[pos] not in ".[" ) or (pos == 0 and text[0] == "."):
-            raise QueryError(f"malformed JSON path {path!r} at character {pos + 1}")
+            at = pos + len(path) - len(text)  # counted in the path as given, "$." included
+            raise QueryError(f"malformed JSON path {path!r} at character {at + 1}{_quoting_hint(text, pos)}")
         name, index, bracketed, quoted = m.groups()
         if name is not None:
             parts.append(("." + name, None))
@@ -101,6 +105,20 @@ def _path_pieces(path: str) -> list[tuple[str, str | None]]:
             parts.append((f'."{key}"', key))
         pos = m.end()
     return parts
+
+
+def _quoting_hint(text: str, pos: int) -> str:
+    """How to write the key at ``pos`` of a path that a plain name cannot spell (``größe``,
+    ``odd key``, ``a-b``, ``1st``): quoted, as ``["größe"]``; nothing when the path's own
+    syntax is what is broken there (``a..b``, ``a[x]``)."""
+    start = max(text.rfind(".", 0, pos), text.rfind("]", 0, pos)) + 1
+    ends = [i for i in (text.find(".", pos), text.find("[", pos)) if i != -1]
+    end = min(ends, default=len(text))
+    key = text[start:end]
+    if not key or _NAME.fullmatch(key) or any(c in key for c in '"\\[]') or any(ord(c) < 32 for c in key):
+        return ""
+    before = text[:start].removesuffix(".")
+    return f"; a key other than a plain name (letters, digits and _, no digit first) is quoted: {before}[\"{key}\"]{text[end:]}"
 
 
 def json_paths_served(engine: Engine) -> None:
@@ -269,13 +287,21 @@ class Query:
     batch: int = field(default=200)
 
     def where(self, path: str, op: str = "=", value: Any = None) -> Query:
+        """Only records whose JSON ``path`` (``metadata.model``, ``messages[0].role``,
+        ``["odd key"]``) compares with ``value`` by ``op``: one of ``= != < <= > >=``, ``in``
+        and ``not in`` (with a list, tuple or set), ``exists`` and ``missing`` (no value).
+        A number matches numbers and a string strings; ``True``, ``False`` and ``None``
+        take ``=`` and ``!=`` only. Without ``op`` and ``value``, the path must hold
+        ``null``. A bad path, operator or value is a :class:`QueryError` here."""
         json_paths_served(self.engine)
         return replace(self, conditions=(*self.conditions, condition(path, op, value)))
 
     def version(self, version: int) -> Query:
+        """Only records stored at schema version ``version``."""
         return replace(self, conditions=(*self.conditions, records.c.version == _count(version, "version")))
 
     def key(self, key: str) -> Query:
+        """Only the record with ``key`` (``sessions/a.json``, ``events.jsonl:3``, ``data.json[0]``)."""
         checked("key", key, str, error=QueryError)
         if not jsoncodec.is_utf8(key):  # a file name that is not UTF-8: the store keeps none
             return replace(self, conditions=(*self.conditions, false()))
@@ -285,6 +311,9 @@ class Query:
         return replace(self, conditions=(*self.conditions, in_file, records.c.key == key))
 
     def order_by(self, path: str = "key", *, descending: bool = False) -> Query:
+        """Order by ``"key"`` (file by file, each in its own order) or by a JSON path
+        (``["key"]`` for a field named key); called again, a tie-breaker. A record with
+        nothing or null at the path sorts as SQLite's NULL: first, or last descending."""
         checked("descending", descending, bool, error=QueryError)
         if path != "key":
             json_paths_served(self.engine)
@@ -292,9 +321,11 @@ class Query:
         return replace(self, order=(*self.order, (path, descending)))
 
     def limit(self, n: int | None) -> Query:
+        """At most ``n`` records (``None``: all)."""
         return replace(self, _limit=None if n is None else _count(n, "limit"))
 
     def offset(self, n: int) -> Query:
+        """Skip the first ``n`` records matched."""
         return replace(self, _offset=_count(n, "offset"))
 
     def _select(self, columns: Sequence[Any]) -> Any:
@@ -306,6 +337,7 @@ class Query:
         return stmt
 
     def statement(self) -> Any:
+        """The SQLAlchemy ``SELECT`` the query runs (domain, key, version, source, payload)."""
         stmt = self._select([records.c.domain, records.c.key, records.c.version, files.c.path, records.c.payload])
         for path, desc in self.order:
             # By key: by file, then by place in it (line 2 before line 10, as the file
@@ -329,9 +361,11 @@ class Query:
                 refuse_if_closed(self.engine)
 
     def all(self) -> list[Record]:
+        """Every record matched, in a list (iterate the query itself to stream them)."""
         return list(self)
 
     def first(self) -> Record | None:
+        """The first record matched, or ``None``."""
         for record in self.limit(1):
             return record
         return None

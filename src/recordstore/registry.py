@@ -124,10 +124,12 @@ class Step:
 
     @property
     def to_version(self) -> int:
+        """The version the step brings a record to: ``from_version + 1``."""
         return self.from_version + 1
 
     @property
     def name(self) -> str:
+        """The step's function's qualified name, as failures and ``store check`` name it."""
         code, _ = _code_of(self.func)
         return getattr(code, "__qualname__", None) or type(code).__qualname__
 
@@ -343,6 +345,9 @@ class Domain:
         return register
 
     def add_step(self, from_version: int, func: StepFunction) -> Step:
+        """Register ``func`` as the step from ``from_version`` to the next (what
+        :meth:`step` does as a decorator); a step registered twice, or one that cannot be
+        called with one record, is a :class:`RegistryError`."""
         if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 1:
             raise RegistryError(
                 f"domain {self.name!r}: step {from_version!r} must be a version >= 1",
@@ -361,6 +366,8 @@ class Domain:
         return step
 
     def matches(self, relpath: str) -> bool:
+        """Whether a file at ``relpath`` (relative to the import root) matches one of
+        the domain's patterns."""
         return any(p.match(relpath) for p in self._patterns)
 
     def validate(self) -> None:
@@ -458,6 +465,8 @@ class Registry:
         return self
 
     def fingerprints(self) -> dict[str, dict[str, str]]:
+        """Each domain's steps' fingerprints, by starting version: what a migration
+        records, and ``store check`` compares with the code it finds later."""
         return {
             d.name: {str(n): s.fingerprint for n, s in sorted(d.steps.items())} for d in self.domains.values()
         }

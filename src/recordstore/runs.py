@@ -376,6 +376,7 @@ class RunInfo:
     failure_count: int = 0
 
     def as_dict(self) -> dict[str, Any]:
+        """As ``store history --json`` prints it."""
         return {
             "id": self.id,
             "kind": self.kind,

@@ -33,31 +33,40 @@ __all__ = ["CheckResult", "DomainStatus", "Progress", "Store", "StoreStatus"]
 class Progress(Protocol):
     """What long operations report to: a total (always a number), then steps done."""
 
-    def start(self, total: int, label: str) -> None: ...
+    def start(self, total: int, label: str) -> None:
+        """The work begins: ``total`` steps (files, records) of what ``label`` names."""
 
-    def advance(self, n: int) -> None: ...
+    def advance(self, n: int) -> None:
+        """``n`` more steps are done."""
 
 
 @dataclass
 class DomainStatus:
+    """One domain in :meth:`Store.status`: the registry's current version (``None``
+    for a domain the store holds but the registry does not know), the records stored
+    at each version, and the refused texts kept."""
+
     current_version: int | None
     versions: dict[int, int] = field(default_factory=dict)
     refused: int = 0  # refused records whose text the store keeps for export
 
     @property
     def pending(self) -> int:
+        """Records below the current version, which a migration would bring up."""
         if self.current_version is None:
             return 0
         return sum(n for v, n in self.versions.items() if v < self.current_version)
 
     @property
     def newer(self) -> int:
+        """Records above the current version, which no migration touches."""
         if self.current_version is None:
             return 0
         return sum(n for v, n in self.versions.items() if v > self.current_version)
 
     @property
     def total(self) -> int:
+        """Records stored, at any version."""
         return sum(self.versions.values())
 
 
@@ -68,6 +77,7 @@ class StoreStatus:
     domains: dict[str, DomainStatus]
 
     def as_dict(self) -> dict[str, Any]:
+        """As ``store status --json`` prints it."""
         return {
             "domains": {
                 name: {
@@ -90,6 +100,7 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
+        """Whether no problem was found (``store check`` exits 1 otherwise)."""
         return not self.problems
 
 
@@ -117,7 +128,10 @@ class Store:
     ``registry`` is a :class:`Registry`, a spec for :func:`load_registry` (a ``.py``
     path or module name), or ``None`` for the built-in DeepSeek TUI registry. ``wait``
     is how many seconds a writing operation waits for another writer (default: none,
-    :class:`BusyError` at once).
+    :class:`BusyError` at once). ``create``: a store is made where there is none (with
+    ``False``, :class:`StoreError` instead, as every command but ``store import`` does,
+    so that a mistyped path is not a new, empty store). Without ``target``, the default
+    store: ``$XDG_DATA_HOME/recordstore/store.db`` (``~/.local/share/...`` without it).
 
     ``":memory:"`` (or the URL ``sqlite://``) is a store in memory, gone once closed.
     Its one connection serves one operation at a time: another thread waits for its
@@ -271,6 +285,8 @@ class Store:
     # ----------------------------------------------------------------- reading
 
     def status(self) -> StoreStatus:
+        """Per domain of the registry (and any other the store holds): its current
+        version, the records at each version, and the refused texts kept."""
         out = {d.name: DomainStatus(d.version) for d in self.registry}
         with translate_errors(), self.engine.connect() as conn:
             for domain, version, count in conn.execute(
@@ -291,9 +307,14 @@ class Store:
         return Query(self.engine, domain)
 
     def get(self, domain: str, key: str) -> Record | None:
+        """The record of ``domain`` with ``key`` (its file's path, then ``:LINE`` or
+        ``[INDEX]``), or ``None`` when there is none."""
         return self.query(domain).key(key).first()
 
     def history(self, run: int | None = None, *, failure_limit: int | None = None) -> list[RunInfo]:
+        """Every run, oldest first, or a list of the one ``run`` (an unknown one is a
+        :class:`RecordStoreError`); each with at most ``failure_limit`` of its failures
+        (``None``: all of them; ``failure_count`` always counts them all)."""
         # Not a bool, which SQL reads as run 1; checked before any run begins (a restore's).
         checked("run", run, int, what="a run number (an integer)", optional=True)
         checked("failure_limit", failure_limit, int, least=0, most=INT_MAX, optional=True)
@@ -534,6 +555,7 @@ class Store:
                     yield conn
 
     def indexes(self) -> list[tuple[str, str]]:
+        """The JSON-path indexes, as (domain, SQLite path such as ``$.status``)."""
         with translate_errors(), self.engine.connect() as conn:
             return [(r.domain, r.path) for r in conn.execute(select(indexes).order_by(indexes.c.domain, indexes.c.path))]
 
