@@ -574,6 +574,7 @@ def test_version_and_a_hint_when_no_file_is_in_a_domain(cli: Any, home: Path) ->
     assert cli("--version").stdout == f"recordstore {recordstore.__version__}\n"
     res = cli("import", home / "tasks")
     assert res.exit_code == 0 and "0 file(s) read" in res.stdout and "give the application's home directory" in res.stdout
+    assert res.stdout.startswith("0 file(s) read")  # no table of headings alone above it
 
 
 def test_import_and_status_list_the_domains_in_the_same_order(cli: Any, home: Path) -> None:

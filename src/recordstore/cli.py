@@ -466,7 +466,8 @@ def import_(
         order = {name: n for n, name in enumerate(store.registry.domains)}  # as status lists them
         for name, c in sorted(result.domains.items(), key=lambda item: (order.get(item[0], len(order)), item[0])):
             table.add_row(name, *(str(v) for v in c.as_dict().values()))
-        out.print(table)
+        if result.domains:  # (a table of headings alone says nothing)
+            out.print(table)
         out.print(f"{result.files} file(s) read, {result.skipped} skipped (no domain); run {result.run_id}")
         if result.skipped and not result.files and domain is not None:
             out.print(
