@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import errno
+import json
 import os
 import re
 import sqlite3
@@ -282,6 +283,27 @@ def test_existing_files_are_refused_unless_forced(world: tuple[Home, Path, Path]
     assert_cli_export(cli, out, [], "--force")
     assert_good_files_written(home, out, set())
     assert_contained(out, sibling)
+
+
+def test_files_refused_for_one_same_reason_are_counted_after_the_first_ten(cli: Cli, tmp_path: Path) -> None:
+    """`store export ~/.deepseek`, over the home itself, printed "exists in the export
+    directory" once for every file of the store: tens of thousands of alike lines. Ten
+    are printed, then one line counts the rest; --json still lists every one."""
+    from conftest import EXAMPLE_HOME
+
+    assert cli("import", str(EXAMPLE_HOME)).exit_code == 0  # type: ignore[attr-defined]
+    out = tmp_path / "out"
+    assert cli("export", str(out)).exit_code == 0  # type: ignore[attr-defined]
+    written = sum(1 for p in out.rglob("*") if p.is_file())
+    assert written > 12
+    reason = "exists in the export directory (use --force, or overwrite=True, to overwrite)"
+    result = cli("export", str(out))
+    lines = result.stderr.splitlines()  # type: ignore[attr-defined]
+    assert result.exit_code == 1 and len(lines) == 11, lines  # type: ignore[attr-defined]
+    assert all(line.startswith("store: ") and line.endswith(f": {reason}") for line in lines)
+    assert lines[-1] == f"store: ... and {written - 10} more file(s): {reason}"
+    result = cli("export", str(out), "--json")
+    assert len(json.loads(result.stdout)["problems"]) == written  # type: ignore[attr-defined]
 
 
 def test_out_that_is_a_file_is_one_clear_error(world: tuple[Home, Path, Path], store: Store, cli: Cli) -> None:

@@ -413,9 +413,26 @@ def _held(json_text: str) -> str:
     return json_text if _unicode_stdout() else _NON_ASCII.sub(_escaped, json_text)
 
 
-def _problems(lines: list[Any]) -> None:
+#: Of an export's problems with one same reason (every file of a home exported over
+#: it: "exists in the export directory"), how many are printed before one line counts
+#: the rest (``--json`` lists them all).
+ALIKE_SHOWN = 10
+
+
+def _problems(lines: list[Any], *, alike: int | None = None) -> None:
+    """Each problem on a line of its own; ``alike``: of those with one same reason, that
+    many, then one line saying how many more there were."""
+    counted: dict[str, int] = {}
     for problem in lines:
+        reason = getattr(problem, "reason", None)
+        if alike is not None and reason is not None:
+            counted[reason] = counted.get(reason, 0) + 1
+            if counted[reason] > alike:
+                continue
         err.print(f"store: {problem}", markup=False)
+    for reason, count in counted.items():
+        if alike is not None and count > alike:
+            err.print(f"store: ... and {count - alike} more file(s): {reason}", markup=False)
 
 
 # --------------------------------------------------------------------------- commands
@@ -527,7 +544,7 @@ def export(
         raise typer.BadParameter("OUT is empty (an unset variable?); give a directory, '.' for this one", param_hint="OUT")
     with _errors(ctx), ctx.obj.open() as store, _bar(ctx, json_out) as bar:
         result = store.export_to(out_dir, domains=domain, overwrite=force, progress=bar)
-    _problems(result.problems)
+    _problems(result.problems, alike=ALIKE_SHOWN)
     if json_out:
         _emit_json(result.as_dict())
     else:
