@@ -1,0 +1,77 @@
+"""Migration steps as registry authors write them, wrongly: each misbehaving step fails
+its own record in one line, the other records migrate, every original row is kept, and
+the dry run, the real run, with workers and without, all say the same."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recordstore import Registry, Store
+
+#: Workers are forked: a registry built in code is theirs too.
+needs_fork = pytest.mark.skipif(
+    "fork" not in __import__("multiprocessing").get_all_start_methods(), reason="workers are forked"
+)
+
+
+def _home(tmp_path: Path, lines: list[str]) -> Path:
+    home = tmp_path / "home"
+    (home / "r").mkdir(parents=True)
+    (home / "r" / "log.jsonl").write_text("".join(line + "\n" for line in lines))
+    return home
+
+
+def _registry(step: Callable[[dict[str, Any]], Any]) -> Registry:
+    registry = Registry()
+    registry.domain("rec", version=2, files=["r/*.jsonl"]).add_step(1, step)
+    return registry
+
+
+def _rows(db: Path) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT key, version, payload FROM records ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def _summary(result: Any) -> tuple[Any, ...]:
+    return (result.counts, [(f.key, f.step, f.reason, getattr(f, "source", None)) for f in result.failures])
+
+
+def _outcomes(tmp_path: Path, registry: Registry, lines: list[str], jobs: int, **options: Any) -> tuple[Any, Any, Any]:
+    """The dry run's and the real run's summaries, and the records after the real run."""
+    home = _home(tmp_path / f"jobs{jobs}", lines)
+    db = tmp_path / f"jobs{jobs}" / "s.db"
+    with Store(db, registry=registry) as store:
+        assert store.import_paths([home], jobs=0).ok
+        planned = store.migrate(dry_run=True, jobs=jobs, **options)
+        done = store.migrate(jobs=jobs, **options)
+    return planned, done, _rows(db)
+
+
+@pytest.mark.parametrize("jobs", [0, pytest.param(2, marks=needs_fork)], ids=["in-process", "workers"])
+def test_a_step_quoting_a_lone_surrogate_of_its_record_fails_only_that_record(tmp_path: Path, jobs: int) -> None:
+    """A step whose error quoted a record's string holding "\\ud800" (JSON allows it, and
+    the store keeps it) ended the whole migration, and its dry run, with an internal
+    error (exit 70): the message could not be made one printable line."""
+
+    def step(record: dict[str, Any]) -> None:
+        if record["title"] != "fine":
+            raise ValueError(f"bad title {record['title']}")
+
+    lines = ['{"schema_version":1,"title":"fine"}', '{"schema_version":1,"title":"\\ud800 half"}']
+    planned, done, rows = _outcomes(tmp_path, _registry(step), lines, jobs)
+    for result in (planned, done):
+        assert result.counts == {"rec": {"1->2": 1}}
+        [failure] = result.failures
+        assert (failure.key, failure.reason) == ("r/log.jsonl:2", "ValueError: bad title \\ud800 half")
+        assert str(failure) == f"rec r/log.jsonl:2: v1 -> v2 ({failure.step}) failed: ValueError: bad title \\ud800 half"
+    assert [r[:2] for r in rows] == [("r/log.jsonl:1", 2), ("r/log.jsonl:2", 1)]
+    assert rows[1][2] == lines[1]  # kept exactly
