@@ -75,3 +75,31 @@ def test_a_step_quoting_a_lone_surrogate_of_its_record_fails_only_that_record(tm
         assert str(failure) == f"rec r/log.jsonl:2: v1 -> v2 ({failure.step}) failed: ValueError: bad title \\ud800 half"
     assert [r[:2] for r in rows] == [("r/log.jsonl:1", 2), ("r/log.jsonl:2", 1)]
     assert rows[1][2] == lines[1]  # kept exactly
+
+
+def _nest(record: dict[str, Any]) -> None:
+    """Nests the record ``record["levels"]`` deep in all (the record itself is one level)."""
+    inner: Any = []
+    for _ in range(record["levels"] - 2):
+        inner = {"a": inner}
+    record["deep"] = inner
+
+
+@pytest.mark.parametrize("jobs", [0, pytest.param(2, marks=needs_fork)], ids=["in-process", "workers"])
+def test_a_step_nesting_a_record_deeper_than_the_store_reads_fails_that_record(tmp_path: Path, jobs: int) -> None:
+    """A step nesting a record 1,025 to ~1,100 levels deep (beyond what any decoder here
+    reads, within what the encoder's budget writes) migrated it: the record was then
+    unreadable ("its stored payload cannot be read" from every query, and its exported
+    file refused by the next import). 1,024 levels, the most a record may have, migrate."""
+    lines = [f'{{"schema_version":1,"levels":{n}}}' for n in (1024, 1025, 1060, 1100)]
+    planned, done, rows = _outcomes(tmp_path, _registry(_nest), lines, jobs)
+    for result in (planned, done):
+        assert result.counts == {"rec": {"1->2": 1}}
+        assert [(f.key, f.reason) for f in result.failures] == [
+            (f"r/log.jsonl:{n}", "nested too deeply to encode (more than 1024 levels, which could not be read back)")
+            for n in (2, 3, 4)
+        ]
+    assert [r[2] for r in rows[1:]] == lines[1:]  # kept exactly
+    with Store(tmp_path / f"jobs{jobs}" / "s.db", registry=_registry(_nest)) as store:
+        [migrated] = [r for r in store.query("rec") if r.version == 2]
+        assert migrated.data["levels"] == 1024 and len(list(store.query("rec"))) == 4

@@ -458,7 +458,31 @@ def _encode_exact(value: Any, indent: int | None) -> str:
         raise JSONError(f"not representable as JSON: {exc}") from None
     except RecursionError:
         raise JSONError("nested too deeply to encode") from None
+    # Within the budget, the encoder goes a little deeper than any decoder here reads (a
+    # step's output, say): written, such a record could never be read back.
+    if _nests_deeper(text, MAX_NESTING):
+        raise JSONError(f"nested too deeply to encode (more than {MAX_NESTING} levels, which could not be read back)")
     return text
+
+
+#: In JSON text: a string (skipped whole), or a bracket outside any string.
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _nests_deeper(text: str, most: int) -> bool:
+    """Whether the JSON ``text`` nests arrays and objects more than ``most`` deep."""
+    if text.count("[") + text.count("{") <= most:
+        return False
+    depth = 0
+    for found in _STRING_OR_BRACKET.finditer(text):
+        token = found.group()
+        if token == "[" or token == "{":
+            depth += 1
+            if depth > most:
+                return True
+        elif token == "]" or token == "}":
+            depth -= 1
+    return False
 
 
 def _refuse_colliding_keys(value: Any) -> None:
