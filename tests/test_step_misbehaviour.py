@@ -103,3 +103,46 @@ def test_a_step_nesting_a_record_deeper_than_the_store_reads_fails_that_record(t
     with Store(tmp_path / f"jobs{jobs}" / "s.db", registry=_registry(_nest)) as store:
         [migrated] = [r for r in store.query("rec") if r.version == 2]
         assert migrated.data["levels"] == 1024 and len(list(store.query("rec"))) == 4
+
+
+def _fail_some(record: dict[str, Any]) -> None:
+    if record.get("fail"):
+        raise ValueError("asked to fail")
+
+
+@pytest.mark.parametrize("jobs", [0, pytest.param(2, marks=needs_fork)], ids=["in-process", "workers"])
+def test_an_atomic_dry_run_says_the_real_run_would_roll_back(tmp_path: Path, jobs: int) -> None:
+    """`migrate --dry-run --atomic` (plan with atomic=True) said it would migrate every
+    record but the failing one, where the real --atomic run migrates none (rolled back)."""
+    lines = ['{"schema_version":1}', '{"schema_version":1,"fail":true}', '{"schema_version":1}']
+    planned, done, rows = _outcomes(tmp_path, _registry(_fail_some), lines, jobs, atomic=True)
+    assert done.rolled_back and done.counts == {} and done.migrated == 0
+    assert (planned.rolled_back, planned.counts, planned.migrated) == (True, {}, 0)
+    assert _summary(planned) == _summary(done)
+    assert [r[2] for r in rows] == lines
+
+
+def test_cli_atomic_dry_run_prints_what_the_real_run_prints(tmp_path: Path) -> None:
+    from conftest import Cli
+
+    registry = tmp_path / "failing.py"
+    registry.write_text(
+        "from recordstore import Registry\n"
+        "registry = Registry()\n"
+        "rec = registry.domain('rec', version=2, files=['r/*.jsonl'])\n"
+        "@rec.step(1)\n"
+        "def fail_some(record):\n"
+        "    if record.get('fail'):\n"
+        "        raise ValueError('asked to fail')\n"
+    )
+    cli = Cli(tmp_path / "s.db")
+    home = _home(tmp_path, ['{"schema_version":1}', '{"schema_version":1,"fail":true}'])
+    assert cli("import", home, registry=str(registry)).exit_code == 0
+    dry = cli("migrate", "--dry-run", "--atomic", "--json", registry=str(registry))
+    real = cli("migrate", "--atomic", "--json", registry=str(registry))
+    assert dry.exit_code == real.exit_code == 1
+    planned, done = json.loads(dry.stdout), json.loads(real.stdout)
+    for key in ("migrated", "counts", "failures", "rolled_back"):
+        assert planned[key] == done[key], key
+    text = cli("migrate", "--dry-run", "--atomic", registry=str(registry))
+    assert "would migrate 0 record(s), 1 failed (would be rolled back: --atomic and a record failed" in text.stdout

@@ -468,6 +468,8 @@ class _Pass:
                     _record_failures_alone(conn, run, result)
                 else:
                     outer.commit()
+            elif self.atomic and result.failures:  # a dry run says what the real one would do
+                result.rolled_back, result.counts = True, {}
         except BaseException:
             if outer is not None and outer.is_active:
                 outer.rollback()

@@ -341,7 +341,8 @@ class Store:
         self.registry.validate()  # changed since the store opened? A broken chain is a RegistryError here.
         if dry_run:
             return migrate_records(
-                self.engine, self.registry, domains, run=None, fail_fast=fail_fast, diff=diff, progress=progress, jobs=jobs
+                self.engine, self.registry, domains, run=None, fail_fast=fail_fast, atomic=atomic, diff=diff,
+                progress=progress, jobs=jobs,
             )
         options = {"domains": None if domains is None else list(domains), "fail_fast": fail_fast, "atomic": atomic}
         with self._held_run("migrate", options=options, fingerprints=self.registry.fingerprints()) as run:
