@@ -146,3 +146,30 @@ def test_cli_atomic_dry_run_prints_what_the_real_run_prints(tmp_path: Path) -> N
         assert planned[key] == done[key], key
     text = cli("migrate", "--dry-run", "--atomic", registry=str(registry))
     assert "would migrate 0 record(s), 1 failed (would be rolled back: --atomic and a record failed" in text.stdout
+
+
+def _interrupting(record: dict[str, Any]) -> None:
+    if record.get("fail"):
+        raise KeyboardInterrupt("the step's own")
+
+
+@pytest.mark.parametrize("jobs", [0, pytest.param(2, marks=needs_fork)], ids=["in-process", "workers"])
+def test_a_step_raising_keyboard_interrupt_itself_fails_only_its_record(tmp_path: Path, jobs: int) -> None:
+    """A step raising KeyboardInterrupt with no Ctrl-C pressed (a library's timeout, a
+    leftover ``raise KeyboardInterrupt``) stopped the whole migration and its dry run as
+    "interrupted" (exit 130), naming no record, and every rerun again: the migration
+    could never finish. Ctrl-C is held to the next record while a run works, so a
+    KeyboardInterrupt out of a step is the step's own: its record fails, as with any
+    exception. (Ctrl-C itself still stops the run: tests/test_store_safety.py.)"""
+    lines = ['{"schema_version":1}', '{"schema_version":1,"fail":true}', '{"schema_version":1}']
+    try:
+        planned, done, rows = _outcomes(tmp_path, _registry(_interrupting), lines, jobs)
+    except KeyboardInterrupt:  # (not let out: pytest would stop the whole session)
+        pytest.fail("the step's KeyboardInterrupt stopped the migration")
+    assert _summary(planned) == _summary(done)
+    assert done.counts == {"rec": {"1->2": 2}}
+    assert [(f.key, f.reason) for f in done.failures] == [("r/log.jsonl:2", "KeyboardInterrupt: the step's own")]
+    assert [(r[1], r[2]) for r in rows] == [(2, '{"schema_version":2}'), (1, lines[1]), (2, '{"schema_version":2}')]
+    import signal
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # as the dry run found it

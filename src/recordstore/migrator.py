@@ -42,7 +42,7 @@ from .errors import (
 from .importer import LAYOUT, as_text, backup_file_layout, backup_rows, backup_span
 from .parsing import indent_of
 from .registry import Domain, Registry, Step
-from .runs import RunHandle, check_interrupt
+from .runs import RunHandle, check_interrupt, ctrl_c_may_have_raised
 from .tables import backups, file_backups, files, records, refused
 
 __all__ = ["MigrationResult", "RestoreResult", "migrate_records", "migrate_value", "restore_records"]
@@ -191,9 +191,9 @@ def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> d
                 out = value
             if not isinstance(out, dict):
                 raise _NotAnObject(f"step returned {type(out).__name__}, not a JSON object (dict)")
-        except KeyboardInterrupt:  # Ctrl-C (or a step raising it): the run stops, as interrupted
-            raise
         except BaseException as exc:  # sys.exit(), asyncio's CancelledError, a library's own: its record fails
+            if isinstance(exc, KeyboardInterrupt) and ctrl_c_may_have_raised() and not workers.notes_ctrl_c():
+                raise  # Ctrl-C: the run stops, as interrupted (a step's own KeyboardInterrupt fails its record)
             reason = _bounded(str(exc) if isinstance(exc, _NotAnObject) else describe(exc))
             raise MigrationError(
                 reason,

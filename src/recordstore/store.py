@@ -22,7 +22,7 @@ from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_rec
 from .parsing import discover
 from .query import Query, Record, index_ddl, json_paths_served
 from .registry import Registry, load_registry
-from .runs import RunHandle, RunInfo, held_run, read_history, release_lock
+from .runs import RunHandle, RunInfo, held_interrupts, held_run, read_history, release_lock
 from .schema import ensure_schema, missing_record_indexes
 from .tables import backups, file_backups, files, indexes, records, refused, runs
 
@@ -340,10 +340,13 @@ class Store:
         checked("jobs", jobs, int, least=0, optional=True)
         self.registry.validate()  # changed since the store opened? A broken chain is a RegistryError here.
         if dry_run:
-            return migrate_records(
-                self.engine, self.registry, domains, run=None, fail_fast=fail_fast, atomic=atomic, diff=diff,
-                progress=progress, jobs=jobs,
-            )
+            # Ctrl-C held to the next record, as in a real run: a KeyboardInterrupt a step
+            # raises itself then fails its record alone in both (see ctrl_c_may_have_raised).
+            with held_interrupts():
+                return migrate_records(
+                    self.engine, self.registry, domains, run=None, fail_fast=fail_fast, atomic=atomic, diff=diff,
+                    progress=progress, jobs=jobs,
+                )
         options = {"domains": None if domains is None else list(domains), "fail_fast": fail_fast, "atomic": atomic}
         with self._held_run("migrate", options=options, fingerprints=self.registry.fingerprints()) as run:
             result = migrate_records(
