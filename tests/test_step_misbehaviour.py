@@ -173,3 +173,60 @@ def test_a_step_raising_keyboard_interrupt_itself_fails_only_its_record(tmp_path
     import signal
 
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # as the dry run found it
+
+
+async def _async_step(record: dict[str, Any]) -> None:
+    record["x"] = 1
+
+
+async def _async_generator_step(record: dict[str, Any]) -> Any:
+    yield record
+
+
+def _generator_step(record: dict[str, Any]) -> Any:
+    yield record
+
+
+class _AsyncCallable:
+    async def __call__(self, record: dict[str, Any]) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("step", "kind"),
+    [
+        (_async_step, "an async function"),
+        (_async_generator_step, "an async function"),
+        (_generator_step, "a generator function"),
+        (__import__("functools").partial(_async_step), "an async function"),
+        (_AsyncCallable(), "an async function"),
+    ],
+    ids=["async", "async-generator", "generator", "partial-of-async", "async-call"],
+)
+def test_an_async_or_generator_step_is_refused_when_the_registry_loads(step: Any, kind: str) -> None:
+    """An `async def` or generator step was taken, and then failed every record, one by
+    one ("step returned coroutine"), with a RuntimeWarning over several lines on stderr
+    naming recordstore's own code: its body never runs. It cannot be a step, as one
+    needing two arguments cannot: refused when registered, naming domain and step."""
+    from recordstore import RegistryError
+
+    domain = Registry().domain("rec", version=2, files=["r/*.jsonl"])
+    with pytest.raises(RegistryError, match=f"^domain 'rec': step 1 -> 2 \\(.+\\) is {kind}") as caught:
+        domain.add_step(1, step)
+    assert "never a record" in str(caught.value) and caught.value.step == 1 and not domain.steps
+
+
+def test_a_step_returning_a_coroutine_fails_its_record_without_a_warning(tmp_path: Path) -> None:
+    """A plain function handing back an async one's coroutine fails its record; the
+    coroutine, never awaited, is closed rather than left to warn on stderr."""
+    import gc
+    import warnings
+
+    lines = ['{"schema_version":1}']
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        planned, done, rows = _outcomes(tmp_path, _registry(lambda record: _async_step(record)), lines, 0)
+        gc.collect()
+    assert [f.reason for f in done.failures] == ["step returned coroutine, not a JSON object (dict)"]
+    assert _summary(planned) == _summary(done) and rows[0][2] == lines[0]
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []

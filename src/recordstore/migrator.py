@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import inspect
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -190,6 +191,10 @@ def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> d
             if out is None:
                 out = value
             if not isinstance(out, dict):
+                if inspect.iscoroutine(out):
+                    # (A function returning an async one's.) Left to the garbage collector,
+                    # it would warn "never awaited" on stderr, over lines naming this module.
+                    out.close()
                 raise _NotAnObject(f"step returned {type(out).__name__}, not a JSON object (dict)")
         except BaseException as exc:  # sys.exit(), asyncio's CancelledError, a library's own: its record fails
             if isinstance(exc, KeyboardInterrupt) and ctrl_c_may_have_raised() and not workers.notes_ctrl_c():

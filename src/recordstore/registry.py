@@ -270,6 +270,23 @@ def _check_takes_one_record(step: Step) -> None:
             domain=step.domain,
             step=step.from_version,
         )
+    # Called, an async or a generator function runs none of its body: it gives a
+    # coroutine or a generator, never the record, and would fail every record.
+    code = step.func
+    if not (inspect.isroutine(code) or inspect.isclass(code) or isinstance(code, functools.partial)):
+        code = getattr(type(code), "__call__", code)  # a callable object: its __call__
+    if inspect.iscoroutinefunction(code) or inspect.isasyncgenfunction(code):
+        kind = "an async function: called, it gives a coroutine"
+    elif inspect.isgeneratorfunction(code):
+        kind = "a generator function (it yields): called, it gives a generator"
+    else:
+        kind = ""
+    if kind:
+        raise RegistryError(
+            f"{where} ({step.name}) is {kind}, never a record: a step must be a plain function",
+            domain=step.domain,
+            step=step.from_version,
+        )
     try:
         signature = inspect.signature(step.func)
     except (TypeError, ValueError):  # a builtin may have no signature to show: given the benefit of the doubt
