@@ -230,3 +230,16 @@ def test_a_step_returning_a_coroutine_fails_its_record_without_a_warning(tmp_pat
     assert [f.reason for f in done.failures] == ["step returned coroutine, not a JSON object (dict)"]
     assert _summary(planned) == _summary(done) and rows[0][2] == lines[0]
     assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+
+
+@pytest.mark.parametrize("jobs", [0, pytest.param(2, marks=needs_fork)], ids=["in-process", "workers"])
+def test_a_domain_named_twice_is_migrated_once(tmp_path: Path, jobs: int) -> None:
+    """`migrate --domain rec --domain rec` (migrate(["rec", "rec"])) ran the steps of
+    every failing record twice and reported each failure twice; its dry run said it
+    would migrate twice the records the real run migrated."""
+    lines = ['{"schema_version":1}', '{"schema_version":1,"fail":true}']
+    planned, done, rows = _outcomes(tmp_path, _registry(_fail_some), lines, jobs, domains=["rec", "rec"])
+    for result in (planned, done):
+        assert result.counts == {"rec": {"1->2": 1}}
+        assert [f.key for f in result.failures] == ["r/log.jsonl:2"]
+    assert [r[1] for r in rows] == [2, 1]

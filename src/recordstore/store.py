@@ -581,13 +581,14 @@ def _domain(given: str | None) -> None:
 
 def _names(given: Iterable[str] | str | None) -> list[str] | None:
     """Domain names given: one name (not its letters) or many, read once (a generator
-    would be empty by the time the domains were used)."""
+    would be empty by the time the domains were used), each once (a migration given a
+    name twice ran the steps of its failing records twice, and reported them twice)."""
     if given is None:
         return None
     names: list[Any] = list(given) if isinstance(given, Iterable) and not isinstance(given, (str, bytes)) else [given]
     for name in names:
         checked("domains", name, str, what="a domain's name (a string) or an iterable of them")
-    return names
+    return list(dict.fromkeys(names))
 
 
 def _progress(given: Progress | None) -> None:
