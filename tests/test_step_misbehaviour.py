@@ -243,3 +243,45 @@ def test_a_domain_named_twice_is_migrated_once(tmp_path: Path, jobs: int) -> Non
         assert result.counts == {"rec": {"1->2": 1}}
         assert [f.key for f in result.failures] == ["r/log.jsonl:2"]
     assert [r[1] for r in rows] == [2, 1]
+
+
+EXITING_MESSAGE_REGISTRY = """
+import sys
+
+from recordstore import Registry
+
+registry = Registry()
+rec = registry.domain("rec", version=2, files=["r/*.jsonl"])
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        sys.exit(4)  # (a leftover exit in a library's error, say)
+
+
+@rec.step(1)
+def check(record):
+    if record.get("fail"):
+        raise Unprintable()
+"""
+
+
+def test_a_step_error_whose_message_exits_fails_only_its_record(tmp_path: Path) -> None:
+    """A step's exception whose message calls sys.exit() ended `store migrate` and its dry
+    run at once, silently, with that exit code (4: "busy"), the run "interrupted"."""
+    from conftest import Cli
+
+    registry = tmp_path / "exiting.py"
+    registry.write_text(EXITING_MESSAGE_REGISTRY)
+    cli = Cli(tmp_path / "s.db")
+    lines = ['{"schema_version":1}', '{"schema_version":1,"fail":true}']
+    assert cli("import", _home(tmp_path, lines), registry=str(registry)).exit_code == 0
+    for dry in (["--dry-run"], []):
+        res = cli("migrate", "--jobs", "0", *dry, registry=str(registry))
+        assert res.exit_code == 1
+        assert res.stderr.splitlines() == [
+            "store: failed: rec r/log.jsonl:2: v1 -> v2 (check) failed: "
+            "Unprintable: (its message could not be shown: SystemExit) (r/log.jsonl)"
+        ]
+        assert "1 record(s), 1 failed" in res.stdout
+    assert [r[1] for r in _rows(tmp_path / "s.db")] == [2, 1]

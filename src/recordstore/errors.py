@@ -204,7 +204,7 @@ def describe(exc: BaseException) -> str:
     one whose message cannot be made (its ``__str__`` raises)."""
     try:
         message = str(exc)
-    except Exception as broken:
+    except BaseException as broken:  # (a ``sys.exit()`` there too: it must not end the caller, saying nothing)
         message = f"(its message could not be shown: {type(broken).__name__})"
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
