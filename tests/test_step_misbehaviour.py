@@ -105,6 +105,33 @@ def test_a_step_nesting_a_record_deeper_than_the_store_reads_fails_that_record(t
         assert migrated.data["levels"] == 1024 and len(list(store.query("rec"))) == 4
 
 
+def test_a_record_as_deep_as_a_record_may_be_is_shown_by_query_json(tmp_path: Path) -> None:
+    """`store query --json` wraps each record in an object of its own, which nests it two
+    levels deeper than it is: a record of 1,024 levels, which a step may make, is shown.
+    migrate_value refuses, as a migration does, a record nested deeper."""
+    from conftest import Cli
+
+    from recordstore import MigrationError, migrate_value
+
+    registry = tmp_path / "nesting.py"
+    registry.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_step_misbehaviour import _nest, _registry\n"
+        "registry = _registry(_nest)\n"
+    )
+    cli = Cli(tmp_path / "s.db")
+    assert cli("import", _home(tmp_path, ['{"schema_version":1,"levels":1024}']), registry=str(registry)).exit_code == 0
+    assert cli("migrate", registry=str(registry)).exit_code == 0
+    shown = cli("query", "rec", "--json", registry=str(registry))
+    assert shown.exit_code == 0, shown.stderr  # (a line 1,026 levels deep: no decoder here reads it back)
+    assert shown.stdout.startswith('{"key":"r/log.jsonl:1","version":2,"record":{"schema_version":2,"levels":1024,')
+    domain = _registry(_nest)["rec"]
+    assert migrate_value(domain, "k", {"schema_version": 1, "levels": 1024}, 1)["levels"] == 1024
+    with pytest.raises(MigrationError, match="more than 1024 levels"):
+        migrate_value(domain, "k", {"schema_version": 1, "levels": 1025}, 1)
+
+
 def _fail_some(record: dict[str, Any]) -> None:
     if record.get("fail"):
         raise ValueError("asked to fail")

@@ -458,29 +458,28 @@ def _encode_exact(value: Any, indent: int | None) -> str:
         raise JSONError(f"not representable as JSON: {exc}") from None
     except RecursionError:
         raise JSONError("nested too deeply to encode") from None
-    # Within the budget, the encoder goes a little deeper than any decoder here reads (a
-    # step's output, say): written, such a record could never be read back.
-    if _nests_deeper(text, MAX_NESTING):
-        raise JSONError(f"nested too deeply to encode (more than {MAX_NESTING} levels, which could not be read back)")
     return text
 
 
 #: In JSON text: a string (skipped whole), or a bracket outside any string.
-_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
-def _nests_deeper(text: str, most: int) -> bool:
-    """Whether the JSON ``text`` nests arrays and objects more than ``most`` deep."""
-    if text.count("[") + text.count("{") <= most:
+def too_deep_to_read(text: bytes) -> bool:
+    """Whether the JSON ``text`` nests arrays and objects deeper than MAX_NESTING, which
+    :func:`decode` refuses. The encoder, within its budget, writes a little deeper (what
+    holds a record, as a query's JSON output, must be written): a record that deep, a
+    step's output, could never be read back from the store."""
+    if len(text) <= 2 * MAX_NESTING or text.count(b"[") + text.count(b"{") <= MAX_NESTING:
         return False
     depth = 0
     for found in _STRING_OR_BRACKET.finditer(text):
         token = found.group()
-        if token == "[" or token == "{":
+        if token == b"[" or token == b"{":
             depth += 1
-            if depth > most:
+            if depth > MAX_NESTING:
                 return True
-        elif token == "]" or token == "}":
+        elif token == b"]" or token == b"}":
             depth -= 1
     return False
 

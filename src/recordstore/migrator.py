@@ -160,10 +160,19 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
     new = _run_steps(domain, key, value, chain)
     if chain:  # what the steps made must be what a migration could write
         try:
-            jsoncodec.encode_utf8(new, None)
+            _readable(jsoncodec.encode_utf8(new, None))
         except jsoncodec.JSONError as exc:
             raise _unwritable(domain, key, version, chain, exc) from exc
     return new
+
+
+def _readable(text: bytes) -> bytes:
+    """``text``, a record the steps made, encoded, if the store can read it back."""
+    if jsoncodec.too_deep_to_read(text):
+        raise jsoncodec.JSONError(
+            f"nested too deeply to encode (more than {jsoncodec.MAX_NESTING} levels, which could not be read back)"
+        )
+    return text
 
 
 def _unwritable(
@@ -369,7 +378,7 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
         else:
             try:
                 new = _run_steps(dom, key, value, chain)
-                text = encode_like(new, payload)
+                text = _readable(encode_like(new, payload))
             except MigrationError as exc:
                 failure = exc
             except jsoncodec.JSONError as exc:  # what the steps made cannot be written: name them
