@@ -312,3 +312,45 @@ def test_a_step_error_whose_message_exits_fails_only_its_record(tmp_path: Path) 
         ]
         assert "1 record(s), 1 failed" in res.stdout
     assert [r[1] for r in _rows(tmp_path / "s.db")] == [2, 1]
+
+
+class _Strict(str):
+    """A string type refusing to be compared with anything but its own kind."""
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not _Strict:
+            raise RuntimeError("compared with a plain value")
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+class _StrictFloat(float):
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("compared")
+
+    __hash__ = float.__hash__
+
+
+def _strict_values(record: dict[str, Any]) -> None:
+    if record.get("strict"):
+        record["name"] = _Strict("x")
+    else:
+        record["ratio"] = _StrictFloat(0.5)  # written by the one-line encoder; the pretty one compares it
+
+
+@pytest.mark.parametrize("jobs", [0, pytest.param(2, marks=needs_fork)], ids=["in-process", "workers"])
+def test_a_value_whose_code_raises_while_encoded_fails_only_its_record(tmp_path: Path, jobs: int) -> None:
+    """A step's value of a str subclass whose == raises ended the whole migration (and
+    its dry run) with an internal error (exit 70) while its record was encoded; and a
+    float subclass the one-line encoder writes, which the pretty one compares, made the
+    dry run's --diff crash where the real run migrates the record."""
+    lines = ['{"schema_version":1}', '{"schema_version":1,"strict":true}']
+    planned, done, rows = _outcomes(tmp_path, _registry(_strict_values), lines, jobs, diff=5)
+    for result in (planned, done):
+        assert result.counts == {"rec": {"1->2": 1}}
+        assert [(f.key, f.reason) for f in result.failures] == [
+            ("r/log.jsonl:2", "not representable as JSON: RuntimeError: compared with a plain value")
+        ]
+    assert [d.after for d in planned.diffs] == ['{\n  "schema_version": 2,\n  "ratio": 0.5\n}']
+    assert [(r[1], r[2]) for r in rows] == [(2, '{"schema_version":2,"ratio":0.5}'), (1, lines[1])]

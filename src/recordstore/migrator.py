@@ -160,14 +160,31 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
     new = _run_steps(domain, key, value, chain)
     if chain:  # what the steps made must be what a migration could write
         try:
-            _readable(jsoncodec.encode_utf8(new, None))
+            _encoded(new, None)
         except jsoncodec.JSONError as exc:
             raise _unwritable(domain, key, version, chain, exc) from exc
     return new
 
 
-def _readable(text: bytes) -> bytes:
-    """``text``, a record the steps made, encoded, if the store can read it back."""
+def _pressed(exc: BaseException) -> bool:
+    """Whether ``exc``, out of a step's code, is Ctrl-C's KeyboardInterrupt, which stops
+    the run (a step's own fails its record, as any other exception)."""
+    return isinstance(exc, KeyboardInterrupt) and ctrl_c_may_have_raised() and not workers.notes_ctrl_c()
+
+
+def _encoded(value: Any, original: str | bytes | None) -> bytes:
+    """``value``, the record the steps made, encoded in the style of ``original`` (or
+    compact), if the store can write it and read it back; else :class:`JSONError`.
+    Encoding it runs code of the step's values too (the ``==`` of a str subclass, a dict
+    subclass's ``items``): what that raises fails the record, not the run."""
+    try:
+        text = jsoncodec.encode_utf8(value, None) if original is None else encode_like(value, original)
+    except jsoncodec.JSONError:
+        raise
+    except BaseException as exc:
+        if _pressed(exc):
+            raise
+        raise jsoncodec.JSONError(f"not representable as JSON: {_bounded(describe(exc))}") from None
     if jsoncodec.too_deep_to_read(text):
         raise jsoncodec.JSONError(
             f"nested too deeply to encode (more than {jsoncodec.MAX_NESTING} levels, which could not be read back)"
@@ -206,8 +223,8 @@ def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> d
                     out.close()
                 raise _NotAnObject(f"step returned {type(out).__name__}, not a JSON object (dict)")
         except BaseException as exc:  # sys.exit(), asyncio's CancelledError, a library's own: its record fails
-            if isinstance(exc, KeyboardInterrupt) and ctrl_c_may_have_raised() and not workers.notes_ctrl_c():
-                raise  # Ctrl-C: the run stops, as interrupted (a step's own KeyboardInterrupt fails its record)
+            if _pressed(exc):
+                raise  # Ctrl-C: the run stops, as interrupted
             reason = _bounded(str(exc) if isinstance(exc, _NotAnObject) else describe(exc))
             raise MigrationError(
                 reason,
@@ -378,7 +395,7 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
         else:
             try:
                 new = _run_steps(dom, key, value, chain)
-                text = _readable(encode_like(new, payload))
+                text = _encoded(new, payload)
             except MigrationError as exc:
                 failure = exc
             except jsoncodec.JSONError as exc:  # what the steps made cannot be written: name them
@@ -386,8 +403,10 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
             else:
                 out.updates.append((text, rid))
                 if len(out.diffs) < diffs:
+                    # What is written, as plain JSON values: encoding the step's own values
+                    # again (pretty, by other code) could run code of theirs again.
                     out.diffs.append(
-                        RecordDiff(dom.name, key, from_version, to_version, encode(decode(payload), 2), encode(new, 2))
+                        RecordDiff(dom.name, key, from_version, to_version, encode(decode(payload), 2), encode(decode(text), 2))
                     )
                 continue
         failure.source = path  # type: ignore[attr-defined]
