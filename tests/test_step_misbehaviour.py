@@ -354,3 +354,22 @@ def test_a_value_whose_code_raises_while_encoded_fails_only_its_record(tmp_path:
         ]
     assert [d.after for d in planned.diffs] == ['{\n  "schema_version": 2,\n  "ratio": 0.5\n}']
     assert [(r[1], r[2]) for r in rows] == [(2, '{"schema_version":2,"ratio":0.5}'), (1, lines[1])]
+
+
+class _FrozenDict(dict):  # type: ignore[type-arg]
+    """A read-only dict, as some libraries hand out."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise TypeError("this dict is read-only")
+
+
+@pytest.mark.parametrize("jobs", [0, pytest.param(2, marks=needs_fork)], ids=["in-process", "workers"])
+def test_a_step_returning_a_read_only_dict_migrates_its_record(tmp_path: Path, jobs: int) -> None:
+    """A step returning a read-only dict subclass (a JSON object, as the contract asks)
+    ended the whole migration and its dry run with an internal error (exit 70): stamping
+    its version used the subclass's own __setitem__."""
+    lines = ['{"schema_version":1,"a":1}', '{"a":2}']
+    planned, done, rows = _outcomes(tmp_path, _registry(lambda record: _FrozenDict(record, b=True)), lines, jobs)
+    for result in (planned, done):
+        assert result.counts == {"rec": {"1->2": 2}} and result.failures == []
+    assert [r[2] for r in rows] == ['{"schema_version":2,"a":1,"b":true}', '{"schema_version":2,"a":2,"b":true}']

@@ -222,6 +222,11 @@ def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> d
                     # it would warn "never awaited" on stderr, over lines naming this module.
                     out.close()
                 raise _NotAnObject(f"step returned {type(out).__name__}, not a JSON object (dict)")
+            # A dict's own methods: a subclass's (a frozen dict's __setitem__) are not the record's.
+            if dict.__contains__(out, domain.version_field):
+                dict.__setitem__(out, domain.version_field, step.to_version)
+            else:  # a record that had no version field gets one, first, as writers put it
+                out = {domain.version_field: step.to_version, **out}
         except BaseException as exc:  # sys.exit(), asyncio's CancelledError, a library's own: its record fails
             if _pressed(exc):
                 raise  # Ctrl-C: the run stops, as interrupted
@@ -234,10 +239,6 @@ def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> d
                 to_version=step.to_version,
                 step=step.name,
             ) from exc
-        if domain.version_field in out:
-            out[domain.version_field] = step.to_version
-        else:  # a record that had no version field gets one, first, as writers put it
-            out = {domain.version_field: step.to_version, **out}
         value = out
     return cast(dict[str, Any], value)
 
