@@ -373,3 +373,29 @@ def test_a_step_returning_a_read_only_dict_migrates_its_record(tmp_path: Path, j
     for result in (planned, done):
         assert result.counts == {"rec": {"1->2": 2}} and result.failures == []
     assert [r[2] for r in rows] == ['{"schema_version":2,"a":1,"b":true}', '{"schema_version":2,"a":2,"b":true}']
+
+
+class _Client:
+    """A service client a step uses, whose repr fails (it is not connected, say)."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("not connected")
+
+
+def _using(client: _Client) -> Callable[[dict[str, Any]], None]:
+    def step(record: dict[str, Any]) -> None:
+        record["checked"] = client is not None
+
+    return step
+
+
+def test_a_step_capturing_a_value_whose_repr_fails_can_migrate(tmp_path: Path) -> None:
+    """A step made by a factory, capturing a client whose repr raises, made `store
+    migrate` and `store check` end with an internal error (exit 70) before any record,
+    while the dry run said every record would migrate: a step's fingerprint is made of
+    the values it captured, shown by their repr."""
+    registry = _registry(_using(_Client()))
+    planned, done, rows = _outcomes(tmp_path, registry, ['{"schema_version":1}'], 0)
+    assert _summary(planned) == _summary(done) == ({"rec": {"1->2": 1}}, [])
+    with Store(tmp_path / "jobs0" / "s.db", registry=_registry(_using(_Client()))) as store:
+        assert store.check().ok, store.check().problems  # the same fingerprint, made again

@@ -218,7 +218,11 @@ def _stable_repr(value: Any, _within: frozenset[int] = frozenset()) -> str:
     # Any other value keeps its repr (and the digest it always had) unless it shows a set.
     if parts is not None and id(value) not in _within and _holds_a_set(parts, _within | {id(value)}):
         return f"{kind.__module__}.{kind.__qualname__}({_stable_repr(parts, _within | {id(value)})})"
-    return _ADDRESS.sub("", repr(value))
+    try:
+        shown = repr(value)
+    except Exception:  # (a client object's, say): its type stands for it, rather than no migration at all
+        return f"<{kind.__module__}.{kind.__qualname__} whose repr failed>"
+    return _ADDRESS.sub("", shown)
 
 
 def _parts_of(value: Any) -> Any:
