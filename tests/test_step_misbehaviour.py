@@ -399,3 +399,19 @@ def test_a_step_capturing_a_value_whose_repr_fails_can_migrate(tmp_path: Path) -
     assert _summary(planned) == _summary(done) == ({"rec": {"1->2": 1}}, [])
     with Store(tmp_path / "jobs0" / "s.db", registry=_registry(_using(_Client()))) as store:
         assert store.check().ok, store.check().problems  # the same fingerprint, made again
+
+
+def test_a_value_of_a_type_named_over_two_lines_fails_in_one_line(tmp_path: Path) -> None:
+    """What JSON cannot hold is named by its type, whose name a step may make as it likes:
+    one with a line break took two lines of `store migrate`'s report."""
+    odd = type("Made\nUp", (), {})
+
+    def step(record: dict[str, Any]) -> None:
+        record["x"] = odd()
+
+    planned, done, _ = _outcomes(tmp_path, _registry(step), ['{"schema_version":1}'], 0)
+    for result in (planned, done):
+        assert [f.reason for f in result.failures] == [
+            "not representable as JSON: Object of type Made Up is not JSON serializable"
+        ]
+        assert "\n" not in str(result.failures[0])

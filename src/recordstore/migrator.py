@@ -195,9 +195,10 @@ def _encoded(value: Any, original: str | bytes | None) -> bytes:
 def _unwritable(
     domain: Domain, key: str, from_version: int, chain: Sequence[Step], exc: jsoncodec.JSONError
 ) -> MigrationError:
-    """The failure of a record whose steps made what cannot be written as JSON: it names them."""
+    """The failure of a record whose steps made what cannot be written as JSON: it names them.
+    One line: the reason may name a type of the step's own (``Object of type ...``)."""
     return MigrationError(
-        exc.reason, domain=domain.name, key=key, from_version=from_version, to_version=domain.version,
+        _bounded(exc.reason), domain=domain.name, key=key, from_version=from_version, to_version=domain.version,
         step=", ".join(step.name for step in chain),
     )
 
