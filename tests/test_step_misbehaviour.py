@@ -307,8 +307,10 @@ def test_a_step_error_whose_message_exits_fails_only_its_record(tmp_path: Path) 
         res = cli("migrate", "--jobs", "0", *dry, registry=str(registry))
         assert res.exit_code == 1
         assert res.stderr.splitlines() == [
-            "store: failed: rec r/log.jsonl:2: v1 -> v2 (check) failed: "
-            "Unprintable: (its message could not be shown: SystemExit) (r/log.jsonl)"
+            (
+                "store: failed: rec r/log.jsonl:2: v1 -> v2 (check) failed: "
+                "Unprintable: (its message could not be shown: SystemExit) (r/log.jsonl)"
+            )
         ]
         assert "1 record(s), 1 failed" in res.stdout
     assert [r[1] for r in _rows(tmp_path / "s.db")] == [2, 1]
@@ -397,6 +399,7 @@ def test_a_step_capturing_a_value_whose_repr_fails_can_migrate(tmp_path: Path) -
     registry = _registry(_using(_Client()))
     planned, done, rows = _outcomes(tmp_path, registry, ['{"schema_version":1}'], 0)
     assert _summary(planned) == _summary(done) == ({"rec": {"1->2": 1}}, [])
+    assert rows[0][2] == '{"schema_version":2,"checked":true}'
     with Store(tmp_path / "jobs0" / "s.db", registry=_registry(_using(_Client()))) as store:
         assert store.check().ok, store.check().problems  # the same fingerprint, made again
 
