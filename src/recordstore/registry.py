@@ -128,7 +128,9 @@ class Step:
 
     @property
     def name(self) -> str:
-        code, _ = _code_of(self.func)
+        # The code alone: what it was made with is not shown (and its repr, a large table
+        # captured, say, is no cost to pay for each record that fails).
+        code = _code(self.func)
         return getattr(code, "__qualname__", None) or type(code).__qualname__
 
     @property
@@ -148,6 +150,15 @@ class Step:
 
 #: Where in memory an object is, as its repr shows it: never part of a fingerprint.
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _code(func: Any) -> Any:
+    """The function or class whose code a step runs, as :func:`_code_of` finds it."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    if callable(func) and not (inspect.ismethod(func) or inspect.isroutine(func) or inspect.isclass(func)):
+        return type(func)  # an object with __call__: its class holds the code
+    return func
 
 
 def _code_of(func: Any) -> tuple[Any, str]:
