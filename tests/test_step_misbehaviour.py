@@ -451,3 +451,36 @@ def test_each_failing_record_does_not_show_what_its_step_captured(tmp_path: Path
         "test_each_failing_record_does_not_show_what_its_step_captured.<locals>.make.<locals>.lookup"
     }
     assert _Table.shown <= 3  # the real run's fingerprint, not one a failure
+
+
+def test_a_batch_s_failures_are_recorded_together(tmp_path: Path) -> None:
+    """A step failing every record (a typo in it, say) made the real migration five to ten
+    times slower than its dry run or than a migration that works (40,000 records: ~10 s
+    against ~1 s): each failure was its own INSERT. A batch's failures now go in with one
+    statement, kept in order, each with its source."""
+    from sqlalchemy import event
+
+    lines = [f'{{"schema_version":1,"i":{i}}}' for i in range(300)]
+    home = _home(tmp_path, lines)
+    with Store(tmp_path / "s.db", registry=_registry(_fail_some_by_number)) as store:
+        assert store.import_paths([home], jobs=0).ok
+        statements: list[str] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+            if statement.lstrip().upper().startswith("INSERT INTO FAILURES"):
+                statements.append(statement)
+
+        event.listen(store.engine, "before_cursor_execute", seen)
+        done = store.migrate(jobs=0)
+        event.remove(store.engine, "before_cursor_execute", seen)
+        assert len(done.failures) == 200 and done.counts == {"rec": {"1->2": 100}}
+        assert len(statements) == 1  # one batch (2,000 records at most), one statement
+        [run] = store.history(done.run_id)
+        assert [(f["key"], f["source"], f["reason"]) for f in run.failures] == [
+            (f"r/log.jsonl:{i + 1}", "r/log.jsonl", "ValueError: not a multiple of 3") for i in range(300) if i % 3
+        ]
+
+
+def _fail_some_by_number(record: dict[str, Any]) -> None:
+    if record["i"] % 3:
+        raise ValueError("not a multiple of 3")

@@ -651,22 +651,26 @@ def _write_batch(conn: Connection, run: RunHandle, batch: _Batch, result: Migrat
                 f"UPDATE records SET payload = {mark}, version = {mark}, run_id = {mark} WHERE id = {mark}",
                 [(as_text(p), v, r, i) for p, v, r, i in batch.updates],
             )
-    for f in batch.failures:
-        _insert_failure(conn, run, f)
+    _insert_failures(conn, run, batch.failures)
     run.counts = {"migrated": result.counts, "failures": len(result.failures)}
     run.save_counts(conn)
 
 
-def _insert_failure(conn: Connection, run: RunHandle, f: MigrationError) -> None:
-    run.add_failure(
+def _insert_failures(conn: Connection, run: RunHandle, found: list[MigrationError]) -> None:
+    run.add_failures(
         conn,
-        domain=f.domain,
-        key=f.key,
-        source=getattr(f, "source", None),
-        from_version=f.from_version,
-        to_version=f.to_version,
-        step=f.step,
-        reason=f.reason,
+        [
+            {
+                "domain": f.domain,
+                "key": f.key,
+                "source": getattr(f, "source", None),
+                "from_version": f.from_version,
+                "to_version": f.to_version,
+                "step": f.step,
+                "reason": f.reason,
+            }
+            for f in found
+        ],
     )
 
 
@@ -674,8 +678,7 @@ def _record_failures_alone(conn: Connection, run: RunHandle | None, result: Migr
     if run is None:
         return
     with conn.begin():
-        for f in result.failures:
-            _insert_failure(conn, run, f)
+        _insert_failures(conn, run, result.failures)
         run.counts = {"migrated": {}, "failures": len(result.failures), "rolled_back": True}
         run.save_counts(conn)
 

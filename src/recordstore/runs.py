@@ -344,8 +344,11 @@ class RunHandle:
     def save_counts(self, conn: Connection) -> None:
         conn.execute(update(runs).where(runs.c.id == self.run_id).values(counts=json.dumps(self.counts, sort_keys=True)))
 
-    def add_failure(self, conn: Connection, **values: Any) -> None:
-        conn.execute(insert(failures).values(run_id=self.run_id, **values))
+    def add_failures(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Record failures of this run (each a row of ``failures`` but its run), in one
+        statement: one each took most of a migration whose step failed every record."""
+        if rows:
+            conn.execute(insert(failures), [{**row, "run_id": self.run_id} for row in rows])
 
     def finish(self, outcome: str, message: str | None = None) -> None:
         """Record the run's end and release the lock. Should that fail too (the disk still
