@@ -484,3 +484,25 @@ def test_a_batch_s_failures_are_recorded_together(tmp_path: Path) -> None:
 def _fail_some_by_number(record: dict[str, Any]) -> None:
     if record["i"] % 3:
         raise ValueError("not a multiple of 3")
+
+
+def test_a_step_capturing_a_deeply_nested_value_can_migrate(tmp_path: Path) -> None:
+    """A step made by a factory, capturing a tree thousands of levels deep, made `store
+    migrate` and `store check` end with an internal error (RecursionError, exit 70)
+    while the dry run said every record would migrate: its fingerprint shows the values
+    it captured."""
+    tree: list[Any] = []
+    for _ in range(5000):
+        tree = [tree]
+
+    def make(captured: list[Any]) -> Callable[[dict[str, Any]], None]:
+        def step(record: dict[str, Any]) -> None:
+            record["ok"] = captured is not None
+
+        return step
+
+    planned, done, rows = _outcomes(tmp_path, _registry(make(tree)), ['{"schema_version":1}'], 0)
+    assert _summary(planned) == _summary(done) == ({"rec": {"1->2": 1}}, [])
+    assert rows[0][2] == '{"schema_version":2,"ok":true}'
+    with Store(tmp_path / "jobs0" / "s.db", registry=_registry(make(tree))) as store:
+        assert store.check().ok, store.check().problems

@@ -188,7 +188,17 @@ def _code_of(func: Any) -> tuple[Any, str]:
     }
     # Only those a step has, so that a step with none keeps the digest it always had.
     given.extend((label, values) for label, values in extras.items() if values)
-    return func, "".join(map(_stable_repr, given))
+    return func, "".join(map(_shown, given))
+
+
+def _shown(value: Any) -> str:
+    """:func:`_stable_repr` of one value a step was made with; one nested too deeply to
+    show (a captured tree thousands of levels deep) by its type, rather than no migration."""
+    try:
+        return _stable_repr(value)
+    except RecursionError:
+        kind = type(value)
+        return f"<{kind.__module__}.{kind.__qualname__} nested too deeply to show>"
 
 
 def _attributes(owner: Any) -> dict[str, Any] | None:
