@@ -748,7 +748,9 @@ def _render_migration(result: Any) -> None:
     for name, n in sorted(result.newer.items()):
         out.print(f"{name}: {n} record(s) newer than the current version, left untouched")
     tail = ""
-    if result.rolled_back:
+    if result.rolled_back and result.dry_run:
+        tail = " (would be rolled back: --atomic and a record failed; nothing would change)"
+    elif result.rolled_back:
         tail = " (rolled back: --atomic and a record failed; nothing was changed)"
     elif result.stopped_early:
         tail = " (stopped at the first failure: --fail-fast)"

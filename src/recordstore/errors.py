@@ -22,6 +22,7 @@ This module imports nothing of recordstore, so every other module may import it.
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -203,9 +204,13 @@ def describe(exc: BaseException) -> str:
     one whose message cannot be made (its ``__str__`` raises)."""
     try:
         message = str(exc)
-    except Exception as broken:
+    except BaseException as broken:  # (a ``sys.exit()`` there too: it must not end the caller, saying nothing)
         message = f"(its message could not be shown: {type(broken).__name__})"
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+#: Lone surrogates, but those ``os`` makes of the bytes of a name that are not UTF-8.
+_NO_BYTE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 
 
 def printable(text: str) -> str:
@@ -214,6 +219,9 @@ def printable(text: str) -> str:
     become backslash escapes."""
     if text.isprintable():
         return text
+    # A lone surrogate that stands for no byte (a step's message quoting a record's
+    # "\ud800", which JSON allows) cannot be encoded even so: its escape, as JSON writes it.
+    text = _NO_BYTE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
     escaped = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in escaped)
 

@@ -461,6 +461,29 @@ def _encode_exact(value: Any, indent: int | None) -> str:
     return text
 
 
+#: In JSON text: a string (skipped whole), or a bracket outside any string.
+_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def too_deep_to_read(text: bytes) -> bool:
+    """Whether the JSON ``text`` nests arrays and objects deeper than MAX_NESTING, which
+    :func:`decode` refuses. The encoder, within its budget, writes a little deeper (what
+    holds a record, as a query's JSON output, must be written): a record that deep, a
+    step's output, could never be read back from the store."""
+    if len(text) <= 2 * MAX_NESTING or text.count(b"[") + text.count(b"{") <= MAX_NESTING:
+        return False
+    depth = 0
+    for found in _STRING_OR_BRACKET.finditer(text):
+        token = found.group()
+        if token == b"[" or token == b"{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return True
+        elif token == b"]" or token == b"}":
+            depth -= 1
+    return False
+
+
 def _refuse_colliding_keys(value: Any) -> None:
     """Raise :class:`JSONError` for an object two of whose keys would be written as the
     same string: ``json.dumps`` writes the keys ``1``, ``True`` and ``None`` as ``"1"``,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import inspect
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -42,7 +43,7 @@ from .errors import (
 from .importer import LAYOUT, as_text, backup_file_layout, backup_rows, backup_span
 from .parsing import indent_of
 from .registry import Domain, Registry, Step
-from .runs import RunHandle, check_interrupt
+from .runs import RunHandle, check_interrupt, ctrl_c_may_have_raised
 from .tables import backups, file_backups, files, records, refused
 
 __all__ = ["MigrationResult", "RestoreResult", "migrate_records", "migrate_value", "restore_records"]
@@ -162,18 +163,45 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
     new = _run_steps(domain, key, value, chain)
     if chain:  # what the steps made must be what a migration could write
         try:
-            jsoncodec.encode_utf8(new, None)
+            _encoded(new, None)
         except jsoncodec.JSONError as exc:
             raise _unwritable(domain, key, version, chain, exc) from exc
     return new
 
 
+def _pressed(exc: BaseException) -> bool:
+    """Whether ``exc``, out of a step's code, is Ctrl-C's KeyboardInterrupt, which stops
+    the run (a step's own fails its record, as any other exception)."""
+    return isinstance(exc, KeyboardInterrupt) and ctrl_c_may_have_raised() and not workers.notes_ctrl_c()
+
+
+def _encoded(value: Any, original: str | bytes | None) -> bytes:
+    """``value``, the record the steps made, encoded in the style of ``original`` (or
+    compact), if the store can write it and read it back; else :class:`JSONError`.
+    Encoding it runs code of the step's values too (the ``==`` of a str subclass, a dict
+    subclass's ``items``): what that raises fails the record, not the run."""
+    try:
+        text = jsoncodec.encode_utf8(value, None) if original is None else encode_like(value, original)
+    except jsoncodec.JSONError:
+        raise
+    except BaseException as exc:
+        if _pressed(exc):
+            raise
+        raise jsoncodec.JSONError(f"not representable as JSON: {_bounded(describe(exc))}") from None
+    if jsoncodec.too_deep_to_read(text):
+        raise jsoncodec.JSONError(
+            f"nested too deeply to encode (more than {jsoncodec.MAX_NESTING} levels, which could not be read back)"
+        )
+    return text
+
+
 def _unwritable(
     domain: Domain, key: str, from_version: int, chain: Sequence[Step], exc: jsoncodec.JSONError
 ) -> MigrationError:
-    """The failure of a record whose steps made what cannot be written as JSON: it names them."""
+    """The failure of a record whose steps made what cannot be written as JSON: it names them.
+    One line: the reason may name a type of the step's own (``Object of type ...``)."""
     return MigrationError(
-        exc.reason, domain=domain.name, key=key, from_version=from_version, to_version=domain.version,
+        _bounded(exc.reason), domain=domain.name, key=key, from_version=from_version, to_version=domain.version,
         step=", ".join(step.name for step in chain),
     )
 
@@ -193,10 +221,19 @@ def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> d
             if out is None:
                 out = value
             if not isinstance(out, dict):
+                if inspect.iscoroutine(out):
+                    # (A function returning an async one's.) Left to the garbage collector,
+                    # it would warn "never awaited" on stderr, over lines naming this module.
+                    out.close()
                 raise _NotAnObject(f"step returned {type(out).__name__}, not a JSON object (dict)")
-        except KeyboardInterrupt:  # Ctrl-C (or a step raising it): the run stops, as interrupted
-            raise
+            # A dict's own methods: a subclass's (a frozen dict's __setitem__) are not the record's.
+            if dict.__contains__(out, domain.version_field):
+                dict.__setitem__(out, domain.version_field, step.to_version)
+            else:  # a record that had no version field gets one, first, as writers put it
+                out = {domain.version_field: step.to_version, **out}
         except BaseException as exc:  # sys.exit(), asyncio's CancelledError, a library's own: its record fails
+            if _pressed(exc):
+                raise  # Ctrl-C: the run stops, as interrupted
             reason = _bounded(str(exc) if isinstance(exc, _NotAnObject) else describe(exc))
             raise MigrationError(
                 reason,
@@ -206,10 +243,6 @@ def _run_steps(domain: Domain, key: str, value: Any, chain: Sequence[Step]) -> d
                 to_version=step.to_version,
                 step=step.name,
             ) from exc
-        if domain.version_field in out:
-            out[domain.version_field] = step.to_version
-        else:  # a record that had no version field gets one, first, as writers put it
-            out = {domain.version_field: step.to_version, **out}
         value = out
     return cast(dict[str, Any], value)
 
@@ -367,7 +400,7 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
         else:
             try:
                 new = _run_steps(dom, key, value, chain)
-                text = encode_like(new, payload)
+                text = _encoded(new, payload)
             except MigrationError as exc:
                 failure = exc
             except jsoncodec.JSONError as exc:  # what the steps made cannot be written: name them
@@ -375,8 +408,10 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
             else:
                 out.updates.append((text, rid))
                 if len(out.diffs) < diffs:
+                    # What is written, as plain JSON values: encoding the step's own values
+                    # again (pretty, by other code) could run code of theirs again.
                     out.diffs.append(
-                        RecordDiff(dom.name, key, from_version, to_version, encode(decode(payload), 2), encode(new, 2))
+                        RecordDiff(dom.name, key, from_version, to_version, encode(decode(payload), 2), encode(decode(text), 2))
                     )
                 continue
         failure.source = path  # type: ignore[attr-defined]
@@ -471,6 +506,8 @@ class _Pass:
                     _record_failures_alone(conn, run, result)
                 else:
                     outer.commit()
+            elif self.atomic and result.failures:  # a dry run says what the real one would do
+                result.rolled_back, result.counts = True, {}
         except BaseException:
             if outer is not None and outer.is_active:
                 outer.rollback()
@@ -617,22 +654,26 @@ def _write_batch(conn: Connection, run: RunHandle, batch: _Batch, result: Migrat
                 f"UPDATE records SET payload = {mark}, version = {mark}, run_id = {mark} WHERE id = {mark}",
                 [(as_text(p), v, r, i) for p, v, r, i in batch.updates],
             )
-    for f in batch.failures:
-        _insert_failure(conn, run, f)
+    _insert_failures(conn, run, batch.failures)
     run.counts = {"migrated": result.counts, "failures": len(result.failures)}
     run.save_counts(conn)
 
 
-def _insert_failure(conn: Connection, run: RunHandle, f: MigrationError) -> None:
-    run.add_failure(
+def _insert_failures(conn: Connection, run: RunHandle, found: list[MigrationError]) -> None:
+    run.add_failures(
         conn,
-        domain=f.domain,
-        key=f.key,
-        source=getattr(f, "source", None),
-        from_version=f.from_version,
-        to_version=f.to_version,
-        step=f.step,
-        reason=f.reason,
+        [
+            {
+                "domain": f.domain,
+                "key": f.key,
+                "source": getattr(f, "source", None),
+                "from_version": f.from_version,
+                "to_version": f.to_version,
+                "step": f.step,
+                "reason": f.reason,
+            }
+            for f in found
+        ],
     )
 
 
@@ -640,8 +681,7 @@ def _record_failures_alone(conn: Connection, run: RunHandle | None, result: Migr
     if run is None:
         return
     with conn.begin():
-        for f in result.failures:
-            _insert_failure(conn, run, f)
+        _insert_failures(conn, run, result.failures)
         run.counts = {"migrated": {}, "failures": len(result.failures), "rolled_back": True}
         run.save_counts(conn)
 

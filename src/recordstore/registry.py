@@ -130,7 +130,9 @@ class Step:
     @property
     def name(self) -> str:
         """The step's function's qualified name, as failures and ``store check`` name it."""
-        code, _ = _code_of(self.func)
+        # The code alone: what it was made with is not shown (and its repr, a large table
+        # captured, say, is no cost to pay for each record that fails).
+        code = _code(self.func)
         return getattr(code, "__qualname__", None) or type(code).__qualname__
 
     @property
@@ -150,6 +152,15 @@ class Step:
 
 #: Where in memory an object is, as its repr shows it: never part of a fingerprint.
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _code(func: Any) -> Any:
+    """The function or class whose code a step runs, as :func:`_code_of` finds it."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    if callable(func) and not (inspect.ismethod(func) or inspect.isroutine(func) or inspect.isclass(func)):
+        return type(func)  # an object with __call__: its class holds the code
+    return func
 
 
 def _code_of(func: Any) -> tuple[Any, str]:
@@ -179,7 +190,17 @@ def _code_of(func: Any) -> tuple[Any, str]:
     }
     # Only those a step has, so that a step with none keeps the digest it always had.
     given.extend((label, values) for label, values in extras.items() if values)
-    return func, "".join(map(_stable_repr, given))
+    return func, "".join(map(_shown, given))
+
+
+def _shown(value: Any) -> str:
+    """:func:`_stable_repr` of one value a step was made with; one nested too deeply to
+    show (a captured tree thousands of levels deep) by its type, rather than no migration."""
+    try:
+        return _stable_repr(value)
+    except RecursionError:
+        kind = type(value)
+        return f"<{kind.__module__}.{kind.__qualname__} nested too deeply to show>"
 
 
 def _attributes(owner: Any) -> dict[str, Any] | None:
@@ -220,7 +241,11 @@ def _stable_repr(value: Any, _within: frozenset[int] = frozenset()) -> str:
     # Any other value keeps its repr (and the digest it always had) unless it shows a set.
     if parts is not None and id(value) not in _within and _holds_a_set(parts, _within | {id(value)}):
         return f"{kind.__module__}.{kind.__qualname__}({_stable_repr(parts, _within | {id(value)})})"
-    return _ADDRESS.sub("", repr(value))
+    try:
+        shown = repr(value)
+    except Exception:  # (a client object's, say): its type stands for it, rather than no migration at all
+        return f"<{kind.__module__}.{kind.__qualname__} whose repr failed>"
+    return _ADDRESS.sub("", shown)
 
 
 def _parts_of(value: Any) -> Any:
@@ -269,6 +294,23 @@ def _check_takes_one_record(step: Step) -> None:
     if not callable(step.func):
         raise RegistryError(
             f"{where} must be a function taking one record, not {reprlib.repr(step.func)}",
+            domain=step.domain,
+            step=step.from_version,
+        )
+    # Called, an async or a generator function runs none of its body: it gives a
+    # coroutine or a generator, never the record, and would fail every record.
+    code = step.func
+    if not (inspect.isroutine(code) or inspect.isclass(code) or isinstance(code, functools.partial)):
+        code = type(code).__call__  # a callable object: its __call__ (it is callable: checked above)
+    if inspect.iscoroutinefunction(code) or inspect.isasyncgenfunction(code):
+        kind = "an async function: called, it gives a coroutine"
+    elif inspect.isgeneratorfunction(code):
+        kind = "a generator function (it yields): called, it gives a generator"
+    else:
+        kind = ""
+    if kind:
+        raise RegistryError(
+            f"{where} ({step.name}) is {kind}, never a record: a step must be a plain function",
             domain=step.domain,
             step=step.from_version,
         )

@@ -238,11 +238,26 @@ STUCK_S = 3.0
 def check_interrupt() -> None:
     """At a safe point of a run's work (between batches, between files), in the main
     thread: raise the KeyboardInterrupt held since Ctrl-C was pressed, if it was (see
-    _held_interrupts)."""
+    held_interrupts)."""
     global _pressed_at, _stopping
     if _pressed_at is not None and threading.current_thread() is threading.main_thread():
         _pressed_at, _stopping = None, True
         raise KeyboardInterrupt
+
+
+def ctrl_c_may_have_raised() -> bool:
+    """Whether a KeyboardInterrupt that came out of code a run calls (a step) may be
+    Ctrl-C's, rather than that code's own ``raise KeyboardInterrupt``. It cannot be in a
+    thread but the main one (Python runs a signal's handler there only), nor where Ctrl-C
+    is ignored, nor while a run holds it (:func:`_hold` raises only the press that stops
+    a stuck run, and marks the run stopping first). Under Python's own handler, or a
+    program's, it may be."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is _hold:
+        return _stopping
+    return callable(handler)
 
 
 def _hold(signum: int, frame: Any) -> None:
@@ -257,7 +272,7 @@ def _hold(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def _held_interrupts() -> Iterator[None]:
+def held_interrupts() -> Iterator[None]:
     """While a run works: Ctrl-C stops it at its next safe point (:func:`check_interrupt`)
     rather than wherever it lands. Raised anywhere, it can land inside the database
     library or a worker pool's bookkeeping, and leave a transaction open that the run's
@@ -294,7 +309,7 @@ def held_run(
     """Take the writer lock and open a run; ``wait`` seconds to wait for another writer
     (``None``: fail at once with :class:`BusyError`, naming the holder)."""
     deadline = None if wait is None else time.monotonic() + wait
-    with _held_interrupts():
+    with held_interrupts():
         while True:
             got = _try_acquire(engine, operation, options or {}, fingerprints or {})
             if isinstance(got, int):
@@ -329,8 +344,11 @@ class RunHandle:
     def save_counts(self, conn: Connection) -> None:
         conn.execute(update(runs).where(runs.c.id == self.run_id).values(counts=json.dumps(self.counts, sort_keys=True)))
 
-    def add_failure(self, conn: Connection, **values: Any) -> None:
-        conn.execute(insert(failures).values(run_id=self.run_id, **values))
+    def add_failures(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Record failures of this run (each a row of ``failures`` but its run), in one
+        statement: one each took most of a migration whose step failed every record."""
+        if rows:
+            conn.execute(insert(failures), [{**row, "run_id": self.run_id} for row in rows])
 
     def finish(self, outcome: str, message: str | None = None) -> None:
         """Record the run's end and release the lock. Should that fail too (the disk still

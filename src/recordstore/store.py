@@ -22,7 +22,7 @@ from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_rec
 from .parsing import discover
 from .query import Query, Record, index_ddl, json_paths_served
 from .registry import Registry, load_registry
-from .runs import RunHandle, RunInfo, held_run, read_history, release_lock
+from .runs import RunHandle, RunInfo, held_interrupts, held_run, read_history, release_lock
 from .schema import ensure_schema, missing_record_indexes
 from .tables import backups, file_backups, files, indexes, records, refused, runs
 
@@ -361,9 +361,13 @@ class Store:
         checked("jobs", jobs, int, least=0, optional=True)
         self.registry.validate()  # changed since the store opened? A broken chain is a RegistryError here.
         if dry_run:
-            return migrate_records(
-                self.engine, self.registry, domains, run=None, fail_fast=fail_fast, diff=diff, progress=progress, jobs=jobs
-            )
+            # Ctrl-C held to the next record, as in a real run: a KeyboardInterrupt a step
+            # raises itself then fails its record alone in both (see ctrl_c_may_have_raised).
+            with held_interrupts():
+                return migrate_records(
+                    self.engine, self.registry, domains, run=None, fail_fast=fail_fast, atomic=atomic, diff=diff,
+                    progress=progress, jobs=jobs,
+                )
         options = {"domains": None if domains is None else list(domains), "fail_fast": fail_fast, "atomic": atomic}
         with self._held_run("migrate", options=options, fingerprints=self.registry.fingerprints()) as run:
             result = migrate_records(
@@ -599,13 +603,14 @@ def _domain(given: str | None) -> None:
 
 def _names(given: Iterable[str] | str | None) -> list[str] | None:
     """Domain names given: one name (not its letters) or many, read once (a generator
-    would be empty by the time the domains were used)."""
+    would be empty by the time the domains were used), each once (a migration given a
+    name twice ran the steps of its failing records twice, and reported them twice)."""
     if given is None:
         return None
     names: list[Any] = list(given) if isinstance(given, Iterable) and not isinstance(given, (str, bytes)) else [given]
     for name in names:
         checked("domains", name, str, what="a domain's name (a string) or an iterable of them")
-    return names
+    return list(dict.fromkeys(names))
 
 
 def _progress(given: Progress | None) -> None:

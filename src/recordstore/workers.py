@@ -170,6 +170,12 @@ def _note_stop(signum: int, frame: Any) -> None:
     _stop_noted = True
 
 
+def notes_ctrl_c() -> bool:
+    """Whether this process is a worker that notes Ctrl-C (for :func:`stop_if_asked`)
+    rather than have it raise KeyboardInterrupt wherever it lands."""
+    return signal.getsignal(signal.SIGINT) is _note_stop
+
+
 def stop_if_asked() -> None:
     """In a worker, between two files or spans: raise KeyboardInterrupt once Ctrl-C was
     pressed (the command is stopping; what the worker holds uncommitted is dropped)."""
