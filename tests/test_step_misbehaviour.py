@@ -309,7 +309,7 @@ def test_a_step_error_whose_message_exits_fails_only_its_record(tmp_path: Path) 
         assert res.stderr.splitlines() == [
             (
                 "store: failed: rec r/log.jsonl:2: v1 -> v2 (check) failed: "
-                "Unprintable: (its message could not be shown: SystemExit) (r/log.jsonl)"
+                "Unprintable: (its message could not be shown: SystemExit)"
             )
         ]
         assert "1 record(s), 1 failed" in res.stdout

@@ -735,9 +735,8 @@ def _render_migration(result: Any) -> None:
         lines = difflib.unified_diff(d.before.splitlines(), d.after.splitlines(), lineterm="", n=2)
         for line in list(lines)[2:]:
             out.print(line, markup=False)
-    for f in result.failures:
-        where = f" ({printable(f.source)})" if getattr(f, "source", None) else ""
-        err.print(f"store: failed: {f}{where}", markup=False)
+    for f in result.failures:  # (its key names its file: the file is not named again)
+        err.print(f"store: failed: {f}", markup=False)
     verb = "would migrate" if result.dry_run else "migrated"
     if result.counts:
         table = _table("domain", "from -> to", "records")
