@@ -26,7 +26,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -419,20 +419,29 @@ def _held(json_text: str) -> str:
 ALIKE_SHOWN = 10
 
 
-def _problems(lines: list[Any], *, alike: int | None = None) -> None:
+def _err_lines(lines: Iterable[str]) -> None:
+    """``lines`` to stderr as they are, in one write: rich's print costs ~60 µs a line
+    (40,000 failures of a migration took 2-3 s to print, against 0.02 s)."""
+    text = "".join(f"{line}\n" for line in lines)
+    if text:
+        err.file.write(text)
+        err.file.flush()
+
+
+def _problems(problems: list[Any], *, alike: int | None = None) -> None:
     """Each problem on a line of its own; ``alike``: of those with one same reason, that
     many, then one line saying how many more there were."""
     counted: dict[str, int] = {}
-    for problem in lines:
+    lines = []
+    for problem in problems:
         reason = getattr(problem, "reason", None)
         if alike is not None and reason is not None:
             counted[reason] = counted.get(reason, 0) + 1
             if counted[reason] > alike:
                 continue
-        err.print(f"store: {problem}", markup=False)
-    for reason, count in counted.items():
-        if alike is not None and count > alike:
-            err.print(f"store: ... and {count - alike} more file(s): {reason}", markup=False)
+        lines.append(f"store: {problem}")
+    lines += [f"store: ... and {n - alike} more file(s): {r}" for r, n in counted.items() if alike is not None and n > alike]
+    _err_lines(lines)
 
 
 # --------------------------------------------------------------------------- commands
@@ -735,8 +744,7 @@ def _render_migration(result: Any) -> None:
         lines = difflib.unified_diff(d.before.splitlines(), d.after.splitlines(), lineterm="", n=2)
         for line in list(lines)[2:]:
             out.print(line, markup=False)
-    for f in result.failures:  # (its key names its file: the file is not named again)
-        err.print(f"store: failed: {f}", markup=False)
+    _err_lines(f"store: failed: {f}" for f in result.failures)  # (its key names its file: not named again)
     verb = "would migrate" if result.dry_run else "migrated"
     if result.counts:
         table = _table("domain", "from -> to", "records")
