@@ -1,0 +1,58 @@
+"""What the randomized crash campaign (scripts/crash_campaign.py) found, each as a
+deterministic test: a command killed (or interrupted) at the moment the campaign hit,
+then run again to completion, must leave the store as a run never interrupted would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import crashkit as ck
+from recordstore import Store
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small crashkit home, imported (run 1) and migrated (run 2), and the same store
+    with run 2 restored (run 3) by a restore never interrupted."""
+    root = tmp_path_factory.mktemp("campaign")
+    home = ck.make_home(root / "home", notes=60, logs=2, lines=20, lists=2, items=10)
+    registry = ck.write_registry(root / "registry.py")
+    migrated = root / "migrated.db"
+    env = ck.child_env(CRASHKIT_SLEEP="0")
+    for args in (["import", home], ["migrate"]):
+        done = ck.run_store(migrated, registry, *args, env=env)
+        assert done.returncode == 0, done.stderr
+    ck.checkpoint(migrated)
+    restored = ck.copy_store(migrated, root / "restored.db")
+    done = ck.run_store(restored, registry, "restore", "--run", "2", env=env)
+    assert done.returncode == 0, done.stderr
+    return {"home": home, "registry": registry, "migrated": migrated, "restored": restored}
+
+
+def test_a_restore_killed_after_its_commit_then_run_again_backs_up_nothing_twice(
+    small: dict[str, Path], tmp_path: Path
+) -> None:
+    """Killed after its one transaction committed, before its run was marked finished:
+    the records are back. Running the same restore again used to restore every record a
+    second time over itself, backing each up again (the campaign: 3,050 backups more
+    than a restore never interrupted); now it finds them restored and leaves them."""
+    db = ck.copy_store(small["migrated"], tmp_path / "store.db")
+    registry = small["registry"]
+    ended = ck.finish(ck.spawn_store(db, registry, "restore", "--run", "2",
+                                     env=ck.child_env(CRASHKIT_CRASH="before-finish", CRASHKIT_SLEEP="0")))
+    assert ended.returncode == -9, ended.stderr
+    assert ck.records_of(db) == ck.records_of(small["restored"])
+    again = ck.run_store(db, registry, "restore", "--run", "2", env=ck.child_env(CRASHKIT_SLEEP="0"))
+    assert again.returncode == 0, again.stderr
+    assert ck.records_of(db) == ck.records_of(small["restored"])
+    signature = [(b["key"], b["version"], b["payload"], b["reason"]) for b in ck.backups_of(db)]
+    assert signature == [(b["key"], b["version"], b["payload"], b["reason"]) for b in ck.backups_of(small["restored"])]
+    # and the killed restore, which did the work, can still be undone
+    with Store(db, registry=str(registry)) as store:
+        killed, rerun = [r for r in store.history() if r.kind == "restore"]
+        assert (killed.outcome, rerun.outcome) == ("interrupted", "ok")
+        store.restore(run=killed.id)
+    assert ck.records_of(db) == ck.records_of(small["migrated"])
