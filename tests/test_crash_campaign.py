@@ -5,6 +5,8 @@ then run again to completion, must leave the store as a run never interrupted wo
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,36 @@ def test_a_restore_killed_after_its_commit_then_run_again_backs_up_nothing_twice
         assert (killed.outcome, rerun.outcome) == ("interrupted", "ok")
         store.restore(run=killed.id)
     assert ck.records_of(db) == ck.records_of(small["migrated"])
+
+
+#: What the ``store`` script runs (its console entry point), after a finder that raises
+#: KeyboardInterrupt, as a Ctrl-C would, when the module named in argv[1] is loaded.
+CTRL_C_WHILE_LOADING = """\
+import sys
+
+LANDS_IN = sys.argv[1]
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == LANDS_IN:
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv[1:] = sys.argv[2:]
+from recordstore._command import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("module", ["recordstore.errors", "recordstore.registry", "dataclasses"])
+def test_ctrl_c_while_the_package_loads_is_one_line(module: str, tmp_path: Path) -> None:
+    """Ctrl-C in a command's first tens of milliseconds, while the ``recordstore``
+    package itself was loading (the campaign's Ctrl-C at 37 and 66 ms: in its errors, in
+    its registry's imports), gave a traceback through the modules being loaded and the
+    exit code of a process killed by SIGINT; now the package loads nothing itself, so
+    the command's own handling takes it: one line, exit 130."""
+    argv = [sys.executable, "-c", CTRL_C_WHILE_LOADING, module, "--db", str(tmp_path / "store.db"), "status"]
+    done = subprocess.run(argv, capture_output=True, text=True, env=ck.child_env(), timeout=120)
+    assert (done.returncode, done.stderr) == (130, "store: interrupted\n")
+    assert done.stdout == ""
