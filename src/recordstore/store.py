@@ -149,6 +149,9 @@ class Store:
         self._engine = engine
         self._closed = False
         self._runs = 0  # in progress, in any thread (see _held_run)
+        #: The last run this Store saw to its recorded end: a Ctrl-C that comes after it
+        #: (while the store closes) stopped nothing of it, which the CLI says.
+        self._finished_run: int | None = None
         self._guard = threading.Lock()
 
     @property
@@ -182,6 +185,7 @@ class Store:
         try:
             with held_run(engine, operation, wait=self.wait, **kwargs) as run:
                 yield run
+            self._finished_run = run.run_id
         finally:
             with self._guard:
                 self._runs -= 1
