@@ -172,3 +172,69 @@ def test_ctrl_c_after_a_restore_or_prune_finished_does_not_say_nothing_was_writt
         assert ck.records_of(db) == ck.records_of(small["restored"])
     else:
         assert ck.backups_of(db) == []
+
+
+#: Added to crashkit's registry: the first time the importing process takes back a
+#: chunk to parse itself (a cancelled future, which waits among the executor's pending
+#: ones until a worker has taken those ahead of it), one of its workers is killed, as
+#: the OOM killer would
+#: (with CAMPAIGN_KILL_A_WORKER set).
+KILL_A_WORKER_AFTER_A_STEAL = '''
+
+def _kill_a_worker_after_a_steal():
+    import multiprocessing
+
+    import recordstore.importer
+
+    steal = recordstore.importer._steal
+
+    def steal_then_kill(queued):
+        # Two chunks or more waiting ahead of the one taken back: it stays pending until
+        # a worker has taken both, which the one left will not do before the executor
+        # has seen the other die.
+        waiting = [c for c in queued if c.outcomes is None and not (c.future.running() or c.future.done())]
+        chunk = steal(queued)
+        if chunk is not None and len(waiting) >= 3 and os.environ.pop("CAMPAIGN_KILL_A_WORKER", None):
+            os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+        return chunk
+
+    recordstore.importer._steal = steal_then_kill
+
+
+_kill_a_worker_after_a_steal()
+'''
+
+
+def test_a_worker_killed_during_a_reimport_ends_the_command_with_one_line(tmp_path: Path) -> None:
+    """A worker of a re-import killed (the OOM killer) while the importing process had
+    taken a chunk back to parse itself: Python 3.11's executor thread died of an
+    InvalidStateError (a 12-line traceback), the other worker was left blocked sending
+    a result nobody read, and the command, having said its one line, waited for it for
+    ever (the campaign: half the trials). Now it ends: one line, exit 3, and the import
+    run again gives the store an uninterrupted one would."""
+    home = ck.make_home(tmp_path / "home", notes=1500, logs=2, lines=20, lists=2, items=10)
+    home2 = ck.edit_home(home, tmp_path / "home2")
+    registry = tmp_path / "registry.py"
+    registry.write_text(ck.REGISTRY_SOURCE + KILL_A_WORKER_AFTER_A_STEAL, encoding="utf-8")
+    db, reference = tmp_path / "store.db", tmp_path / "reference.db"
+    for path in (db, reference):
+        with Store(path, registry=str(registry)) as store:
+            assert store.import_paths(home, jobs=0).ok
+    with Store(reference, registry=str(registry)) as store:
+        assert store.import_paths(home2, jobs=0).ok
+
+    env = ck.child_env(CRASHKIT_SLEEP="0", CRASHKIT_PARSE_SLEEP="0.002", CAMPAIGN_KILL_A_WORKER="1")
+    proc = ck.spawn_store(db, registry, "import", home2, "--jobs", "2", env=env)
+    try:
+        ended = ck.finish(proc, timeout=90)
+    except subprocess.TimeoutExpired:
+        ck.kill9(proc)
+        pytest.fail("the import never ended once its worker was killed")
+    assert ended.returncode == 3, ended.stderr
+    assert ended.stderr.startswith("store: error: a worker process of the import died") and ended.stderr.count("\n") == 1
+    again = ck.run_store(db, registry, "import", home2, env=ck.child_env(CRASHKIT_SLEEP="0"))
+    assert again.returncode == 0, again.stderr
+    assert ck.records_of(db) == ck.records_of(reference)
+    assert ck.files_of(db) == ck.files_of(reference)
+    signature = collections.Counter((b["key"], b["version"], b["payload"]) for b in ck.backups_of(db))
+    assert signature == collections.Counter((b["key"], b["version"], b["payload"]) for b in ck.backups_of(reference))
