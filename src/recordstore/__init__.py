@@ -12,29 +12,35 @@ backups, export them back to the files they came from, and query them::
             print(record.key, record.data["prompt"])
 """
 
-import importlib
-import typing
+from __future__ import annotations
 
-from .errors import (
-    BusyError,
-    ExportError,
-    InputError,
-    MigrationError,
-    NewerVersionError,
-    QueryError,
-    RecordStoreError,
-    RegistryError,
-    RestoreConflictError,
-    StoreError,
-    StoreVersionError,
-)
-from .registry import Domain, Registry, Step, load_registry
+# Nothing is imported here but when asked for: the ``store`` command imports this
+# package before its own code can take Ctrl-C (recordstore._command), so whatever this
+# module loaded (the registry's modules took ~40 ms) was a window in which Ctrl-C gave
+# a traceback instead of its one line. ``if TYPE_CHECKING`` without importing typing
+# (~8 ms), as type checkers allow.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-if typing.TYPE_CHECKING:
+    from .errors import (
+        BusyError,
+        ExportError,
+        InputError,
+        MigrationError,
+        NewerVersionError,
+        QueryError,
+        RecordStoreError,
+        RegistryError,
+        RestoreConflictError,
+        StoreError,
+        StoreVersionError,
+    )
     from .exporter import ExportResult
     from .importer import DomainCounts, ImportResult
     from .migrator import MigrationResult, RecordDiff, RestoreResult, migrate_value
     from .query import Query, Record
+    from .registry import Domain, Registry, Step, load_registry
     from .runs import RunInfo
     from .store import CheckResult, DomainStatus, Progress, Store, StoreStatus
 
@@ -42,6 +48,21 @@ if typing.TYPE_CHECKING:
 #: ``store --help``, a mistyped option and a registry file that imports recordstore do
 #: not wait for it.
 _LAZY = {
+    "BusyError": "errors",
+    "ExportError": "errors",
+    "InputError": "errors",
+    "MigrationError": "errors",
+    "NewerVersionError": "errors",
+    "QueryError": "errors",
+    "RecordStoreError": "errors",
+    "RegistryError": "errors",
+    "RestoreConflictError": "errors",
+    "StoreError": "errors",
+    "StoreVersionError": "errors",
+    "Domain": "registry",
+    "Registry": "registry",
+    "Step": "registry",
+    "load_registry": "registry",
     "ExportResult": "exporter",
     "DomainCounts": "importer",
     "ImportResult": "importer",
@@ -60,9 +81,11 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> typing.Any:
+def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is not None:
+        import importlib
+
         value = getattr(importlib.import_module(f".{module}", __name__), name)
         globals()[name] = value
         return value

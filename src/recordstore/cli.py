@@ -171,6 +171,7 @@ class Options:
         self.registry = registry
         self.debug = debug
         self.quiet = quiet
+        self.opened: Store | None = None
 
     def open(self, wait: bool = False, *, create: bool = False, registry: bool = True) -> Store:
         """The store; only an import (``create``) makes one where there is none, so a
@@ -181,9 +182,10 @@ class Options:
         from .store import Store  # SQLAlchemy, loaded only by the commands that open a store
 
         with _user_code_prints_to_stderr():  # the registry is loaded, and runs its module's code
-            return Store(
+            self.opened = Store(
                 self.db, registry=self.registry if registry else Registry(), wait=WAIT_SECONDS if wait else None, create=create
             )
+        return self.opened
 
     @property
     def where(self) -> str:
@@ -290,7 +292,11 @@ def _errors(ctx: typer.Context) -> Iterator[None]:
     except KeyboardInterrupt:
         dry = bool(ctx.params.get("dry_run"))  # (a dry run writes nothing)
         said = _WHOLE_INTERRUPTED if ctx.params.get("atomic") else _INTERRUPTED.get(ctx.info_name or "", "")
-        err.print(f"store: interrupted{'' if dry else said}")
+        finished = ctx.obj.opened._finished_run if ctx.obj.opened is not None else None
+        if finished is not None:  # pressed once the run had ended (the store closing): nothing was stopped
+            err.print(f"store: interrupted after run {finished} finished: all of its work is kept")
+        else:
+            err.print(f"store: interrupted{'' if dry else said}")
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort, typer.BadParameter, BrokenPipeError):
         raise  # a closed pipe (| head): click ends the command quietly

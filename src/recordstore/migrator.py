@@ -898,6 +898,10 @@ def restore_records(
             conflicts = [(row.domain, row.key) for row in changed if row.id not in changed_back]
             if conflicts:
                 raise _conflict(from_run, conflicts, "were changed again by a later run", "pass --force, or force=True, to restore them anyway")
+        # A record that holds its backup's row already has nothing to restore: the same
+        # restore, killed after its commit before its run was marked finished, put it
+        # back. Written again, it would be backed up a second time, as it already is.
+        chosen = [b for b in chosen if b.record_id not in current or not _already_restored(current[b.record_id], b)]
         # A record that is gone goes back into its place in its file (its slot), which a
         # later import may have given to another record or to a refused text since.
         gone = [b for b in chosen if b.record_id not in current]

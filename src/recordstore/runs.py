@@ -21,12 +21,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from .engine import BUSY_TIMEOUT_S, durable_transaction, translate_errors, write_transaction
 from .errors import BusyError, describe
 from .schema import restore_record_indexes
-from .tables import failures, lock, runs
+from .tables import failures, lock, records, runs
 
 __all__ = ["RunInfo", "check_interrupt", "held_run", "now", "process_alive", "release_lock"]
 
@@ -218,11 +218,29 @@ def _take_lock(engine: Engine, operation: str, options: dict[str, Any], fingerpr
 
 def _mark_interrupted(conn: Connection, run_id: int | None) -> None:
     if run_id is not None:
-        conn.execute(
-            update(runs)
-            .where(runs.c.id == run_id, runs.c.outcome == "running")
-            .values(outcome="interrupted", message="the process holding the store stopped before finishing")
-        )
+        row = conn.execute(select(runs.c.kind, runs.c.counts).where(runs.c.id == run_id, runs.c.outcome == "running")).first()
+        if row is None:
+            return
+        values: dict[str, Any] = {"outcome": "interrupted", "message": "the process holding the store stopped before finishing"}
+        if (stopped := stopped_counts(conn, run_id, row.kind, row.counts)) is not None:
+            values["counts"] = json.dumps(stopped, sort_keys=True)
+        conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+
+
+def stored_by(conn: Connection, run_id: int) -> dict[str, int]:
+    """The records a run wrote (new or updated) that are in the store, by domain."""
+    query = select(records.c.domain, func.count()).where(records.c.run_id == run_id).group_by(records.c.domain)
+    return {domain: n for domain, n in conn.execute(query)}
+
+
+def stopped_counts(conn: Connection, run_id: int, kind: str, counts: str | None) -> dict[str, Any] | None:
+    """What the history says of an import killed outright, which saved no counts (it
+    counts as it goes, and saves them at its end or when Ctrl-C stops it): the records
+    it stored, by domain, as an import stopped by Ctrl-C says. None for any other run,
+    which saves its counts with each batch it commits."""
+    if kind != "import" or json.loads(counts or "{}"):
+        return None
+    return {"stored": stored_by(conn, run_id)}
 
 
 #: When Ctrl-C was pressed during a run, held until the run reaches a safe point.
@@ -418,9 +436,10 @@ def read_history(conn: Connection, run_id: int | None = None, *, failure_limit: 
         query = query.where(runs.c.id == run_id)
     out: list[RunInfo] = []
     for row in conn.execute(query):
-        outcome = row.outcome
+        outcome, counts = row.outcome, json.loads(row.counts or "{}")
         if outcome == "running" and row.id != live_run:
             outcome = "interrupted"
+            counts = stopped_counts(conn, row.id, row.kind, row.counts) or counts
         fq = select(failures).where(failures.c.run_id == row.id).order_by(failures.c.id)
         if failure_limit is not None:
             fq = fq.limit(failure_limit)
@@ -437,7 +456,7 @@ def read_history(conn: Connection, run_id: int | None = None, *, failure_limit: 
                 finished_at=row.finished_at,
                 outcome=outcome,
                 pid=row.pid,
-                counts=json.loads(row.counts or "{}"),
+                counts=counts,
                 options=json.loads(row.options or "{}"),
                 fingerprints=json.loads(row.fingerprints or "{}"),
                 message=row.message,
@@ -449,6 +468,4 @@ def read_history(conn: Connection, run_id: int | None = None, *, failure_limit: 
 
 
 def _count_failures(conn: Connection, run_id: int) -> int:
-    from sqlalchemy import func
-
     return int(conn.execute(select(func.count()).select_from(failures).where(failures.c.run_id == run_id)).scalar() or 0)

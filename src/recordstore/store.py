@@ -22,7 +22,7 @@ from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_rec
 from .parsing import discover
 from .query import Query, Record, index_ddl, json_paths_served
 from .registry import Registry, load_registry
-from .runs import RunHandle, RunInfo, held_interrupts, held_run, read_history, release_lock
+from .runs import RunHandle, RunInfo, held_interrupts, held_run, read_history, release_lock, stored_by
 from .schema import ensure_schema, missing_record_indexes
 from .tables import backups, file_backups, files, indexes, records, refused, runs
 
@@ -163,6 +163,9 @@ class Store:
         self._engine = engine
         self._closed = False
         self._runs = 0  # in progress, in any thread (see _held_run)
+        #: The last run this Store saw to its recorded end: a Ctrl-C that comes after it
+        #: (while the store closes) stopped nothing of it, which the CLI says.
+        self._finished_run: int | None = None
         self._guard = threading.Lock()
 
     @property
@@ -196,6 +199,7 @@ class Store:
         try:
             with held_run(engine, operation, wait=self.wait, **kwargs) as run:
                 yield run
+            self._finished_run = run.run_id
         finally:
             with self._guard:
                 self._runs -= 1
@@ -254,7 +258,7 @@ class Store:
                     # Stopped: what the run had counted includes a batch that was not
                     # committed; the history tells what it stored, by domain.
                     with contextlib.suppress(Exception):
-                        run.counts = {"stored": _stored_by(conn, run.run_id)}
+                        run.counts = {"stored": stored_by(conn, run.run_id)}
                     raise
                 importer.close()
             run.outcome = "ok" if result.ok else "partial"
@@ -616,9 +620,3 @@ def _names(given: Iterable[str] | str | None) -> list[str] | None:
 def _progress(given: Progress | None) -> None:
     """A progress given is one: it has ``start`` and ``advance``."""
     checked("progress", given, Progress, what="a Progress (with start and advance methods)", optional=True)
-
-
-def _stored_by(conn: Connection, run_id: int) -> dict[str, int]:
-    """The records a run wrote (new or updated) that are in the store, by domain."""
-    query = select(records.c.domain, func.count()).where(records.c.run_id == run_id).group_by(records.c.domain)
-    return {domain: n for domain, n in conn.execute(query)}

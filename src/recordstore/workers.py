@@ -90,6 +90,7 @@ def pool(
         # workers are started: raised within a fork's own handlers, it would be lost.
         with _sigint_blocked(), _frozen_heap():
             first = submit(executor, command, int)
+        _tolerate_cancelled(executor)
         result(first, command)
         yield executor
     except KeyboardInterrupt:
@@ -106,7 +107,36 @@ def pool(
         # and what the workers hold (a chunk or a span each) is waited for. A worker
         # stopped by force while it sends a result back would leave the executor waiting
         # for the rest of it for ever.
+        if getattr(executor, "_broken", False):
+            # A worker died. The executor stops the others itself, unless its thread
+            # failed first (see _tolerate_cancelled): a worker left running would block
+            # sending a result that nobody reads, and the command, which waits for its
+            # workers as it exits, would wait for ever. Their work is lost either way.
+            for proc in list((getattr(executor, "_processes", None) or {}).values()):
+                with contextlib.suppress(Exception):
+                    proc.kill()
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _tolerate_cancelled(executor: ProcessPoolExecutor) -> None:
+    """When a worker dies, the executor's thread fails every future still pending; in
+    Python 3.11 it raises for one cancelled meanwhile, which the import does to the
+    chunks it takes back to parse itself (a cancelled future waits among the pending
+    ones until a worker is free), and the thread ends there: a traceback, and the other
+    workers left running. So it forgets the cancelled futures first, as Python 3.12
+    does by itself."""
+    manager: Any = getattr(executor, "_executor_manager_thread", None)
+    terminate_broken = getattr(manager, "terminate_broken", None)
+    if terminate_broken is None:
+        return
+
+    def forgetting_cancelled(cause: Any) -> None:
+        pending = manager.pending_work_items
+        for work_id in [w for w, item in pending.items() if item.future.cancelled()]:
+            del pending[work_id]
+        terminate_broken(cause)
+
+    manager.terminate_broken = forgetting_cancelled
 
 
 #: After Ctrl-C, how long a worker has to reach its next file or span before it is killed.
