@@ -207,7 +207,7 @@ def test_a_link_in_out_to_a_file_outside_is_replaced_never_followed(
 
     result = store.export_to(out)
     assert sorted(p.path for p in result.problems) == sorted([rel, dangling])
-    assert all(p.reason == "exists in the export directory (use --force, or overwrite=True, to overwrite)" for p in result.problems)
+    assert all(p.reason == "exists in the export directory and differs (use --force, or overwrite=True, to overwrite)" for p in result.problems)
     assert_good_files_written(home, out, {rel, dangling})
 
     result = store.export_to(out, overwrite=True)
@@ -274,15 +274,39 @@ def test_existing_files_are_refused_unless_forced(world: tuple[Home, Path, Path]
     edited.write_bytes(b"edited by hand")
 
     result = store.export_to(out)
-    assert result.files == 0 and len(result.problems) == len(home.exact)
-    assert all(p.reason == "exists in the export directory (use --force, or overwrite=True, to overwrite)" for p in result.problems)
+    assert [p.path for p in result.problems] == [f"{hostile.TASKS}/task_good_1.json"]
+    assert result.problems[0].reason == "exists in the export directory and differs (use --force, or overwrite=True, to overwrite)"
     assert edited.read_bytes() == b"edited by hand"
-    assert_cli_export(cli, out, [r"exists in the export directory \(use --force, or overwrite=True, to overwrite\)$"] * len(home.exact))
+    assert_cli_export(cli, out, [r"task_good_1\.json: exists in the export directory and differs \(use --force, or overwrite=True, to overwrite\)$"])
     assert edited.read_bytes() == b"edited by hand"
 
     assert_cli_export(cli, out, [], "--force")
     assert_good_files_written(home, out, set())
     assert_contained(out, sibling)
+
+
+def test_a_file_already_holding_what_export_writes_is_kept_and_counted(store: Store, home: Path, tmp_path: Path) -> None:
+    """An export run twice into one OUT (or run again after it was killed) refused every
+    file the first had written, "exists in the export directory", though each held the
+    very bytes to write: one line a file, exit 1. Such a file is now kept as it is (not
+    rewritten) and counted as exported; one that differs is still refused."""
+    store.import_paths([home])
+    out = tmp_path / "out"
+    first = store.export_to(out)
+    assert first.ok and first.files > 3
+    before = {p: (p.stat().st_ino, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    again = store.export_to(out)
+    assert again.ok, again.problems
+    assert (again.files, again.records, again.domains) == (first.files, first.records, first.domains)
+    assert {p: (p.stat().st_ino, p.read_bytes()) for p in out.rglob("*") if p.is_file()} == before  # not rewritten
+    assert not [p for p in out.rglob("*.rstmp")]
+    # Missing files are written, differing ones refused, the same ones kept.
+    gone, changed = sorted(before)[0], sorted(before)[1]
+    gone.unlink()
+    changed.write_bytes(changed.read_bytes() + b" ")
+    third = store.export_to(out)
+    assert [p.path for p in third.problems] == [changed.relative_to(out).as_posix()]
+    assert third.files == first.files - 1 and gone.read_bytes() == before[gone][1]
 
 
 def test_files_refused_for_one_same_reason_are_counted_after_the_first_ten(cli: Cli, tmp_path: Path) -> None:
@@ -294,9 +318,12 @@ def test_files_refused_for_one_same_reason_are_counted_after_the_first_ten(cli: 
     assert cli("import", str(EXAMPLE_HOME)).exit_code == 0  # type: ignore[attr-defined]
     out = tmp_path / "out"
     assert cli("export", str(out)).exit_code == 0  # type: ignore[attr-defined]
-    written = sum(1 for p in out.rglob("*") if p.is_file())
+    exported = [p for p in out.rglob("*") if p.is_file()]
+    written = len(exported)
     assert written > 12
-    reason = "exists in the export directory (use --force, or overwrite=True, to overwrite)"
+    for path in exported:  # (a file holding what export would write is kept, not refused)
+        path.write_bytes(path.read_bytes() + b"\n")
+    reason = "exists in the export directory and differs (use --force, or overwrite=True, to overwrite)"
     result = cli("export", str(out))
     lines = result.stderr.splitlines()  # type: ignore[attr-defined]
     assert result.exit_code == 1 and len(lines) == 11, lines  # type: ignore[attr-defined]
@@ -419,7 +446,7 @@ def test_a_file_that_appears_during_export_is_never_replaced_without_force(
 
     monkeypatch.setattr(exporter_module._Writer, "flush", racing_flush)
     result = store.export_to(out)
-    assert [str(p) for p in result.problems] == [f"{rel}: cannot write: exists in the export directory (use --force, or overwrite=True, to overwrite)"]
+    assert [str(p) for p in result.problems] == [f"{rel}: cannot write: exists in the export directory and differs (use --force, or overwrite=True, to overwrite)"]
     assert (out / rel).read_text() == "someone else's file"
     assert not [p for p in out.rglob("*.rstmp")]
 

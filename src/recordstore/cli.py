@@ -420,7 +420,7 @@ def _held(json_text: str) -> str:
 
 
 #: Of an export's problems with one same reason (every file of a home exported over
-#: it: "exists in the export directory"), how many are printed before one line counts
+#: it: "exists in the export directory and differs"), how many are printed before one line counts
 #: the rest (``--json`` lists them all).
 ALIKE_SHOWN = 10
 

@@ -90,7 +90,7 @@ WRITE_CHARS = 1 << 20
 
 #: Why a file already in the export directory was not written: the CLI's flag and the
 #: library's parameter, for whoever reads it.
-EXISTS = "exists in the export directory (use --force, or overwrite=True, to overwrite)"
+EXISTS = "exists in the export directory and differs (use --force, or overwrite=True, to overwrite)"
 
 
 def _utf8(text: str) -> bytes:
@@ -129,6 +129,7 @@ class _Writer:
         self.created: set[Path] = set()  # directories this export made: nothing else is in them
         self.dirty_dirs: set[Path] = set()
         self.staged: list[tuple[str, Path, Path]] = []
+        self.kept: list[tuple[str, Path]] = []  # files already there, holding what was to be written
         self.staged_bytes = 0
         self.counter = 0
 
@@ -222,9 +223,9 @@ class _Writer:
             raise ExportError(relpath, f"not written: {below} needs it to be a directory")
         # (In a directory this export made, only another process could have put a file:
         # placing by hard link still refuses to replace it.)
-        mode = None  # a new file's: 0o666 less the umask
+        mode, there = None, False  # a new file's: 0o666 less the umask; no file there
         if target.parent not in self.created:
-            mode = self._replaced_mode(target, relpath)
+            mode, there = self._replaced_mode(target, relpath)
         self.counter += 1
         tmp = target.parent / f".{target.name[:40]}.{os.getpid()}.{self.token}.{self.counter}.rstmp"
         # 0o666 less the umask, like any new file; O_EXCL: never through a planted link.
@@ -252,44 +253,59 @@ class _Writer:
                         size += fh.write(_utf8("".join(buffered)))
                         buffered, held = [], 0
                 size += fh.write(_utf8("".join(buffered)))
+            # A file already there, without overwrite, is refused unless it holds these
+            # very bytes: then it is kept as it is (a killed export run again, an
+            # export run twice), made durable with the files written.
+            same = there and _same_bytes(tmp, target, size)
         except BaseException:
             self.staged.pop()
             with _suppress():
                 os.unlink(tmp)
             raise
+        if there:
+            os.unlink(tmp)
+            self.staged.pop()
+            if not same:
+                raise ExportError(relpath, EXISTS)
+            self.kept.append((relpath, target))
         self.staged_bytes += size
         self.staged_files[key, target.name] = via
 
-    def _replaced_mode(self, target: Path, relpath: str) -> int | None:
+    def _replaced_mode(self, target: Path, relpath: str) -> tuple[int | None, bool]:
         """The permission bits of the file ``target`` replaces, which the new one keeps
-        (an owner-only file stays owner-only); None if there is none. Refuses a target
-        that cannot be replaced."""
+        (an owner-only file stays owner-only; None if there is none), and whether it is a
+        file the new text must equal, not replace (no overwrite). Refuses a target that
+        cannot be replaced."""
         try:
             st = os.lstat(target)
         except FileNotFoundError:
-            return None
+            return None, False
         if stat.S_ISDIR(st.st_mode):  # --force would not help
             raise ExportError(relpath, f"refused: {target} exists and is a directory")
         if not self.overwrite:
-            raise ExportError(relpath, EXISTS)
+            if not stat.S_ISREG(st.st_mode):  # (a link is never written through)
+                raise ExportError(relpath, EXISTS)
+            return None, True
         if stat.S_ISLNK(st.st_mode):  # the link is replaced: the file it led to tells the mode
             try:
                 st = os.stat(target)
             except OSError:  # dangling, or a loop
-                return None
-        return stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
+                return None, False
+        return (stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None), False
 
     def full(self) -> bool:
-        return len(self.staged) >= STAGE_FILES or self.staged_bytes >= STAGE_BYTES
+        return len(self.staged) + len(self.kept) >= STAGE_FILES or self.staged_bytes >= STAGE_BYTES
 
     def flush(self) -> list[tuple[str, OSError | None]]:
         """Make every staged file durable with one sync, then rename each into place
-        and sync the directories. Returns (relpath, error or None) per staged file."""
-        staged = self.staged
-        if not staged:
+        and sync the directories. Returns (relpath, error or None) per staged file, and
+        per file kept as it was (synced with them)."""
+        staged, kept = self.staged, self.kept
+        if not staged and not kept:
             return []
-        synced = _sync_all([tmp for _rel, tmp, _target in staged], self.out_real)
-        done: list[tuple[str, OSError | None]] = []
+        synced = _sync_all([tmp for _rel, tmp, _target in staged] + [target for _rel, target in kept], self.out_real)
+        done: list[tuple[str, OSError | None]] = [(rel, error) for (rel, _target), error in zip(kept, synced[len(staged) :])]
+        self.kept = []
         for (rel, tmp, target), error in zip(staged, synced):
             if error is None:
                 try:
@@ -364,6 +380,20 @@ def _sync_all(paths: list[Path], out: Path) -> list[OSError | None]:
     # Threads for this group only: none is left running to rule out forking workers later.
     with ThreadPoolExecutor(max_workers=max(1, min(32, len(paths))), thread_name_prefix="recordstore-fsync") as pool:
         return list(pool.map(_fsync_path, paths))
+
+
+def _same_bytes(written: Path, there: Path, size: int) -> bool:
+    """Whether the file ``there`` holds exactly the ``size`` bytes of ``written``."""
+    try:
+        if os.stat(there).st_size != size:
+            return False
+        with open(written, "rb") as new, open(there, "rb") as old:
+            while chunk := new.read(1 << 20):
+                if old.read(len(chunk)) != chunk:
+                    return False
+            return not old.read(1)
+    except OSError:
+        return False
 
 
 def _device(path: Path) -> int:
