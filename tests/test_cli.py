@@ -809,6 +809,24 @@ def test_ctrl_c_while_the_command_loads_is_one_line() -> None:
     assert entry.returncode == 0 and entry.stdout.startswith("recordstore ")  # the command's entry point
 
 
+def test_ctrl_c_once_the_command_is_over_is_ignored() -> None:
+    """A Ctrl-C landing as a command ended (its output printed, its run finished) killed
+    the process during Python's teardown, which gives SIGINT back its default: an exit
+    by the signal, no message, after a complete run (the crash campaign's `migrate`,
+    about one press in forty). From the end of the command on, it is ignored."""
+    program = (
+        "import signal, sys\n"
+        "sys.argv = ['store', '--version']\n"
+        "from recordstore._command import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as done:\n"
+        "    print(done.code, signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines()[-1] == "0 True", done.stdout + done.stderr
+
+
 RAW_PRINTING_REGISTRY = """
 import os
 import subprocess

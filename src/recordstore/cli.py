@@ -24,6 +24,7 @@ import io
 import json
 import os
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Iterable, Iterator
@@ -993,3 +994,7 @@ def main() -> None:
         raise SystemExit(130) from None
     finally:
         gc.freeze()
+        # The command is over, its output out. A Ctrl-C from here on is ignored: once
+        # Python's teardown gives SIGINT back its default, one would kill the process,
+        # which then exits by the signal (-2, no message) after a complete run.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
