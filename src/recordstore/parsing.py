@@ -263,8 +263,12 @@ class _Gaps:
 
 
 def element_prefix(head: str) -> str:
-    """The whitespace that starts each line of an array's elements (from the head)."""
-    return head[head.rfind("\n") + 1 :] if "\n" in head else ""
+    """The whitespace that starts each line of an array's elements (from the head):
+    what follows the head's last newline, when that comes after the bracket. One before
+    it (``\n[``) leaves the bracket on the last line, which is no indent: taking it for
+    one cut a ``[`` off the element's lines, and wrote one into them on export."""
+    last = head[head.rfind("\n") + 1 :] if "\n" in head else ""
+    return last if not last.strip(" \t\r") else ""
 
 
 def dedent(element: str, prefix: str) -> str:
