@@ -118,19 +118,33 @@ def object_files(draw: st.DrawFn) -> str:
     return draw(_bom) + draw(_ws) + draw(objects) + draw(_ws)
 
 
+_indents = st.sampled_from(["", " ", "  ", "\t", "\t ", " \t", "    ", "\r "])
+
+
 @st.composite
 def array_files(draw: st.DrawFn) -> str:
-    """An array, its elements set apart anyhow. A newline after the bracket makes what
-    follows it the indent of every line of the elements (README: an element indented
-    otherwise comes back indented like the first), so then each of their lines has it."""
-    prefix = draw(st.one_of(st.none(), st.sampled_from(["", " ", "  ", "\t", "\t ", " \t", "    "])))
-    items = draw(st.lists(st.tuples(_ws, elements, _ws), max_size=5))
-    if prefix is None:
-        first = draw(st.text(alphabet=" \t\r", max_size=3))
-        body = first + ",".join(a + e + b for a, e, b in items)[len(items[0][0]) if items else 0 :]
-    else:
-        body = "\n" + prefix + ",".join(a + e + b for a, e, b in items)[len(items[0][0]) if items else 0 :]
-        body = body[: len(prefix) + 1] + body[len(prefix) + 1 :].replace("\n", "\n" + prefix)
+    """An array, its elements set apart anyhow. Each line of an element is indented
+    like the line it starts on, its own indent (README: an element's line indented less
+    comes back indented like it); an element starting on the bracket's line, or after a
+    separator that does not break the line, is indented like the first."""
+    items = draw(st.lists(st.tuples(elements, _ws), min_size=0, max_size=5))
+    if not items:
+        return draw(_bom) + draw(_ws) + "[" + draw(_ws) + "]" + draw(_ws)
+    first = draw(st.one_of(st.text(alphabet=" \t\r", max_size=3), _indents.map(lambda i: "\n" + i)))
+    first_indent = first[first.rfind("\n") + 1 :] if "\n" in first else ""
+    body, sep = first, ""
+    for i, (element, after) in enumerate(items):
+        own = first_indent
+        if i:
+            before = draw(st.one_of(_ws, _ws.map(lambda w: w + "\n"), st.just("\n")))
+            indent = draw(_indents) if "\n" in before else ""
+            body += "," + before + indent
+            sep += "," + before + indent
+            if "\n" in sep:  # the line it starts on: its indent, or none after a comma
+                last = sep[sep.rfind("\n") + 1 :]
+                own = "" if last.strip(" \t\r") else last
+        body += element.replace("\n", "\n" + own) + after
+        sep = after
     return draw(_bom) + draw(_ws) + "[" + body + "]" + draw(_ws)
 
 
@@ -266,3 +280,24 @@ def test_an_array_whose_bracket_starts_a_line_keeps_its_elements_intact(tmp_path
         assert tree(tmp_path / "out") == tree(home)
         result = store.migrate()
         assert result.migrated == 3 and not result.failures
+
+
+def test_array_elements_indented_each_its_own_way_come_back_as_they_were(tmp_path: Path) -> None:
+    """Each element of a pretty array keeps the indent of its own line: one indented with
+    a tab after one indented with spaces, or less deeply, was written back with the
+    first's indent added to its lines (``  \\t\\t"b": 2``)."""
+    files = {
+        "tasks/tasks/mixed.json": '[\n  {\n    "a": 1\n  },\n\t{\n\t\t"b": 2\n\t}\n]\n',
+        "tasks/tasks/less.json": '[\n    {\n      "a": 1\n    },\n  {\n    "b": [\n      2\n    ]\n  }, {\n      "c": 3\n    }]',
+    }
+    home = _home(tmp_path, files)
+    with Store(tmp_path / "s.db") as store:
+        assert store.import_paths([home]).ok
+        assert [r.data for r in store.query("task")] == [{"a": 1}, {"b": [2]}, {"c": 3}, {"a": 1}, {"b": 2}]
+        store.export_to(tmp_path / "out")
+        assert tree(tmp_path / "out") == tree(home)
+        assert store.migrate().migrated == 5
+        store.export_to(tmp_path / "migrated")
+    assert (tmp_path / "migrated/tasks/tasks/mixed.json").read_text() == (
+        '[\n  {\n    "schema_version": 2,\n    "a": 1\n  },\n\t{\n\t\t"schema_version": 2,\n\t\t"b": 2\n\t}\n]\n'
+    )

@@ -271,6 +271,14 @@ def element_prefix(head: str) -> str:
     return last if not last.strip(" \t\r") else ""
 
 
+def own_prefix(before: str, first: str) -> str:
+    """The indent of an array element's lines: that of the line it starts, when the
+    text before it (its separator) breaks the line; else ``first``, the first element's
+    (:func:`element_prefix`). So an element indented otherwise than the first (tabs
+    where it has spaces, or less) keeps its own indent on export."""
+    return element_prefix(before) if "\n" in before else first
+
+
 def dedent(element: str, prefix: str) -> str:
     """Store an array element as if it stood alone: JSON strings hold no raw newline,
     so every newline in the text is layout. Left as it is unless every line has ``prefix``."""
@@ -531,6 +539,7 @@ class FileParse:
         head = text[:pos]
         self.layout = FileLayout("array", head=head)
         seps: list[str] = []
+        first = prefix = element_prefix(head)  # the indent of the element being read
         index = 0
         end = pos
         line, counted = 1, 0  # newlines are counted once, not from 0 for every element
@@ -553,12 +562,12 @@ class FileParse:
                             exc.line = line
                             raise
                         self._fail(f"element {index}: {exc.reason}", line)
-                        element = dedent(text[pos:skip], element_prefix(head))
+                        element = dedent(text[pos:skip], prefix)
                         yield Refused(f"{self.relpath}[{index}]", element.encode("utf-8"), index)
                         index += 1
                         end = skip
                     else:
-                        element = dedent(text[pos:end], element_prefix(head))
+                        element = dedent(text[pos:end], prefix)
                         yield self._record(value, element, index, f"{self.relpath}[{index}]", line)
                         index += 1
                     nxt = end
@@ -576,6 +585,7 @@ class FileParse:
                     while nxt < len(text) and text[nxt] in ws:
                         nxt += 1
                     seps.append(text[end:nxt])
+                    prefix = own_prefix(seps[-1], first)
                     pos = nxt
                 # ``end`` is at the closing bracket; the tail starts there.
                 end_of_elements = end
