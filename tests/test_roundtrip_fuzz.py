@@ -237,9 +237,19 @@ def _migrated_round_trip(root: Path, texts: dict[str, str]) -> None:
     with Store(root / "a.db") as store:
         store.import_paths([home], jobs=0)
         before = {r.key: r.text for r in store.query("task")} | {r.key: r.text for r in store.query("runtime")}
-        store.migrate(jobs=0)
+        migrated = store.migrate(jobs=0)
         after = {r.key: (r.text, r.data) for r in store.query("task")} | {r.key: (r.text, r.data) for r in store.query("runtime")}
         store.export_to(root / "out")
+        # The exported tree imported again into the same store is what it holds.
+        again_here = store.import_paths([root / "out"], jobs=0)
+        for counts in again_here.domains.values():
+            assert (counts.imported, counts.updated, counts.removed) == (0, 0, 0), again_here.as_dict()
+        store.export_to(root / "twice")
+        # Undoing the migration gives the files back as they were.
+        store.restore(run=migrated.run_id)
+        store.export_to(root / "restored")
+    assert tree(root / "twice") == tree(root / "out")
+    assert tree(root / "restored") == tree(home)
     assert after.keys() == before.keys()
     with Store(root / "b.db") as store:
         store.import_paths([root / "out"], jobs=0)
