@@ -311,3 +311,21 @@ def test_array_elements_indented_each_its_own_way_come_back_as_they_were(tmp_pat
     assert (tmp_path / "migrated/tasks/tasks/mixed.json").read_text() == (
         '[\n  {\n    "schema_version": 2,\n    "a": 1\n  },\n\t{\n\t\t"schema_version": 2,\n\t\t"b": 2\n\t}\n]\n'
     )
+
+
+def test_an_array_imported_before_elements_kept_their_own_indents_comes_back_as_it_was(tmp_path: Path) -> None:
+    """A store an older recordstore imported holds every element of an array without the
+    first element's indent, and no word in the file's gaps that they have their own: its
+    export gives the file back as it always did (deeper elements were indented twice)."""
+    text = '[\n  {\n    "a": 1\n  },\n    {\n      "b": 2\n    }\n]'
+    home = _home(tmp_path, {"tasks/tasks/deeper.json": text})
+    with Store(tmp_path / "s.db") as store:
+        assert store.import_paths([home]).ok
+    with sqlite3.connect(tmp_path / "s.db") as conn:  # as the older recordstore left it
+        conn.execute("UPDATE files SET gaps = NULL")
+        conn.execute("UPDATE records SET payload = ? WHERE key LIKE '%[1]'", ('{\n    "b": 2\n  }',))
+    conn.close()
+    with Store(tmp_path / "s.db") as store:
+        assert [r.data for r in store.query("task")] == [{"a": 1}, {"b": 2}]
+        store.export_to(tmp_path / "out")
+    assert tree(tmp_path / "out") == tree(home)

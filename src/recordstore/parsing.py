@@ -364,10 +364,19 @@ def indent_of(text: str | bytes, start: int = 0) -> int | None:
     return (spaces.match(text, nl + 1).end() - nl - 1) or None
 
 
-def _odd_seps(seps: list[str], sep: str) -> str | None:
+#: In an array's ``gaps``: its elements are indented each its own way (:func:`own_prefix`).
+#: Without it, every element has the first's indent: so stores imported before each
+#: element kept its own write their arrays back as they always did.
+OWN_INDENTS = "indents"
+
+
+def _odd_seps(seps: list[str], sep: str, first: str) -> str | None:
     """An array's ``gaps``: its separators that are not ``sep`` (the one before element
-    ``i`` is ``seps[i - 1]``)."""
+    ``i`` is ``seps[i - 1]``), and whether its elements have indents of their own
+    (``first``: the first element's)."""
     gaps = _Gaps()
+    if any(own_prefix(found, first) != first for found in seps):
+        gaps.found[OWN_INDENTS] = "own"
     for i, found in enumerate(seps, start=1):
         if found != sep:
             gaps.add(i, found)
@@ -614,12 +623,12 @@ class FileParse:
             # the file has it: export writes it back, to be mended there.
             self.slots = index
             sep = _array_sep(head, seps)
-            self.layout = FileLayout("array", head=head, sep=sep, tail=text[end:], gaps=_odd_seps(seps, sep))
+            self.layout = FileLayout("array", head=head, sep=sep, tail=text[end:], gaps=_odd_seps(seps, sep, first))
             return
         self.slots = index
         sep = _array_sep(head, seps)
         self.layout = FileLayout(
-            "array", head=head, sep=sep, tail=text[end:], indent=indent_of(text, start), gaps=_odd_seps(seps, sep)
+            "array", head=head, sep=sep, tail=text[end:], indent=indent_of(text, start), gaps=_odd_seps(seps, sep, first)
         )
 
     def _lines(self) -> Iterator[Slot]:
