@@ -370,12 +370,11 @@ def indent_of(text: str | bytes, start: int = 0) -> int | None:
 OWN_INDENTS = "indents"
 
 
-def _odd_seps(seps: list[str], sep: str, first: str) -> str | None:
+def _odd_seps(seps: list[str], sep: str, own: bool) -> str | None:
     """An array's ``gaps``: its separators that are not ``sep`` (the one before element
-    ``i`` is ``seps[i - 1]``), and whether its elements have indents of their own
-    (``first``: the first element's)."""
+    ``i`` is ``seps[i - 1]``), and whether its elements have indents of their own."""
     gaps = _Gaps()
-    if any(own_prefix(found, first) != first for found in seps):
+    if own:
         gaps.found[OWN_INDENTS] = "own"
     for i, found in enumerate(seps, start=1):
         if found != sep:
@@ -549,6 +548,7 @@ class FileParse:
         self.layout = FileLayout("array", head=head)
         seps: list[str] = []
         first = prefix = element_prefix(head)  # the indent of the element being read
+        own = False  # whether one has an indent other than the first's
         index = 0
         end = pos
         line, counted = 1, 0  # newlines are counted once, not from 0 for every element
@@ -595,6 +595,7 @@ class FileParse:
                         nxt += 1
                     seps.append(text[end:nxt])
                     prefix = own_prefix(seps[-1], first)
+                    own = own or prefix != first
                     pos = nxt
                 # ``end`` is at the closing bracket; the tail starts there.
                 end_of_elements = end
@@ -623,12 +624,12 @@ class FileParse:
             # the file has it: export writes it back, to be mended there.
             self.slots = index
             sep = _array_sep(head, seps)
-            self.layout = FileLayout("array", head=head, sep=sep, tail=text[end:], gaps=_odd_seps(seps, sep, first))
+            self.layout = FileLayout("array", head=head, sep=sep, tail=text[end:], gaps=_odd_seps(seps, sep, own))
             return
         self.slots = index
         sep = _array_sep(head, seps)
         self.layout = FileLayout(
-            "array", head=head, sep=sep, tail=text[end:], indent=indent_of(text, start), gaps=_odd_seps(seps, sep, first)
+            "array", head=head, sep=sep, tail=text[end:], indent=indent_of(text, start), gaps=_odd_seps(seps, sep, own)
         )
 
     def _lines(self) -> Iterator[Slot]:
