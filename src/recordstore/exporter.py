@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, func, or_, select
 
 from .errors import ExportError, RecordStoreError
-from .parsing import display_path, element_prefix
+from .parsing import OWN_INDENTS, display_path, element_prefix, own_prefix
 from .tables import files, records, refused
 
 __all__ = ["ExportResult", "export_records", "safe_target"]
@@ -607,20 +607,30 @@ class _FileText:
     def __iter__(self) -> Iterator[str]:
         head, sep, lines = self.row.head, self.row.sep, self.row.container == "lines"
         gaps: dict[str, str] = json.loads(self.row.gaps) if self.row.gaps else {}
-        prefix = element_prefix(head) if head.rstrip(" \t\r\n").endswith("[") else ""
+        # An array's elements were stored without the indent of their lines, which goes
+        # back here: the first's, or each its own (that of the line its separator leaves
+        # it on) when its gaps say so.
+        array = head.rstrip(" \t\r\n").endswith("[")
+        first = element_prefix(head) if array else ""
+        own = array and gaps.pop(OWN_INDENTS, None) is not None
+        prefix = own_prefix(sep, first) if own else first
         yield head
         line = 0  # of the last slot written, in a JSON-lines file
         while chunk := list(itertools.islice(self.rows, SLOTS_AT_ONCE)):
             texts = [r[3] for r in chunk]
-            if prefix:
+            if prefix or first:
                 texts = [t.replace("\n", "\n" + prefix) for t in texts]
+                if first != prefix and not self.slots:
+                    texts[0] = chunk[0][3].replace("\n", "\n" + first)
             if not (lines or gaps):  # an array, each element after the file's separator
                 yield sep.join(texts) if not self.slots else sep + sep.join(texts)
                 self.slots += len(chunk)
                 continue
             pieces: list[str] = []
-            for (_file_id, position, key, _text), text in zip(chunk, texts):
+            for (_file_id, position, key, raw), text in zip(chunk, texts):
                 gap = gaps.get(str(position)) if gaps else None
+                if own and gap is not None and own_prefix(gap, first) != prefix:
+                    text = raw.replace("\n", "\n" + own_prefix(gap, first))
                 if lines:
                     number = key.rpartition(":")[2]  # the line the key names (path:LINE)
                     at = int(number) if number.isdigit() and number.isascii() and int(number) > line else line + 1

@@ -263,8 +263,20 @@ class _Gaps:
 
 
 def element_prefix(head: str) -> str:
-    """The whitespace that starts each line of an array's elements (from the head)."""
-    return head[head.rfind("\n") + 1 :] if "\n" in head else ""
+    """The whitespace that starts each line of an array's elements (from the head):
+    what follows the head's last newline, when that comes after the bracket. One before
+    it (``\n[``) leaves the bracket on the last line, which is no indent: taking it for
+    one cut a ``[`` off the element's lines, and wrote one into them on export."""
+    last = head[head.rfind("\n") + 1 :] if "\n" in head else ""
+    return last if not last.strip(" \t\r") else ""
+
+
+def own_prefix(before: str, first: str) -> str:
+    """The indent of an array element's lines: that of the line it starts, when the
+    text before it (its separator) breaks the line; else ``first``, the first element's
+    (:func:`element_prefix`). So an element indented otherwise than the first (tabs
+    where it has spaces, or less) keeps its own indent on export."""
+    return element_prefix(before) if "\n" in before else first
 
 
 def dedent(element: str, prefix: str) -> str:
@@ -352,10 +364,18 @@ def indent_of(text: str | bytes, start: int = 0) -> int | None:
     return (spaces.match(text, nl + 1).end() - nl - 1) or None
 
 
-def _odd_seps(seps: list[str], sep: str) -> str | None:
+#: In an array's ``gaps``: its elements are indented each its own way (:func:`own_prefix`).
+#: Without it, every element has the first's indent: so stores imported before each
+#: element kept its own write their arrays back as they always did.
+OWN_INDENTS = "indents"
+
+
+def _odd_seps(seps: list[str], sep: str, own: bool) -> str | None:
     """An array's ``gaps``: its separators that are not ``sep`` (the one before element
-    ``i`` is ``seps[i - 1]``)."""
+    ``i`` is ``seps[i - 1]``), and whether its elements have indents of their own."""
     gaps = _Gaps()
+    if own:
+        gaps.found[OWN_INDENTS] = "own"
     for i, found in enumerate(seps, start=1):
         if found != sep:
             gaps.add(i, found)
@@ -527,6 +547,8 @@ class FileParse:
         head = text[:pos]
         self.layout = FileLayout("array", head=head)
         seps: list[str] = []
+        first = prefix = element_prefix(head)  # the indent of the element being read
+        own = False  # whether one has an indent other than the first's
         index = 0
         end = pos
         line, counted = 1, 0  # newlines are counted once, not from 0 for every element
@@ -549,12 +571,12 @@ class FileParse:
                             exc.line = line
                             raise
                         self._fail(f"element {index}: {exc.reason}", line)
-                        element = dedent(text[pos:skip], element_prefix(head))
+                        element = dedent(text[pos:skip], prefix)
                         yield Refused(f"{self.relpath}[{index}]", element.encode("utf-8"), index)
                         index += 1
                         end = skip
                     else:
-                        element = dedent(text[pos:end], element_prefix(head))
+                        element = dedent(text[pos:end], prefix)
                         yield self._record(value, element, index, f"{self.relpath}[{index}]", line)
                         index += 1
                     nxt = end
@@ -572,6 +594,8 @@ class FileParse:
                     while nxt < len(text) and text[nxt] in ws:
                         nxt += 1
                     seps.append(text[end:nxt])
+                    prefix = own_prefix(seps[-1], first)
+                    own = own or prefix != first
                     pos = nxt
                 # ``end`` is at the closing bracket; the tail starts there.
                 end_of_elements = end
@@ -600,12 +624,12 @@ class FileParse:
             # the file has it: export writes it back, to be mended there.
             self.slots = index
             sep = _array_sep(head, seps)
-            self.layout = FileLayout("array", head=head, sep=sep, tail=text[end:], gaps=_odd_seps(seps, sep))
+            self.layout = FileLayout("array", head=head, sep=sep, tail=text[end:], gaps=_odd_seps(seps, sep, own))
             return
         self.slots = index
         sep = _array_sep(head, seps)
         self.layout = FileLayout(
-            "array", head=head, sep=sep, tail=text[end:], indent=indent_of(text, start), gaps=_odd_seps(seps, sep)
+            "array", head=head, sep=sep, tail=text[end:], indent=indent_of(text, start), gaps=_odd_seps(seps, sep, own)
         )
 
     def _lines(self) -> Iterator[Slot]:
