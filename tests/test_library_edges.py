@@ -562,6 +562,8 @@ def test_library_errors_name_the_parameter_a_library_user_passes(
 
     said: dict[str, str] = {}
     filled.export_to(tmp_path / "out")
+    for exported in (tmp_path / "out").rglob("*.json"):  # (one holding what export writes is kept)
+        exported.write_text("edited")
     said["export"] = str(filled.export_to(tmp_path / "out").problems[0])
     filled.migrate()
     (two_domains / "a" / "1.json").write_text(json.dumps({"schema_version": 2, "name": "changed"}))
