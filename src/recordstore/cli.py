@@ -293,7 +293,7 @@ def _errors(ctx: typer.Context) -> Iterator[None]:
     except KeyboardInterrupt:
         dry = bool(ctx.params.get("dry_run"))  # (a dry run writes nothing)
         said = _WHOLE_INTERRUPTED if ctx.params.get("atomic") else _INTERRUPTED.get(ctx.info_name or "", "")
-        finished = ctx.obj.opened._finished_run if ctx.obj.opened is not None else None
+        finished = ctx.obj.opened.finished_run if ctx.obj.opened is not None else None
         if finished is not None:  # pressed once the run had ended (the store closing): nothing was stopped
             err.print(f"store: interrupted after run {finished} finished: all of its work is kept")
         else:

@@ -163,10 +163,16 @@ class Store:
         self._engine = engine
         self._closed = False
         self._runs = 0  # in progress, in any thread (see _held_run)
-        #: The last run this Store saw to its recorded end: a Ctrl-C that comes after it
-        #: (while the store closes) stopped nothing of it, which the CLI says.
-        self._finished_run: int | None = None
+        self._finished_run: int | None = None  # see finished_run
         self._guard = threading.Lock()
+
+    @property
+    def finished_run(self) -> int | None:
+        """The id of the last run (import, migrate, restore...) this Store saw to its
+        recorded end without an error (``ok`` or ``partial``); ``None``: none yet. (A
+        Ctrl-C that comes after it, while the store closes, stopped nothing of it: the
+        CLI says so.)"""
+        return self._finished_run
 
     @property
     def engine(self) -> Engine:
