@@ -192,7 +192,8 @@ def test_a_bad_json_line_names_its_line_once_and_the_column_in_it(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool, jobs: int
 ) -> None:
     """The line is the file's (``:2``); the reason gives only the column in that line,
-    never the "line 1" of the one-line text the line was decoded as."""
+    never the "line 1" of the one-line text the line was decoded as. A column past the
+    line's end (a record written over several lines) says so."""
     if streamed:
         monkeypatch.setattr(parsing, "STREAM_THRESHOLD", 0)
     home = build_home(tmp_path / "home")
@@ -203,7 +204,8 @@ def test_a_bad_json_line_names_its_line_once_and_the_column_in_it(
     assert sorted(str(p) for p in result.problems) == [
         f"{hostile.EVENTS}/ev.jsonl:2: invalid JSON: Expecting value at column 1",
         f"{hostile.EVENTS}/p.jsonl:2: invalid JSON: Extra data at column 9",
-        f"{hostile.EVENTS}/p.jsonl:4: invalid JSON: Expecting ':' delimiter at column 15",
+        f"{hostile.EVENTS}/p.jsonl:4: invalid JSON: Expecting ':' delimiter at column 15; "
+        "the line ends before its record does (a JSON-lines record is one line)",
     ]
 
 

@@ -671,8 +671,12 @@ class FileParse:
             try:
                 value = decode(line)
             except invalid as exc:
-                # The file names the line; the reason gives the column in it.
-                self._fail(exc.reason_at(None, exc.column), lineno)
+                # The file names the line; the reason gives the column in it, and says why
+                # when that is past the line's end: a record written over several lines.
+                reason = exc.reason_at(None, exc.column)
+                if exc.column is not None and exc.column > len(line.decode("utf-8", "replace")):
+                    reason += "; the line ends before its record does (a JSON-lines record is one line)"
+                self._fail(reason, lineno)
                 yield Refused(prefix + str(lineno), line, position)
                 position += 1
                 continue
