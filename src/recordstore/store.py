@@ -523,8 +523,28 @@ class Store:
                 f"the records' indexes {', '.join(missing)} are not built: an import into an empty store "
                 "builds them at its end, and if it was stopped, the next import, migrate or restore does"
             )
+        result.problems.extend(self._json_index_problems())
         result.problems.extend(self.integrity_problems())
         return result
+
+    def _json_index_problems(self) -> list[str]:
+        """JSON-path indexes the store lists (``store index list``) whose SQLite index is
+        gone (dropped by hand, or by a tool that copied the tables without it): filters
+        on them then scan every record, answering the same, only slowly, which nothing
+        else would tell."""
+        if self.engine.dialect.name != "sqlite":
+            return []
+        problems = []
+        with translate_errors(), self.engine.connect() as conn:
+            present = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            for domain, path in conn.execute(select(indexes.c.domain, indexes.c.path).order_by(indexes.c.domain, indexes.c.path)):
+                if index_ddl(path)[0] not in present:
+                    shown = _shown_path(path)
+                    problems.append(
+                        f"domain {domain!r}: the index on {shown} is listed but not in the store, so filters on it "
+                        f"scan every record; `store index add {domain} {shown}` builds it again"
+                    )
+        return problems
 
     def integrity_problems(self) -> list[str]:
         """A slot of a file holding both a record and a refused text; SQLite's integrity
@@ -603,6 +623,12 @@ def _paths(given: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> 
         if not os.fspath(p).strip():
             raise InputError(repr(os.fspath(p)), "the path to import is empty (an unset setting?)")
     return [os.path.expanduser(p) for p in items]
+
+
+def _shown_path(sql_path: str) -> str:
+    """A JSON path as a user types it (``status``, ``items[0].x``), from SQLite's form
+    (``$.status``): what ``store index add`` was given, and takes again."""
+    return sql_path.removeprefix("$").removeprefix(".")
 
 
 def _domain(given: str | None) -> None:
