@@ -43,3 +43,27 @@ def test_check_reports_a_json_path_index_that_is_gone(cli: Any, db_path: Path, h
     assert _digest(db_path) == before  # check changes nothing
     assert cli("index", "add", "task", "status").exit_code == 0
     assert cli("check").exit_code == 0
+
+
+def test_check_reports_a_payload_that_is_not_json(cli: Any, db_path: Path, home: Path) -> None:
+    _imported(db_path, home)
+    with sqlite3.connect(db_path) as db:
+        (key,) = db.execute("SELECT key FROM records WHERE domain = 'task' ORDER BY id LIMIT 1").fetchone()
+        db.execute("UPDATE records SET payload = '{not json' WHERE key = ?", (key,))
+    before = _digest(db_path)
+    res = cli("check")
+    assert res.exit_code == 1, res.stdout
+    assert f"problem: domain 'task' record {key}: its stored payload is not JSON" in res.stdout.splitlines()
+    assert _digest(db_path) == before
+
+
+def test_check_reports_a_version_column_that_disagrees_with_the_payload(cli: Any, db_path: Path, home: Path) -> None:
+    """A record put back to version 0 by hand would be migrated from a version it is
+    not at (and one set above the current version would never be): named, one line each."""
+    _imported(db_path, home)
+    with sqlite3.connect(db_path) as db:
+        (key,) = db.execute("SELECT key FROM records WHERE domain = 'task' ORDER BY id LIMIT 1").fetchone()
+        db.execute("UPDATE records SET version = 0 WHERE key = ?", (key,))
+    res = cli("check")
+    assert res.exit_code == 1, res.stdout
+    assert f"problem: domain 'task' record {key}: stored as version 0, but its schema_version is 1" in res.stdout.splitlines()

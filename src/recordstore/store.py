@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text
+from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, select, text
 
 from .connections import INT_MAX
 from .engine import close_engine, default_db_path, open_engine, translate_errors
-from .errors import ExportError, InputError, QueryError, RecordStoreError, StoreError, checked
+from .errors import ExportError, InputError, QueryError, RecordStoreError, StoreError, checked, printable
 from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer, keep_import_digests
 from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
@@ -558,9 +558,36 @@ class Store:
             problems = [f"{path}: slot {position} holds both a record and a refused text" for path, position in conn.execute(both)]
             if self.engine.dialect.name != "sqlite":
                 return problems
+            problems += self._payload_problems(conn)
             rows = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check")]
             rows += [f"foreign key violation in {r[0]}" for r in conn.exec_driver_sql("PRAGMA foreign_key_check")]
         return problems + [f"SQLite integrity check: {r}" for r in rows if r != "ok"]
+
+    def _payload_problems(self, conn: Connection) -> list[str]:
+        """Records whose stored payload is not JSON, or whose version column is not the
+        version field their payload holds (an edit made by hand, or by another tool):
+        queries, migrations and exports would each go wrong on them in their own way."""
+        valid = func.json_valid(records.c.payload)
+        problems = [
+            f"domain {domain!r} record {printable(key)}: its stored payload is not JSON"
+            for domain, key in conn.execute(
+                select(records.c.domain, records.c.key).where(valid == 0).order_by(records.c.domain, records.c.id)
+            )
+        ]
+        for dom in self.registry:
+            field_path = '$."' + dom.version_field + '"'
+            # json_extract raises on text that is not JSON: those are reported above.
+            stored = case((valid == 1, func.json_extract(records.c.payload, field_path)), else_=None)
+            kind = case((valid == 1, func.json_type(records.c.payload, field_path)), else_=None)
+            mismatched = select(records.c.key, records.c.version, stored).where(
+                records.c.domain == dom.name, kind == "integer", stored != records.c.version
+            ).order_by(records.c.id)
+            problems += [
+                f"domain {dom.name!r} record {printable(key)}: stored as version {version}, but its "
+                f"{dom.version_field} is {value}"
+                for key, version, value in conn.execute(mismatched)
+            ]
+        return problems
 
     # ----------------------------------------------------------------- indexes
 
