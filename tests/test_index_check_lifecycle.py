@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +69,54 @@ def test_check_reports_a_version_column_that_disagrees_with_the_payload(cli: Any
     res = cli("check")
     assert res.exit_code == 1, res.stdout
     assert f"problem: domain 'task' record {key}: stored as version 0, but its schema_version is 1" in res.stdout.splitlines()
+
+
+_PEAK = """
+import sys, tracemalloc
+from recordstore.cli import main
+tracemalloc.start()
+sys.argv = ["store", "--db", sys.argv[1], "history", sys.argv[2]]
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+finally:
+    sys.stderr.write(str(tracemalloc.get_traced_memory()[1]))
+"""
+
+
+def test_history_of_a_run_with_many_failures_is_shown_without_holding_them_all(db_path: Path, home: Path) -> None:
+    """`store history N` of a run with 30,000 failures prints every one, in order, while
+    what it holds stays that of a page of them (it held all of them, ~15 MB more than
+    for a run without failures here, and printed them one call at a time)."""
+    _imported(db_path, home)
+    n = 30_000
+    with sqlite3.connect(db_path) as db:
+        db.execute(
+            "INSERT INTO runs (id, kind, started_at, finished_at, outcome) "
+            "VALUES (50, 'migrate', '2026-01-01T00:00:00Z', '2026-01-01T00:00:01Z', 'partial')"
+        )
+        db.execute(
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?) "
+            "INSERT INTO failures (run_id, domain, key, reason) "
+            "SELECT 50, 'task', 'k' || i, 'step raised: ' || hex(randomblob(100)) FROM c",
+            (n,),
+        )
+    def shown(run_id: int) -> tuple[list[str], int]:
+        """What `store history RUN` prints, and the most memory it held meanwhile."""
+        run = subprocess.run(
+            [sys.executable, "-c", _PEAK, str(db_path), str(run_id)], capture_output=True, text=True, timeout=300,
+            check=False,
+        )
+        return run.stdout.splitlines(), int(run.stderr.strip().splitlines()[-1])
+
+    _, held_for_none = shown(1)  # the import: no failures; what opening the store and printing hold
+    lines, held = shown(50)
+    assert lines[0].startswith("run 50: migrate, partial")
+    failures = lines[2:]
+    assert len(failures) == n
+    assert [line.split(":")[0] for line in failures[:2] + failures[-1:]] == ["task k1", "task k2", f"task k{n}"]
+    assert held - held_for_none < 4_000_000, (held, held_for_none)
+    with Store(db_path) as store:
+        assert [f["key"] for f in store.failures(50, batch=7)][-3:] == [f"k{n - 2}", f"k{n - 1}", f"k{n}"]
+        assert sum(1 for _ in store.failures(50, batch=7)) == n

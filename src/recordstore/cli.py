@@ -779,32 +779,45 @@ def history(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list of runs.")] = False,
 ) -> None:
     """List the runs (import, migrate, restore, prune, index), or show one with its failures."""
+    if run is not None and not json_out:
+        _show_run(ctx, run)
+        return
     with _errors(ctx), ctx.obj.open(registry=False) as store:
-        runs = store.history(run, failure_limit=None if (run is not None or json_out) else 0)
+        runs = store.history(run, failure_limit=None if json_out else 0)
     if json_out:
         _emit_json([r.as_dict() for r in runs])
         return
-    if run is None:
-        table = _table("run", "kind", "started", "finished", "outcome", "counts", "failures")
-        for r in runs:
-            table.add_row(
-                str(r.id), r.kind, r.started_at, r.finished_at or "-", r.outcome, _short_counts(r), str(r.failure_count)
-            )
-        out.print(table)
-        return
-    r = runs[0]
-    out.print(f"run {r.id}: {r.kind}, {r.outcome}, {r.started_at} -> {r.finished_at or '-'}", markup=False)
-    out.print(f"counts: {json.dumps(r.counts, ensure_ascii=False)}", markup=False)
-    if r.message:
-        out.print(f"message: {r.message}", markup=False)
-    for f in r.failures:
-        parts = [f.get("domain") or "", printable(f.get("key") or f.get("source") or "")]
-        if f.get("from_version") is not None and r.kind == "migrate":
-            parts.append(f"v{f['from_version']} -> v{f['to_version']}")
-        if f.get("step"):
-            parts.append(f["step"])
-        line = f":{f['line']}" if f.get("line") else ""
-        out.print(" ".join(p for p in parts if p) + line + ": " + printable(f["reason"]), markup=False)
+    table = _table("run", "kind", "started", "finished", "outcome", "counts", "failures")
+    for r in runs:
+        table.add_row(
+            str(r.id), r.kind, r.started_at, r.finished_at or "-", r.outcome, _short_counts(r), str(r.failure_count)
+        )
+    out.print(table)
+
+
+def _show_run(ctx: typer.Context, run: int) -> None:
+    """One run with its failures, read and printed a page at a time: a run with 100,000
+    failures took seconds and ~100 MB held at once, printing a line at a time."""
+    with _errors(ctx), ctx.obj.open(registry=False) as store:
+        r = store.history(run, failure_limit=0)[0]
+        out.print(f"run {r.id}: {r.kind}, {r.outcome}, {r.started_at} -> {r.finished_at or '-'}", markup=False)
+        out.print(f"counts: {json.dumps(r.counts, ensure_ascii=False)}", markup=False)
+        if r.message:
+            out.print(f"message: {r.message}", markup=False)
+        lines: list[str] = []
+        for f in store.failures(run):
+            parts = [f.get("domain") or "", printable(f.get("key") or f.get("source") or "")]
+            if f.get("from_version") is not None and r.kind == "migrate":
+                parts.append(f"v{f['from_version']} -> v{f['to_version']}")
+            if f.get("step"):
+                parts.append(f["step"])
+            line = f":{f['line']}" if f.get("line") else ""
+            lines.append(" ".join(p for p in parts if p) + line + ": " + printable(f["reason"]))
+            if len(lines) == 1000:
+                out.print("\n".join(lines), markup=False)
+                lines.clear()
+        if lines:
+            out.print("\n".join(lines), markup=False)
 
 
 def _short_counts(r: Any) -> str:

@@ -443,10 +443,7 @@ def read_history(conn: Connection, run_id: int | None = None, *, failure_limit: 
         fq = select(failures).where(failures.c.run_id == row.id).order_by(failures.c.id)
         if failure_limit is not None:
             fq = fq.limit(failure_limit)
-        fails = [
-            {k: v for k, v in f._mapping.items() if k not in ("id", "run_id") and v is not None}
-            for f in conn.execute(fq)
-        ]
+        fails = [_failure(f) for f in conn.execute(fq)]
         count = len(fails) if failure_limit is None else _count_failures(conn, row.id)
         out.append(
             RunInfo(
@@ -465,6 +462,19 @@ def read_history(conn: Connection, run_id: int | None = None, *, failure_limit: 
             )
         )
     return out
+
+
+def _failure(row: Any) -> dict[str, Any]:
+    """A failure as the history gives it: its fields that are set, without its ids."""
+    return {k: v for k, v in row._mapping.items() if k not in ("id", "run_id") and v is not None}
+
+
+def read_failures(conn: Connection, run_id: int, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+    """Up to ``limit`` failures of run ``run_id`` that come after failure id ``after``,
+    each with its id (to read on from): a page, so that a run's 100,000 failures are
+    shown without all being held at once."""
+    fq = select(failures).where(failures.c.run_id == run_id, failures.c.id > after).order_by(failures.c.id).limit(limit)
+    return [(f.id, _failure(f)) for f in conn.execute(fq)]
 
 
 def _count_failures(conn: Connection, run_id: int) -> int:

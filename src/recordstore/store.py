@@ -22,7 +22,16 @@ from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_rec
 from .parsing import discover
 from .query import Query, Record, index_ddl, json_paths_served
 from .registry import Registry, load_registry
-from .runs import RunHandle, RunInfo, held_interrupts, held_run, read_history, release_lock, stored_by
+from .runs import (
+    RunHandle,
+    RunInfo,
+    held_interrupts,
+    held_run,
+    read_failures,
+    read_history,
+    release_lock,
+    stored_by,
+)
 from .schema import ensure_schema, missing_record_indexes
 from .tables import backups, file_backups, files, indexes, records, refused, runs
 
@@ -335,6 +344,22 @@ class Store:
         if run is not None and not found:
             raise RecordStoreError(f"no run {run} in this store")
         return found
+
+    def failures(self, run: int, *, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        """The failures of ``run`` (each as in :meth:`history`), in order, read ``batch``
+        at a time: a run with 100,000 failures is gone through without holding them all
+        (``history(run)`` holds them all). An unknown run is a :class:`RecordStoreError`."""
+        checked("batch", batch, int, least=1, most=INT_MAX)
+        self.history(run, failure_limit=0)  # an unknown run, refused before the first page
+        after = -1
+        while True:
+            with translate_errors(), self.engine.connect() as conn, conn.begin():
+                page = read_failures(conn, run, after, batch)
+            for _, failure in page:
+                yield failure
+            if len(page) < batch:
+                return
+            after = page[-1][0]
 
     def unlock(self, *, force: bool = False) -> dict[str, Any] | None:
         """Release the store from a writer that is gone, its run marked ``interrupted``:
