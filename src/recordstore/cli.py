@@ -973,9 +973,13 @@ def index_add(
 @index_app.command("list")
 def index_list(ctx: typer.Context) -> None:
     """List the JSON-path indexes."""
+    from .query import typed_path  # SQLAlchemy's, loaded once a store is open
+
     with _errors(ctx), ctx.obj.open() as store:
+        # Each path as it was given (and as --where and `index drop` take it), not as
+        # SQLite spells it: `index add task status` is listed as status, not $.status.
         for domain, path in store.indexes():
-            out.print(f"{domain}\t{path}", markup=False)
+            out.print(f"{domain}\t{typed_path(path)}", markup=False)
 
 
 @index_app.command("drop")

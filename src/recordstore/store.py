@@ -20,7 +20,7 @@ from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer, keep_import_digests
 from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
 from .parsing import discover
-from .query import Query, Record, index_ddl, json_paths_served
+from .query import Query, Record, index_ddl, json_paths_served, typed_path
 from .registry import Registry, load_registry
 from .runs import (
     RunHandle,
@@ -564,7 +564,7 @@ class Store:
             present = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
             for domain, path in conn.execute(select(indexes.c.domain, indexes.c.path).order_by(indexes.c.domain, indexes.c.path)):
                 if index_ddl(path)[0] not in present:
-                    shown = _shown_path(path)
+                    shown = typed_path(path)
                     problems.append(
                         f"domain {domain!r}: the index on {shown} is listed but not in the store, so filters on it "
                         f"scan every record; `store index add {domain} {shown}` builds it again"
@@ -675,12 +675,6 @@ def _paths(given: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]) -> 
         if not os.fspath(p).strip():
             raise InputError(repr(os.fspath(p)), "the path to import is empty (an unset setting?)")
     return [os.path.expanduser(p) for p in items]
-
-
-def _shown_path(sql_path: str) -> str:
-    """A JSON path as a user types it (``status``, ``items[0].x``), from SQLite's form
-    (``$.status``): what ``store index add`` was given, and takes again."""
-    return sql_path.removeprefix("$").removeprefix(".")
 
 
 def _domain(given: str | None) -> None:
