@@ -135,3 +135,23 @@ def test_index_list_shows_each_path_as_it_was_given(cli: Any, db_path: Path, hom
     for domain, path in listed:
         assert cli("index", "drop", domain, path).exit_code == 0
     assert cli("index", "list").stdout == ""
+
+
+def test_check_names_the_record_whose_file_row_is_gone(cli: Any, db_path: Path, home: Path) -> None:
+    """A foreign key violation says which row refers to what is not there, and for a
+    record which record (it said only "foreign key violation in records")."""
+    _imported(db_path, home)
+    with sqlite3.connect(db_path) as db:
+        row, key, file_id = db.execute(
+            "SELECT id, key, file_id FROM records WHERE domain = 'task' ORDER BY id LIMIT 1"
+        ).fetchone()
+        db.execute("PRAGMA foreign_keys = OFF")
+        db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+    before = _digest(db_path)
+    res = cli("check")
+    assert res.exit_code == 1, res.stdout
+    assert (
+        f"problem: SQLite integrity check: foreign key violation in records: record {key} of domain 'task' "
+        f"(row {row}) has file_id {file_id}, which is in no row of files"
+    ) in res.stdout.splitlines(), res.stdout
+    assert _digest(db_path) == before

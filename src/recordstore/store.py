@@ -585,8 +585,24 @@ class Store:
                 return problems
             problems += self._payload_problems(conn)
             rows = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check")]
-            rows += [f"foreign key violation in {r[0]}" for r in conn.exec_driver_sql("PRAGMA foreign_key_check")]
+            rows += [self._foreign_key_problem(conn, *r) for r in conn.exec_driver_sql("PRAGMA foreign_key_check")]
         return problems + [f"SQLite integrity check: {r}" for r in rows if r != "ok"]
+
+    @staticmethod
+    def _foreign_key_problem(conn: Connection, table: str, rowid: int | None, parent: str, fkid: int) -> str:
+        """One row of ``PRAGMA foreign_key_check``, saying which row refers to what that
+        is not there, and for a record which it is (a million of them are not told apart
+        by "foreign key violation in records")."""
+        column = next(
+            (r[3] for r in conn.exec_driver_sql(f'PRAGMA foreign_key_list("{table}")') if r[0] == fkid), "?"
+        )
+        what = f"row {rowid}"
+        if table == "records" and rowid is not None:
+            found = conn.execute(select(records.c.domain, records.c.key).where(records.c.id == rowid)).first()
+            if found is not None:
+                what = f"record {printable(found.key)} of domain {found.domain!r} (row {rowid})"
+        value = conn.exec_driver_sql(f'SELECT "{column}" FROM "{table}" WHERE rowid = ?', (rowid,)).scalar()
+        return f"foreign key violation in {table}: {what} has {column} {value}, which is in no row of {parent}"
 
     def _payload_problems(self, conn: Connection) -> list[str]:
         """Records whose stored payload is not JSON, or whose version column is not the
