@@ -4,6 +4,7 @@ store edited by hand, indexes gone, long failure lists."""
 from __future__ import annotations
 
 import hashlib
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -155,3 +156,37 @@ def test_check_names_the_record_whose_file_row_is_gone(cli: Any, db_path: Path, 
         f"(row {row}) has file_id {file_id}, which is in no row of files"
     ) in res.stdout.splitlines(), res.stdout
     assert _digest(db_path) == before
+
+
+def test_check_reports_a_writer_that_left_the_store_held(cli: Any, db_path: Path, home: Path) -> None:
+    """A writer killed mid-run leaves its run "running" and the store held; one from
+    another host (a store copied from another machine) keeps every writer here out
+    until `unlock --force`. Check said "ok" to both; it names the run and what to do."""
+    _imported(db_path, home)
+    with sqlite3.connect(db_path) as db:
+        db.execute("INSERT INTO runs (id, kind, started_at, outcome) VALUES (9, 'migrate', '2026-01-01T00:00:00Z', 'running')")
+        db.execute(
+            "INSERT INTO lock (id, operation, run_id, pid, host, acquired_at) "
+            "VALUES (1, 'migrate', 9, 2147483647, ?, '2026-01-01T00:00:00Z')",
+            (socket.gethostname(),),
+        )
+    before = _digest(db_path)
+    res = cli("check")
+    assert res.exit_code == 1, res.stdout
+    assert [line for line in res.stdout.splitlines() if "run 9" in line] == [
+        (
+            "problem: migrate (run 9) stopped before it finished: process 2147483647 is gone, and left the store held "
+            "since 2026-01-01T00:00:00Z; the next writer takes it over, and 'store unlock' releases it now "
+            "(run 9 marked interrupted)"
+        )
+    ]
+    assert _digest(db_path) == before
+    with sqlite3.connect(db_path) as db:
+        db.execute("UPDATE lock SET host = 'elsewhere.example'")
+    res = cli("check")
+    assert res.exit_code == 1, res.stdout
+    (line,) = [line for line in res.stdout.splitlines() if "run 9" in line]
+    assert line.startswith("problem: the store is held by migrate (run 9), process 2147483647 on host elsewhere.example")
+    assert line.endswith("'store unlock --force' releases the store")
+    assert cli("unlock", "--force").exit_code == 0
+    assert cli("check").exit_code == 0

@@ -144,6 +144,28 @@ def release_lock(engine: Engine, *, force: bool = False) -> dict[str, Any] | Non
     return _holder(row)
 
 
+def lock_problem(conn: Connection) -> str | None:
+    """What ``store check`` says of the writer lock: nothing when no writer holds it, or
+    a writer still running here does; a writer gone (killed, its machine restarted)
+    left its run "running" and the store held, which the next writer takes over; one on
+    another host (a store copied, or on a shared volume) keeps every writer here out
+    until released with --force, if it no longer runs."""
+    row = conn.execute(select(lock)).first()
+    if row is None or (row.host == HOST and holder_alive(row)):
+        return None
+    if row.host == HOST:
+        return (
+            f"{row.operation} (run {row.run_id}) stopped before it finished: process {row.pid} is gone, and left the "
+            f"store held since {row.acquired_at}; the next writer takes it over, and 'store unlock' releases it now "
+            f"(run {row.run_id} marked interrupted)"
+        )
+    return (
+        f"the store is held by {row.operation} (run {row.run_id}), process {row.pid} on host {row.host} since "
+        f"{row.acquired_at}, which cannot be told gone from {HOST}: writers here are refused until it ends; if it no "
+        "longer runs (the store was copied, or its machine is gone), 'store unlock --force' releases the store"
+    )
+
+
 def _refuse_live_holder(row: Any, force: bool) -> None:
     """BusyError when the lock row ``row`` is that of a writer that may still run (on
     another host, unless ``force``)."""

@@ -27,6 +27,7 @@ from .runs import (
     RunInfo,
     held_interrupts,
     held_run,
+    lock_problem,
     read_failures,
     read_history,
     release_lock,
@@ -543,6 +544,9 @@ class Store:
                 )
         with translate_errors(), self.engine.connect() as conn:
             missing = missing_record_indexes(conn)
+            held = lock_problem(conn)
+        if held is not None:
+            result.problems.append(held)
         if missing:
             result.problems.append(
                 f"the records' indexes {', '.join(missing)} are not built: an import into an empty store "
