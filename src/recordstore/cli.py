@@ -945,8 +945,9 @@ def check(ctx: typer.Context) -> None:
     """Check the registry and the store, and report every problem.
 
     Steps whose code changed after they migrated records, broken step chains, records
-    newer than the registry, a place in a file holding both a record and a refused
-    text, and SQLite integrity problems.
+    newer than the registry, payloads that are not JSON or disagree with their version
+    column, JSON-path indexes gone, a writer that left the store held, a place in a
+    file holding both a record and a refused text, and SQLite integrity problems.
     """
     with _errors(ctx), ctx.obj.open() as store:
         result = store.check()
