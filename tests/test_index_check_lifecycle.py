@@ -4,6 +4,7 @@ store edited by hand, indexes gone, long failure lists."""
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import sqlite3
 import subprocess
@@ -76,7 +77,7 @@ _PEAK = """
 import sys, tracemalloc
 from recordstore.cli import main
 tracemalloc.start()
-sys.argv = ["store", "--db", sys.argv[1], "history", sys.argv[2]]
+sys.argv = ["store", "--db", sys.argv[1], "history", *sys.argv[2:]]
 try:
     main()
 except SystemExit as exc:
@@ -86,33 +87,39 @@ finally:
 """
 
 
+def _history(db_path: Path, *args: str) -> tuple[list[str], int]:
+    """What `store history ARGS...` prints, and the most memory it held meanwhile."""
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(db_path), *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    return run.stdout.splitlines(), int(run.stderr.strip().splitlines()[-1])
+
+
+def _failed_run(db_path: Path, run_id: int, n: int) -> None:
+    """A migrate run with ``n`` failures, as the history keeps them."""
+    with sqlite3.connect(db_path) as db:
+        db.execute(
+            "INSERT INTO runs (id, kind, started_at, finished_at, outcome) "
+            "VALUES (?, 'migrate', '2026-01-01T00:00:00Z', '2026-01-01T00:00:01Z', 'partial')",
+            (run_id,),
+        )
+        db.execute(
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?) "
+            "INSERT INTO failures (run_id, domain, key, reason) "
+            "SELECT ?, 'task', 'k' || i, 'step raised: ' || hex(randomblob(100)) FROM c",
+            (n, run_id),
+        )
+
+
 def test_history_of_a_run_with_many_failures_is_shown_without_holding_them_all(db_path: Path, home: Path) -> None:
     """`store history N` of a run with 30,000 failures prints every one, in order, while
     what it holds stays that of a page of them (it held all of them, ~15 MB more than
     for a run without failures here, and printed them one call at a time)."""
     _imported(db_path, home)
     n = 30_000
-    with sqlite3.connect(db_path) as db:
-        db.execute(
-            "INSERT INTO runs (id, kind, started_at, finished_at, outcome) "
-            "VALUES (50, 'migrate', '2026-01-01T00:00:00Z', '2026-01-01T00:00:01Z', 'partial')"
-        )
-        db.execute(
-            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?) "
-            "INSERT INTO failures (run_id, domain, key, reason) "
-            "SELECT 50, 'task', 'k' || i, 'step raised: ' || hex(randomblob(100)) FROM c",
-            (n,),
-        )
-    def shown(run_id: int) -> tuple[list[str], int]:
-        """What `store history RUN` prints, and the most memory it held meanwhile."""
-        run = subprocess.run(
-            [sys.executable, "-c", _PEAK, str(db_path), str(run_id)], capture_output=True, text=True, timeout=300,
-            check=False,
-        )
-        return run.stdout.splitlines(), int(run.stderr.strip().splitlines()[-1])
-
-    _, held_for_none = shown(1)  # the import: no failures; what opening the store and printing hold
-    lines, held = shown(50)
+    _failed_run(db_path, 50, n)
+    _, held_for_none = _history(db_path, "1")  # the import: no failures; what opening the store and printing hold
+    lines, held = _history(db_path, "50")
     assert lines[0].startswith("run 50: migrate, partial")
     failures = lines[2:]
     assert len(failures) == n
@@ -190,3 +197,24 @@ def test_check_reports_a_writer_that_left_the_store_held(cli: Any, db_path: Path
     assert line.endswith("'store unlock --force' releases the store")
     assert cli("unlock", "--force").exit_code == 0
     assert cli("check").exit_code == 0
+
+
+def test_history_json_with_many_failures_keeps_its_shape_without_holding_them_all(db_path: Path, home: Path) -> None:
+    """`store history --json` and `history N --json` print what they printed (each run's
+    as_dict(), failures included, in one list), while what they hold stays that of a
+    page of failures: they held every failure, as objects and as one text."""
+    _imported(db_path, home)
+    _failed_run(db_path, 50, 1)
+    n = 30_000
+    _failed_run(db_path, 51, n)
+    with Store(db_path) as store:
+        expected = [r.as_dict() for r in store.history()]
+    assert [r["failure_count"] for r in expected] == [0, 1, n]
+    lines, held_for_none = _history(db_path, "1", "--json")
+    assert json.loads("\n".join(lines)) == expected[:1]
+    lines, held = _history(db_path, "--json")
+    assert json.loads("\n".join(lines)) == expected
+    assert held - held_for_none < 4_000_000, (held, held_for_none)
+    lines, held = _history(db_path, "51", "--json")
+    assert json.loads("\n".join(lines)) == expected[2:]
+    assert held - held_for_none < 4_000_000, (held, held_for_none)

@@ -782,17 +782,52 @@ def history(
     if run is not None and not json_out:
         _show_run(ctx, run)
         return
-    with _errors(ctx), ctx.obj.open(registry=False) as store:
-        runs = store.history(run, failure_limit=None if json_out else 0)
     if json_out:
-        _emit_json([r.as_dict() for r in runs])
+        _emit_runs_json(ctx, run)
         return
+    with _errors(ctx), ctx.obj.open(registry=False) as store:
+        runs = store.history(run, failure_limit=0)
     table = _table("run", "kind", "started", "finished", "outcome", "counts", "failures")
     for r in runs:
         table.add_row(
             str(r.id), r.kind, r.started_at, r.finished_at or "-", r.outcome, _short_counts(r), str(r.failure_count)
         )
     out.print(table)
+
+
+def _emit_runs_json(ctx: typer.Context, run: int | None) -> None:
+    """``history --json``: the JSON list _emit_json would print, written a run at a time
+    and each run's failures a page at a time: with 100,000 failures it held them all,
+    as objects and as one text (~200 MB)."""
+    with _errors(ctx), ctx.obj.open(registry=False) as store:
+        runs = store.history(run, failure_limit=0)
+        if not runs:
+            sys.stdout.write("[]\n")
+            return
+        mark = f"failures-{os.urandom(16).hex()}"  # stands for the list, spliced in as it is read
+        for i, r in enumerate(runs):
+            head, tail = _indented(jsoncodec.encode({**r.as_dict(), "failures": mark}, 2), 2).split(f'"{mark}"')
+            sys.stdout.write(("[\n" if i == 0 else ",\n") + _held(head))
+            page: list[dict[str, Any]] = []
+            written = False
+            for f in store.failures(r.id) if r.failure_count else ():
+                page.append(f)
+                if len(page) == 1000:
+                    # A page encoded as a list, without its brackets: its items, in place.
+                    items = _indented(jsoncodec.encode(page, 2)[2:-2], 4)
+                    sys.stdout.write(("[\n" if not written else ",\n") + _held(items))
+                    page, written = [], True
+            if page:
+                items = _indented(jsoncodec.encode(page, 2)[2:-2], 4)
+                sys.stdout.write(("[\n" if not written else ",\n") + _held(items))
+                written = True
+            sys.stdout.write(("\n    ]" if written else "[]") + _held(tail))
+        sys.stdout.write("\n]\n")
+
+
+def _indented(text: str, by: int) -> str:
+    """JSON text moved right by ``by`` spaces (none of its strings holds a newline)."""
+    return "\n".join(" " * by + line for line in text.split("\n"))
 
 
 def _show_run(ctx: typer.Context, run: int) -> None:
