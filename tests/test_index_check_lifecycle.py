@@ -132,13 +132,14 @@ def test_history_of_a_run_with_many_failures_is_shown_without_holding_them_all(d
 
 def test_index_list_shows_each_path_as_it_was_given(cli: Any, db_path: Path, home: Path) -> None:
     """`index add task status` is listed as `status` (what --where and `index drop` take),
-    not as SQLite spells it (`$.status`); `$.status` given names the same index."""
+    not as SQLite spells it (`$.status`); `$.status` given names the same index. Domain
+    and path are separated by a tab, as `store query` separates its columns."""
     _imported(db_path, home)
     for path in ("status", "$.status", "messages[0].role"):
         assert cli("index", "add", "task", path).exit_code == 0
     res = cli("index", "list")
     assert res.exit_code == 0
-    listed = [line.split() for line in res.stdout.splitlines()]
+    listed = [line.split("\t") for line in res.stdout.splitlines()]
     assert listed == [["task", "messages[0].role"], ["task", "status"]]
     for domain, path in listed:
         assert cli("index", "drop", domain, path).exit_code == 0

@@ -1014,8 +1014,10 @@ def index_list(ctx: typer.Context) -> None:
     with _errors(ctx), ctx.obj.open() as store:
         # Each path as it was given (and as --where and `index drop` take it), not as
         # SQLite spells it: `index add task status` is listed as status, not $.status.
+        # Written as `store query` writes its lines: rich turned the tab into spaces,
+        # which `cut -f2` could not split.
         for domain, path in store.indexes():
-            out.print(f"{domain}\t{typed_path(path)}", markup=False)
+            sys.stdout.write(f"{printable(domain)}\t{typed_path(path)}\n")
 
 
 @index_app.command("drop")
