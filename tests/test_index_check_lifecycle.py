@@ -30,7 +30,10 @@ def test_check_reports_a_json_path_index_that_is_gone(cli: Any, db_path: Path, h
     user gave it, and how to build it again."""
     _imported(db_path, home)
     assert cli("index", "add", "task", "status").exit_code == 0
-    assert cli("check").exit_code == 0
+    assert cli("index", "add", "task", "[0]").exit_code == 0  # SQLite's $[0], which check read again as a path
+    res = cli("check")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert cli("index", "drop", "task", "[0]").exit_code == 0
     with sqlite3.connect(db_path) as db:
         (name,) = db.execute("SELECT name FROM sqlite_master WHERE name LIKE 'ix_json_%'").fetchone()
         db.execute(f"DROP INDEX {name}")

@@ -567,8 +567,8 @@ class Store:
         with translate_errors(), self.engine.connect() as conn:
             present = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
             for domain, path in conn.execute(select(indexes.c.domain, indexes.c.path).order_by(indexes.c.domain, indexes.c.path)):
-                if index_ddl(path)[0] not in present:
-                    shown = typed_path(path)
+                shown = typed_path(path)  # which index_ddl reads again ($[0] it does not)
+                if index_ddl(shown)[0] not in present:
                     problems.append(
                         f"domain {domain!r}: the index on {shown} is listed but not in the store, so filters on it "
                         f"scan every record; `store index add {domain} {shown}` builds it again"
