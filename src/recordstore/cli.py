@@ -779,32 +779,80 @@ def history(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list of runs.")] = False,
 ) -> None:
     """List the runs (import, migrate, restore, prune, index), or show one with its failures."""
-    with _errors(ctx), ctx.obj.open(registry=False) as store:
-        runs = store.history(run, failure_limit=None if (run is not None or json_out) else 0)
+    if run is not None and not json_out:
+        _show_run(ctx, run)
+        return
     if json_out:
-        _emit_json([r.as_dict() for r in runs])
+        _emit_runs_json(ctx, run)
         return
-    if run is None:
-        table = _table("run", "kind", "started", "finished", "outcome", "counts", "failures")
-        for r in runs:
-            table.add_row(
-                str(r.id), r.kind, r.started_at, r.finished_at or "-", r.outcome, _short_counts(r), str(r.failure_count)
-            )
-        out.print(table)
-        return
-    r = runs[0]
-    out.print(f"run {r.id}: {r.kind}, {r.outcome}, {r.started_at} -> {r.finished_at or '-'}", markup=False)
-    out.print(f"counts: {json.dumps(r.counts, ensure_ascii=False)}", markup=False)
-    if r.message:
-        out.print(f"message: {r.message}", markup=False)
-    for f in r.failures:
-        parts = [f.get("domain") or "", printable(f.get("key") or f.get("source") or "")]
-        if f.get("from_version") is not None and r.kind == "migrate":
-            parts.append(f"v{f['from_version']} -> v{f['to_version']}")
-        if f.get("step"):
-            parts.append(f["step"])
-        line = f":{f['line']}" if f.get("line") else ""
-        out.print(" ".join(p for p in parts if p) + line + ": " + printable(f["reason"]), markup=False)
+    with _errors(ctx), ctx.obj.open(registry=False) as store:
+        runs = store.history(run, failure_limit=0)
+    table = _table("run", "kind", "started", "finished", "outcome", "counts", "failures")
+    for r in runs:
+        table.add_row(
+            str(r.id), r.kind, r.started_at, r.finished_at or "-", r.outcome, _short_counts(r), str(r.failure_count)
+        )
+    out.print(table)
+
+
+def _emit_runs_json(ctx: typer.Context, run: int | None) -> None:
+    """``history --json``: the JSON list _emit_json would print, written a run at a time
+    and each run's failures a page at a time: with 100,000 failures it held them all,
+    as objects and as one text (~200 MB)."""
+    with _errors(ctx), ctx.obj.open(registry=False) as store:
+        runs = store.history(run, failure_limit=0)
+        if not runs:
+            sys.stdout.write("[]\n")
+            return
+        mark = f"failures-{os.urandom(16).hex()}"  # stands for the list, spliced in as it is read
+        for i, r in enumerate(runs):
+            head, tail = _indented(jsoncodec.encode({**r.as_dict(), "failures": mark}, 2), 2).split(f'"{mark}"')
+            sys.stdout.write(("[\n" if i == 0 else ",\n") + _held(head))
+            page: list[dict[str, Any]] = []
+            written = False
+            for f in store.failures(r.id) if r.failure_count else ():
+                page.append(f)
+                if len(page) == 1000:
+                    # A page encoded as a list, without its brackets: its items, in place.
+                    items = _indented(jsoncodec.encode(page, 2)[2:-2], 4)
+                    sys.stdout.write(("[\n" if not written else ",\n") + _held(items))
+                    page, written = [], True
+            if page:
+                items = _indented(jsoncodec.encode(page, 2)[2:-2], 4)
+                sys.stdout.write(("[\n" if not written else ",\n") + _held(items))
+                written = True
+            sys.stdout.write(("\n    ]" if written else "[]") + _held(tail))
+        sys.stdout.write("\n]\n")
+
+
+def _indented(text: str, by: int) -> str:
+    """JSON text moved right by ``by`` spaces (none of its strings holds a newline)."""
+    return "\n".join(" " * by + line for line in text.split("\n"))
+
+
+def _show_run(ctx: typer.Context, run: int) -> None:
+    """One run with its failures, read and printed a page at a time: a run with 100,000
+    failures took seconds and ~100 MB held at once, printing a line at a time."""
+    with _errors(ctx), ctx.obj.open(registry=False) as store:
+        r = store.history(run, failure_limit=0)[0]
+        out.print(f"run {r.id}: {r.kind}, {r.outcome}, {r.started_at} -> {r.finished_at or '-'}", markup=False)
+        out.print(f"counts: {json.dumps(r.counts, ensure_ascii=False)}", markup=False)
+        if r.message:
+            out.print(f"message: {r.message}", markup=False)
+        lines: list[str] = []
+        for f in store.failures(run):
+            parts = [f.get("domain") or "", printable(f.get("key") or f.get("source") or "")]
+            if f.get("from_version") is not None and r.kind == "migrate":
+                parts.append(f"v{f['from_version']} -> v{f['to_version']}")
+            if f.get("step"):
+                parts.append(f["step"])
+            line = f":{f['line']}" if f.get("line") else ""
+            lines.append(" ".join(p for p in parts if p) + line + ": " + printable(f["reason"]))
+            if len(lines) == 1000:
+                out.print("\n".join(lines), markup=False)
+                lines.clear()
+        if lines:
+            out.print("\n".join(lines), markup=False)
 
 
 def _short_counts(r: Any) -> str:
@@ -932,8 +980,9 @@ def check(ctx: typer.Context) -> None:
     """Check the registry and the store, and report every problem.
 
     Steps whose code changed after they migrated records, broken step chains, records
-    newer than the registry, a place in a file holding both a record and a refused
-    text, and SQLite integrity problems.
+    newer than the registry, payloads that are not JSON or disagree with their version
+    column, JSON-path indexes gone, a writer that left the store held, a place in a
+    file holding both a record and a refused text, and SQLite integrity problems.
     """
     with _errors(ctx), ctx.obj.open() as store:
         result = store.check()
@@ -960,9 +1009,15 @@ def index_add(
 @index_app.command("list")
 def index_list(ctx: typer.Context) -> None:
     """List the JSON-path indexes."""
+    from .query import typed_path  # SQLAlchemy's, loaded once a store is open
+
     with _errors(ctx), ctx.obj.open() as store:
+        # Each path as it was given (and as --where and `index drop` take it), not as
+        # SQLite spells it: `index add task status` is listed as status, not $.status.
+        # Written as `store query` writes its lines: rich turned the tab into spaces,
+        # which `cut -f2` could not split.
         for domain, path in store.indexes():
-            out.print(f"{domain}\t{path}", markup=False)
+            sys.stdout.write(f"{printable(domain)}\t{typed_path(path)}\n")
 
 
 @index_app.command("drop")

@@ -78,6 +78,12 @@ def json_path(path: str) -> tuple[str, bool]:
     return "$" + "".join(sql for sql, _ in pieces), all(key is None for _, key in pieces)
 
 
+def typed_path(sql_path: str) -> str:
+    """A JSON path as a user types it (``status``, ``items[0].x``), from SQLite's form
+    (``$.status``): what ``store index add`` and ``--where`` take."""
+    return sql_path.removeprefix("$").removeprefix(".")
+
+
 def _path_pieces(path: str) -> list[tuple[str, str | None]]:
     """The steps of a JSON path, each as SQLite's path syntax with, for a quoted key, the
     key itself (``None`` for a plain name or an index)."""

@@ -144,6 +144,28 @@ def release_lock(engine: Engine, *, force: bool = False) -> dict[str, Any] | Non
     return _holder(row)
 
 
+def lock_problem(conn: Connection) -> str | None:
+    """What ``store check`` says of the writer lock: nothing when no writer holds it, or
+    a writer still running here does; a writer gone (killed, its machine restarted)
+    left its run "running" and the store held, which the next writer takes over; one on
+    another host (a store copied, or on a shared volume) keeps every writer here out
+    until released with --force, if it no longer runs."""
+    row = conn.execute(select(lock)).first()
+    if row is None or (row.host == HOST and holder_alive(row)):
+        return None
+    if row.host == HOST:
+        return (
+            f"{row.operation} (run {row.run_id}) stopped before it finished: process {row.pid} is gone, and left the "
+            f"store held since {row.acquired_at}; the next writer takes it over, and 'store unlock' releases it now "
+            f"(run {row.run_id} marked interrupted)"
+        )
+    return (
+        f"the store is held by {row.operation} (run {row.run_id}), process {row.pid} on host {row.host} since "
+        f"{row.acquired_at}, which cannot be told gone from {HOST}: writers here are refused until it ends; if it no "
+        "longer runs (the store was copied, or its machine is gone), 'store unlock --force' releases the store"
+    )
+
+
 def _refuse_live_holder(row: Any, force: bool) -> None:
     """BusyError when the lock row ``row`` is that of a writer that may still run (on
     another host, unless ``force``)."""
@@ -443,10 +465,7 @@ def read_history(conn: Connection, run_id: int | None = None, *, failure_limit: 
         fq = select(failures).where(failures.c.run_id == row.id).order_by(failures.c.id)
         if failure_limit is not None:
             fq = fq.limit(failure_limit)
-        fails = [
-            {k: v for k, v in f._mapping.items() if k not in ("id", "run_id") and v is not None}
-            for f in conn.execute(fq)
-        ]
+        fails = [_failure(f) for f in conn.execute(fq)]
         count = len(fails) if failure_limit is None else _count_failures(conn, row.id)
         out.append(
             RunInfo(
@@ -465,6 +484,19 @@ def read_history(conn: Connection, run_id: int | None = None, *, failure_limit: 
             )
         )
     return out
+
+
+def _failure(row: Any) -> dict[str, Any]:
+    """A failure as the history gives it: its fields that are set, without its ids."""
+    return {k: v for k, v in row._mapping.items() if k not in ("id", "run_id") and v is not None}
+
+
+def read_failures(conn: Connection, run_id: int, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+    """Up to ``limit`` failures of run ``run_id`` that come after failure id ``after``,
+    each with its id (to read on from): a page, so that a run's 100,000 failures are
+    shown without all being held at once."""
+    fq = select(failures).where(failures.c.run_id == run_id, failures.c.id > after).order_by(failures.c.id).limit(limit)
+    return [(f.id, _failure(f)) for f in conn.execute(fq)]
 
 
 def _count_failures(conn: Connection, run_id: int) -> int:

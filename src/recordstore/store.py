@@ -11,18 +11,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text
+from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, select, text
 
 from .connections import INT_MAX
 from .engine import close_engine, default_db_path, open_engine, translate_errors
-from .errors import ExportError, InputError, QueryError, RecordStoreError, StoreError, checked
+from .errors import ExportError, InputError, QueryError, RecordStoreError, StoreError, checked, printable
 from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer, keep_import_digests
 from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
 from .parsing import discover
-from .query import Query, Record, index_ddl, json_paths_served
+from .query import Query, Record, index_ddl, json_paths_served, typed_path
 from .registry import Registry, load_registry
-from .runs import RunHandle, RunInfo, held_interrupts, held_run, read_history, release_lock, stored_by
+from .runs import (
+    RunHandle,
+    RunInfo,
+    held_interrupts,
+    held_run,
+    lock_problem,
+    read_failures,
+    read_history,
+    release_lock,
+    stored_by,
+)
 from .schema import ensure_schema, missing_record_indexes
 from .tables import backups, file_backups, files, indexes, records, refused, runs
 
@@ -336,6 +346,22 @@ class Store:
             raise RecordStoreError(f"no run {run} in this store")
         return found
 
+    def failures(self, run: int, *, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        """The failures of ``run`` (each as in :meth:`history`), in order, read ``batch``
+        at a time: a run with 100,000 failures is gone through without holding them all
+        (``history(run)`` holds them all). An unknown run is a :class:`RecordStoreError`."""
+        checked("batch", batch, int, least=1, most=INT_MAX)
+        self.history(run, failure_limit=0)  # an unknown run, refused before the first page
+        after = -1
+        while True:
+            with translate_errors(), self.engine.connect() as conn, conn.begin():
+                page = read_failures(conn, run, after, batch)
+            for _, failure in page:
+                yield failure
+            if len(page) < batch:
+                return
+            after = page[-1][0]
+
     def unlock(self, *, force: bool = False) -> dict[str, Any] | None:
         """Release the store from a writer that is gone, its run marked ``interrupted``:
         what the lock said of that writer (operation, run, pid, host, since), or ``None``
@@ -518,13 +544,36 @@ class Store:
                 )
         with translate_errors(), self.engine.connect() as conn:
             missing = missing_record_indexes(conn)
+            held = lock_problem(conn)
+        if held is not None:
+            result.problems.append(held)
         if missing:
             result.problems.append(
                 f"the records' indexes {', '.join(missing)} are not built: an import into an empty store "
                 "builds them at its end, and if it was stopped, the next import, migrate or restore does"
             )
+        result.problems.extend(self._json_index_problems())
         result.problems.extend(self.integrity_problems())
         return result
+
+    def _json_index_problems(self) -> list[str]:
+        """JSON-path indexes the store lists (``store index list``) whose SQLite index is
+        gone (dropped by hand, or by a tool that copied the tables without it): filters
+        on them then scan every record, answering the same, only slowly, which nothing
+        else would tell."""
+        if self.engine.dialect.name != "sqlite":
+            return []
+        problems = []
+        with translate_errors(), self.engine.connect() as conn:
+            present = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            for domain, path in conn.execute(select(indexes.c.domain, indexes.c.path).order_by(indexes.c.domain, indexes.c.path)):
+                shown = typed_path(path)  # which index_ddl reads again ($[0] it does not)
+                if index_ddl(shown)[0] not in present:
+                    problems.append(
+                        f"domain {domain!r}: the index on {shown} is listed but not in the store, so filters on it "
+                        f"scan every record; `store index add {domain} {shown}` builds it again"
+                    )
+        return problems
 
     def integrity_problems(self) -> list[str]:
         """A slot of a file holding both a record and a refused text; SQLite's integrity
@@ -538,9 +587,52 @@ class Store:
             problems = [f"{path}: slot {position} holds both a record and a refused text" for path, position in conn.execute(both)]
             if self.engine.dialect.name != "sqlite":
                 return problems
+            problems += self._payload_problems(conn)
             rows = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check")]
-            rows += [f"foreign key violation in {r[0]}" for r in conn.exec_driver_sql("PRAGMA foreign_key_check")]
+            rows += [self._foreign_key_problem(conn, *r) for r in conn.exec_driver_sql("PRAGMA foreign_key_check")]
         return problems + [f"SQLite integrity check: {r}" for r in rows if r != "ok"]
+
+    @staticmethod
+    def _foreign_key_problem(conn: Connection, table: str, rowid: int | None, parent: str, fkid: int) -> str:
+        """One row of ``PRAGMA foreign_key_check``, saying which row refers to what that
+        is not there, and for a record which it is (a million of them are not told apart
+        by "foreign key violation in records")."""
+        column = next(
+            (r[3] for r in conn.exec_driver_sql(f'PRAGMA foreign_key_list("{table}")') if r[0] == fkid), "?"
+        )
+        what = f"row {rowid}"
+        if table == "records" and rowid is not None:
+            found = conn.execute(select(records.c.domain, records.c.key).where(records.c.id == rowid)).first()
+            if found is not None:
+                what = f"record {printable(found.key)} of domain {found.domain!r} (row {rowid})"
+        value = conn.exec_driver_sql(f'SELECT "{column}" FROM "{table}" WHERE rowid = ?', (rowid,)).scalar()
+        return f"foreign key violation in {table}: {what} has {column} {value}, which is in no row of {parent}"
+
+    def _payload_problems(self, conn: Connection) -> list[str]:
+        """Records whose stored payload is not JSON, or whose version column is not the
+        version field their payload holds (an edit made by hand, or by another tool):
+        queries, migrations and exports would each go wrong on them in their own way."""
+        valid = func.json_valid(records.c.payload)
+        problems = [
+            f"domain {domain!r} record {printable(key)}: its stored payload is not JSON"
+            for domain, key in conn.execute(
+                select(records.c.domain, records.c.key).where(valid == 0).order_by(records.c.domain, records.c.id)
+            )
+        ]
+        for dom in self.registry:
+            field_path = '$."' + dom.version_field + '"'
+            # json_extract raises on text that is not JSON: those are reported above.
+            stored = case((valid == 1, func.json_extract(records.c.payload, field_path)), else_=None)
+            kind = case((valid == 1, func.json_type(records.c.payload, field_path)), else_=None)
+            mismatched = select(records.c.key, records.c.version, stored).where(
+                records.c.domain == dom.name, kind == "integer", stored != records.c.version
+            ).order_by(records.c.id)
+            problems += [
+                f"domain {dom.name!r} record {printable(key)}: stored as version {version}, but its "
+                f"{dom.version_field} is {value}"
+                for key, version, value in conn.execute(mismatched)
+            ]
+        return problems
 
     # ----------------------------------------------------------------- indexes
 
