@@ -64,6 +64,24 @@ def test_check_reports_a_payload_that_is_not_json(cli: Any, db_path: Path, home:
     assert _digest(db_path) == before
 
 
+def test_check_judges_payloads_by_the_store_s_decoder_not_by_sqlite_s(db_path: Path, home: Path) -> None:
+    """SQLite's JSON parser only picks out the payloads to look at: a newer SQLite nests
+    1,000 levels at most where a record may nest 1,024, and such a record is no problem
+    (simulated: a json_valid that refuses everything). One that is not JSON still is."""
+    from sqlalchemy import event
+
+    _imported(db_path, home)
+    with sqlite3.connect(db_path) as db:
+        (key,) = db.execute("SELECT key FROM records WHERE domain = 'task' ORDER BY id LIMIT 1").fetchone()
+        db.execute("UPDATE records SET payload = '{not json' WHERE key = ?", (key,))
+    db.close()
+    with Store(db_path) as store:
+        event.listen(store.engine, "connect", lambda conn, _: conn.create_function("json_valid", 1, lambda text: 0))
+        store.engine.dispose()  # (connections made from here on refuse every payload)
+        problems = store.check().problems
+    assert [p for p in problems if "payload" in p] == [f"domain 'task' record {key}: its stored payload is not JSON"]
+
+
 def test_check_reports_a_version_column_that_disagrees_with_the_payload(cli: Any, db_path: Path, home: Path) -> None:
     """A record put back to version 0 by hand would be migrated from a version it is
     not at (and one set above the current version would never be): named, one line each."""
