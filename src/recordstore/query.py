@@ -185,7 +185,15 @@ def _scalar(value: Any, path: str) -> Any:
         # else as the nearest double (bound as it was, 2**63 - 1 matched 2**63).
         if not value.is_finite():
             raise QueryError(f"{path}: {value} is not a JSON number and cannot be compared")
-        value = int(value) if value == value.to_integral_value() else float(value)
+        if value == value.to_integral_value():
+            value = int(value)
+        else:
+            number = float(value)
+            if not number and value:
+                # 1e-400 would compare as 0 and match it: refused, as import refuses such a
+                # number in a record and the command line as a --where value.
+                raise QueryError(f"{path}: {value} is too small for a double (it would become 0)")
+            value = number
     if value is not None and not isinstance(value, (str, int, float)):
         # A date, a UUID or bytes would match nothing (or fail as the query runs): JSON
         # has no such values, and the record holds its text.
