@@ -505,3 +505,15 @@ def test_a_decimal_no_double_holds_is_refused_not_compared_as_0(numbers: Store) 
     assert [r.key for r in numbers.query("d").where("n", "=", Decimal("5e-324"))] == ["d/n.jsonl:2"]
     assert [r.key for r in numbers.query("d").where("n", "=", Decimal("0E-400"))] == ["d/n.jsonl:1"]
 
+
+def test_an_integer_past_pythons_digit_limit_is_refused_in_one_line(numbers: Store) -> None:
+    """An integer of more than 4,300 digits (which a record may hold) given as a value
+    raised Python's ValueError ("Exceeds the limit (4300 digits) for integer string
+    conversion") from the refusal's own message, outside the error tree."""
+    from decimal import Decimal
+
+    for value in (10**5000, -(10**5000), Decimal("1e5000")):
+        with pytest.raises(QueryError, match=r"^n: integer -?10{38,39}… \(5001 digits\) is outside"):
+            numbers.query("d").where("n", "=", value)
+        with pytest.raises(QueryError, match=r"\(5001 digits\)"):
+            numbers.query("d").where("n", "in", [1, value])
