@@ -517,3 +517,14 @@ def test_an_integer_past_pythons_digit_limit_is_refused_in_one_line(numbers: Sto
             numbers.query("d").where("n", "=", value)
         with pytest.raises(QueryError, match=r"\(5001 digits\)"):
             numbers.query("d").where("n", "in", [1, value])
+
+
+def test_a_huge_integer_where_a_query_takes_another_is_refused_in_one_line(numbers: Store) -> None:
+    """limit(10**5000), offset, version, or 'in' with such an integer instead of a list
+    raised Python's ValueError from the message that refuses it."""
+    q = numbers.query("d")
+    for call in (q.limit, q.offset, q.version):
+        with pytest.raises(QueryError, match=r"must be between 0 and \d+, not an integer of more than \d+ digits$"):
+            call(10**5000)
+    with pytest.raises(QueryError, match=r"^n: 'in' needs a list, tuple or set of values, not an integer of more than \d+ digits$"):
+        q.where("n", "in", -(10**5000))

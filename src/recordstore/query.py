@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, and_, case, false, func, literal_column, n
 from . import jsoncodec
 from .connections import INT_MAX
 from .engine import refuse_if_closed, translate_errors
-from .errors import QueryError, StoreError, checked, printable
+from .errors import QueryError, StoreError, checked, printable, shown
 from .tables import files, records
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
         return _type_expr(path).is_not(None) if present else _type_expr(path).is_(None)
     if op in ("in", "not in"):
         if not isinstance(value, (Sequence, AbstractSet)) or isinstance(value, (str, bytes, bytearray)):
-            raise QueryError(f"{path}: '{op}' needs a list, tuple or set of values, not {value!r}")
+            raise QueryError(f"{path}: '{op}' needs a list, tuple or set of values, not {shown(value)}")
         values = [_scalar(v, path) for v in value]
         if any(isinstance(v, bool) or v is None for v in values):
             raise QueryError(f"{path}: '{op}' takes strings and numbers; use '=' for true, false and null")
