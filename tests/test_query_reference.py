@@ -145,8 +145,7 @@ def render(steps: tuple[Any, ...], choice: list[int]) -> str:
     for i, step in enumerate(steps):
         pick = choice[(i + 1) % len(choice)]
         if isinstance(step, int):
-            if i == 0:  # a path starts with a key
-                return ""
+            assert i, "a path starts with a key"
             out += f"[{step}]"
         elif step in PLAIN and pick % 3 != 2:
             out += ("." if i else "") + step
@@ -227,7 +226,7 @@ def predicate(steps: tuple[Any, ...], op: str, value: Any) -> Any:
             check_value(v)
             if v is None or isinstance(v, bool):
                 raise Refused("in takes strings and numbers")
-        member = lambda d: any(same(lookup(d, steps), v) for v in value)  # noqa: E731
+        member = lambda d: any(same(lookup(d, steps), v) for v in value)
         if op == "in":
             return member
         return lambda d: lookup(d, steps) is not MISSING and not member(d)
@@ -236,7 +235,7 @@ def predicate(steps: tuple[Any, ...], op: str, value: Any) -> Any:
         if op not in ("=", "==", "!="):
             raise Refused("true, false and null take = and != only")
         # (``is``: True is not 1, False is not 0.)
-        is_it = lambda d: (s := lookup(d, steps)) is not MISSING and s is value  # noqa: E731
+        is_it = lambda d: (s := lookup(d, steps)) is not MISSING and s is value
         if op == "!=":
             return lambda d: lookup(d, steps) is not MISSING and not is_it(d)
         return is_it
