@@ -544,3 +544,15 @@ def test_a_huge_integer_where_a_query_takes_another_is_refused_in_one_line(numbe
             call(10**5000)
     with pytest.raises(QueryError, match=r"^n: 'in' needs a list, tuple or set of values, not an integer of more than \d+ digits$"):
         q.where("n", "in", -(10**5000))
+
+
+def test_a_run_number_past_pythons_digit_limit_is_no_run(numbers: Store) -> None:
+    """history(10**5000) and restore(run=10**5000) raised Python's ValueError from the
+    message saying there is no such run."""
+    from recordstore import RecordStoreError
+
+    for call in (numbers.history, lambda run: numbers.restore(run=run)):
+        with pytest.raises(RecordStoreError, match=r"^an integer of more than \d+ digits is no run number$"):
+            call(10**5000)
+        with pytest.raises(RecordStoreError, match=r"^no run -1 in this store$"):
+            call(-1)
