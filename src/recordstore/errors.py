@@ -23,6 +23,7 @@ This module imports nothing of recordstore, so every other module may import it.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -189,14 +190,26 @@ def checked(
     if value is None and optional:
         return value
     if isinstance(value, bool) and takes is not bool or not isinstance(value, takes):
-        raise error(f"{name} must be {what or _TAKES[takes]}, not {value!r}")
+        raise error(f"{name} must be {what or _TAKES[takes]}, not {shown(value)}")
     number: Any = value
     if least is not None and not number >= least or most is not None and not number <= most:  # NaN is neither
         bounds = f"between {least} and {most}" if least is not None and most is not None else (
             f"at least {least}" if least is not None else f"at most {most}"
         )
-        raise error(f"{name} must be {bounds}, not {value!r}")
+        raise error(f"{name} must be {bounds}, not {shown(value)}")
     return value
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for a message: an integer past Python's digit limit, whose
+    ``repr`` raises ValueError (a record may hold one, so a caller may pass one on), is
+    said to be one."""
+    try:
+        return repr(value)
+    except ValueError:
+        if not isinstance(value, int):
+            raise
+    return f"an integer of more than {sys.get_int_max_str_digits()} digits"
 
 
 def describe(exc: BaseException) -> str:

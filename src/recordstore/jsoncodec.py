@@ -74,9 +74,9 @@ def _reject_constant(name: str) -> Any:
 def _finite_float(text: str) -> float:
     value = float(text)
     if value in (float("inf"), float("-inf")):  # 1e999: it would become Infinity
-        raise _Refused(f"number {_quoted_number(text)} is too large for a double")
+        raise _Refused(f"number {quoted_number(text)} is too large for a double")
     if not value and _NONZERO_MANTISSA.match(text):  # 1e-400: it would become 0
-        raise _Refused(f"number {_quoted_number(text)} is too small for a double (it would become 0)")
+        raise _Refused(f"number {quoted_number(text)} is too small for a double (it would become 0)")
     return value
 
 
@@ -84,7 +84,7 @@ def _finite_float(text: str) -> float:
 NUMBER_SHOWN = 40
 
 
-def _quoted_number(text: str) -> str:
+def quoted_number(text: str) -> str:
     """A number literal as a message shows it: whole, or its first NUMBER_SHOWN
     characters, an ellipsis and how many digits it has (a cut number never passes for
     another one)."""

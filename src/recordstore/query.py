@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, and_, case, false, func, literal_column, n
 from . import jsoncodec
 from .connections import INT_MAX
 from .engine import refuse_if_closed, translate_errors
-from .errors import QueryError, StoreError, checked, printable
+from .errors import QueryError, StoreError, checked, printable, shown
 from .tables import files, records
 
 if TYPE_CHECKING:
@@ -191,13 +191,23 @@ def _scalar(value: Any, path: str) -> Any:
         # else as the nearest double (bound as it was, 2**63 - 1 matched 2**63).
         if not value.is_finite():
             raise QueryError(f"{path}: {value} is not a JSON number and cannot be compared")
-        value = int(value) if value == value.to_integral_value() else float(value)
+        if value == value.to_integral_value():
+            value = int(value)
+        else:
+            number = float(value)
+            if not number and value:
+                # 1e-400 would compare as 0 and match it: refused, as import refuses such a
+                # number in a record and the command line as a --where value.
+                raise QueryError(f"{path}: {value} is too small for a double (it would become 0)")
+            value = number
     if value is not None and not isinstance(value, (str, int, float)):
         # A date, a UUID or bytes would match nothing (or fail as the query runs): JSON
         # has no such values, and the record holds its text.
         raise QueryError(f"{path}: compare with a scalar (string, number, true, false, null), not {type(value).__name__}")
     if isinstance(value, int) and not isinstance(value, bool) and not -INT_MAX - 1 <= value <= INT_MAX:
-        raise QueryError(f"{path}: integer {value} is outside the range SQLite can compare exactly")
+        # (Its digits cut short: str() refuses an integer past 4,300 digits, which a record may hold.)
+        shown = jsoncodec.quoted_number(jsoncodec.int_text(value))
+        raise QueryError(f"{path}: integer {shown} is outside the range SQLite can compare exactly")
     if isinstance(value, float) and value != value:  # SQLite binds NaN as NULL: nothing would match
         raise QueryError(f"{path}: NaN is not a JSON value and cannot be compared")
     if isinstance(value, str) and ("\x00" in value or not jsoncodec.is_utf8(value)):
@@ -226,7 +236,7 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
         return _type_expr(path).is_not(None) if present else _type_expr(path).is_(None)
     if op in ("in", "not in"):
         if not isinstance(value, (Sequence, AbstractSet)) or isinstance(value, (str, bytes, bytearray)):
-            raise QueryError(f"{path}: '{op}' needs a list, tuple or set of values, not {value!r}")
+            raise QueryError(f"{path}: '{op}' needs a list, tuple or set of values, not {shown(value)}")
         values = [_scalar(v, path) for v in value]
         if any(isinstance(v, bool) or v is None for v in values):
             raise QueryError(f"{path}: '{op}' takes strings and numbers; use '=' for true, false and null")

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, sel
 from . import jsoncodec
 from .connections import INT_MAX
 from .engine import close_engine, default_db_path, open_engine, translate_errors
-from .errors import ExportError, InputError, QueryError, RecordStoreError, StoreError, checked, printable
+from .errors import ExportError, InputError, QueryError, RecordStoreError, StoreError, checked, printable, shown
 from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer, keep_import_digests
 from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
@@ -340,7 +340,9 @@ class Store:
         checked("run", run, int, what="a run number (an integer)", optional=True)
         checked("failure_limit", failure_limit, int, least=0, most=INT_MAX, optional=True)
         if run is not None and not 0 <= run <= INT_MAX:  # no SQLite integer: no such run
-            raise RecordStoreError(f"no run {run} in this store")
+            # (One past Python's digit limit cannot be written out: said to be no run number.)
+            said = shown(run)
+            raise RecordStoreError(f"no run {said} in this store" if said.lstrip("-").isdigit() else f"{said} is no run number")
         with translate_errors(), self.engine.connect() as conn, conn.begin():
             found = read_history(conn, run, failure_limit=failure_limit)
         if run is not None and not found:
