@@ -206,8 +206,8 @@ def _scalar(value: Any, path: str) -> Any:
         raise QueryError(f"{path}: compare with a scalar (string, number, true, false, null), not {type(value).__name__}")
     if isinstance(value, int) and not isinstance(value, bool) and not -INT_MAX - 1 <= value <= INT_MAX:
         # (Its digits cut short: str() refuses an integer past 4,300 digits, which a record may hold.)
-        shown = jsoncodec.quoted_number(jsoncodec.int_text(value))
-        raise QueryError(f"{path}: integer {shown} is outside the range SQLite can compare exactly")
+        digits = jsoncodec.quoted_number(jsoncodec.int_text(value))
+        raise QueryError(f"{path}: integer {digits} is outside the range SQLite can compare exactly")
     if isinstance(value, float) and value != value:  # SQLite binds NaN as NULL: nothing would match
         raise QueryError(f"{path}: NaN is not a JSON value and cannot be compared")
     if isinstance(value, str) and ("\x00" in value or not jsoncodec.is_utf8(value)):
