@@ -454,19 +454,26 @@ def read_history(conn: Connection, run_id: int | None = None, *, failure_limit: 
     holder = conn.execute(select(lock)).first()
     live_run = holder.run_id if holder is not None and holder_alive(holder) else None
     query = select(runs).order_by(runs.c.id)
+    counted = select(failures.c.run_id, func.count()).group_by(failures.c.run_id)
     if run_id is not None:
         query = query.where(runs.c.id == run_id)
+        counted = counted.where(failures.c.run_id == run_id)
+    # Each run's failures counted in one statement, and read only for the runs that
+    # have some: a statement or two a run made the history of 5,000 runs take ~2 s.
+    failure_counts: dict[int, int] = dict(conn.execute(counted).all())
     out: list[RunInfo] = []
-    for row in conn.execute(query):
+    for row in conn.execute(query).all():
         outcome, counts = row.outcome, json.loads(row.counts or "{}")
         if outcome == "running" and row.id != live_run:
             outcome = "interrupted"
             counts = stopped_counts(conn, row.id, row.kind, row.counts) or counts
-        fq = select(failures).where(failures.c.run_id == row.id).order_by(failures.c.id)
-        if failure_limit is not None:
-            fq = fq.limit(failure_limit)
-        fails = [_failure(f) for f in conn.execute(fq)]
-        count = len(fails) if failure_limit is None else _count_failures(conn, row.id)
+        count = failure_counts.get(row.id, 0)
+        fails: list[dict[str, Any]] = []
+        if count and failure_limit != 0:
+            fq = select(failures).where(failures.c.run_id == row.id).order_by(failures.c.id)
+            if failure_limit is not None:
+                fq = fq.limit(failure_limit)
+            fails = [_failure(f) for f in conn.execute(fq)]
         out.append(
             RunInfo(
                 id=row.id,
@@ -497,7 +504,3 @@ def read_failures(conn: Connection, run_id: int, after: int, limit: int) -> list
     shown without all being held at once."""
     fq = select(failures).where(failures.c.run_id == run_id, failures.c.id > after).order_by(failures.c.id).limit(limit)
     return [(f.id, _failure(f)) for f in conn.execute(fq)]
-
-
-def _count_failures(conn: Connection, run_id: int) -> int:
-    return int(conn.execute(select(func.count()).select_from(failures).where(failures.c.run_id == run_id)).scalar() or 0)
