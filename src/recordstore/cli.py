@@ -376,11 +376,12 @@ def _bar(ctx: typer.Context, json_out: bool = False) -> Iterator[_Bar | None]:
 
 
 class _Table:
-    """Rows of plain text under column headings, printed as rich prints a table (heavy
-    head, folded cells on a narrow terminal). Rich measures and lays out every cell as
-    rich text, ~0.4 ms a row: the history of a store with 5,000 runs took 2-6 s to
-    print. A table that fits the width as it is, which is nearly every one, is laid out
-    here instead, as the same characters; any other goes to rich, which folds it."""
+    """Rows of plain text under column headings, printed as rich prints a table: heavy
+    head, bold headings on a terminal, and on a terminal too narrow for it the widest
+    columns narrowed and their cells folded onto more lines (words kept whole where
+    they fit). Rich measures and lays out every cell as rich text, 0.4-1 ms a row: the
+    history of a store with 5,000 runs took 2-6 s to print. A table that fits is the
+    same characters as rich's; one that does not is folded much as rich folds it."""
 
     def __init__(self, *columns: str):
         self.columns = columns
@@ -391,39 +392,73 @@ class _Table:
 
     def print(self) -> None:
         from rich.cells import cell_len
-
-        cells = [self.columns, *self.rows]
-        if any(_UNLAID.search(cell) for row in cells for cell in row):
-            return self._print_rich()
-        widths = [max(cell_len(row[i]) for row in cells) for i in range(len(self.columns))]
-        if sum(widths) + 3 * len(widths) + 1 > out.width:
-            return self._print_rich()
-
-        def line(left: str, fill: str, mid: str, right: str) -> str:
-            return left + mid.join(fill * (w + 2) for w in widths) + right
-
-        def row(cells: tuple[str, ...], bar: str) -> str:
-            return bar + bar.join(f" {c}{' ' * (w - cell_len(c))} " for c, w in zip(cells, widths)) + bar
-
         from rich.text import Text
 
-        heading = Text("┃")  # (its cells bold, as rich's are, on a terminal)
-        for c, w in zip(self.columns, widths):
-            heading.append(f" {c}{' ' * (w - cell_len(c))} ", style="bold")
+        if any(_UNLAID.search(cell) for row in (self.columns, *self.rows) for cell in row):
+            return self._print_rich()
+        widths = [max(cell_len(row[i]) for row in (self.columns, *self.rows)) for i in range(len(self.columns))]
+        room = out.width - 3 * len(widths) - 1
+        while sum(widths) > room and max(widths) > 1:  # the widest narrowed first, as rich does
+            widths[widths.index(max(widths))] -= 1
+
+        def rule(left: str, fill: str, mid: str, right: str) -> str:
+            return left + mid.join(fill * (w + 2) for w in widths) + right
+
+        def lines(cells: tuple[str, ...]) -> list[list[str]]:
+            """Each line of a row: its cells' pieces, padded to their columns."""
+            folded = [_fold(c, w) for c, w in zip(cells, widths)]
+            return [
+                [f" {piece}{' ' * (w - cell_len(piece))} " for piece, w in zip((f[i] if i < len(f) else "" for f in folded), widths)]
+                for i in range(max(map(len, folded)))
+            ]
+
+        heading = Text()
+        for parts in lines(self.columns):  # (bold on a terminal, as rich's headings are)
             heading.append("┃")
-        out.print(line("┏", "━", "┳", "┓"))
+            for part in parts:
+                heading.append(part, style="bold")
+                heading.append("┃")
+            heading.append("\n")
+        heading.rstrip()
+        out.print(rule("┏", "━", "┳", "┓"))
         out.print(heading)
-        out.print("\n".join([line("┡", "━", "╇", "┩"), *(row(r, "│") for r in self.rows), line("└", "─", "┴", "┘")]))
+        body = ["│" + "│".join(parts) + "│" for r in self.rows for parts in lines(r)]
+        out.print("\n".join([rule("┡", "━", "╇", "┩"), *body, rule("└", "─", "┴", "┘")]))
 
     def _print_rich(self) -> None:
         from rich.table import Column, Table
 
-        # Folded, not cut, on a narrow terminal: "automation" and "automation_run" cut to
-        # "au…" could not be told apart.
         table = Table(*(Column(name, overflow="fold") for name in self.columns))
         for r in self.rows:
             table.add_row(*r)
         out.print(table)
+
+
+def _fold(text: str, width: int) -> list[str]:
+    """``text`` on lines of at most ``width`` cells: broken at spaces, and a word
+    longer than a line cut into pieces (folded, not cut short: "automation" and
+    "automation_run" cut to "au…" could not be told apart)."""
+    from rich.cells import cell_len
+
+    if cell_len(text) <= width:
+        return [text]
+    out_lines: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        joined = f"{line} {word}" if line else word
+        if cell_len(joined) <= width:
+            line = joined
+            continue
+        if line:
+            out_lines.append(line)
+        line = ""
+        for ch in word:  # a word too long for a line of its own: folded
+            if cell_len(line + ch) > width and line:
+                out_lines.append(line)
+                line = ""
+            line += ch
+    out_lines.append(line)
+    return out_lines
 
 
 #: What rich lays out otherwise than as written: control characters (a line break
