@@ -394,7 +394,7 @@ class _Table:
         from rich.cells import cell_len
         from rich.text import Text
 
-        if any(_UNLAID.search(cell) for row in (self.columns, *self.rows) for cell in row):
+        if any(_CONTROL.search(cell) for row in (self.columns, *self.rows) for cell in row):
             return self._print_rich()
         widths = [max(cell_len(row[i]) for row in (self.columns, *self.rows)) for i in range(len(self.columns))]
         room = out.width - 3 * len(widths) - 1
@@ -461,9 +461,9 @@ def _fold(text: str, width: int) -> list[str]:
     return out_lines
 
 
-#: What rich lays out otherwise than as written: control characters (a line break
-#: starts a line in its cell).
-_UNLAID = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Control characters, which rich lays out otherwise than as written (a line break
+#: starts a line in its cell): a table holding one is left to rich.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _emit_json(value: Any) -> None:
