@@ -371,3 +371,17 @@ def test_a_codewhale_home_is_the_same_home(cli: Cli, db_path: Path, tmp_path: Pa
     res = cli("import", tmp_path / ".codewhale", registry="deepseek")
     assert res.exit_code == 0, res.stderr
     assert stored(db_path) == keys(expected)
+
+
+def test_a_dry_run_s_diff_keeps_a_line_whose_text_holds_unicode_line_separators(cli: Cli, tmp_path: Path) -> None:
+    # Pasted text carries U+2028, U+2029 and U+0085, which serde_json writes as they are.
+    text = "first\u2028second\u2029third\x85fourth"
+    home = tmp_path / ".deepseek"
+    (home / "tasks/tasks").mkdir(parents=True)
+    (home / "tasks/tasks/task_1f2e3d4c.json").write_text(pretty({"schema_version": 1, "prompt": text}), encoding="utf-8")
+    assert cli("import", home).exit_code == 0
+    res = cli("migrate", "--dry-run", "--diff", "1")
+    assert res.exit_code == 0, res.stderr
+    lines = res.stdout.split("\n")
+    assert "   " + json.dumps({"prompt": text}, ensure_ascii=False)[1:-1] in lines  # one line, as in the file
+    assert not any(line.startswith(("second", "third", "fourth")) for line in lines)
