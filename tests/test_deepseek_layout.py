@@ -385,3 +385,28 @@ def test_a_dry_run_s_diff_keeps_a_line_whose_text_holds_unicode_line_separators(
     lines = res.stdout.split("\n")
     assert "   " + json.dumps({"prompt": text}, ensure_ascii=False)[1:-1] in lines  # one line, as in the file
     assert not any(line.startswith(("second", "third", "fourth")) for line in lines)
+
+
+def test_hidden_files_beside_the_records_are_skipped_not_refused(cli: Cli, db_path: Path, tmp_path: Path) -> None:
+    home = tmp_path / ".deepseek"
+    expected = build_home(home)
+    hidden = {
+        # A home copied from macOS (tar, zip, a FAT or SMB volume): AppleDouble forks.
+        f"sessions/._{SESSION_ID}.json": b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ",
+        "tasks/tasks/._task_9c0d1e2f.json": b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ",
+        # A temporary file named after its record, cut short.
+        "tasks/runtime/events/.thr_1a2b3c4d.jsonl": b'{"schema_version":2,"se',
+        "automations/runs/.tmp/b.json": b"",
+    }
+    for rel, data in hidden.items():
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).write_bytes(data)
+    # Emacs' lock of a session being edited: a link to nowhere.
+    os.symlink("alice@host.4242:1700000000", home / "sessions" / f".#{SESSION_ID}.json")
+    res = cli("import", home)
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr == ""
+    assert f"{len(expected)} file(s) read, {len(NOT_RECORDS) + len(hidden) + 1} skipped (no domain)" in res.stdout
+    assert stored(db_path) == keys(expected)
+    assert cli("export", tmp_path / "out").exit_code == 0
+    assert set(tree(tmp_path / "out")) == set(expected)  # nothing of theirs written back
