@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from recordstore import Store
 from conftest import Cli, tree
 
@@ -215,10 +217,11 @@ def stored(db_path: Path) -> dict[str, tuple[str, int]]:
         }
 
 
-def test_a_real_home_puts_every_record_in_its_domain_at_its_version(cli: Cli, db_path: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", ["0", "2"])  # in this process; in workers that write into the new store
+def test_a_real_home_puts_every_record_in_its_domain_at_its_version(cli: Cli, db_path: Path, tmp_path: Path, jobs: str) -> None:
     home = tmp_path / ".deepseek"
     expected = build_home(home)
-    res = cli("import", home)
+    res = cli("import", home, "--jobs", jobs)
     assert res.exit_code == 0, res.stderr
     assert res.stderr == ""  # nothing refused: temporary, lock and empty files are no errors
     assert f"{len(expected)} file(s) read, {len(NOT_RECORDS)} skipped (no domain)" in res.stdout
