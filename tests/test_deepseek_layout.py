@@ -413,3 +413,46 @@ def test_hidden_files_beside_the_records_are_skipped_not_refused(cli: Cli, db_pa
     assert stored(db_path) == keys(expected)
     assert cli("export", tmp_path / "out").exit_code == 0
     assert set(tree(tmp_path / "out")) == set(expected)  # nothing of theirs written back
+
+
+def test_a_directory_no_record_can_be_in_that_cannot_be_read_is_no_error(
+    cli: Cli, db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / ".deepseek"
+    expected = build_home(home)
+    for rel in ("tasks/artifacts/task_sandboxed", "skills/private", "sessions/checkpoints"):
+        (home / rel).mkdir(parents=True, exist_ok=True)
+    # As a directory a sandbox made root's reads for its owner (the tests may run as root,
+    # who reads anything): listing it fails with EACCES.
+    unreadable = {str(home / "tasks/artifacts/task_sandboxed"), str(home / "skills/private")}
+    real_scandir = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if os.fspath(path) in unreadable:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    res = cli("import", home)
+    assert res.exit_code == 0, res.stderr  # artifacts and the like are never errors
+    assert res.stderr == ""
+    assert stored(db_path) == keys(expected)
+    # Where records could be, it is reported: they could not be read.
+    unreadable.add(str(home / "sessions/checkpoints"))
+    res = cli("import", home)
+    assert res.exit_code == 1
+    assert res.stderr.strip() == f"store: {home / 'sessions/checkpoints'}: cannot read directory: Permission denied"
+
+
+def test_which_directories_of_a_home_could_hold_records() -> None:
+    from recordstore import Registry
+    from recordstore.registry import load_registry
+
+    builtin = load_registry(None)
+    could = ["", "sessions", "sessions/checkpoints", "tasks", "tasks/runtime", "tasks/runtime/events", "automations/runs/7d3c"]
+    never = ["tasks/artifacts", "tasks/artifacts/task_1", "sessions/checkpoints/old", "skills", "automations/runs/7d3c/logs", "automations/runs/.tmp"]
+    assert [d for d in could if not builtin.may_match_below(d)] == []
+    assert [d for d in never if builtin.may_match_below(d)] == []
+    deep = Registry()
+    deep.domain("note", version=1, files=["notes/**/*.json"])
+    assert deep.may_match_below("notes/a/b/c") and not deep.may_match_below("other")
