@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from recordstore import Store
+from recordstore import Registry, Store
+from recordstore.registry import load_registry
 from conftest import Cli, tree
 
 U64_MAX = 18446744073709551615
@@ -308,7 +309,7 @@ def test_migrate_brings_runtime_and_task_to_v2_as_the_application_writes_them(cl
             want = pretty(stamped(original[rel].decode()))
         assert exported[rel] == want.encode("utf-8"), rel
     line = json.loads(exported["tasks/runtime/events/thr_1a2b3c4d.jsonl"].decode().split("\n")[1])
-    assert line["payload"]["item"]["schema_version"] == 2 and list(line)[0] == "schema_version"
+    assert line["payload"]["item"]["schema_version"] == 2 and next(iter(line)) == "schema_version"
 
 
 def test_a_home_the_application_changed_is_picked_up(cli: Cli, db_path: Path, tmp_path: Path) -> None:
@@ -445,9 +446,6 @@ def test_a_directory_no_record_can_be_in_that_cannot_be_read_is_no_error(
 
 
 def test_which_directories_of_a_home_could_hold_records() -> None:
-    from recordstore import Registry
-    from recordstore.registry import load_registry
-
     builtin = load_registry(None)
     could = ["", "sessions", "sessions/checkpoints", "tasks", "tasks/runtime", "tasks/runtime/events", "automations/runs/7d3c"]
     never = ["tasks/artifacts", "tasks/artifacts/task_1", "sessions/checkpoints/old", "skills", "automations/runs/7d3c/logs", "automations/runs/.tmp"]
