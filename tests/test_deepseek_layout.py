@@ -454,3 +454,29 @@ def test_which_directories_of_a_home_could_hold_records() -> None:
     deep = Registry()
     deep.domain("note", version=1, files=["notes/**/*.json"])
     assert deep.may_match_below("notes/a/b/c") and not deep.may_match_below("other")
+
+
+def test_exporting_over_the_home_after_a_migration_rewrites_only_the_migrated_files(cli: Cli, tmp_path: Path) -> None:
+    home = tmp_path / ".deepseek"
+    expected = build_home(home)
+    assert cli("import", home).exit_code == 0
+    assert cli("migrate").exit_code == 0
+    before = {rel: (home / rel).stat().st_ino for rel in tree(home)}
+    everything = tree(home)
+    # The application, running, has a thread's events log open to append to.
+    with open(home / "tasks/runtime/events/thr_7e8f9a0b.jsonl", "a", encoding="utf-8") as log:
+        res = cli("export", "--force", home)
+        assert res.exit_code == 0, res.stderr
+        log.write(event(1, version=2) + "\n")
+    after = tree(home)
+    migrated = {rel for rel, (domain, versions) in expected.items() if domain in ("runtime", "task") and 1 in versions}
+    assert {rel for rel in after if after[rel] != everything[rel]} == migrated | {"tasks/runtime/events/thr_7e8f9a0b.jsonl"}
+    # The others, files in no domain included, are the very files they were: the
+    # event the application appended is in its home, not in a file replaced under it.
+    assert {rel for rel in after if (home / rel).stat().st_ino != before[rel]} == migrated
+    assert after["tasks/runtime/events/thr_7e8f9a0b.jsonl"] == (event(1, version=2) + "\n").encode()
+    res = cli("import", home, "--json")
+    assert res.exit_code == 0, res.stderr
+    counts = json.loads(res.stdout)["domains"]
+    assert counts["runtime"]["imported"] == 1
+    assert all(c["updated"] == c["removed"] == 0 for c in counts.values())
