@@ -281,6 +281,14 @@ def test_a_second_import_changes_nothing(cli: Cli, db_path: Path, tmp_path: Path
     assert stored(db_path) == before
 
 
+def stamped(text: str) -> dict[str, Any]:
+    """A v1 record as migrated to v2: stamped 2 where its field was, first where there
+    was none (as serde writes a struct's first field); nested versions and everything
+    else as they were."""
+    value = json.loads(text)
+    return value | {"schema_version": 2} if "schema_version" in value else {"schema_version": 2, **value}
+
+
 def test_migrate_brings_runtime_and_task_to_v2_as_the_application_writes_them(cli: Cli, db_path: Path, tmp_path: Path) -> None:
     home = tmp_path / ".deepseek"
     expected = build_home(home)
@@ -297,14 +305,8 @@ def test_migrate_brings_runtime_and_task_to_v2_as_the_application_writes_them(cl
         if domain not in ("runtime", "task") or all(v == 2 for v in versions):
             assert exported[rel] == original[rel], rel  # untouched: byte for byte
             continue
-        # Stamped 2 where the field was, first where there was none (as serde writes a
-        # struct's first field); nested versions and everything else as they were.
-        def stamped(text: str) -> dict[str, Any]:
-            value = json.loads(text)
-            return value | {"schema_version": 2} if "schema_version" in value else {"schema_version": 2, **value}
-
         if rel.endswith(".jsonl"):
-            want = "".join(compact(stamped(line)) + "\n" for line in original[rel].decode().splitlines())
+            want = "".join(compact(stamped(line)) + "\n" for line in original[rel].decode().split("\n")[:-1])
         else:
             want = pretty(stamped(original[rel].decode()))
         assert exported[rel] == want.encode("utf-8"), rel
