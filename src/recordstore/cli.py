@@ -828,7 +828,9 @@ def _render_migration(result: Any) -> None:
     for d in result.diffs:
         out.print(f"--- {d.domain} {printable(d.key)} v{d.from_version}", markup=False)
         out.print(f"+++ {d.domain} {printable(d.key)} v{d.to_version}", markup=False)
-        lines = difflib.unified_diff(d.before.splitlines(), d.after.splitlines(), lineterm="", n=2)
+        # Split at line feeds only: a string may hold U+2028, U+2029 or U+0085 as they
+        # are (JSON needs no escape for them), which splitlines() would break a line at.
+        lines = difflib.unified_diff(d.before.split("\n"), d.after.split("\n"), lineterm="", n=2)
         for line in list(lines)[2:]:
             out.print(line, markup=False)
     _err_lines(f"store: failed: {f}" for f in result.failures)  # (its key names its file: not named again)

@@ -223,9 +223,9 @@ class _Writer:
             raise ExportError(relpath, f"not written: {below} needs it to be a directory")
         # (In a directory this export made, only another process could have put a file:
         # placing by hard link still refuses to replace it.)
-        mode, there = None, False  # a new file's: 0o666 less the umask; no file there
+        mode, there, replaceable = None, False, False  # a new file's: 0o666 less the umask; no file there
         if target.parent not in self.created:
-            mode, there = self._replaced_mode(target, relpath)
+            mode, there, replaceable = self._replaced_mode(target, relpath)
         self.counter += 1
         tmp = target.parent / f".{target.name[:40]}.{os.getpid()}.{self.token}.{self.counter}.rstmp"
         # 0o666 less the umask, like any new file; O_EXCL: never through a planted link.
@@ -253,16 +253,18 @@ class _Writer:
                         size += fh.write(_utf8("".join(buffered)))
                         buffered, held = [], 0
                 size += fh.write(_utf8("".join(buffered)))
-            # A file already there, without overwrite, is refused unless it holds these
-            # very bytes: then it is kept as it is (a killed export run again, an
-            # export run twice), made durable with the files written.
+            # A file already there that holds these very bytes is kept as it is (a
+            # killed export run again, an export run twice, one over the home it came
+            # from), made durable with the files written: replaced, it would be another
+            # file, and an application appending to the one it has open would write
+            # into a file no longer there. Without overwrite, any other is refused.
             same = there and _same_bytes(tmp, target, size)
         except BaseException:
             self.staged.pop()
             with _suppress():
                 os.unlink(tmp)
             raise
-        if there:
+        if same or (there and not replaceable):
             os.unlink(tmp)
             self.staged.pop()
             if not same:
@@ -271,27 +273,29 @@ class _Writer:
         self.staged_bytes += size
         self.staged_files[key, target.name] = via
 
-    def _replaced_mode(self, target: Path, relpath: str) -> tuple[int | None, bool]:
+    def _replaced_mode(self, target: Path, relpath: str) -> tuple[int | None, bool, bool]:
         """The permission bits of the file ``target`` replaces, which the new one keeps
-        (an owner-only file stays owner-only; None if there is none), and whether it is a
-        file the new text must equal, not replace (no overwrite). Refuses a target that
-        cannot be replaced."""
+        (an owner-only file stays owner-only; None if there is none), whether it is a
+        file to compare the new text with (kept if it holds it), and whether it may be
+        replaced if it does not (overwrite). Refuses a target that cannot be replaced."""
         try:
             st = os.lstat(target)
         except FileNotFoundError:
-            return None, False
+            return None, False, False
         if stat.S_ISDIR(st.st_mode):  # --force would not help
             raise ExportError(relpath, f"refused: {target} exists and is a directory")
         if not self.overwrite:
             if not stat.S_ISREG(st.st_mode):  # (a link is never written through)
                 raise ExportError(relpath, EXISTS)
-            return None, True
+            return None, True, False
         if stat.S_ISLNK(st.st_mode):  # the link is replaced: the file it led to tells the mode
             try:
                 st = os.stat(target)
             except OSError:  # dangling, or a loop
-                return None, False
-        return (stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None), False
+                return None, False, False
+            return (stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None), False, False
+        regular = stat.S_ISREG(st.st_mode)
+        return (stat.S_IMODE(st.st_mode) & 0o777 if regular else None), regular, True
 
     def full(self) -> bool:
         return len(self.staged) + len(self.kept) >= STAGE_FILES or self.staged_bytes >= STAGE_BYTES

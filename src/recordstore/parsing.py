@@ -87,7 +87,10 @@ def discover(
             match = registry.match if domain is None else _forced(domain)
             walked: set[tuple[int, int]] = set()
             _first_visit(walked, top)
-            for dirpath, dirnames, filenames in os.walk(top, onerror=_walk_error(problems, root), followlinks=True):
+            # A directory that cannot be read is a problem only where a record could be.
+            may_hold = (lambda rel: True) if domain is not None else registry.may_match_below
+            onerror = _walk_error(problems, root, top, may_hold)
+            for dirpath, dirnames, filenames in os.walk(top, onerror=onerror, followlinks=True):
                 base = dirpath if dirpath.endswith(os.sep) else dirpath + os.sep
                 dirnames[:] = [d for d in sorted(dirnames) if _first_visit(walked, base + d)]
                 prefix = dirpath[cut:].replace(os.sep, "/")
@@ -173,8 +176,14 @@ def _first_visit(walked: set[tuple[int, int]], path: str) -> bool:
 display_path = printable
 
 
-def _walk_error(problems: list[InputError] | None, root: Path) -> Any:
+def _walk_error(problems: list[InputError] | None, root: Path, top: str, may_hold: Callable[[str], bool]) -> Any:
     def report(exc: OSError) -> None:
+        if exc.filename is not None:
+            rel = os.path.relpath(exc.filename, top).replace(os.sep, "/")
+            if rel != ".." and not rel.startswith("../") and not may_hold("" if rel == "." else rel):
+                # No pattern reaches below it (an application's artifacts, say, made
+                # unreadable by a sandbox): its files would all be skipped anyway.
+                return
         if problems is not None:
             where = display_path(str(exc.filename or root))
             problems.append(InputError(where, f"cannot read directory: {exc.strerror}"))

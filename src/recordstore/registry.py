@@ -476,6 +476,22 @@ class Registry:
     def __iter__(self) -> Iterator[Domain]:
         return iter(self.domains.values())
 
+    def may_match_below(self, reldir: str) -> bool:
+        """Whether a file below the directory at ``reldir`` (relative to the import
+        root, ``""`` for the root itself) could match one of the patterns."""
+        parts = reldir.split("/") if reldir else []
+        for dom in self.domains.values():
+            for pattern in dom.files:
+                segments = pattern.split("/")
+                for i, part in enumerate(parts):
+                    if "**" in segments[i]:  # crosses any number of directories
+                        return True
+                    if i == len(segments) - 1 or not glob_to_regex(segments[i]).match(part):
+                        break  # the pattern names files at this depth, or another directory
+                else:
+                    return True
+        return False
+
     def match(self, relpath: str) -> Domain | None:
         """The first domain (in declaration order) with a pattern matching ``relpath``."""
         if self._matcher is None:
