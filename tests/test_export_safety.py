@@ -607,7 +607,8 @@ def test_a_directory_in_the_way_of_a_file_is_named_as_such(store: Store, home: P
 
 def test_export_over_the_home_keeps_each_replaced_files_permissions(store: Store, home: Path) -> None:
     """An owner-only file stays owner-only when export --force writes it back (it
-    became readable by everyone: 0o666 less the umask); a new file gets that mode."""
+    became readable by everyone: 0o666 less the umask); a new file gets the store's
+    own (owner-only) mode."""
     store.import_paths([home])
     sources = sorted({r.source for r in store.query("task")})
     private, shared, gone = (home / s for s in sources[:3])
@@ -621,8 +622,28 @@ def test_export_over_the_home_keeps_each_replaced_files_permissions(store: Store
         os.umask(umask)
     assert result.ok, result.problems
     assert stat_mode(private) == 0o600 and stat_mode(shared) == 0o640
-    assert stat_mode(gone) == 0o644
+    assert stat_mode(gone) == 0o600
     assert not list(home.rglob("*.rstmp"))
+
+
+@pytest.mark.parametrize("store_mode", [0o600, 0o640, 0o644])
+def test_an_export_is_never_readable_by_more_than_its_store(store: Store, home: Path, tmp_path: Path, store_mode: int) -> None:
+    """The store is created owner-only, and an application's sessions may be too; an
+    export into a new directory made every file readable by everyone (0o666 less the
+    umask). New files and directories now take the store file's permissions (with x
+    on directories where r is), never more than the umask allows."""
+    store.import_paths([home])
+    Path(store.engine.url.database or "").chmod(store_mode)
+    umask = os.umask(0o022)
+    try:
+        result = store.export_to(tmp_path / "out" / "new")
+    finally:
+        os.umask(umask)
+    assert result.ok and result.files > 3, result.problems
+    written = [p for p in (tmp_path / "out").rglob("*")]
+    assert {stat_mode(p) for p in written if p.is_file()} == {store_mode}
+    assert {stat_mode(p) for p in written if p.is_dir()} == {store_mode | (store_mode & 0o444) >> 2}
+    assert stat_mode(tmp_path / "out") == 0o755  # (a parent made on the way: the umask's)
 
 
 def stat_mode(path: Path) -> int:

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, func, or_, select
 
+from .engine import sqlite_file
 from .errors import ExportError, RecordStoreError
 from .parsing import OWN_INDENTS, display_path, element_prefix, own_prefix
 from .tables import files, records, refused
@@ -102,8 +103,13 @@ def _utf8(text: str) -> bytes:
 
 
 class _Writer:
-    def __init__(self, out: Path, overwrite: bool):
-        out.mkdir(parents=True, exist_ok=True)
+    def __init__(self, out: Path, overwrite: bool, limit: int | None = None):
+        # ``limit``: the permission bits no new file may exceed (the store file's: an
+        # export is never readable by more than its store); its directories get x where
+        # they get r. None: 0o666 and 0o777, less the umask, as any new file.
+        self.limit = limit
+        self.dir_mode = 0o777 if limit is None else limit | (limit & 0o444) >> 2
+        out.mkdir(mode=self.dir_mode, parents=True, exist_ok=True)
         self.out_real = out.resolve()
         # In every temp file's name: no earlier process with the same pid (pid 1 in a
         # container, a reused pid) made one by the same name; and the temps of this
@@ -162,7 +168,7 @@ class _Writer:
                 raise ExportError(relpath, f"refused: {directory} exists and is not a directory")
             _remove_stale_temps(directory)
         else:
-            directory.mkdir()
+            directory.mkdir(mode=self.dir_mode)
             st = os.stat(directory)
             self.created.add(directory)
             self.dirty_dirs.add(parent)
@@ -223,12 +229,13 @@ class _Writer:
             raise ExportError(relpath, f"not written: {below} needs it to be a directory")
         # (In a directory this export made, only another process could have put a file:
         # placing by hard link still refuses to replace it.)
-        mode, there, replaceable = None, False, False  # a new file's: 0o666 less the umask; no file there
+        mode, there, replaceable = None, False, False  # a new file's (see below); no file there
         if target.parent not in self.created:
             mode, there, replaceable = self._replaced_mode(target, relpath)
         self.counter += 1
         tmp = target.parent / f".{target.name[:40]}.{os.getpid()}.{self.token}.{self.counter}.rstmp"
-        # 0o666 less the umask, like any new file; O_EXCL: never through a planted link.
+        # 0o666 less the umask, like any new file, then narrowed to the limit, unless it
+        # replaces a file (whose mode it takes); O_EXCL: never through a planted link.
         # Staged before it exists, so that discard() removes it even when Ctrl-C lands
         # just as it is made; unstaged if it cannot be made (it is not ours).
         self.staged.append((relpath, tmp, target))
@@ -242,6 +249,9 @@ class _Writer:
         size = 0
         try:
             with os.fdopen(fd, "wb") as fh:
+                if mode is None and self.limit is not None:
+                    made = stat.S_IMODE(os.fstat(fd).st_mode)
+                    mode = made & self.limit if made & ~self.limit else None
                 if mode is not None:  # before it is renamed into place: never wider for a moment
                     os.fchmod(fd, mode)
                 buffered: list[str] = []
@@ -650,6 +660,15 @@ class _FileText:
         yield self.row.tail
 
 
+def _store_mode(conn: Connection) -> int | None:
+    """The permission bits of the store's file (None: no file, or none to be read)."""
+    store_file = sqlite_file(conn.engine)
+    try:
+        return stat.S_IMODE(os.stat(store_file).st_mode) & 0o666 if store_file is not None else None
+    except OSError:
+        return None
+
+
 def export_records(
     conn: Connection,
     out: Path,
@@ -660,7 +679,7 @@ def export_records(
 ) -> ExportResult:
     result = ExportResult(out=out)
     try:
-        writer = _Writer(out, overwrite)
+        writer = _Writer(out, overwrite, _store_mode(conn))
     except OSError as exc:  # nothing exported: the command's error, not one record's
         reason = "it exists and is not a directory" if out.exists() and not out.is_dir() else exc.strerror or exc
         doing = "write into" if out.is_dir() else "create"
