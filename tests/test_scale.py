@@ -83,3 +83,21 @@ def test_what_an_index_serves_is_still_looked_up_by_it(store: Store, tmp_path: P
     assert matched == [42]
     by_key, by_path = _plans(store, seen)[-2:]
     assert "ix_records_file_position" in by_key and "ix_json_" in by_path, (by_key, by_path)
+
+
+def test_exporting_one_domain_reads_only_its_files_records(store: Store, tmp_path: Path) -> None:
+    """``store export --domain automation`` read every record of the store, in file order,
+    to keep the few of that domain's files (one file beside a million runtime events:
+    1.4 s instead of 0.35): it reads those files' records and refused texts only."""
+    home = tmp_path / "home"
+    _events(home / "tasks" / "runtime" / "events" / "thr_1.jsonl", 300)
+    (home / "automations" / "automations").mkdir(parents=True)
+    (home / "automations" / "automations" / "a1.json").write_text('{"schema_version": 1, "id": "a1"}')
+    (home / "automations" / "automations" / "a2.json").write_text('{"schema_version": 9, "id": "a2"}')  # refused, kept
+    store.import_paths(home)
+    with _statements(store) as seen:
+        result = store.export_to(tmp_path / "out", domains=["automation"])
+    assert (result.files, result.records, result.refused) == (2, 1, 1)
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == ["a1.json", "a2.json"]
+    plans = _plans(store, seen) + _plans(store, seen, "refused")
+    assert len(plans) == 2 and not [p for p in plans if "SCAN records" in p or "SCAN refused" in p], plans
