@@ -165,3 +165,62 @@ def test_a_page_past_an_offset_sorts_ids_not_payloads(store: Store, tmp_path: Pa
         (plan,) = _plans(store, seen)
         # The page's records are read by id, after the sort that chose them.
         assert "SEARCH records USING INTEGER PRIMARY KEY" in plan, (name, plan)
+
+
+@contextlib.contextmanager
+def _vm_steps(store: Store) -> Iterator[list[int]]:
+    """How many thousands of SQLite's virtual machine instructions run meanwhile (its
+    work, counted the same on a busy machine as on an idle one)."""
+    counted = [0]
+
+    def tick() -> int:
+        counted[0] += 1
+        return 0  # go on
+
+    def on_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        dbapi_conn.set_progress_handler(tick, 1000)
+
+    def on_checkin(dbapi_conn: Any, record: Any) -> None:
+        dbapi_conn.set_progress_handler(None, 0)
+
+    event.listen(store.engine, "checkout", on_checkout)
+    event.listen(store.engine, "checkin", on_checkin)
+    try:
+        yield counted
+    finally:
+        event.remove(store.engine, "checkout", on_checkout)
+        event.remove(store.engine, "checkin", on_checkin)
+
+
+def test_getting_a_record_reads_its_place_not_its_whole_file(store: Store, tmp_path: Path) -> None:
+    """``store.get("runtime", "events.jsonl:999990")`` read every record of the file to
+    find the one (a million lines: 0.15 s a lookup, hit or miss): a record is looked up
+    from the last place its line allows, back to where the record found there puts it."""
+    src = tmp_path / "in"
+    lines = []
+    for i in range(20_000):
+        lines.append(json.dumps({"schema_version": 1, "n": i}))
+        if i % 7000 == 3:
+            lines += ["", "   "]  # blank lines: records further on sit at places before their lines
+        if i % 9000 == 5:
+            lines.append('{"schema_version": 99}')  # refused: kept in its place
+    src.mkdir()
+    (src / "big.jsonl").write_text("\n".join(lines) + "\n")
+    (src / "a.json").write_text(json.dumps([{"n": i} if i != 2 else 7 for i in range(6)]))  # [2]: refused
+    (src / "x:2.jsonl").write_text('{"n": 1}\n\n{"n": 2}\n')  # a name that looks like a key
+    (src / "x:2.jsonl:3").write_text('{"n": 3}')
+    store.import_paths(src, domain="task")
+    keys = [r.key for r in store.query("task")]
+    near_gaps = [k for k in keys if k.startswith("big.jsonl:") and int(k.rpartition(":")[2]) % 7000 in range(2, 10)]
+    probes = keys[::499] + keys[-12:] + near_gaps + ["big.jsonl:0", "big.jsonl:5", f"big.jsonl:{len(lines) + 1}", "a.json[2]", "a.json[6]", "a.json",
+                     "x:2.jsonl:2", "x:2.jsonl:4", "nope:1", "big.jsonl:01"]
+    for key in probes:
+        expected = store.query("task").key(key).first()
+        got = store.get("task", key)
+        assert (got and (got.key, got.text)) == (expected and (expected.key, expected.text)), key  # "x:2.jsonl:3": two
+    assert store.get("session", keys[0]) is None  # another domain's
+    last = keys.index("big.jsonl:1") + 19_999  # the file's last record
+    for key in (keys[last], keys[last - 5], f"big.jsonl:{len(lines) + 7}"):
+        with _vm_steps(store) as steps:
+            store.get("task", key)
+        assert steps[0] < 10, (key, steps[0])  # it was ~200 (200,000 instructions) for the file's 20,000 records

@@ -295,6 +295,34 @@ def key_paths(key: str) -> set[str]:
 MERGED_VERSIONS = 32
 
 
+def key_slots(key: str) -> dict[str, int | None]:
+    """Each file a record with ``key`` may be in (see :func:`key_paths`), with the last
+    place (position) it can hold there: the record on line N of a JSON-lines file is in
+    its Nth slot at most (blank lines take none), an array's element I in its (I+1)th;
+    ``None``: anywhere."""
+    slots: dict[str, int | None] = dict.fromkeys(key_paths(key))
+    path, _, number = key.rpartition(":")
+    if path in slots and number.isascii() and number.isdigit() and int(number) >= 1:
+        slots[path] = int(number) - 1
+    if key.endswith("]") and "[" in key:
+        path, index = key[: key.rfind("[")], key[key.rfind("[") + 1 : -1]
+        if index.isascii() and index.isdigit() and path != key.rpartition(":")[0]:
+            slots[path] = int(index)
+    return slots
+
+
+def _place_number(key: str, path: str) -> int | None:
+    """The line of a JSON-lines record of the file ``path`` (``path:LINE``), or its index
+    plus one in an array (``path[INDEX]``): a number at least one more than its place;
+    ``None`` for a key of another form."""
+    rest = key[len(path) :] if key.startswith(path) else ""
+    if rest[:1] == ":" and rest[1:].isascii() and rest[1:].isdigit():
+        return int(rest[1:])
+    if rest[:1] == "[" and rest[-1:] == "]" and rest[1:-1].isascii() and rest[1:-1].isdigit():
+        return int(rest[1:-1]) + 1
+    return None
+
+
 @dataclass(frozen=True)
 class Query:
     """An immutable query over one domain's records; iterate it to stream results."""
@@ -336,6 +364,44 @@ class Query:
         # lookup to that file's records first.
         in_file = files.c.path.in_(sorted(key_paths(key)))
         return replace(self, conditions=(*self.conditions, in_file, records.c.key == key), _by_key=True)
+
+    def find(self, key: str) -> Record | None:
+        """The record with ``key`` among those the query matches (its order, limit and
+        offset aside), or ``None``: what ``key(key).first()`` gives, without reading
+        every record of the file, which that does (a JSON-lines file of a million lines:
+        0.15 s a lookup). A file's records are in the order of their lines (or indexes),
+        each line at least one place on: the record on line N is at most at place N - 1
+        (see key_slots), and the record found there, on line M, says how far back it can
+        be (M - N places). So a lookup reads the records between, mostly none."""
+        checked("key", key, str, error=QueryError)
+        if not jsoncodec.is_utf8(key):  # a file name that is not UTF-8: the store keeps none
+            return None
+        columns = [records.c.domain, records.c.key, records.c.version, files.c.path, records.c.payload, records.c.id]
+        in_file = records.join(files, files.c.id == records.c.file_id)
+        found = []
+        with translate_errors(), self.engine.connect() as conn, conn.begin():
+            for path, last in sorted(key_slots(key).items()):
+                stmt = self._select(columns).where(files.c.path == path, records.c.key == key)
+                if last is not None:
+                    probe = conn.execute(
+                        select(records.c.position, records.c.key)
+                        .select_from(in_file)
+                        .where(files.c.path == path, records.c.position <= last)
+                        .order_by(records.c.position.desc())
+                        .limit(1)
+                    ).first()
+                    number = None if probe is None else _place_number(probe.key, path)
+                    if probe is None or (number is not None and number <= last):
+                        continue  # the file's records end before that line (or it has none)
+                    lowest = 0 if number is None else probe.position - (number - last - 1)
+                    stmt = stmt.where(records.c.position.between(lowest, last))
+                row = conn.execute(stmt.order_by(records.c.id).limit(1)).first()
+                if row is not None:
+                    found.append(row)
+        if not found:
+            return None
+        domain, key, version, source, text, _ = min(found, key=lambda row: row.id)  # as first() would
+        return Record(domain, key, version, source, text)
 
     def order_by(self, path: str = "key", *, descending: bool = False) -> Query:
         """Order by ``"key"`` (file by file, each in its own order) or by a JSON path
