@@ -109,8 +109,7 @@ def test_restoring_a_run_holds_a_batch_of_payloads_not_all_of_them(tmp_path: Pat
     records: 1.7 GB): payloads are compared by SQLite and read a batch at a time."""
     import tracemalloc
 
-    from recordstore import Registry
-    from recordstore import migrator
+    from recordstore import Registry, migrator
 
     registry = Registry()
     note = registry.domain("note", version=2, files=["notes/*.jsonl"])

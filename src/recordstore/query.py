@@ -472,7 +472,7 @@ class Query:
             return self.statement()
         columns = [records.c.domain, records.c.key, records.c.version, files.c.path, records.c.payload]
         arms = [self._select([*columns, records.c.id.label("rid")]).where(records.c.version == v) for v in versions]
-        stmt = union_all(*arms) if len(arms) > 1 else arms[0]
+        stmt: Any = union_all(*arms) if len(arms) > 1 else arms[0]
         stmt = stmt.order_by(stmt.selected_columns.rid)
         if self._limit is not None:
             stmt = stmt.limit(self._limit)
