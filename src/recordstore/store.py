@@ -330,7 +330,7 @@ class Store:
     def get(self, domain: str, key: str) -> Record | None:
         """The record of ``domain`` with ``key`` (its file's path, then ``:LINE`` or
         ``[INDEX]``), or ``None`` when there is none."""
-        return self.query(domain).key(key).first()
+        return self.query(domain).find(key)
 
     def history(self, run: int | None = None, *, failure_limit: int | None = None) -> list[RunInfo]:
         """Every run, oldest first, or a list of the one ``run`` (an unknown one is a
