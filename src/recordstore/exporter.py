@@ -234,13 +234,13 @@ class _Writer:
             mode, there, replaceable = self._replaced_mode(target, relpath)
         self.counter += 1
         tmp = target.parent / f".{target.name[:40]}.{os.getpid()}.{self.token}.{self.counter}.rstmp"
-        # 0o666 less the umask, like any new file, then narrowed to the limit, unless it
-        # replaces a file (whose mode it takes); O_EXCL: never through a planted link.
+        # The limit (0o666 without one) less the umask, unless it replaces a file (whose
+        # mode it takes); O_EXCL: never through a planted link.
         # Staged before it exists, so that discard() removes it even when Ctrl-C lands
         # just as it is made; unstaged if it cannot be made (it is not ours).
         self.staged.append((relpath, tmp, target))
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if self.limit is None else self.limit)
         except OSError as exc:
             self.staged.pop()
             if isinstance(exc, FileExistsError):  # planted: the target is not the one that exists
@@ -249,9 +249,6 @@ class _Writer:
         size = 0
         try:
             with os.fdopen(fd, "wb") as fh:
-                if mode is None and self.limit is not None:
-                    made = stat.S_IMODE(os.fstat(fd).st_mode)
-                    mode = made & self.limit if made & ~self.limit else None
                 if mode is not None:  # before it is renamed into place: never wider for a moment
                     os.fchmod(fd, mode)
                 buffered: list[str] = []
