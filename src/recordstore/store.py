@@ -295,6 +295,8 @@ class Store:
         checked("out", out, (str, os.PathLike), what="a path (str or os.PathLike)")
         if not os.fspath(out).strip():
             raise ExportError(repr(os.fspath(out)), "the export directory's path is empty (an unset setting?)")
+        if "\x00" in os.fspath(out):  # (os would raise ValueError, as no file may have such a name)
+            raise ExportError(printable(os.fspath(out)), "the export directory's path cannot hold a NUL character")
         domains = _names(domains)
         for name in domains or ():
             self.registry[name]

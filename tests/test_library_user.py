@@ -1,0 +1,75 @@
+"""The library as a new user's programs meet it: paths the system cannot take, a value
+that is no record, a page of no records, and the README's own example, type-checked."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recordstore import RecordStoreError, Registry, Store, StoreError
+
+#: A file name longer than any file system takes (255 bytes at most): the system refuses it.
+TOO_LONG = "x" * 300
+
+
+@pytest.fixture
+def registry() -> Registry:
+    """One domain, ``note``, at version 2, whose step adds a field."""
+    reg = Registry()
+    note = reg.domain("note", version=2, files="notes/*.json")
+
+    @note.step(1)
+    def seen(record: dict[str, object]) -> None:
+        record["seen"] = True
+
+    return reg
+
+
+@pytest.fixture
+def filled(db_path: Path, registry: Registry, tmp_path: Path) -> Iterator[Store]:
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    for n in range(3):
+        (home / "notes" / f"{n}.json").write_text(json.dumps({"schema_version": 1, "n": n}))
+    with Store(db_path, registry=registry) as store:
+        assert store.import_paths(home).ok
+        yield store
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [(TOO_LONG, "File name too long"), ("a\x00b.db", "NUL")],
+    ids=["too-long", "nul"],
+)
+@pytest.mark.parametrize("create", [True, False])
+def test_a_store_path_the_system_refuses_is_a_store_error(
+    tmp_path: Path, name: str, reason: str, create: bool
+) -> None:
+    """``Store(path)`` with a file name too long, or holding a NUL, raised the bare
+    OSError or ValueError of the file system, which ``except RecordStoreError`` let
+    through: a StoreError now, naming the path and the reason."""
+    with pytest.raises(StoreError, match=reason) as caught:
+        Store(tmp_path / name, create=create)
+    assert "\x00" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [(TOO_LONG, "File name too long"), ("a\x00b", "NUL")],
+    ids=["too-long", "nul"],
+)
+def test_an_export_directory_the_system_refuses_is_the_librarys_error(
+    filled: Store, tmp_path: Path, name: str, reason: str
+) -> None:
+    """``export_to`` a directory whose name is too long raised OSError (while it worked
+    out what to say of it), and one holding a NUL raised ValueError: an error of the
+    tree now, naming the directory, and nothing written."""
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(RecordStoreError, match=reason) as caught:
+        filled.export_to(tmp_path / name)
+    assert "\x00" not in str(caught.value)
+    assert sorted(tmp_path.iterdir()) == before
