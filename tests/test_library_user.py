@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from recordstore import RecordStoreError, Registry, Store, StoreError
+from recordstore import InputError, RecordStoreError, Registry, Store, StoreError, migrate_value
 
 #: A file name longer than any file system takes (255 bytes at most): the system refuses it.
 TOO_LONG = "x" * 300
@@ -73,3 +73,22 @@ def test_an_export_directory_the_system_refuses_is_the_librarys_error(
         filled.export_to(tmp_path / name)
     assert "\x00" not in str(caught.value)
     assert sorted(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("value", [[1], "text", None, 5], ids=["list", "str", "None", "int"])
+@pytest.mark.parametrize("version", [1, 2], ids=["v1", "current"])
+def test_migrate_value_refuses_a_value_that_is_no_json_object(registry: Registry, value: object, version: int) -> None:
+    """``migrate_value`` is documented to return the migrated dict; given a list at the
+    domain's current version it returned the list as it was (no step ran to notice), and
+    given one at an older version the step's own TypeError came back as a failed step.
+    Either way an InputError now, naming the key and what the value is."""
+    with pytest.raises(InputError, match=r"^notes/a\.json: a record must be a JSON object \(a dict\), not "):
+        migrate_value(registry["note"], "notes/a.json", value, version)
+    assert migrate_value(registry["note"], "notes/a.json", {"schema_version": 2}, 2) == {"schema_version": 2}
+
+
+def test_migrate_value_refuses_a_key_that_is_no_string(registry: Registry) -> None:
+    """A key other than a string was taken (and an error would have named the record
+    ``1``); refused as every other argument of the wrong type is, naming the parameter."""
+    with pytest.raises(RecordStoreError, match=r"^key must be a string \(the record's key, which errors name\), not 1$"):
+        migrate_value(registry["note"], 1, {"schema_version": 1}, 1)  # type: ignore[arg-type]
