@@ -92,3 +92,15 @@ def test_migrate_value_refuses_a_key_that_is_no_string(registry: Registry) -> No
     ``1``); refused as every other argument of the wrong type is, naming the parameter."""
     with pytest.raises(RecordStoreError, match=r"^key must be a string \(the record's key, which errors name\), not 1$"):
         migrate_value(registry["note"], 1, {"schema_version": 1}, 1)  # type: ignore[arg-type]
+
+
+def test_first_of_a_page_of_no_records_is_none(filled: Store) -> None:
+    """``first()`` of a query limited to 0 records (a page size of 0) returned a record;
+    there is none in such a page."""
+    query = filled.query("note").order_by("n")
+    assert query.limit(0).all() == []
+    assert query.limit(0).first() is None
+    first = query.limit(2).first()
+    assert first is not None and first.data["n"] == 0
+    second = query.offset(1).limit(5).first()
+    assert second is not None and second.data["n"] == 1
