@@ -4,11 +4,13 @@ that is no record, a page of no records, and the README's own example, type-chec
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from conftest import ROOT, mypy_strict
 from recordstore import InputError, RecordStoreError, Registry, Store, StoreError, migrate_value
 
 #: A file name longer than any file system takes (255 bytes at most): the system refuses it.
@@ -104,3 +106,16 @@ def test_first_of_a_page_of_no_records_is_none(filled: Store) -> None:
     assert first is not None and first.data["n"] == 0
     second = query.offset(1).limit(5).first()
     assert second is not None and second.data["n"] == 1
+
+
+def test_the_readme_library_quickstart_type_checks(tmp_path: Path) -> None:
+    """The README's library Quickstart, copied into a program checked with ``mypy
+    --strict`` (the package ships py.typed): it said that ``rec``, a Record in the loop,
+    was then given ``store.get``'s ``Record | None``, and that ``done.run_id`` (``None``
+    for a dry run) may be None where ``failures`` takes a run number."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    after = readme[readme.index("## Quickstart: the library") :]
+    found = re.search(r"```python\n(.*?)```", after, re.DOTALL)
+    assert found is not None
+    said = mypy_strict(tmp_path, "quickstart", found.group(1))
+    assert said.startswith("Success"), said
