@@ -119,3 +119,45 @@ def test_the_readme_library_quickstart_type_checks(tmp_path: Path) -> None:
     assert found is not None
     said = mypy_strict(tmp_path, "quickstart", found.group(1))
     assert said.startswith("Success"), said
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, said",
+    [
+        ((999,), {}, "no run 999 in this store"),
+        (("1",), {}, r"run must be a run number \(an integer\), not '1'"),
+        ((True,), {}, r"run must be a run number \(an integer\), not True"),
+        ((1,), {"batch": 0}, "batch must be between 1 and"),
+    ],
+    ids=["unknown-run", "str-run", "bool-run", "batch-0"],
+)
+def test_failures_refuses_a_bad_run_when_called(filled: Store, args: tuple[object, ...], kwargs: dict[str, int], said: str) -> None:
+    """``store.failures(999)`` returned a generator, and said nothing of the unknown run
+    until the first failure was asked for, past the ``try`` a program put around the
+    call (as around ``history(999)``, which raises): it raises at the call now."""
+    with pytest.raises(RecordStoreError, match=said):
+        filled.failures(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_failures_of_a_closed_store_are_refused_when_called(filled: Store) -> None:
+    """As every other use of a closed store: a StoreError at the call, not at the first
+    failure read."""
+    filled.close()
+    with pytest.raises(StoreError, match="the store is closed"):
+        filled.failures(1)
+
+
+def test_failures_are_still_read_a_page_at_a_time(db_path: Path, tmp_path: Path) -> None:
+    """The failures of a run with more of them than a page, in order, and each once."""
+    reg = Registry()
+    reg.domain("note", version=2, files="notes/*.json").add_step(1, lambda record: {"bad": {1, 2}})
+    home = tmp_path / "many"
+    (home / "notes").mkdir(parents=True)
+    for n in range(7):
+        (home / "notes" / f"{n}.json").write_text(json.dumps({"schema_version": 1}))
+    with Store(db_path, registry=reg) as store:
+        store.import_paths(home)
+        run = store.migrate(jobs=0).run_id
+        assert run is not None
+        pages = store.failures(run, batch=3)
+        assert [f["key"] for f in pages] == [f"notes/{n}.json" for n in range(7)]
