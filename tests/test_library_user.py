@@ -47,14 +47,19 @@ def filled(db_path: Path, registry: Registry, tmp_path: Path) -> Iterator[Store]
     ids=["too-long", "nul"],
 )
 @pytest.mark.parametrize("create", [True, False])
+@pytest.mark.parametrize("form", ["path", "uri", "url"])
 def test_a_store_path_the_system_refuses_is_a_store_error(
-    tmp_path: Path, name: str, reason: str, create: bool
+    tmp_path: Path, name: str, reason: str, create: bool, form: str
 ) -> None:
     """``Store(path)`` with a file name too long, or holding a NUL, raised the bare
-    OSError or ValueError of the file system, which ``except RecordStoreError`` let
-    through: a StoreError now, naming the path and the reason."""
+    OSError or ValueError of the file system (or of sqlite3), which ``except
+    RecordStoreError`` let through: a StoreError now, naming the path and the reason
+    (a SQLite URI's missing file too long a name is no store there)."""
+    target = {"path": str(tmp_path / name), "uri": f"file:{tmp_path / name}", "url": f"sqlite:///{tmp_path / name}"}[form]
+    if form == "uri" and name == TOO_LONG:
+        reason = "no store at" if not create else "cannot open the store file"
     with pytest.raises(StoreError, match=reason) as caught:
-        Store(tmp_path / name, create=create)
+        Store(target, create=create)
     assert "\x00" not in str(caught.value)
     assert list(tmp_path.iterdir()) == []
 

@@ -161,12 +161,12 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
         _track_uses(engine)
         return engine
     database = url.database or ""
+    if "\x00" in database:
+        # No file has such a name: os and sqlite3 say so with a ValueError, which no caller expects.
+        raise StoreError(f"{printable(database)}: a store path cannot hold a NUL character")
     memory = in_memory(url)
     if not memory and not database.startswith("file:"):
         path = Path(database)
-        if "\x00" in database:
-            # No file has such a name: os says so with a ValueError, which no caller expects.
-            raise StoreError(f"{printable(database)}: a store path cannot hold a NUL character")
         try:
             if path.is_dir():
                 raise StoreError(f"{path} is a directory, not a store file: name the file (such as {path / 'store.db'})")
@@ -185,7 +185,7 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
     elif not memory and not create:
         # A SQLite URI's file: SQLite would create it (its default mode is rwc).
         named = _uri_file(database)
-        if named is not None and not named.exists():
+        if named is not None and not os.path.exists(named):  # (False of a name too long, where pathlib raises)
             raise StoreError(f"no store at {named}: an import creates one (is the path right?)")
     if memory:
         engine = create_engine(url, poolclass=_InTurn, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
