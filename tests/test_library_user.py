@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, mypy_strict
-from recordstore import InputError, RecordStoreError, Registry, Store, StoreError, migrate_value
+from recordstore import InputError, RecordStoreError, Registry, RegistryError, Store, StoreError, migrate_value
 
 #: A file name longer than any file system takes (255 bytes at most): the system refuses it.
 TOO_LONG = "x" * 300
@@ -166,3 +166,25 @@ def test_failures_are_still_read_a_page_at_a_time(db_path: Path, tmp_path: Path)
         assert run is not None
         pages = store.failures(run, batch=3)
         assert [f["key"] for f in pages] == [f"notes/{n}.json" for n in range(7)]
+
+
+@pytest.mark.parametrize(
+    "source, said",
+    [
+        ("registry = 5\n", r": its module-level `registry` is 5, not a recordstore\.Registry$"),
+        (
+            "from recordstore import Registry\nregistry = Registry\n",
+            r": its module-level `registry` is the class Registry: make one, registry = Registry\(\)$",
+        ),
+        ("registry = None\n", r" has no module-level `registry` \(a recordstore\.Registry\)$"),
+        ("x = 1\n", r" has no module-level `registry` \(a recordstore\.Registry\)$"),
+    ],
+    ids=["int", "the-class", "None", "none"],
+)
+def test_a_registry_of_the_wrong_kind_is_said_to_be_one(tmp_path: Path, source: str, said: str) -> None:
+    """A registry file whose ``registry`` is not a Registry (``registry = Registry``,
+    the parentheses forgotten) was said to have no module-level ``registry`` at all,
+    sending the user to look for a name that is there: it says what it is now."""
+    (tmp_path / "mine.py").write_text(source)
+    with pytest.raises(RegistryError, match=r"^registry \S*mine\.py" + said):
+        Store(":memory:", registry=tmp_path / "mine.py")
