@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, StaticPool
 
 from .connections import configure_connection, default_db_path, is_url
-from .errors import BusyError, StoreError
+from .errors import BusyError, StoreError, printable
 
 __all__ = [
     "background_checkpoints",
@@ -161,25 +161,31 @@ def open_engine(target: str | os.PathLike[str], *, create: bool = True) -> Engin
         _track_uses(engine)
         return engine
     database = url.database or ""
+    if "\x00" in database:
+        # No file has such a name: os and sqlite3 say so with a ValueError, which no caller expects.
+        raise StoreError(f"{printable(database)}: a store path cannot hold a NUL character")
     memory = in_memory(url)
     if not memory and not database.startswith("file:"):
         path = Path(database)
-        if path.is_dir():
-            raise StoreError(f"{path} is a directory, not a store file: name the file (such as {path / 'store.db'})")
-        if create:
-            try:
-                _create_private_file(path)
-            except OSError as exc:
-                raise StoreError(f"cannot create store {path}: {exc.strerror or exc}") from exc
-        elif not path.exists():
-            raise StoreError(f"no store at {path}: an import creates one (is the path right?)")
-        elif _empty(path) and _empty(Path(f"{path}-wal")):
-            # SQLite would take it for a new database, and this command would make it a store.
-            raise StoreError(f"no store at {path}: the file is empty; an import makes it a store (is the path right?)")
+        try:
+            if path.is_dir():
+                raise StoreError(f"{path} is a directory, not a store file: name the file (such as {path / 'store.db'})")
+            if create:
+                try:
+                    _create_private_file(path)
+                except OSError as exc:
+                    raise StoreError(f"cannot create store {path}: {exc.strerror or exc}") from exc
+            elif not path.exists():
+                raise StoreError(f"no store at {path}: an import creates one (is the path right?)")
+            elif _empty(path) and _empty(Path(f"{path}-wal")):
+                # SQLite would take it for a new database, and this command would make it a store.
+                raise StoreError(f"no store at {path}: the file is empty; an import makes it a store (is the path right?)")
+        except OSError as exc:  # a name too long, say: pathlib's checks pass on only "no such file"
+            raise StoreError(f"cannot open store {path}: {exc.strerror or exc}") from exc
     elif not memory and not create:
         # A SQLite URI's file: SQLite would create it (its default mode is rwc).
         named = _uri_file(database)
-        if named is not None and not named.exists():
+        if named is not None and not os.path.exists(named):  # (False of a name too long, where pathlib raises)
             raise StoreError(f"no store at {named}: an import creates one (is the path right?)")
     if memory:
         engine = create_engine(url, poolclass=_InTurn, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})

@@ -681,8 +681,10 @@ def export_records(
     try:
         writer = _Writer(out, overwrite, _store_mode(conn))
     except OSError as exc:  # nothing exported: the command's error, not one record's
-        reason = "it exists and is not a directory" if out.exists() and not out.is_dir() else exc.strerror or exc
-        doing = "write into" if out.is_dir() else "create"
+        # os.path's checks, not pathlib's: they say False of a name too long, where
+        # pathlib's raised OSError again, out of this handler.
+        reason = "it exists and is not a directory" if os.path.exists(out) and not os.path.isdir(out) else exc.strerror or exc
+        doing = "write into" if os.path.isdir(out) else "create"
         raise RecordStoreError(f"{out}: cannot {doing} the export directory: {reason}") from exc
     wanted = None if domains is None else list(domains)
     if progress is not None:

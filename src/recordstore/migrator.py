@@ -144,13 +144,18 @@ def migrate_value(domain: Domain, key: str, value: Any, version: int) -> dict[st
     step that failed, or the steps run when what they made is not JSON (a set, NaN), as
     ``store migrate`` fails that record; ``value`` must be the caller's own copy. As an
     import would, it refuses a version newer than the domain's current one
-    (:class:`NewerVersionError`: no step can bring it back) and one that is no version
-    (:class:`InputError`); a domain whose chain is broken is a :class:`RegistryError`.
+    (:class:`NewerVersionError`: no step can bring it back), one that is no version and a
+    ``value`` that is no JSON object (:class:`InputError`); a domain whose chain is broken is a :class:`RegistryError`.
     """
     checked("domain", domain, Domain, what="a Domain (as registry[name] gives it)", error=RegistryError)
     domain.validate()
+    checked("key", key, str, what="a string (the record's key, which errors name)")
     if type(version) is not int or version < 1:
         raise InputError(key, f"{domain.version_field} must be a positive integer, not {version!r}")
+    if not isinstance(value, dict):
+        # As an import refuses it. At the current version no step would run to notice,
+        # and the list (say) came back as "the migrated dict".
+        raise InputError(key, f"a record must be a JSON object (a dict), not {type(value).__name__}")
     if version > domain.version:
         raise NewerVersionError(
             key,

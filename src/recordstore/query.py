@@ -519,8 +519,9 @@ class Query:
         return list(self)
 
     def first(self) -> Record | None:
-        """The first record matched, or ``None``."""
-        for record in self.limit(1):
+        """The first record matched (within ``offset`` and ``limit``), or ``None``."""
+        # limit(1) of a query limited to 0 records would be a page of one.
+        for record in self.limit(1 if self._limit is None else min(1, self._limit)):
             return record
         return None
 

@@ -565,7 +565,14 @@ def load_registry(spec: str | os.PathLike[str] | None = None) -> Registry:
             raise RegistryError(
                 f"registry {text} is a directory with no __init__.py, not a module: give the .py file that defines `registry`"
             )
-        raise RegistryError(f"registry {text} has no module-level `registry` (a recordstore.Registry)")
+        if registry is None:
+            raise RegistryError(f"registry {text} has no module-level `registry` (a recordstore.Registry)")
+        # It has one, of another kind: "has none" sent the user looking for a name that is there.
+        if registry is Registry:
+            raise RegistryError(f"registry {text}: its module-level `registry` is the class Registry: make one, registry = Registry()")
+        raise RegistryError(
+            f"registry {text}: its module-level `registry` is {one_line(reprlib.repr(registry))}, not a recordstore.Registry"
+        )
     return registry.validate()
 
 

@@ -295,6 +295,8 @@ class Store:
         checked("out", out, (str, os.PathLike), what="a path (str or os.PathLike)")
         if not os.fspath(out).strip():
             raise ExportError(repr(os.fspath(out)), "the export directory's path is empty (an unset setting?)")
+        if "\x00" in os.fspath(out):  # (os would raise ValueError, as no file may have such a name)
+            raise ExportError(printable(os.fspath(out)), "the export directory's path cannot hold a NUL character")
         domains = _names(domains)
         for name in domains or ():
             self.registry[name]
@@ -352,9 +354,15 @@ class Store:
     def failures(self, run: int, *, batch: int = 1000) -> Iterator[dict[str, Any]]:
         """The failures of ``run`` (each as in :meth:`history`), in order, read ``batch``
         at a time: a run with 100,000 failures is gone through without holding them all
-        (``history(run)`` holds them all). An unknown run is a :class:`RecordStoreError`."""
+        (``history(run)`` holds them all). An unknown run is a :class:`RecordStoreError`,
+        raised by this call, not at the first failure asked for."""
         checked("batch", batch, int, least=1, most=INT_MAX)
         self.history(run, failure_limit=0)  # an unknown run, refused before the first page
+        # The pages from a generator of their own: were this method one, the checks above
+        # would wait for the first next(), past the caller's try around the call.
+        return self._failure_pages(run, batch)
+
+    def _failure_pages(self, run: int, batch: int) -> Iterator[dict[str, Any]]:
         after = -1
         while True:
             with translate_errors(), self.engine.connect() as conn, conn.begin():
