@@ -126,6 +126,22 @@ def test_the_readme_library_quickstart_type_checks(tmp_path: Path) -> None:
     assert said.startswith("Success"), said
 
 
+def test_an_import_s_run_number_is_a_run_number_to_the_type_checker(tmp_path: Path) -> None:
+    """``ImportResult.run_id`` was typed ``int | None``, though an import always has a
+    run: ``store.history(store.import_paths(home).run_id)`` failed ``mypy --strict``."""
+    program = """
+from recordstore import Store
+
+with Store("s.db") as store:
+    done = store.import_paths("home")
+    for run in store.history(done.run_id):
+        print(run.kind, run.counts)
+    print(list(store.failures(done.run_id)))
+"""
+    said = mypy_strict(tmp_path, "import_run", program)
+    assert said.startswith("Success"), said
+
+
 @pytest.mark.parametrize(
     "args, kwargs, said",
     [

@@ -63,7 +63,7 @@ class DomainCounts:
 class ImportResult:
     """The outcome of :meth:`Store.import_paths`."""
 
-    run_id: int | None
+    run_id: int
     domains: dict[str, DomainCounts] = field(default_factory=dict)
     files: int = 0
     skipped: int = 0

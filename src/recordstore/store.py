@@ -250,7 +250,6 @@ class Store:
         forced = self.registry[domain] if domain is not None else None
         _progress(progress)
         checked("jobs", jobs, int, least=0, optional=True)
-        result = ImportResult(run_id=None)
         walk_problems: list[InputError] = []  # missing paths, unreadable directories
         found = discover(paths, self.registry, forced, walk_problems)
         # Counting the files first is what a progress bar needs; without one, stream.
@@ -259,7 +258,7 @@ class Store:
             progress.start(len(candidates), "import")  # type: ignore[arg-type]
         options = {"paths": [str(p) for p in paths], "domain": domain}
         with self._held_run("import", options=options) as run:
-            result.run_id = run.run_id
+            result = ImportResult(run.run_id)
             with translate_errors(), run.engine.connect() as conn:
                 importer = Importer(conn.execution_options(sqlite_begin="IMMEDIATE"), run.run_id, result)
                 try:
