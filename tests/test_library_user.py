@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, mypy_strict
+from conftest import EXAMPLE_HOME, ROOT, mypy_strict
 from recordstore import InputError, RecordStoreError, Registry, RegistryError, Store, StoreError, migrate_value
 
 #: A file name longer than any file system takes (255 bytes at most): the system refuses it.
@@ -124,6 +124,17 @@ def test_the_readme_library_quickstart_type_checks(tmp_path: Path) -> None:
     assert found is not None
     said = mypy_strict(tmp_path, "quickstart", found.group(1))
     assert said.startswith("Success"), said
+
+
+def test_an_import_path_the_system_refuses_is_one_problem_and_the_rest_goes_in(tmp_path: Path) -> None:
+    """A path given to import whose name is too long for the system raised OSError out
+    of import_paths (the CLI: exit 3, nothing imported, beside a home that was fine); it
+    is now one problem naming it, as a path that does not exist is."""
+    too_long = str(tmp_path / ("x" * 300))
+    with Store(tmp_path / "s.db") as store:
+        done = store.import_paths([too_long, EXAMPLE_HOME])
+        assert [str(p) for p in done.problems] == [f"{too_long}: file name too long"]
+        assert done.files > 20 and store.query("task").count() == 3
 
 
 def test_an_import_s_run_number_is_a_run_number_to_the_type_checker(tmp_path: Path) -> None:

@@ -67,11 +67,13 @@ def discover(
     that is also below a given directory, under the same key, is read once.
     """
     given_paths = list(paths)
-    homes = [Path(raw) for raw in given_paths if Path(raw).is_dir()]
+    # (os.path's tests: pathlib's raise OSError for a name too long, say, where these
+    # say False, and the path is then reported below as one that cannot be read.)
+    homes = [Path(raw) for raw in given_paths if os.path.isdir(raw)]
     lone: dict[str, str] = {}  # the key of each file given by itself: its real path
     # The keys of the files given by themselves, and of those keys, the real paths read
     # by themselves and below a directory: a file given both ways is read once.
-    lone_keys = {_lone(Path(raw), registry, domain).relpath for raw in given_paths if Path(raw).is_file()}
+    lone_keys = {_lone(Path(raw), registry, domain).relpath for raw in given_paths if os.path.isfile(raw)}
     read_alone: dict[str, str] = {}
     read_below: dict[str, str] = {}
     seen: set[str] = set()
@@ -81,7 +83,7 @@ def discover(
         if given in seen:
             continue
         seen.add(given)
-        if root.is_dir():
+        if os.path.isdir(root):
             top = os.fspath(root)
             cut = len(top.rstrip(os.sep)) + 1
             match = registry.match if domain is None else _forced(domain)
@@ -105,9 +107,12 @@ def discover(
                         read_below.setdefault(rel, real)
                     yield Candidate(base + name, rel, found)
             continue
-        if not (root.exists() or root.is_symlink()):
+        try:
+            os.lstat(root)
+        except (OSError, ValueError) as exc:  # (ValueError: a NUL in it)
             if problems is not None:
-                problems.append(InputError(display_path(str(raw)), "no such file or directory"))
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no such file or directory"
+                problems.append(InputError(display_path(str(raw)), reason[:1].lower() + reason[1:]))
             continue
         cand = _lone(root, registry, domain)
         other = _keyed_alike(cand, lone, homes)
