@@ -7,11 +7,12 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import EXAMPLE_HOME, ROOT, mypy_strict
-from recordstore import InputError, RecordStoreError, Registry, RegistryError, Store, StoreError, migrate_value
+from recordstore import InputError, RecordStoreError, Registry, RegistryError, Store, StoreError, load_registry, migrate_value
 
 #: A file name longer than any file system takes (255 bytes at most): the system refuses it.
 TOO_LONG = "x" * 300
@@ -135,6 +136,28 @@ def test_an_import_path_the_system_refuses_is_one_problem_and_the_rest_goes_in(t
         done = store.import_paths([too_long, EXAMPLE_HOME])
         assert [str(p) for p in done.problems] == [f"{too_long}: file name too long"]
         assert done.files > 20 and store.query("task").count() == 3
+
+
+def test_a_domain_the_registry_dropped_still_names_its_records(tmp_path: Path, cli: Any) -> None:
+    """Records of a domain the registry no longer declares stay in the store (status
+    lists them), but query, get, export and restore refused the name ("unknown
+    domain"): they could not be read or written back. A name neither the registry nor
+    the store knows is still refused."""
+    cli("import", EXAMPLE_HOME)
+    (tmp_path / "sessions_only.py").write_text(
+        "from recordstore import Registry\nregistry = Registry()\nregistry.domain('session', version=1, files=['sessions/*.json'])\n"
+    )
+    with Store(cli.db, registry=load_registry(tmp_path / "sessions_only.py")) as store:
+        tasks = store.query("task").all()
+        assert len(tasks) == 3 and store.get("task", tasks[0].key) == tasks[0]
+        done = store.export_to(tmp_path / "out", domains=["task"])
+        assert done.ok and sorted(p.name for p in (tmp_path / "out").rglob("*.json")) == sorted(
+            Path(t.source).name for t in tasks
+        )
+        with pytest.raises(RegistryError, match="unknown domain 'nosuch'"):
+            store.query("nosuch")
+    res = cli("query", "task", registry=str(tmp_path / "sessions_only.py"))
+    assert res.exit_code == 0 and len(res.stdout.splitlines()) == 3
 
 
 def test_an_import_s_run_number_is_a_run_number_to_the_type_checker(tmp_path: Path) -> None:

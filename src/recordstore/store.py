@@ -298,7 +298,7 @@ class Store:
             raise ExportError(printable(os.fspath(out)), "the export directory's path cannot hold a NUL character")
         domains = _names(domains)
         for name in domains or ():
-            self.registry[name]
+            self._named_domain(name)
         checked("overwrite", overwrite, bool)
         _progress(progress)
         with translate_errors(), self.engine.connect() as conn, conn.begin():
@@ -324,9 +324,21 @@ class Store:
     def query(self, domain: str | None = None) -> Query:
         """A query over ``domain``'s records (all domains when ``None``)."""
         _domain(domain)
-        if domain is not None and domain not in self.registry.domains:
-            self.registry[domain]
+        if domain is not None:
+            self._named_domain(domain)
         return Query(self.engine, domain)
+
+    def _named_domain(self, name: str) -> None:
+        """Refuse a domain that neither the registry nor the store knows. One the
+        registry no longer declares still names the records the store keeps of it,
+        which a query, an export or a restore may want (status lists them)."""
+        if name in self.registry.domains:
+            return
+        with translate_errors(), self.engine.connect() as conn:
+            held = conn.execute(select(records.c.id).where(records.c.domain == name).limit(1)).first()
+            held = held or conn.execute(select(files.c.id).where(files.c.domain == name).limit(1)).first()
+        if held is None:
+            self.registry[name]  # unknown: said so, with the names it knows
 
     def get(self, domain: str, key: str) -> Record | None:
         """The record of ``domain`` with ``key`` (its file's path, then ``:LINE`` or
@@ -465,7 +477,7 @@ class Store:
             if kind in _UNDOABLE_ELSEWISE:
                 raise RecordStoreError(f"run {run} is {_UNDOABLE_ELSEWISE[kind]}")
         if domain is not None:
-            self.registry[domain]
+            self._named_domain(domain)
         self._refuse_a_restore_of_nothing(run, domain, key)
         options = {"run": run, "domain": domain, "key": key, "force": force}
         with self._held_run("restore", options=options) as handle:
