@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
