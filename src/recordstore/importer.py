@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, Select, func, insert, literal, select, update
 
 from . import jsoncodec, parsing, workers
 from .connections import INT_MAX
@@ -857,6 +857,20 @@ def backup_rows(conn: Connection, record_ids: list[int], run_id: int, reason: st
         return
     mark = placeholder(conn)
     sql_text(conn, _BACKUP.format(mark=mark) + f"id = {mark}", [(run_id, reason, rid) for rid in record_ids])
+
+
+def backup_selected(conn: Connection, record_ids: Select[Any], run_id: int, reason: str) -> None:
+    """Copy the current rows of the records whose ids ``record_ids`` selects into
+    ``backups``, exactly as they are, in one statement: none of them read into memory."""
+    conn.execute(
+        insert(backups).from_select(
+            ["run_id", "record_id", "domain", "key", "version", "payload", "file_id", "position", "origin_run_id", "reason"],
+            select(
+                literal(run_id), records.c.id, records.c.domain, records.c.key, records.c.version, records.c.payload,
+                records.c.file_id, records.c.position, records.c.run_id, literal(reason),
+            ).where(records.c.id.in_(record_ids)),
+        )
+    )
 
 
 #: The columns of a file's row that say how export writes it (see ``file_backups``).

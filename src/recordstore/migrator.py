@@ -13,12 +13,36 @@ import dataclasses
 import inspect
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, bindparam, false, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
+    union,
+    update,
+)
 
 from . import jsoncodec, workers
 from .engine import (
@@ -40,11 +64,12 @@ from .errors import (
     describe,
     one_line,
 )
-from .importer import LAYOUT, as_text, backup_file_layout, backup_rows, backup_span
+from .importer import LAYOUT, as_text, backup_file_layout, backup_rows, backup_selected, backup_span
 from .parsing import indent_of
+from .query import key_slots
 from .registry import Domain, Registry, Step
 from .runs import RunHandle, check_interrupt, ctrl_c_may_have_raised
-from .tables import backups, file_backups, files, records, refused
+from .tables import backups, file_backups, files, records, refused, runs
 
 __all__ = ["MigrationResult", "RestoreResult", "migrate_records", "migrate_value", "restore_records"]
 
@@ -731,26 +756,88 @@ RESTORE_BATCH = 500
 INSERTED = "inserted"
 
 
-#: A backup's columns but its payload (see _chosen_backups).
+#: A backup's columns but its payload (see _as_left_by).
 _BUT_PAYLOAD = [c for c in backups.c if c.name != "payload"]
 
 #: Whether a record's payload is its backup's, compared by SQLite (with records and
 #: backups joined): neither is read into memory.
 _SAME_PAYLOAD = (records.c.payload == backups.c.payload).label("same_payload")
 
+#: A restore's plan, in temporary tables of its own connection (dropped before it
+#: commits; a rollback drops them too): the backups it chose, with what its checks found,
+#: kept by SQLite and never in memory. Held in lists, they took 1.2 kB a record (a
+#: restore of a migration of 1,000,000 records: 1.2 GB), and each check went over them.
+_plan_tables = MetaData()
 
-def _chosen_backups(conn: Connection, run_id: int | None, domain: str | None, key: str | None) -> list[Any]:
-    """One backup per record: the oldest of ``run_id`` (the row before that run), or the
-    latest one of each record of ``domain``/``key`` that a restore did not write (so
-    restoring a record twice puts back the same row; a restore is undone by its run).
-    Without their payloads, which are read a batch at a time as they are written: a
-    restore of a migration of 100,000 sessions of 4 kB held them all, twice (1 GB)."""
-    if run_id is not None:
-        pick = select(func.min(backups.c.id).label("bid")).group_by(backups.c.record_id)
-    else:
-        pick = select(func.max(backups.c.id).label("bid")).group_by(backups.c.record_id)
-    sub = pick.where(*backup_filter(run_id, domain, key)).subquery()
-    return list(conn.execute(select(*_BUT_PAYLOAD).join(sub, sub.c.bid == backups.c.id).order_by(backups.c.id)))
+#: One row per chosen backup, ``seq`` in backup order.
+_plan = Table(
+    "restore_plan",
+    _plan_tables,
+    Column("seq", Integer, primary_key=True),
+    Column("bid", Integer, nullable=False),
+    Column("record_id", Integer, nullable=False),
+    Column("file_id", Integer, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("inserted", Integer, nullable=False),  # the backup's reason is INSERTED
+    Column("present", Integer, nullable=False),  # its record is there,
+    Column("moved", Integer, nullable=False),  # at another place than the backup's,
+    Column("holds", Integer, nullable=False),  # or holding the backup's row already
+    Column("now_run", Integer),  # the run that wrote the record as it is
+    # A record that is gone: the record (its id) or refused text that holds its place now.
+    Column("held_rid", Integer),
+    Column("held_text", Integer, nullable=False, server_default="0"),
+    Index("ix_restore_plan_slot", "file_id", "position"),
+    prefixes=["TEMPORARY"],
+)
+
+#: The records the restore removes: those the run being undone added (``added``), or
+#: that the restore being undone put back; ``seq`` in the order they are counted.
+_leaving = Table(
+    "restore_leaving",
+    _plan_tables,
+    Column("seq", Integer, primary_key=True),
+    Column("record_id", Integer, nullable=False),
+    Column("domain", String(255), nullable=False),
+    Column("file_id", Integer, nullable=False),
+    Column("added", Integer, nullable=False),
+    Column("now_run", Integer),
+    Index("ix_restore_leaving_record", "record_id", unique=True),
+    prefixes=["TEMPORARY"],
+)
+
+#: Rows a restore's checks read at a time.
+PLAN_PAGE = 500
+
+
+def _flag(cond: Any) -> Any:
+    """``cond`` as 1 or 0 (NULL: 0), for an integer column whatever the database."""
+    return case((cond, 1), else_=0)
+
+
+def _chosen_backups(conn: Connection, run_id: int | None, domain: str | None, key: str | None) -> None:
+    """Plan one backup per record: the oldest of ``run_id`` (the row before that run), or
+    the latest one of each record of ``domain``/``key`` that a restore did not write (so
+    restoring a record twice puts back the same row; a restore is undone by its run);
+    with what its record holds now, payloads compared by SQLite. One statement: neither
+    the backups nor the records are read into memory (their payloads are read a batch at
+    a time as they are written)."""
+    pick = func.min(backups.c.id) if run_id is not None else func.max(backups.c.id)
+    sub = select(pick.label("bid")).where(*backup_filter(run_id, domain, key)).group_by(backups.c.record_id).subquery()
+    present = records.c.id.is_not(None)
+    same_place = and_(records.c.file_id == backups.c.file_id, records.c.position == backups.c.position)
+    same_row = [getattr(records.c, c) == getattr(backups.c, c) for c in ("domain", "key", "version", "payload")]
+    conn.execute(
+        insert(_plan).from_select(
+            ["bid", "record_id", "file_id", "position", "inserted", "present", "moved", "holds", "now_run"],
+            select(
+                backups.c.id, backups.c.record_id, backups.c.file_id, backups.c.position, _flag(backups.c.reason == INSERTED),
+                _flag(present), _flag(and_(present, not_(same_place))), _flag(and_(present, same_place, *same_row)),
+                records.c.run_id,
+            )
+            .select_from(backups.join(sub, sub.c.bid == backups.c.id).outerjoin(records, records.c.id == backups.c.record_id))
+            .order_by(backups.c.id),
+        )
+    )
 
 
 def backup_filter(run_id: int | None, domain: str | None, key: str | None) -> list[Any]:
@@ -760,9 +847,21 @@ def backup_filter(run_id: int | None, domain: str | None, key: str | None) -> li
     found: list[Any] = [backups.c.reason.not_in(("restore", INSERTED))]
     if domain is not None:
         found.append(backups.c.domain == domain)
-    if key is not None:
+    if key is not None and not jsoncodec.is_utf8(key):
         # A file name that is not UTF-8 cannot be bound, and the store keeps none.
-        found.append(backups.c.key == key if jsoncodec.is_utf8(key) else false())
+        found.append(false())
+    elif key is not None:
+        # Looked up at the places its record can hold in the files it can be in, as
+        # Store.get finds a record (the backups' (file_id, position) index): the key's own
+        # column has no index, and reading every backup took 0.45 s a million.
+        places = [
+            and_(
+                backups.c.file_id.in_(select(files.c.id).where(files.c.path == path)),
+                *([] if last is None else [backups.c.position <= last]),
+            )
+            for path, last in sorted(key_slots(key).items())
+        ]
+        found += [backups.c.key == key, or_(*places)]
     return found
 
 
@@ -773,44 +872,61 @@ def _conflict(from_run: int | None, keys: list[tuple[str, str]], what: str, hint
     return RestoreConflictError(f"refusing to restore{run}: {len(keys)} record(s) {what} ({shown}{more}); {hint}", keys=keys)
 
 
-def _slots_held(conn: Connection, slots: list[tuple[int, int]]) -> tuple[dict[tuple[int, int], int], set[tuple[int, int]]]:
-    """Of ``slots`` (file id, position): the ones a record holds (with its id), and the
-    ones a refused text holds."""
-    by_record: dict[tuple[int, int], int] = {}
-    by_text: set[tuple[int, int]] = set()
-    for start in range(0, len(slots), 400):
-        part = slots[start : start + 400]
-        for rid, file_id, position in conn.execute(
-            select(records.c.id, records.c.file_id, records.c.position).where(
-                tuple_(records.c.file_id, records.c.position).in_(part)
-            )
-        ):
-            by_record[(file_id, position)] = rid
-        for file_id, position in conn.execute(
-            select(refused.c.file_id, refused.c.position).where(tuple_(refused.c.file_id, refused.c.position).in_(part))
-        ):
-            by_text.add((file_id, position))
-    return by_record, by_text
+def _planned(conn: Connection, *where: Any) -> list[tuple[str, str]]:
+    """The domain and key of the planned backups ``where`` picks, in backup order (the
+    records a conflict names)."""
+    found = conn.execute(
+        select(backups.c.domain, backups.c.key)
+        .select_from(_plan.join(backups, backups.c.id == _plan.c.bid))
+        .where(*where)
+        .order_by(_plan.c.seq)
+    )
+    return [(d, k) for d, k in found]
 
 
-def _removed_after(conn: Connection, run_id: int, record_ids: list[int]) -> set[int]:
-    """Of ``record_ids`` (records that are gone), those a run after ``run_id`` removed."""
-    found: set[int] = set()
-    for start in range(0, len(record_ids), 500):
-        found.update(
-            conn.execute(
-                select(backups.c.record_id).where(
-                    backups.c.record_id.in_(record_ids[start : start + 500]), backups.c.run_id > run_id
-                )
-            ).scalars()
+def _pages(conn: Connection, query: Select[Any], mark: Any) -> Iterator[list[Any]]:
+    """The rows of ``query`` (which selects ``mark`` labelled ``mark``), PLAN_PAGE at a
+    time in ``mark``'s order, each page read from where the last one ended."""
+    last = None
+    while True:
+        page = query if last is None else query.where(mark > last)
+        rows = list(conn.execute(page.order_by(mark).limit(PLAN_PAGE)))
+        if not rows:
+            return
+        yield rows
+        last = rows[-1].mark
+
+
+def _changed_again(conn: Connection, from_run: int) -> Iterator[list[Any]]:
+    """The records run ``from_run`` wrote (or added) that a later run wrote since: those
+    of the planned backups but the records already back to theirs (a restore of this run
+    that was killed after its commit, before its run was marked finished), then those the
+    restore being undone put back, then those the run added; a page at a time."""
+    now = (records.c.id, records.c.domain, records.c.key, records.c.version, records.c.file_id, records.c.position)
+    for inserted in (0, 1):
+        yield from _pages(
+            conn,
+            select(*now, _plan.c.seq.label("mark"))
+            .select_from(_plan.join(records, records.c.id == _plan.c.record_id))
+            .where(
+                _plan.c.present == 1, _plan.c.inserted == inserted, _plan.c.now_run.is_distinct_from(from_run),
+                *([] if inserted else [_plan.c.holds == 0]),
+            ),
+            _plan.c.seq,
         )
-    return found
+    yield from _pages(
+        conn,
+        select(*now, _leaving.c.seq.label("mark"))
+        .select_from(_leaving.join(records, records.c.id == _leaving.c.record_id))
+        .where(_leaving.c.added == 1, _leaving.c.now_run.is_distinct_from(from_run)),
+        _leaving.c.seq,
+    )
 
 
-def _added_by(conn: Connection, run_id: int) -> list[Any]:
-    """The records run ``run_id`` added (an import's new records, which have no backup of
-    that run) that are still there: written last by that run, or by a later one whose
-    backup shows the row that run wrote (unless pruned since)."""
+def _added_by(conn: Connection, run_id: int) -> None:
+    """Plan the removal of the records run ``run_id`` added (an import's new records,
+    which have no backup of that run) that are still there: written last by that run, or
+    by a later one whose backup shows the row that run wrote (unless pruned since)."""
     first_origin = (
         select(backups.c.origin_run_id).where(backups.c.record_id == records.c.id).order_by(backups.c.id).limit(1)
     ).scalar_subquery()
@@ -818,14 +934,12 @@ def _added_by(conn: Connection, run_id: int) -> list[Any]:
     # every backup of the run for each (its run_id index), which made a restore of a
     # migration quadratic (10,000 records: 5.6 s; 200,000: about 35 minutes).
     backed_up = records.c.id.in_(select(backups.c.record_id).where(backups.c.run_id == run_id))
-    return list(
-        conn.execute(
-            select(
-                records.c.id, records.c.domain, records.c.key, records.c.version, records.c.run_id, records.c.file_id,
-                records.c.position,
-            )
+    conn.execute(
+        insert(_leaving).from_select(
+            ["record_id", "domain", "file_id", "added", "now_run"],
+            select(records.c.id, records.c.domain, records.c.file_id, literal(1), records.c.run_id)
             .where(or_(records.c.run_id == run_id, first_origin == run_id), ~backed_up)
-            .order_by(records.c.id)
+            .order_by(records.c.id),
         )
     )
 
@@ -856,20 +970,9 @@ def _already_restored(row: Any, backup: Any, same_payload: Any) -> bool:
     )
 
 
-def _holds(now: Any, backup: Any) -> bool:
-    """Whether the record ``now`` (read with the backup it was chosen for, and whether it
-    holds its payload) holds that backup's row."""
-    return _already_restored(now, backup, now.same_payload)
-
-
-def _payloads(conn: Connection, chosen: list[Any]) -> dict[int, str]:
-    """The payloads of ``chosen`` backups (a batch), by backup id."""
-    return dict(conn.execute(select(backups.c.id, backups.c.payload).where(backups.c.id.in_([b.id for b in chosen]))).all())
-
-
-def _column(backup: Any, name: str, payloads: dict[int, str]) -> Any:
-    """A column of a chosen backup; its payload from ``payloads``, by backup id."""
-    return payloads[backup.id] if name == "payload" else getattr(backup, name)
+def _counted(conn: Connection, domain: Any, query: Select[Any], first: Any) -> dict[str, int]:
+    """Records by domain, the domains in the order their first record comes (``first``)."""
+    return {name: int(n) for name, n in conn.execute(query.add_columns(domain, func.count()).group_by(domain).order_by(func.min(first)))}
 
 
 def restore_records(
@@ -884,160 +987,164 @@ def restore_records(
     result = RestoreResult(run_id=run.run_id)
     # IMMEDIATE: it reads the backups, then writes (see migrate_records)
     with translate_errors(), engine.connect() as conn, conn.execution_options(sqlite_begin="IMMEDIATE").begin():
-        chosen = _chosen_backups(conn, from_run, domain, key)
-        current = {}
-        # Each chosen backup's record, if it is there (with whether it holds that backup's
-        # payload: see _already_restored).
-        bids = [b.id for b in chosen]
-        for start in range(0, len(bids), 500):
-            for row in conn.execute(
-                select(
-                    records.c.id, records.c.run_id, records.c.key, records.c.domain, records.c.version,
-                    records.c.file_id, records.c.position, _SAME_PAYLOAD,
-                )
-                .join(backups, backups.c.record_id == records.c.id)
-                .where(backups.c.id.in_(bids[start : start + 500]))
-            ):
-                current[row.id] = row
+        _plan.create(conn)
+        _leaving.create(conn)
+        _chosen_backups(conn, from_run, domain, key)
         # A record never leaves its place in its file: one found elsewhere under a backed
         # up id is another record, which took the id of the one removed (a store written
         # before ids were kept from being reused). Restoring over it would lose it.
-        moved = [
-            b
-            for b in chosen
-            if (now := current.get(b.record_id)) is not None and (now.file_id, now.position) != (b.file_id, b.position)
-        ]
+        moved = _planned(conn, _plan.c.moved == 1)
         if moved:
             raise _conflict(
                 from_run,
-                [(b.domain, b.key) for b in moved],
+                moved,
                 "have their id taken by another record, in a store written before ids were kept",
                 "their backups can be read in the backups table",
             )
         # Records the restore being undone put back: removed again (if still there).
-        put_back = [b for b in chosen if b.reason == INSERTED and b.record_id in current]
-        chosen = [b for b in chosen if b.reason != INSERTED]
+        conn.execute(
+            insert(_leaving).from_select(
+                ["record_id", "domain", "file_id", "added", "now_run"],
+                select(_plan.c.record_id, backups.c.domain, backups.c.file_id, literal(0), _plan.c.now_run)
+                .select_from(_plan.join(backups, backups.c.id == _plan.c.bid))
+                .where(_plan.c.inserted == 1, _plan.c.present == 1)
+                .order_by(_plan.c.seq),
+            )
+        )
         # Records the run added (an import's new ones): removed, as the run had not been.
-        added = _added_by(conn, from_run) if from_run is not None else []
+        # Only an import adds records it backs up nothing of: a migration backs up every
+        # record it writes, and finding none would read every record (records.run_id has
+        # no index: restoring a migration of one record in a store of 1,000,000 took 1.0 s).
+        if from_run is not None and conn.execute(select(runs.c.kind).where(runs.c.id == from_run)).scalar() != "migrate":
+            _added_by(conn, from_run)
         if from_run is not None and not force:
             # A record already back to its backup (a restore of this run that was killed
             # after its commit, before its run was marked finished) is no conflict.
-            changed = [
-                current[b.record_id]
-                for b in chosen + put_back
-                if b.record_id in current
-                and current[b.record_id].run_id != from_run
-                and (b.reason == INSERTED or not _holds(current[b.record_id], b))
-            ]
             # Undoing runs newest first: a record a later run changed, which the restore
             # of that run put back as this run left it, is no conflict.
-            changed += [a for a in added if a.run_id != from_run]
-            changed_back = {row.id for row in _as_left_by(conn, from_run, changed)}
-            conflicts = [(row.domain, row.key) for row in changed if row.id not in changed_back]
+            conflicts = []
+            for rows in _changed_again(conn, from_run):
+                changed_back = {row.id for row in _as_left_by(conn, from_run, rows)}
+                conflicts += [(row.domain, row.key) for row in rows if row.id not in changed_back]
             if conflicts:
                 raise _conflict(from_run, conflicts, "were changed again by a later run", "pass --force, or force=True, to restore them anyway")
         # A record that holds its backup's row already has nothing to restore: the same
         # restore, killed after its commit before its run was marked finished, put it
         # back. Written again, it would be backed up a second time, as it already is.
-        chosen = [b for b in chosen if b.record_id not in current or not _holds(current[b.record_id], b)]
+        conn.execute(delete(_plan).where(or_(_plan.c.inserted == 1, _plan.c.holds == 1)))
         # A record that is gone goes back into its place in its file (its slot), which a
         # later import may have given to another record or to a refused text since.
-        gone = [b for b in chosen if b.record_id not in current]
+        gone = _plan.c.present == 0
         if from_run is not None and not force:
-            removed = _removed_after(conn, from_run, [b.record_id for b in gone])
+            later = backups.alias("later")
+            removed = _planned(
+                conn, gone, exists().where(later.c.record_id == _plan.c.record_id, later.c.run_id > from_run)
+            )
             if removed:
                 raise _conflict(
                     from_run,
-                    [(b.domain, b.key) for b in gone if b.record_id in removed],
+                    removed,
                     "were removed by a later run (their file no longer holds them)",
                     "pass --force, or force=True, to put them back anyway",
                 )
+        same = _plan.alias("same")
+        in_same_place = [same.c.file_id == _plan.c.file_id, same.c.position == _plan.c.position]
         if from_run is None:
             # Records that held one place one after the other: the latest backup of it.
-            latest = {(b.file_id, b.position): b for b in gone}  # (chosen is in backup order)
-            chosen = [b for b in chosen if b.record_id in current or latest[(b.file_id, b.position)] is b]
-            gone = list(latest.values())
-        slots = [(b.file_id, b.position) for b in gone]
-        held_by_record, held_by_text = _slots_held(conn, slots)
+            conn.execute(delete(_plan).where(gone, exists().where(same.c.present == 0, same.c.seq > _plan.c.seq, *in_same_place)))
         # Records this restore removes (an import's additions; records the restore being
         # undone put back) leave their places free for the records going back.
-        leaving = {a.id for a in added} | {b.record_id for b in put_back}
-        held_by_record = {slot: rid for slot, rid in held_by_record.items() if rid not in leaving}
-        taken = [b for b in gone if (b.file_id, b.position) in held_by_record or (b.file_id, b.position) in held_by_text]
-        if taken and not force:
+        holder = select(records.c.id).where(
+            records.c.file_id == _plan.c.file_id,
+            records.c.position == _plan.c.position,
+            records.c.id.not_in(select(_leaving.c.record_id)),
+        )
+        text = exists().where(refused.c.file_id == _plan.c.file_id, refused.c.position == _plan.c.position)
+        conn.execute(update(_plan).where(gone).values(held_rid=holder.scalar_subquery(), held_text=_flag(text)))
+        taken = [gone, or_(_plan.c.held_rid.is_not(None), _plan.c.held_text == 1)]
+        if not force and (held := _planned(conn, *taken)):
             raise _conflict(
                 from_run,
-                [(b.domain, b.key) for b in taken],
+                held,
                 "would go back into a place in their file that now holds another record or a refused text",
                 "pass --force, or force=True, to restore them anyway (a record there is backed up; a refused text is dropped, "
                 "and the next import reads it from the file again)",
             )
-        occupants = sorted({held_by_record[slot] for b in taken if (slot := (b.file_id, b.position)) in held_by_record})
-        present = [b.record_id for b in chosen if b.record_id in current]
-        if set(occupants) & set(present) or len(set(slots)) < len(slots):
+        # The record holding a place is to be restored itself (in its place: none moved),
+        # or two records go back into one place.
+        shared = select(_plan.c.seq).where(gone, _plan.c.held_rid.is_not(None), exists().where(same.c.present == 1, *in_same_place))
+        doubled = select(_plan.c.file_id).where(gone).group_by(_plan.c.file_id, _plan.c.position).having(func.count() > 1)
+        if conn.execute(shared.limit(1)).first() is not None or conn.execute(doubled.limit(1)).first() is not None:
             raise _conflict(
                 from_run,
-                [(b.domain, b.key) for b in taken or gone],
+                _planned(conn, *taken) or _planned(conn, gone),
                 "belong in the same place of their file as another record to restore",
                 "restore them one at a time, by domain and key",
             )
-        leaving_ids = [b.record_id for b in put_back] + [a.id for a in added]
-        backup_rows(conn, present + occupants + leaving_ids, run.run_id, "restore")
-        for start in range(0, len(occupants), 500):
-            part = occupants[start : start + 500]
-            for name, n in conn.execute(
-                select(records.c.domain, func.count()).where(records.c.id.in_(part)).group_by(records.c.domain)
-            ):
-                result.displaced[name] = result.displaced.get(name, 0) + int(n)
-            conn.execute(records.delete().where(records.c.id.in_(part)))
-        touched_files: set[int] = set()
-        for start in range(0, len(leaving_ids), 500):
-            conn.execute(records.delete().where(records.c.id.in_(leaving_ids[start : start + 500])))
-        for gone_now in [*put_back, *added]:
-            touched_files.add(gone_now.file_id)
-            result.removed[gone_now.domain] = result.removed.get(gone_now.domain, 0) + 1
-        columns = ("domain", "key", "version", "payload", "file_id", "position")
-        put = update(records).where(records.c.id == bindparam("b_id")).values({c: bindparam("b_" + c) for c in columns})
-        put = put.values(run_id=run.run_id)
-        for start in range(0, len(chosen), RESTORE_BATCH):
+        occupants = select(_plan.c.held_rid).where(_plan.c.held_rid.is_not(None))
+        leaving = select(_leaving.c.record_id)
+        for chosen in (select(_plan.c.record_id).where(_plan.c.present == 1), occupants, leaving):
+            backup_selected(conn, chosen, run.run_id, "restore")
+        result.displaced = _counted(conn, records.c.domain, select().where(records.c.id.in_(occupants)), records.c.id)
+        conn.execute(records.delete().where(records.c.id.in_(occupants)))
+        conn.execute(records.delete().where(records.c.id.in_(leaving)))
+        result.removed = _counted(conn, _leaving.c.domain, select(), _leaving.c.seq)
+        put = (
+            "UPDATE records SET domain = {m}, key = {m}, version = {m}, payload = {m}, file_id = {m}, position = {m}, "
+            "run_id = {m} WHERE id = {m}"
+        ).format(m=placeholder(conn))
+        back = (backups.c.domain, backups.c.key, backups.c.version, backups.c.payload, backups.c.file_id, backups.c.position)
+        planned = _plan.join(backups, backups.c.id == _plan.c.bid)
+        done = 0
+        while True:
             # One transaction, all or nothing: Ctrl-C between batches rolls it all back.
-            check_interrupt()
-            batch = chosen[start : start + RESTORE_BATCH]
-            # The payloads of this batch only (see _chosen_backups).
-            payloads = _payloads(conn, batch)
-            rows = [{"b_id": b.record_id, **{"b_" + c: _column(b, c, payloads) for c in columns}} for b in batch]
-            updated = [row for row, b in zip(rows, batch) if b.record_id in current]
-            if updated:
-                conn.execute(put, updated)
-            back = [b for b in batch if b.record_id not in current]
-            texts = [{"f": b.file_id, "p": b.position} for b in back if (b.file_id, b.position) in held_by_text]
-            if texts:
-                conn.execute(refused.delete().where(refused.c.file_id == bindparam("f"), refused.c.position == bindparam("p")), texts)
-            if back:
-                conn.execute(
-                    insert(records),
-                    [{"id": b.record_id, "run_id": run.run_id, **{c: _column(b, c, payloads) for c in columns}} for b in back],
+            upto = conn.execute(
+                select(func.max(_plan.c.seq)).where(
+                    _plan.c.seq.in_(select(_plan.c.seq).where(_plan.c.seq > done).order_by(_plan.c.seq).limit(RESTORE_BATCH))
                 )
-                backup_rows(conn, [b.record_id for b in back], run.run_id, INSERTED)  # so this restore can be undone
-            for b in batch:
-                touched_files.add(b.file_id)
-                result.restored[b.domain] = result.restored.get(b.domain, 0) + 1
+            ).scalar()
+            if upto is None:
+                break
+            check_interrupt()
+            batch = [_plan.c.seq > done, _plan.c.seq <= upto]
+            # The payloads of this batch only, for the records that are there.
+            there = conn.execute(select(*back, literal(run.run_id), _plan.c.record_id).select_from(planned).where(*batch, _plan.c.present == 1))
+            updates = [tuple(row) for row in there]
+            if updates:
+                conn.exec_driver_sql(put, updates)
+            del updates
+            texts = conn.execute(select(_plan.c.file_id, _plan.c.position).where(*batch, gone, _plan.c.held_text == 1)).all()
+            if texts:
+                conn.execute(
+                    refused.delete().where(refused.c.file_id == bindparam("f"), refused.c.position == bindparam("p")),
+                    [{"f": f, "p": p} for f, p in texts],
+                )
+            conn.execute(
+                insert(records).from_select(
+                    ["domain", "key", "version", "payload", "file_id", "position", "run_id", "id"],
+                    select(*back, literal(run.run_id), _plan.c.record_id).select_from(planned).where(*batch, gone).order_by(_plan.c.seq),
+                )
+            )
+            # so this restore can be undone
+            backup_selected(conn, select(_plan.c.record_id).where(*batch, gone), run.run_id, INSERTED)
+            done = upto
+        result.restored = _counted(conn, backups.c.domain, select().select_from(planned), _plan.c.seq)
+        touched = [select(_plan.c.file_id), select(_leaving.c.file_id)]
         if from_run is not None:
             # The files the run gave another layout (an import: an object become an array,
             # a last newline gone) go back to the one they had, as their records do.
             first = select(func.min(file_backups.c.id)).where(file_backups.c.run_id == from_run).group_by(file_backups.c.file_id)
-            for layout in conn.execute(select(file_backups).where(file_backups.c.id.in_(first)).order_by(file_backups.c.id)):
+            for layout in conn.execute(select(file_backups).where(file_backups.c.id.in_(first)).order_by(file_backups.c.id)).all():
                 old = {c: getattr(layout, c) for c in LAYOUT}
                 backup_file_layout(conn, layout.file_id, old, run.run_id)  # so this restore can be undone
                 conn.execute(update(files).where(files.c.id == layout.file_id).values(**old))
-                touched_files.add(layout.file_id)
-        if touched_files:
-            # The next import must compare these files again rather than trust their digest.
-            fids = sorted(touched_files)
-            for start in range(0, len(fids), 500):
-                conn.execute(update(files).where(files.c.id.in_(fids[start : start + 500])).values(digest=""))
+            touched.append(select(file_backups.c.file_id).where(file_backups.c.id.in_(first)))
+        # The next import must compare these files again rather than trust their digest.
+        conn.execute(update(files).where(files.c.id.in_(union(*touched))).values(digest=""))
         run.counts = {"restored": result.restored, "removed": result.removed, "from_run": from_run}
         if result.displaced:
             run.counts["displaced"] = result.displaced
         run.save_counts(conn)
+        _leaving.drop(conn)
+        _plan.drop(conn)
     return result

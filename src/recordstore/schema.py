@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: The newest revision this recordstore knows; a test proves it is Alembic's single head.
-HEAD_REVISION = "0008_file_backups"
+HEAD_REVISION = "0009_backups_file_position"
 
 
 def script_location() -> Path:

@@ -122,6 +122,8 @@ backups = Table(
     Column("reason", String(16), nullable=False),
     Index("ix_backups_run", "run_id"),
     Index("ix_backups_record", "record_id", "id"),
+    # A key's backups, looked up at the places its record can hold in its file.
+    Index("ix_backups_file_position", "file_id", "position"),
 )
 
 failures = Table(
