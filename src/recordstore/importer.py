@@ -539,6 +539,9 @@ class Importer:
             counts.unchanged += known[3]
             return
         parse = FileParse(cand.path, cand.relpath, domain, read.data)
+        # The bytes are the parse's from here: it lets them go for the record's own
+        # (a huge session's file is then not held twice while it is written).
+        read = read._replace(data=None)
         found = parsing.read_records(parse, read)
         if known is None:
             self._import_new(cand, found, parse, digest, counts, self._new_file_id())

@@ -1,0 +1,108 @@
+"""Huge records in bounded memory: a DeepSeek TUI session is one JSON object in one
+file, and a long one with tool outputs runs to tens of MB. Each command holds such a
+record a few times over at most, never a copy for every step it goes through.
+
+Memory is measured as a fresh process's peak RSS above what it held once recordstore
+was imported (the record's bytes, its decoded value and SQLite's copies included, which
+tracemalloc would not see), with a generous margin; never time.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from recordstore import Store
+
+KEY = "sessions/3f1c9a52-8d4e-4b7a-9c21-6e0f2d8b7a10.json"
+SIZE = 20 * 1024 * 1024
+
+
+def _session(size: int, seed: int = 1) -> bytes:
+    """A session of about ``size`` bytes, as DeepSeek TUI writes one: many messages with
+    long text blocks and tool results, pretty with a 2-space indent."""
+    rnd = random.Random(seed)
+    words = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor".split()
+    messages, total, i = [], 0, 0
+    while total < size:
+        text = " ".join(rnd.choice(words) for _ in range(rnd.randint(300, 9000)))
+        block = (
+            {"type": "tool_result", "tool_use_id": f"call_{i}", "content": text + "\nexit 0"}
+            if i % 3 == 2
+            else {"type": "text", "text": text}
+        )
+        tool = {"type": "tool_use", "id": f"c{i}", "name": "read_file", "input": {"path": f"src/f{i}.rs"}}
+        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": [block, tool]})
+        total += len(text) + 200
+        i += 1
+    record = {
+        "schema_version": 1,
+        "metadata": {"id": "3f1c9a52", "title": "long", "message_count": len(messages), "total_tokens": 18446744073709551615},
+        "messages": messages,
+        "system_prompt": None,
+    }
+    return json.dumps(record, indent=2, ensure_ascii=False).encode("utf-8")
+
+
+@pytest.fixture(scope="module")
+def huge_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("huge") / ".deepseek"
+    (home / "sessions").mkdir(parents=True)
+    (home / KEY).write_bytes(_session(SIZE))
+    return home
+
+
+def _growth(script: str, *args: str) -> int:
+    """How far above its start (recordstore imported) a fresh process's peak RSS went
+    while it ran ``script`` (with ``args`` as ``sys.argv[1:]``), in bytes."""
+    # VmHWM, not getrusage's ru_maxrss: that one keeps the peak of the process that
+    # started this one (this test's, which made the record) across fork and exec.
+    prelude = textwrap.dedent(
+        """
+        import sys
+        import recordstore, recordstore.cli
+        from recordstore import Store
+        def _peak():
+            with open("/proc/self/status") as status:
+                return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+        _start = _peak()
+        """
+    )
+    coda = "\nprint(_peak() - _start, file=sys.__stderr__)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(script) + coda, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stderr.strip().splitlines()[-1]) * 1024  # in KiB
+
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="peak RSS read from /proc/self/status, as Linux has it")
+
+
+def test_a_huge_session_is_imported_in_bounded_memory(huge_home: Path, tmp_path: Path) -> None:
+    size = (huge_home / KEY).stat().st_size
+    grew = _growth(
+        """
+        with Store(sys.argv[1]) as store:
+            result = store.import_paths([sys.argv[2]], jobs=0)
+        assert result.ok and result.counts("session").imported == 1, result.as_dict()
+        """,
+        str(tmp_path / "s.db"),
+        str(huge_home),
+    )
+    # Its bytes, its value while decoded and SQLite's copies while written: about 3
+    # times its size (it was 5.5: a str of the whole file, and its value kept while it
+    # was written).
+    assert grew < 4.5 * size, f"{grew / size:.1f} times the record's size"
+    with Store(tmp_path / "s.db") as store:
+        store.export_to(tmp_path / "out")
+    assert (tmp_path / "out" / KEY).read_bytes() == (huge_home / KEY).read_bytes()
