@@ -472,7 +472,7 @@ def _emit_json(value: Any) -> None:
     sys.stdout.write(_held(jsoncodec.encode(value, 2)) + "\n")
 
 
-#: A record whose text is longer than this is written by ``store query`` as bytes.
+#: A record whose stored JSON is longer than this is written by ``store query`` as bytes.
 HUGE_RECORD = 1 << 20
 
 
@@ -784,7 +784,7 @@ def query(
                 err.print(f"store: {exc}", markup=False)
                 unreadable += 1
                 continue
-            if raw_out is not None and len(record.text) > HUGE_RECORD:
+            if raw_out is not None and len(record.payload) > HUGE_RECORD:
                 # A huge record (a session): its encoding written as the bytes it is, not
                 # also made a str, joined to its key and encoded again by stdout.
                 line = {"key": record.key, "version": record.version, "record": data} if json_out else data
