@@ -27,14 +27,14 @@ SIZE = 20 * 1024 * 1024
 
 #: Words of a session in other scripts: Python holds its text at 4 bytes a character
 #: (an emoji is beyond the BMP), where UTF-8 takes 1 to 4.
-UNICODE_WORDS = "Привет мир 你好世界 こんにちは données größe ünïcödé 😀".split()
+UNICODE_WORDS = ["Привет", "мир", "你好世界", "こんにちは", "données", "größe", "ünïcödé", "😀"]
 
 
 def _session(size: int, seed: int = 1, words: list[str] | None = None) -> bytes:
     """A session of about ``size`` bytes, as DeepSeek TUI writes one: many messages with
     long text blocks and tool results, pretty with a 2-space indent."""
     rnd = random.Random(seed)
-    words = words or "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor".split()
+    words = words or ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "tempor"]
     messages, total, i = [], 0, 0
     while total < size:
         text = " ".join(rnd.choice(words) for _ in range(rnd.randint(300, 9000)))
