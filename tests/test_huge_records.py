@@ -110,7 +110,7 @@ def test_a_huge_session_is_imported_in_bounded_memory(huge_home: Path, tmp_path:
         str(tmp_path / "s.db"),
         str(huge_home),
     )
-    # Its bytes, its value while decoded and SQLite's copies while written: about 3
+    # Its bytes, its value while decoded and SQLite's copies while written: 3.5
     # times its size (it was 5.5: a str of the whole file, and its value kept while it
     # was written).
     assert grew < 4.5 * size, f"{grew / size:.1f} times the record's size"
