@@ -28,7 +28,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Optional
 
 import typer
 from rich.console import Console
@@ -472,6 +472,22 @@ def _emit_json(value: Any) -> None:
     sys.stdout.write(_held(jsoncodec.encode(value, 2)) + "\n")
 
 
+#: A record whose stored JSON is longer than this is written by ``store query`` as bytes.
+HUGE_RECORD = 1 << 20
+
+
+def _utf8_stdout() -> BinaryIO | None:
+    """stdout's bytes, when it writes UTF-8 (``None`` otherwise, or when it has none)."""
+    import codecs
+
+    try:
+        utf8 = codecs.lookup(sys.stdout.encoding or "utf-8").name == "utf-8"
+    except LookupError:
+        return None
+    raw = getattr(sys.stdout, "buffer", None)
+    return raw if utf8 and raw is not None else None
+
+
 def _unicode_stdout() -> bool:
     import codecs
 
@@ -759,6 +775,7 @@ def query(
             q = q.order_by("key" if order_by is None else order_by, descending=desc)
         q = q.limit(limit).offset(offset)
         held = _held if not _unicode_stdout() else str  # (asked once, not for every record)
+        raw_out = _utf8_stdout()
         unreadable = 0
         for record in q:
             try:
@@ -767,7 +784,18 @@ def query(
                 err.print(f"store: {exc}", markup=False)
                 unreadable += 1
                 continue
-            if json_out:
+            if raw_out is not None and len(record.payload) > HUGE_RECORD:
+                # A huge record (a session): its encoding written as the bytes it is, not
+                # also made a str, joined to its key and encoded again by stdout.
+                line = {"key": record.key, "version": record.version, "record": data} if json_out else data
+                out = jsoncodec.encode_utf8(line, None)
+                sys.stdout.flush()
+                if not json_out:
+                    raw_out.write(f"{printable(record.key)}\tv{record.version}\t".encode())
+                raw_out.write(out)
+                raw_out.write(b"\n")
+                del line, out
+            elif json_out:
                 line = {"key": record.key, "version": record.version, "record": data}
                 sys.stdout.write(held(jsoncodec.encode_compact(line)) + "\n")
             else:

@@ -102,6 +102,19 @@ def _utf8(text: str) -> bytes:
         return text.encode("utf-8", "surrogatepass")
 
 
+#: The surrogates that "surrogateescape" cannot write (it writes U+DC80 to U+DCFF only).
+_NOT_ESCAPED = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+
+
+def _write_utf8(fh: Any, text: str) -> int:
+    """Write ``text`` as :func:`_utf8` encodes it; a text over WRITE_CHARS characters (a
+    huge record) a slice at a time, so that it is never held encoded whole too."""
+    if len(text) <= WRITE_CHARS:
+        return int(fh.write(_utf8(text)))
+    errors = "surrogatepass" if _NOT_ESCAPED.search(text) else "surrogateescape"  # as _utf8 would choose
+    return sum(int(fh.write(text[i : i + WRITE_CHARS].encode("utf-8", errors))) for i in range(0, len(text), WRITE_CHARS))
+
+
 class _Writer:
     def __init__(self, out: Path, overwrite: bool, limit: int | None = None):
         # ``limit``: the permission bits no new file may exceed (the store file's: an
@@ -254,6 +267,10 @@ class _Writer:
                 buffered: list[str] = []
                 held = 0
                 for piece in pieces:
+                    if len(piece) > WRITE_CHARS:  # a huge record: not joined to what comes before
+                        size += _write_utf8(fh, "".join(buffered)) + _write_utf8(fh, piece)
+                        buffered, held = [], 0
+                        continue
                     buffered.append(piece)
                     held += len(piece)
                     if held >= WRITE_CHARS:

@@ -539,6 +539,9 @@ class Importer:
             counts.unchanged += known[3]
             return
         parse = FileParse(cand.path, cand.relpath, domain, read.data)
+        # The bytes are the parse's from here: it lets them go for the record's own
+        # (a huge session's file is then not held twice while it is written).
+        read = read._replace(data=None)
         found = parsing.read_records(parse, read)
         if known is None:
             self._import_new(cand, found, parse, digest, counts, self._new_file_id())
@@ -666,16 +669,25 @@ class Importer:
         positions = [r.position for r in batch]
         in_positions = f"file_id = {m} AND position IN ({', '.join([m] * len(positions))})"
         found = [r for r in batch if isinstance(r, ParsedRecord)]
-        texts = {r.position: as_text(r.text) for r in found}
+        # The texts as read (on SQLite, the UTF-8 bytes of a file's text, compared with
+        # the stored payload's and written as they are): a huge record's text is not
+        # also held as a str, nor its stored payload.
+        as_bytes = self.bytes_as_text
+        texts = {r.position: r.text if as_bytes else as_text(r.text) for r in found}
+        payload_column = "CAST(payload AS BLOB)" if as_bytes else "payload"
         # What each slot holds: (id, key, domain, whether its payload is the file's text,
         # the run that wrote it), read row by row, so that the rows replaced are never
         # all held at once.
         old: dict[int, tuple[int, str, str, bool, int | None]] = {}
         for rid, position, key, payload, row_domain, run_id in sql_text(
             conn,
-            f"SELECT id, position, key, payload, domain, run_id FROM records WHERE {in_positions}", (file_id, *positions)
+            f"SELECT id, position, key, {payload_column}, domain, run_id FROM records WHERE {in_positions}",
+            (file_id, *positions),
         ):
-            old[position] = (rid, key, row_domain, payload == texts.get(position), run_id)
+            text = texts.get(position)
+            same = text is not None and payload == (text.encode("utf-8") if as_bytes and isinstance(text, str) else text)
+            old[position] = (rid, key, row_domain, same, run_id)
+            del payload, text
         sql_text(conn, f"DELETE FROM refused WHERE {in_positions}", (file_id, *positions))
         kept = [r for r in batch if isinstance(r, Refused)]
         if kept:
@@ -709,9 +721,10 @@ class Importer:
         self.direct_rows += len(batch)
         if changed:
             backup_rows(conn, [c[-1] for c in changed], self.run_id, "import")
+            new_payload = "CAST(? AS TEXT)" if as_bytes else m  # (bytes: stored as the TEXT they are)
             sql_text(
                 conn,
-                f"UPDATE records SET domain = {m}, key = {m}, version = {m}, payload = {m}, run_id = {m} WHERE id = {m}",
+                f"UPDATE records SET domain = {m}, key = {m}, version = {m}, payload = {new_payload}, run_id = {m} WHERE id = {m}",
                 changed,
             )
             counts.updated += len(changed)
@@ -735,9 +748,10 @@ class Importer:
         # The latest such backup of each record, its payload read row by row (the
         # payloads of a whole batch are never held at once).
         found: dict[int, str] = {}
+        payload_column = "CAST(payload AS BLOB)" if self.bytes_as_text else "payload"  # (digested as its UTF-8)
         for rid, payload in sql_text(
             self.conn,
-            "SELECT record_id, payload FROM backups WHERE id IN (SELECT max(backups.id) FROM backups "
+            f"SELECT record_id, {payload_column} FROM backups WHERE id IN (SELECT max(backups.id) FROM backups "
             f"JOIN records ON records.id = backups.record_id WHERE backups.record_id IN ({ids}) "
             f"AND records.run_id NOT IN ({imports}) AND backups.origin_run_id IN ({imports}) "
             "GROUP BY backups.record_id)",
@@ -797,8 +811,9 @@ class _PathFilter:
         return bool(bits[i >> 3] & (1 << (i & 7))) and bool(bits[j >> 3] & (1 << (j & 7)))
 
 
-def text_digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+def text_digest(text: str | bytes | bytearray) -> str:
+    """The digest of a record's text (or of its UTF-8 bytes: the same)."""
+    return hashlib.sha256(text if not isinstance(text, str) else text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def keep_import_digests(conn: Connection, before: int) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import re
 import sys
 import threading
@@ -171,20 +172,35 @@ def decode(data: bytes | str) -> Any:
     a dropped duplicate key would make the output shorter, and an integer turned into a
     float would come back with a '.' or an exponent. Anything else goes the exact way.
     """
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    # An ASCII str is read as it is, its characters being its UTF-8 bytes: a huge
+    # record's text (a query's, a migration's) is not copied to be read.
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) and not data.isascii() else data
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if str(exc).startswith(_TOO_DEEP):
             raise JSONError("nested too deeply") from None
         return _decode_exact(data)
-    pretty = raw[1:2] == b"\n" and raw[:1] in (b"{", b"[")
+    if isinstance(raw, str):
+        pretty = raw[1:2] == "\n" and raw[:1] in ("{", "[")
+    else:
+        pretty = raw[1:2] == b"\n" and raw[:1] in (b"{", b"[")
     try:
-        if orjson.dumps(value, option=orjson.OPT_INDENT_2 if pretty else 0) == raw:
+        if _same_text(orjson.dumps(value, option=orjson.OPT_INDENT_2 if pretty else 0), raw):
             return value
     except orjson.JSONEncodeError:  # nested deeper than orjson writes (255 levels)
         pass
     return _decode_exact(data)
+
+
+def _same_text(out: bytes, raw: bytes | str) -> bool:
+    """Whether ``out`` is ``raw``: its bytes, or the characters of an ASCII str (compared
+    a window at a time, never copied whole)."""
+    if isinstance(raw, bytes):
+        return out == raw
+    if len(out) != len(raw):
+        return False
+    return all(out[i : i + _WINDOW] == raw[i : i + _WINDOW].encode("ascii") for i in range(0, len(raw), _WINDOW))
 
 
 #: How orjson's error for a value nested deeper than MAX_NESTING begins.
@@ -438,11 +454,44 @@ def _encode_fast(value: Any, indent: int | None) -> bytes | None:
         out = orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0)
     except (TypeError, orjson.JSONEncodeError):
         return None  # integers beyond 64 bits, lone surrogates, non-string keys, ...
+    if len(out) > WALK_FROM:
+        # A huge record (a session): decoding it again to compare would hold a second
+        # copy of it. Its types prove the same, each value being one whose encoding by
+        # orjson is exact (orjson refused the cycles and the nesting too deep to walk).
+        return out if _plain_json(value) else None
     try:
         same = bool(orjson.loads(out) == value)
     except (TypeError, ValueError, RecursionError):
         same = False
     return out if same else None
+
+
+#: Encodings longer than this are proved by :func:`_plain_json` rather than decoded again.
+WALK_FROM = 1 << 20
+_SCALARS = frozenset([str, int, bool, type(None)])
+
+
+def _plain_json(value: Any) -> bool:
+    """Whether ``value`` holds nothing but dicts with str keys, lists, strs, ints, bools,
+    None and finite floats (each of exactly that type): JSON's own values, which orjson
+    writes exactly (it refuses integers beyond 64 bits and lone surrogates itself)."""
+    scalars, isfinite = _SCALARS, math.isfinite
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            if not all(type(key) is str for key in item):
+                return False
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float:
+            if not isfinite(item):
+                return False
+        elif kind not in scalars:
+            return False
+    return True
 
 
 def _encode_exact(value: Any, indent: int | None) -> str:

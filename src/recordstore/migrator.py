@@ -376,9 +376,14 @@ _LINE_INDENT = re.compile(rb"^(?:  )+", re.MULTILINE)
 _STRING_OR_SEPARATOR_TEXT = re.compile(r'"(?:[^"\\]|\\.)*"|[:,]')
 
 
-def _spaced_style(text: str) -> bool:
-    """Whether one-line JSON ``text`` has a space after its first ``:`` or ``,`` outside a
-    string (a string may hold ``": `` in any style)."""
+def _spaced_style(text: str | bytes) -> bool:
+    """Whether one-line JSON ``text`` (or its UTF-8 bytes) has a space after its first
+    ``:`` or ``,`` outside a string (a string may hold ``": `` in any style)."""
+    if isinstance(text, bytes):
+        for found in _STRING_OR_SEPARATOR.finditer(text):
+            if found.group() in (b":", b","):
+                return text[found.end() : found.end() + 1] == b" "
+        return False
     for match in _STRING_OR_SEPARATOR_TEXT.finditer(text):
         if match.group() in (":", ","):
             return text[match.end() : match.end() + 1] == " "
@@ -395,16 +400,22 @@ def encode_like(value: Any, original: str | bytes) -> bytes:
     same indent (spaces, or tabs), the same line ends (CRLF), and on one line, compact
     or with a space after every ':' and ','. JSON strings hold no raw newline or tab, so
     every newline, and every space or tab starting a line, is layout."""
-    text = original if isinstance(original, str) else original.decode("utf-8", "surrogatepass")
-    newline = text.find("\n")
+    # Read where it is (the stored payload's bytes, as a rule): a huge record's text is
+    # not copied into a str to find its first line's end and indent.
+    newline = original.find(b"\n") if isinstance(original, bytes) else original.find("\n")
     if newline < 0:  # one line (most records: JSON lines): one scan of it, at most
         out = jsoncodec.encode_utf8(value, None)
-        return _STRING_OR_SEPARATOR.sub(_spaced, out) if _spaced_style(text) else out
-    if text[newline + 1 : newline + 2] == "\t":
+        return _STRING_OR_SEPARATOR.sub(_spaced, out) if _spaced_style(original) else out
+    # The characters around that first line break, which are ASCII (layout) when they matter.
+    after, before = (
+        (original[newline + 1 : newline + 2], original[newline - 1 : newline]) if isinstance(original, str)
+        else (original[newline + 1 : newline + 2].decode("latin-1"), original[newline - 1 : newline].decode("latin-1"))
+    )  # fmt: skip
+    if after == "\t":
         out = _LINE_INDENT.sub(lambda m: b"\t" * (len(m.group()) // 2), jsoncodec.encode_utf8(value, 2))
     else:
-        out = jsoncodec.encode_utf8(value, indent_of(text))
-    return out.replace(b"\n", b"\r\n") if text[newline - 1 : newline] == "\r" else out
+        out = jsoncodec.encode_utf8(value, indent_of(original))
+    return out.replace(b"\n", b"\r\n") if before == "\r" else out
 
 
 def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, diffs: int) -> _Stepped:
@@ -436,6 +447,7 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
             except jsoncodec.JSONError as exc:  # what the steps made cannot be written: name them
                 failure = _unwritable(dom, key, from_version, chain, exc)
             else:
+                del value, new  # written: a huge record is not held decoded while its diff is made
                 out.updates.append((text, rid))
                 if len(out.diffs) < diffs:
                     # What is written, as plain JSON values: encoding the step's own values

@@ -460,6 +460,10 @@ class FileParse:
             yield from self._lines()
             return
         assert self.data is not None
+        plain = self._plain_object()
+        if plain is not None:
+            yield plain
+            return
         try:
             text = self.data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -505,6 +509,39 @@ class FileParse:
         self.layout = FileLayout("object", head=head, tail=tail, indent=indent_of(stripped))
         self.slots = 1
         yield self._record(value, raw, 0, self.relpath, None)
+
+    def _plain_object(self) -> ParsedRecord | None:
+        """A one-record file whose record is good, parsed from its bytes alone; ``None``
+        for anything else, which :meth:`records` parses as text (and says what is
+        wrong). A huge session is then held as its bytes and, while decoded, its value:
+        not also as a str (up to 4 bytes a character) nor a copy of the bytes, and its
+        value is let go before the record is written."""
+        data = self.data
+        assert data is not None
+        leading = _LEADING_BYTES.match(data)
+        start = leading.end() if leading is not None else 0
+        if data[start : start + 1] != b"{":
+            return None
+        # The trailing whitespace, looked for at the end only (a file ending in a long run
+        # of it, which only a hostile one has, goes the general way).
+        end_part = data[-TAIL_LOOK :]
+        kept = end_part.rstrip(b" \t\r\n")
+        if not kept:
+            return None
+        end = len(data) - len(end_part) + len(kept)
+        raw = data if start == 0 and end == len(data) else data[start:end]
+        try:
+            version = _known_version(jsoncodec.decode(raw), self.domain)
+        except jsoncodec.JSONError:
+            return None
+        if version is None:  # not an object, a bad or a newer version: said by the general way
+            return None
+        self.data = raw  # the file's bytes are no longer needed (the head and tail are whitespace)
+        self.layout = FileLayout(
+            "object", head=data[:start].decode("utf-8"), tail=data[end:].decode("ascii"), indent=indent_of(raw)
+        )
+        self.slots = 1
+        return ParsedRecord(self.relpath, version, raw, 0)
 
     def _refused_whole(self) -> Refused:
         """A file meant to hold one record that holds no JSON value the store can take:
@@ -723,6 +760,12 @@ class FileParse:
                 self._ends_with_newline = raw[-1:] == b"\n"
                 yield raw[:-1] if self._ends_with_newline else raw
 
+
+#: Whitespace and byte order marks before a record, as UTF-8: what FileParse takes for a
+#: one-record file's head.
+_LEADING_BYTES = re.compile(rb"(?:\xef\xbb\xbf|[ \t\r\n])*")
+#: The bytes at a file's end looked at for its trailing whitespace (see FileParse._plain_object).
+TAIL_LOOK = 4096
 
 #: The most bytes of blank lines after a JSON-lines file's last record kept to give back.
 TAIL_MAX_BYTES = 64 * 1024

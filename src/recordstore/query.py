@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import ColumnElement, and_, case, false, func, literal_column, not_, or_, select, union_all
+from sqlalchemy import ColumnElement, LargeBinary, and_, case, false, func, literal_column, not_, or_, select, union_all
+from sqlalchemy import cast as sql_cast
 
 from . import jsoncodec
 from .connections import INT_MAX
@@ -41,20 +42,29 @@ _SEGMENT = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\["((?:[^"\\]|\\.)
 
 @dataclass(frozen=True)
 class Record:
-    """One stored record. ``data`` is its decoded JSON object; ``text`` the stored JSON."""
+    """One stored record. ``data`` is its decoded JSON object; ``text`` the stored JSON
+    (``payload``: the same, as read: its UTF-8 bytes, from SQLite)."""
 
     domain: str
     key: str
     version: int
     source: str
-    text: str
+    #: The stored JSON as it was read: its UTF-8 bytes (from SQLite), or its text.
+    payload: str | bytes = field(repr=False)
+
+    @cached_property
+    def text(self) -> str:
+        """The stored JSON text, made from its bytes when first asked for: a huge
+        record's (a str of up to 4 bytes a character) is made only if it is."""
+        payload = self.payload
+        return payload if isinstance(payload, str) else payload.decode("utf-8", "surrogateescape")
 
     @cached_property
     def data(self) -> dict[str, Any]:
-        """The record as a dict, decoded from ``text`` when first asked for (a
+        """The record as a dict, decoded from its stored JSON when first asked for (a
         :class:`StoreError` if an older recordstore stored a text this one cannot read)."""
         try:
-            value = jsoncodec.decode(self.text)
+            value = jsoncodec.decode(self.payload)
         except jsoncodec.JSONError as exc:
             # A text an older recordstore took (the first took numbers no double holds,
             # such as 1e-400), which this one refuses on import: ``text`` holds it, and
@@ -69,6 +79,15 @@ class Record:
     def as_dict(self) -> dict[str, Any]:
         """The record's domain, key, version, source file and data."""
         return {"domain": self.domain, "key": self.key, "version": self.version, "source": self.source, "data": self.data}
+
+
+def _payload(engine: Engine) -> Any:
+    """The payload column as records are read: on SQLite, its UTF-8 bytes (what orjson
+    reads; a str of a huge record's text, mostly not ASCII, takes up to 4 bytes a
+    character, and was encoded again to be decoded)."""
+    if engine.dialect.name == "sqlite":
+        return sql_cast(records.c.payload, LargeBinary)
+    return records.c.payload
 
 
 def json_path(path: str) -> tuple[str, bool]:
@@ -376,7 +395,7 @@ class Query:
         checked("key", key, str, error=QueryError)
         if not jsoncodec.is_utf8(key):  # a file name that is not UTF-8: the store keeps none
             return None
-        columns = [records.c.domain, records.c.key, records.c.version, files.c.path, records.c.payload, records.c.id]
+        columns = [records.c.domain, records.c.key, records.c.version, files.c.path, _payload(self.engine), records.c.id]
         in_file = records.join(files, files.c.id == records.c.file_id)
         found = []
         with translate_errors(), self.engine.connect() as conn, conn.begin():
@@ -400,8 +419,8 @@ class Query:
                     found.append(row)
         if not found:
             return None
-        domain, key, version, source, text, _ = min(found, key=lambda row: row.id)  # as first() would
-        return Record(domain, key, version, source, text)
+        domain, key, version, source, payload, _ = min(found, key=lambda row: row.id)  # as first() would
+        return Record(domain, key, version, source, payload)
 
     def order_by(self, path: str = "key", *, descending: bool = False) -> Query:
         """Order by ``"key"`` (file by file, each in its own order) or by a JSON path
@@ -432,8 +451,12 @@ class Query:
     def statement(self) -> Any:
         """The SQLAlchemy ``SELECT`` of the query (domain, key, version, source, payload).
         Iterating runs it as it is or, ordered by id alone within a domain, one stored
-        version at a time, merged: the same rows in the same order."""
-        stmt = self._select([records.c.domain, records.c.key, records.c.version, files.c.path, records.c.payload])
+        version at a time, merged: the same rows in the same order (the payloads read
+        as their UTF-8 bytes, on SQLite)."""
+        return self._statement(records.c.payload)
+
+    def _statement(self, payload: Any) -> Any:
+        stmt = self._select([records.c.domain, records.c.key, records.c.version, files.c.path, payload])
         for path, desc in self.order:
             # By key: by file, then by place in it (line 2 before line 10, as the file
             # has them, where the keys' text would put "…:10" first).
@@ -453,12 +476,13 @@ class Query:
         as a whole had to be sorted first, payloads and all: the first page of a domain
         of a million records waited for that sort (0.3 s, and seconds past an offset or
         behind a filter), writing every payload to a temporary file on the way."""
+        payload = _payload(self.engine)
         if self.order and self._limit is not None and self._offset > self._limit:
-            return self._page()
+            return self._page(payload)
         if self.order or self.domain is None or self._by_key:
-            return self.statement()  # a sort of all the matches, in id order from the table itself, or one file's records
+            return self._statement(payload)  # a sort of all the matches, in id order from the table itself, or one file's records
         if self._paths and conn.execute(select(indexes.c.path).where(indexes.c.path.in_(self._paths)).limit(1)).first():
-            return self.statement()  # an index on a path filtered on finds the matches (any domain's serves)
+            return self._statement(payload)  # an index on a path filtered on finds the matches (any domain's serves)
         versions: list[int] = []
         while len(versions) <= MERGED_VERSIONS:  # each one seek into the index
             above = (records.c.version > versions[-1],) if versions else ()
@@ -469,8 +493,8 @@ class Query:
                 break
             versions.append(found)
         if not versions or len(versions) > MERGED_VERSIONS:
-            return self.statement()
-        columns = [records.c.domain, records.c.key, records.c.version, files.c.path, records.c.payload]
+            return self._statement(payload)
+        columns = [records.c.domain, records.c.key, records.c.version, files.c.path, payload]
         arms = [self._select([*columns, records.c.id.label("rid")]).where(records.c.version == v) for v in versions]
         stmt: Any = union_all(*arms) if len(arms) > 1 else arms[0]
         stmt = stmt.order_by(stmt.selected_columns.rid)
@@ -480,7 +504,7 @@ class Query:
             stmt = stmt.offset(self._offset)
         return stmt
 
-    def _page(self) -> Any:
+    def _page(self, payload: Any) -> Any:
         """A page past an offset, ordered by key or by paths: the matches' ids sorted by
         what orders them, the page taken from those, and only its records read whole.
         Sorted with their payloads, the records of the whole offset were carried through
@@ -499,7 +523,7 @@ class Query:
         page = inner.subquery("page")
         columns = [page.c[f"k{i}"] for i in range(len(keys))]
         return (
-            select(records.c.domain, records.c.key, records.c.version, files.c.path, records.c.payload)
+            select(records.c.domain, records.c.key, records.c.version, files.c.path, payload)
             .select_from(page.join(records, records.c.id == page.c.rid).join(files, files.c.id == records.c.file_id))
             .order_by(*(col.desc() if desc else col for col, (_, desc) in zip(columns, keys)), page.c.rid)
         )
@@ -508,8 +532,8 @@ class Query:
         with translate_errors(), self.engine.connect() as conn, conn.begin():
             stmt = self._statement_in(conn)
             result = conn.execution_options(stream_results=True, yield_per=self.batch).execute(stmt)
-            for domain, key, version, source, text, *_ in result:
-                yield Record(domain, key, version, source, text)
+            for domain, key, version, source, payload, *_ in result:
+                yield Record(domain, key, version, source, payload)
                 # Closed (Store.close) while the caller held this record: refused at once,
                 # not after the records fetched ahead (a batch).
                 refuse_if_closed(self.engine)
