@@ -6,8 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from typer.testing import CliRunner
@@ -15,6 +16,8 @@ from typer.testing import CliRunner
 import recordstore
 from recordstore import Store
 from recordstore.cli import app
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_HOME = ROOT / "examples" / "deepseek-home"
@@ -87,6 +90,19 @@ class Cli:
         if registry:
             argv += ["--registry", registry]
         return self.runner.invoke(app, [*argv, *map(str, args)], catch_exceptions=False)
+
+
+def traced_peak(call: Callable[[], T]) -> tuple[T, int]:
+    """What ``call()`` returns, and the most memory Python allocations held meanwhile
+    (tracemalloc's peak, in bytes): how tests show that memory does not grow with the
+    work, never by timing it."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        return call(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recordstore import NewerVersionError, Registry, Store, parsing
-from conftest import EXAMPLE_HOME, tree
+from conftest import EXAMPLE_HOME, traced_peak, tree
 
 # The example home: 25 domain files holding 37 records, and 4 files in no domain.
 EXAMPLE_COUNTS = {
@@ -1061,7 +1061,6 @@ def test_a_changed_file_of_large_records_is_compared_in_bounded_memory(
     since) the texts last imported are never all held at once. The batch was bounded by
     its number of records only: re-importing a changed 200 MB JSON-lines file of 40 KB
     records peaked at 656 MB."""
-    import tracemalloc
 
     monkeypatch.setattr(parsing, "STREAM_THRESHOLD", 0)  # streamed, as a large file is
     monkeypatch.setattr(parsing, "BATCH_BYTES", 256 * 1024)
@@ -1080,12 +1079,7 @@ def test_a_changed_file_of_large_records_is_compared_in_bounded_memory(
     if migrated:
         assert store.migrate(jobs=0).migrated == 600
     write("b")
-    tracemalloc.start()
-    try:
-        result = store.import_paths([tmp_path / "home"], jobs=0)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    result, peak = traced_peak(lambda: store.import_paths([tmp_path / "home"], jobs=0))
     assert result.ok and result.domains["runtime"].updated == 600
     assert store.get("runtime", "tasks/runtime/events/thr_big.jsonl:600").data["tag"] == "b"  # type: ignore[union-attr]
     assert peak < 8 * 1024 * 1024, f"{peak / 2**20:.1f} MiB traced: grew with the file"

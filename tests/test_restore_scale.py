@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from conftest import traced_peak
 from sqlalchemy import event
 
 from recordstore import Registry, Store
@@ -69,21 +69,11 @@ def test_restoring_a_large_migration_holds_no_row_per_record(tmp_path: Path) -> 
         before = [r.text for r in store.query("note")]
         run = store.migrate(jobs=0).run_id
         assert run is not None
-        tracemalloc.start()
-        try:
-            result = store.restore(run=run)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        result, peak = traced_peak(lambda: store.restore(run=run))
         assert result.restored == {"note": n}
         assert [r.text for r in store.query("note")] == before
         # Undone in its turn: the migrated rows come back, as much memory held.
-        tracemalloc.start()
-        try:
-            again = store.restore(run=result.run_id)
-            peak_again = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        again, peak_again = traced_peak(lambda: store.restore(run=result.run_id))
         assert again.restored == {"note": n}
         assert all(r.version == 2 for r in store.query("note"))
     # A batch of 500 records of ~30 bytes, and what SQLAlchemy caches, is well under 4 MB;

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from conftest import traced_peak
 from sqlalchemy import event
 
 from recordstore import Store
@@ -107,7 +108,6 @@ def test_restoring_a_run_holds_a_batch_of_payloads_not_all_of_them(tmp_path: Pat
     """``store restore --run N`` of a migration read every backup and every current row,
     payloads and all, before writing (100,000 sessions of 4 kB: 1.06 GB; a million small
     records: 1.7 GB): payloads are compared by SQLite and read a batch at a time."""
-    import tracemalloc
 
     from recordstore import Registry, migrator
 
@@ -130,12 +130,7 @@ def test_restoring_a_run_holds_a_batch_of_payloads_not_all_of_them(tmp_path: Pat
         before = [r.text for r in store.query("note")]
         run = store.migrate(jobs=0).run_id
         assert run is not None
-        tracemalloc.start()
-        try:
-            result = store.restore(run=run)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        result, peak = traced_peak(lambda: store.restore(run=run))
         assert result.total == n
         assert [r.text for r in store.query("note")] == before
     assert peak < n * size / 2, f"{peak / 1e6:.1f} MB held for {n * size / 1e6:.1f} MB of payloads"
