@@ -476,25 +476,24 @@ def _emit_json(value: Any) -> None:
 HUGE_RECORD = 1 << 20
 
 
-def _utf8_stdout() -> BinaryIO | None:
-    """stdout's bytes, when it writes UTF-8 (``None`` otherwise, or when it has none)."""
+def _stdout_codec() -> str:
+    """The codec stdout writes with, as Python names it ("" for one it does not know)."""
     import codecs
 
     try:
-        utf8 = codecs.lookup(sys.stdout.encoding or "utf-8").name == "utf-8"
+        return codecs.lookup(sys.stdout.encoding or "utf-8").name
     except LookupError:
-        return None
+        return ""
+
+
+def _utf8_stdout() -> BinaryIO | None:
+    """stdout's bytes, when it writes UTF-8 (``None`` otherwise, or when it has none)."""
     raw = getattr(sys.stdout, "buffer", None)
-    return raw if utf8 and raw is not None else None
+    return raw if _stdout_codec() == "utf-8" else None
 
 
 def _unicode_stdout() -> bool:
-    import codecs
-
-    try:
-        return codecs.lookup(sys.stdout.encoding or "utf-8").name.startswith(("utf-8", "utf-16", "utf-32"))
-    except LookupError:
-        return False
+    return _stdout_codec().startswith(("utf-8", "utf-16", "utf-32"))
 
 
 def _escaped(match: re.Match[str]) -> str:
