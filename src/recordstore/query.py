@@ -462,12 +462,13 @@ class Query:
             # has them, where the keys' text would put "…:10" first).
             columns: list[Any] = [files.c.path, records.c.position] if path == "key" else [path_expr(path)]
             stmt = stmt.order_by(*(col.desc() if desc else col for col in columns))
-        stmt = stmt.order_by(records.c.id)
+        return self._paged(stmt.order_by(records.c.id))
+
+    def _paged(self, stmt: Any) -> Any:
+        """``stmt`` with the query's limit and offset."""
         if self._limit is not None:
             stmt = stmt.limit(self._limit)
-        if self._offset:
-            stmt = stmt.offset(self._offset)
-        return stmt
+        return stmt.offset(self._offset) if self._offset else stmt
 
     def _statement_in(self, conn: Any) -> Any:
         """What iterating runs: :meth:`statement`, or, ordered by id alone within a domain,
@@ -497,12 +498,7 @@ class Query:
         columns = [records.c.domain, records.c.key, records.c.version, files.c.path, payload]
         arms = [self._select([*columns, records.c.id.label("rid")]).where(records.c.version == v) for v in versions]
         stmt: Any = union_all(*arms) if len(arms) > 1 else arms[0]
-        stmt = stmt.order_by(stmt.selected_columns.rid)
-        if self._limit is not None:
-            stmt = stmt.limit(self._limit)
-        if self._offset:
-            stmt = stmt.offset(self._offset)
-        return stmt
+        return self._paged(stmt.order_by(stmt.selected_columns.rid))
 
     def _page(self, payload: Any) -> Any:
         """A page past an offset, ordered by key or by paths: the matches' ids sorted by
@@ -517,10 +513,7 @@ class Query:
         labels = [col.label(f"k{i}") for i, (col, _) in enumerate(keys)]
         inner = self._select([records.c.id.label("rid"), *labels])
         inner = inner.order_by(*(label.desc() if desc else label for label, (_, desc) in zip(labels, keys)), records.c.id)
-        inner = inner.limit(self._limit)
-        if self._offset:
-            inner = inner.offset(self._offset)
-        page = inner.subquery("page")
+        page = self._paged(inner).subquery("page")
         columns = [page.c[f"k{i}"] for i in range(len(keys))]
         return (
             select(records.c.domain, records.c.key, records.c.version, files.c.path, payload)
