@@ -924,23 +924,49 @@ def backup_filter(run_id: int | None, domain: str | None, key: str | None) -> li
     return found
 
 
-def _conflict(from_run: int | None, keys: list[tuple[str, str]], what: str, hint: str) -> RestoreConflictError:
-    shown = ", ".join(f"{d} {k}" for d, k in keys[:3])
-    more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+#: The records a refused restore names in its error's ``keys``: the first ones (its
+#: ``count`` counts them all). Holding them all, a restore of a run of 1,000,000 records
+#: a later run changed held a tuple of strings a record.
+CONFLICT_KEYS_KEPT = 200
+
+
+@dataclass
+class _Conflicting:
+    """The records a restore conflicts over: the domain and key of the first
+    CONFLICT_KEYS_KEPT, and how many in all; true when there is any."""
+
+    keys: list[tuple[str, str]] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, found: list[tuple[str, str]]) -> None:
+        self.count += len(found)
+        self.keys += found[: CONFLICT_KEYS_KEPT - len(self.keys)]
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
+def _conflict(from_run: int | None, found: _Conflicting, what: str, hint: str) -> RestoreConflictError:
+    shown = ", ".join(f"{d} {k}" for d, k in found.keys[:3])
+    more = f" and {found.count - 3} more" if found.count > 3 else ""
     run = "" if from_run is None else f" run {from_run}"
-    return RestoreConflictError(f"refusing to restore{run}: {len(keys)} record(s) {what} ({shown}{more}); {hint}", keys=keys)
-
-
-def _planned(conn: Connection, *where: Any) -> list[tuple[str, str]]:
-    """The domain and key of the planned backups ``where`` picks, in backup order (the
-    records a conflict names)."""
-    found = conn.execute(
-        select(backups.c.domain, backups.c.key)
-        .select_from(_plan.join(backups, backups.c.id == _plan.c.bid))
-        .where(*where)
-        .order_by(_plan.c.seq)
+    return RestoreConflictError(
+        f"refusing to restore{run}: {found.count} record(s) {what} ({shown}{more}); {hint}", keys=found.keys, count=found.count
     )
-    return [(d, k) for d, k in found]
+
+
+def _planned(conn: Connection, *where: Any) -> _Conflicting:
+    """The domain and key of the planned backups ``where`` picks, in backup order (the
+    records a conflict names): the first CONFLICT_KEYS_KEPT, and how many in all."""
+    picked = _plan.join(backups, backups.c.id == _plan.c.bid)
+    first = conn.execute(
+        select(backups.c.domain, backups.c.key).select_from(picked).where(*where).order_by(_plan.c.seq).limit(CONFLICT_KEYS_KEPT)
+    )
+    found = _Conflicting([(d, k) for d, k in first])
+    found.count = len(found.keys)
+    if found.count == CONFLICT_KEYS_KEPT:  # perhaps more: counted by SQLite, not read
+        found.count = int(conn.execute(select(func.count()).select_from(picked).where(*where)).scalar() or 0)
+    return found
 
 
 def _pages(conn: Connection, query: Select[Any], mark: Any) -> Iterator[list[Any]]:
@@ -1081,10 +1107,10 @@ def restore_records(
             # after its commit, before its run was marked finished) is no conflict.
             # Undoing runs newest first: a record a later run changed, which the restore
             # of that run put back as this run left it, is no conflict.
-            conflicts = []
+            conflicts = _Conflicting()
             for rows in _changed_again(conn, from_run):
                 changed_back = {row.id for row in _as_left_by(conn, from_run, rows)}
-                conflicts += [(row.domain, row.key) for row in rows if row.id not in changed_back]
+                conflicts.add([(row.domain, row.key) for row in rows if row.id not in changed_back])
             if conflicts:
                 raise _conflict(from_run, conflicts, "were changed again by a later run", "pass --force, or force=True, to restore them anyway")
         # A record that holds its backup's row already has nothing to restore: the same
