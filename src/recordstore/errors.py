@@ -15,7 +15,7 @@ and an ``exit_code`` the CLI uses::
     └── StoreError                   exit 3   problems with the store itself
         ├── StoreVersionError        exit 5   written by a newer recordstore
         ├── BusyError                exit 4   .holder
-        └── RestoreConflictError     exit 1   .keys
+        └── RestoreConflictError     exit 1   .keys .count
 
 This module imports nothing of recordstore, so every other module may import it.
 """
@@ -158,13 +158,17 @@ class BusyError(StoreError):
 
 
 class RestoreConflictError(StoreError):
-    """A restore that would overwrite records a later run changed again."""
+    """A restore that would overwrite records a later run changed again (or put records
+    back where they cannot go). ``keys``: the domain and key of the first of them (a few
+    hundred at most, so memory stays bounded however many conflict); ``count``: how many
+    in all."""
 
     exit_code = 1
 
-    def __init__(self, message: str, *, keys: list[tuple[str, str]]):
+    def __init__(self, message: str, *, keys: list[tuple[str, str]], count: int | None = None):
         super().__init__(message)
         self.keys = keys
+        self.count = len(keys) if count is None else count
 
 
 #: What a parameter of each type takes, as :func:`checked` says it.

@@ -11,12 +11,14 @@ import collections
 import contextlib
 import dataclasses
 import inspect
+import pickle
 import re
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import IO, Any, cast
 
 from sqlalchemy import (
     Column,
@@ -102,6 +104,13 @@ class RecordDiff:
     after: str
 
 
+#: The failures a :class:`MigrationResult` holds: the first ones. ``failure_count``
+#: counts them all, and a run records every one in the store (``store history RUN``,
+#: ``Store.failures(run)``). Holding them all took ~1.8 kB a failure: a step failing
+#: for 100,000 records held ~180 MB, for 1,000,000 ~1.8 GB.
+FAILURES_KEPT = 200
+
+
 @dataclass
 class MigrationResult:
     """What a migration did (or, for a dry run, would do)."""
@@ -109,11 +118,14 @@ class MigrationResult:
     run_id: int | None
     dry_run: bool
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: The first FAILURES_KEPT failures, in order (``failure_count``: how many in all).
     failures: list[MigrationError] = field(default_factory=list)
     newer: dict[str, int] = field(default_factory=dict)
     diffs: list[RecordDiff] = field(default_factory=list)
     stopped_early: bool = False
     rolled_back: bool = False
+    #: How many records failed, ``failures`` and those past them.
+    failure_count: int = 0
 
     @property
     def migrated(self) -> int:
@@ -123,10 +135,24 @@ class MigrationResult:
     @property
     def ok(self) -> bool:
         """Whether no record failed (``store migrate`` exits 1 otherwise)."""
-        return not self.failures
+        return not (self.failure_count or self.failures)
+
+    @property
+    def failures_not_kept(self) -> int:
+        """How many failures are counted but not in ``failures`` (a run's are all in the
+        store: ``Store.failures(run_id)``)."""
+        return max(0, self.failure_count - len(self.failures))
+
+    def _failed(self, found: list[MigrationError]) -> None:
+        """Count ``found``, a batch's failures, keeping them while fewer than FAILURES_KEPT are kept."""
+        self.failure_count += len(found)
+        room = FAILURES_KEPT - len(self.failures)
+        if room > 0:
+            self.failures.extend(found[:room])
 
     def as_dict(self) -> dict[str, Any]:
-        """As ``store migrate --json`` prints it."""
+        """As ``store migrate --json`` prints it: ``failures`` the first FAILURES_KEPT,
+        ``failure_count`` how many in all."""
         return {
             "run": self.run_id,
             "dry_run": self.dry_run,
@@ -134,6 +160,7 @@ class MigrationResult:
             "counts": self.counts,
             "newer": self.newer,
             "failures": [failure_dict(f) for f in self.failures],
+            "failure_count": self.failure_count,
             "stopped_early": self.stopped_early,
             "rolled_back": self.rolled_back,
             "diffs": [dict(d.__dict__) for d in self.diffs],
@@ -466,7 +493,7 @@ def _step_rows(dom: Domain, version: int, rows: Sequence[Any], fail_fast: bool, 
 def _without_frames(failure: MigrationError) -> MigrationError:
     """``failure`` with no traceback, nor any for its cause (the step's exception) and
     what that was raised within: their frames hold the record and what the step made of
-    it, and a run keeps every failure until it ends. The cause's type and message stay."""
+    it, and a result keeps its first failures until it ends. The cause's type and message stay."""
     todo: list[BaseException | None] = [failure]
     seen: set[int] = set()
     while todo:
@@ -531,6 +558,9 @@ class _Pass:
     progress: Any
     pool: ProcessPoolExecutor | None = None
     ahead: int = 0  # batches read ahead of the one being written (with a pool)
+    #: An atomic run's failures, pickled a batch at a time: its transaction is rolled
+    #: back if any record fails, and they are recorded after it, read back from here.
+    spill: IO[bytes] | None = None
 
     def all(self, chosen: list[Domain]) -> None:
         conn, result, run = self.conn, self.result, self.run
@@ -541,14 +571,14 @@ class _Pass:
                     result.stopped_early = True
                     break
             if outer is not None:
-                if result.failures:
+                if result.failure_count:
                     outer.rollback()
                     result.rolled_back = True
                     result.counts = {}
-                    _record_failures_alone(conn, run, result)
+                    _record_failures_alone(conn, run, result, self.spill)
                 else:
                     outer.commit()
-            elif self.atomic and result.failures:  # a dry run says what the real one would do
+            elif self.atomic and result.failure_count:  # a dry run says what the real one would do
                 result.rolled_back, result.counts = True, {}
         except BaseException:
             if outer is not None and outer.is_active:
@@ -559,6 +589,9 @@ class _Pass:
                 if run is not None:
                     run.counts = {"migrated": {}, "failures": 0, "rolled_back": True}
             raise
+        finally:
+            if self.spill is not None:
+                self.spill.close()
 
     def domain(self, dom: Domain) -> bool:
         """Migrate one domain; False when the run must stop (fail-fast).
@@ -626,10 +659,16 @@ class _Pass:
             per = result.counts.setdefault(dom.name, {})
             step = f"{version}->{to_version}"
             per[step] = per.get(step, 0) + len(batch.updates)
-        result.failures.extend(batch.failures)
+        result._failed(batch.failures)
         result.diffs.extend(stepped.diffs[: max(0, self.diff - len(result.diffs))])
         if run is not None:
-            _write_batch(self.conn, run, batch, result)
+            if self.atomic and batch.failures:
+                # Recorded after the rollback that any failure brings (written in the run's
+                # transaction, they would be rolled back with it): kept on disk meanwhile.
+                if self.spill is None:
+                    self.spill = tempfile.TemporaryFile()
+                pickle.dump(_failure_rows(batch.failures), self.spill)
+            _write_batch(self.conn, run, batch, result, failures=not self.atomic)
         if self.progress is not None:
             self.progress.advance(len(batch.updates) + len(batch.failures))
         return not (self.fail_fast and batch.failures)
@@ -679,7 +718,7 @@ def _read_span(dbapi_conn: Any, mark: str, span: _Span) -> tuple[list[Any], int,
         cursor.close()
 
 
-def _write_batch(conn: Connection, run: RunHandle, batch: _Batch, result: MigrationResult) -> None:
+def _write_batch(conn: Connection, run: RunHandle, batch: _Batch, result: MigrationResult, *, failures: bool) -> None:
     if batch.updates:
         ids = [u[3] for u in batch.updates]
         if batch.whole:  # the rows read, and only they, are in this span (the batch holds the write lock)
@@ -696,35 +735,43 @@ def _write_batch(conn: Connection, run: RunHandle, batch: _Batch, result: Migrat
                 f"UPDATE records SET payload = {mark}, version = {mark}, run_id = {mark} WHERE id = {mark}",
                 [(as_text(p), v, r, i) for p, v, r, i in batch.updates],
             )
-    _insert_failures(conn, run, batch.failures)
-    run.counts = {"migrated": result.counts, "failures": len(result.failures)}
+    if failures:
+        run.add_failures(conn, _failure_rows(batch.failures))
+    run.counts = {"migrated": result.counts, "failures": result.failure_count}
     run.save_counts(conn)
 
 
-def _insert_failures(conn: Connection, run: RunHandle, found: list[MigrationError]) -> None:
-    run.add_failures(
-        conn,
-        [
-            {
-                "domain": f.domain,
-                "key": f.key,
-                "source": getattr(f, "source", None),
-                "from_version": f.from_version,
-                "to_version": f.to_version,
-                "step": f.step,
-                "reason": f.reason,
-            }
-            for f in found
-        ],
-    )
+def _failure_rows(found: list[MigrationError]) -> list[dict[str, Any]]:
+    """``found`` as rows of the ``failures`` table (but their run)."""
+    return [
+        {
+            "domain": f.domain,
+            "key": f.key,
+            "source": getattr(f, "source", None),
+            "from_version": f.from_version,
+            "to_version": f.to_version,
+            "step": f.step,
+            "reason": f.reason,
+        }
+        for f in found
+    ]
 
 
-def _record_failures_alone(conn: Connection, run: RunHandle | None, result: MigrationResult) -> None:
+def _record_failures_alone(conn: Connection, run: RunHandle | None, result: MigrationResult, spill: IO[bytes] | None) -> None:
+    """Record an atomic run's failures, after its rollback: every one, a batch at a time
+    from ``spill``, not only those the result keeps."""
     if run is None:
         return
     with conn.begin():
-        _insert_failures(conn, run, result.failures)
-        run.counts = {"migrated": {}, "failures": len(result.failures), "rolled_back": True}
+        if spill is not None:
+            spill.seek(0)
+            while True:
+                try:
+                    rows = pickle.load(spill)  # our own file, written by this run
+                except EOFError:
+                    break
+                run.add_failures(conn, rows)
+        run.counts = {"migrated": {}, "failures": result.failure_count, "rolled_back": True}
         run.save_counts(conn)
 
 
@@ -877,23 +924,49 @@ def backup_filter(run_id: int | None, domain: str | None, key: str | None) -> li
     return found
 
 
-def _conflict(from_run: int | None, keys: list[tuple[str, str]], what: str, hint: str) -> RestoreConflictError:
-    shown = ", ".join(f"{d} {k}" for d, k in keys[:3])
-    more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+#: The records a refused restore names in its error's ``keys``: the first ones (its
+#: ``count`` counts them all). Holding them all, a restore of a run of 1,000,000 records
+#: a later run changed held a tuple of strings a record.
+CONFLICT_KEYS_KEPT = 200
+
+
+@dataclass
+class _Conflicting:
+    """The records a restore conflicts over: the domain and key of the first
+    CONFLICT_KEYS_KEPT, and how many in all; true when there is any."""
+
+    keys: list[tuple[str, str]] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, found: list[tuple[str, str]]) -> None:
+        self.count += len(found)
+        self.keys += found[: CONFLICT_KEYS_KEPT - len(self.keys)]
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
+def _conflict(from_run: int | None, found: _Conflicting, what: str, hint: str) -> RestoreConflictError:
+    shown = ", ".join(f"{d} {k}" for d, k in found.keys[:3])
+    more = f" and {found.count - 3} more" if found.count > 3 else ""
     run = "" if from_run is None else f" run {from_run}"
-    return RestoreConflictError(f"refusing to restore{run}: {len(keys)} record(s) {what} ({shown}{more}); {hint}", keys=keys)
-
-
-def _planned(conn: Connection, *where: Any) -> list[tuple[str, str]]:
-    """The domain and key of the planned backups ``where`` picks, in backup order (the
-    records a conflict names)."""
-    found = conn.execute(
-        select(backups.c.domain, backups.c.key)
-        .select_from(_plan.join(backups, backups.c.id == _plan.c.bid))
-        .where(*where)
-        .order_by(_plan.c.seq)
+    return RestoreConflictError(
+        f"refusing to restore{run}: {found.count} record(s) {what} ({shown}{more}); {hint}", keys=found.keys, count=found.count
     )
-    return [(d, k) for d, k in found]
+
+
+def _planned(conn: Connection, *where: Any) -> _Conflicting:
+    """The domain and key of the planned backups ``where`` picks, in backup order (the
+    records a conflict names): the first CONFLICT_KEYS_KEPT, and how many in all."""
+    picked = _plan.join(backups, backups.c.id == _plan.c.bid)
+    first = conn.execute(
+        select(backups.c.domain, backups.c.key).select_from(picked).where(*where).order_by(_plan.c.seq).limit(CONFLICT_KEYS_KEPT)
+    )
+    found = _Conflicting([(d, k) for d, k in first])
+    found.count = len(found.keys)
+    if found.count == CONFLICT_KEYS_KEPT:  # perhaps more: counted by SQLite, not read
+        found.count = int(conn.execute(select(func.count()).select_from(picked).where(*where)).scalar() or 0)
+    return found
 
 
 def _pages(conn: Connection, query: Select[Any], mark: Any) -> Iterator[list[Any]]:
@@ -1034,10 +1107,10 @@ def restore_records(
             # after its commit, before its run was marked finished) is no conflict.
             # Undoing runs newest first: a record a later run changed, which the restore
             # of that run put back as this run left it, is no conflict.
-            conflicts = []
+            conflicts = _Conflicting()
             for rows in _changed_again(conn, from_run):
                 changed_back = {row.id for row in _as_left_by(conn, from_run, rows)}
-                conflicts += [(row.domain, row.key) for row in rows if row.id not in changed_back]
+                conflicts.add([(row.domain, row.key) for row in rows if row.id not in changed_back])
             if conflicts:
                 raise _conflict(from_run, conflicts, "were changed again by a later run", "pass --force, or force=True, to restore them anyway")
         # A record that holds its backup's row already has nothing to restore: the same

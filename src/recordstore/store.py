@@ -441,7 +441,7 @@ class Store:
             )
             if result.rolled_back:
                 run.outcome = "rolled-back"
-            elif result.failures:
+            elif not result.ok:
                 run.outcome = "partial"
         return result
 
