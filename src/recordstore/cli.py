@@ -546,6 +546,18 @@ def _problems(problems: list[Any], *, alike: int | None = None) -> None:
     _err_lines(lines)
 
 
+def _not_shown(n: int, what: str, run_id: int | None) -> None:
+    """The line after the first problems of a run, when ``n`` more were counted but not
+    kept (a result holds the first ones only: a million bad records held gigabytes of
+    them); the run's are all in the store (a dry run's: nowhere)."""
+    if n:
+        where = (
+            f"store history {run_id} lists every one" if run_id is not None
+            else "a dry run records none: the real run's are all listed by store history RUN"
+        )
+        _err_lines([f"store: ... and {n} more {what}; {where}"])
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -587,6 +599,7 @@ def import_(
     with _errors(ctx), ctx.obj.open(wait, create=True) as store, _bar(ctx, json_out) as bar:
         result = store.import_paths(paths, domain=domain, progress=bar, jobs=jobs)
     _problems(result.problems)
+    _not_shown(result.problems_not_kept, "problem(s)", result.run_id)
     if json_out:
         _emit_json(result.as_dict())
     else:
@@ -862,14 +875,7 @@ def _render_migration(result: Any) -> None:
         for line in list(lines)[2:]:
             out.print(line, markup=False)
     _err_lines(f"store: failed: {f}" for f in result.failures)  # (its key names its file: not named again)
-    if result.failures_not_kept:
-        # The result holds the first failures only (a step failing for every one of
-        # 1,000,000 records held 1.8 GB of them); the run's are all in the store.
-        where = (
-            f"store history {result.run_id} lists every one" if result.run_id is not None
-            else "a dry run records none: the real run's are all listed by store history RUN"
-        )
-        _err_lines([f"store: ... and {result.failures_not_kept} more failed; {where}"])
+    _not_shown(result.failures_not_kept, "failed", result.run_id)
     verb = "would migrate" if result.dry_run else "migrated"
     if result.counts:
         table = _Table("domain", "from -> to", "records")

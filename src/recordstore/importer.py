@@ -59,6 +59,13 @@ class DomainCounts:
         return dict(self.__dict__)
 
 
+#: The problems an :class:`ImportResult` holds: the first ones. ``problem_count`` counts
+#: them all, and the run records every one in the store (``store history RUN``,
+#: ``Store.failures(run)``). Holding them all took ~0.8 kB a bad line: 100,000 bad lines
+#: held 80 MB.
+PROBLEMS_KEPT = 200
+
+
 @dataclass
 class ImportResult:
     """The outcome of :meth:`Store.import_paths`."""
@@ -67,12 +74,27 @@ class ImportResult:
     domains: dict[str, DomainCounts] = field(default_factory=dict)
     files: int = 0
     skipped: int = 0
+    #: The first PROBLEMS_KEPT problems, in order (``problem_count``: how many in all).
     problems: list[InputError] = field(default_factory=list)
+    #: How many files and records were refused or failed: ``problems`` and those past them.
+    problem_count: int = 0
 
     @property
     def ok(self) -> bool:
         """Whether nothing was refused or failed (``store import`` exits 1 otherwise)."""
-        return not self.problems
+        return not (self.problem_count or self.problems)
+
+    @property
+    def problems_not_kept(self) -> int:
+        """How many problems are counted but not in ``problems`` (the run's are all in
+        the store: ``Store.failures(run_id)``)."""
+        return max(0, self.problem_count - len(self.problems))
+
+    def add_problem(self, problem: InputError) -> None:
+        """Count ``problem``, keeping it while fewer than PROBLEMS_KEPT are kept."""
+        self.problem_count += 1
+        if len(self.problems) < PROBLEMS_KEPT:
+            self.problems.append(problem)
 
     def counts(self, domain: str) -> DomainCounts:
         """The counts of ``domain`` (made, all zero, the first time it is asked for)."""
@@ -83,13 +105,15 @@ class ImportResult:
 
     def as_dict(self) -> dict[str, Any]:
         """As ``store import --json`` prints it: the run, files read and skipped, the
-        counts by domain and each problem as one line."""
+        counts by domain, the first PROBLEMS_KEPT problems as a line each and how many
+        there were in all."""
         return {
             "run": self.run_id,
             "files": self.files,
             "skipped": self.skipped,
             "domains": {d: c.as_dict() for d, c in sorted(self.domains.items())},
             "problems": [str(p) for p in self.problems],
+            "problem_count": self.problem_count,
         }
 
 
@@ -549,12 +573,17 @@ class Importer:
             self._import_changed(cand, found, parse, digest, counts, known[0])
 
     def _report(self, parse: Outcome | FileParse, domain: str, counts: DomainCounts) -> None:
+        """Report the problems ``parse`` found (a file read here: those found since the
+        last call, taken from it)."""
         for problem in parse.problems:
             if isinstance(problem, NewerVersionError):
                 counts.rejected += 1
             else:
                 counts.failed += 1
             self.record_problem(problem, domain)
+        if isinstance(parse, FileParse):
+            parse.reported += len(parse.problems)
+            parse.problems.clear()
 
     def _import_new(
         self,
@@ -579,6 +608,8 @@ class Importer:
                 self.record_rows.append((name, slot.key, slot.version, slot.text, file_id, slot.position, run))
                 n += 1
             self.pending_bytes += len(slot.text)
+            if parse.problems:  # as they come: a file of a million bad lines holds none
+                self._report(parse, name, counts)
             if self._batch_full():
                 if not row_written:
                     self.file_rows.append((file_id, cand.relpath, name, "lines", "", "", "", None, "", run, None))
@@ -590,7 +621,7 @@ class Importer:
             return
         layout = parse.layout
         assert layout is not None  # set by every parse that got this far
-        final_digest = "" if parse.problems else digest  # refused records: look again next time
+        final_digest = "" if parse.had_problems else digest  # refused records: look again next time
         values = (name, layout.container, layout.head, layout.sep, layout.tail, layout.indent, final_digest, run, layout.gaps)
         if row_written:  # a new file has no old layout to keep: even a broken one gets what was read
             columns = ("domain", "container", "head", "sep", "tail", "indent", "digest", "run_id", "gaps")
@@ -617,9 +648,12 @@ class Importer:
         self._execute_pending()  # new files' rows first: this path writes directly
         batch: list[Slot] = []
         size = 0
+        streamed = isinstance(parse, FileParse)  # (a task's problems come all at once, bounded)
         for rec in found:
             batch.append(rec)
             size += len(rec.text)
+            if streamed and parse.problems:  # as they come, as for a new file
+                self._report(parse, name, counts)
             if len(batch) >= parsing.BATCH_RECORDS or size >= parsing.BATCH_BYTES:
                 self._write_changed(batch, file_id, name, counts)
                 batch, size = [], 0
@@ -635,7 +669,7 @@ class Importer:
         counts.removed += self._remove_beyond(file_id, parse.slots)
         layout = parse.layout
         assert layout is not None  # set by every parse that got this far
-        final_digest = "" if parse.problems else digest
+        final_digest = "" if parse.had_problems else digest
         new_layout = (name, layout.container, layout.head, layout.sep, layout.tail, layout.indent, layout.gaps)
         backup_file_layout(self.conn, file_id, dict(zip(LAYOUT, new_layout)), self.run_id)
         sql_text(
@@ -646,7 +680,7 @@ class Importer:
         self._written.add(cand.relpath)  # a later copy of the path reads the store again
 
     def record_problem(self, problem: InputError, domain: str | None) -> None:
-        self.result.problems.append(problem)
+        self.result.add_problem(problem)
         self.failure_rows.append(
             (
                 self.run_id,

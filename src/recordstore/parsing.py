@@ -11,6 +11,7 @@ in ``files``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -448,9 +449,17 @@ class FileParse:
         self.data = data
         self.layout = FileLayout("object")
         self.problems: list[InputError] = []
+        # Problems already taken from ``problems`` (the importer reports those of a
+        # streamed file as they come, so that it never holds one for each bad line).
+        self.reported = 0
         self.fatal = False  # not read to its end (an I/O error): the slots not reached keep what the store holds
         self.slots = 0  # record slots seen, good or bad; positions run from 0 to slots - 1
         self._ends_with_newline = True  # of a JSON-lines file, as far as it was read
+
+    @property
+    def had_problems(self) -> bool:
+        """Whether any problem was found, reported already or not."""
+        return bool(self.problems or self.reported)
 
     def _fail(self, reason: str, line: int | None = None) -> None:
         self.problems.append(InputError(self.shown, reason, line=line))
@@ -745,17 +754,10 @@ class FileParse:
 
     def _raw_lines(self) -> Iterator[bytes]:
         """The file's lines without their newlines; ``_ends_with_newline`` says whether
-        the last one had one."""
-        if self.data is not None:
-            lines, ends_with_newline = _split_lines(self.data)
-            self._ends_with_newline = True
-            for line in lines[:-1]:
-                yield line
-            self._ends_with_newline = ends_with_newline
-            yield from lines[-1:]
-            return
+        the last one had one. One at a time, from the bytes read too: split all at once,
+        a file of a few MB of short lines became a list of millions."""
         self._ends_with_newline = False  # an empty file has no newline
-        with open(self.path, "rb") as fh:
+        with io.BytesIO(self.data) if self.data is not None else open(self.path, "rb") as fh:
             for raw in fh:
                 self._ends_with_newline = raw[-1:] == b"\n"
                 yield raw[:-1] if self._ends_with_newline else raw
@@ -850,6 +852,13 @@ def read_records(parse: FileParse, read: FileRead) -> Iterator[Slot]:
 #: Files up to this size are read and parsed whole, as a Task (in worker processes
 #: when an import is large); larger ones are streamed by the importer itself.
 TASK_MAX_BYTES = 1 << 20
+#: ... and holding fewer records (JSON lines, elements of an array) than this, and at
+#: most TASK_MAX_PROBLEMS bad ones: a task holds a few hundred bytes for each record and
+#: ~1 kB for each problem, over the file's size, and a chunk of tasks is held whole.
+#: A file of more (one 1 MB file of half a million broken short lines held 500 MB) is
+#: streamed by the importer, in batches, as a large one is.
+TASK_MAX_SLOTS = 10_000
+TASK_MAX_PROBLEMS = 100
 
 
 class Task(NamedTuple):
@@ -883,6 +892,11 @@ class Outcome(NamedTuple):
     written: int = 0
     refused: tuple[tuple[int, str, bytes], ...] = ()
 
+    @property
+    def had_problems(self) -> bool:
+        """Whether any problem was found (as :attr:`FileParse.had_problems`)."""
+        return bool(self.problems)
+
 
 def read_or_problem(path: str, relpath: str, max_size: int | None = None) -> FileRead | InputError:
     """:func:`read_file`, or the problem that stops the file being read, naming it by
@@ -913,6 +927,8 @@ def parse_task(task: Task) -> Outcome:
     found: list[ParsedRecord] = []
     refused: list[tuple[int, str, bytes]] = []
     for slot in read_records(parse, read):
+        if len(found) + len(refused) >= TASK_MAX_SLOTS or len(parse.problems) > TASK_MAX_PROBLEMS:
+            return Outcome("large")  # see TASK_MAX_SLOTS
         if isinstance(slot, Refused):
             refused.append((slot.position, slot.key, slot.text))
         else:
@@ -984,7 +1000,8 @@ def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
     unusual around them (an object file starting with ``{``; JSON lines without a BOM or
     ``\r``). ``None`` for anything else (a refused record, a syntax error, an array, a
     file torn while read): :class:`FileParse` decides those, and its result for any
-    file this accepts is the same (a property test compares the two)."""
+    file this accepts is the same (a property test compares the two). ``large`` for
+    more than TASK_MAX_SLOTS lines: the importer streams those."""
     data = read.data
     if data is None or read.torn:
         return None
@@ -992,6 +1009,8 @@ def _parse_plain(task: Task, read: FileRead) -> Outcome | None:
     if task.relpath.endswith(LINE_SUFFIXES):
         if data.startswith(b"\xef\xbb\xbf") or b"\r" in data:
             return None
+        if data.count(b"\n") >= TASK_MAX_SLOTS:  # (counted before they are split)
+            return Outcome("large")  # many short lines: see TASK_MAX_SLOTS
         lines, ends_with_newline = _split_lines(data)
         found = _plain_lines(lines, domain)
         if found is None:

@@ -266,8 +266,8 @@ class Store:
                     for problem in walk_problems:
                         result.counts("(none)").failed += 1
                         importer.record_problem(problem, None)
-                    run.counts = {k: v for k, v in result.as_dict().items() if k != "problems"}
-                    run.counts["problems"] = len(result.problems)
+                    run.counts = {k: v for k, v in result.as_dict().items() if k not in ("problems", "problem_count")}
+                    run.counts["problems"] = result.problem_count
                     run.save_counts(conn)
                 except BaseException:
                     importer.rollback()
