@@ -67,6 +67,10 @@ class ImportResult:
     domains: dict[str, DomainCounts] = field(default_factory=dict)
     files: int = 0
     skipped: int = 0
+    #: Files (and directories) found by the walk but gone before they could be read:
+    #: removed or renamed away meanwhile by the application writing them. Nothing of
+    #: them was there to import, so they are counted, not reported as problems.
+    vanished: int = 0
     problems: list[InputError] = field(default_factory=list)
 
     @property
@@ -82,12 +86,13 @@ class ImportResult:
         return found
 
     def as_dict(self) -> dict[str, Any]:
-        """As ``store import --json`` prints it: the run, files read and skipped, the
-        counts by domain and each problem as one line."""
+        """As ``store import --json`` prints it: the run, files read, skipped and gone
+        before they were read, the counts by domain and each problem as one line."""
         return {
             "run": self.run_id,
             "files": self.files,
             "skipped": self.skipped,
+            "vanished": self.vanished,
             "domains": {d: c.as_dict() for d, c in sorted(self.domains.items())},
             "problems": [str(p) for p in self.problems],
         }
@@ -361,18 +366,23 @@ class Importer:
                 result.counts(cand.domain.name).imported += outcome
                 del self._in_flight[cand.relpath]
                 self._written.add(cand.relpath)
-            else:
+            elif self.import_one(cand, outcome):
                 result.files += 1
-                self.import_one(cand, outcome)
+            else:
+                result.vanished += 1
             if advance is not None:
                 advance(1)
 
-    def import_one(self, cand: Candidate, outcome: Outcome | None) -> None:
-        """Write one file: what its task found, or (``None``, ``large``) read it here."""
+    def import_one(self, cand: Candidate, outcome: Outcome | None) -> bool:
+        """Write one file: what its task found, or (``None``, ``large``) read it here.
+        ``False`` if it was gone (see :func:`parsing.vanished`): nothing to write."""
         known = self._in_flight.pop(cand.relpath, None) if outcome is not None else None
+        if outcome is not None and outcome.kind == "vanished":
+            return False
         if outcome is None or outcome.kind == "large":
             with self._exclusive():
-                self.import_file(cand)
+                if not self.import_file(cand):
+                    return False
         elif known is not None:  # compared with what the store holds
             with self._exclusive():
                 self.write(cand, outcome, known)
@@ -380,6 +390,7 @@ class Importer:
             self.write(cand, outcome, known)
         if self._batch_full():
             self.flush()
+        return True
 
     def _task(self, cand: Candidate) -> Task | None:
         """The task for ``cand``, or ``None`` when it is imported here: no domain, a name
@@ -518,26 +529,29 @@ class Importer:
         self.next_file_id += 1
         return self.next_file_id - 1
 
-    def import_file(self, cand: Candidate) -> None:
-        """Read and import one file here, streaming its records."""
+    def import_file(self, cand: Candidate) -> bool:
+        """Read and import one file here, streaming its records; ``False`` if it was
+        gone before any of it was read."""
         assert cand.domain is not None
         domain = cand.domain
         counts = self.result.counts(domain.name)
         if not jsoncodec.is_utf8(cand.relpath):
-            read: FileRead | InputError = InputError(
+            read: FileRead | InputError | None = InputError(
                 parsing.display_path(cand.relpath), "file name is not valid UTF-8; rename the file to import it"
             )
         else:
             read = parsing.read_or_problem(cand.path, cand.relpath)
+        if read is None:
+            return False
         if isinstance(read, InputError):
             counts.failed += 1
             self.record_problem(read, domain.name)
-            return
+            return True
         digest = read.digest
         known = self._known(cand.relpath)
         if known is not None and known[1] == digest and known[2] == domain.name:
             counts.unchanged += known[3]
-            return
+            return True
         parse = FileParse(cand.path, cand.relpath, domain, read.data)
         # The bytes are the parse's from here: it lets them go for the record's own
         # (a huge session's file is then not held twice while it is written).
@@ -547,6 +561,7 @@ class Importer:
             self._import_new(cand, found, parse, digest, counts, self._new_file_id())
         else:
             self._import_changed(cand, found, parse, digest, counts, known[0])
+        return not parse.vanished
 
     def _report(self, parse: Outcome | FileParse, domain: str, counts: DomainCounts) -> None:
         for problem in parse.problems:

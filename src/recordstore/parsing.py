@@ -54,8 +54,11 @@ def discover(
     registry: Registry,
     domain: Domain | None = None,
     problems: list[InputError] | None = None,
+    gone: list[str] | None = None,
 ) -> Iterator[Candidate]:
     """Yield the files below ``paths`` with their domains (``None``: no domain).
+    A directory below one given that is gone when the walk comes to it (see
+    :func:`vanished`) is added to ``gone``, not to ``problems``.
 
     Directories are walked following links to directories, each directory once (so
     link loops end and nothing is read twice); a file given by itself is matched by the
@@ -91,7 +94,7 @@ def discover(
             _first_visit(walked, top)
             # A directory that cannot be read is a problem only where a record could be.
             may_hold = (lambda rel: True) if domain is not None else registry.may_match_below
-            onerror = _walk_error(problems, root, top, may_hold)
+            onerror = _walk_error(problems, root, top, may_hold, gone)
             for dirpath, dirnames, filenames in os.walk(top, onerror=onerror, followlinks=True):
                 base = dirpath if dirpath.endswith(os.sep) else dirpath + os.sep
                 dirnames[:] = [d for d in sorted(dirnames) if _first_visit(walked, base + d)]
@@ -181,13 +184,22 @@ def _first_visit(walked: set[tuple[int, int]], path: str) -> bool:
 display_path = printable
 
 
-def _walk_error(problems: list[InputError] | None, root: Path, top: str, may_hold: Callable[[str], bool]) -> Any:
+def _walk_error(
+    problems: list[InputError] | None, root: Path, top: str, may_hold: Callable[[str], bool], gone: list[str] | None
+) -> Any:
     def report(exc: OSError) -> None:
         if exc.filename is not None:
             rel = os.path.relpath(exc.filename, top).replace(os.sep, "/")
             if rel != ".." and not rel.startswith("../") and not may_hold("" if rel == "." else rel):
                 # No pattern reaches below it (an application's artifacts, say, made
                 # unreadable by a sandbox): its files would all be skipped anyway.
+                return
+            if rel != "." and vanished(os.fspath(exc.filename), exc):
+                # Listed by its parent, then removed or renamed before the walk came to
+                # it: counted as a file gone is. (The directory given itself, gone, is
+                # a problem, as a path given that is not there is.)
+                if gone is not None:
+                    gone.append(display_path(os.fspath(exc.filename)))
                 return
         if problems is not None:
             where = display_path(str(exc.filename or root))
@@ -449,6 +461,8 @@ class FileParse:
         self.layout = FileLayout("object")
         self.problems: list[InputError] = []
         self.fatal = False  # not read to its end (an I/O error): the slots not reached keep what the store holds
+        self.vanished = False  # gone before any of it was read (see read_records)
+        self.opened = False  # of a file streamed, once its streaming pass has opened it
         self.slots = 0  # record slots seen, good or bad; positions run from 0 to slots - 1
         self._ends_with_newline = True  # of a JSON-lines file, as far as it was read
 
@@ -756,6 +770,7 @@ class FileParse:
             return
         self._ends_with_newline = False  # an empty file has no newline
         with open(self.path, "rb") as fh:
+            self.opened = True
             for raw in fh:
                 self._ends_with_newline = raw[-1:] == b"\n"
                 yield raw[:-1] if self._ends_with_newline else raw
@@ -833,6 +848,11 @@ def read_records(parse: FileParse, read: FileRead) -> Iterator[Slot]:
         yield from parse.records()
     except OSError as exc:  # the file vanished or became unreadable mid-read
         parse.fatal = True
+        if not parse.opened and vanished(parse.path, exc):
+            # Gone before the streaming pass opened it (an open file can be read to its
+            # end, removed or not): nothing of it was read, and nothing is lost.
+            parse.vanished = True
+            return
         parse.problems.append(InputError(parse.shown, f"cannot read: {exc.strerror or exc}"))
         return
     if parse.data is not None:
@@ -864,8 +884,8 @@ class Task(NamedTuple):
 
 class Outcome(NamedTuple):
     """What :func:`parse_task` found: ``kind`` is ``parsed``, ``unchanged`` (the digest
-    is the stored one), ``unreadable`` (one problem) or ``large`` (not read: the importer
-    streams it); or ``written``: a worker wrote the new file's ``written`` records and
+    is the stored one), ``unreadable`` (one problem), ``vanished`` (gone since the walk:
+    see :func:`vanished`) or ``large`` (not read: the importer streams it); or ``written``: a worker wrote the new file's ``written`` records and
     its row itself, and only the problems are left to report. The records come as
     columns; ``refused`` holds the refused records' (position, key, text)."""
 
@@ -884,15 +904,39 @@ class Outcome(NamedTuple):
     refused: tuple[tuple[int, str, bytes], ...] = ()
 
 
-def read_or_problem(path: str, relpath: str, max_size: int | None = None) -> FileRead | InputError:
+def read_or_problem(path: str, relpath: str, max_size: int | None = None) -> FileRead | InputError | None:
     """:func:`read_file`, or the problem that stops the file being read, naming it by
-    ``relpath``."""
+    ``relpath``; ``None`` if the file is gone (see :func:`vanished`)."""
     try:
         return read_file(path, max_size)
     except OSError as exc:
+        if vanished(path, exc):
+            return None
         return InputError(display_path(relpath), f"cannot read: {exc.strerror or exc}")
     except InputError as exc:
+        if vanished(path, exc):
+            return None
         return InputError(display_path(relpath), exc.reason)
+
+
+def vanished(path: str, exc: BaseException) -> bool:
+    """Whether ``path``, a file the walk found, could not be read because it is no
+    longer there: removed or renamed away by the application since (DeepSeek TUI writes
+    a file to a temporary name and renames it over the old one), one of its directories
+    removed or replaced by a file, or the file replaced by a directory (which the next
+    import walks). Nothing of such a file can be lost, so it is counted, not reported. A
+    link to nothing is still a problem: it was there, and broken, when walked."""
+    if isinstance(exc, InputError):  # not a regular file: a directory now, where the walk found a file
+        return os.path.isdir(path) and not os.path.islink(path)
+    if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return False
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False  # there, as a link to nothing: a problem
 
 
 def parse_task(task: Task) -> Outcome:
@@ -900,6 +944,8 @@ def parse_task(task: Task) -> Outcome:
     # committed, since every later chunk stops at its first file too.
     workers.stop_if_asked()
     read = read_or_problem(task.path, task.relpath, min(TASK_MAX_BYTES, STREAM_THRESHOLD))
+    if read is None:
+        return Outcome("vanished")
     if isinstance(read, InputError):
         return Outcome("unreadable", problems=[read])
     if read.data is None:

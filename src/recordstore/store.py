@@ -251,7 +251,8 @@ class Store:
         _progress(progress)
         checked("jobs", jobs, int, least=0, optional=True)
         walk_problems: list[InputError] = []  # missing paths, unreadable directories
-        found = discover(paths, self.registry, forced, walk_problems)
+        walk_gone: list[str] = []  # directories removed while the walk went on
+        found = discover(paths, self.registry, forced, walk_problems, walk_gone)
         # Counting the files first is what a progress bar needs; without one, stream.
         candidates: Iterable[Any] = list(found) if progress is not None else found
         if progress is not None:
@@ -263,6 +264,7 @@ class Store:
                 importer = Importer(conn.execution_options(sqlite_begin="IMMEDIATE"), run.run_id, result)
                 try:
                     importer.import_all(candidates, jobs, None if progress is None else progress.advance)
+                    result.vanished += len(walk_gone)
                     for problem in walk_problems:
                         result.counts("(none)").failed += 1
                         importer.record_problem(problem, None)

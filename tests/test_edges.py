@@ -1,0 +1,159 @@
+"""Edge cases users meet, each with one clear outcome: files and directories that
+change under an import while it runs, an export directory that cannot be made, a query
+of very many conditions, and the problem lines of an import of several roots."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Cli
+from recordstore import Store, parsing
+from recordstore import store as store_module
+
+TASKS = "tasks/tasks"
+
+
+def _task(n: int) -> str:
+    return json.dumps({"schema_version": 2, "id": f"task_{n}", "status": "completed"}, indent=2) + "\n"
+
+
+def _tasks_home(root: Path, count: int) -> Path:
+    """A home of ``count`` task files (512 or more: an import of it uses workers)."""
+    (root / TASKS).mkdir(parents=True)
+    for n in range(count):
+        (root / TASKS / f"task_{n:04d}.json").write_text(_task(n))
+    return root
+
+
+def _remove_after_walk(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
+    """Make the import's walk find ``paths``, then remove them before they are read, as
+    an application writing its home meanwhile does."""
+    real_discover = parsing.discover
+
+    def discover_then_remove(*args: Any, **kwargs: Any) -> Iterator[parsing.Candidate]:
+        found = list(real_discover(*args, **kwargs))
+        for path in paths:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        return iter(found)
+
+    monkeypatch.setattr(store_module, "discover", discover_then_remove)
+
+
+# --------------------------------------------------------------------------- files gone during an import
+
+
+def test_a_file_removed_after_the_walk_is_counted_as_gone_not_a_problem(home: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = home / "sessions" / "3f1c9a52-8d4e-4b7a-9c21-6e0f2d8b7a10.json"
+    _remove_after_walk(monkeypatch, gone)
+    result = store.import_paths([home], jobs=0)
+    assert result.problems == [] and result.ok
+    assert result.vanished == 1
+    assert result.as_dict()["vanished"] == 1
+    assert store.get("session", "sessions/5d9e2a71-4f08-4c3b-b6d2-9a1e7c5f3b08.json") is not None
+    assert store.get("session", "sessions/3f1c9a52-8d4e-4b7a-9c21-6e0f2d8b7a10.json") is None
+    assert store.history(result.run_id)[0].outcome == "ok"
+
+
+def test_a_file_removed_after_the_walk_keeps_its_records_from_an_earlier_import(home: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "sessions/3f1c9a52-8d4e-4b7a-9c21-6e0f2d8b7a10.json"
+    first = store.import_paths([home], jobs=0)
+    (home / key).write_text((home / key).read_text().replace("\n}", ', "extra": 1\n}', 1))  # changed: read again
+    _remove_after_walk(monkeypatch, home / key)
+    again = store.import_paths([home], jobs=0)
+    assert again.ok and again.vanished == 1
+    assert again.files == first.files - 1
+    record = store.get("session", key)
+    assert record is not None and "extra" not in record.data  # an import never deletes by absence
+
+
+@pytest.mark.parametrize("writing", [True, False], ids=["workers-write", "workers-parse"])
+def test_files_removed_after_the_walk_are_counted_as_gone_with_workers(tmp_path: Path, writing: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _tasks_home(tmp_path / "home", 600)
+    with Store(tmp_path / "w.db") as store:
+        if not writing:  # a store with files: the workers only parse
+            other = _tasks_home(tmp_path / "other", 1)
+            store.import_paths([other], jobs=0)
+        _remove_after_walk(monkeypatch, root / TASKS / "task_0007.json", root / TASKS / "task_0500.json")
+        result = store.import_paths([root], jobs=2)
+        assert result.problems == []
+        assert result.vanished == 2 and result.files == 598
+        assert result.counts("task").imported == 598 - (0 if writing else 1)  # (task_0000 is unchanged there)
+        assert store.integrity_problems() == []
+
+
+def test_a_large_file_removed_between_its_hash_and_its_streaming_pass_is_gone(tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "home"
+    events = root / "tasks" / "runtime" / "events"
+    events.mkdir(parents=True)
+    log = events / "thr_1.jsonl"
+    log.write_text("".join(json.dumps({"schema_version": 2, "seq": n}) + "\n" for n in range(50)))
+    (events / "thr_2.jsonl").write_text(json.dumps({"schema_version": 2, "seq": 0}) + "\n")
+    # Streamed, as a JSON-lines file above the threshold is: hashed, then read again.
+    monkeypatch.setattr(parsing, "STREAM_THRESHOLD", 64)
+    monkeypatch.setattr(parsing, "TASK_MAX_BYTES", 64)
+    real_read_file = parsing.read_file
+
+    def read_then_remove(path: str, max_size: int | None = None) -> parsing.FileRead:
+        read = real_read_file(path, max_size)
+        if path == str(log) and read.data is None and max_size is None:
+            log.unlink()
+        return read
+
+    monkeypatch.setattr(parsing, "read_file", read_then_remove)
+    result = store.import_paths([root], jobs=0)
+    assert result.problems == [] and result.vanished == 1 and result.files == 1
+    assert result.counts("runtime").imported == 1
+
+
+def test_a_directory_removed_during_the_walk_is_counted_as_gone(home: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = home / "automations" / "runs" / "7d3c1e0a-6b5f-4e2d-9a8c-1f0e3d2c4b5a"
+    real_first_visit = parsing._first_visit
+
+    def remove_before_visit(walked: set[tuple[int, int]], path: str) -> bool:
+        if path == str(runs) and runs.exists():
+            shutil.rmtree(runs)  # listed by its parent, gone before the walk enters it
+        return real_first_visit(walked, path)
+
+    monkeypatch.setattr(parsing, "_first_visit", remove_before_visit)
+    result = store.import_paths([home], jobs=0)
+    assert result.problems == [] and result.vanished == 1
+    assert result.counts("automation_run").imported == 1  # the other directory's run
+
+
+def test_a_file_replaced_by_a_directory_after_the_walk_is_counted_as_gone(home: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = home / "sessions" / "3f1c9a52-8d4e-4b7a-9c21-6e0f2d8b7a10.json"
+    real_discover = parsing.discover
+
+    def discover_then_replace(*args: Any, **kwargs: Any) -> Iterator[parsing.Candidate]:
+        found = list(real_discover(*args, **kwargs))
+        path.unlink()
+        path.mkdir()
+        return iter(found)
+
+    monkeypatch.setattr(store_module, "discover", discover_then_replace)
+    result = store.import_paths([home], jobs=0)
+    assert result.problems == [] and result.vanished == 1
+
+
+def test_a_link_to_nothing_is_still_a_problem(home: Path, store: Store) -> None:
+    (home / TASKS / "dangling.json").symlink_to("nowhere.json")
+    result = store.import_paths([home], jobs=0)
+    assert [str(p) for p in result.problems] == [f"{TASKS}/dangling.json: cannot read: No such file or directory"]
+    assert result.vanished == 0
+
+
+def test_the_cli_says_how_many_files_were_gone_and_exits_0(home: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    _remove_after_walk(monkeypatch, home / "sessions" / "3f1c9a52-8d4e-4b7a-9c21-6e0f2d8b7a10.json")
+    res: Any = cli("import", home)
+    assert res.exit_code == 0, res.output
+    assert "cannot read" not in res.output
+    assert "1 gone before they were read (removed or renamed meanwhile); run 1" in res.stdout
