@@ -4,7 +4,10 @@ of very many conditions, and the problem lines of an import of several roots."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import Cli
-from recordstore import Store, parsing
+from recordstore import ExportError, Store, parsing
 from recordstore import store as store_module
 
 TASKS = "tasks/tasks"
@@ -157,3 +160,38 @@ def test_the_cli_says_how_many_files_were_gone_and_exits_0(home: Path, cli: Cli,
     assert res.exit_code == 0, res.output
     assert "cannot read" not in res.output
     assert "1 gone before they were read (removed or renamed meanwhile); run 1" in res.stdout
+
+
+# --------------------------------------------------------------------------- an export directory that cannot be made
+
+
+def test_an_export_directory_under_a_file_is_an_export_error_naming_the_file(home: Path, store: Store, tmp_path: Path) -> None:
+    store.import_paths([home], jobs=0)
+    (tmp_path / "afile").write_text("not a directory")
+    out = tmp_path / "afile" / "out"
+    with pytest.raises(ExportError) as caught:
+        store.export_to(out)
+    assert caught.value.path == str(out)
+    assert caught.value.reason == f"cannot create the export directory: {tmp_path / 'afile'} exists and is not a directory"
+    assert caught.value.exit_code == 3  # nothing was exported: an error, not some files refused
+
+
+def test_an_export_directory_that_cannot_be_created_is_one_line_naming_it(home: Path, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli("import", home).exit_code == 0  # type: ignore[attr-defined]
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    out = read_only / "out"
+    real_mkdir = os.mkdir
+
+    def refusing_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        # As a directory without write permission refuses (the tests may run as root).
+        if Path(path) == out:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", refusing_mkdir)
+    with Store(cli.db) as store, pytest.raises(ExportError, match=f"^{re.escape(str(out))}: cannot create the export directory: Permission denied$"):
+        store.export_to(out)
+    res: Any = cli("export", out)
+    assert res.exit_code == 3
+    assert res.stderr == f"store: error: {out}: cannot create the export directory: Permission denied\n"

@@ -11,6 +11,7 @@ and an ``exit_code`` the CLI uses::
     │   └── NewerVersionError        exit 1   .domain .version .current_version .version_field
     ├── MigrationError               exit 1   .domain .key .from_version .to_version .step .reason
     ├── ExportError                  exit 1   .path .reason
+    │   └── ExportDirectoryError     exit 3   OUT itself unusable: nothing exported
     ├── QueryError                   exit 3
     └── StoreError                   exit 3   problems with the store itself
         ├── StoreVersionError        exit 5   written by a newer recordstore
@@ -131,6 +132,14 @@ class ExportError(RecordStoreError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class ExportDirectoryError(ExportError):
+    """The export directory itself (``path``) cannot be made or written into, or its
+    path is not one: nothing was exported. An error (exit 3), not an export with some
+    files refused (exit 1)."""
+
+    exit_code = 3
 
 
 class QueryError(RecordStoreError):

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, func, or_, select
 
 from .engine import sqlite_file
-from .errors import ExportError, RecordStoreError
+from .errors import ExportDirectoryError, ExportError
 from .parsing import OWN_INDENTS, display_path, element_prefix, own_prefix
 from .tables import files, records, refused
 
@@ -701,8 +701,13 @@ def export_records(
         # os.path's checks, not pathlib's: they say False of a name too long, where
         # pathlib's raised OSError again, out of this handler.
         reason = "it exists and is not a directory" if os.path.exists(out) and not os.path.isdir(out) else exc.strerror or exc
+        if isinstance(exc, NotADirectoryError) and not os.path.exists(out):
+            # Which of its parents is the file in the way ("Not a directory" says not).
+            blocking = next((p for p in reversed(out.parents) if os.path.exists(p) and not os.path.isdir(p)), None)
+            if blocking is not None:
+                reason = f"{display_path(str(blocking))} exists and is not a directory"
         doing = "write into" if os.path.isdir(out) else "create"
-        raise RecordStoreError(f"{out}: cannot {doing} the export directory: {reason}") from exc
+        raise ExportDirectoryError(display_path(str(out)), f"cannot {doing} the export directory: {reason}") from exc
     wanted = None if domains is None else list(domains)
     if progress is not None:
         # The files that will be written (see _files_to_write).

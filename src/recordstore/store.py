@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, sel
 from . import jsoncodec
 from .connections import INT_MAX
 from .engine import close_engine, default_db_path, open_engine, translate_errors
-from .errors import ExportError, InputError, QueryError, RecordStoreError, StoreError, checked, printable, shown
+from .errors import ExportDirectoryError, InputError, QueryError, RecordStoreError, StoreError, checked, printable, shown
 from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer, keep_import_digests
 from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
@@ -295,9 +295,9 @@ class Store:
         its file held it."""
         checked("out", out, (str, os.PathLike), what="a path (str or os.PathLike)")
         if not os.fspath(out).strip():
-            raise ExportError(repr(os.fspath(out)), "the export directory's path is empty (an unset setting?)")
+            raise ExportDirectoryError(repr(os.fspath(out)), "the export directory's path is empty (an unset setting?)")
         if "\x00" in os.fspath(out):  # (os would raise ValueError, as no file may have such a name)
-            raise ExportError(printable(os.fspath(out)), "the export directory's path cannot hold a NUL character")
+            raise ExportDirectoryError(printable(os.fspath(out)), "the export directory's path cannot hold a NUL character")
         domains = _names(domains)
         for name in domains or ():
             self._named_domain(name)
