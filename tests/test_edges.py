@@ -195,3 +195,30 @@ def test_an_export_directory_that_cannot_be_created_is_one_line_naming_it(home: 
     res: Any = cli("export", out)
     assert res.exit_code == 3
     assert res.stderr == f"store: error: {out}: cannot create the export directory: Permission denied\n"
+
+
+# --------------------------------------------------------------------------- a query of very many conditions
+
+
+COMPLETED = ["tasks/tasks/task_1f2e3d4c.json", "tasks/tasks/task_9c0d1e2f.json"]
+
+
+def test_a_query_of_two_thousand_conditions_runs(home: Path, store: Store) -> None:
+    store.import_paths([home], jobs=0)
+    query = store.query("task")
+    for n in range(2000):
+        query = query.where("status", "!=", f"status {n}")
+        if n % 100 == 50:  # an OR inside: a condition must stay whole among the others
+            query = query.where("status", "in", ["completed", f"status {n}"])
+    assert [r.key for r in query] == COMPLETED
+    assert query.count() == 2
+    assert [r.key for r in query.order_by("created_at", descending=True).offset(1)] == COMPLETED[:1]
+    assert query.where("model", "in", ["nothing", 0]).count() == 0
+
+
+def test_many_where_options_on_the_command_line_run(home: Path, cli: Cli) -> None:
+    assert cli("import", home).exit_code == 0  # type: ignore[attr-defined]
+    wheres = [arg for n in range(2000) for arg in ("--where", f"status!=status {n}")]
+    res: Any = cli("query", "task", *wheres, "--where", "status=completed")
+    assert res.exit_code == 0, res.output
+    assert [line.split("\t")[0] for line in res.stdout.splitlines()] == COMPLETED

@@ -20,8 +20,11 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import ColumnElement, LargeBinary, and_, case, false, func, literal_column, not_, or_, select, union_all
+from sqlalchemy import Boolean, ColumnElement, LargeBinary, and_, case, false, func, literal_column, not_, or_, select, union_all
 from sqlalchemy import cast as sql_cast
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from . import jsoncodec
 from .connections import INT_MAX
@@ -297,6 +300,45 @@ def _typed(path: str, *, text: bool) -> ColumnElement[bool]:
     return kind == "text" if text else or_(kind == "integer", kind == "real")
 
 
+#: Conditions joined by AND in groups of at most this many, groups of groups beyond (see
+#: all_of).
+GROUP_CONDITIONS = 16
+
+
+class _AllOf(ColumnElement[bool]):
+    """Conditions joined by AND, in parentheses, that SQLAlchemy keeps as they are: it
+    merges an ``and_()`` (grouped or not) into the AND that holds it."""
+
+    __visit_name__ = "recordstore_all_of"
+    inherit_cache = True
+    _is_implicitly_boolean = True  # (else a WHERE compares it with 1: no term an index could serve)
+    _traverse_internals = [("clauses", InternalTraversal.dp_clauseelement_tuple)]
+    type = Boolean()
+
+    def __init__(self, clauses: Sequence[ColumnElement[bool]]):
+        self.clauses = tuple(clauses)
+
+
+@compiles(_AllOf)
+def _all_of_sql(element: _AllOf, compiler: Any, **kw: Any) -> str:
+    return "(" + " AND ".join(compiler.process(c.self_group(against=operators.and_), **kw) for c in element.clauses) + ")"
+
+
+def all_of(conditions: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """``conditions`` joined by AND, as a tree of groups of at most GROUP_CONDITIONS: SQLite
+    parses ``a AND b AND c ...`` as a chain one level deeper a term and refuses an
+    expression over 1,000 levels deep (SQLITE_MAX_EXPR_DEPTH), which some 300 ``!=``
+    filters reached (a generic database error). Grouped, 100,000 conditions are 5 groups
+    deep, and SQLite's planner still sees each condition as a term of the WHERE clause
+    (parentheses make no node of their own), so an index serves a filter as before."""
+    if len(conditions) <= GROUP_CONDITIONS:
+        return and_(*conditions)
+    step = GROUP_CONDITIONS
+    while len(conditions) > step * GROUP_CONDITIONS:
+        step *= GROUP_CONDITIONS
+    return _AllOf([all_of(conditions[i : i + step]) for i in range(0, len(conditions), step)])
+
+
 def key_paths(key: str) -> set[str]:
     """The paths of the files a record with ``key`` may be in: a key is its file's path,
     then ``:LINE`` (JSON lines) or ``[INDEX]`` (arrays), and a path may hold ``:`` or
@@ -444,8 +486,8 @@ class Query:
         stmt = select(*columns).select_from(records.join(files, files.c.id == records.c.file_id))
         if self.domain is not None:
             stmt = stmt.where(records.c.domain == self.domain)
-        for cond in self.conditions:
-            stmt = stmt.where(cond)
+        if self.conditions:
+            stmt = stmt.where(all_of(self.conditions))
         return stmt
 
     def statement(self) -> Any:
