@@ -222,3 +222,53 @@ def test_many_where_options_on_the_command_line_run(home: Path, cli: Cli) -> Non
     res: Any = cli("query", "task", *wheres, "--where", "status=completed")
     assert res.exit_code == 0, res.output
     assert [line.split("\t")[0] for line in res.stdout.splitlines()] == COMPLETED
+
+
+# --------------------------------------------------------------------------- problems of an import of several roots
+
+
+def _two_homes(tmp_path: Path) -> tuple[Path, Path]:
+    homes = []
+    for name in ("a", "b"):
+        root = _tasks_home(tmp_path / name, 3)
+        (root / TASKS / "task_bad.json").write_text("{bad\n")
+        (root / TASKS / "task_new.json").write_text(json.dumps({"schema_version": 9}))
+        homes.append(root)
+    return homes[0], homes[1]
+
+
+def test_problems_of_an_import_of_several_roots_name_each_root(tmp_path: Path, store: Store) -> None:
+    a, b = _two_homes(tmp_path)
+    result = store.import_paths([a, b], jobs=0)
+    bad = "invalid JSON: Expecting property name enclosed in double quotes at line 1 column 2"
+    newer = "schema_version 9 is newer than current version 2 of domain 'task'"
+    assert sorted(str(p) for p in result.problems) == sorted(
+        f"{root / TASKS / name}{line}: {reason}"
+        for root in (a, b)
+        for name, line, reason in (("task_bad.json", ":1", bad), ("task_new.json", "", newer))
+    )
+    assert {type(p).__name__ for p in result.problems} == {"InputError", "NewerVersionError"}
+    assert sorted(f["source"] for f in store.failures(result.run_id)) == sorted(p.path for p in result.problems)
+    # One root: named from it, as before.
+    alone = store.import_paths([a], jobs=0)
+    assert sorted(str(p) for p in alone.problems) == [f"{TASKS}/task_bad.json:1: {bad}", f"{TASKS}/task_new.json: {newer}"]
+
+
+def test_problems_of_an_import_of_several_roots_by_workers_name_each_root(tmp_path: Path, store: Store) -> None:
+    a = _tasks_home(tmp_path / "a", 300)
+    b = _tasks_home(tmp_path / "b", 300)
+    for root in (a, b):
+        (root / TASKS / "task_bad.json").write_text("{bad\n")
+    result = store.import_paths([a, b], jobs=2)
+    assert sorted(p.path for p in result.problems) == [str(a / TASKS / "task_bad.json"), str(b / TASKS / "task_bad.json")]
+
+
+def test_the_cli_names_each_root_in_problems_of_several(tmp_path: Path, cli: Cli) -> None:
+    a, b = _two_homes(tmp_path)
+    res: Any = cli("import", a, b)
+    assert res.exit_code == 1
+    lines = [line for line in res.stderr.splitlines() if "task_bad.json" in line]
+    assert sorted(lines) == sorted(
+        f"store: {root / TASKS / 'task_bad.json'}:1: invalid JSON: Expecting property name enclosed in double quotes at line 1 column 2"
+        for root in (a, b)
+    )

@@ -23,6 +23,7 @@ This module imports nothing of recordstore, so every other module may import it.
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 from typing import Any, TypeVar
@@ -68,6 +69,14 @@ class InputError(RecordStoreError):
         self.reason = reason
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {reason}")
+
+    def naming(self, path: str) -> InputError:
+        """This problem (of its class, with its attributes), naming its file ``path``."""
+        error = copy.copy(self)
+        error.path = path
+        where = f"{path}:{self.line}" if self.line is not None else path
+        error.args = (f"{where}: {self.reason}",)
+        return error
 
 
 class NewerVersionError(InputError):

@@ -210,6 +210,8 @@ class Importer:
         self.sql_file, self.sql_record, self.sql_failure, self.sql_refused = parsing.insert_statements(
             placeholder(conn), self.bytes_as_text
         )
+        # Problems name their files by the paths found, not from their roots (see record_problem).
+        self.named_by_path = False
         # While worker processes write the new files they parse, the turns they take at
         # the write lock: this importer then holds a transaction only around its own
         # writes, in its turn.
@@ -496,7 +498,7 @@ class Importer:
         counts = self.result.counts(name)
         if outcome.kind == "unreadable":
             counts.failed += 1
-            self.record_problem(outcome.problems[0], name)
+            self.record_problem(outcome.problems[0], name, cand)
             return
         if outcome.kind == "unchanged":
             assert known is not None
@@ -504,7 +506,7 @@ class Importer:
             return
         if outcome.kind == "written":
             counts.imported += outcome.written
-            self._report(outcome, name, counts)
+            self._report(outcome, name, counts, cand)
             if outcome.written or not outcome.fatal:
                 self._written.add(cand.relpath)
             return
@@ -514,7 +516,7 @@ class Importer:
             self.refused_rows += refused_rows
             self.pending_bytes += outcome.nbytes
             counts.imported += len(rows)
-            self._report(outcome, name, counts)
+            self._report(outcome, name, counts, cand)
             if file_row is not None:
                 self.file_rows.append(file_row)
                 self._written.add(cand.relpath)
@@ -545,7 +547,7 @@ class Importer:
             return False
         if isinstance(read, InputError):
             counts.failed += 1
-            self.record_problem(read, domain.name)
+            self.record_problem(read, domain.name, cand)
             return True
         digest = read.digest
         known = self._known(cand.relpath)
@@ -563,13 +565,13 @@ class Importer:
             self._import_changed(cand, found, parse, digest, counts, known[0])
         return not parse.vanished
 
-    def _report(self, parse: Outcome | FileParse, domain: str, counts: DomainCounts) -> None:
+    def _report(self, parse: Outcome | FileParse, domain: str, counts: DomainCounts, cand: Candidate) -> None:
         for problem in parse.problems:
             if isinstance(problem, NewerVersionError):
                 counts.rejected += 1
             else:
                 counts.failed += 1
-            self.record_problem(problem, domain)
+            self.record_problem(problem, domain, cand)
 
     def _import_new(
         self,
@@ -600,7 +602,7 @@ class Importer:
                     row_written = True
                 self.flush()
         counts.imported += n
-        self._report(parse, name, counts)
+        self._report(parse, name, counts, cand)
         if parse.fatal and not n and not kept:
             return
         layout = parse.layout
@@ -640,7 +642,7 @@ class Importer:
                 batch, size = [], 0
                 self.flush()
         self._write_changed(batch, file_id, name, counts)
-        self._report(parse, name, counts)
+        self._report(parse, name, counts, cand)
         m = self._mark
         if parse.fatal:  # keep the old layout and the records not reached
             sql_text(self.conn, f"UPDATE files SET digest = '' WHERE id = {m}", (file_id,))
@@ -660,7 +662,14 @@ class Importer:
         )
         self._written.add(cand.relpath)  # a later copy of the path reads the store again
 
-    def record_problem(self, problem: InputError, domain: str | None) -> None:
+    def record_problem(self, problem: InputError, domain: str | None, cand: Candidate | None = None) -> None:
+        """Report ``problem`` of the file ``cand`` (``None``: of no file found, a path
+        given or a directory, which it names as given). It names the file by its path
+        from its import root, or, when the import walked several (``named_by_path``), by
+        its path as found: the same relative path under two roots must not give two
+        lines alike."""
+        if cand is not None and self.named_by_path:
+            problem = problem.naming(parsing.display_path(cand.path))
         self.result.problems.append(problem)
         self.failure_rows.append(
             (

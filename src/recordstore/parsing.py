@@ -137,6 +137,12 @@ def discover(
         yield cand
 
 
+def several_roots(paths: Iterable[str | os.PathLike[str]]) -> bool:
+    """Whether ``paths`` name more than one directory (however each is spelled): files
+    below two of them may have the same path from their roots."""
+    return len({os.path.normpath(os.path.abspath(p)) for p in paths if os.path.isdir(p)}) > 1
+
+
 def _lone(root: Path, registry: Registry, domain: Domain | None) -> Candidate:
     """A file given by itself, with its key and domain."""
     if domain is not None:  # named itself: in the domain, whatever its name

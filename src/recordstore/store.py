@@ -20,7 +20,7 @@ from .errors import ExportDirectoryError, InputError, QueryError, RecordStoreErr
 from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer, keep_import_digests
 from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
-from .parsing import discover
+from .parsing import discover, several_roots
 from .query import Query, Record, index_ddl, json_paths_served, typed_path
 from .registry import Registry, load_registry
 from .runs import (
@@ -262,6 +262,7 @@ class Store:
             result = ImportResult(run.run_id)
             with translate_errors(), run.engine.connect() as conn:
                 importer = Importer(conn.execution_options(sqlite_begin="IMMEDIATE"), run.run_id, result)
+                importer.named_by_path = several_roots(paths)
                 try:
                     importer.import_all(candidates, jobs, None if progress is None else progress.advance)
                     result.vanished += len(walk_gone)
