@@ -197,6 +197,25 @@ def test_an_export_directory_that_cannot_be_created_is_one_line_naming_it(home: 
     assert res.stderr == f"store: error: {out}: cannot create the export directory: Permission denied\n"
 
 
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda out: out.symlink_to("nowhere"), "it is a link to nowhere, which does not exist"),
+        (lambda out: (out.symlink_to("loop"), out.with_name("loop").symlink_to("out")), "it is a symbolic link loop"),
+    ],
+    ids=["link-to-nothing", "link-loop"],
+)
+def test_an_export_directory_that_is_a_broken_link_says_so(home: Path, store: Store, tmp_path: Path, make: Any, reason: str) -> None:
+    store.import_paths([home], jobs=0)
+    out = tmp_path / "out"
+    make(out)
+    # (The system says "File exists", which names nothing in the way.)
+    with pytest.raises(ExportError, match=f"^{re.escape(str(out))}: cannot create the export directory: {reason}$"):
+        store.export_to(out)
+    with pytest.raises(ExportError, match=f"^{re.escape(str(out / 'x'))}: cannot create the export directory: {re.escape(str(out))} {reason[3:]}$"):
+        store.export_to(out / "x")
+
 # --------------------------------------------------------------------------- a query of very many conditions
 
 

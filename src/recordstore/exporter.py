@@ -3,6 +3,7 @@ inside the target directory."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import itertools
@@ -686,6 +687,28 @@ def _store_mode(conn: Connection) -> int | None:
         return None
 
 
+def _out_refused(out: Path, exc: OSError) -> str:
+    """Why the export directory ``out`` could not be made or written into (``exc``), said
+    of what is in its way (the system's "File exists" of a link to nothing, or "Not a
+    directory" of a file among its parents, does not say what)."""
+    # os.path's checks, not pathlib's: they say False of a name too long, where
+    # pathlib's raised OSError again, out of the caller's handler.
+    for path in (*reversed(out.parents), out):
+        if not os.path.lexists(path) or os.path.isdir(path):
+            continue
+        it = "it" if path == out else display_path(str(path))
+        if not os.path.islink(path) or os.path.exists(path):
+            return f"{it} exists and is not a directory"
+        try:
+            os.stat(path)
+        except OSError as broken:
+            if broken.errno == errno.ELOOP:
+                return f"{it} is a symbolic link loop"
+        with contextlib.suppress(OSError):
+            return f"{it} is a link to {display_path(os.readlink(path))}, which does not exist"
+    return str(exc.strerror or exc)
+
+
 def export_records(
     conn: Connection,
     out: Path,
@@ -700,14 +723,8 @@ def export_records(
     except OSError as exc:  # nothing exported: the command's error, not one record's
         # os.path's checks, not pathlib's: they say False of a name too long, where
         # pathlib's raised OSError again, out of this handler.
-        reason = "it exists and is not a directory" if os.path.exists(out) and not os.path.isdir(out) else exc.strerror or exc
-        if isinstance(exc, NotADirectoryError) and not os.path.exists(out):
-            # Which of its parents is the file in the way ("Not a directory" says not).
-            blocking = next((p for p in reversed(out.parents) if os.path.exists(p) and not os.path.isdir(p)), None)
-            if blocking is not None:
-                reason = f"{display_path(str(blocking))} exists and is not a directory"
         doing = "write into" if os.path.isdir(out) else "create"
-        raise ExportDirectoryError(display_path(str(out)), f"cannot {doing} the export directory: {reason}") from exc
+        raise ExportDirectoryError(display_path(str(out)), f"cannot {doing} the export directory: {_out_refused(out, exc)}") from exc
     wanted = None if domains is None else list(domains)
     if progress is not None:
         # The files that will be written (see _files_to_write).
