@@ -117,13 +117,16 @@ def test_a_large_file_removed_between_its_hash_and_its_streaming_pass_is_gone(tm
     assert result.counts("runtime").imported == 1
 
 
-def test_a_directory_removed_during_the_walk_is_counted_as_gone(home: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("by_a_file", [False, True], ids=["removed", "replaced-by-a-file"])
+def test_a_directory_removed_during_the_walk_is_counted_as_gone(home: Path, store: Store, monkeypatch: pytest.MonkeyPatch, by_a_file: bool) -> None:
     runs = home / "automations" / "runs" / "7d3c1e0a-6b5f-4e2d-9a8c-1f0e3d2c4b5a"
     real_first_visit = parsing._first_visit
 
     def remove_before_visit(walked: set[tuple[int, int]], path: str) -> bool:
-        if path == str(runs) and runs.exists():
+        if path == str(runs) and runs.is_dir():
             shutil.rmtree(runs)  # listed by its parent, gone before the walk enters it
+            if by_a_file:
+                runs.write_text("{}")
         return real_first_visit(walked, path)
 
     monkeypatch.setattr(parsing, "_first_visit", remove_before_visit)

@@ -926,23 +926,25 @@ def read_or_problem(path: str, relpath: str, max_size: int | None = None) -> Fil
 
 
 def vanished(path: str, exc: BaseException) -> bool:
-    """Whether ``path``, a file the walk found, could not be read because it is no
-    longer there: removed or renamed away by the application since (DeepSeek TUI writes
-    a file to a temporary name and renames it over the old one), one of its directories
-    removed or replaced by a file, or the file replaced by a directory (which the next
-    import walks). Nothing of such a file can be lost, so it is counted, not reported. A
+    """Whether ``path``, a file (or a directory) the walk found, could not be read
+    because it is no longer there: removed or renamed away by the application since
+    (DeepSeek TUI writes a file to a temporary name and renames it over the old one), one
+    of its directories removed or replaced by a file, or the file replaced by a directory
+    or the directory by a file (which the next import reads). Nothing of such a file can be lost, so it is counted, not reported. A
     link to nothing is still a problem: it was there, and broken, when walked."""
     if isinstance(exc, InputError):  # not a regular file: a directory now, where the walk found a file
         return os.path.isdir(path) and not os.path.islink(path)
     if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
         return False
     try:
-        os.lstat(path)
+        info = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return True
     except OSError:
         return False
-    return False  # there, as a link to nothing: a problem
+    # There: a directory the walk listed, a file now (its files are gone); else a link
+    # to nothing, a problem.
+    return isinstance(exc, NotADirectoryError) and stat.S_ISREG(info.st_mode)
 
 
 def parse_task(task: Task) -> Outcome:
