@@ -294,3 +294,13 @@ def test_the_cli_names_each_root_in_problems_of_several(tmp_path: Path, cli: Cli
         f"store: {root / TASKS / 'task_bad.json'}:1: invalid JSON: Expecting property name enclosed in double quotes at line 1 column 2"
         for root in (a, b)
     )
+
+
+def test_an_import_whose_every_file_was_gone_gives_no_hint_about_domains(tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _tasks_home(tmp_path / "home", 1)
+    (root / "notes.txt").write_text("no domain")
+    _remove_after_walk(monkeypatch, root / TASKS / "task_0000.json")
+    res: Any = cli("import", root)
+    assert res.exit_code == 0, res.output
+    assert "0 file(s) read, 1 skipped (no domain), 1 gone before they were read" in res.stdout
+    assert "no file was in a domain" not in res.stdout  # one was: it was gone
