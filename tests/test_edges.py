@@ -157,6 +157,23 @@ def test_a_link_to_nothing_is_still_a_problem(home: Path, store: Store) -> None:
     assert result.vanished == 0
 
 
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda link: link.symlink_to("moved-away"), "it is a link to moved-away, which does not exist"),
+        (lambda link: link.symlink_to(link.name), "it is a symbolic link loop"),
+    ],
+    ids=["link-to-nothing", "link-loop"],
+)
+@pytest.mark.parametrize("domain", [None, "task"])
+def test_a_path_given_that_is_a_broken_link_is_a_problem(tmp_path: Path, store: Store, make: Any, reason: str, domain: str | None) -> None:
+    link = tmp_path / ".deepseek"
+    make(link)  # a home moved away from under its link
+    result = store.import_paths([link], domain=domain)
+    # Not "1 skipped (no domain)", exit 0, as a file in no domain is.
+    assert [str(p) for p in result.problems] == [f"{link}: {reason}"]
+    assert result.skipped == 0 and not result.ok
+
 def test_the_cli_says_how_many_files_were_gone_and_exits_0(home: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     _remove_after_walk(monkeypatch, home / "sessions" / "3f1c9a52-8d4e-4b7a-9c21-6e0f2d8b7a10.json")
     res: Any = cli("import", home)

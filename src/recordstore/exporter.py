@@ -3,7 +3,6 @@ inside the target directory."""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import itertools
@@ -25,7 +24,7 @@ from sqlalchemy import Connection, func, or_, select
 
 from .engine import sqlite_file
 from .errors import ExportDirectoryError, ExportError
-from .parsing import OWN_INDENTS, display_path, element_prefix, own_prefix
+from .parsing import OWN_INDENTS, broken_link, display_path, element_prefix, own_prefix
 from .tables import files, records, refused
 
 __all__ = ["ExportResult", "export_records", "safe_target"]
@@ -697,15 +696,8 @@ def _out_refused(out: Path, exc: OSError) -> str:
         if not os.path.lexists(path) or os.path.isdir(path):
             continue
         it = "it" if path == out else display_path(str(path))
-        if not os.path.islink(path) or os.path.exists(path):
-            return f"{it} exists and is not a directory"
-        try:
-            os.stat(path)
-        except OSError as broken:
-            if broken.errno == errno.ELOOP:
-                return f"{it} is a symbolic link loop"
-        with contextlib.suppress(OSError):
-            return f"{it} is a link to {display_path(os.readlink(path))}, which does not exist"
+        broken = broken_link(path)
+        return f"{it} exists and is not a directory" if broken is None else f"{it} is {broken}"
     return str(exc.strerror or exc)
 
 

@@ -10,6 +10,7 @@ in ``files``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -117,6 +118,13 @@ def discover(
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no such file or directory"
                 problems.append(InputError(display_path(str(raw)), reason[:1].lower() + reason[1:]))
             continue
+        broken = broken_link(root)
+        if broken is not None:
+            # Given, but naming nothing to read (a home moved from under its link): a
+            # problem, as a path that is not there is; not a file in no domain, skipped.
+            if problems is not None:
+                problems.append(InputError(display_path(str(raw)), f"it is {broken}"))
+            continue
         cand = _lone(root, registry, domain)
         other = _keyed_alike(cand, lone, homes)
         if other is not None:
@@ -188,6 +196,22 @@ def _first_visit(walked: set[tuple[int, int]], path: str) -> bool:
 
 #: A file's path as one printable line (see :func:`~recordstore.errors.printable`).
 display_path = printable
+
+
+def broken_link(path: str | os.PathLike[str]) -> str | None:
+    """What the link at ``path`` is, if it leads nowhere: ``a symbolic link loop`` or
+    ``a link to TARGET, which does not exist``; ``None`` for anything else."""
+    if not os.path.islink(path) or os.path.exists(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+    try:
+        return f"a link to {display_path(os.readlink(path))}, which does not exist"
+    except OSError:  # (gone meanwhile)
+        return None
 
 
 def _walk_error(
