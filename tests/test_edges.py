@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import Cli
-from recordstore import ExportError, Store, parsing
+from recordstore import ExportError, Store, exporter, parsing
 from recordstore import store as store_module
 
 TASKS = "tasks/tasks"
@@ -321,3 +321,44 @@ def test_an_import_whose_every_file_was_gone_gives_no_hint_about_domains(tmp_pat
     assert res.exit_code == 0, res.output
     assert "0 file(s) read, 1 skipped (no domain), 1 gone before they were read" in res.stdout
     assert "no file was in a domain" not in res.stdout  # one was: it was gone
+
+
+# --------------------------------------------------------------------------- an export directory changing under an export
+
+
+def _remove_during_export(monkeypatch: pytest.MonkeyPatch, path: Path, after: int) -> None:
+    """Remove ``path`` (below OUT, or OUT) once the export has staged ``after`` files."""
+    real_write = exporter._Writer.write
+    written = [0]
+
+    def write_then_remove(self: Any, relpath: str, text: Any) -> Any:
+        written[0] += 1
+        if written[0] == after + 1:
+            shutil.rmtree(path)
+        return real_write(self, relpath, text)
+
+    monkeypatch.setattr(exporter._Writer, "write", write_then_remove)
+
+
+def test_an_export_directory_removed_during_the_export_stops_it_with_one_line(home: Path, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli("import", home).exit_code == 0  # type: ignore[attr-defined]
+    out = tmp_path / "out"
+    message = f"{out}: cannot write into the export directory: it was removed or replaced while the export ran"
+    _remove_during_export(monkeypatch, out, 4)
+    with Store(cli.db) as store, pytest.raises(ExportError, match=f"^{re.escape(message)}$"):
+        store.export_to(out)
+    monkeypatch.undo()
+    _remove_during_export(monkeypatch, out, 4)
+    res: Any = cli("export", out)
+    assert res.exit_code == 3 and res.stderr == f"store: error: {message}\n"
+
+
+def test_a_directory_removed_during_the_export_fails_its_files_only(home: Path, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.import_paths([home], jobs=0)
+    out = tmp_path / "out"
+    _remove_during_export(monkeypatch, out / "automations", 4)
+    result = store.export_to(out)
+    assert result.problems and all(p.reason == "cannot write: No such file or directory" for p in result.problems)
+    assert all(p.path.startswith("automations/") for p in result.problems)
+    assert result.files == sum(1 for p in out.rglob("*") if p.is_file()) > 0
+    assert not list(out.rglob("*.rstmp"))
