@@ -263,6 +263,19 @@ def test_many_where_options_on_the_command_line_run(home: Path, cli: Cli) -> Non
     assert [line.split("\t")[0] for line in res.stdout.splitlines()] == COMPLETED
 
 
+
+def test_an_in_list_of_more_values_than_sqlite_binds_runs(home: Path, store: Store) -> None:
+    # 32,766 bound values at most in SQLite's default build, 250,000 in Debian's.
+    store.import_paths([home], jobs=0)
+    many = [f"status {n}" for n in range(260_000)]
+    assert [r.key for r in store.query("task").where("status", "in", [*many, "completed"])] == COMPLETED
+    assert store.query("task").where("status", "not in", [*many, "completed"]).count() == 1
+    numbers = list(range(1230, 1230 + 260_000))  # duration_ms 1226, 9500 and 31735
+    assert [r.key for r in store.query("task").where("duration_ms", "in", numbers)] == [
+        "tasks/tasks/task_3a4b5c6d.json",
+        "tasks/tasks/task_9c0d1e2f.json",
+    ]
+
 # --------------------------------------------------------------------------- problems of an import of several roots
 
 

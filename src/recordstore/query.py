@@ -265,8 +265,8 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
         texts = [v for v in values if isinstance(v, str)]
         numbers = [v for v in values if not isinstance(v, str)]
         member = or_(
-            *([and_(_typed(path, text=True), path_expr(path).in_(texts))] if texts else []),
-            *([and_(_typed(path, text=False), path_expr(path).in_(numbers))] if numbers else []),
+            *([and_(_typed(path, text=True), _member(path_expr(path), texts))] if texts else []),
+            *([and_(_typed(path, text=False), _member(path_expr(path), numbers))] if numbers else []),
             false(),
         )
         return member if op == "in" else and_(_type_expr(path).is_not(None), not_(member))
@@ -292,6 +292,21 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
     if op == "!=":
         return and_(_type_expr(path).is_not(None), not_(and_(typed, path_expr(path) == value)))
     return and_(typed, cast(ColumnElement[bool], compare(path_expr(path), value)))
+
+
+#: An ``in`` list longer than this is bound as one JSON array, whose values json_each
+#: gives: SQLite takes at most 32,766 bound values in a statement (250,000 in some
+#: builds), and a query merged by version binds the list once a version.
+BOUND_VALUES = 256
+
+
+def _member(expr: ColumnElement[Any], values: list[Any]) -> ColumnElement[bool]:
+    """``expr IN values``: strings or numbers, bound each, or, when there are many (and
+    none is a float, whose text SQLite would read again), as one JSON array."""
+    if len(values) <= BOUND_VALUES or any(isinstance(v, float) for v in values):
+        return expr.in_(values)
+    array = func.json_each(jsoncodec.encode_compact(values)).table_valued("value")
+    return expr.in_(select(array.c.value))
 
 
 def _typed(path: str, *, text: bool) -> ColumnElement[bool]:
