@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import Cli
-from recordstore import ExportError, Store, exporter, parsing
+from recordstore import ExportError, QueryError, Store, exporter, parsing
 from recordstore import store as store_module
 
 TASKS = "tasks/tasks"
@@ -275,6 +275,19 @@ def test_an_in_list_of_more_values_than_sqlite_binds_runs(home: Path, store: Sto
         "tasks/tasks/task_3a4b5c6d.json",
         "tasks/tasks/task_9c0d1e2f.json",
     ]
+
+
+def test_too_many_orderings_are_refused_naming_the_limit(home: Path, store: Store) -> None:
+    store.import_paths([home], jobs=0)
+    query = store.query("task").order_by("key")  # two terms: file and place
+    for n in range(1997):
+        query = query.order_by(f"f{n}", descending=n % 2 == 1)
+    assert [r.key for r in query.offset(2).limit(1)] == ["tasks/tasks/task_9c0d1e2f.json"]
+    assert query.count() == 3 and len(query.all()) == 3
+    # One more: refused as it is asked for, not a database error as the query runs.
+    message = "a query orders by at most 1,999 terms, the key counting as two and a path as one (SQLite sorts by at most 2,000, the record's id last)"
+    with pytest.raises(QueryError, match=f"^{re.escape(message)}$"):
+        query.order_by("created_at")
 
 # --------------------------------------------------------------------------- problems of an import of several roots
 

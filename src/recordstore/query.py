@@ -366,6 +366,11 @@ def key_paths(key: str) -> set[str]:
     return paths
 
 
+#: The most terms order_by() calls may give a query (the key is two: file and place;
+#: a path one): with the record's id last, SQLite's 2,000 (SQLITE_MAX_COLUMN), beyond
+#: which its "too many terms in ORDER BY clause" came as a generic database error.
+MAX_ORDER_TERMS = 1999
+
 #: A domain whose records are stored at more versions than this is read sorted as a whole
 #: (see Query._statement_in): one arm of the merge per version.
 MERGED_VERSIONS = 32
@@ -487,7 +492,13 @@ class Query:
         if path != "key":
             json_paths_served(self.engine)
             json_path(path)
-        return replace(self, order=(*self.order, (path, descending)))
+        order = (*self.order, (path, descending))
+        if sum(2 if p == "key" else 1 for p, _ in order) > MAX_ORDER_TERMS:
+            raise QueryError(
+                f"a query orders by at most {MAX_ORDER_TERMS:,} terms, the key counting as two and a path as one "
+                "(SQLite sorts by at most 2,000, the record's id last)"
+            )
+        return replace(self, order=order)
 
     def limit(self, n: int | None) -> Query:
         """At most ``n`` records (``None``: all)."""
