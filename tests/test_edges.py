@@ -117,6 +117,34 @@ def test_a_large_file_removed_between_its_hash_and_its_streaming_pass_is_gone(tm
     assert result.counts("runtime").imported == 1
 
 
+def test_a_large_file_removed_after_its_streaming_pass_is_imported_whole(tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "home"
+    events = root / "tasks" / "runtime" / "events"
+    events.mkdir(parents=True)
+    removed, grown = events / "thr_1.jsonl", events / "thr_2.jsonl"
+    for log in (removed, grown):
+        log.write_text("".join(json.dumps({"schema_version": 2, "seq": n}) + "\n" for n in range(50)))
+    monkeypatch.setattr(parsing, "STREAM_THRESHOLD", 64)
+    monkeypatch.setattr(parsing, "TASK_MAX_BYTES", 64)
+    real_raw_lines = parsing.FileParse._raw_lines
+
+    def read_then_change(self: parsing.FileParse) -> Iterator[bytes]:
+        for n, line in enumerate(real_raw_lines(self)):
+            if n == 10 and self.path == str(grown):
+                with grown.open("a") as fh:  # appended while it is read: reported, as before
+                    fh.write(json.dumps({"schema_version": 2, "seq": 50}) + "\n")
+            yield line
+        if self.path == str(removed):
+            removed.unlink()  # read to its end, then removed (a thread deleted)
+
+    monkeypatch.setattr(parsing.FileParse, "_raw_lines", read_then_change)
+    result = store.import_paths([root], jobs=0)
+    # The file removed had been read whole: nothing changed while it was read.
+    assert [str(p) for p in result.problems] == [
+        "tasks/runtime/events/thr_2.jsonl: changed while being imported; import again to pick up the change"
+    ]
+    assert store.query("runtime").count() == 50 + 51
+
 @pytest.mark.parametrize("by_a_file", [False, True], ids=["removed", "replaced-by-a-file"])
 def test_a_directory_removed_during_the_walk_is_counted_as_gone(home: Path, store: Store, monkeypatch: pytest.MonkeyPatch, by_a_file: bool) -> None:
     runs = home / "automations" / "runs" / "7d3c1e0a-6b5f-4e2d-9a8c-1f0e3d2c4b5a"

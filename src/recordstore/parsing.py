@@ -493,6 +493,8 @@ class FileParse:
         self.fatal = False  # not read to its end (an I/O error): the slots not reached keep what the store holds
         self.vanished = False  # gone before any of it was read (see read_records)
         self.opened = False  # of a file streamed, once its streaming pass has opened it
+        # ... and once it has read it to its end, what the file it read was then and at first.
+        self.streamed: tuple[os.stat_result, os.stat_result] | None = None
         self.slots = 0  # record slots seen, good or bad; positions run from 0 to slots - 1
         self._ends_with_newline = True  # of a JSON-lines file, as far as it was read
 
@@ -801,9 +803,11 @@ class FileParse:
         self._ends_with_newline = False  # an empty file has no newline
         with open(self.path, "rb") as fh:
             self.opened = True
+            first = os.fstat(fh.fileno())
             for raw in fh:
                 self._ends_with_newline = raw[-1:] == b"\n"
                 yield raw[:-1] if self._ends_with_newline else raw
+            self.streamed = (first, os.fstat(fh.fileno()))
 
 
 #: Whitespace and byte order marks before a record, as UTF-8: what FileParse takes for a
@@ -887,8 +891,11 @@ def read_records(parse: FileParse, read: FileRead) -> Iterator[Slot]:
         return
     if parse.data is not None:
         changed = read.torn
-    else:  # a streamed file is read a second time, as it is parsed: compare it with what it was
-        changed = _changed_since(parse.path, read.info)
+    else:
+        # A streamed file is read a second time, as it is parsed: the file that pass read
+        # (from its own descriptor: removed since, it was still what it read) must be the
+        # one hashed, unchanged from the first byte to the last.
+        changed = parse.streamed is None or any(_moved(read.info, info) for info in parse.streamed)
     if changed:
         # What was read is stored (a complete record, or a reported error); the
         # empty digest makes the next import read the file again.
@@ -1261,13 +1268,6 @@ def start_writer(database: str, run_id: int, turns: workers.Turns) -> None:
 def parse_tasks(tasks: list[Task | None]) -> list[Outcome | None]:
     """:func:`parse_task` over a chunk of files."""
     return [None if t is None else parse_task(t) for t in tasks]
-
-
-def _changed_since(path: str, before: os.stat_result) -> bool:
-    try:
-        return _moved(before, os.stat(path))
-    except OSError:
-        return True
 
 
 def _moved(before: os.stat_result, after: os.stat_result) -> bool:
