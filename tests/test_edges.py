@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 from conftest import Cli
 from recordstore import ExportError, QueryError, Store, exporter, parsing
+from recordstore import engine as engine_module
 from recordstore import store as store_module
 
 TASKS = "tasks/tasks"
@@ -291,6 +293,34 @@ def test_many_where_options_on_the_command_line_run(home: Path, cli: Cli) -> Non
     assert [line.split("\t")[0] for line in res.stdout.splitlines()] == COMPLETED
 
 
+
+def test_many_conditions_on_a_domain_stored_at_many_versions_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SQLite's default build binds at most 32,766 values in a statement (Debian's 250,000).
+    real_configure = engine_module.configure_connection
+
+    def default_build(dbapi_conn: sqlite3.Connection) -> None:
+        real_configure(dbapi_conn)
+        dbapi_conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32766)
+
+    monkeypatch.setattr(engine_module, "configure_connection", default_build)
+    registry = tmp_path / "notes_registry.py"
+    registry.write_text(
+        "from recordstore import Registry\n"
+        "registry = Registry()\n"
+        "note = registry.domain('note', version=8, files=['notes/*.json'])\n"
+        "for n in range(1, 8):\n"
+        "    note.step(n)(lambda record: None)\n"
+    )
+    root = tmp_path / "home"
+    (root / "notes").mkdir(parents=True)
+    for version in range(1, 9):
+        (root / "notes" / f"{version}.json").write_text(json.dumps({"schema_version": version, "status": f"v{version}"}))
+    with Store(tmp_path / "notes.db", registry=registry) as store:
+        assert store.import_paths([root], jobs=0).ok
+        query = store.query("note")
+        for n in range(2100):  # two values bound each, once a stored version when merged: 33,600
+            query = query.where("status", "!=", f"status {n}")
+        assert [r.key for r in query.where("status", "in", ["v3", "v5"])] == ["notes/3.json", "notes/5.json"]
 
 def test_an_in_list_of_more_values_than_sqlite_binds_runs(home: Path, store: Store) -> None:
     # 32,766 bound values at most in SQLite's default build, 250,000 in Debian's.

@@ -371,6 +371,11 @@ def key_paths(key: str) -> set[str]:
 #: which its "too many terms in ORDER BY clause" came as a generic database error.
 MAX_ORDER_TERMS = 1999
 
+#: A query of more conditions than this is not merged by version (see Query._statement_in):
+#: each arm binds the values of every condition again, and SQLite binds at most 32,766
+#: in a statement (its default build): 600 conditions on a domain at 32 versions failed.
+MERGED_CONDITIONS = 64
+
 #: A domain whose records are stored at more versions than this is read sorted as a whole
 #: (see Query._statement_in): one arm of the merge per version.
 MERGED_VERSIONS = 32
@@ -550,6 +555,8 @@ class Query:
             return self._page(payload)
         if self.order or self.domain is None or self._by_key:
             return self._statement(payload)  # a sort of all the matches, in id order from the table itself, or one file's records
+        if len(self.conditions) > MERGED_CONDITIONS:
+            return self._statement(payload)  # each arm would bind every condition's values again
         if self._paths and conn.execute(select(indexes.c.path).where(indexes.c.path.in_(self._paths)).limit(1)).first():
             return self._statement(payload)  # an index on a path filtered on finds the matches (any domain's serves)
         versions: list[int] = []
