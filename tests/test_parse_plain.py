@@ -155,7 +155,7 @@ def test_anything_unusual_is_left_to_the_general_parser(
 
 def test_tasks_and_outcomes_cross_to_workers_and_back_unchanged(tmp_path: Path) -> None:
     """What a worker returns, rebuilt by the writer, is what parsing here gives: for
-    parsed, refused, unchanged, unreadable and large files alike."""
+    parsed, refused, unchanged, unreadable, vanished and large files alike."""
     files = {
         "a.json": b'{"schema_version": 2, "x": 1}\n',
         "b.jsonl": b'{"a":1}\n{"schema_version":9}\nnot json\n',
@@ -166,9 +166,11 @@ def test_tasks_and_outcomes_cross_to_workers_and_back_unchanged(tmp_path: Path) 
         (tmp_path / name).write_bytes(data)
     tasks: list[Task | None] = [Task(str(tmp_path / name), name, SPEC, None) for name in files]
     unchanged = parsing.read_file(str(tmp_path / "a.json")).digest
-    tasks += [Task(str(tmp_path / "a.json"), "a.json", SPEC, unchanged), Task(str(tmp_path / "gone.json"), "gone.json", SPEC, None), None]
+    (tmp_path / "dangling.json").symlink_to("nowhere.json")
+    tasks += [Task(str(tmp_path / "a.json"), "a.json", SPEC, unchanged), Task(str(tmp_path / "dangling.json"), "dangling.json", SPEC, None)]
+    tasks += [Task(str(tmp_path / "gone.json"), "gone.json", SPEC, None), None]
     here = parsing.parse_tasks(tasks)
-    assert [o.kind if o else None for o in here] == ["parsed", "parsed", "parsed", "large", "unchanged", "unreadable", None]
+    assert [o.kind if o else None for o in here] == ["parsed", "parsed", "parsed", "large", "unchanged", "unreadable", "vanished", None]
     back = parsing.from_wire(parsing.parse_wire(parsing.to_wire(tasks)))
     def shown(outcomes: list[Outcome | None]) -> list[object]:
         return [None if o is None else (*o[:8], [str(p) for p in o.problems], *o[9:]) for o in outcomes]

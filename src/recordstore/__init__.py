@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from .errors import (
         BusyError,
+        ExportDirectoryError,
         ExportError,
         InputError,
         MigrationError,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 #: not wait for it.
 _LAZY = {
     "BusyError": "errors",
+    "ExportDirectoryError": "errors",
     "ExportError": "errors",
     "InputError": "errors",
     "MigrationError": "errors",
@@ -110,6 +112,7 @@ __all__ = [
     "Domain",
     "DomainCounts",
     "DomainStatus",
+    "ExportDirectoryError",
     "ExportError",
     "ExportResult",
     "ImportResult",

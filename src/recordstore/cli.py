@@ -609,13 +609,15 @@ def import_(
             table.add_row(name, *(str(v) for v in c.as_dict().values()))
         if result.domains:  # (a table of headings alone says nothing)
             table.print()
-        out.print(f"{result.files} file(s) read, {result.skipped} skipped (no domain); run {result.run_id}")
-        if result.skipped and not result.files and domain is not None:
+        # Files the application removed or renamed meanwhile: said only when there were some.
+        gone = f", {result.vanished} gone before they were read (removed or renamed meanwhile)" if result.vanished else ""
+        out.print(f"{result.files} file(s) read, {result.skipped} skipped (no domain){gone}; run {result.run_id}")
+        if result.skipped and not result.files and not result.vanished and domain is not None:
             out.print(
                 f"no JSON file (.json, .jsonl, .ndjson) was below the directories given; "
                 f"name a file itself to put it in {domain!r} whatever its name"
             )
-        elif result.skipped and not result.files:
+        elif result.skipped and not result.files and not result.vanished:  # (files gone were in one)
             out.print(
                 "no file was in a domain: domains match paths from the directory given, so give the "
                 "application's home directory itself, or put files in a domain with --domain"

@@ -11,6 +11,7 @@ and an ``exit_code`` the CLI uses::
     │   └── NewerVersionError        exit 1   .domain .version .current_version .version_field
     ├── MigrationError               exit 1   .domain .key .from_version .to_version .step .reason
     ├── ExportError                  exit 1   .path .reason
+    │   └── ExportDirectoryError     exit 3   OUT itself unusable: nothing exported
     ├── QueryError                   exit 3
     └── StoreError                   exit 3   problems with the store itself
         ├── StoreVersionError        exit 5   written by a newer recordstore
@@ -22,6 +23,7 @@ This module imports nothing of recordstore, so every other module may import it.
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 from typing import Any, TypeVar
@@ -67,6 +69,14 @@ class InputError(RecordStoreError):
         self.reason = reason
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {reason}")
+
+    def naming(self, path: str) -> InputError:
+        """This problem (of its class, with its attributes), naming its file ``path``."""
+        error = copy.copy(self)
+        error.path = path
+        where = f"{path}:{self.line}" if self.line is not None else path
+        error.args = (f"{where}: {self.reason}",)
+        return error
 
 
 class NewerVersionError(InputError):
@@ -131,6 +141,14 @@ class ExportError(RecordStoreError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class ExportDirectoryError(ExportError):
+    """The export directory itself (``path``) cannot be made or written into, or its
+    path is not one: nothing was exported. An error (exit 3), not an export with some
+    files refused (exit 1)."""
+
+    exit_code = 3
 
 
 class QueryError(RecordStoreError):

@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, func, or_, select
 
 from .engine import sqlite_file
-from .errors import ExportError, RecordStoreError
-from .parsing import OWN_INDENTS, display_path, element_prefix, own_prefix
+from .errors import ExportDirectoryError, ExportError
+from .parsing import OWN_INDENTS, broken_link, display_path, element_prefix, own_prefix
 from .tables import files, records, refused
 
 __all__ = ["ExportResult", "export_records", "safe_target"]
@@ -134,7 +134,7 @@ class _Writer:
         # Where files really land, whatever links in OUT lead there: each directory
         # checked (as the records name it) -> (its identity: st_dev and st_ino, its
         # index among the names that lead to it, in ``via``); looked up once a directory.
-        out_key = _identity(os.stat(self.out_real))
+        out_key = self.out_key = _identity(os.stat(self.out_real))
         self.checked: dict[Path, tuple[_Key, int]] = {self.out_real: (out_key, 0)}
         self.via: dict[_Key, list[str]] = {out_key: [""]}  # the names (relative to OUT)
         # The files of the batch being staged, by directory and name -> which of the
@@ -378,9 +378,20 @@ class _Writer:
         """The export is over: its temp files, if any were left, are stale from now on."""
         _LIVE_TOKENS.discard(self.token)
 
+    def out_gone(self) -> bool:
+        """Whether OUT was removed, or replaced by another directory, since the export
+        began (its files then fail one after the other: that is what to say)."""
+        try:
+            return _identity(os.stat(self.out_real)) != self.out_key
+        except OSError:
+            return True
+
     def sync_dirs(self) -> None:
         for directory in sorted(self.dirty_dirs):
-            fd = os.open(directory, os.O_RDONLY)
+            try:
+                fd = os.open(directory, os.O_RDONLY)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed since (by whoever removed its files too): nothing to sync
             try:
                 os.fsync(fd)
             finally:
@@ -395,7 +406,9 @@ def _sync_all(paths: list[Path], out: Path) -> list[OSError | None]:
     at once (an error fails the whole group: none of them is renamed into place).
     Elsewhere, or when OUT spans file systems (a mount inside it), each file is fsynced,
     many at once, so the file system commits their journal entries together."""
-    if _syncfs is not None and len({_device(p) for p in {p.parent for p in paths}} | {_device(out)}) == 1:
+    devices = {_device(p) for p in {p.parent for p in paths}} | {_device(out)}
+    # (A directory removed meanwhile has no device: each file then says what became of it.)
+    if _syncfs is not None and len(devices) == 1 and None not in devices:
         fd = os.open(out, os.O_RDONLY)
         try:
             if _syncfs(fd) == 0:
@@ -424,8 +437,11 @@ def _same_bytes(written: Path, there: Path, size: int) -> bool:
         return False
 
 
-def _device(path: Path) -> int:
-    return os.stat(path).st_dev
+def _device(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_dev
+    except OSError:
+        return None
 
 
 def _load_syncfs() -> Any:
@@ -686,6 +702,21 @@ def _store_mode(conn: Connection) -> int | None:
         return None
 
 
+def _out_refused(out: Path, exc: OSError) -> str:
+    """Why the export directory ``out`` could not be made or written into (``exc``), said
+    of what is in its way (the system's "File exists" of a link to nothing, or "Not a
+    directory" of a file among its parents, does not say what)."""
+    # os.path's checks, not pathlib's: they say False of a name too long, where
+    # pathlib's raised OSError again, out of the caller's handler.
+    for path in (*reversed(out.parents), out):
+        if not os.path.lexists(path) or os.path.isdir(path):
+            continue
+        it = "it" if path == out else display_path(str(path))
+        broken = broken_link(path)
+        return f"{it} exists and is not a directory" if broken is None else f"{it} is {broken}"
+    return str(exc.strerror or exc)
+
+
 def export_records(
     conn: Connection,
     out: Path,
@@ -700,9 +731,8 @@ def export_records(
     except OSError as exc:  # nothing exported: the command's error, not one record's
         # os.path's checks, not pathlib's: they say False of a name too long, where
         # pathlib's raised OSError again, out of this handler.
-        reason = "it exists and is not a directory" if os.path.exists(out) and not os.path.isdir(out) else exc.strerror or exc
         doing = "write into" if os.path.isdir(out) else "create"
-        raise RecordStoreError(f"{out}: cannot {doing} the export directory: {reason}") from exc
+        raise ExportDirectoryError(display_path(str(out)), f"cannot {doing} the export directory: {_out_refused(out, exc)}") from exc
     wanted = None if domains is None else list(domains)
     if progress is not None:
         # The files that will be written (see _files_to_write).
@@ -713,10 +743,17 @@ def export_records(
         progress.start(total or 0, "export")
     sizes: dict[str, tuple[str, int, int]] = {}
 
+    def out_gone() -> None:
+        """After a file failed: the export stops, saying so, if OUT itself is gone."""
+        if writer.out_gone():
+            where = display_path(str(out))
+            raise ExportDirectoryError(where, "cannot write into the export directory: it was removed or replaced while the export ran")
+
     def settle() -> None:
         for rel, error in writer.flush():
             domain, n, n_refused = sizes.pop(rel)
             if error is not None:
+                out_gone()
                 result.problems.append(ExportError(display_path(rel), f"cannot write: {error.strerror or error}"))
                 continue
             result.files += 1
@@ -732,6 +769,7 @@ def export_records(
             except ExportError as exc:  # one line each, whatever the names hold
                 result.problems.append(ExportError(display_path(exc.path), display_path(exc.reason)))
             except OSError as exc:
+                out_gone()
                 result.problems.append(ExportError(display_path(row.path), f"cannot write: {exc.strerror or exc}"))
             else:
                 n_refused = group.refused_in.pop(row.id, 0)

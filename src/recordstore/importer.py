@@ -74,6 +74,10 @@ class ImportResult:
     domains: dict[str, DomainCounts] = field(default_factory=dict)
     files: int = 0
     skipped: int = 0
+    #: Files (and directories) found by the walk but gone before they could be read:
+    #: removed or renamed away meanwhile by the application writing them. Nothing of
+    #: them was there to import, so they are counted, not reported as problems.
+    vanished: int = 0
     #: The first PROBLEMS_KEPT problems, in order (``problem_count``: how many in all).
     problems: list[InputError] = field(default_factory=list)
     #: How many files and records were refused or failed: ``problems`` and those past them.
@@ -104,13 +108,14 @@ class ImportResult:
         return found
 
     def as_dict(self) -> dict[str, Any]:
-        """As ``store import --json`` prints it: the run, files read and skipped, the
-        counts by domain, the first PROBLEMS_KEPT problems as a line each and how many
-        there were in all."""
+        """As ``store import --json`` prints it: the run, files read, skipped and gone
+        before they were read, the counts by domain, the first PROBLEMS_KEPT problems as a
+        line each and how many there were in all."""
         return {
             "run": self.run_id,
             "files": self.files,
             "skipped": self.skipped,
+            "vanished": self.vanished,
             "domains": {d: c.as_dict() for d, c in sorted(self.domains.items())},
             "problems": [str(p) for p in self.problems],
             "problem_count": self.problem_count,
@@ -229,6 +234,8 @@ class Importer:
         self.sql_file, self.sql_record, self.sql_failure, self.sql_refused = parsing.insert_statements(
             placeholder(conn), self.bytes_as_text
         )
+        # Problems name their files by the paths found, not from their roots (see record_problem).
+        self.named_by_path = False
         # While worker processes write the new files they parse, the turns they take at
         # the write lock: this importer then holds a transaction only around its own
         # writes, in its turn.
@@ -385,18 +392,23 @@ class Importer:
                 result.counts(cand.domain.name).imported += outcome
                 del self._in_flight[cand.relpath]
                 self._written.add(cand.relpath)
-            else:
+            elif self.import_one(cand, outcome):
                 result.files += 1
-                self.import_one(cand, outcome)
+            else:
+                result.vanished += 1
             if advance is not None:
                 advance(1)
 
-    def import_one(self, cand: Candidate, outcome: Outcome | None) -> None:
-        """Write one file: what its task found, or (``None``, ``large``) read it here."""
+    def import_one(self, cand: Candidate, outcome: Outcome | None) -> bool:
+        """Write one file: what its task found, or (``None``, ``large``) read it here.
+        ``False`` if it was gone (see :func:`parsing.vanished`): nothing to write."""
         known = self._in_flight.pop(cand.relpath, None) if outcome is not None else None
+        if outcome is not None and outcome.kind == "vanished":
+            return False
         if outcome is None or outcome.kind == "large":
             with self._exclusive():
-                self.import_file(cand)
+                if not self.import_file(cand):
+                    return False
         elif known is not None:  # compared with what the store holds
             with self._exclusive():
                 self.write(cand, outcome, known)
@@ -404,6 +416,7 @@ class Importer:
             self.write(cand, outcome, known)
         if self._batch_full():
             self.flush()
+        return True
 
     def _task(self, cand: Candidate) -> Task | None:
         """The task for ``cand``, or ``None`` when it is imported here: no domain, a name
@@ -509,7 +522,7 @@ class Importer:
         counts = self.result.counts(name)
         if outcome.kind == "unreadable":
             counts.failed += 1
-            self.record_problem(outcome.problems[0], name)
+            self.record_problem(outcome.problems[0], name, cand)
             return
         if outcome.kind == "unchanged":
             assert known is not None
@@ -517,7 +530,7 @@ class Importer:
             return
         if outcome.kind == "written":
             counts.imported += outcome.written
-            self._report(outcome, name, counts)
+            self._report(outcome, name, counts, cand)
             if outcome.written or not outcome.fatal:
                 self._written.add(cand.relpath)
             return
@@ -527,7 +540,7 @@ class Importer:
             self.refused_rows += refused_rows
             self.pending_bytes += outcome.nbytes
             counts.imported += len(rows)
-            self._report(outcome, name, counts)
+            self._report(outcome, name, counts, cand)
             if file_row is not None:
                 self.file_rows.append(file_row)
                 self._written.add(cand.relpath)
@@ -542,26 +555,29 @@ class Importer:
         self.next_file_id += 1
         return self.next_file_id - 1
 
-    def import_file(self, cand: Candidate) -> None:
-        """Read and import one file here, streaming its records."""
+    def import_file(self, cand: Candidate) -> bool:
+        """Read and import one file here, streaming its records; ``False`` if it was
+        gone before any of it was read."""
         assert cand.domain is not None
         domain = cand.domain
         counts = self.result.counts(domain.name)
         if not jsoncodec.is_utf8(cand.relpath):
-            read: FileRead | InputError = InputError(
+            read: FileRead | InputError | None = InputError(
                 parsing.display_path(cand.relpath), "file name is not valid UTF-8; rename the file to import it"
             )
         else:
             read = parsing.read_or_problem(cand.path, cand.relpath)
+        if read is None:
+            return False
         if isinstance(read, InputError):
             counts.failed += 1
-            self.record_problem(read, domain.name)
-            return
+            self.record_problem(read, domain.name, cand)
+            return True
         digest = read.digest
         known = self._known(cand.relpath)
         if known is not None and known[1] == digest and known[2] == domain.name:
             counts.unchanged += known[3]
-            return
+            return True
         parse = FileParse(cand.path, cand.relpath, domain, read.data)
         # The bytes are the parse's from here: it lets them go for the record's own
         # (a huge session's file is then not held twice while it is written).
@@ -571,8 +587,9 @@ class Importer:
             self._import_new(cand, found, parse, digest, counts, self._new_file_id())
         else:
             self._import_changed(cand, found, parse, digest, counts, known[0])
+        return not parse.vanished
 
-    def _report(self, parse: Outcome | FileParse, domain: str, counts: DomainCounts) -> None:
+    def _report(self, parse: Outcome | FileParse, domain: str, counts: DomainCounts, cand: Candidate) -> None:
         """Report the problems ``parse`` found (a file read here: those found since the
         last call, taken from it)."""
         for problem in parse.problems:
@@ -580,7 +597,7 @@ class Importer:
                 counts.rejected += 1
             else:
                 counts.failed += 1
-            self.record_problem(problem, domain)
+            self.record_problem(problem, domain, cand)
         if isinstance(parse, FileParse):
             parse.reported += len(parse.problems)
             parse.problems.clear()
@@ -609,14 +626,14 @@ class Importer:
                 n += 1
             self.pending_bytes += len(slot.text)
             if parse.problems:  # as they come: a file of a million bad lines holds none
-                self._report(parse, name, counts)
+                self._report(parse, name, counts, cand)
             if self._batch_full():
                 if not row_written:
                     self.file_rows.append((file_id, cand.relpath, name, "lines", "", "", "", None, "", run, None))
                     row_written = True
                 self.flush()
         counts.imported += n
-        self._report(parse, name, counts)
+        self._report(parse, name, counts, cand)
         if parse.fatal and not n and not kept:
             return
         layout = parse.layout
@@ -653,13 +670,13 @@ class Importer:
             batch.append(rec)
             size += len(rec.text)
             if streamed and parse.problems:  # as they come, as for a new file
-                self._report(parse, name, counts)
+                self._report(parse, name, counts, cand)
             if len(batch) >= parsing.BATCH_RECORDS or size >= parsing.BATCH_BYTES:
                 self._write_changed(batch, file_id, name, counts)
                 batch, size = [], 0
                 self.flush()
         self._write_changed(batch, file_id, name, counts)
-        self._report(parse, name, counts)
+        self._report(parse, name, counts, cand)
         m = self._mark
         if parse.fatal:  # keep the old layout and the records not reached
             sql_text(self.conn, f"UPDATE files SET digest = '' WHERE id = {m}", (file_id,))
@@ -679,7 +696,14 @@ class Importer:
         )
         self._written.add(cand.relpath)  # a later copy of the path reads the store again
 
-    def record_problem(self, problem: InputError, domain: str | None) -> None:
+    def record_problem(self, problem: InputError, domain: str | None, cand: Candidate | None = None) -> None:
+        """Report ``problem`` of the file ``cand`` (``None``: of no file found, a path
+        given or a directory, which it names as given). It names the file by its path
+        from its import root, or, when the import walked several (``named_by_path``), by
+        its path as found: the same relative path under two roots must not give two
+        lines alike."""
+        if cand is not None and self.named_by_path:
+            problem = problem.naming(parsing.display_path(cand.path))
         self.result.add_problem(problem)
         self.failure_rows.append(
             (

@@ -10,6 +10,7 @@ in ``files``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -55,8 +56,11 @@ def discover(
     registry: Registry,
     domain: Domain | None = None,
     problems: list[InputError] | None = None,
+    gone: list[str] | None = None,
 ) -> Iterator[Candidate]:
     """Yield the files below ``paths`` with their domains (``None``: no domain).
+    A directory below one given that is gone when the walk comes to it (see
+    :func:`vanished`) is added to ``gone``, not to ``problems``.
 
     Directories are walked following links to directories, each directory once (so
     link loops end and nothing is read twice); a file given by itself is matched by the
@@ -92,7 +96,7 @@ def discover(
             _first_visit(walked, top)
             # A directory that cannot be read is a problem only where a record could be.
             may_hold = (lambda rel: True) if domain is not None else registry.may_match_below
-            onerror = _walk_error(problems, root, top, may_hold)
+            onerror = _walk_error(problems, root, top, may_hold, gone)
             for dirpath, dirnames, filenames in os.walk(top, onerror=onerror, followlinks=True):
                 base = dirpath if dirpath.endswith(os.sep) else dirpath + os.sep
                 dirnames[:] = [d for d in sorted(dirnames) if _first_visit(walked, base + d)]
@@ -115,6 +119,13 @@ def discover(
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no such file or directory"
                 problems.append(InputError(display_path(str(raw)), reason[:1].lower() + reason[1:]))
             continue
+        broken = broken_link(root)
+        if broken is not None:
+            # Given, but naming nothing to read (a home moved from under its link): a
+            # problem, as a path that is not there is; not a file in no domain, skipped.
+            if problems is not None:
+                problems.append(InputError(display_path(str(raw)), f"it is {broken}"))
+            continue
         cand = _lone(root, registry, domain)
         other = _keyed_alike(cand, lone, homes)
         if other is not None:
@@ -133,6 +144,12 @@ def discover(
                 continue  # read already, below a directory given
             read_alone.setdefault(cand.relpath, real)
         yield cand
+
+
+def several_roots(paths: Iterable[str | os.PathLike[str]]) -> bool:
+    """Whether ``paths`` name more than one directory (however each is spelled): files
+    below two of them may have the same path from their roots."""
+    return len({os.path.normpath(os.path.abspath(p)) for p in paths if os.path.isdir(p)}) > 1
 
 
 def _lone(root: Path, registry: Registry, domain: Domain | None) -> Candidate:
@@ -182,13 +199,38 @@ def _first_visit(walked: set[tuple[int, int]], path: str) -> bool:
 display_path = printable
 
 
-def _walk_error(problems: list[InputError] | None, root: Path, top: str, may_hold: Callable[[str], bool]) -> Any:
+def broken_link(path: str | os.PathLike[str]) -> str | None:
+    """What the link at ``path`` is, if it leads nowhere: ``a symbolic link loop`` or
+    ``a link to TARGET, which does not exist``; ``None`` for anything else."""
+    if not os.path.islink(path) or os.path.exists(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+    try:
+        return f"a link to {display_path(os.readlink(path))}, which does not exist"
+    except OSError:  # (gone meanwhile)
+        return None
+
+
+def _walk_error(
+    problems: list[InputError] | None, root: Path, top: str, may_hold: Callable[[str], bool], gone: list[str] | None
+) -> Any:
     def report(exc: OSError) -> None:
         if exc.filename is not None:
             rel = os.path.relpath(exc.filename, top).replace(os.sep, "/")
             if rel != ".." and not rel.startswith("../") and not may_hold("" if rel == "." else rel):
                 # No pattern reaches below it (an application's artifacts, say, made
                 # unreadable by a sandbox): its files would all be skipped anyway.
+                return
+            if rel != "." and vanished(os.fspath(exc.filename), exc):
+                # Listed by its parent, then removed or renamed before the walk came to
+                # it: counted as a file gone is. (The directory given itself, gone, is
+                # a problem, as a path given that is not there is.)
+                if gone is not None:
+                    gone.append(display_path(os.fspath(exc.filename)))
                 return
         if problems is not None:
             where = display_path(str(exc.filename or root))
@@ -453,6 +495,10 @@ class FileParse:
         # streamed file as they come, so that it never holds one for each bad line).
         self.reported = 0
         self.fatal = False  # not read to its end (an I/O error): the slots not reached keep what the store holds
+        self.vanished = False  # gone before any of it was read (see read_records)
+        self.opened = False  # of a file streamed, once its streaming pass has opened it
+        # ... and once it has read it to its end, what the file it read was then and at first.
+        self.streamed: tuple[os.stat_result, os.stat_result] | None = None
         self.slots = 0  # record slots seen, good or bad; positions run from 0 to slots - 1
         self._ends_with_newline = True  # of a JSON-lines file, as far as it was read
 
@@ -757,10 +803,19 @@ class FileParse:
         the last one had one. One at a time, from the bytes read too: split all at once,
         a file of a few MB of short lines became a list of millions."""
         self._ends_with_newline = False  # an empty file has no newline
-        with io.BytesIO(self.data) if self.data is not None else open(self.path, "rb") as fh:
-            for raw in fh:
-                self._ends_with_newline = raw[-1:] == b"\n"
-                yield raw[:-1] if self._ends_with_newline else raw
+        if self.data is not None:
+            yield from self._lines_of(io.BytesIO(self.data))
+            return
+        with open(self.path, "rb") as fh:
+            self.opened = True
+            first = os.fstat(fh.fileno())
+            yield from self._lines_of(fh)
+            self.streamed = (first, os.fstat(fh.fileno()))
+
+    def _lines_of(self, fh: Iterable[bytes]) -> Iterator[bytes]:
+        for raw in fh:
+            self._ends_with_newline = raw[-1:] == b"\n"
+            yield raw[:-1] if self._ends_with_newline else raw
 
 
 #: Whitespace and byte order marks before a record, as UTF-8: what FileParse takes for a
@@ -835,12 +890,20 @@ def read_records(parse: FileParse, read: FileRead) -> Iterator[Slot]:
         yield from parse.records()
     except OSError as exc:  # the file vanished or became unreadable mid-read
         parse.fatal = True
+        if not parse.opened and vanished(parse.path, exc):
+            # Gone before the streaming pass opened it (an open file can be read to its
+            # end, removed or not): nothing of it was read, and nothing is lost.
+            parse.vanished = True
+            return
         parse.problems.append(InputError(parse.shown, f"cannot read: {exc.strerror or exc}"))
         return
     if parse.data is not None:
         changed = read.torn
-    else:  # a streamed file is read a second time, as it is parsed: compare it with what it was
-        changed = _changed_since(parse.path, read.info)
+    else:
+        # A streamed file is read a second time, as it is parsed: the file that pass read
+        # (from its own descriptor: removed since, it was still what it read) must be the
+        # one hashed, unchanged from the first byte to the last.
+        changed = parse.streamed is None or any(_moved(read.info, info) for info in parse.streamed)
     if changed:
         # What was read is stored (a complete record, or a reported error); the
         # empty digest makes the next import read the file again.
@@ -873,8 +936,8 @@ class Task(NamedTuple):
 
 class Outcome(NamedTuple):
     """What :func:`parse_task` found: ``kind`` is ``parsed``, ``unchanged`` (the digest
-    is the stored one), ``unreadable`` (one problem) or ``large`` (not read: the importer
-    streams it); or ``written``: a worker wrote the new file's ``written`` records and
+    is the stored one), ``unreadable`` (one problem), ``vanished`` (gone since the walk:
+    see :func:`vanished`) or ``large`` (not read: the importer streams it); or ``written``: a worker wrote the new file's ``written`` records and
     its row itself, and only the problems are left to report. The records come as
     columns; ``refused`` holds the refused records' (position, key, text)."""
 
@@ -898,15 +961,41 @@ class Outcome(NamedTuple):
         return bool(self.problems)
 
 
-def read_or_problem(path: str, relpath: str, max_size: int | None = None) -> FileRead | InputError:
+def read_or_problem(path: str, relpath: str, max_size: int | None = None) -> FileRead | InputError | None:
     """:func:`read_file`, or the problem that stops the file being read, naming it by
-    ``relpath``."""
+    ``relpath``; ``None`` if the file is gone (see :func:`vanished`)."""
     try:
         return read_file(path, max_size)
     except OSError as exc:
+        if vanished(path, exc):
+            return None
         return InputError(display_path(relpath), f"cannot read: {exc.strerror or exc}")
     except InputError as exc:
+        if vanished(path, exc):
+            return None
         return InputError(display_path(relpath), exc.reason)
+
+
+def vanished(path: str, exc: BaseException) -> bool:
+    """Whether ``path``, a file (or a directory) the walk found, could not be read
+    because it is no longer there: removed or renamed away by the application since
+    (DeepSeek TUI writes a file to a temporary name and renames it over the old one), one
+    of its directories removed or replaced by a file, or the file replaced by a directory
+    or the directory by a file (which the next import reads). Nothing of such a file can be lost, so it is counted, not reported. A
+    link to nothing is still a problem: it was there, and broken, when walked."""
+    if isinstance(exc, InputError):  # not a regular file: a directory now, where the walk found a file
+        return os.path.isdir(path) and not os.path.islink(path)
+    if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return False
+    try:
+        info = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    # There: a directory the walk listed, a file now (its files are gone); else a link
+    # to nothing, a problem.
+    return isinstance(exc, NotADirectoryError) and stat.S_ISREG(info.st_mode)
 
 
 def parse_task(task: Task) -> Outcome:
@@ -914,6 +1003,8 @@ def parse_task(task: Task) -> Outcome:
     # committed, since every later chunk stops at its first file too.
     workers.stop_if_asked()
     read = read_or_problem(task.path, task.relpath, min(TASK_MAX_BYTES, STREAM_THRESHOLD))
+    if read is None:
+        return Outcome("vanished")
     if isinstance(read, InputError):
         return Outcome("unreadable", problems=[read])
     if read.data is None:
@@ -1202,13 +1293,6 @@ def start_writer(database: str, run_id: int, turns: workers.Turns) -> None:
 def parse_tasks(tasks: list[Task | None]) -> list[Outcome | None]:
     """:func:`parse_task` over a chunk of files."""
     return [None if t is None else parse_task(t) for t in tasks]
-
-
-def _changed_since(path: str, before: os.stat_result) -> bool:
-    try:
-        return _moved(before, os.stat(path))
-    except OSError:
-        return True
 
 
 def _moved(before: os.stat_result, after: os.stat_result) -> bool:

@@ -20,8 +20,11 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import ColumnElement, LargeBinary, and_, case, false, func, literal_column, not_, or_, select, union_all
+from sqlalchemy import Boolean, ColumnElement, LargeBinary, and_, case, false, func, literal_column, not_, or_, select, union_all
 from sqlalchemy import cast as sql_cast
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from . import jsoncodec
 from .connections import INT_MAX
@@ -262,8 +265,8 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
         texts = [v for v in values if isinstance(v, str)]
         numbers = [v for v in values if not isinstance(v, str)]
         member = or_(
-            *([and_(_typed(path, text=True), path_expr(path).in_(texts))] if texts else []),
-            *([and_(_typed(path, text=False), path_expr(path).in_(numbers))] if numbers else []),
+            *([and_(_typed(path, text=True), _member(path_expr(path), texts))] if texts else []),
+            *([and_(_typed(path, text=False), _member(path_expr(path), numbers))] if numbers else []),
             false(),
         )
         return member if op == "in" else and_(_type_expr(path).is_not(None), not_(member))
@@ -291,10 +294,64 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
     return and_(typed, cast(ColumnElement[bool], compare(path_expr(path), value)))
 
 
+#: An ``in`` list longer than this is bound as one JSON array, whose values json_each
+#: gives: SQLite takes at most 32,766 bound values in a statement (250,000 in some
+#: builds), and a query merged by version binds the list once a version.
+BOUND_VALUES = 256
+
+
+def _member(expr: ColumnElement[Any], values: list[Any]) -> ColumnElement[bool]:
+    """``expr IN values``: strings or numbers, bound each, or, when there are many (and
+    none is a float, whose text SQLite would read again), as one JSON array."""
+    if len(values) <= BOUND_VALUES or any(isinstance(v, float) for v in values):
+        return expr.in_(values)
+    array = func.json_each(jsoncodec.encode_compact(values)).table_valued("value")
+    return expr.in_(select(array.c.value))
+
+
 def _typed(path: str, *, text: bool) -> ColumnElement[bool]:
     """Whether the value at ``path`` is a JSON string (``text``) or a number."""
     kind = _type_expr(path)
     return kind == "text" if text else or_(kind == "integer", kind == "real")
+
+
+#: Conditions joined by AND in groups of at most this many, groups of groups beyond (see
+#: all_of).
+GROUP_CONDITIONS = 16
+
+
+class _AllOf(ColumnElement[bool]):
+    """Conditions joined by AND, in parentheses, that SQLAlchemy keeps as they are: it
+    merges an ``and_()`` (grouped or not) into the AND that holds it."""
+
+    __visit_name__ = "recordstore_all_of"
+    inherit_cache = True
+    _is_implicitly_boolean = True  # (else a WHERE compares it with 1: no term an index could serve)
+    _traverse_internals = [("clauses", InternalTraversal.dp_clauseelement_tuple)]
+    type = Boolean()
+
+    def __init__(self, clauses: Sequence[ColumnElement[bool]]):
+        self.clauses = tuple(clauses)
+
+
+@compiles(_AllOf)
+def _all_of_sql(element: _AllOf, compiler: Any, **kw: Any) -> str:
+    return "(" + " AND ".join(compiler.process(c.self_group(against=operators.and_), **kw) for c in element.clauses) + ")"
+
+
+def all_of(conditions: Sequence[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """``conditions`` joined by AND, as a tree of groups of at most GROUP_CONDITIONS: SQLite
+    parses ``a AND b AND c ...`` as a chain one level deeper a term and refuses an
+    expression over 1,000 levels deep (SQLITE_MAX_EXPR_DEPTH), which some 300 ``!=``
+    filters reached (a generic database error). Grouped, 100,000 conditions are 5 groups
+    deep, and SQLite's planner still sees each condition as a term of the WHERE clause
+    (parentheses make no node of their own), so an index serves a filter as before."""
+    if len(conditions) <= GROUP_CONDITIONS:
+        return and_(*conditions)
+    step = GROUP_CONDITIONS
+    while len(conditions) > step * GROUP_CONDITIONS:
+        step *= GROUP_CONDITIONS
+    return _AllOf([all_of(conditions[i : i + step]) for i in range(0, len(conditions), step)])
 
 
 def key_paths(key: str) -> set[str]:
@@ -308,6 +365,16 @@ def key_paths(key: str) -> set[str]:
         paths.add(key[: key.rfind("[")])
     return paths
 
+
+#: The most terms order_by() calls may give a query (the key is two: file and place;
+#: a path one): with the record's id last, SQLite's 2,000 (SQLITE_MAX_COLUMN), beyond
+#: which its "too many terms in ORDER BY clause" came as a generic database error.
+MAX_ORDER_TERMS = 1999
+
+#: A query of more conditions than this is not merged by version (see Query._statement_in):
+#: each arm binds the values of every condition again, and SQLite binds at most 32,766
+#: in a statement (its default build): 600 conditions on a domain at 32 versions failed.
+MERGED_CONDITIONS = 64
 
 #: A domain whose records are stored at more versions than this is read sorted as a whole
 #: (see Query._statement_in): one arm of the merge per version.
@@ -430,7 +497,13 @@ class Query:
         if path != "key":
             json_paths_served(self.engine)
             json_path(path)
-        return replace(self, order=(*self.order, (path, descending)))
+        order = (*self.order, (path, descending))
+        if sum(2 if p == "key" else 1 for p, _ in order) > MAX_ORDER_TERMS:
+            raise QueryError(
+                f"a query orders by at most {MAX_ORDER_TERMS:,} terms, the key counting as two and a path as one "
+                "(SQLite sorts by at most 2,000, the record's id last)"
+            )
+        return replace(self, order=order)
 
     def limit(self, n: int | None) -> Query:
         """At most ``n`` records (``None``: all)."""
@@ -447,8 +520,8 @@ class Query:
         stmt = select(*columns).select_from(source)
         if self.domain is not None:
             stmt = stmt.where(records.c.domain == self.domain)
-        for cond in self.conditions:
-            stmt = stmt.where(cond)
+        if self.conditions:
+            stmt = stmt.where(all_of(self.conditions))
         return stmt
 
     def statement(self) -> Any:
@@ -485,6 +558,8 @@ class Query:
             return self._page(payload)
         if self.order or self.domain is None or self._by_key:
             return self._statement(payload)  # a sort of all the matches, in id order from the table itself, or one file's records
+        if len(self.conditions) > MERGED_CONDITIONS:
+            return self._statement(payload)  # each arm would bind every condition's values again
         if self._paths and conn.execute(select(indexes.c.path).where(indexes.c.path.in_(self._paths)).limit(1)).first():
             return self._statement(payload)  # an index on a path filtered on finds the matches (any domain's serves)
         versions: list[int] = []

@@ -16,11 +16,11 @@ from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, sel
 from . import jsoncodec
 from .connections import INT_MAX
 from .engine import close_engine, default_db_path, open_engine, translate_errors
-from .errors import ExportError, InputError, QueryError, RecordStoreError, StoreError, checked, printable, shown
+from .errors import ExportDirectoryError, InputError, QueryError, RecordStoreError, StoreError, checked, printable, shown
 from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer, keep_import_digests
 from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
-from .parsing import discover
+from .parsing import discover, several_roots
 from .query import Query, Record, index_ddl, json_paths_served, typed_path
 from .registry import Registry, load_registry
 from .runs import (
@@ -251,7 +251,8 @@ class Store:
         _progress(progress)
         checked("jobs", jobs, int, least=0, optional=True)
         walk_problems: list[InputError] = []  # missing paths, unreadable directories
-        found = discover(paths, self.registry, forced, walk_problems)
+        walk_gone: list[str] = []  # directories removed while the walk went on
+        found = discover(paths, self.registry, forced, walk_problems, walk_gone)
         # Counting the files first is what a progress bar needs; without one, stream.
         candidates: Iterable[Any] = list(found) if progress is not None else found
         if progress is not None:
@@ -261,8 +262,10 @@ class Store:
             result = ImportResult(run.run_id)
             with translate_errors(), run.engine.connect() as conn:
                 importer = Importer(conn.execution_options(sqlite_begin="IMMEDIATE"), run.run_id, result)
+                importer.named_by_path = several_roots(paths)
                 try:
                     importer.import_all(candidates, jobs, None if progress is None else progress.advance)
+                    result.vanished += len(walk_gone)
                     for problem in walk_problems:
                         result.counts("(none)").failed += 1
                         importer.record_problem(problem, None)
@@ -293,9 +296,9 @@ class Store:
         its file held it."""
         checked("out", out, (str, os.PathLike), what="a path (str or os.PathLike)")
         if not os.fspath(out).strip():
-            raise ExportError(repr(os.fspath(out)), "the export directory's path is empty (an unset setting?)")
+            raise ExportDirectoryError(repr(os.fspath(out)), "the export directory's path is empty (an unset setting?)")
         if "\x00" in os.fspath(out):  # (os would raise ValueError, as no file may have such a name)
-            raise ExportError(printable(os.fspath(out)), "the export directory's path cannot hold a NUL character")
+            raise ExportDirectoryError(printable(os.fspath(out)), "the export directory's path cannot hold a NUL character")
         domains = _names(domains)
         for name in domains or ():
             self._named_domain(name)
