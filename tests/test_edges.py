@@ -446,3 +446,27 @@ def test_a_directory_removed_during_the_export_fails_its_files_only(home: Path, 
     assert all(p.path.startswith("automations/") for p in result.problems)
     assert result.files == sum(1 for p in out.rglob("*") if p.is_file()) > 0
     assert not list(out.rglob("*.rstmp"))
+
+
+def test_an_events_log_read_while_the_app_appends_gets_its_last_line_next_time(tmp_path: Path) -> None:
+    """An import run beside the application meets an events log whose last line is not
+    finished: that line is refused and kept, the import exits 1, and what came before
+    goes in. Once the application has finished the line, the next import makes it a
+    record (the file kept no digest), and an export writes the log as it is now."""
+    events = tmp_path / "home" / "tasks" / "runtime" / "events"
+    events.mkdir(parents=True)
+    log = events / "thr_1.jsonl"
+    done = [json.dumps({"schema_version": 2, "seq": i, "kind": "turn.started"}) for i in range(3)]
+    finished = json.dumps({"schema_version": 2, "seq": 3, "kind": "turn.completed"})
+    log.write_text("\n".join(done) + "\n" + finished[:20])
+    with Store(tmp_path / "s.db") as store:
+        first = store.import_paths(tmp_path / "home")
+        assert not first.ok and [(p.path, p.line) for p in first.problems] == [("tasks/runtime/events/thr_1.jsonl", 4)]
+        assert [r.data["seq"] for r in store.query("runtime")] == [0, 1, 2]
+        log.write_text("\n".join([*done, finished]) + "\n")
+        second = store.import_paths(tmp_path / "home")
+        assert second.ok and second.counts("runtime").imported == 1, second
+        assert [r.data["seq"] for r in store.query("runtime")] == [0, 1, 2, 3]
+        assert store.status().domains["runtime"].refused == 0
+        store.export_to(tmp_path / "out")
+    assert (tmp_path / "out" / "tasks" / "runtime" / "events" / "thr_1.jsonl").read_bytes() == log.read_bytes()
