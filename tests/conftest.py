@@ -8,13 +8,13 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from typer.testing import CliRunner
 
 import recordstore
-from recordstore import Store
+from recordstore import Registry, Store
 from recordstore.cli import app
 
 T = TypeVar("T")
@@ -90,6 +90,20 @@ class Cli:
         if registry:
             argv += ["--registry", registry]
         return self.runner.invoke(app, [*argv, *map(str, args)], catch_exceptions=False)
+
+
+def stamping_registry() -> Registry:
+    """A registry of one domain, ``note`` (``notes/*.jsonl``), at version 2, whose one
+    step stamps each record: for tests of many records migrated, where what the step
+    does does not matter."""
+    registry = Registry()
+    note = registry.domain("note", version=2, files=["notes/*.jsonl"])
+
+    @note.step(1)
+    def stamp(record: dict[str, Any]) -> None:
+        record["stamped"] = True
+
+    return registry
 
 
 def traced_peak(call: Callable[[], T]) -> tuple[T, int]:

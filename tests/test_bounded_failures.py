@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import traced_peak
+from conftest import stamping_registry, traced_peak
 
 from recordstore import Registry, RestoreConflictError, Store, importer, migrator
 
@@ -27,17 +27,6 @@ def _registry() -> Registry:
         if record["i"] % 2 == 0 or record["i"] >= 10:  # every record but five fails
             raise KeyError("status")
         record["done"] = True
-
-    return registry
-
-
-def _stamping() -> Registry:
-    registry = Registry()
-    note = registry.domain("note", version=2, files=["notes/*.jsonl"])
-
-    @note.step(1)
-    def stamp(record: dict[str, Any]) -> None:
-        record["stamped"] = True
 
     return registry
 
@@ -129,7 +118,7 @@ def test_a_refused_restore_names_its_first_conflicts_and_counts_them_all(tmp_pat
     and key of each in its error (a run of 1,000,000 records: a tuple of two strings a
     record, ~200 MB). The error keeps the first CONFLICT_KEYS_KEPT and counts them all."""
     home = _notes(tmp_path / "home", MANY)
-    with Store(tmp_path / "s.db", registry=_stamping()) as store:
+    with Store(tmp_path / "s.db", registry=stamping_registry()) as store:
         run = store.import_paths(home, jobs=0).run_id
         migrated = store.migrate(jobs=0)
         assert migrated.migrated == MANY
@@ -178,7 +167,7 @@ def test_an_import_of_many_bad_lines_holds_its_first_problems_and_counts_all(tmp
     the good lines all go in."""
     files, per_file = (1, 2 * MANY) if shape == "one_large_file" else (100, 2 * MANY // 100)
     home = _bad_lines(tmp_path / "home", files, per_file)
-    with Store(tmp_path / "s.db", registry=_stamping()) as store:
+    with Store(tmp_path / "s.db", registry=stamping_registry()) as store:
         jobs = 2 if shape.endswith("_in_workers") else 0
         result, peak = traced_peak(lambda: store.import_paths(home, jobs=jobs))
         assert not result.ok and result.problem_count == MANY
@@ -215,7 +204,7 @@ def test_a_small_file_of_many_short_bad_lines_is_streamed_not_held(tmp_path: Pat
     n = 60_000
     (tmp_path / "home" / "notes").mkdir(parents=True)
     (tmp_path / "home" / "notes" / "x.jsonl").write_text("x\n" * n)
-    with Store(tmp_path / "s.db", registry=_stamping()) as store:
+    with Store(tmp_path / "s.db", registry=stamping_registry()) as store:
         result, peak = traced_peak(lambda: store.import_paths(tmp_path / "home", jobs=0))
         assert result.problem_count == n == result.counts("note").failed
         assert str(result.problems[-1]) == "notes/x.jsonl:200: invalid JSON: Expecting value at column 1"
@@ -234,7 +223,7 @@ def test_a_small_file_of_very_many_short_records_is_streamed_not_held(tmp_path: 
     n = 300_000
     (tmp_path / "home" / "notes").mkdir(parents=True)
     (tmp_path / "home" / "notes" / "x.jsonl").write_bytes(b"{}\n" * n)
-    with Store(tmp_path / "s.db", registry=_stamping()) as store:
+    with Store(tmp_path / "s.db", registry=stamping_registry()) as store:
         result, peak = traced_peak(lambda: store.import_paths(tmp_path / "home", jobs=jobs))
         assert result.ok and result.counts("note").imported == n
         last = store.get("note", f"notes/x.jsonl:{n}")

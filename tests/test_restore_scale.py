@@ -10,21 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from conftest import traced_peak
+from conftest import stamping_registry, traced_peak
 from sqlalchemy import event
 
-from recordstore import Registry, Store
-
-
-def _registry() -> Registry:
-    registry = Registry()
-    note = registry.domain("note", version=2, files=["notes/*.jsonl"])
-
-    @note.step(1)
-    def stamp(record: dict[str, Any]) -> None:
-        record["stamped"] = True
-
-    return registry
+from recordstore import Store
 
 
 def _notes(home: Path, name: str, n: int, start: int = 0) -> Path:
@@ -64,7 +53,7 @@ def test_restoring_a_large_migration_holds_no_row_per_record(tmp_path: Path) -> 
     row before writing (1,000,000 records: 1.2 GB, about 1.2 kB a record): the restore's
     plan is kept by SQLite, and Python holds a batch at a time."""
     n = 20_000
-    with Store(tmp_path / "s.db", registry=_registry()) as store:
+    with Store(tmp_path / "s.db", registry=stamping_registry()) as store:
         assert store.import_paths(_notes(tmp_path / "home", "n.jsonl", n)).ok
         before = [r.text for r in store.query("note")]
         run = store.migrate(jobs=0).run_id
@@ -85,7 +74,7 @@ def test_restoring_a_small_migration_reads_only_its_records(tmp_path: Path) -> N
     """Restoring a migration of one record read every record of the store, looking for
     records the run had added (``records.run_id`` has no index: in a store of 1,000,000
     records, 1.0 s): a migration adds none, and its records are found by its backups."""
-    with Store(tmp_path / "s.db", registry=_registry()) as store:
+    with Store(tmp_path / "s.db", registry=stamping_registry()) as store:
         home = _notes(tmp_path / "home", "big.jsonl", 2000)
         assert store.import_paths(home).ok
         assert store.migrate(jobs=0).migrated == 2000
@@ -105,7 +94,7 @@ def test_restoring_a_key_reads_the_backups_of_its_place_only(tmp_path: Path) -> 
     a key without backups, once to choose them: 0.45 s a million backups, for one
     record): a key's backups are looked up by its file and place, as Store.get finds a
     record, a record a re-import removed too."""
-    with Store(tmp_path / "s.db", registry=_registry()) as store:
+    with Store(tmp_path / "s.db", registry=stamping_registry()) as store:
         home = _notes(tmp_path / "home", "n.jsonl", 300)
         assert store.import_paths(home).ok
         assert store.migrate(jobs=0).migrated == 300
