@@ -231,3 +231,23 @@ def test_a_small_file_of_very_many_short_records_is_streamed_not_held(tmp_path: 
         store.export_to(tmp_path / "out")
     assert (tmp_path / "out" / "notes" / "x.jsonl").read_bytes() == b"{}\n" * n
     assert peak < 16 * 1024 * 1024, peak
+
+
+def test_workers_hand_back_a_bounded_share_of_problems_for_a_home_of_broken_files(tmp_path: Path) -> None:
+    """Workers handed back the problems of a whole chunk of files at once (thousands of
+    files): a home of 3,000 files of 90 broken lines each took 406 MB. Past
+    CHUNK_MAX_PROBLEMS, a chunk's other files come back for the importer to read
+    itself; every problem is still counted and recorded, every good line imported."""
+    events = tmp_path / "home" / "notes"
+    events.mkdir(parents=True)
+    files, bad = 1200, 60
+    for f in range(files):
+        lines = [f'{{"schema_version":1,"f":{f},"i":{i}{"," if i < bad else ""}}}' for i in range(bad + 1)]
+        (events / f"n{f:04}.jsonl").write_text("\n".join(lines) + "\n")
+    with Store(tmp_path / "s.db", registry=stamping_registry()) as store:
+        result, peak = traced_peak(lambda: store.import_paths(tmp_path / "home", jobs=2))
+        assert result.problem_count == files * bad and result.counts("note").imported == files
+        assert [(p.path, p.line) for p in result.problems[:2]] == [("notes/n0000.jsonl", 1), ("notes/n0000.jsonl", 2)]
+        assert store.history(result.run_id, failure_limit=0)[0].failure_count == files * bad
+        assert sorted(r.data["f"] for r in store.query("note")) == list(range(files))
+    assert peak < 16 * 1024 * 1024, peak
