@@ -952,6 +952,8 @@ def test_a_line_put_back_as_an_earlier_import_had_it_is_a_change(tmp_path: Path)
         # ...and after a migration too: the store last imported `first`, which the file
         # still holds; then the file goes back to `second`.
         store.migrate()
+        migrated = store.get("note", "notes/log.jsonl:1")
+        assert migrated is not None and migrated.data == {"schema_version": 2, "n": 1, "seen": True}
         log.write_text(second + "\n")
         assert store.import_paths([tmp_path / "h"]).domains["note"].updated == 1
         assert store.get("note", "notes/log.jsonl:1").text == second  # type: ignore[union-attr]
