@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from recordstore import Store
-from recordstore.jsoncodec import JSONError, decode, scan
+from recordstore.jsoncodec import JSONError, decode, encode, scan
 from conftest import int_of_digits
 
 #: 1,023 arrays inside one another: a record holding them in one of its fields nests
@@ -67,3 +67,32 @@ def test_a_record_nested_too_deeply_after_a_huge_integer_is_refused_on_import_no
         store.export_to(tmp_path / "out")
     # Its text is kept, and written back as the file held it.
     assert (tmp_path / "out" / "tasks/tasks/a.json").read_bytes() == (tasks / "a.json").read_bytes()
+
+
+#: An integer past the digit limit of Python's int() and str() (4,300 digits).
+BEYOND_STR = "1" + "7" * 4400
+
+
+def test_a_value_holding_an_integer_beyond_str_encodes_as_deep_as_one_without() -> None:
+    """The encoder wrote such an integer only in values up to 562 levels deep (two of
+    Python's frames a level of arrays): a record deeper, read as any other, failed."""
+    for number in ("1", BEYOND_STR):
+        text = '{"x":[' + number + "," + DEEP[1:-1] + "]}"  # 1,024 levels: the deepest read
+        assert encode(decode(text), None) == text
+
+
+def test_a_record_as_deep_as_the_store_reads_holding_a_huge_integer_is_migrated_and_exported(tmp_path: Path) -> None:
+    """It was imported, then failed every migration: "nested too deeply to encode"."""
+    tasks = tmp_path / "home" / "tasks" / "tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "a.json").write_text('{"x":[' + BEYOND_STR + "," + DEEP[1:-1] + "]}")
+    with Store(tmp_path / "s.db") as store:
+        assert store.import_paths([tmp_path / "home"], jobs=0).ok
+        migrated = store.migrate(jobs=0)
+        assert (migrated.migrated, migrated.failures) == (1, [])
+        record = store.get("task", "tasks/tasks/a.json")
+        assert record is not None and record.version == 2
+        assert record.data["x"][0] == int_of_digits(BEYOND_STR) and depth(record.data) == 1024
+        assert store.export_to(tmp_path / "out").ok
+    exported = (tmp_path / "out" / "tasks/tasks/a.json").read_text()
+    assert BEYOND_STR in exported and exported.count("[") == 1023

@@ -634,6 +634,11 @@ def _swap_huge_ints(value: Any, nonce: str, digits: list[str], active: set[int])
                     digits[-1] = f'"{digits[-1]}"'
                 out[new_key] = _swap_huge_ints(item, nonce, digits, active)
             return out
-        return [_swap_huge_ints(item, nonce, digits, active) for item in value]
+        # A loop, not a comprehension: Python 3.11 gives a comprehension a frame of its
+        # own, and two frames a level spent the budget at half the depth a record may have.
+        items: list[Any] = []
+        for item in value:
+            items.append(_swap_huge_ints(item, nonce, digits, active))
+        return items
     finally:
         active.discard(id(value))
