@@ -370,7 +370,7 @@ def _no_lone_surrogates(value: object) -> bool:
     return True
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(batch=st.lists(records.filter(_no_lone_surrogates), min_size=1, max_size=5))
 def test_import_then_export_is_the_identity_on_arbitrary_json(tmp_path_factory: pytest.TempPathFactory, batch: list) -> None:
     root = tmp_path_factory.mktemp("rt")
@@ -399,7 +399,7 @@ _between = st.tuples(_endings, st.lists(_blank, max_size=2)).map(lambda t: t[0] 
 _array_seps = st.sampled_from([",", ", ", " ,", ",\n  ", ",\r\n  ", "\n, ", ",\t"])
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(
     batch=st.lists(records.filter(_no_lone_surrogates), min_size=1, max_size=5),
     line_gaps=st.lists(_between, min_size=5, max_size=5),

@@ -69,7 +69,7 @@ def imported_store(tmp_path_factory: pytest.TempPathFactory, batch: list[dict[st
         yield store, root, home
 
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 @SETTINGS
