@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
 
 import recordstore
@@ -21,6 +22,12 @@ T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_HOME = ROOT / "examples" / "deepseek-home"
+
+# No property is timed (these machines are noisy; speed is measured by scripts/bench.py
+# only): Hypothesis's default 200 ms deadline an example, and its health check on slow
+# data generation, would fail a correct run on a loaded machine.
+settings.register_profile("untimed", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("untimed")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -135,8 +142,8 @@ def int_of_digits(digits: str | bytes) -> int:
 
 def mypy_strict(tmp_path: Path, name: str, source: str) -> str:
     """What mypy --strict says of a program ``source`` using the recordstore these tests
-    import (its own modules' errors left out)."""
-    pytest.importorskip("mypy")
+    import (its own modules' errors left out). mypy is one of the test extras: without
+    it the check fails (mypy did not run), never skips."""
     (tmp_path / f"{name}.py").write_text(source)
     (tmp_path / "mypy.ini").write_text(
         "[mypy]\nstrict = True\n"

@@ -14,6 +14,11 @@ loads exactly what a user's would. It reads a few environment variables, all opt
 ``CRASHKIT_MIGRATE_BATCH``  rows per migration batch (``recordstore.migrator.BATCH_ROWS``).
 ``CRASHKIT_IMPORT_BATCH``   records per import batch (``recordstore.parsing.BATCH_RECORDS``).
 ``CRASHKIT_TASK_MAX_BYTES`` larger files are streamed (``recordstore.parsing.TASK_MAX_BYTES``).
+``CRASHKIT_BUSY_TIMEOUT``  seconds a command waits for SQLite's write lock
+                            (``recordstore.engine.BUSY_TIMEOUT_S``): a large one makes a
+                            command that waits for the lock wait for as long as the
+                            holder is held (see ``CRASHKIT_GATE``), so a test can tell
+                            "answered at once" from "waited" without timing anything.
 ``CRASHKIT_GATE``           a path: every step, every imported file and a restore (once it
                             has read its backups) wait until it exists, creating
                             ``PATH.held`` the first time; so a test can hold a writer
@@ -116,6 +121,11 @@ def _configure():
     import recordstore.migrator
     import recordstore.runs
 
+    if os.environ.get("CRASHKIT_BUSY_TIMEOUT"):
+        import recordstore.engine
+
+        # Read at its use by the engine and the lock (runs imports the name).
+        recordstore.engine.BUSY_TIMEOUT_S = recordstore.runs.BUSY_TIMEOUT_S = float(os.environ["CRASHKIT_BUSY_TIMEOUT"])
     if os.environ.get("CRASHKIT_MIGRATE_BATCH"):
         recordstore.migrator.BATCH_ROWS = int(os.environ["CRASHKIT_MIGRATE_BATCH"])
     if os.environ.get("CRASHKIT_IMPORT_BATCH"):

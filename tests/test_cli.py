@@ -840,10 +840,13 @@ def test_a_linked_directory_in_a_home_is_walked_once(cli: Any, tmp_path: Path) -
 def test_a_where_number_no_double_holds_is_refused_not_compared_as_text(cli: Any, home: Path) -> None:
     """`--where n '<' 1e400` printed nothing and exited 0: the number, refused by the
     codec, was compared as the text "1e400". Text that is not a JSON number stays text."""
+    (home / "tasks" / "tasks" / "task_text.json").write_text('{"schema_version": 2, "status": "01"}')
+    (home / "tasks" / "tasks" / "task_number.json").write_text('{"schema_version": 2, "status": 1}')
     cli("import", home)
     res = cli("query", "task", "--where", "duration_ms", "<", "1e400")
     assert res.exit_code == 2 and "1e400: number 1e400 is too large for a double" in _said(res)
-    assert cli("query", "task", "--where", "status", "=", "01", "--json").exit_code == 0  # text "01"
+    res = cli("query", "task", "--where", "status", "=", "01", "--json")  # the text "01", not the number 1
+    assert res.exit_code == 0 and [json.loads(line)["key"] for line in res.stdout.splitlines()] == ["tasks/tasks/task_text.json"]
 
 
 def test_ctrl_c_during_a_restore_rolls_it_back_whole_and_says_so(cli: Any, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -370,7 +370,7 @@ def _no_lone_surrogates(value: object) -> bool:
     return True
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(batch=st.lists(records.filter(_no_lone_surrogates), min_size=1, max_size=5))
 def test_import_then_export_is_the_identity_on_arbitrary_json(tmp_path_factory: pytest.TempPathFactory, batch: list) -> None:
     root = tmp_path_factory.mktemp("rt")
@@ -399,7 +399,7 @@ _between = st.tuples(_endings, st.lists(_blank, max_size=2)).map(lambda t: t[0] 
 _array_seps = st.sampled_from([",", ", ", " ,", ",\n  ", ",\r\n  ", "\n, ", ",\t"])
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(
     batch=st.lists(records.filter(_no_lone_surrogates), min_size=1, max_size=5),
     line_gaps=st.lists(_between, min_size=5, max_size=5),
@@ -952,6 +952,8 @@ def test_a_line_put_back_as_an_earlier_import_had_it_is_a_change(tmp_path: Path)
         # ...and after a migration too: the store last imported `first`, which the file
         # still holds; then the file goes back to `second`.
         store.migrate()
+        migrated = store.get("note", "notes/log.jsonl:1")
+        assert migrated is not None and migrated.data == {"schema_version": 2, "n": 1, "seen": True}
         log.write_text(second + "\n")
         assert store.import_paths([tmp_path / "h"]).domains["note"].updated == 1
         assert store.get("note", "notes/log.jsonl:1").text == second  # type: ignore[union-attr]

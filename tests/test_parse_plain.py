@@ -88,7 +88,7 @@ def check(tmp_path: Path, name: str, data: bytes, monkeypatch: pytest.MonkeyPatc
     return lean
 
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 @SETTINGS

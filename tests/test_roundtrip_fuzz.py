@@ -237,8 +237,12 @@ def _migrated_round_trip(root: Path, texts: dict[str, str]) -> None:
     with Store(root / "a.db") as store:
         store.import_paths([home], jobs=0)
         before = {r.key: r.text for r in store.query("task")} | {r.key: r.text for r in store.query("runtime")}
+        pending = store.query("task").version(1).count() + store.query("runtime").version(1).count()
         migrated = store.migrate(jobs=0)
         after = {r.key: (r.text, r.data) for r in store.query("task")} | {r.key: (r.text, r.data) for r in store.query("runtime")}
+        # The layouts below are kept by a migration that did its work: every record at v2.
+        assert migrated.migrated == pending and not migrated.failures
+        assert all(data["schema_version"] == 2 for _text, data in after.values()), after
         store.export_to(root / "out")
         # The exported tree imported again into the same store is what it holds.
         again_here = store.import_paths([root / "out"], jobs=0)

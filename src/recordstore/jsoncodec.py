@@ -212,10 +212,15 @@ def _too_deep(text: str, start: int, end: int) -> bool:
     MAX_NESTING (as orjson counts, which it then says first)."""
     if text.count("[", start, end) + text.count("{", start, end) <= MAX_NESTING:
         return False
+    raw = text[start:end].encode("utf-8", "surrogatepass")
     try:
-        orjson.loads(text[start:end].encode("utf-8", "surrogatepass"))
+        orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return str(exc).startswith(_TOO_DEEP)
+        if str(exc).startswith(_TOO_DEEP):
+            return True
+        # orjson stopped before the depth (at a number no double holds, say, which the
+        # exact decoder takes): count the levels itself.
+        return too_deep_to_read(raw)
     return False
 
 
@@ -283,11 +288,16 @@ def _decode_exact(data: bytes | str) -> Any:
     try:
         with _nesting_budget():
             try:
-                return _exact.decode(text)
+                value = _exact.decode(text)
             except (json.JSONDecodeError, _Refused):
                 raise
             except ValueError:  # an integer beyond the digit limit of int(): go again, in chunks
-                return _exact_big.decode(text)
+                value = _exact_big.decode(text)
+        # Python's budget goes a little deeper than orjson's limit, which a text that
+        # orjson could not read (a number no double holds) was never held to.
+        if _too_deep(text, 0, len(text)):
+            raise RecursionError
+        return value
     except json.JSONDecodeError as exc:
         return _raise(exc.msg, exc.lineno, exc.colno)
     except _Refused as exc:  # from the hooks: duplicates, NaN, a number no double holds
@@ -624,6 +634,11 @@ def _swap_huge_ints(value: Any, nonce: str, digits: list[str], active: set[int])
                     digits[-1] = f'"{digits[-1]}"'
                 out[new_key] = _swap_huge_ints(item, nonce, digits, active)
             return out
-        return [_swap_huge_ints(item, nonce, digits, active) for item in value]
+        # A loop, not a comprehension: Python 3.11 gives a comprehension a frame of its
+        # own, and two frames a level spent the budget at half the depth a record may have.
+        items: list[Any] = []
+        for item in value:
+            items.append(_swap_huge_ints(item, nonce, digits, active))
+        return items
     finally:
         active.discard(id(value))
