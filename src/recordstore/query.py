@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Boolean, ColumnElement, LargeBinary, and_, case, false, func, literal_column, not_, or_, select, union_all
+from sqlalchemy import BindParameter, Boolean, ColumnElement, LargeBinary, and_, case, false, func, literal_column, not_, or_, select, union_all
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import operators
+from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from . import jsoncodec
@@ -380,6 +380,23 @@ MERGED_CONDITIONS = 64
 #: (see Query._statement_in): one arm of the merge per version.
 MERGED_VERSIONS = 32
 
+#: The most values the arms of a merge by version bind together (each binds every
+#: condition's again): within SQLite's default 32,766 a statement, with room for the
+#: domain and version each arm binds. Four `in` lists of 256 values on a domain at 32
+#: versions were 32,768 ("too many SQL variables", a generic database error).
+MERGED_BOUND_VALUES = 30_000
+
+
+def _bound_values(conditions: Sequence[ColumnElement[bool]]) -> int:
+    """How many values ``conditions`` bind when run: one a bound parameter, and one for
+    each value of an ``in`` list bound value by value."""
+    n = 0
+    for cond in conditions:
+        for element in visitors.iterate(cond):
+            if isinstance(element, BindParameter):
+                n += len(element.value) if element.expanding and isinstance(element.value, Sequence) else 1
+    return n
+
 
 def key_slots(key: str) -> dict[str, int | None]:
     """Each file a record with ``key`` may be in (see :func:`key_paths`), with the last
@@ -562,8 +579,10 @@ class Query:
             return self._statement(payload)  # each arm would bind every condition's values again
         if self._paths and conn.execute(select(indexes.c.path).where(indexes.c.path.in_(self._paths)).limit(1)).first():
             return self._statement(payload)  # an index on a path filtered on finds the matches (any domain's serves)
+        # Each arm binds every condition's values again: no more arms than SQLite binds.
+        most = min(MERGED_VERSIONS, MERGED_BOUND_VALUES // max(1, _bound_values(self.conditions)))
         versions: list[int] = []
-        while len(versions) <= MERGED_VERSIONS:  # each one seek into the index
+        while len(versions) <= most:  # each one seek into the index
             above = (records.c.version > versions[-1],) if versions else ()
             found = conn.execute(
                 select(func.min(records.c.version)).where(records.c.domain == self.domain, *above)
@@ -571,7 +590,7 @@ class Query:
             if found is None:
                 break
             versions.append(found)
-        if not versions or len(versions) > MERGED_VERSIONS:
+        if not versions or len(versions) > most:
             return self._statement(payload)
         columns = [records.c.domain, records.c.key, records.c.version, files.c.path, payload]
         arms = [self._select([*columns, records.c.id.label("rid")]).where(records.c.version == v) for v in versions]
