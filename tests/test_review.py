@@ -43,3 +43,21 @@ def test_in_lists_on_a_domain_at_many_versions_are_answered(tmp_path: Path) -> N
         assert found == [f"notes.jsonl:{n + 1}" for n in range(31, 200)]
         assert query.count() == len(found)
         assert [record.key for record in query.offset(5).limit(2)] == found[5:7]
+
+
+def test_a_query_of_many_in_lists_is_answered(tmp_path: Path) -> None:
+    """Each `in` list of up to 256 values is bound value by value: 1,000 of them bound
+    256,000, past what any SQLite build takes in one statement, and the query failed
+    with a generic "too many SQL variables" (130 lists, on SQLite's default build). The
+    lists past SQLite's limit are bound as JSON arrays: the query is answered."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.jsonl").write_text("\n".join(json.dumps({"n": n}) for n in range(20)) + "\n")
+    with Store(tmp_path / "store.db", registry=_versioned_registry()) as store:
+        assert store.import_paths(home).ok
+        query = store.query("note")
+        for k in range(1000):
+            query = query.where("n", "in", list(range(k % 5, k % 5 + 256)))
+        found = [record.key for record in query]
+        assert found == [f"notes.jsonl:{n + 1}" for n in range(4, 20)]
+        assert query.count() == len(found)
