@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Boolean, ColumnElement, LargeBinary, and_, case, false, func, literal_column, not_, or_, select, union_all
+from sqlalchemy import BindParameter, Boolean, ColumnElement, LargeBinary, and_, case, false, func, literal_column, not_, or_, select, union_all
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import operators
+from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from . import jsoncodec
@@ -243,7 +243,9 @@ def _count(n: int, what: str) -> int:
     return checked(what, n, int, least=0, most=INT_MAX, error=QueryError)
 
 
-def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
+def condition(path: str, op: str, value: Any = None, *, bound_each: int | None = None) -> ColumnElement[bool]:
+    """``path op value`` as SQL; an ``in`` list of up to ``bound_each`` values
+    (``None``: BOUND_VALUES) is bound value by value, a longer one as one JSON array."""
     if not isinstance(op, str):
         raise QueryError(f"{path}: the operator must be a string (one of: {', '.join(OPERATORS)}), not {op!r}")
     op = op.lower().strip()
@@ -265,8 +267,8 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
         texts = [v for v in values if isinstance(v, str)]
         numbers = [v for v in values if not isinstance(v, str)]
         member = or_(
-            *([and_(_typed(path, text=True), _member(path_expr(path), texts))] if texts else []),
-            *([and_(_typed(path, text=False), _member(path_expr(path), numbers))] if numbers else []),
+            *([and_(_typed(path, text=True), _member(path_expr(path), texts, bound_each))] if texts else []),
+            *([and_(_typed(path, text=False), _member(path_expr(path), numbers, bound_each))] if numbers else []),
             false(),
         )
         return member if op == "in" else and_(_type_expr(path).is_not(None), not_(member))
@@ -300,10 +302,10 @@ def condition(path: str, op: str, value: Any = None) -> ColumnElement[bool]:
 BOUND_VALUES = 256
 
 
-def _member(expr: ColumnElement[Any], values: list[Any]) -> ColumnElement[bool]:
+def _member(expr: ColumnElement[Any], values: list[Any], bound_each: int | None = None) -> ColumnElement[bool]:
     """``expr IN values``: strings or numbers, bound each, or, when there are many (and
     none is a float, whose text SQLite would read again), as one JSON array."""
-    if len(values) <= BOUND_VALUES or any(isinstance(v, float) for v in values):
+    if len(values) <= (BOUND_VALUES if bound_each is None else bound_each) or any(isinstance(v, float) for v in values):
         return expr.in_(values)
     array = func.json_each(jsoncodec.encode_compact(values)).table_valued("value")
     return expr.in_(select(array.c.value))
@@ -380,6 +382,25 @@ MERGED_CONDITIONS = 64
 #: (see Query._statement_in): one arm of the merge per version.
 MERGED_VERSIONS = 32
 
+#: The most values a query's statement binds: within SQLite's default 32,766, with room
+#: for the domain, version, limit and offset it binds besides its conditions. Past it
+#: ("too many SQL variables", a generic database error), a query's further ``in`` lists
+#: are bound as JSON arrays (1,000 lists of 256 values were 256,000), and a merge by
+#: version takes fewer arms, each binding every condition's values again (four lists of
+#: 256 values on a domain at 32 versions were 32,768).
+STATEMENT_BOUND_VALUES = 30_000
+
+
+def _bound_values(conditions: Sequence[ColumnElement[bool]]) -> int:
+    """How many values ``conditions`` bind when run: one a bound parameter, and one for
+    each value of an ``in`` list bound value by value."""
+    n = 0
+    for cond in conditions:
+        for element in visitors.iterate(cond):
+            if isinstance(element, BindParameter):
+                n += len(element.value) if element.expanding and isinstance(element.value, Sequence) else 1
+    return n
+
 
 def key_slots(key: str) -> dict[str, int | None]:
     """Each file a record with ``key`` may be in (see :func:`key_paths`), with the last
@@ -424,6 +445,8 @@ class Query:
     #: what an index may serve better than reading the domain in id order.
     _paths: tuple[str, ...] = ()
     _by_key: bool = False
+    #: The values the conditions bind (see STATEMENT_BOUND_VALUES).
+    _bound: int = 0
 
     def where(self, path: str, op: str = "=", value: Any = None) -> Query:
         """Only records whose JSON ``path`` (``metadata.model``, ``messages[0].role``,
@@ -434,12 +457,19 @@ class Query:
         ``null``. A bad path, operator or value is a :class:`QueryError` here."""
         json_paths_served(self.engine)
         found = condition(path, op, value)
+        bound = _bound_values([found])
+        if self._bound + bound > STATEMENT_BOUND_VALUES:  # an in list bound value by value: as an array
+            found = condition(path, op, value, bound_each=0)
+            bound = _bound_values([found])
         sql_path, plain = json_path(path)
-        return replace(self, conditions=(*self.conditions, found), _paths=(*self._paths, *([sql_path] if plain else [])))
+        return replace(
+            self, conditions=(*self.conditions, found), _paths=(*self._paths, *([sql_path] if plain else [])),
+            _bound=self._bound + bound,
+        )
 
     def version(self, version: int) -> Query:
         """Only records stored at schema version ``version``."""
-        return replace(self, conditions=(*self.conditions, records.c.version == _count(version, "version")))
+        return replace(self, conditions=(*self.conditions, records.c.version == _count(version, "version")), _bound=self._bound + 1)
 
     def key(self, key: str) -> Query:
         """Only the record with ``key`` (``sessions/a.json``, ``events.jsonl:3``, ``data.json[0]``)."""
@@ -449,7 +479,7 @@ class Query:
         # Keys have no index of their own: the file's path (unique, indexed) narrows the
         # lookup to that file's records first.
         in_file = files.c.path.in_(sorted(key_paths(key)))
-        return replace(self, conditions=(*self.conditions, in_file, records.c.key == key), _by_key=True)
+        return replace(self, conditions=(*self.conditions, in_file, records.c.key == key), _by_key=True, _bound=self._bound + _bound_values([in_file]) + 1)
 
     def find(self, key: str) -> Record | None:
         """The record with ``key`` among those the query matches (its order, limit and
@@ -562,8 +592,10 @@ class Query:
             return self._statement(payload)  # each arm would bind every condition's values again
         if self._paths and conn.execute(select(indexes.c.path).where(indexes.c.path.in_(self._paths)).limit(1)).first():
             return self._statement(payload)  # an index on a path filtered on finds the matches (any domain's serves)
+        # Each arm binds every condition's values again: no more arms than SQLite binds.
+        most = min(MERGED_VERSIONS, STATEMENT_BOUND_VALUES // max(1, self._bound))
         versions: list[int] = []
-        while len(versions) <= MERGED_VERSIONS:  # each one seek into the index
+        while len(versions) <= most:  # each one seek into the index
             above = (records.c.version > versions[-1],) if versions else ()
             found = conn.execute(
                 select(func.min(records.c.version)).where(records.c.domain == self.domain, *above)
@@ -571,7 +603,7 @@ class Query:
             if found is None:
                 break
             versions.append(found)
-        if not versions or len(versions) > MERGED_VERSIONS:
+        if not versions or len(versions) > most:
             return self._statement(payload)
         columns = [records.c.domain, records.c.key, records.c.version, files.c.path, payload]
         arms = [self._select([*columns, records.c.id.label("rid")]).where(records.c.version == v) for v in versions]
