@@ -1,0 +1,271 @@
+"""recordstore run beside the application that writes the records.
+
+DeepSeek TUI keeps writing its home while a user imports it, exports over it and queries
+it: it appends JSON lines to its events logs (a line may be half-written at any
+instant), writes sessions and tasks to a temporary file renamed over the old one,
+creates thread, turn and item files, and deletes old sessions. ``AppWriter`` does that
+in a loop on a generated home while imports run; once it stops (its lines finished), one
+more import must leave the store holding exactly what the home holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import tree
+
+from recordstore import Store
+
+NOW = "2026-05-02T15:20:11.482913004Z"
+
+
+def pretty(obj: dict[str, Any]) -> bytes:
+    """The application's pretty style: 2-space indent, UTF-8, no trailing newline."""
+    return json.dumps(obj, indent=2, ensure_ascii=False).encode()
+
+
+def line(obj: dict[str, Any]) -> bytes:
+    """The application's JSON lines: compact, one a line."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def session(sid: str, n: int) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "metadata": {"id": sid, "title": f"Session {sid[:8]} ✓", "created_at": NOW, "updated_at": NOW,
+                     "message_count": n, "total_tokens": 18342 + n, "model": "deepseek-v4-pro",
+                     "workspace": "/home/alice/proj", "mode": "agent"},
+        "messages": [{"role": "user", "content": [{"type": "text", "text": f"message {i}"}]} for i in range(n)],
+        "system_prompt": None,
+    }
+
+
+def task(tid: str, n: int) -> dict[str, Any]:
+    return {"schema_version": 2, "id": tid, "prompt": "Run cargo test", "status": "running" if n % 3 else "completed",
+            "created_at": NOW, "duration_ms": 9500 + n, "runtime_event_count": n,
+            "timeline": [{"timestamp": NOW, "kind": "queued", "summary": f"step {i}"} for i in range(n % 5)]}
+
+
+def event(thread: str, seq: int) -> dict[str, Any]:
+    return {"schema_version": 2, "seq": seq, "timestamp": NOW, "thread_id": thread, "turn_id": f"turn_{seq:08x}",
+            "item_id": f"item_{seq:08x}", "event": "item.started",
+            "payload": {"item": {"schema_version": 2, "id": f"item_{seq:08x}", "kind": "command_execution",
+                                 "status": "in_progress", "detail": "x" * (seq % 200)}}}
+
+
+class AppWriter(threading.Thread):
+    """The application at work on ``home``: each step one of its writes, chosen at
+    random. An events line is written in two parts with a pause between them, so an
+    import may find it half-written; ``stop()`` finishes it, as the application does."""
+
+    def __init__(self, home: Path, seed: int, threads: int = 3, sessions: int = 6, tasks: int = 6):
+        super().__init__(daemon=True)
+        self.home = home
+        self.rng = random.Random(seed)
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+        self.steps = 0
+        self.seq = 0
+        self.threads = [f"thr_{i:08x}" for i in range(threads)]
+        self.partial: dict[Path, bytes] = {}  # events log -> the rest of its line, not written yet
+        self.sessions: list[str] = []
+        self.deleted: set[str] = set()
+        for d in ("sessions/checkpoints", "tasks/runtime/events", "tasks/runtime/threads", "tasks/runtime/turns",
+                  "tasks/runtime/items", "tasks/tasks"):
+            (home / d).mkdir(parents=True, exist_ok=True)
+        for _ in range(sessions):
+            self.new_session()
+        for i in range(tasks):
+            self.replace(home / f"tasks/tasks/task_{i:08x}.json", pretty(task(f"task_{i:08x}", 0)))
+        for thr in self.threads:
+            self.new_thread(thr)
+            for _ in range(3):
+                self.append_event(thr, whole=True)
+        self.replace(home / "tasks/runtime/state.json", pretty({"schema_version": 2, "next_seq": self.seq + 1}))
+        (home / "tasks/queue.json").write_text('{"queue": []}')
+
+    def replace(self, path: Path, data: bytes) -> None:
+        """Write a temporary file beside ``path`` and rename it over it."""
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def new_session(self) -> None:
+        sid = str(uuid.UUID(int=self.rng.getrandbits(128)))
+        self.sessions.append(sid)
+        self.replace(self.home / f"sessions/{sid}.json", pretty(session(sid, 1)))
+
+    def new_thread(self, thr: str) -> None:
+        self.replace(self.home / f"tasks/runtime/threads/{thr}.json",
+                     pretty({"schema_version": 2, "id": thr, "created_at": NOW, "archived": False}))
+
+    def append_event(self, thr: str, whole: bool = False) -> None:
+        path = self.home / f"tasks/runtime/events/{thr}.jsonl"
+        rest = self.partial.pop(path, None)
+        if rest is not None:  # finish the line begun before
+            with open(path, "ab") as f:
+                f.write(rest)
+            return
+        self.seq += 1
+        text = line(event(thr, self.seq))
+        cut = len(text) if whole else self.rng.randrange(1, len(text) + 1)
+        with open(path, "ab") as f:
+            f.write(text[:cut])
+        if cut < len(text):
+            self.partial[path] = text[cut:]
+
+    def step(self) -> None:
+        rng = self.rng
+        what = rng.random()
+        if what < 0.45:
+            self.append_event(rng.choice(self.threads))
+        elif what < 0.6:
+            sid = rng.choice(self.sessions)
+            self.replace(self.home / f"sessions/{sid}.json", pretty(session(sid, rng.randrange(1, 12))))
+        elif what < 0.72:
+            tid = rng.randrange(6)
+            self.replace(self.home / f"tasks/tasks/task_{tid:08x}.json", pretty(task(f"task_{tid:08x}", rng.randrange(50))))
+        elif what < 0.8:
+            n = self.seq
+            self.replace(self.home / f"tasks/runtime/turns/turn_{n:08x}.json",
+                         pretty({"schema_version": 2, "id": f"turn_{n:08x}", "thread_id": rng.choice(self.threads),
+                                 "status": "completed", "item_ids": [f"item_{n:08x}"]}))
+            self.replace(self.home / f"tasks/runtime/items/item_{n:08x}.json",
+                         pretty({"schema_version": 2, "id": f"item_{n:08x}", "turn_id": f"turn_{n:08x}",
+                                 "kind": "command_execution", "status": "completed"}))
+        elif what < 0.86:
+            self.replace(self.home / "tasks/runtime/state.json", pretty({"schema_version": 2, "next_seq": self.seq + 1}))
+        elif what < 0.93:
+            self.new_session()
+        elif len(self.sessions) > 3:
+            sid = self.sessions.pop(rng.randrange(len(self.sessions)))
+            (self.home / f"sessions/{sid}.json").unlink()
+            self.deleted.add(f"sessions/{sid}.json")
+
+    def run(self) -> None:
+        try:
+            while not self.halt.is_set():
+                self.step()
+                self.steps += 1
+                self.halt.wait(0.0005 * self.rng.random())
+        except BaseException as exc:  # the test reports it
+            self.error = exc
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+        assert not self.is_alive()
+        assert self.error is None, self.error
+        for path, rest in self.partial.items():  # the application finishes its lines
+            with open(path, "ab") as f:
+                f.write(rest)
+        self.partial.clear()
+
+
+def record_files(root: Path) -> dict[str, bytes]:
+    """The home's record files (those of a domain), by path, with their bytes."""
+    return {p: b for p, b in tree(root).items() if p != "tasks/queue.json" and not Path(p).name.startswith(".")}
+
+
+def check_store_holds(store: Store, home: Path, writer: AppWriter, tmp_path: Path) -> None:
+    """What a user relies on once the application stopped and one more import ran."""
+    on_disk = record_files(home)
+    keys = [(r.domain, r.key) for r in store.query().all()]
+    assert len(keys) == len(set(keys)), "a record is stored twice"
+    for path, data in on_disk.items():
+        if path.endswith(".jsonl"):
+            lines = data.split(b"\n")[:-1]
+            for n, text in enumerate(lines, 1):
+                got = store.get("runtime", f"{path}:{n}")
+                assert got is not None, f"{path}:{n} is missing"
+                assert got.text.encode() == text
+            assert store.get("runtime", f"{path}:{len(lines) + 1}") is None
+        else:
+            domain = "session" if path.startswith("sessions/") else "task" if path.startswith("tasks/tasks/") else "runtime"
+            got = store.get(domain, path)
+            assert got is not None, f"{path} is missing"
+            assert got.text.encode() == data, path
+    assert sum(d.refused for d in store.status().domains.values()) == 0
+    assert store.check().ok, store.check().problems
+    out = tmp_path / "exported"
+    store.export_to(out)
+    exported = record_files(out)
+    # The sessions the application deleted stay in the store (an import never deletes by
+    # absence); every other file comes back byte for byte.
+    assert set(exported) - set(on_disk) <= writer.deleted
+    assert {p: b for p, b in exported.items() if p in on_disk} == on_disk
+
+
+def store_command(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``store --db DB ARGS``, run as a user runs it (its own process)."""
+    return subprocess.run(
+        [sys.executable, "-m", "recordstore", "--db", str(db), *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+
+
+def said_something_true(run: subprocess.CompletedProcess[str]) -> None:
+    """An import beside the application exits 0, or 1 for a line it is writing or a file
+    changed under the reader, and says so; never a traceback or an internal error."""
+    assert run.returncode in (0, 1), (run.returncode, run.stderr)
+    assert "Traceback" not in run.stderr and "internal error" not in run.stderr, run.stderr
+    if run.returncode == 1:
+        problems = [ln for ln in run.stderr.splitlines() if "events/" in ln or "changed while" in ln]
+        assert problems, run.stderr
+
+
+def run_beside(tmp_path: Path, jobs: int | None, imports: int, seed: int, commands: int = 2, **app: int) -> None:
+    home = tmp_path / ".deepseek"
+    writer = AppWriter(home, seed, **app)
+    db = tmp_path / "store.db"
+    store = Store(db)
+    writer.start()
+    try:
+        for n in range(imports):
+            result = store.import_paths(home, jobs=jobs)
+            for problem in result.problems:
+                text = str(problem)
+                # Only the line the application is writing, or a file changed under the
+                # reader, is a problem; never an internal error.
+                assert "events/" in text or "changed while being imported" in text, text
+            # A query meanwhile sees a consistent store.
+            keys = [(r.domain, r.key) for r in store.query().all()]
+            assert len(keys) == len(set(keys))
+            if n < commands:  # the command, in its own process, while the app writes
+                args = ["import", str(home)] + ([] if jobs is None else ["--jobs", str(jobs)])
+                said_something_true(store_command(db, *args))
+                query = store_command(db, "query", "runtime", "--json")
+                assert query.returncode == 0, query.stderr
+    finally:
+        writer.stop()
+    result = store.import_paths(home, jobs=jobs)
+    assert result.ok, [str(p) for p in result.problems]
+    check_store_holds(store, home, writer, tmp_path)
+    store.close()
+    final = store_command(db, "import", str(home))
+    assert final.returncode == 0 and not final.stderr.strip(), final.stderr
+    check = store_command(db, "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("jobs", [0, 2])
+def test_imports_beside_the_app_miss_nothing_it_completed(tmp_path: Path, jobs: int) -> None:
+    run_beside(tmp_path, jobs, imports=12, seed=jobs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs", [None, 0, 2])
+def test_imports_beside_the_app_heavy(tmp_path: Path, jobs: int | None) -> None:
+    """Many more imports, and a home of 600 sessions: imports of 512+ files use workers
+    by default (``jobs=None``)."""
+    run_beside(tmp_path, jobs, imports=60, seed=10 + (jobs or 0), commands=6, sessions=600, threads=8)
