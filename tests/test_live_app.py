@@ -65,8 +65,9 @@ def event(thread: str, seq: int) -> dict[str, Any]:
 
 class AppWriter(threading.Thread):
     """The application at work on ``home``: each step one of its writes, chosen at
-    random. An events line is written in two parts with a pause between them, so an
-    import may find it half-written; ``stop()`` finishes it, as the application does."""
+    random. An events line, or a new item file, is written in two parts with steps
+    between them, so an import may find it half-written; ``stop()`` finishes them, as
+    the application does."""
 
     def __init__(self, home: Path, seed: int, threads: int = 3, sessions: int = 6, tasks: int = 6):
         super().__init__(daemon=True)
@@ -77,7 +78,7 @@ class AppWriter(threading.Thread):
         self.steps = 0
         self.seq = 0
         self.threads = [f"thr_{i:08x}" for i in range(threads)]
-        self.partial: dict[Path, bytes] = {}  # events log -> the rest of its line, not written yet
+        self.partial: dict[Path, bytes] = {}  # a file begun -> the rest of it, not written yet
         self.sessions: list[str] = []
         self.deleted: set[str] = set()
         for d in ("sessions/checkpoints", "tasks/runtime/events", "tasks/runtime/threads", "tasks/runtime/turns",
@@ -111,10 +112,7 @@ class AppWriter(threading.Thread):
 
     def append_event(self, thr: str, whole: bool = False) -> None:
         path = self.home / f"tasks/runtime/events/{thr}.jsonl"
-        rest = self.partial.pop(path, None)
-        if rest is not None:  # finish the line begun before
-            with open(path, "ab") as f:
-                f.write(rest)
+        if self.finish(path):  # the line begun before
             return
         self.seq += 1
         text = line(event(thr, self.seq))
@@ -124,10 +122,22 @@ class AppWriter(threading.Thread):
         if cut < len(text):
             self.partial[path] = text[cut:]
 
+    def finish(self, path: Path) -> bool:
+        """Write the rest of what was begun at ``path``, if anything was."""
+        rest = self.partial.pop(path, None)
+        if rest is None:
+            return False
+        with open(path, "ab") as f:
+            f.write(rest)
+        return True
+
     def step(self) -> None:
         rng = self.rng
         what = rng.random()
-        if what < 0.45:
+        items = [p for p in self.partial if p.suffix == ".json"]
+        if items and what < 0.05:
+            self.finish(items[0])
+        elif what < 0.45:
             self.append_event(rng.choice(self.threads))
         elif what < 0.6:
             sid = rng.choice(self.sessions)
@@ -140,9 +150,15 @@ class AppWriter(threading.Thread):
             self.replace(self.home / f"tasks/runtime/turns/turn_{n:08x}.json",
                          pretty({"schema_version": 2, "id": f"turn_{n:08x}", "thread_id": rng.choice(self.threads),
                                  "status": "completed", "item_ids": [f"item_{n:08x}"]}))
-            self.replace(self.home / f"tasks/runtime/items/item_{n:08x}.json",
-                         pretty({"schema_version": 2, "id": f"item_{n:08x}", "turn_id": f"turn_{n:08x}",
-                                 "kind": "command_execution", "status": "completed"}))
+            # An item is written in place, in two parts: an import may find it empty
+            # or cut short (refused, its text kept) until a later step finishes it.
+            item = pretty({"schema_version": 2, "id": f"item_{n:08x}", "turn_id": f"turn_{n:08x}",
+                           "kind": "command_execution", "status": "completed"})
+            path = self.home / f"tasks/runtime/items/item_{n:08x}.json"
+            if path not in self.partial:
+                cut = rng.randrange(len(item))
+                path.write_bytes(item[:cut])
+                self.partial[path] = item[cut:]
         elif what < 0.86:
             self.replace(self.home / "tasks/runtime/state.json", pretty({"schema_version": 2, "next_seq": self.seq + 1}))
         elif what < 0.93:
@@ -166,10 +182,8 @@ class AppWriter(threading.Thread):
         self.join(30)
         assert not self.is_alive()
         assert self.error is None, self.error
-        for path, rest in self.partial.items():  # the application finishes its lines
-            with open(path, "ab") as f:
-                f.write(rest)
-        self.partial.clear()
+        for path in list(self.partial):  # the application finishes what it began
+            self.finish(path)
 
 
 def record_files(root: Path) -> dict[str, bytes]:
@@ -220,7 +234,7 @@ def said_something_true(run: subprocess.CompletedProcess[str]) -> None:
     assert run.returncode in (0, 1), (run.returncode, run.stderr)
     assert "Traceback" not in run.stderr and "internal error" not in run.stderr, run.stderr
     if run.returncode == 1:
-        problems = [ln for ln in run.stderr.splitlines() if "events/" in ln or "changed while" in ln]
+        problems = [ln for ln in run.stderr.splitlines() if "events/" in ln or "items/" in ln or "changed while" in ln]
         assert problems, run.stderr
 
 
@@ -237,7 +251,7 @@ def run_beside(tmp_path: Path, jobs: int | None, imports: int, seed: int, comman
                 text = str(problem)
                 # Only the line the application is writing, or a file changed under the
                 # reader, is a problem; never an internal error.
-                assert "events/" in text or "changed while being imported" in text, text
+                assert "events/" in text or "items/" in text or "changed while being imported" in text, text
             # A query meanwhile sees a consistent store.
             keys = [(r.domain, r.key) for r in store.query().all()]
             assert len(keys) == len(set(keys))
@@ -251,6 +265,17 @@ def run_beside(tmp_path: Path, jobs: int | None, imports: int, seed: int, comman
     result = store.import_paths(home, jobs=jobs)
     assert result.ok, [str(p) for p in result.problems]
     check_store_holds(store, home, writer, tmp_path)
+    # The application stopped and the home imported: an export over it (the README's
+    # order) changes nothing there, and replaces no file (one the application holds
+    # open would lose what it writes next).
+    before = tree(home)
+    inodes = {p: p.stat().st_ino for p in home.rglob("*") if p.is_file()}
+    exported = store.export_to(home, overwrite=True)
+    assert exported.ok, exported.problems
+    after = tree(home)
+    assert {p: b for p, b in after.items() if p in before} == before
+    assert set(after) - set(before) <= writer.deleted
+    assert all(p.stat().st_ino == ino for p, ino in inodes.items())
     store.close()
     final = store_command(db, "import", str(home))
     assert final.returncode == 0 and not final.stderr.strip(), final.stderr
