@@ -294,3 +294,38 @@ def test_imports_beside_the_app_heavy(tmp_path: Path, jobs: int | None) -> None:
     """Many more imports, and a home of 600 sessions: imports of 512+ files use workers
     by default (``jobs=None``)."""
     run_beside(tmp_path, jobs, imports=60, seed=10 + (jobs or 0), commands=6, sessions=600, threads=8)
+
+
+@pytest.mark.parametrize("cut", [b'{"schema_version":2,"se', b'{"schema_version"'])
+def test_a_line_the_app_is_writing_is_reported_as_such_then_imported(tmp_path: Path, cut: bytes) -> None:
+    """The line an import finds half-written at the end of an events log is said to be
+    the file's last, without a newline (not "a JSON-lines record is one line", which
+    sent users looking for a record written over several lines); once the application
+    finishes it, the next import makes it a record and keeps no refused text."""
+    log = tmp_path / "home/tasks/runtime/events/thr_1.jsonl"
+    log.parent.mkdir(parents=True)
+    first = line({"schema_version": 2, "seq": 1})
+    second = line({"schema_version": 2, "seq": 2})
+    assert second.startswith(cut)
+    log.write_bytes(first + cut)
+    db = tmp_path / "store.db"
+    run = store_command(db, "import", str(tmp_path / "home"))
+    assert run.returncode == 1
+    assert run.stderr.splitlines() == [
+        f"store: tasks/runtime/events/thr_1.jsonl:2: invalid JSON: {reason(cut)}; it is the file's last line "
+        "and has no newline: still being written? import again once it is finished"
+    ]
+    with Store(db) as store:
+        assert store.status().domains["runtime"].refused == 1
+        with open(log, "ab") as f:  # the application finishes its line
+            f.write(second[len(cut):])
+        assert store.import_paths(tmp_path / "home").ok
+        assert store.status().domains["runtime"].refused == 0
+        assert [r.text for r in store.query("runtime").all()] == [first[:-1].decode(), second[:-1].decode()]
+
+
+def reason(cut: bytes) -> str:
+    """What the decoder says of the line ``cut``, where it stops."""
+    if cut.endswith(b'"se'):
+        return "Unterminated string starting at column 21"
+    return f"Expecting ':' delimiter at column {len(cut) + 1}"
