@@ -329,3 +329,84 @@ def reason(cut: bytes) -> str:
     if cut.endswith(b'"se'):
         return "Unterminated string starting at column 21"
     return f"Expecting ':' delimiter at column {len(cut) + 1}"
+
+
+APPENDED = (
+    "not replaced: it holds what the store imported from it and more, written since (by the "
+    "application, still writing?), which the store does not have; import again, then export"
+)
+LOG = "tasks/runtime/events/thr_1a2b3c4d.jsonl"
+
+
+def test_export_force_over_the_home_keeps_the_lines_the_app_appended_since_the_import(home: Path, tmp_path: Path) -> None:
+    """An export --force over the home replaced an events log the application had
+    appended to since the import with the store's shorter one: the appended events were
+    gone. Now that file is not replaced, and said so (exit 1); the rest is written; and
+    once imported again, the export goes through."""
+    db = tmp_path / "store.db"
+    assert store_command(db, "import", str(home)).returncode == 0
+    appended = line(event("thr_1a2b3c4d", 99))
+    with open(home / LOG, "ab") as f:  # the application, still running
+        f.write(appended)
+    everything = tree(home)
+    run = store_command(db, "export", "--force", str(home))
+    assert run.returncode == 1
+    assert run.stderr.splitlines() == [f"store: {LOG}: {APPENDED}"]
+    assert tree(home) == everything
+    assert store_command(db, "import", str(home)).returncode == 0
+    run = store_command(db, "export", "--force", str(home))
+    assert run.returncode == 0 and not run.stderr, run.stderr
+    assert tree(home) == everything
+
+
+def test_export_force_keeps_the_lines_appended_after_a_migration(tmp_path: Path) -> None:
+    """The same when the store's records were migrated since: the export differs from
+    the file it would replace, which begins with what was imported; a log the
+    application left alone is written, migrated."""
+    from conftest import stamping_registry
+
+    notes = tmp_path / "home/notes"
+    notes.mkdir(parents=True)
+    old = b"".join(line({"schema_version": 1, "n": n}) for n in range(3))
+    (notes / "grown.jsonl").write_bytes(old)
+    (notes / "left.jsonl").write_bytes(old)
+    with Store(tmp_path / "store.db", registry=stamping_registry()) as store:
+        store.import_paths(tmp_path / "home")
+        assert store.migrate().migrated == 6
+        new = line({"schema_version": 1, "n": 3})
+        with open(notes / "grown.jsonl", "ab") as f:
+            f.write(new)
+        result = store.export_to(tmp_path / "home", overwrite=True)
+        assert [str(p) for p in result.problems] == [f"notes/grown.jsonl: {APPENDED}"]
+        assert (notes / "grown.jsonl").read_bytes() == old + new
+        assert [json.loads(x)["stamped"] for x in (notes / "left.jsonl").read_bytes().splitlines()] == [True] * 3
+
+
+def test_export_force_keeps_a_line_the_app_finished_since_the_import(home: Path, tmp_path: Path) -> None:
+    """An import that found the log's last line half-written keeps no digest of it; the
+    application finished the line and went on: the export does not cut it back."""
+    log = home / LOG
+    text = log.read_bytes()
+    more = line(event("thr_1a2b3c4d", 99))
+    log.write_bytes(text + more[:9])
+    with Store(tmp_path / "store.db") as store:
+        assert not store.import_paths(home).ok
+        with open(log, "ab") as f:
+            f.write(more[9:] + more)
+        result = store.export_to(home, overwrite=True)
+        assert [str(p) for p in result.problems] == [f"{LOG}: {APPENDED}"]
+        assert log.read_bytes() == text + more + more
+
+
+def test_export_force_keeps_a_record_file_the_app_finished_since_the_import(home: Path, tmp_path: Path) -> None:
+    """An item file the import found cut short (refused, its text kept), finished by the
+    application since: the export does not put the cut-short text back over it."""
+    item = home / "tasks/runtime/items/item_4e5f6a7b.json"
+    whole = item.read_bytes()
+    item.write_bytes(whole[:40])
+    with Store(tmp_path / "store.db") as store:
+        assert not store.import_paths(home).ok
+        item.write_bytes(whole)  # (in place: the application appends the rest)
+        result = store.export_to(home, overwrite=True)
+        assert [str(p) for p in result.problems] == [f"tasks/runtime/items/item_4e5f6a7b.json: {APPENDED}"]
+        assert item.read_bytes() == whole
