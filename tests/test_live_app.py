@@ -410,3 +410,30 @@ def test_export_force_keeps_a_record_file_the_app_finished_since_the_import(home
         result = store.export_to(home, overwrite=True)
         assert [str(p) for p in result.problems] == [f"tasks/runtime/items/item_4e5f6a7b.json: {APPENDED}"]
         assert item.read_bytes() == whole
+
+
+def test_export_force_does_not_replace_a_file_the_app_writes_while_it_runs(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file the application writes after the export compared it with what it writes,
+    before the export renames its own into place (while it syncs its files), is not
+    replaced: the application's write is kept, and the export says so."""
+    from recordstore import exporter
+
+    saved = home / "sessions/3f1c9a52-8d4e-4b7a-9c21-6e0f2d8b7a10.json"
+    with Store(tmp_path / "store.db") as store:
+        store.import_paths(home)
+        saved.write_bytes(pretty(session("3f1c9a52-8d4e-4b7a-9c21-6e0f2d8b7a10", 3)))  # the store's is now older
+        real_sync = exporter._sync_all
+
+        def app_writes_meanwhile(paths: list[Path], out: Path) -> list[OSError | None]:
+            newer = saved.with_name(".session.tmp")
+            newer.write_bytes(b'{"schema_version": 1, "metadata": {}, "messages": []}')
+            os.replace(newer, saved)  # the application saves the session
+            return real_sync(paths, out)
+
+        monkeypatch.setattr(exporter, "_sync_all", app_writes_meanwhile)
+        result = store.export_to(home, overwrite=True)
+        assert [str(p) for p in result.problems] == [
+            f"{saved.relative_to(home)}: cannot write: it changed while being exported (the application "
+            "writing it?), so it was not replaced; import again, then export"
+        ]
+        assert saved.read_bytes() == b'{"schema_version": 1, "metadata": {}, "messages": []}'

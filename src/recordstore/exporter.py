@@ -93,6 +93,8 @@ WRITE_CHARS = 1 << 20
 #: Why a file already in the export directory was not written: the CLI's flag and the
 #: library's parameter, for whoever reads it.
 EXISTS = "exists in the export directory and differs (use --force, or overwrite=True, to overwrite)"
+#: Why a file is not replaced: written to while the export compared it and wrote its own.
+CHANGED = "it changed while being exported (the application writing it?), so it was not replaced; import again, then export"
 #: Why a file is not replaced, even with --force (see _appended).
 APPENDED = (
     "not replaced: it holds what the store imported from it and more, written since (by the "
@@ -155,6 +157,9 @@ class _Writer:
         self.dirty_dirs: set[Path] = set()
         self.staged: list[tuple[str, Path, Path]] = []
         self.kept: list[tuple[str, Path]] = []  # files already there, holding what was to be written
+        # The file each staged one replaces, as it was looked at before its bytes were
+        # compared (_stamp): one the application wrote since is not replaced.
+        self.replacing: dict[Path, tuple[int, int, int]] = {}
         self.staged_bytes = 0
         self.counter = 0
 
@@ -337,6 +342,8 @@ class _Writer:
                 return None, False, False
             return (stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None), False, False
         regular = stat.S_ISREG(st.st_mode)
+        if regular:
+            self.replacing[target] = _stamp(st)
         return (stat.S_IMODE(st.st_mode) & 0o777 if regular else None), regular, True
 
     def full(self) -> bool:
@@ -353,6 +360,8 @@ class _Writer:
         done: list[tuple[str, OSError | None]] = [(rel, error) for (rel, _target), error in zip(kept, synced[len(staged) :])]
         self.kept = []
         for (rel, tmp, target), error in zip(staged, synced):
+            if error is None and _written_since(target, self.replacing.pop(target, None)):
+                error = OSError(errno.EAGAIN, CHANGED)
             if error is None:
                 try:
                     self._place(tmp, target)
@@ -365,7 +374,7 @@ class _Writer:
                     os.unlink(tmp)
             done.append((rel, error))
         # Only now: stopped before (Ctrl-C during the sync), discard() removes them all.
-        self.staged, self.staged_bytes, self.staged_files = [], 0, {}
+        self.staged, self.staged_bytes, self.staged_files, self.replacing = [], 0, {}, {}
         self.sync_dirs()
         return done
 
@@ -451,6 +460,22 @@ def _same_bytes(written: Path, there: Path, size: int) -> bool:
                 if old.read(len(chunk)) != chunk:
                     return False
             return not old.read(1)
+    except OSError:
+        return False
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _written_since(target: Path, stamp: tuple[int, int, int] | None) -> bool:
+    """Whether the file ``target``, looked at as ``stamp`` before export compared it
+    with what it writes, was written or replaced since (the application writing it).
+    One removed since is not: the rename puts it back, or says why it cannot."""
+    if stamp is None:
+        return False
+    try:
+        return _stamp(os.lstat(target)) != stamp
     except OSError:
         return False
 
