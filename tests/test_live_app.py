@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import tree
 
 from recordstore import Store
@@ -74,7 +73,7 @@ class AppWriter(threading.Thread):
         self.home = home
         self.rng = random.Random(seed)
         self.halt = threading.Event()
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
         self.steps = 0
         self.seq = 0
         self.threads = [f"thr_{i:08x}" for i in range(threads)]
@@ -174,7 +173,7 @@ class AppWriter(threading.Thread):
                 self.step()
                 self.steps += 1
                 self.halt.wait(0.0005 * self.rng.random())
-        except BaseException as exc:  # the test reports it
+        except Exception as exc:  # noqa: BLE001 (any: stop() fails the test with it)
             self.error = exc
 
     def stop(self) -> None:
@@ -258,8 +257,8 @@ def run_beside(
             keys = [(r.domain, r.key) for r in store.query().all()]
             assert len(keys) == len(set(keys))
             if export:  # over the home, while the application writes it
-                for problem in store.export_to(home, overwrite=True).problems:
-                    assert "not replaced" in problem.reason, problem
+                exported = store.export_to(home, overwrite=True)
+                assert all("not replaced" in p.reason for p in exported.problems), exported.problems
             if n < commands:  # the command, in its own process, while the app writes
                 args = ["import", str(home)] + ([] if jobs is None else ["--jobs", str(jobs)])
                 said_something_true(store_command(db, *args))
@@ -324,8 +323,10 @@ def test_a_line_the_app_is_writing_is_reported_as_such_then_imported(tmp_path: P
     run = store_command(db, "import", str(tmp_path / "home"))
     assert run.returncode == 1
     assert run.stderr.splitlines() == [
-        f"store: tasks/runtime/events/thr_1.jsonl:2: invalid JSON: {reason(cut)}; it is the file's last line "
-        "and has no newline: still being written? import again once it is finished"
+        (
+            f"store: tasks/runtime/events/thr_1.jsonl:2: invalid JSON: {reason(cut)}; it is the file's last line "
+            "and has no newline: still being written? import again once it is finished"
+        )
     ]
     with Store(db) as store:
         assert store.status().domains["runtime"].refused == 1
@@ -445,7 +446,9 @@ def test_export_force_does_not_replace_a_file_the_app_writes_while_it_runs(home:
         monkeypatch.setattr(exporter, "_sync_all", app_writes_meanwhile)
         result = store.export_to(home, overwrite=True)
         assert [str(p) for p in result.problems] == [
-            f"{saved.relative_to(home)}: cannot write: it changed while being exported (the application "
-            "writing it?), so it was not replaced; import again, then export"
+            (
+                f"{saved.relative_to(home)}: cannot write: it changed while being exported (the application "
+                "writing it?), so it was not replaced; import again, then export"
+            )
         ]
         assert saved.read_bytes() == b'{"schema_version": 1, "metadata": {}, "messages": []}'
