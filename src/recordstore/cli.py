@@ -664,7 +664,8 @@ def export(
     A record the import refused (newer than the registry, not valid JSON) is
     written back as its file held it, in its place. Each file is written
     atomically; nothing is ever written outside OUT; existing files are
-    refused unless --force.
+    refused unless --force, and one holding what the store imported and more
+    (lines the application appended since the import) is never replaced.
     """
     if not out_dir.strip():
         raise typer.BadParameter("OUT is empty (an unset variable?); give a directory, '.' for this one", param_hint="OUT")

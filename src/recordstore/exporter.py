@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import itertools
 import json
 import operator
@@ -92,6 +93,13 @@ WRITE_CHARS = 1 << 20
 #: Why a file already in the export directory was not written: the CLI's flag and the
 #: library's parameter, for whoever reads it.
 EXISTS = "exists in the export directory and differs (use --force, or overwrite=True, to overwrite)"
+#: Why a file is not replaced: written to while the export compared it and wrote its own.
+CHANGED = "it changed while being exported (the application writing it?), so it was not replaced; import again, then export"
+#: Why a file is not replaced, even with --force (see _appended).
+APPENDED = (
+    "not replaced: it holds what the store imported from it and more, written since (by the "
+    "application, still writing?), which the store does not have; import again, then export"
+)
 
 
 def _utf8(text: str) -> bytes:
@@ -149,6 +157,9 @@ class _Writer:
         self.dirty_dirs: set[Path] = set()
         self.staged: list[tuple[str, Path, Path]] = []
         self.kept: list[tuple[str, Path]] = []  # files already there, holding what was to be written
+        # The file each staged one replaces, as it was looked at before its bytes were
+        # compared (_stamp): one the application wrote since is not replaced.
+        self.replacing: dict[Path, tuple[int, int, int]] = {}
         self.staged_bytes = 0
         self.counter = 0
 
@@ -243,6 +254,7 @@ class _Writer:
         # (In a directory this export made, only another process could have put a file:
         # placing by hard link still refuses to replace it.)
         mode, there, replaceable = None, False, False  # a new file's (see below); no file there
+        appended = False
         if target.parent not in self.created:
             mode, there, replaceable = self._replaced_mode(target, relpath)
         self.counter += 1
@@ -283,14 +295,25 @@ class _Writer:
             # file, and an application appending to the one it has open would write
             # into a file no longer there. Without overwrite, any other is refused.
             same = there and _same_bytes(tmp, target, size)
+            # An events log the application appended to since the import, a file it
+            # finished writing: replaced, what the store never read would be lost,
+            # --force or not.
+            if there and replaceable and not same:
+                # (A JSON-lines file's row has the digest of what was imported from it,
+                # "" if that import had a problem.)
+                row = getattr(pieces, "row", None)
+                digest = row.digest if row is not None and row.container == "lines" else ""
+                appended = _appended(tmp, target, digest)
         except BaseException:
             self.staged.pop()
             with _suppress():
                 os.unlink(tmp)
             raise
-        if same or (there and not replaceable):
+        if same or appended or (there and not replaceable):
             os.unlink(tmp)
             self.staged.pop()
+            if appended:
+                raise ExportError(relpath, APPENDED)
             if not same:
                 raise ExportError(relpath, EXISTS)
             self.kept.append((relpath, target))
@@ -319,6 +342,8 @@ class _Writer:
                 return None, False, False
             return (stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None), False, False
         regular = stat.S_ISREG(st.st_mode)
+        if regular:
+            self.replacing[target] = _stamp(st)
         return (stat.S_IMODE(st.st_mode) & 0o777 if regular else None), regular, True
 
     def full(self) -> bool:
@@ -335,6 +360,8 @@ class _Writer:
         done: list[tuple[str, OSError | None]] = [(rel, error) for (rel, _target), error in zip(kept, synced[len(staged) :])]
         self.kept = []
         for (rel, tmp, target), error in zip(staged, synced):
+            if error is None and _written_since(target, self.replacing.pop(target, None)):
+                error = OSError(errno.EAGAIN, CHANGED)
             if error is None:
                 try:
                     self._place(tmp, target)
@@ -347,7 +374,7 @@ class _Writer:
                     os.unlink(tmp)
             done.append((rel, error))
         # Only now: stopped before (Ctrl-C during the sync), discard() removes them all.
-        self.staged, self.staged_bytes, self.staged_files = [], 0, {}
+        self.staged, self.staged_bytes, self.staged_files, self.replacing = [], 0, {}, {}
         self.sync_dirs()
         return done
 
@@ -433,6 +460,55 @@ def _same_bytes(written: Path, there: Path, size: int) -> bool:
                 if old.read(len(chunk)) != chunk:
                     return False
             return not old.read(1)
+    except OSError:
+        return False
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _written_since(target: Path, stamp: tuple[int, int, int] | None) -> bool:
+    """Whether the file ``target``, looked at as ``stamp`` before export compared it
+    with what it writes, was written or replaced since (the application writing it).
+    One removed since is not: the rename puts it back, or says why it cannot."""
+    if stamp is None:
+        return False
+    try:
+        return _stamp(os.lstat(target)) != stamp
+    except OSError:
+        return False
+
+
+def _appended(written: Path, there: Path, digest: str) -> bool:
+    """Whether the file ``there`` is longer than what the store holds for it and begins
+    with it: with the bytes of ``written`` (the store's records as they were
+    imported: a log, or a record the import found cut short, written on since), or, for
+    a JSON-lines file, up to the end of one of its lines, with the bytes the store last
+    imported from it (``digest``: its records migrated since). The rest was written
+    since the import, and the store does not have it."""
+    try:
+        with open(there, "rb") as old, open(written, "rb") as new:
+            hashed = hashlib.sha256()
+            ours = True  # so far, the bytes of ``written``
+            while chunk := old.read(1 << 20):
+                if ours:
+                    mine = new.read(len(chunk))
+                    if chunk[: len(mine)] != mine:
+                        ours = False
+                    elif len(mine) < len(chunk):  # past its end: ``written`` begins it
+                        return True
+                if digest:
+                    start = 0
+                    while (end := chunk.find(b"\n", start)) != -1:
+                        hashed.update(chunk[start : end + 1])
+                        start = end + 1
+                        if hashed.hexdigest() == digest and (start < len(chunk) or old.peek(1)):
+                            return True
+                    hashed.update(chunk[start:])
+                elif not ours:
+                    return False
+            return False
     except OSError:
         return False
 

@@ -780,7 +780,12 @@ class FileParse:
                 # The file names the line; the reason gives the column in it, and says why
                 # when that is past the line's end: a record written over several lines.
                 reason = exc.reason_at(None, exc.column)
-                if exc.column is not None and exc.column > len(line.decode("utf-8", "replace")):
+                if not ending:
+                    # The file's last line, with no newline yet: most likely one the
+                    # application is still appending (a record over several lines would
+                    # have one), which the next import reads again, finished.
+                    reason += "; it is the file's last line and has no newline: still being written? import again once it is finished"
+                elif exc.column is not None and exc.column > len(line.decode("utf-8", "replace")):
                     reason += "; the line ends before its record does (a JSON-lines record is one line)"
                 self._fail(reason, lineno)
                 yield Refused(prefix + str(lineno), line, position)

@@ -293,7 +293,9 @@ class Store:
     ) -> ExportResult:
         """Write every record (of ``domains``: ``None`` for all, an empty list for none)
         back to ``out/<source path>``, and every refused record's text in its place, as
-        its file held it."""
+        its file held it. A file there that holds what the store imported from it and
+        more (lines the application appended since the import) is not replaced,
+        ``overwrite`` or not: it is one of the result's ``problems``."""
         checked("out", out, (str, os.PathLike), what="a path (str or os.PathLike)")
         if not os.fspath(out).strip():
             raise ExportDirectoryError(repr(os.fspath(out)), "the export directory's path is empty (an unset setting?)")
