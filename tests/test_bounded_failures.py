@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import stamping_registry, traced_peak
 
-from recordstore import Registry, RestoreConflictError, Store, importer, migrator
+from recordstore import Registry, RestoreConflictError, Store, exporter, importer, migrator
 
 #: Failing records: enough that holding one object each (~1.8 kB) is far over the bound.
 MANY = 20_000
@@ -147,6 +147,7 @@ def test_the_readme_says_how_many_failures_and_conflicts_are_held() -> None:
     assert f"holds the first {migrator.FAILURES_KEPT} failures of its run" in readme
     assert f"names the first {migrator.CONFLICT_KEYS_KEPT} records it conflicts over" in readme
     assert f"holds the first {importer.PROBLEMS_KEPT} `problems` and counts them all" in readme
+    assert f"`ExportResult` holds the first {importer.PROBLEMS_KEPT} files it could not write" in readme
 
 
 def _bad_lines(home: Path, files: int, per_file: int) -> Path:
@@ -251,3 +252,60 @@ def test_workers_hand_back_a_bounded_share_of_problems_for_a_home_of_broken_file
         assert store.history(result.run_id, failure_limit=0)[0].failure_count == files * bad
         assert sorted(r.data["f"] for r in store.query("note")) == list(range(files))
     assert peak < 16 * 1024 * 1024, peak
+
+
+def _exported_then_changed(tmp_path: Path, n: int) -> tuple[Path, Path]:
+    """A store of ``n`` one-line files, exported to OUT, every file of OUT then changed,
+    and the last one's name taken by a directory: exported again without --force, all
+    ``n`` are refused, for two reasons."""
+    home = tmp_path / "home" / "notes"
+    home.mkdir(parents=True)
+    for i in range(n):
+        (home / f"n{i:05}.jsonl").write_text(json.dumps({"schema_version": 2, "i": i}) + "\n")
+    db, out = tmp_path / "s.db", tmp_path / "out"
+    with Store(db, registry=stamping_registry()) as store:
+        store.import_paths(home.parent)
+        assert store.export_to(out).files == n
+    for i in range(n - 1):
+        (out / "notes" / f"n{i:05}.jsonl").write_text("changed since\n")
+    (out / "notes" / f"n{n - 1:05}.jsonl").unlink()
+    (out / "notes" / f"n{n - 1:05}.jsonl").mkdir()
+    return db, out
+
+
+def test_an_export_refusing_many_files_holds_its_first_problems_and_counts_each_reason(tmp_path: Path) -> None:
+    """An export over the home without --force refuses every file that differs, and held
+    an error for each (38,347 of them: 104 MB peak RSS against 73 MB for the export
+    itself). It keeps the first PROBLEMS_KEPT, and counts them all and each reason."""
+    n = importer.PROBLEMS_KEPT + 300
+    db, out = _exported_then_changed(tmp_path, n)
+    with Store(db, registry=stamping_registry()) as store:
+        result = store.export_to(out)
+    assert not result.ok and result.files == 0
+    assert result.problem_count == n and len(result.problems) == importer.PROBLEMS_KEPT
+    assert result.problems[0].path == "notes/n00000.jsonl", result.problems[0]
+    directory = f"refused: {out / 'notes' / f'n{n - 1:05}.jsonl'} exists and is a directory"
+    assert result.reasons == {exporter.EXISTS: n - 1, directory: 1}
+    shown = result.as_dict()
+    assert (shown["problem_count"], len(shown["problems"]), shown["reasons"]) == (n, importer.PROBLEMS_KEPT, result.reasons)
+
+
+def test_cli_export_counts_every_reason_even_past_the_problems_it_holds(tmp_path: Path) -> None:
+    """The CLI prints ten files of one same reason, then counts the rest of that reason
+    among all of them, not among the ones the result holds; a reason met only past
+    those still gets its line."""
+    from typer.testing import CliRunner
+
+    from recordstore.cli import ALIKE_SHOWN, app
+
+    n = importer.PROBLEMS_KEPT + 300
+    db, out = _exported_then_changed(tmp_path, n)
+    registry = tmp_path / "registry.py"
+    registry.write_text("from conftest import stamping_registry\nregistry = stamping_registry()\n")
+    got = CliRunner().invoke(app, ["--db", str(db), "--registry", str(registry), "export", str(out)])
+    assert got.exit_code == 1, got.output
+    lines = got.stderr.splitlines()
+    assert len(lines) == ALIKE_SHOWN + 2, lines
+    assert lines[0] == f"store: notes/n00000.jsonl: {exporter.EXISTS}"
+    assert lines[ALIKE_SHOWN] == f"store: ... and {n - 1 - ALIKE_SHOWN} more file(s): {exporter.EXISTS}"
+    assert lines[-1] == f"store: ... and 1 more file(s): refused: {out / 'notes' / f'n{n - 1:05}.jsonl'} exists and is a directory"

@@ -517,7 +517,7 @@ def _held(json_text: str) -> str:
 
 #: Of an export's problems with one same reason (every file of a home exported over
 #: it: "exists in the export directory and differs"), how many are printed before one line counts
-#: the rest (``--json`` lists them all).
+#: the rest (``--json`` lists the first 200, and counts each reason).
 ALIKE_SHOWN = 10
 
 
@@ -530,19 +530,23 @@ def _err_lines(lines: Iterable[str]) -> None:
         err.file.flush()
 
 
-def _problems(problems: list[Any], *, alike: int | None = None) -> None:
+def _problems(problems: list[Any], *, alike: int | None = None, reasons: dict[str, int] | None = None) -> None:
     """Each problem on a line of its own; ``alike``: of those with one same reason, that
-    many, then one line saying how many more there were."""
-    counted: dict[str, int] = {}
+    many, then one line saying how many more there were (``reasons``: how many had
+    each, when ``problems`` holds only the first ones)."""
+    shown: dict[str, int] = {}
+    counted = dict(reasons or {})
     lines = []
     for problem in problems:
         reason = getattr(problem, "reason", None)
         if alike is not None and reason is not None:
-            counted[reason] = counted.get(reason, 0) + 1
-            if counted[reason] > alike:
+            if reasons is None:
+                counted[reason] = counted.get(reason, 0) + 1
+            if shown.get(reason, 0) == alike:
                 continue
+            shown[reason] = shown.get(reason, 0) + 1
         lines.append(f"store: {problem}")
-    lines += [f"store: ... and {n - alike} more file(s): {r}" for r, n in counted.items() if alike is not None and n > alike]
+    lines += [f"store: ... and {n - shown.get(r, 0)} more file(s): {r}" for r, n in counted.items() if n > shown.get(r, 0)]
     _err_lines(lines)
 
 
@@ -671,7 +675,7 @@ def export(
         raise typer.BadParameter("OUT is empty (an unset variable?); give a directory, '.' for this one", param_hint="OUT")
     with _errors(ctx), ctx.obj.open() as store, _bar(ctx, json_out) as bar:
         result = store.export_to(out_dir, domains=domain, overwrite=force, progress=bar)
-    _problems(result.problems, alike=ALIKE_SHOWN)
+    _problems(result.problems, alike=ALIKE_SHOWN, reasons=result.reasons)
     if json_out:
         _emit_json(result.as_dict())
     else:

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, func, or_, select
 
 from .engine import sqlite_file
-from .errors import ExportDirectoryError, ExportError
+from .errors import PROBLEMS_KEPT, ExportDirectoryError, ExportError
 from .parsing import OWN_INDENTS, broken_link, display_path, element_prefix, own_prefix
 from .tables import files, records, refused
 
@@ -40,15 +40,29 @@ class ExportResult:
     records: int = 0
     refused: int = 0  # refused records written back as their files held them
     domains: dict[str, int] = field(default_factory=dict)
+    #: The first PROBLEMS_KEPT files not written, in order (an export over the home
+    #: without --force refuses each file that differs: 38,347 of them took 33 MB).
     problems: list[ExportError] = field(default_factory=list)
+    #: How many files were not written: ``problems`` and those past them.
+    problem_count: int = 0
+    #: How many files were not written for each reason.
+    reasons: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         """Whether every file was written (``store export`` exits 1 otherwise)."""
-        return not self.problems
+        return not (self.problem_count or self.problems)
+
+    def add_problem(self, problem: ExportError) -> None:
+        """Count ``problem``, keeping it while fewer than PROBLEMS_KEPT are kept."""
+        self.problem_count += 1
+        self.reasons[problem.reason] = self.reasons.get(problem.reason, 0) + 1
+        if len(self.problems) < PROBLEMS_KEPT:
+            self.problems.append(problem)
 
     def as_dict(self) -> dict[str, Any]:
-        """As ``store export --json`` prints it."""
+        """As ``store export --json`` prints it: the first PROBLEMS_KEPT problems as a line
+        each, how many there were in all, and how many of each reason."""
         return {
             "out": str(self.out),
             "files": self.files,
@@ -56,6 +70,8 @@ class ExportResult:
             "refused": self.refused,
             "domains": dict(sorted(self.domains.items())),
             "problems": [str(p) for p in self.problems],
+            "problem_count": self.problem_count,
+            "reasons": self.reasons,
         }
 
 
@@ -830,7 +846,7 @@ def export_records(
             domain, n, n_refused = sizes.pop(rel)
             if error is not None:
                 out_gone()
-                result.problems.append(ExportError(display_path(rel), f"cannot write: {error.strerror or error}"))
+                result.add_problem(ExportError(display_path(rel), f"cannot write: {error.strerror or error}"))
                 continue
             result.files += 1
             result.records += n
@@ -843,10 +859,10 @@ def export_records(
             try:
                 writer.write(row.path, text)
             except ExportError as exc:  # one line each, whatever the names hold
-                result.problems.append(ExportError(display_path(exc.path), display_path(exc.reason)))
+                result.add_problem(ExportError(display_path(exc.path), display_path(exc.reason)))
             except OSError as exc:
                 out_gone()
-                result.problems.append(ExportError(display_path(row.path), f"cannot write: {exc.strerror or exc}"))
+                result.add_problem(ExportError(display_path(row.path), f"cannot write: {exc.strerror or exc}"))
             else:
                 n_refused = group.refused_in.pop(row.id, 0)
                 sizes[row.path] = (row.domain, text.slots - n_refused, n_refused)

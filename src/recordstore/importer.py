@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Select, func, insert, literal, select, update
 from . import jsoncodec, parsing, workers
 from .connections import INT_MAX
 from .engine import background_checkpoints, placeholder, sqlite_file
-from .errors import InputError, NewerVersionError
+from .errors import PROBLEMS_KEPT, InputError, NewerVersionError
 from .parsing import (
     Candidate,
     DomainSpec,
@@ -57,13 +57,6 @@ class DomainCounts:
     def as_dict(self) -> dict[str, int]:
         """The counts by name, as ``store import --json`` prints them for each domain."""
         return dict(self.__dict__)
-
-
-#: The problems an :class:`ImportResult` holds: the first ones. ``problem_count`` counts
-#: them all, and the run records every one in the store (``store history RUN``,
-#: ``Store.failures(run)``). Holding them all took ~0.8 kB a bad line: 100,000 bad lines
-#: held 80 MB.
-PROBLEMS_KEPT = 200
 
 
 @dataclass
