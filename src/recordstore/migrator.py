@@ -424,12 +424,17 @@ def _spaced(match: re.Match[bytes]) -> bytes:
 
 def encode_like(value: Any, original: str | bytes) -> bytes:
     """``value`` as UTF-8 JSON in the style of ``original``, the text it replaces: the
-    same indent (spaces, or tabs), the same line ends (CRLF), and on one line, compact
+    same indent (spaces, tabs, or none), the same line ends (CRLF, or CR), and on one line, compact
     or with a space after every ':' and ','. JSON strings hold no raw newline or tab, so
     every newline, and every space or tab starting a line, is layout."""
     # Read where it is (the stored payload's bytes, as a rule): a huge record's text is
     # not copied into a str to find its first line's end and indent.
     newline = original.find(b"\n") if isinstance(original, bytes) else original.find("\n")
+    if newline < 0 and (b"\r" in original if isinstance(original, bytes) else "\r" in original):
+        # Lines ended by CR alone (as classic Mac OS wrote them; JSON takes a CR as
+        # whitespace): pretty all the same, not put on one line.
+        lf = original.replace(b"\r", b"\n") if isinstance(original, bytes) else original.replace("\r", "\n")
+        return encode_like(value, lf).replace(b"\n", b"\r")
     if newline < 0:  # one line (most records: JSON lines): one scan of it, at most
         out = jsoncodec.encode_utf8(value, None)
         return _STRING_OR_SEPARATOR.sub(_spaced, out) if _spaced_style(original) else out
@@ -441,7 +446,9 @@ def encode_like(value: Any, original: str | bytes) -> bytes:
     if after == "\t":
         out = _LINE_INDENT.sub(lambda m: b"\t" * (len(m.group()) // 2), jsoncodec.encode_utf8(value, 2))
     else:
-        out = jsoncodec.encode_utf8(value, indent_of(original))
+        # No indent (json.dumps(indent=0) writes so) is pretty too: 0, not one line.
+        width = indent_of(original)
+        out = jsoncodec.encode_utf8(value, 0 if width is None else width)
     return out.replace(b"\n", b"\r\n") if before == "\r" else out
 
 

@@ -1,0 +1,59 @@
+"""Round-trip fidelity, reviewed with files that are odd but valid: what an import then
+an export (with a migration between, or not) gives back, compared with the files' bytes
+and with what the README promises."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from recordstore import Store
+
+
+def _home(root: Path, files: dict[str, bytes]) -> Path:
+    home = root / "home"
+    for rel, data in files.items():
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).write_bytes(data)
+    return home
+
+
+def _migrated_export(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    """Import ``files`` (a DeepSeek home's), export them unmigrated (each must come back
+    as it was), migrate, and export again: the migrated export's directory."""
+    home = _home(tmp_path, files)
+    with Store(tmp_path / "s.db") as store:
+        assert store.import_paths([home], jobs=0).ok
+        store.export_to(tmp_path / "as-imported")
+        for rel, data in files.items():
+            assert (tmp_path / "as-imported" / rel).read_bytes() == data
+        done = store.migrate(jobs=0)
+        assert done.migrated and not done.failures
+        store.export_to(tmp_path / "migrated")
+    return tmp_path / "migrated"
+
+
+def test_a_record_pretty_without_indent_stays_pretty_once_migrated(tmp_path: Path) -> None:
+    """``json.dumps(value, indent=0)`` writes a record over many lines, none indented: a
+    migrated one came back squeezed onto one compact line, as if it had been one."""
+    task = {"id": "task_1", "checklist": {"items": [1]}}
+    out = _migrated_export(
+        tmp_path,
+        {
+            "tasks/tasks/one.json": json.dumps(task, indent=0).encode(),
+            "tasks/tasks/many.json": json.dumps([task, task], indent=0).encode(),
+        },
+    )
+    pretty = '{\n"schema_version": 2,\n"id": "task_1",\n"checklist": {\n"items": [\n1\n]\n}\n}'
+    assert (out / "tasks/tasks/one.json").read_text() == pretty
+    assert (out / "tasks/tasks/many.json").read_text() == f"[\n{pretty},\n{pretty}\n]"
+
+
+def test_a_record_whose_lines_end_in_cr_alone_keeps_them_once_migrated(tmp_path: Path) -> None:
+    """Lines ended by a CR alone (classic Mac OS) are whitespace to JSON and line ends to
+    an editor: a migrated record came back on one line, its CRs gone."""
+    text = json.dumps({"id": "task_1", "status": "done"}, indent=2).replace("\n", "\r") + "\r"
+    out = _migrated_export(tmp_path, {"tasks/tasks/mac.json": text.encode()})
+    assert (out / "tasks/tasks/mac.json").read_bytes() == (
+        b'{\r  "schema_version": 2,\r  "id": "task_1",\r  "status": "done"\r}\r'
+    )
