@@ -57,3 +57,30 @@ def test_a_record_whose_lines_end_in_cr_alone_keeps_them_once_migrated(tmp_path:
     assert (out / "tasks/tasks/mac.json").read_bytes() == (
         b'{\r  "schema_version": 2,\r  "id": "task_1",\r  "status": "done"\r}\r'
     )
+
+
+def test_a_blank_line_within_an_array_element_comes_back_as_it_was(tmp_path: Path) -> None:
+    """An editor that trims trailing whitespace leaves a blank line within an indented
+    element without its indent: the element was stored with its indent, which export
+    then added again (every line of it indented twice), and an export over the home
+    rewrote a file whose records had not changed."""
+    text = (
+        b'[\n  {\n    "id": "task_1",\n\n    "status": "done"\n  },\n'
+        b'  {\n    "id": "task_2",\n    \n    "status": "done"\n  }\r\n]\n'
+    )
+    home = _home(tmp_path, {"tasks/tasks/all.json": text})
+    with Store(tmp_path / "s.db") as store:
+        assert store.import_paths([home], jobs=0).ok
+        assert [r.data for r in store.query("task")] == [{"id": "task_1", "status": "done"}, {"id": "task_2", "status": "done"}]
+        store.export_to(tmp_path / "out")
+        assert (tmp_path / "out/tasks/tasks/all.json").read_bytes() == text
+        # Migrated, exported over the home and imported again (the file's layout is now
+        # the migrated file's, without blank lines), then the migration undone: the
+        # records put back hold their blank lines, and go back as they were.
+        done = store.migrate(jobs=0)
+        store.export_to(home, overwrite=True)
+        again = store.import_paths([home], jobs=0)
+        assert (again.domains["task"].unchanged, again.domains["task"].updated) == (2, 0)
+        store.restore(run=done.run_id)
+        store.export_to(tmp_path / "restored")
+    assert (tmp_path / "restored/tasks/tasks/all.json").read_bytes() == text
