@@ -84,3 +84,15 @@ def test_a_blank_line_within_an_array_element_comes_back_as_it_was(tmp_path: Pat
         store.restore(run=done.run_id)
         store.export_to(tmp_path / "restored")
     assert (tmp_path / "restored/tasks/tasks/all.json").read_bytes() == text
+
+
+def test_a_log_whose_lines_end_otherwise_than_its_first_comes_back_as_it_was(tmp_path: Path) -> None:
+    """A log begun with LF line ends and appended to with CRLF ones (by a tool on
+    another system) kept each CRLF as an odd gap of its own, up to 64 KiB of them: past
+    some 6,500 lines the rest came back with LF, though no record had changed."""
+    lines = [b'{"seq":%d}' % n for n in range(8000)]
+    text = lines[0] + b"\n" + b"".join(line + b"\r\n" for line in lines[1:])
+    events = "tasks/runtime/events/thr_1.jsonl"
+    out = _migrated_export(tmp_path, {events: text})
+    migrated = [b'{"schema_version":2,"seq":%d}' % n for n in range(8000)]
+    assert (out / events).read_bytes() == migrated[0] + b"\n" + b"".join(line + b"\r\n" for line in migrated[1:])

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, func, or_, select
 
 from .engine import sqlite_file
 from .errors import ExportDirectoryError, ExportError
-from .parsing import BLANK_LINES, OWN_INDENTS, broken_link, display_path, element_prefix, indent_lines, own_prefix
+from .parsing import BLANK_LINES, OWN_INDENTS, OddGaps, broken_link, display_path, element_prefix, indent_lines, own_prefix
 from .tables import files, records, refused
 
 __all__ = ["ExportResult", "export_records", "safe_target"]
@@ -737,6 +737,7 @@ class _FileText:
         first = element_prefix(head) if array else ""
         own = array and gaps.pop(OWN_INDENTS, None) is not None
         blanks = array and gaps.pop(BLANK_LINES, None) is not None
+        odd = OddGaps(gaps)
         prefix = own_prefix(sep, first) if own else first
         yield head
         line = 0  # of the last slot written, in a JSON-lines file
@@ -746,13 +747,13 @@ class _FileText:
                 texts = [indent_lines(t, prefix, blanks) for t in texts]
                 if first != prefix and not self.slots:
                     texts[0] = indent_lines(chunk[0][3], first, blanks)
-            if not (lines or gaps):  # an array, each element after the file's separator
+            if not (lines or odd):  # an array, each element after the file's separator
                 yield sep.join(texts) if not self.slots else sep + sep.join(texts)
                 self.slots += len(chunk)
                 continue
             pieces: list[str] = []
             for (_file_id, position, key, raw), text in zip(chunk, texts):
-                gap = gaps.get(str(position)) if gaps else None
+                gap = odd.get(position) if odd else None
                 if own and gap is not None and own_prefix(gap, first) != prefix:
                     text = indent_lines(raw, own_prefix(gap, first), blanks)
                 if lines:

@@ -304,19 +304,62 @@ GAPS_MAX_BYTES = 64 * 1024
 
 
 class _Gaps:
-    """A file's odd gaps (see :class:`FileLayout`) as they are found, up to GAPS_MAX_BYTES."""
+    """A file's odd gaps (see :class:`FileLayout`) as they are found, up to GAPS_MAX_BYTES.
+    A gap the slot before had too is kept with it, as a run (``"FIRST-LAST"``): a log
+    whose first line ends in LF and the thousands after it in CRLF keeps them all in one
+    (one entry a line, they went past the limit and came back as LF)."""
 
     def __init__(self) -> None:
         self.found: dict[str, str] = {}
         self.size = 0
+        self.run: tuple[int, int, str] | None = None  # the last gap kept: its first and last slot, its text
 
     def add(self, slot: int, text: str) -> None:
+        run = self.run
+        if run is not None and slot == run[1] + 1 and text == run[2]:
+            del self.found[str(run[0]) if run[0] == run[1] else f"{run[0]}-{run[1]}"]
+            self.found[f"{run[0]}-{slot}"] = text
+            self.run = (run[0], slot, text)
+            return
         self.size += len(text) + 8
         if self.size <= GAPS_MAX_BYTES:
             self.found[str(slot)] = text
+            self.run = (slot, slot, text)
+        else:
+            self.run = None
 
     def text(self) -> str | None:
         return json.dumps(self.found, separators=(",", ":")) if self.found else None
+
+
+class OddGaps:
+    """A file's ``gaps`` (its flags taken out) as export reads them: the gap of each
+    slot, or ``None`` for the usual separator, asked for in slot order."""
+
+    def __init__(self, found: dict[str, str]):
+        self.one: dict[int, str] = {}
+        runs: list[tuple[int, int, str]] = []
+        for key, text in found.items():
+            first, dash, last = key.partition("-")
+            if dash:
+                runs.append((int(first), int(last), text))
+            else:
+                self.one[int(key)] = text
+        self.runs = sorted(runs)
+        self.next = 0  # the first run that may hold the slots still to be asked for
+
+    def __bool__(self) -> bool:
+        return bool(self.one or self.runs)
+
+    def get(self, slot: int) -> str | None:
+        text = self.one.get(slot)
+        if text is not None or not self.runs:
+            return text
+        runs, i = self.runs, self.next
+        while i < len(runs) and runs[i][1] < slot:
+            i += 1
+        self.next = i
+        return runs[i][2] if i < len(runs) and runs[i][0] <= slot else None
 
 
 def element_prefix(head: str) -> str:
