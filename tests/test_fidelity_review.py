@@ -96,3 +96,21 @@ def test_a_log_whose_lines_end_otherwise_than_its_first_comes_back_as_it_was(tmp
     out = _migrated_export(tmp_path, {events: text})
     migrated = [b'{"schema_version":2,"seq":%d}' % n for n in range(8000)]
     assert (out / events).read_bytes() == migrated[0] + b"\n" + b"".join(line + b"\r\n" for line in migrated[1:])
+
+
+def test_a_migrated_element_keeps_the_indent_of_its_closing_bracket(tmp_path: Path) -> None:
+    """An element that starts on the array's bracket line is kept with the indent of its
+    lines (there is none to take off), and one in a file whose lines end in a CR alone
+    too: once migrated, its closing brace came back at the start of its line, out of
+    line with its neighbours."""
+    out = _migrated_export(
+        tmp_path,
+        {
+            "tasks/tasks/first.json": b'[{\n    "id": "a"\n  },\n  {\n    "id": "b"\n  }\n]',
+            "tasks/tasks/mac.json": b'[\r  {\r    "id": "a"\r  }\r]',
+        },
+    )
+    assert (out / "tasks/tasks/first.json").read_bytes() == (
+        b'[{\n    "schema_version": 2,\n    "id": "a"\n  },\n  {\n    "schema_version": 2,\n    "id": "b"\n  }\n]'
+    )
+    assert (out / "tasks/tasks/mac.json").read_bytes() == b'[\r  {\r    "schema_version": 2,\r    "id": "a"\r  }\r]'

@@ -424,9 +424,10 @@ def _spaced(match: re.Match[bytes]) -> bytes:
 
 def encode_like(value: Any, original: str | bytes) -> bytes:
     """``value`` as UTF-8 JSON in the style of ``original``, the text it replaces: the
-    same indent (spaces, tabs, or none), the same line ends (CRLF, or CR), and on one line, compact
-    or with a space after every ':' and ','. JSON strings hold no raw newline or tab, so
-    every newline, and every space or tab starting a line, is layout."""
+    same indent (spaces, tabs, or none), the same line ends (CRLF, or CR), the same indent
+    of its closing bracket, and on one line, compact or with a space after every ':' and
+    ','. JSON strings hold no raw newline or tab, so every newline, and every space or tab
+    starting a line, is layout."""
     # Read where it is (the stored payload's bytes, as a rule): a huge record's text is
     # not copied into a str to find its first line's end and indent.
     newline = original.find(b"\n") if isinstance(original, bytes) else original.find("\n")
@@ -438,6 +439,20 @@ def encode_like(value: Any, original: str | bytes) -> bytes:
     if newline < 0:  # one line (most records: JSON lines): one scan of it, at most
         out = jsoncodec.encode_utf8(value, None)
         return _STRING_OR_SEPARATOR.sub(_spaced, out) if _spaced_style(original) else out
+    # A text whose closing bracket, alone on its line, is indented as every line but its
+    # first is (an array's element that starts on the bracket's line, kept with the
+    # indent of its lines): so is the text that replaces it, its closing bracket not
+    # moved to the line's start. (A long last line holds more than a bracket: not copied.)
+    start = (original.rfind(b"\n") if isinstance(original, bytes) else original.rfind("\n")) + 1
+    closing = original[start:] if len(original) - start <= 256 else ""
+    closing = closing.decode("latin-1") if isinstance(closing, bytes) else closing
+    indent = closing[: len(closing) - len(closing.lstrip(" \t"))]
+    if indent and closing.strip(" \t\r") in ("}", "]"):
+        text = original.decode("utf-8", "surrogatepass") if isinstance(original, bytes) else original
+        lines = text.split("\n")
+        if all(line.startswith(indent) or not line.strip(" \t\r") for line in lines[1:]):
+            inner = "\n".join([lines[0]] + [line[len(indent) :] if line.strip(" \t\r") else line for line in lines[1:]])
+            return encode_like(value, inner).replace(b"\n", b"\n" + indent.encode("ascii"))
     # The characters around that first line break, which are ASCII (layout) when they matter.
     after, before = (
         (original[newline + 1 : newline + 2], original[newline - 1 : newline]) if isinstance(original, str)
