@@ -341,6 +341,8 @@ class OddGaps:
         runs: list[tuple[int, int, str]] = []
         for key, text in found.items():
             first, dash, last = key.partition("-")
+            if not (first.isdigit() and first.isascii() and (not dash or (last.isdigit() and last.isascii()))):
+                continue  # a word of a later recordstore's, which this one does not know
             if dash:
                 runs.append((int(first), int(last), text))
             else:
