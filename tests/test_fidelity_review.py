@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from recordstore import Store
+from recordstore import RestoreConflictError, Store
 
 
 def _home(root: Path, files: dict[str, bytes]) -> Path:
@@ -114,3 +114,30 @@ def test_a_migrated_element_keeps_the_indent_of_its_closing_bracket(tmp_path: Pa
         b'[{\n    "schema_version": 2,\n    "id": "a"\n  },\n  {\n    "schema_version": 2,\n    "id": "b"\n  }\n]'
     )
     assert (out / "tasks/tasks/mac.json").read_bytes() == b'[\r  {\r    "schema_version": 2,\r    "id": "a"\r  }\r]'
+
+
+def test_restoring_a_line_whose_place_a_line_below_took_is_a_conflict(tmp_path: Path) -> None:
+    """A log's second line made blank: the import gives its place to the third line's
+    record (each record keeps its slot). Restoring the second line by its key replaced
+    that record, and restoring the third put its old row back beside it: the export then
+    lost a line of the log, or wrote one twice. Each is a conflict now; forced, the
+    record in the way is backed up and removed, and the file comes back as the log is."""
+    events = "tasks/runtime/events/thr_1.jsonl"
+    home = _home(tmp_path, {events: b'{"seq":1}\n{"seq":2}\n{"seq":3}\n'})
+    with Store(tmp_path / "s.db") as store:
+        assert store.import_paths([home], jobs=0).ok
+        (home / events).write_bytes(b'{"seq":1}\n\n{"seq":3}\n')
+        assert store.import_paths([home], jobs=0).ok
+        for line in (2, 3):
+            try:
+                store.restore(domain="runtime", key=f"{events}:{line}")
+            except RestoreConflictError as exc:
+                assert exc.keys == [("runtime", f"{events}:{line}")]
+            else:
+                raise AssertionError(f"line {line} restored over the record of another line")
+        store.export_to(tmp_path / "out")
+        assert (tmp_path / "out" / events).read_bytes() == b'{"seq":1}\n\n{"seq":3}\n'
+        forced = store.restore(domain="runtime", key=f"{events}:3", force=True)
+        assert forced.restored == {"runtime": 1} and forced.displaced == {"runtime": 1}
+        store.export_to(tmp_path / "forced")
+    assert (tmp_path / "forced" / events).read_bytes() == b'{"seq":1}\n\n{"seq":3}\n'

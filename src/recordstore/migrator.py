@@ -1135,6 +1135,19 @@ def restore_records(
                 conflicts.add([(row.domain, row.key) for row in rows if row.id not in changed_back])
             if conflicts:
                 raise _conflict(from_run, conflicts, "were changed again by a later run", "pass --force, or force=True, to restore them anyway")
+        if from_run is None and key is not None and not force:
+            # The record's place now holds the record of another line or element (a later
+            # import found the one before it removed, or blank: each after it moved up a
+            # place, and took that place's record): putting the key's backup there would
+            # replace that other record, and export would write the file without it.
+            other_key = exists().where(records.c.id == _plan.c.record_id, records.c.key != key)
+            if moved_on := _planned(conn, _plan.c.present == 1, other_key):
+                raise _conflict(
+                    from_run,
+                    moved_on,
+                    "would go back into a place in their file that now holds another record or a refused text",
+                    "pass --force, or force=True, to restore them anyway (a record there is backed up)",
+                )
         # A record that holds its backup's row already has nothing to restore: the same
         # restore, killed after its commit before its run was marked finished, put it
         # back. Written again, it would be backed up a second time, as it already is.
@@ -1161,13 +1174,29 @@ def restore_records(
             conn.execute(delete(_plan).where(gone, exists().where(same.c.present == 0, same.c.seq > _plan.c.seq, *in_same_place)))
         # Records this restore removes (an import's additions; records the restore being
         # undone put back) leave their places free for the records going back.
-        holder = select(records.c.id).where(
+        holder: Any = select(records.c.id).where(
             records.c.file_id == _plan.c.file_id,
             records.c.position == _plan.c.position,
             records.c.id.not_in(select(_leaving.c.record_id)),
-        )
+        ).scalar_subquery()
+        if from_run is None and key is not None:
+            # ... or its key, its line: the record of a line below it, moved up into it by
+            # a later import (the line before it removed, or blank). Put back beside it,
+            # the file would be exported with that line twice.
+            holder = func.coalesce(
+                holder,
+                select(records.c.id)
+                .where(
+                    records.c.file_id == _plan.c.file_id,
+                    records.c.key == key,
+                    records.c.id != _plan.c.record_id,
+                    records.c.id.not_in(select(_leaving.c.record_id)),
+                )
+                .limit(1)
+                .scalar_subquery(),
+            )
         text = exists().where(refused.c.file_id == _plan.c.file_id, refused.c.position == _plan.c.position)
-        conn.execute(update(_plan).where(gone).values(held_rid=holder.scalar_subquery(), held_text=_flag(text)))
+        conn.execute(update(_plan).where(gone).values(held_rid=holder, held_text=_flag(text)))
         taken = [gone, or_(_plan.c.held_rid.is_not(None), _plan.c.held_text == 1)]
         if not force and (held := _planned(conn, *taken)):
             raise _conflict(
