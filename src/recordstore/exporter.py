@@ -25,7 +25,7 @@ from sqlalchemy import Connection, func, or_, select
 
 from .engine import sqlite_file
 from .errors import PROBLEMS_KEPT, ExportDirectoryError, ExportError
-from .parsing import OWN_INDENTS, broken_link, display_path, element_prefix, own_prefix
+from .parsing import BLANK_LINES, OWN_INDENTS, OddGaps, broken_link, display_path, element_prefix, indent_lines, own_prefix
 from .tables import files, records, refused
 
 __all__ = ["ExportResult", "export_records", "safe_target"]
@@ -752,24 +752,26 @@ class _FileText:
         array = head.rstrip(" \t\r\n").endswith("[")
         first = element_prefix(head) if array else ""
         own = array and gaps.pop(OWN_INDENTS, None) is not None
+        blanks = array and gaps.pop(BLANK_LINES, None) is not None
+        odd = OddGaps(gaps)
         prefix = own_prefix(sep, first) if own else first
         yield head
         line = 0  # of the last slot written, in a JSON-lines file
         while chunk := list(itertools.islice(self.rows, SLOTS_AT_ONCE)):
             texts = [r[3] for r in chunk]
             if prefix or first:
-                texts = [t.replace("\n", "\n" + prefix) for t in texts]
+                texts = [indent_lines(t, prefix, blanks) for t in texts]
                 if first != prefix and not self.slots:
-                    texts[0] = chunk[0][3].replace("\n", "\n" + first)
-            if not (lines or gaps):  # an array, each element after the file's separator
+                    texts[0] = indent_lines(chunk[0][3], first, blanks)
+            if not (lines or odd):  # an array, each element after the file's separator
                 yield sep.join(texts) if not self.slots else sep + sep.join(texts)
                 self.slots += len(chunk)
                 continue
             pieces: list[str] = []
             for (_file_id, position, key, raw), text in zip(chunk, texts):
-                gap = gaps.get(str(position)) if gaps else None
+                gap = odd.get(position) if odd else None
                 if own and gap is not None and own_prefix(gap, first) != prefix:
-                    text = raw.replace("\n", "\n" + own_prefix(gap, first))
+                    text = indent_lines(raw, own_prefix(gap, first), blanks)
                 if lines:
                     number = key.rpartition(":")[2]  # the line the key names (path:LINE)
                     at = int(number) if number.isdigit() and number.isascii() and int(number) > line else line + 1

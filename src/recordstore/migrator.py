@@ -424,15 +424,35 @@ def _spaced(match: re.Match[bytes]) -> bytes:
 
 def encode_like(value: Any, original: str | bytes) -> bytes:
     """``value`` as UTF-8 JSON in the style of ``original``, the text it replaces: the
-    same indent (spaces, or tabs), the same line ends (CRLF), and on one line, compact
-    or with a space after every ':' and ','. JSON strings hold no raw newline or tab, so
-    every newline, and every space or tab starting a line, is layout."""
+    same indent (spaces, tabs, or none), the same line ends (CRLF, or CR), the same indent
+    of its closing bracket, and on one line, compact or with a space after every ':' and
+    ','. JSON strings hold no raw newline or tab, so every newline, and every space or tab
+    starting a line, is layout."""
     # Read where it is (the stored payload's bytes, as a rule): a huge record's text is
     # not copied into a str to find its first line's end and indent.
     newline = original.find(b"\n") if isinstance(original, bytes) else original.find("\n")
+    if newline < 0 and (b"\r" in original if isinstance(original, bytes) else "\r" in original):
+        # Lines ended by CR alone (as classic Mac OS wrote them; JSON takes a CR as
+        # whitespace): pretty all the same, not put on one line.
+        lf = original.replace(b"\r", b"\n") if isinstance(original, bytes) else original.replace("\r", "\n")
+        return encode_like(value, lf).replace(b"\n", b"\r")
     if newline < 0:  # one line (most records: JSON lines): one scan of it, at most
         out = jsoncodec.encode_utf8(value, None)
         return _STRING_OR_SEPARATOR.sub(_spaced, out) if _spaced_style(original) else out
+    # A text whose closing bracket, alone on its line, is indented as every line but its
+    # first is (an array's element that starts on the bracket's line, kept with the
+    # indent of its lines): so is the text that replaces it, its closing bracket not
+    # moved to the line's start. (A long last line holds more than a bracket: not copied.)
+    start = (original.rfind(b"\n") if isinstance(original, bytes) else original.rfind("\n")) + 1
+    closing = original[start:] if len(original) - start <= 256 else ""
+    closing = closing.decode("latin-1") if isinstance(closing, bytes) else closing
+    indent = closing[: len(closing) - len(closing.lstrip(" \t"))]
+    if indent and closing.strip(" \t\r") in ("}", "]"):
+        text = original.decode("utf-8", "surrogatepass") if isinstance(original, bytes) else original
+        lines = text.split("\n")
+        if all(line.startswith(indent) or not line.strip(" \t\r") for line in lines[1:]):
+            inner = "\n".join([lines[0]] + [line[len(indent) :] if line.strip(" \t\r") else line for line in lines[1:]])
+            return encode_like(value, inner).replace(b"\n", b"\n" + indent.encode("ascii"))
     # The characters around that first line break, which are ASCII (layout) when they matter.
     after, before = (
         (original[newline + 1 : newline + 2], original[newline - 1 : newline]) if isinstance(original, str)
@@ -441,7 +461,9 @@ def encode_like(value: Any, original: str | bytes) -> bytes:
     if after == "\t":
         out = _LINE_INDENT.sub(lambda m: b"\t" * (len(m.group()) // 2), jsoncodec.encode_utf8(value, 2))
     else:
-        out = jsoncodec.encode_utf8(value, indent_of(original))
+        # No indent (json.dumps(indent=0) writes so) is pretty too: 0, not one line.
+        width = indent_of(original)
+        out = jsoncodec.encode_utf8(value, 0 if width is None else width)
     return out.replace(b"\n", b"\r\n") if before == "\r" else out
 
 
@@ -1113,6 +1135,19 @@ def restore_records(
                 conflicts.add([(row.domain, row.key) for row in rows if row.id not in changed_back])
             if conflicts:
                 raise _conflict(from_run, conflicts, "were changed again by a later run", "pass --force, or force=True, to restore them anyway")
+        if from_run is None and key is not None and not force:
+            # The record's place now holds the record of another line or element (a later
+            # import found the one before it removed, or blank: each after it moved up a
+            # place, and took that place's record): putting the key's backup there would
+            # replace that other record, and export would write the file without it.
+            other_key = exists().where(records.c.id == _plan.c.record_id, records.c.key != key)
+            if moved_on := _planned(conn, _plan.c.present == 1, other_key):
+                raise _conflict(
+                    from_run,
+                    moved_on,
+                    "would go back into a place in their file that now holds another record or a refused text",
+                    "pass --force, or force=True, to restore them anyway (a record there is backed up)",
+                )
         # A record that holds its backup's row already has nothing to restore: the same
         # restore, killed after its commit before its run was marked finished, put it
         # back. Written again, it would be backed up a second time, as it already is.
@@ -1139,13 +1174,29 @@ def restore_records(
             conn.execute(delete(_plan).where(gone, exists().where(same.c.present == 0, same.c.seq > _plan.c.seq, *in_same_place)))
         # Records this restore removes (an import's additions; records the restore being
         # undone put back) leave their places free for the records going back.
-        holder = select(records.c.id).where(
+        holder: Any = select(records.c.id).where(
             records.c.file_id == _plan.c.file_id,
             records.c.position == _plan.c.position,
             records.c.id.not_in(select(_leaving.c.record_id)),
-        )
+        ).scalar_subquery()
+        if from_run is None and key is not None:
+            # ... or its key, its line: the record of a line below it, moved up into it by
+            # a later import (the line before it removed, or blank). Put back beside it,
+            # the file would be exported with that line twice.
+            holder = func.coalesce(
+                holder,
+                select(records.c.id)
+                .where(
+                    records.c.file_id == _plan.c.file_id,
+                    records.c.key == key,
+                    records.c.id != _plan.c.record_id,
+                    records.c.id.not_in(select(_leaving.c.record_id)),
+                )
+                .limit(1)
+                .scalar_subquery(),
+            )
         text = exists().where(refused.c.file_id == _plan.c.file_id, refused.c.position == _plan.c.position)
-        conn.execute(update(_plan).where(gone).values(held_rid=holder.scalar_subquery(), held_text=_flag(text)))
+        conn.execute(update(_plan).where(gone).values(held_rid=holder, held_text=_flag(text)))
         taken = [gone, or_(_plan.c.held_rid.is_not(None), _plan.c.held_text == 1)]
         if not force and (held := _planned(conn, *taken)):
             raise _conflict(

@@ -304,19 +304,64 @@ GAPS_MAX_BYTES = 64 * 1024
 
 
 class _Gaps:
-    """A file's odd gaps (see :class:`FileLayout`) as they are found, up to GAPS_MAX_BYTES."""
+    """A file's odd gaps (see :class:`FileLayout`) as they are found, up to GAPS_MAX_BYTES.
+    A gap the slot before had too is kept with it, as a run (``"FIRST-LAST"``): a log
+    whose first line ends in LF and the thousands after it in CRLF keeps them all in one
+    (one entry a line, they went past the limit and came back as LF)."""
 
     def __init__(self) -> None:
         self.found: dict[str, str] = {}
         self.size = 0
+        self.run: tuple[int, int, str] | None = None  # the last gap kept: its first and last slot, its text
 
     def add(self, slot: int, text: str) -> None:
+        run = self.run
+        if run is not None and slot == run[1] + 1 and text == run[2]:
+            del self.found[str(run[0]) if run[0] == run[1] else f"{run[0]}-{run[1]}"]
+            self.found[f"{run[0]}-{slot}"] = text
+            self.run = (run[0], slot, text)
+            return
         self.size += len(text) + 8
         if self.size <= GAPS_MAX_BYTES:
             self.found[str(slot)] = text
+            self.run = (slot, slot, text)
+        else:
+            self.run = None
 
     def text(self) -> str | None:
         return json.dumps(self.found, separators=(",", ":")) if self.found else None
+
+
+class OddGaps:
+    """A file's ``gaps`` (its flags taken out) as export reads them: the gap of each
+    slot, or ``None`` for the usual separator, asked for in slot order."""
+
+    def __init__(self, found: dict[str, str]):
+        self.one: dict[int, str] = {}
+        runs: list[tuple[int, int, str]] = []
+        for key, text in found.items():
+            first, dash, last = key.partition("-")
+            if not (first.isdigit() and first.isascii() and (not dash or (last.isdigit() and last.isascii()))):
+                continue  # a word of a later recordstore's, which this one does not know
+            if dash:
+                runs.append((int(first), int(last), text))
+            else:
+                self.one[int(key)] = text
+        self.runs = sorted(runs)
+        self.next = 0  # the first run that may hold the slots still to be asked for
+
+    def __bool__(self) -> bool:
+        return bool(self.one or self.runs)
+
+    def get(self, slot: int) -> str | None:
+        text = self.one.get(slot)
+        if text is not None or not self.runs:
+            return text
+        runs, i = self.runs, self.next
+        while i < len(runs) and runs[i][1] < slot:
+            i += 1
+        self.next = i
+        return runs[i][2] if i < len(runs) and runs[i][0] <= slot else None
 
 
 def element_prefix(head: str) -> str:
@@ -338,13 +383,35 @@ def own_prefix(before: str, first: str) -> str:
 
 def dedent(element: str, prefix: str) -> str:
     """Store an array element as if it stood alone: JSON strings hold no raw newline,
-    so every newline in the text is layout. Left as it is unless every line has ``prefix``."""
+    so every newline in the text is layout. Left as it is unless every line has ``prefix``
+    or is blank (whitespace alone, or nothing: an editor that trims trailing whitespace
+    leaves a blank line within an element without its indent); a blank line is kept as
+    it is (see BLANK_LINES)."""
     if not prefix or "\n" not in element:
         return element
     lines = element.split("\n")
-    if all(line.startswith(prefix) for line in lines[1:]):
-        return "\n".join([lines[0]] + [line[len(prefix) :] for line in lines[1:]])
+    if _BLANK_LINE.search(element) is None:  # the common case
+        if all(line.startswith(prefix) for line in lines[1:]):
+            return "\n".join([lines[0]] + [line[len(prefix) :] for line in lines[1:]])
+        return element
+    if all(line.startswith(prefix) or not line.strip(" \t\r") for line in lines[1:]):
+        return "\n".join([lines[0]] + [line[len(prefix) :] if line.strip(" \t\r") else line for line in lines[1:]])
     return element
+
+
+#: In an element's text: a line of whitespace alone, or nothing.
+_BLANK_LINE = re.compile(r"\n[ \t\r]*(?=\n|\Z)")
+#: ... and a newline that starts any other line.
+_FILLED_LINE = re.compile(r"\n(?![ \t\r]*(?:\n|\Z))")
+
+
+def indent_lines(text: str, prefix: str, blanks: bool) -> str:
+    """An array element's text with ``prefix`` put back at the start of its lines (but
+    the first), as :func:`dedent` took it off; with ``blanks`` (see BLANK_LINES), not on
+    its blank lines, which dedent kept as they were."""
+    if not blanks or _BLANK_LINE.search(text) is None:
+        return text.replace("\n", "\n" + prefix)
+    return _FILLED_LINE.sub(lambda _: "\n" + prefix, text)
 
 
 def read_version(value: dict[str, Any], domain: Domain | DomainSpec) -> int:
@@ -425,12 +492,20 @@ def indent_of(text: str | bytes, start: int = 0) -> int | None:
 #: Without it, every element has the first's indent: so stores imported before each
 #: element kept its own write their arrays back as they always did.
 OWN_INDENTS = "indents"
+#: In an array's ``gaps``: its elements' blank lines were stored as they were, not
+#: dedented (:func:`dedent`), and go back so. Every array imported since says so (a
+#: record put back by a restore may hold blank lines that the file's other records, as
+#: a later import found them, do not). Without it, every line of an element gets its
+#: indent back: so stores imported before write their arrays back as they always did.
+BLANK_LINES = "blanks"
 
 
 def _odd_seps(seps: list[str], sep: str, own: bool) -> str | None:
     """An array's ``gaps``: its separators that are not ``sep`` (the one before element
-    ``i`` is ``seps[i - 1]``), and whether its elements have indents of their own."""
+    ``i`` is ``seps[i - 1]``), whether its elements have indents of their own, and that
+    blank lines in them were kept as they were."""
     gaps = _Gaps()
+    gaps.found[BLANK_LINES] = "kept"
     if own:
         gaps.found[OWN_INDENTS] = "own"
     for i, found in enumerate(seps, start=1):
