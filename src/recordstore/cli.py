@@ -600,6 +600,10 @@ def import_(
     """
     if any(not path.strip() for path in paths):
         raise typer.BadParameter("a PATH is empty (an unset variable?); give a file or directory, '.' for this one", param_hint="PATH")
+    from .parsing import check_given
+
+    with _errors(ctx):
+        check_given(paths)  # before the store is opened: none of them there, no store is made for them
     with _errors(ctx), ctx.obj.open(wait, create=True) as store, _bar(ctx, json_out) as bar:
         result = store.import_paths(paths, domain=domain, progress=bar, jobs=jobs)
     _problems(result.problems)

@@ -1,0 +1,52 @@
+"""What a reviewer found a user would notice: a home that is not there shown as a
+domain, an export that counted the files it left alone as written, and hidden files
+imported with --domain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Cli
+from recordstore import InputError, Store
+
+# --------------------------------------------------------------------------- a home that is not there
+
+
+def test_an_import_of_a_home_that_is_not_there_makes_no_store_and_no_run(tmp_path: Path, cli: Cli, db_path: Path) -> None:
+    """The README's `store import ~/.deepseek` after the application moved its home to
+    ~/.codewhale printed a table with a domain "(none)" failing 1, made a store and
+    recorded a run; now one line, exit 1, and no store."""
+    moved = tmp_path / ".deepseek"
+    for args in (["import", moved], ["import", "--json", moved]):
+        res: Any = cli(*args)
+        assert res.exit_code == 1, res.output
+        assert res.stdout == ""
+        assert res.stderr == f"store: error: {moved}: no such file or directory: nothing to import\n"
+    assert not db_path.exists()
+
+
+def test_a_library_import_of_nothing_there_is_an_input_error_and_no_run(tmp_path: Path, store: Store) -> None:
+    with pytest.raises(InputError) as caught:
+        store.import_paths([tmp_path / "a", tmp_path / "b"])
+    assert caught.value.path == str(tmp_path / "a")
+    assert caught.value.reason == "no such file or directory (nor is any other path given): nothing to import"
+    assert store.history() == []
+
+
+def test_a_path_not_there_beside_a_home_is_no_domain_and_the_home_is_imported(home: Path, tmp_path: Path, cli: Cli) -> None:
+    moved = tmp_path / ".codewhale"
+    res: Any = cli("import", "--json", home, moved)
+    assert res.exit_code == 1
+    assert res.stderr == f"store: {moved}: no such file or directory\n"
+    summary = json.loads(res.stdout)
+    assert "(none)" not in summary["domains"]
+    assert summary["domains"]["session"]["imported"] == 5
+    assert summary["problem_count"] == 1 and summary["run"] == 1
+    res = cli("import", home, moved)  # the table
+    assert res.exit_code == 1
+    assert "(none)" not in res.stdout and "session" in res.stdout
+    assert res.stdout.splitlines()[-1] == "25 file(s) read, 4 skipped (no domain); run 2"
