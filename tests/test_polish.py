@@ -50,3 +50,23 @@ def test_a_path_not_there_beside_a_home_is_no_domain_and_the_home_is_imported(ho
     assert res.exit_code == 1
     assert "(none)" not in res.stdout and "session" in res.stdout
     assert res.stdout.splitlines()[-1] == "25 file(s) read, 4 skipped (no domain); run 2"
+
+
+# --------------------------------------------------------------------------- what an export over the home wrote
+
+
+def test_an_export_over_the_home_says_how_many_files_it_replaced(home: Path, cli: Cli, db_path: Path) -> None:
+    """After a migration, `store export --force HOME` printed "wrote 37 record(s) in 25
+    file(s)" when it had replaced 5 (the migrated ones) and kept the 20 others as they
+    were; now it says both."""
+    assert cli("import", home).exit_code == 0  # type: ignore[attr-defined]
+    assert cli("migrate").exit_code == 0  # type: ignore[attr-defined]
+    res: Any = cli("export", "--force", home)
+    assert res.exit_code == 0, res.output
+    assert res.stdout == f"wrote 37 record(s) in 25 file(s) to {home}: 5 replaced or new, 20 already as the store has them\n"
+    res = cli("export", "--force", "--json", home)  # again: every file is as the store has it
+    summary = json.loads(res.stdout)
+    assert (summary["files"], summary["unchanged"], summary["records"]) == (25, 25, 37)
+    with Store(db_path) as store:
+        fresh = store.export_to(home.parent / "out")
+    assert (fresh.files, fresh.unchanged) == (25, 0)

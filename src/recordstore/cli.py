@@ -684,7 +684,11 @@ def export(
         _emit_json(result.as_dict())
     else:
         kept = f" (and {result.refused} refused record(s), as their files held them)" if result.refused else ""
-        out.print(f"wrote {result.records} record(s) in {result.files} file(s) to {out_dir}{kept}")
+        # Files already holding what the store has are kept as they were: said, so that an
+        # export over the home tells how many it really replaced.
+        written = result.files - result.unchanged
+        alike = f": {written} replaced or new, {result.unchanged} already as the store has them" if result.unchanged else ""
+        out.print(f"wrote {result.records} record(s) in {result.files} file(s) to {out_dir}{kept}{alike}")
     if not result.ok:
         raise typer.Exit(1)
 
