@@ -4,7 +4,9 @@ imported with --domain."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +72,51 @@ def test_an_export_over_the_home_says_how_many_files_it_replaced(home: Path, cli
     with Store(db_path) as store:
         fresh = store.export_to(home.parent / "out")
     assert (fresh.files, fresh.unchanged) == (25, 0)
+
+
+# --------------------------------------------------------------------------- hidden files with --domain
+
+
+def test_an_import_of_a_directory_into_a_domain_skips_hidden_files(tmp_path: Path, cli: Cli) -> None:
+    """`store import DIR --domain D` took every JSON file below DIR: a macOS ._x.json
+    fork or an application's .tmpA.json temp file was reported as a bad record (exit 1).
+    Now they are skipped and counted, as the built-in registry's patterns skip them; a
+    hidden file given by itself is still put in the domain."""
+    logs = tmp_path / "logs"
+    (logs / "old").mkdir(parents=True)
+    (logs / ".cache").mkdir()
+    (logs / "events.jsonl").write_text('{"schema_version": 2, "seq": 1}\n')
+    (logs / "old" / "events.jsonl").write_text('{"schema_version": 2, "seq": 2}\n')
+    (logs / "._events.jsonl").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    (logs / ".tmpA.json").write_text('{"schema_version": 2, "se')  # half-written
+    (logs / ".cache" / "events.jsonl").write_text("not JSON\n")
+    res: Any = cli("import", "--json", logs, "--domain", "runtime")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert (summary["files"], summary["skipped"], summary["problem_count"]) == (2, 3, 0)
+    assert summary["domains"]["runtime"]["imported"] == 2
+    hidden = tmp_path / ".lone.jsonl"
+    hidden.write_text('{"schema_version": 2, "seq": 3}\n')
+    res = cli("import", hidden, "--domain", "runtime")
+    assert res.exit_code == 0, res.output
+    with Store(cli.db) as store:
+        assert sorted(r.key for r in store.query("runtime")) == [".lone.jsonl:1", "events.jsonl:1", "old/events.jsonl:1"]
+
+
+def test_a_hidden_directory_that_cannot_be_read_is_no_problem_with_domain(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its files would be skipped anyway, as where no pattern of the registry reaches."""
+    logs = tmp_path / "logs"
+    (logs / ".cache").mkdir(parents=True)
+    (logs / "events.jsonl").write_text('{"schema_version": 2, "seq": 1}\n')
+    real_scandir = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if os.fspath(path).endswith(".cache"):  # as a sandbox leaves it to another user: unreadable
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = store.import_paths(logs, domain="runtime", jobs=0)
+    assert result.problems == [] and result.files == 1

@@ -575,7 +575,7 @@ def import_(
             "--domain",
             metavar="DOMAIN",
             help="Put the given files in this domain, whatever their paths (of a directory given, the .json, "
-            ".jsonl and .ndjson files below it).",
+            ".jsonl and .ndjson files below it, except those whose name, or a directory's on the way, starts with '.').",
         ),
     ] = None,
     wait: _Wait = False,
@@ -622,8 +622,8 @@ def import_(
         out.print(f"{result.files} file(s) read, {result.skipped} skipped (no domain){gone}; run {result.run_id}")
         if result.skipped and not result.files and not result.vanished and domain is not None:
             out.print(
-                f"no JSON file (.json, .jsonl, .ndjson) was below the directories given; "
-                f"name a file itself to put it in {domain!r} whatever its name"
+                "no JSON file (.json, .jsonl, .ndjson) was below the directories given (those named with a "
+                f"leading '.' are skipped); name a file itself to put it in {domain!r} whatever its name"
             )
         elif result.skipped and not result.files and not result.vanished:  # (files gone were in one)
             out.print(

@@ -95,7 +95,7 @@ def discover(
             walked: set[tuple[int, int]] = set()
             _first_visit(walked, top)
             # A directory that cannot be read is a problem only where a record could be.
-            may_hold = (lambda rel: True) if domain is not None else registry.may_match_below
+            may_hold = (lambda rel: not _hidden(rel)) if domain is not None else registry.may_match_below
             onerror = _walk_error(problems, root, top, may_hold, gone)
             for dirpath, dirnames, filenames in os.walk(top, onerror=onerror, followlinks=True):
                 base = dirpath if dirpath.endswith(os.sep) else dirpath + os.sep
@@ -260,9 +260,17 @@ def _walk_error(
 
 def _forced(domain: Domain) -> Callable[[str], Domain | None]:
     """The domain of each file below a directory imported into ``domain``: ``domain``
-    for its JSON files, none for the others (a file named itself is in ``domain``
-    whatever its name)."""
-    return lambda rel: domain if rel.endswith(JSON_SUFFIXES) else None
+    for its JSON files, none for the others, nor for a hidden one (a file named itself
+    is in ``domain`` whatever its name)."""
+    return lambda rel: domain if rel.endswith(JSON_SUFFIXES) and not _hidden(rel) else None
+
+
+def _hidden(rel: str) -> bool:
+    """Whether the path ``rel`` below a directory given has a part whose name starts
+    with ``.``: no application names a record so, and what lies in its directories so
+    is a macOS ``._x.json`` fork, an editor's lock or a temporary file (``.tmpA.json``),
+    which the built-in registry's patterns (``[!.]*.json``) skip too."""
+    return rel.startswith(".") or "/." in rel
 
 
 # --------------------------------------------------------------------------- parsing

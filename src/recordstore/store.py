@@ -267,6 +267,8 @@ class Store:
         that read and parse small files, and write them into a store that has no files yet
         (default: :func:`~recordstore.importer.default_jobs`
         for an import of many files; 0: none). The store ends up the same either way.
+        ``domain``: the files given go into it whatever their names, and of a directory
+        given, its JSON files but the hidden ones (a name on the way starting with ``.``).
         None of ``paths`` there (a home the application moved) is an :class:`InputError`,
         raised before any run begins."""
         paths = _paths(paths)
