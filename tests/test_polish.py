@@ -120,3 +120,13 @@ def test_a_hidden_directory_that_cannot_be_read_is_no_problem_with_domain(
     monkeypatch.setattr(os, "scandir", scandir)
     result = store.import_paths(logs, domain="runtime", jobs=0)
     assert result.problems == [] and result.files == 1
+
+
+def test_a_home_given_with_a_tilde_the_shell_left_is_imported(home: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`store import '~/.deepseek'` (quoted, or from a setting): the import expands it,
+    so the check that the path is there must too."""
+    monkeypatch.setenv("HOME", str(home.parent))
+    res: Any = cli("import", "~/.deepseek")
+    assert res.exit_code == 0, res.output
+    res = cli("import", "~/.codewhale")
+    assert res.exit_code == 1 and res.stderr == f"store: error: {home.parent / '.codewhale'}: no such file or directory: nothing to import\n"

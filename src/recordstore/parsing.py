@@ -157,7 +157,7 @@ def check_given(paths: Iterable[str | os.PathLike[str]]) -> None:
     a mistyped path), with the :class:`InputError` of the first: there is nothing to
     import, so no store is made for it and no run recorded. One path missing among
     others is one of the import's problems, and the others are imported."""
-    given = list(paths)
+    given = [os.path.expanduser(p) for p in paths]  # as the import expands them
     absent = [problem for problem in map(not_there, given) if problem is not None]
     if given and len(absent) == len(given):
         first = absent[0]
