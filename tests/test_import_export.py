@@ -215,7 +215,8 @@ def test_a_file_whose_name_holds_backslashes_or_a_drive_letter_comes_back_under_
     (src / "a\\b.json").write_text('{"n": 1}\n')
     (src / "..\\up.jsonl").write_text('{"n": 2}\n\n{"n": 3}\n')
     (src / "C:" / "x.json").write_text('{"n": 4}')
-    assert store.import_paths([src], domain="runtime").ok
+    # (A name starting with "." is hidden, skipped below a directory given: given itself.)
+    assert store.import_paths([src, src / "..\\up.jsonl"], domain="runtime").ok
     assert store.get("runtime", "..\\up.jsonl:3").data == {"n": 3}  # type: ignore[union-attr]
     out = tmp_path / "out"
     result = store.export_to(out)

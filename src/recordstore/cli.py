@@ -575,7 +575,7 @@ def import_(
             "--domain",
             metavar="DOMAIN",
             help="Put the given files in this domain, whatever their paths (of a directory given, the .json, "
-            ".jsonl and .ndjson files below it).",
+            ".jsonl and .ndjson files below it, except those whose name, or a directory's on the way, starts with '.').",
         ),
     ] = None,
     wait: _Wait = False,
@@ -600,6 +600,10 @@ def import_(
     """
     if any(not path.strip() for path in paths):
         raise typer.BadParameter("a PATH is empty (an unset variable?); give a file or directory, '.' for this one", param_hint="PATH")
+    from .parsing import check_given
+
+    with _errors(ctx):
+        check_given(paths)  # before the store is opened: none of them there, no store is made for them
     with _errors(ctx), ctx.obj.open(wait, create=True) as store, _bar(ctx, json_out) as bar:
         result = store.import_paths(paths, domain=domain, progress=bar, jobs=jobs)
     _problems(result.problems)
@@ -618,8 +622,8 @@ def import_(
         out.print(f"{result.files} file(s) read, {result.skipped} skipped (no domain){gone}; run {result.run_id}")
         if result.skipped and not result.files and not result.vanished and domain is not None:
             out.print(
-                f"no JSON file (.json, .jsonl, .ndjson) was below the directories given; "
-                f"name a file itself to put it in {domain!r} whatever its name"
+                "no JSON file (.json, .jsonl, .ndjson) was below the directories given (those named with a "
+                f"leading '.' are skipped); name a file itself to put it in {domain!r} whatever its name"
             )
         elif result.skipped and not result.files and not result.vanished:  # (files gone were in one)
             out.print(
@@ -680,7 +684,11 @@ def export(
         _emit_json(result.as_dict())
     else:
         kept = f" (and {result.refused} refused record(s), as their files held them)" if result.refused else ""
-        out.print(f"wrote {result.records} record(s) in {result.files} file(s) to {out_dir}{kept}")
+        # Files already holding what the store has are kept as they were: said, so that an
+        # export over the home tells how many it really replaced.
+        written = result.files - result.unchanged
+        alike = f": {written} replaced or new, {result.unchanged} already as the store has them" if result.unchanged else ""
+        out.print(f"wrote {result.records} record(s) in {result.files} file(s) to {out_dir}{kept}{alike}")
     if not result.ok:
         raise typer.Exit(1)
 

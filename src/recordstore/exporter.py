@@ -36,7 +36,12 @@ class ExportResult:
     """The outcome of :meth:`Store.export_to`."""
 
     out: Path
+    #: Files the export stands behind: written (new, or replacing one that differed)
+    #: or already holding exactly what it would write (``unchanged``).
     files: int = 0
+    #: Of ``files``, those already holding what the export writes, kept as they were
+    #: (an export over the home it came from replaces only the files that differ).
+    unchanged: int = 0
     records: int = 0
     refused: int = 0  # refused records written back as their files held them
     domains: dict[str, int] = field(default_factory=dict)
@@ -66,6 +71,7 @@ class ExportResult:
         return {
             "out": str(self.out),
             "files": self.files,
+            "unchanged": self.unchanged,
             "records": self.records,
             "refused": self.refused,
             "domains": dict(sorted(self.domains.items())),
@@ -365,15 +371,17 @@ class _Writer:
     def full(self) -> bool:
         return len(self.staged) + len(self.kept) >= STAGE_FILES or self.staged_bytes >= STAGE_BYTES
 
-    def flush(self) -> list[tuple[str, OSError | None]]:
+    def flush(self) -> list[tuple[str, OSError | None, bool]]:
         """Make every staged file durable with one sync, then rename each into place
-        and sync the directories. Returns (relpath, error or None) per staged file, and
-        per file kept as it was (synced with them)."""
+        and sync the directories. Returns (relpath, error or None, whether it was kept
+        as it was) per staged file, and per file kept as it was (synced with them)."""
         staged, kept = self.staged, self.kept
         if not staged and not kept:
             return []
         synced = _sync_all([tmp for _rel, tmp, _target in staged] + [target for _rel, target in kept], self.out_real)
-        done: list[tuple[str, OSError | None]] = [(rel, error) for (rel, _target), error in zip(kept, synced[len(staged) :])]
+        done: list[tuple[str, OSError | None, bool]] = [
+            (rel, error, True) for (rel, _target), error in zip(kept, synced[len(staged) :])
+        ]
         self.kept = []
         for (rel, tmp, target), error in zip(staged, synced):
             if error is None and _written_since(target, self.replacing.pop(target, None)):
@@ -388,7 +396,7 @@ class _Writer:
             if error is not None:
                 with _suppress():
                     os.unlink(tmp)
-            done.append((rel, error))
+            done.append((rel, error, False))
         # Only now: stopped before (Ctrl-C during the sync), discard() removes them all.
         self.staged, self.staged_bytes, self.staged_files, self.replacing = [], 0, {}, {}
         self.sync_dirs()
@@ -844,13 +852,15 @@ def export_records(
             raise ExportDirectoryError(where, "cannot write into the export directory: it was removed or replaced while the export ran")
 
     def settle() -> None:
-        for rel, error in writer.flush():
+        for rel, error, unchanged in writer.flush():
             domain, n, n_refused = sizes.pop(rel)
             if error is not None:
                 out_gone()
                 result.add_problem(ExportError(display_path(rel), f"cannot write: {error.strerror or error}"))
                 continue
             result.files += 1
+            if unchanged:
+                result.unchanged += 1
             result.records += n
             result.refused += n_refused
             result.domains[domain] = result.domains.get(domain, 0) + n

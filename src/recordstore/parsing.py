@@ -95,7 +95,7 @@ def discover(
             walked: set[tuple[int, int]] = set()
             _first_visit(walked, top)
             # A directory that cannot be read is a problem only where a record could be.
-            may_hold = (lambda rel: True) if domain is not None else registry.may_match_below
+            may_hold = (lambda rel: not _hidden(rel)) if domain is not None else registry.may_match_below
             onerror = _walk_error(problems, root, top, may_hold, gone)
             for dirpath, dirnames, filenames in os.walk(top, onerror=onerror, followlinks=True):
                 base = dirpath if dirpath.endswith(os.sep) else dirpath + os.sep
@@ -112,19 +112,10 @@ def discover(
                         read_below.setdefault(rel, real)
                     yield Candidate(base + name, rel, found)
             continue
-        try:
-            os.lstat(root)
-        except (OSError, ValueError) as exc:  # (ValueError: a NUL in it)
+        absent = not_there(raw)
+        if absent is not None:
             if problems is not None:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no such file or directory"
-                problems.append(InputError(display_path(str(raw)), reason[:1].lower() + reason[1:]))
-            continue
-        broken = broken_link(root)
-        if broken is not None:
-            # Given, but naming nothing to read (a home moved from under its link): a
-            # problem, as a path that is not there is; not a file in no domain, skipped.
-            if problems is not None:
-                problems.append(InputError(display_path(str(raw)), f"it is {broken}"))
+                problems.append(absent)
             continue
         cand = _lone(root, registry, domain)
         other = _keyed_alike(cand, lone, homes)
@@ -144,6 +135,34 @@ def discover(
                 continue  # read already, below a directory given
             read_alone.setdefault(cand.relpath, real)
         yield cand
+
+
+def not_there(raw: str | os.PathLike[str]) -> InputError | None:
+    """The problem of a path given to import that names nothing to read: not there, or
+    a link to nothing (a home moved from under its link: a problem, as a path that is
+    not there is; not a file in no domain, skipped); ``None`` for any other."""
+    try:
+        os.lstat(raw)
+    except (OSError, ValueError) as exc:  # (ValueError: a NUL in it)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no such file or directory"
+        return InputError(display_path(str(raw)), reason[:1].lower() + reason[1:])
+    broken = broken_link(raw)
+    if broken is not None:
+        return InputError(display_path(str(raw)), f"it is {broken}")
+    return None
+
+
+def check_given(paths: Iterable[str | os.PathLike[str]]) -> None:
+    """Refuse an import none of whose ``paths`` is there (a home the application moved,
+    a mistyped path), with the :class:`InputError` of the first: there is nothing to
+    import, so no store is made for it and no run recorded. One path missing among
+    others is one of the import's problems, and the others are imported."""
+    given = [os.path.expanduser(p) for p in paths]  # as the import expands them
+    absent = [problem for problem in map(not_there, given) if problem is not None]
+    if given and len(absent) == len(given):
+        first = absent[0]
+        more = " (nor is any other path given)" if len(given) > 1 else ""
+        raise InputError(first.path, f"{first.reason}{more}: nothing to import")
 
 
 def several_roots(paths: Iterable[str | os.PathLike[str]]) -> bool:
@@ -241,9 +260,17 @@ def _walk_error(
 
 def _forced(domain: Domain) -> Callable[[str], Domain | None]:
     """The domain of each file below a directory imported into ``domain``: ``domain``
-    for its JSON files, none for the others (a file named itself is in ``domain``
-    whatever its name)."""
-    return lambda rel: domain if rel.endswith(JSON_SUFFIXES) else None
+    for its JSON files, none for the others, nor for a hidden one (a file named itself
+    is in ``domain`` whatever its name)."""
+    return lambda rel: domain if rel.endswith(JSON_SUFFIXES) and not _hidden(rel) else None
+
+
+def _hidden(rel: str) -> bool:
+    """Whether the path ``rel`` below a directory given has a part whose name starts
+    with ``.``: no application names a record so, and what lies in its directories so
+    is a macOS ``._x.json`` fork, an editor's lock or a temporary file (``.tmpA.json``),
+    which the built-in registry's patterns (``[!.]*.json``) skip too."""
+    return rel.startswith(".") or "/." in rel
 
 
 # --------------------------------------------------------------------------- parsing

@@ -20,7 +20,7 @@ from .errors import ExportDirectoryError, InputError, QueryError, RecordStoreErr
 from .exporter import ExportResult, export_records
 from .importer import ImportResult, Importer, keep_import_digests
 from .migrator import MigrationResult, RestoreResult, backup_filter, migrate_records, restore_records
-from .parsing import discover, several_roots
+from .parsing import check_given, discover, several_roots
 from .query import Query, Record, index_ddl, json_paths_served, typed_path
 from .registry import Registry, load_registry
 from .runs import (
@@ -266,12 +266,17 @@ class Store:
         result's ``problems`` while everything else goes in. ``jobs``: worker processes
         that read and parse small files, and write them into a store that has no files yet
         (default: :func:`~recordstore.importer.default_jobs`
-        for an import of many files; 0: none). The store ends up the same either way."""
+        for an import of many files; 0: none). The store ends up the same either way.
+        ``domain``: the files given go into it whatever their names, and of a directory
+        given, its JSON files but the hidden ones (a name on the way starting with ``.``).
+        None of ``paths`` there (a home the application moved) is an :class:`InputError`,
+        raised before any run begins."""
         paths = _paths(paths)
         _domain(domain)
         forced = self.registry[domain] if domain is not None else None
         _progress(progress)
         checked("jobs", jobs, int, least=0, optional=True)
+        check_given(paths)  # nothing there: no run
         walk_problems: list[InputError] = []  # missing paths, unreadable directories
         walk_gone: list[str] = []  # directories removed while the walk went on
         found = discover(paths, self.registry, forced, walk_problems, walk_gone)
@@ -289,7 +294,8 @@ class Store:
                     importer.import_all(candidates, jobs, None if progress is None else progress.advance)
                     result.vanished += len(walk_gone)
                     for problem in walk_problems:
-                        result.counts("(none)").failed += 1
+                        # A path given that is not there, or a directory that cannot be
+                        # read: a problem of the path, in no domain's counts.
                         importer.record_problem(problem, None)
                     run.counts = {k: v for k, v in result.as_dict().items() if k not in ("problems", "problem_count")}
                     run.counts["problems"] = result.problem_count
