@@ -39,6 +39,11 @@ __all__ = ["OPERATORS", "Query", "Record", "json_path"]
 
 OPERATORS = ("=", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "exists", "missing")
 
+#: The largest array index looked up as it is (see _path_pieces). No array holds an
+#: element there: SQLite's texts are shorter than 2**31 bytes, and each element of an
+#: array takes two at least.
+MAX_INDEX = 2**31 - 1
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SEGMENT = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]|\.?"((?:[^"\\]|\\.)*)"')
 
@@ -125,7 +130,12 @@ def _path_pieces(path: str) -> list[tuple[str, str | None]]:
         if name is not None:
             parts.append(("." + name, None))
         elif index is not None:
-            parts.append((f"[{int(index)}]", None))
+            # SQLite reads an index into 32 bits: [4294967296] looked up [0]. No array
+            # has an element past MAX_INDEX, so such an index is looked up as MAX_INDEX:
+            # there is nothing there either (its digits are not read as a Python int
+            # either: past 4,300, that raised ValueError).
+            too_far = len(index.lstrip("0")) > len(str(MAX_INDEX)) or int(index) > MAX_INDEX
+            parts.append((f"[{MAX_INDEX if too_far else int(index)}]", None))
         else:
             key = bracketed if bracketed is not None else quoted
             if '"' in key.replace('\\"', '"') or "\\" in key or any(ord(c) < 32 for c in key) or not jsoncodec.is_utf8(key):

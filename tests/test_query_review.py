@@ -1,0 +1,84 @@
+"""An adversarial review of queries: answers compared with the same filter done in
+plain Python over the records' decoded payloads, where the reference property
+(test_query_reference.py) does not reach: array indexes past 32 bits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from recordstore import QueryError, Registry, Store
+from recordstore.cli import app
+
+REGISTRY_FILE = '''
+from recordstore import Registry
+
+registry = Registry()
+registry.domain("d", version=1, files=["d/*.jsonl"])
+'''
+
+
+def make_store(tmp_path: Path, records: list[dict[str, Any]]) -> Store:
+    """A store of ``records``, one a line of ``d/f.jsonl`` (keys ``d/f.jsonl:1``…)."""
+    (tmp_path / "home" / "d").mkdir(parents=True)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    (tmp_path / "home" / "d" / "f.jsonl").write_text(text, encoding="utf-8")
+    (tmp_path / "reg.py").write_text(REGISTRY_FILE)
+    registry = Registry()
+    registry.domain("d", version=1, files=["d/*.jsonl"])
+    store = Store(tmp_path / "s.db", registry=registry)
+    assert store.import_paths([tmp_path / "home"], jobs=0).ok
+    return store
+
+
+def command(tmp_path: Path, *args: str) -> Any:
+    argv = ["--db", str(tmp_path / "s.db"), "--registry", str(tmp_path / "reg.py"), *args]
+    return CliRunner().invoke(app, argv, catch_exceptions=False)
+
+
+def lines(q: Any) -> list[int]:
+    """The lines of the records ``q`` gives, in its order."""
+    return [int(r.key.rpartition(":")[2]) for r in q]
+
+
+# --------------------------------------------------------------------------- array indexes
+
+
+@pytest.fixture
+def arrays(tmp_path: Path) -> Any:
+    with make_store(tmp_path, [{"a": [10, 20]}, {"a": [5]}, {"a": []}, {"b": 1}]) as store:
+        yield store
+
+
+@pytest.mark.parametrize("index", ["4294967296", "4294967297", "18446744073709551616", "8589934592", "9" * 5000], ids=lambda i: i[:20])
+def test_an_index_past_any_array_finds_nothing_rather_than_a_small_one(arrays: Store, tmp_path: Path, index: str) -> None:
+    """SQLite reads a path's array index into 32 bits: a[4294967296] was a[0], so
+    ``exists`` found every record with a non-empty array and ``= 10`` the record whose
+    a[0] is 10, where no record has such an element (nor can: SQLite holds no array of
+    2**31 elements). An index of more than 4,300 digits raised Python's ValueError
+    ("Exceeds the limit (4300 digits) for integer string conversion"), outside the error
+    tree: an internal error (exit 70) on the command line."""
+    q = arrays.query("d")
+    for path in (f"a[{index}]", f'["a"][{index}]', f"a[{index}].x"):
+        assert lines(q.where(path, "exists")) == []
+        assert lines(q.where(path, "missing")) == [1, 2, 3, 4]
+        assert lines(q.where(path, "=", 10)) == lines(q.where(path, "!=", 10)) == []
+        assert lines(q.order_by(path, descending=True)) == [1, 2, 3, 4]
+    arrays.add_index("d", f"a[{index}]")
+    assert lines(q.where(f"a[{index}]", "exists")) == []
+    result = command(tmp_path, "query", "d", "--where", f"a[{index}]", "exists")
+    assert (result.exit_code, result.output) == (0, "")
+    result = command(tmp_path, "query", "d", "--where", f"a[{index}]", "missing", "--json")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["key"] for line in result.stdout.splitlines()] == [f"d/f.jsonl:{n}" for n in (1, 2, 3, 4)]
+
+
+def test_indexes_below_32_bits_are_looked_up_as_they_are(arrays: Store) -> None:
+    q = arrays.query("d")
+    assert lines(q.where("a[0]", "exists")) == [1, 2]
+    assert lines(q.where("a[00001]", "=", 20)) == [1]
+    assert lines(q.where("a[2147483647]", "exists")) == lines(q.where("a[4294967295]", "exists")) == []
