@@ -82,3 +82,28 @@ def test_indexes_below_32_bits_are_looked_up_as_they_are(arrays: Store) -> None:
     assert lines(q.where("a[0]", "exists")) == [1, 2]
     assert lines(q.where("a[00001]", "=", 20)) == [1]
     assert lines(q.where("a[2147483647]", "exists")) == lines(q.where("a[4294967295]", "exists")) == []
+
+
+# --------------------------------------------------------------------------- Decimal values
+
+
+@pytest.mark.parametrize("op", ["=", "<", "in", "not in"])
+def test_a_decimal_of_a_huge_exponent_is_refused_without_making_the_integer(arrays: Store, op: str) -> None:
+    """An integral Decimal was made an int before it was refused as past 64 bits:
+    Decimal("1e1000000") (as json.loads(parse_float=Decimal) gives for such a text)
+    took 28 s to refuse, and Decimal("1e999999999999999999") raised MemoryError,
+    outside the error tree."""
+    from decimal import Decimal
+
+    said = {
+        "1e999999999999999999": r"10{39}… \(1000000000000000000 digits\)",
+        "-1.5E+400": r"-150{37}… \(401 digits\)",
+        "12345678901234567890": r"12345678901234567890",
+    }
+    for text, digits in said.items():
+        value = [1, Decimal(text)] if "in" in op else Decimal(text)
+        with pytest.raises(QueryError, match=rf"^a\[0\]: integer {digits} is outside the range SQLite can compare exactly$"):
+            arrays.query("d").where("a[0]", op, value)
+    # Within 64 bits, an integral Decimal is the integer it holds.
+    assert lines(arrays.query("d").where("a[0]", "=", Decimal("1.0E+1"))) == [1]
+    assert lines(arrays.query("d").where("a[0]", ">", Decimal("9223372036854775807E-18"))) == [1]

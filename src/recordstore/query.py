@@ -224,6 +224,9 @@ def _scalar(value: Any, path: str) -> Any:
         if not value.is_finite():
             raise QueryError(f"{path}: {value} is not a JSON number and cannot be compared")
         if value == value.to_integral_value():
+            if value.adjusted() >= 19:  # past 64 bits: refused as such, without making the integer
+                # (int() of a Decimal is quadratic: Decimal("1e1000000") took 28 s.)
+                raise QueryError(f"{path}: integer {_decimal_digits(value)} is outside the range SQLite can compare exactly")
             value = int(value)
         else:
             number = float(value)
@@ -246,6 +249,17 @@ def _scalar(value: Any, path: str) -> Any:
         # SQLite's JSON functions cut strings at NUL; lone surrogates cannot be bound.
         raise QueryError(f"{path}: strings holding NUL (\\u0000) or lone surrogates cannot be compared")
     return value
+
+
+def _decimal_digits(value: decimal.Decimal) -> str:
+    """An integral Decimal written out as :func:`jsoncodec.quoted_number` shows an
+    integer (its first digits, and how many it has), from its own digits and exponent."""
+    sign, digits, exponent = value.as_tuple()
+    count = value.adjusted() + 1
+    assert isinstance(exponent, int)
+    head = "".join(map(str, digits[:count])) + "0" * min(max(exponent, 0), jsoncodec.NUMBER_SHOWN)
+    text = ("-" if sign else "") + head[:count]
+    return text if len(text) <= jsoncodec.NUMBER_SHOWN else f"{text[: jsoncodec.NUMBER_SHOWN]}… ({count} digits)"
 
 
 def _count(n: int, what: str) -> int:
