@@ -107,3 +107,38 @@ def test_a_decimal_of_a_huge_exponent_is_refused_without_making_the_integer(arra
     # Within 64 bits, an integral Decimal is the integer it holds.
     assert lines(arrays.query("d").where("a[0]", "=", Decimal("1.0E+1"))) == [1]
     assert lines(arrays.query("d").where("a[0]", ">", Decimal("9223372036854775807E-18"))) == [1]
+
+
+# --------------------------------------------------------------------------- infinity
+
+
+@pytest.fixture
+def huge(tmp_path: Path) -> Any:
+    (tmp_path / "home" / "d").mkdir(parents=True)
+    text = '{"n": 1' + "0" * 400 + '}\n{"n": 1e308}\n{"n": 5}\n{"n": -1' + "0" * 400 + "}\n"
+    (tmp_path / "home" / "d" / "f.jsonl").write_text(text)
+    registry = Registry()
+    registry.domain("d", version=1, files=["d/*.jsonl"])
+    with Store(tmp_path / "s.db", registry=registry) as store:
+        assert store.import_paths([tmp_path / "home"], jobs=0).ok
+        yield store
+
+
+@pytest.mark.parametrize("op", ["=", "!=", "<", "<=", ">", ">=", "in", "not in"])
+def test_infinity_is_refused_as_no_json_number(huge: Store, op: str) -> None:
+    """A float infinity was bound as it was, and SQLite compares a stored integer past
+    the doubles' range as infinity: "= inf" found the record holding 10**400 and "< inf"
+    left it out, where Python says 10**400 < inf; a Decimal of 400 digits and a fraction
+    became infinity too, and was found equal to 10**400 (the command line refuses such a
+    number: "1e400: number 1e400 is too large for a double")."""
+    from decimal import Decimal
+
+    inf = float("inf")
+    assert [r.data["n"] < inf and r.data["n"] > -inf for r in huge.query("d")] == [True] * 4
+    for value, said in ((inf, r"inf is not a JSON value"), (-inf, r"-inf is not a JSON value"),
+                        (Decimal("1" * 400 + ".5"), r"1{40}… \(401 digits\) is too large for a double")):
+        with pytest.raises(QueryError, match=rf"^n: {said}"):
+            huge.query("d").where("n", op, [value] if "in" in op else value)
+    # The largest double is a number still.
+    assert lines(huge.query("d").where("n", ">=", 1.7976931348623157e308)) == [1]
+    assert lines(huge.query("d").where("n", "<", 1e308)) == [3, 4]

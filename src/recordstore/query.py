@@ -39,6 +39,8 @@ __all__ = ["OPERATORS", "Query", "Record", "json_path"]
 
 OPERATORS = ("=", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "exists", "missing")
 
+INFINITY = float("inf")
+
 #: The largest array index looked up as it is (see _path_pieces). No array holds an
 #: element there: SQLite's texts are shorter than 2**31 bytes, and each element of an
 #: array takes two at least.
@@ -230,6 +232,10 @@ def _scalar(value: Any, path: str) -> Any:
             value = int(value)
         else:
             number = float(value)
+            if number in (INFINITY, -INFINITY):
+                # As import refuses such a number in a record and the command line as a
+                # --where value: as infinity it would equal every integer past the doubles.
+                raise QueryError(f"{path}: {jsoncodec.quoted_number(str(value))} is too large for a double")
             if not number and value:
                 # 1e-400 would compare as 0 and match it: refused, as import refuses such a
                 # number in a record and the command line as a --where value.
@@ -245,6 +251,10 @@ def _scalar(value: Any, path: str) -> Any:
         raise QueryError(f"{path}: integer {digits} is outside the range SQLite can compare exactly")
     if isinstance(value, float) and value != value:  # SQLite binds NaN as NULL: nothing would match
         raise QueryError(f"{path}: NaN is not a JSON value and cannot be compared")
+    if isinstance(value, float) and value in (INFINITY, -INFINITY):
+        # SQLite compares a stored integer past the doubles' range as infinity: = inf
+        # found 10**400, and < inf missed it (the command line refuses 1e400).
+        raise QueryError(f"{path}: {value} is not a JSON value and cannot be compared")
     if isinstance(value, str) and ("\x00" in value or not jsoncodec.is_utf8(value)):
         # SQLite's JSON functions cut strings at NUL; lone surrogates cannot be bound.
         raise QueryError(f"{path}: strings holding NUL (\\u0000) or lone surrogates cannot be compared")
