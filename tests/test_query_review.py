@@ -142,3 +142,18 @@ def test_infinity_is_refused_as_no_json_number(huge: Store, op: str) -> None:
     # The largest double is a number still.
     assert lines(huge.query("d").where("n", ">=", 1.7976931348623157e308)) == [1]
     assert lines(huge.query("d").where("n", "<", 1e308)) == [3, 4]
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_a_where_before_the_domain_is_said_to_be_misplaced(arrays: Store, tmp_path: Path) -> None:
+    """``store query --where a exists d`` (the filter before DOMAIN) said "unexpected
+    argument 'a'": --where had been taken for DOMAIN."""
+    for args in (["--where", "a", "exists", "d"], ["--where", "a[0]=10", "d"], ["--limit", "1", "--where", "a", "exists", "d"]):
+        result = command(tmp_path, "query", *args)
+        assert result.exit_code == 2 and result.stdout == "", result.output
+        assert "DOMAIN comes first: store query DOMAIN --where PATH OP VALUE" in result.stderr
+        assert "unexpected argument" not in result.stderr
+    result = command(tmp_path, "query", "d", "--where", "a[0]=10")
+    assert (result.exit_code, result.stdout) == (0, 'd/f.jsonl:1\tv1\t{"a":[10,20]}\n')

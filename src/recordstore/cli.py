@@ -779,6 +779,11 @@ def query(
     and as text otherwise. With = != < <= > >= it may be one word: --where
     status=completed, --where 'seq>=40'.
     """
+    if domain == "--where":
+        # Given before DOMAIN, --where (no option click knows) took DOMAIN's place:
+        # `store query --where k exists task` said "unexpected argument 'k'". (A domain
+        # named "--where", given after --, is not worth that confusion.)
+        raise typer.BadParameter("DOMAIN comes first: store query DOMAIN --where PATH OP VALUE ...", param_hint="DOMAIN")
     where = _where_filters(ctx)
     with _errors(ctx), ctx.obj.open() as store:
         q = store.query(domain)
