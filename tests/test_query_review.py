@@ -1,17 +1,23 @@
 """An adversarial review of queries: answers compared with the same filter done in
 plain Python over the records' decoded payloads, where the reference property
-(test_query_reference.py) does not reach: array indexes past 32 bits."""
+(test_query_reference.py) does not reach: array indexes past 32 bits, Decimals and
+infinities past the doubles, keys that only a quoted path names, and the command line's
+order of words."""
 
 from __future__ import annotations
 
 import json
+import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from recordstore import QueryError, Registry, Store
+from recordstore import QueryError, Registry, Store, query
 from recordstore.cli import app
 
 REGISTRY_FILE = '''
@@ -157,3 +163,74 @@ def test_a_where_before_the_domain_is_said_to_be_misplaced(arrays: Store, tmp_pa
         assert "unexpected argument" not in result.stderr
     result = command(tmp_path, "query", "d", "--where", "a[0]=10")
     assert (result.exit_code, result.stdout) == (0, 'd/f.jsonl:1\tv1\t{"a":[10,20]}\n')
+
+
+# --------------------------------------------------------------------------- awkward keys
+
+#: Keys a path must quote: dots, brackets, spaces, quotes of the other kind, "$",
+#: digits, nothing, non-ASCII; and plain names.
+AWKWARD = ("", "a.b", "$", "$x", "1", "0", "a b", "[0]", "a]", "a[1]", "'", "é", "日本", "x y.z", "a", "key")
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from([1.0, -0.0, 0.5]), st.sampled_from(["", "1", "a", "é"]))
+_tree = st.recursive(_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(AWKWARD), c, max_size=3), max_leaves=8)
+_awkward_records = st.lists(st.dictionaries(st.sampled_from(AWKWARD), _tree, max_size=4), min_size=1, max_size=8)
+_steps = st.lists(st.sampled_from(AWKWARD) | st.integers(0, 3) | st.sampled_from([2**32, 2**32 + 1, 2**64]), min_size=1, max_size=3).filter(
+    lambda s: isinstance(s[0], str)
+)
+GONE = object()
+
+
+def at(data: Any, steps: list[Any]) -> Any:
+    for step in steps:
+        if isinstance(step, str) and isinstance(data, dict) and step in data:
+            data = data[step]
+        elif isinstance(step, int) and isinstance(data, list) and step < len(data):
+            data = data[step]
+        else:
+            return GONE
+    return data
+
+
+def spelled(steps: list[Any]) -> str:
+    out = ""
+    for step in steps:
+        if isinstance(step, int):
+            out += f"[{step}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", step):
+            out += f".{step}" if out else step
+        else:
+            out += f'["{step}"]'
+    return out
+
+
+def equal(stored: Any, value: Any) -> bool:
+    """``=`` as the README has it: null, true and false by kind; numbers with numbers,
+    strings with strings."""
+    if value is None or isinstance(value, bool):
+        return stored is value
+    if isinstance(value, str) or isinstance(stored, str):
+        return isinstance(stored, str) and isinstance(value, str) and stored == value
+    return isinstance(stored, (int, float)) and not isinstance(stored, bool) and stored == value
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(records=_awkward_records, paths=st.lists(_steps, min_size=1, max_size=3), value=_leaf, decoded=st.booleans())
+def test_awkward_keys_and_indexes_answer_as_python_does(records: list[dict[str, Any]], paths: list[list[Any]], value: Any, decoded: bool) -> None:
+    """Paths through keys a path must quote (dots, brackets, "$", digits, nothing,
+    spaces) and array indexes, small and past 32 bits, by this SQLite's own lookup of a
+    quoted key and by json_each: exists, missing, = and order, as Python finds them in
+    the decoded records."""
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(query, "_labels_decoded", lambda: decoded)  # the files escape nothing: both serve
+        with make_store(Path(tmp), records) as store:
+            q = store.query("d")
+            for steps in paths:
+                path = spelled(steps)
+                found = [at(r, steps) for r in records]
+                assert lines(q.where(path, "exists")) == [n for n, v in enumerate(found, 1) if v is not GONE], path
+                assert lines(q.where(path, "missing")) == [n for n, v in enumerate(found, 1) if v is GONE], path
+                if not isinstance(value, float) or value == value:
+                    expected = [n for n, v in enumerate(found, 1) if v is not GONE and equal(v, value)]
+                    assert lines(q.where(path, "=", value)) == expected, (path, value)
+                # Ordered by the path: the records without it (or null there) first, in order.
+                nothing = [n for n, v in enumerate(found, 1) if v is GONE or v is None]
+                assert lines(q.order_by(path))[: len(nothing)] == nothing, path
