@@ -165,6 +165,24 @@ def test_a_where_before_the_domain_is_said_to_be_misplaced(arrays: Store, tmp_pa
     assert (result.exit_code, result.stdout) == (0, 'd/f.jsonl:1\tv1\t{"a":[10,20]}\n')
 
 
+
+@pytest.mark.parametrize(
+    ("listed", "reason"),
+    [("[1, 1e400]", "number 1e400 is too large for a double"), ("[1, NaN]", "NaN is not valid JSON"),
+     ('["a" "b"]', "invalid JSON"), ("[1,]", "invalid JSON")],
+)
+def test_a_list_for_in_that_is_not_json_is_said_to_be_so(arrays: Store, tmp_path: Path, listed: str, reason: str) -> None:
+    """``--where a in '[1, 1e400]'`` (or a list with a syntax error) was taken as text
+    and refused as "'in' needs a list, tuple or set of values, not '[1, 1e400]'": a list,
+    the user would say, with nothing said of what was wrong in it."""
+    for op in ("in", "not in", "NOT IN"):
+        result = command(tmp_path, "query", "d", "--where", "a[0]", op, listed)
+        assert result.exit_code == 2 and result.stdout == "", result.output
+        assert f"Invalid value for --where: {listed}: {reason}" in result.stderr
+        assert "needs a list" not in result.stderr
+    result = command(tmp_path, "query", "d", "--where", "a[0]", "in", "[5, 1e308]")
+    assert (result.exit_code, result.stdout) == (0, 'd/f.jsonl:2\tv1\t{"a":[5]}\n')
+
 # --------------------------------------------------------------------------- awkward keys
 
 #: Keys a path must quote: dots, brackets, spaces, quotes of the other kind, "$",

@@ -681,13 +681,16 @@ def export(
         raise typer.Exit(1)
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(text: str, op: str = "=") -> Any:
     """A --where value: its JSON value if it is JSON, else the text itself; a JSON
-    number no double holds (``1e400``) is refused rather than compared as text."""
+    number no double holds (``1e400``) is refused rather than compared as text, and so
+    is a list for ``in`` that is not JSON (``[1, 1e400]``, ``[1,]``), which as text was
+    said to be no list."""
     try:
         return jsoncodec.decode(text)
     except jsoncodec.JSONError as exc:
-        if jsoncodec.NUMBER.fullmatch(text.strip()):
+        listed = op.lower().strip() in ("in", "not in") and text.lstrip().startswith("[")
+        if listed or jsoncodec.NUMBER.fullmatch(text.strip()):
             raise typer.BadParameter(f"{text}: {exc.reason}", param_hint="--where") from None
         return text
 
@@ -753,7 +756,7 @@ def _where_filters(ctx: typer.Context) -> list[tuple[str, str, Any]]:
             continue
         if i >= len(args):
             raise typer.BadParameter(f"--where {path} {op} needs a VALUE", param_hint="--where")
-        found.append((path, op, _parse_value(args[i])))
+        found.append((path, op, _parse_value(args[i], op)))
         i += 1
     return found
 
