@@ -150,6 +150,31 @@ def test_infinity_is_refused_as_no_json_number(huge: Store, op: str) -> None:
     assert lines(huge.query("d").where("n", "<", 1e308)) == [3, 4]
 
 
+# --------------------------------------------------------------------------- deep quoted paths
+
+
+@pytest.mark.parametrize("depth", [8, 12])
+def test_a_path_of_many_quoted_keys_is_looked_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, depth: int) -> None:
+    """On an SQLite that compares path keys as written (3.40, Debian 12's), quoted keys
+    are looked up by json_each, each key's lookup nested inside the next one twice: 8
+    quoted keys failed with "database error: parser stack overflow", and 50 never
+    finished building the query (2**50 lookups)."""
+    monkeypatch.setattr(query, "_labels_decoded", lambda: False)
+    keys = [f"k-{i}" for i in range(depth)]
+    deep: Any = {"n": 1}
+    for key in reversed(keys):
+        deep = {key: deep}
+    with make_store(tmp_path, [deep, {"k-0": "text"}, {"x": 1}]) as store:
+        path = "".join(f'["{key}"]' for key in keys)
+        q = store.query("d")
+        assert lines(q.where(path, "exists")) == [1]
+        assert lines(q.where(path + ".n", "=", 1)) == [1]
+        assert lines(q.where(path + '["n"]', ">", 0)) == [1]
+        assert lines(q.where(path, "missing")) == [2, 3]
+        assert lines(q.order_by(path + ".n", descending=True)) == [1, 2, 3]
+        with pytest.raises(QueryError, match=r"a path names at most 63 quoted keys on this SQLite"):
+            q.where(path + '["n"]' * 64, "exists")
+
 # --------------------------------------------------------------------------- the command line
 
 

@@ -189,24 +189,42 @@ def _lookup(path: str) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
     if _labels_decoded():
         sql_path = "$" + "".join(sql for sql, _ in pieces)
         return func.json_extract(records.c.payload, sql_path), func.json_type(records.c.payload, sql_path)
+    # One json_each a quoted key, joined in one subquery, each reading the value the one
+    # before found (SQLite lets a table-valued function read the tables to its left).
+    # Nested, a subquery a key inside the next one's json_each, 10 quoted keys
+    # overflowed SQLite's parser ("parser stack overflow", a database error); a value
+    # and a type a key, each holding both of the key before, doubled with every key, and
+    # 50 never finished building.
+    if sum(key is not None for _, key in pieces) > MAX_QUOTED:
+        raise QueryError(f"JSON path {path!r}: a path names at most {MAX_QUOTED} quoted keys on this SQLite (a join of one table a key)")
     doc: ColumnElement[Any] = records.c.payload
     prefix = "$"
-    value = kind = None
+    joined: Any = None
+    entries: Any = None
     for sql, key in pieces:
         if key is None:
             prefix += sql
             continue
         entries = func.json_each(doc, prefix).table_valued("key", "value", "type")
-        value = select(entries.c.value).where(entries.c.key == key).scalar_subquery()
-        kind = select(entries.c.type).where(entries.c.key == key).scalar_subquery()
+        found = entries.c.key == key
+        joined = entries if joined is None else joined.join(entries, found)
+        if joined is entries:
+            first = found
         # Only an object or an array has anything inside (json_each of a string's text
         # would read it as JSON).
-        doc = case((kind.in_(("object", "array")), value))
+        doc = case((entries.c.type.in_(("object", "array")), entries.c.value))
         prefix = "$"
-    if prefix == "$":
-        assert value is not None and kind is not None  # the path ended with a quoted key
-        return value, kind
-    return func.json_extract(doc, prefix), func.json_type(doc, prefix)
+    assert entries is not None  # (a path of plain pieces is looked up by json_extract)
+    if prefix == "$":  # the path ended with a quoted key
+        value, kind = entries.c.value, entries.c.type
+    else:
+        value, kind = func.json_extract(doc, prefix), func.json_type(doc, prefix)
+    return select(value).select_from(joined).where(first).scalar_subquery(), select(kind).select_from(joined).where(first).scalar_subquery()
+
+
+#: The most quoted keys a path looked up by json_each may name: SQLite joins at most 64
+#: tables (the subquery's own one aside).
+MAX_QUOTED = 63
 
 
 @functools.cache
