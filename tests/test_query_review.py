@@ -175,6 +175,25 @@ def test_a_path_of_many_quoted_keys_is_looked_up(tmp_path: Path, monkeypatch: py
         with pytest.raises(QueryError, match=r"a path names at most 63 quoted keys on this SQLite"):
             q.where(path + '["n"]' * 64, "exists")
 
+# --------------------------------------------------------------------------- keys
+
+
+@pytest.mark.parametrize("place", ["9223372036854775808", "99999999999999999999", "9" * 5000], ids=lambda p: p[:20])
+def test_a_key_past_any_line_or_index_is_no_record(arrays: Store, tmp_path: Path, place: str) -> None:
+    """get() and restore by key look a key's record up at the places its line or index
+    allows: a line or index of 20 digits raised OverflowError ("Python int too large to
+    convert to SQLite INTEGER"), one of 5,000 ValueError, out of the error tree (store
+    restore --key: "internal error", exit 70)."""
+    for key in (f"d/f.jsonl:{place}", f"d/f.jsonl[{place}]"):
+        assert arrays.get("d", key) is None
+        assert arrays.query("d").key(key).first() is None
+        result = command(tmp_path, "restore", "--domain", "d", "--key", key)
+        assert result.exit_code == 3, result.output
+        assert result.stderr.startswith("store: error: nothing to restore: no backups of record")
+    assert arrays.get("d", "d/f.jsonl:9223372036854775807") is None
+    found = arrays.get("d", "d/f.jsonl:2")
+    assert found is not None and found.data == {"a": [5]}
+
 # --------------------------------------------------------------------------- the command line
 
 

@@ -461,13 +461,26 @@ def key_slots(key: str) -> dict[str, int | None]:
     ``None``: anywhere."""
     slots: dict[str, int | None] = dict.fromkeys(key_paths(key))
     path, _, number = key.rpartition(":")
-    if path in slots and number.isascii() and number.isdigit() and int(number) >= 1:
-        slots[path] = int(number) - 1
+    line = _place(number)
+    if path in slots and line is not None and line >= 1:
+        slots[path] = line - 1
     if key.endswith("]") and "[" in key:
         path, index = key[: key.rfind("[")], key[key.rfind("[") + 1 : -1]
-        if index.isascii() and index.isdigit() and path != key.rpartition(":")[0]:
-            slots[path] = int(index)
+        place = _place(index)
+        if place is not None and path != key.rpartition(":")[0]:
+            slots[path] = place
     return slots
+
+
+def _place(digits: str) -> int | None:
+    """``digits`` as a line or an index, when a record's place can be that far: ``None``
+    when they are not ASCII digits or past INT_MAX (bound as a place, a key's line of 20
+    digits raised OverflowError, out of the error tree, and one of 5,000 ValueError: such
+    a record is looked for anywhere in its file, where it is not)."""
+    if not (digits.isascii() and digits.isdigit()) or len(digits.lstrip("0")) > len(str(INT_MAX)):
+        return None
+    number = int(digits)
+    return number if number <= INT_MAX else None
 
 
 def _place_number(key: str, path: str) -> int | None:
