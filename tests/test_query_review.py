@@ -1,8 +1,8 @@
 """An adversarial review of queries: answers compared with the same filter done in
 plain Python over the records' decoded payloads, where the reference property
 (test_query_reference.py) does not reach: array indexes past 32 bits, Decimals and
-infinities past the doubles, keys that only a quoted path names, and the command line's
-order of words."""
+infinities past the doubles, keys that only a quoted path names (and many of them in one
+path), record keys past any line, and the command line's order of words and lists."""
 
 from __future__ import annotations
 
