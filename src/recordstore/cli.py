@@ -693,13 +693,16 @@ def export(
         raise typer.Exit(1)
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(text: str, op: str = "=") -> Any:
     """A --where value: its JSON value if it is JSON, else the text itself; a JSON
-    number no double holds (``1e400``) is refused rather than compared as text."""
+    number no double holds (``1e400``) is refused rather than compared as text, and so
+    is a list for ``in`` that is not JSON (``[1, 1e400]``, ``[1,]``), which as text was
+    said to be no list."""
     try:
         return jsoncodec.decode(text)
     except jsoncodec.JSONError as exc:
-        if jsoncodec.NUMBER.fullmatch(text.strip()):
+        listed = op.lower().strip() in ("in", "not in") and text.lstrip().startswith("[")
+        if listed or jsoncodec.NUMBER.fullmatch(text.strip()):
             raise typer.BadParameter(f"{text}: {exc.reason}", param_hint="--where") from None
         return text
 
@@ -765,7 +768,7 @@ def _where_filters(ctx: typer.Context) -> list[tuple[str, str, Any]]:
             continue
         if i >= len(args):
             raise typer.BadParameter(f"--where {path} {op} needs a VALUE", param_hint="--where")
-        found.append((path, op, _parse_value(args[i])))
+        found.append((path, op, _parse_value(args[i], op)))
         i += 1
     return found
 
@@ -791,6 +794,11 @@ def query(
     and as text otherwise. With = != < <= > >= it may be one word: --where
     status=completed, --where 'seq>=40'.
     """
+    if domain == "--where":
+        # Given before DOMAIN, --where (no option click knows) took DOMAIN's place:
+        # `store query --where k exists task` said "unexpected argument 'k'". (A domain
+        # named "--where", given after --, is not worth that confusion.)
+        raise typer.BadParameter("DOMAIN comes first: store query DOMAIN --where PATH OP VALUE ...", param_hint="DOMAIN")
     where = _where_filters(ctx)
     with _errors(ctx), ctx.obj.open() as store:
         q = store.query(domain)

@@ -39,6 +39,13 @@ __all__ = ["OPERATORS", "Query", "Record", "json_path"]
 
 OPERATORS = ("=", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "exists", "missing")
 
+INFINITY = float("inf")
+
+#: The largest array index looked up as it is (see _path_pieces). No array holds an
+#: element there: SQLite's texts are shorter than 2**31 bytes, and each element of an
+#: array takes two at least.
+MAX_INDEX = 2**31 - 1
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SEGMENT = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]|\.?"((?:[^"\\]|\\.)*)"')
 
@@ -125,7 +132,12 @@ def _path_pieces(path: str) -> list[tuple[str, str | None]]:
         if name is not None:
             parts.append(("." + name, None))
         elif index is not None:
-            parts.append((f"[{int(index)}]", None))
+            # SQLite reads an index into 32 bits: [4294967296] looked up [0]. No array
+            # has an element past MAX_INDEX, so such an index is looked up as MAX_INDEX:
+            # there is nothing there either (its digits are not read as a Python int
+            # either: past 4,300, that raised ValueError).
+            too_far = len(index.lstrip("0")) > len(str(MAX_INDEX)) or int(index) > MAX_INDEX
+            parts.append((f"[{MAX_INDEX if too_far else int(index)}]", None))
         else:
             key = bracketed if bracketed is not None else quoted
             if '"' in key.replace('\\"', '"') or "\\" in key or any(ord(c) < 32 for c in key) or not jsoncodec.is_utf8(key):
@@ -177,24 +189,42 @@ def _lookup(path: str) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
     if _labels_decoded():
         sql_path = "$" + "".join(sql for sql, _ in pieces)
         return func.json_extract(records.c.payload, sql_path), func.json_type(records.c.payload, sql_path)
+    # One json_each a quoted key, joined in one subquery, each reading the value the one
+    # before found (SQLite lets a table-valued function read the tables to its left).
+    # Nested, a subquery a key inside the next one's json_each, 10 quoted keys
+    # overflowed SQLite's parser ("parser stack overflow", a database error); a value
+    # and a type a key, each holding both of the key before, doubled with every key, and
+    # 50 never finished building.
+    if sum(key is not None for _, key in pieces) > MAX_QUOTED:
+        raise QueryError(f"JSON path {path!r}: a path names at most {MAX_QUOTED} quoted keys on this SQLite (a join of one table a key)")
     doc: ColumnElement[Any] = records.c.payload
     prefix = "$"
-    value = kind = None
+    joined: Any = None
+    entries: Any = None
     for sql, key in pieces:
         if key is None:
             prefix += sql
             continue
         entries = func.json_each(doc, prefix).table_valued("key", "value", "type")
-        value = select(entries.c.value).where(entries.c.key == key).scalar_subquery()
-        kind = select(entries.c.type).where(entries.c.key == key).scalar_subquery()
+        found = entries.c.key == key
+        joined = entries if joined is None else joined.join(entries, found)
+        if joined is entries:
+            first = found
         # Only an object or an array has anything inside (json_each of a string's text
         # would read it as JSON).
-        doc = case((kind.in_(("object", "array")), value))
+        doc = case((entries.c.type.in_(("object", "array")), entries.c.value))
         prefix = "$"
-    if prefix == "$":
-        assert value is not None and kind is not None  # the path ended with a quoted key
-        return value, kind
-    return func.json_extract(doc, prefix), func.json_type(doc, prefix)
+    assert entries is not None  # (a path of plain pieces is looked up by json_extract)
+    if prefix == "$":  # the path ended with a quoted key
+        value, kind = entries.c.value, entries.c.type
+    else:
+        value, kind = func.json_extract(doc, prefix), func.json_type(doc, prefix)
+    return select(value).select_from(joined).where(first).scalar_subquery(), select(kind).select_from(joined).where(first).scalar_subquery()
+
+
+#: The most quoted keys a path looked up by json_each may name: SQLite joins at most 64
+#: tables (the subquery's own one aside).
+MAX_QUOTED = 63
 
 
 @functools.cache
@@ -214,9 +244,16 @@ def _scalar(value: Any, path: str) -> Any:
         if not value.is_finite():
             raise QueryError(f"{path}: {value} is not a JSON number and cannot be compared")
         if value == value.to_integral_value():
+            if value.adjusted() >= 19:  # past 64 bits: refused as such, without making the integer
+                # (int() of a Decimal is quadratic: Decimal("1e1000000") took 28 s.)
+                raise QueryError(f"{path}: integer {_decimal_digits(value)} is outside the range SQLite can compare exactly")
             value = int(value)
         else:
             number = float(value)
+            if number in (INFINITY, -INFINITY):
+                # As import refuses such a number in a record and the command line as a
+                # --where value: as infinity it would equal every integer past the doubles.
+                raise QueryError(f"{path}: {jsoncodec.quoted_number(str(value))} is too large for a double")
             if not number and value:
                 # 1e-400 would compare as 0 and match it: refused, as import refuses such a
                 # number in a record and the command line as a --where value.
@@ -232,10 +269,25 @@ def _scalar(value: Any, path: str) -> Any:
         raise QueryError(f"{path}: integer {digits} is outside the range SQLite can compare exactly")
     if isinstance(value, float) and value != value:  # SQLite binds NaN as NULL: nothing would match
         raise QueryError(f"{path}: NaN is not a JSON value and cannot be compared")
+    if isinstance(value, float) and value in (INFINITY, -INFINITY):
+        # SQLite compares a stored integer past the doubles' range as infinity: = inf
+        # found 10**400, and < inf missed it (the command line refuses 1e400).
+        raise QueryError(f"{path}: {value} is not a JSON value and cannot be compared")
     if isinstance(value, str) and ("\x00" in value or not jsoncodec.is_utf8(value)):
         # SQLite's JSON functions cut strings at NUL; lone surrogates cannot be bound.
         raise QueryError(f"{path}: strings holding NUL (\\u0000) or lone surrogates cannot be compared")
     return value
+
+
+def _decimal_digits(value: decimal.Decimal) -> str:
+    """An integral Decimal written out as :func:`jsoncodec.quoted_number` shows an
+    integer (its first digits, and how many it has), from its own digits and exponent."""
+    sign, digits, exponent = value.as_tuple()
+    count = value.adjusted() + 1
+    assert isinstance(exponent, int)
+    head = "".join(map(str, digits[:count])) + "0" * min(max(exponent, 0), jsoncodec.NUMBER_SHOWN)
+    text = ("-" if sign else "") + head[:count]
+    return text if len(text) <= jsoncodec.NUMBER_SHOWN else f"{text[: jsoncodec.NUMBER_SHOWN]}… ({count} digits)"
 
 
 def _count(n: int, what: str) -> int:
@@ -409,13 +461,26 @@ def key_slots(key: str) -> dict[str, int | None]:
     ``None``: anywhere."""
     slots: dict[str, int | None] = dict.fromkeys(key_paths(key))
     path, _, number = key.rpartition(":")
-    if path in slots and number.isascii() and number.isdigit() and int(number) >= 1:
-        slots[path] = int(number) - 1
+    line = _place(number)
+    if path in slots and line is not None and line >= 1:
+        slots[path] = line - 1
     if key.endswith("]") and "[" in key:
         path, index = key[: key.rfind("[")], key[key.rfind("[") + 1 : -1]
-        if index.isascii() and index.isdigit() and path != key.rpartition(":")[0]:
-            slots[path] = int(index)
+        place = _place(index)
+        if place is not None and path != key.rpartition(":")[0]:
+            slots[path] = place
     return slots
+
+
+def _place(digits: str) -> int | None:
+    """``digits`` as a line or an index, when a record's place can be that far: ``None``
+    when they are not ASCII digits or past INT_MAX (bound as a place, a key's line of 20
+    digits raised OverflowError, out of the error tree, and one of 5,000 ValueError: such
+    a record is looked for anywhere in its file, where it is not)."""
+    if not (digits.isascii() and digits.isdigit()) or len(digits.lstrip("0")) > len(str(INT_MAX)):
+        return None
+    number = int(digits)
+    return number if number <= INT_MAX else None
 
 
 def _place_number(key: str, path: str) -> int | None:
