@@ -1,0 +1,73 @@
+"""A store's life over many runs, as a user lives it: imports, re-imports of changed
+files, migrations, restores and exports, with the registry changing between runs (a
+version added, a registry older than the store's records)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from recordstore import Registry, Store
+
+LOG = "notes/log.jsonl"
+
+
+def registry(version: int) -> Registry:
+    """The ``note`` domain at ``version``, each step adding a field (``v2``, ``v3``...)."""
+    reg = Registry()
+    note = reg.domain("note", version=version, files=["notes/*.json", "notes/*.jsonl"])
+    for n in range(1, version):
+
+        def step(record: dict[str, object], n: int = n) -> None:
+            record[f"v{n + 1}"] = True
+
+        note.step(n)(step)
+    return reg
+
+
+def line(version: int, body: str) -> str:
+    return json.dumps({"schema_version": version, "body": body}, separators=(",", ":")) + "\n"
+
+
+@pytest.mark.parametrize("jobs", [0, 2])
+@pytest.mark.parametrize("migrated", [False, True])
+def test_an_import_by_a_registry_older_than_the_records_leaves_them_alone(tmp_path: Path, jobs: int, migrated: bool) -> None:
+    """Records the store took at version 3 (imported so, or migrated since) are still in
+    the file as the store took them; the application appends a line, and an import runs
+    with a registry that knows version 2 only (an older checkout, the wrong
+    STORE_REGISTRY). The appended line goes in; the records the file still holds, newer
+    than that registry, are reported and never touched: they were removed and their
+    lines kept as refused texts, so `status` and queries lost them until an import by
+    the right registry made them new records."""
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    log = home / LOG
+    log.write_text(line(3, "a") + line(3, "b"))
+    db = tmp_path / "store.db"
+    newest = 4 if migrated else 3
+    with Store(db, registry=registry(newest)) as store:
+        store.import_paths([home], jobs=0)
+        if migrated:
+            assert store.migrate(jobs=0).migrated == 2
+        held = {r.key: r.text for r in store.query("note")}
+    with log.open("a") as f:
+        f.write(line(1, "c"))
+    with Store(db, registry=registry(2)) as store:
+        result = store.import_paths([home], jobs=jobs)
+        counts = result.counts("note")
+        # The records the file still holds are no import's to change: nothing removed.
+        assert (counts.imported, counts.removed, counts.updated) == (1, 0, 0)
+        # Reported as before: the file holds records newer than the registry.
+        assert counts.rejected == 2
+        assert [p.line for p in result.problems] == [1, 2]
+        after = {r.key: r.text for r in store.query("note")}
+        assert {k: after[k] for k in held} == held
+        status = store.status().domains["note"]
+        assert (status.total, status.newer, status.refused) == (3, 2, 0)
+    with Store(db, registry=registry(newest)) as store:
+        counts = store.import_paths([home], jobs=0).counts("note")
+        assert (counts.imported, counts.removed, counts.updated, counts.unchanged) == (0, 0, 0, 3)
+        assert {r.key: r.text for r in store.query("note")} == after
+        assert store.check().ok
