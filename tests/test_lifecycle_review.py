@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from recordstore import Registry, Store
+from recordstore import RecordStoreError, Registry, Store
 
 LOG = "notes/log.jsonl"
 
@@ -71,3 +71,25 @@ def test_an_import_by_a_registry_older_than_the_records_leaves_them_alone(tmp_pa
         assert (counts.imported, counts.removed, counts.updated, counts.unchanged) == (0, 0, 0, 3)
         assert {r.key: r.text for r in store.query("note")} == after
         assert store.check().ok
+
+
+def test_an_import_that_only_added_records_is_undone_after_a_prune_of_other_runs(tmp_path: Path) -> None:
+    """A prune deletes the backups of the runs before it; an import that only added
+    records wrote none, and is undone by removing them, prune or not. It was refused as
+    if the prune had deleted its backups ("nothing to restore: run 3 has no backups"),
+    so the records it added could not be taken out again."""
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    (home / LOG).write_text(line(1, "a"))
+    with Store(tmp_path / "store.db", registry=registry(2)) as store:
+        store.import_paths([home], jobs=0)
+        store.migrate(jobs=0)
+        (home / "notes" / "b.json").write_text(line(2, "b"))
+        added = store.import_paths([home], jobs=0).run_id
+        assert store.prune_backups(added + 1) == 1  # the migration's backup
+        done = store.restore(run=added)
+        assert done.removed == {"note": 1}
+        assert [r.key for r in store.query("note")] == [f"{LOG}:1"]
+        # A run whose backups the prune did delete is still refused, saying so.
+        with pytest.raises(RecordStoreError, match=r"^nothing to restore: run 2 has no backups \(prune run 4 deleted"):
+            store.restore(run=2)
