@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from recordstore import RecordStoreError, Registry, Store
+from recordstore import RecordStoreError, Registry, RestoreConflictError, Store
 
 LOG = "notes/log.jsonl"
 
@@ -93,3 +93,44 @@ def test_an_import_that_only_added_records_is_undone_after_a_prune_of_other_runs
         # A run whose backups the prune did delete is still refused, saying so.
         with pytest.raises(RecordStoreError, match=r"^nothing to restore: run 2 has no backups \(prune run 4 deleted"):
             store.restore(run=2)
+
+
+def element(body: str) -> dict[str, object]:
+    return {"schema_version": 1, "body": body}
+
+
+def test_a_restore_never_leaves_an_array_s_records_after_an_empty_place(tmp_path: Path) -> None:
+    """An array file imported with two records, then with a third the application
+    appended. Restoring the first import removed the two records it added and kept the
+    third, at ``[2]``: export wrote it as the array's only element, at ``[0]``, and the
+    next import took it for another record. So did restoring a removed ``[2]`` by its key
+    while ``[1]`` was gone too. Each is refused, saying what to restore first, and that
+    order gives a store whose export is the file."""
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    arr = home / "notes" / "arr.json"
+    arr.write_text(json.dumps([element("A"), element("B")]))
+    with Store(tmp_path / "store.db", registry=registry(2)) as store:
+        first = store.import_paths([home], jobs=0).run_id
+        arr.write_text(json.dumps([element("A"), element("B"), element("C")]))
+        second = store.import_paths([home], jobs=0).run_id
+        for force in (False, True):  # a gap is no place another record holds: --force does not help
+            with pytest.raises(RestoreConflictError, match=r"\(note notes/arr.json\[2\]\); restore first the later runs"):
+                store.restore(run=first, force=force)
+        assert [r.key for r in store.query("note")] == [f"notes/arr.json[{i}]" for i in range(3)]
+        store.restore(run=second)
+        store.restore(run=first)  # newest first: the store holds none of the file
+        assert store.query("note").count() == 0
+
+        arr.write_text(json.dumps([element("A"), element("B"), element("C")]))
+        store.import_paths([home], jobs=0)
+        arr.write_text(json.dumps([element("A")]))
+        assert store.import_paths([home], jobs=0).counts("note").removed == 2
+        with pytest.raises(RestoreConflictError, match=r"put back the records before them \(by domain and key\)"):
+            store.restore(domain="note", key="notes/arr.json[2]")
+        store.restore(domain="note", key="notes/arr.json[1]")
+        store.restore(domain="note", key="notes/arr.json[2]")
+        out = tmp_path / "out"
+        store.export_to(out)
+        exported = json.loads((out / "notes" / "arr.json").read_text())
+        assert exported == [r.data for r in store.query("note")] == [element(b) for b in "ABC"]

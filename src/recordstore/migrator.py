@@ -1055,6 +1055,44 @@ def _already_restored(row: Any, backup: Any, same_payload: Any) -> bool:
     )
 
 
+def _after_a_gap(conn: Connection, file_ids: list[Select[Any]]) -> _Conflicting:
+    """The records of the array files among ``file_ids`` that come after a slot holding
+    neither a record nor a refused text. A JSON-lines file keeps an empty line in such a
+    place, so its records keep their lines; an array keeps no empty element, so export
+    would write each record after it at another index than its key's (``[2]`` as the
+    first element), and the next import of that file would take it for another record."""
+    arrays = [i for (i,) in conn.execute(select(files.c.id).where(files.c.id.in_(union(*file_ids)), files.c.container == "array"))]
+    # A file's slots are numbered from 0, one a position: fewer than its last one's
+    # number, and there is a gap. Counted by the (file_id, position) indexes.
+    slots: dict[int, list[int]] = {}  # file id -> [count, last position]
+    for start in range(0, len(arrays), 500):
+        chunk = arrays[start : start + 500]
+        for table in (records, refused):
+            for file_id, n, last in conn.execute(
+                select(table.c.file_id, func.count(), func.max(table.c.position))
+                .where(table.c.file_id.in_(chunk))
+                .group_by(table.c.file_id)
+            ):
+                seen = slots.setdefault(file_id, [0, -1])
+                seen[0] += n
+                seen[1] = max(seen[1], last)
+    found = _Conflicting()
+    for file_id in sorted(f for f, (n, last) in slots.items() if n <= last):  # rare: a refusal, file by file
+        held = {p for t in (records, refused) for (p,) in conn.execute(select(t.c.position).where(t.c.file_id == file_id))}
+        first_gap = next(p for p in range(len(held) + 1) if p not in held)
+        found.add(
+            [
+                (d, k)
+                for d, k in conn.execute(
+                    select(records.c.domain, records.c.key)
+                    .where(records.c.file_id == file_id, records.c.position > first_gap)
+                    .order_by(records.c.position)
+                )
+            ]
+        )
+    return found
+
+
 def _counted(conn: Connection, domain: Any, query: Select[Any], first: Any) -> dict[str, int]:
     """Records by domain, the domains in the order their first record comes (``first``)."""
     return {name: int(n) for name, n in conn.execute(query.add_columns(domain, func.count()).group_by(domain).order_by(func.min(first)))}
@@ -1215,6 +1253,8 @@ def restore_records(
             done = upto
         result.restored = _counted(conn, backups.c.domain, select().select_from(planned), _plan.c.seq)
         touched = [select(_plan.c.file_id), select(_leaving.c.file_id)]
+        # The files whose slots this restore empties or fills: only there can it leave a gap.
+        reslotted = [select(_plan.c.file_id).where(gone), select(_leaving.c.file_id)]
         if from_run is not None:
             # The files the run gave another layout (an import: an object become an array,
             # a last newline gone) go back to the one they had, as their records do.
@@ -1224,6 +1264,17 @@ def restore_records(
                 backup_file_layout(conn, layout.file_id, old, run.run_id)  # so this restore can be undone
                 conn.execute(update(files).where(files.c.id == layout.file_id).values(**old))
             touched.append(select(file_backups.c.file_id).where(file_backups.c.id.in_(first)))
+            reslotted.append(touched[-1])
+        if gapped := _after_a_gap(conn, reslotted):
+            # Written, then refused: the transaction is rolled back whole.
+            raise _conflict(
+                from_run,
+                gapped,
+                "would be in their array file after a place left empty, where export would write them at another "
+                "index than their key's",
+                "restore first the later runs that added them (newest first), or put back the records before them "
+                "(by domain and key)",
+            )
         # The next import must compare these files again rather than trust their digest.
         conn.execute(update(files).where(files.c.id.in_(union(*touched))).values(digest=""))
         run.counts = {"restored": result.restored, "removed": result.removed, "from_run": from_run}
