@@ -5,6 +5,8 @@ version added, a registry older than the store's records)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,41 @@ def test_a_restore_never_leaves_an_array_s_records_after_an_empty_place(tmp_path
         store.export_to(out)
         exported = json.loads((out / "notes" / "arr.json").read_text())
         assert exported == [r.data for r in store.query("note")] == [element(b) for b in "ABC"]
+
+
+def killing_registry() -> Registry:
+    """``note`` at version 2, whose step kills the process it runs in on one record (as
+    the kernel does a step that takes all the memory there is on it)."""
+    reg = Registry()
+    note = reg.domain("note", version=2, files=["notes/*.jsonl"])
+
+    @note.step(1)
+    def step(record: dict[str, object]) -> None:
+        if record["body"] == "huge":
+            os.kill(os.getpid(), signal.SIGKILL)
+        record["text"] = record.pop("body")
+
+    return reg
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        ({"dry_run": True}, r"nothing was written \(a dry run writes nothing\): run the dry run again, or with no workers"),
+        ({"atomic": True}, r"nothing was changed \(an atomic migration is rolled back whole\): run the migrate again, or"),
+    ],
+)
+def test_a_worker_killed_in_a_run_that_commits_nothing_does_not_say_batches_are_kept(
+    tmp_path: Path, how: dict[str, bool], said: str
+) -> None:
+    """A worker killed in a dry run or an atomic migration was reported as "every batch
+    committed so far is kept: run the migrate again to go on", though neither commits a
+    batch: the user was told part of the work was done when none was."""
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    (home / LOG).write_text("".join(line(1, b) for b in ["a", "b", "huge", "c"]))
+    with Store(tmp_path / "store.db", registry=killing_registry()) as store:
+        store.import_paths([home], jobs=0)
+        with pytest.raises(RecordStoreError, match=f"a worker process of the migrate died \\(killed, or out of memory\\?\\); {said}"):
+            store.migrate(jobs=2, **how)
+        assert store.status().domains["note"].versions == {1: 4}

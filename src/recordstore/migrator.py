@@ -631,6 +631,15 @@ class _Pass:
                 if stepped is not None:
                     stepped.cancel()
 
+    @property
+    def _kept(self) -> str | None:
+        """What a dead worker leaves of this pass, when not every batch committed so far."""
+        if self.run is None:
+            return "nothing was written (a dry run writes nothing): run the dry run again"
+        if self.atomic:
+            return "nothing was changed (an atomic migration is rolled back whole): run the migrate again"
+        return None
+
     def _submit(self, dom: Domain, span: _Span) -> Future[_Stepped] | None:
         """Hand ``span`` to a worker; without workers, ``None``: its steps run when its
         batch is written (:meth:`_stepped`), never before the batch ahead of it is
@@ -638,12 +647,12 @@ class _Pass:
         if self.pool is None:
             return None
         wanted = max(0, self.diff - len(self.result.diffs))
-        return workers.submit(self.pool, "migrate", _step_span_in_worker, span, self.fail_fast, wanted)
+        return workers.submit(self.pool, "migrate", _step_span_in_worker, span, self.fail_fast, wanted, kept=self._kept)
 
     def _stepped(self, dom: Domain, span: _Span, future: Future[_Stepped] | None) -> _Stepped:
         """What a worker made of ``span``, or (``future`` is ``None``) its steps run here."""
         if future is not None:
-            return workers.result(future, "migrate")
+            return workers.result(future, "migrate", self._kept)
         wanted = max(0, self.diff - len(self.result.diffs))
         conn = self.conn
         dbapi_conn = conn.connection.dbapi_connection  # the transaction's own connection
