@@ -174,3 +174,30 @@ def test_a_worker_killed_in_a_run_that_commits_nothing_does_not_say_batches_are_
         with pytest.raises(RecordStoreError, match=f"a worker process of the migrate died \\(killed, or out of memory\\?\\); {said}"):
             store.migrate(jobs=2, **how)
         assert store.status().domains["note"].versions == {1: 4}
+
+
+def test_restoring_the_import_that_made_a_one_record_file_an_array_keeps_its_export_json(tmp_path: Path) -> None:
+    """A one-record file the application rewrote as an array, then grew by an element,
+    each imported. Restoring the import that made it an array put its record and its
+    layout back and kept the element the later import added, at ``[1]``: export wrote
+    the record and the element one after the other, which is no JSON (over the home,
+    the application's file became unreadable), and `store check` said all was well.
+    Refused, saying to restore the later run first, which works."""
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    f = home / "notes" / "f.json"
+    f.write_text(json.dumps(element("A")))
+    with Store(tmp_path / "store.db", registry=registry(2)) as store:
+        store.import_paths([home], jobs=0)
+        f.write_text(json.dumps([element("X")]))
+        became_array = store.import_paths([home], jobs=0).run_id
+        f.write_text(json.dumps([element("X"), element("Y")]))
+        grew = store.import_paths([home], jobs=0).run_id
+        with pytest.raises(RestoreConflictError, match=r"or not as JSON \(note notes/f.json\[1\]\); restore first the later runs"):
+            store.restore(run=became_array)
+        store.restore(run=grew)
+        store.restore(run=became_array)
+        out = tmp_path / "out"
+        store.export_to(out)
+        assert json.loads((out / "notes" / "f.json").read_text()) == element("A")
+        assert [(r.key, r.data) for r in store.query("note")] == [("notes/f.json", element("A"))]

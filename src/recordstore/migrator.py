@@ -43,6 +43,7 @@ from sqlalchemy import (
     or_,
     select,
     union,
+    union_all,
     update,
 )
 
@@ -1064,18 +1065,27 @@ def _already_restored(row: Any, backup: Any, same_payload: Any) -> bool:
     )
 
 
-def _after_a_gap(conn: Connection, file_ids: list[Select[Any]]) -> _Conflicting:
-    """The records of the array files among ``file_ids`` that come after a slot holding
-    neither a record nor a refused text. A JSON-lines file keeps an empty line in such a
-    place, so its records keep their lines; an array keeps no empty element, so export
-    would write each record after it at another index than its key's (``[2]`` as the
-    first element), and the next import of that file would take it for another record."""
-    arrays = [i for (i,) in conn.execute(select(files.c.id).where(files.c.id.in_(union(*file_ids)), files.c.container == "array"))]
+def _misplaced(conn: Connection, file_ids: list[Select[Any]]) -> _Conflicting:
+    """The slots (records, refused texts) of the files among ``file_ids`` that their file
+    has no place for: past a one-record file's record, or in an array after a slot
+    holding neither a record nor a refused text. A JSON-lines file keeps an empty line in
+    such a place, so its records keep their lines; an array keeps no empty element, so
+    export would write each record after it at another index than its key's (``[2]`` as
+    the first element), and a one-record file holds one JSON value: export would write
+    two, one after the other, which is no JSON (an application reading the file over
+    which it was exported could not read it)."""
+    laid_out = {
+        i: container
+        for i, container in conn.execute(
+            select(files.c.id, files.c.container).where(files.c.id.in_(union(*file_ids)), files.c.container.in_(("array", "object")))
+        )
+    }
     # A file's slots are numbered from 0, one a position: fewer than its last one's
     # number, and there is a gap. Counted by the (file_id, position) indexes.
     slots: dict[int, list[int]] = {}  # file id -> [count, last position]
-    for start in range(0, len(arrays), 500):
-        chunk = arrays[start : start + 500]
+    ids = list(laid_out)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
         for table in (records, refused):
             for file_id, n, last in conn.execute(
                 select(table.c.file_id, func.count(), func.max(table.c.position))
@@ -1086,19 +1096,26 @@ def _after_a_gap(conn: Connection, file_ids: list[Select[Any]]) -> _Conflicting:
                 seen[0] += n
                 seen[1] = max(seen[1], last)
     found = _Conflicting()
-    for file_id in sorted(f for f, (n, last) in slots.items() if n <= last):  # rare: a refusal, file by file
-        held = {p for t in (records, refused) for (p,) in conn.execute(select(t.c.position).where(t.c.file_id == file_id))}
-        first_gap = next(p for p in range(len(held) + 1) if p not in held)
-        found.add(
-            [
-                (d, k)
-                for d, k in conn.execute(
-                    select(records.c.domain, records.c.key)
-                    .where(records.c.file_id == file_id, records.c.position > first_gap)
-                    .order_by(records.c.position)
-                )
-            ]
-        )
+    for file_id in sorted(slots):  # a refusal where any is found, file by file
+        n, last = slots[file_id]
+        if laid_out[file_id] == "object":
+            if last == 0:
+                continue
+            upto = 0  # its one record's place
+        elif n > last:
+            continue
+        else:
+            held = {p for t in (records, refused) for (p,) in conn.execute(select(t.c.position).where(t.c.file_id == file_id))}
+            upto = next(p for p in range(len(held) + 1) if p not in held)
+        past = union_all(
+            select(records.c.domain.label("domain"), records.c.key.label("key"), records.c.position.label("position")).where(
+                records.c.file_id == file_id, records.c.position > upto
+            ),
+            select(files.c.domain, refused.c.key, refused.c.position)
+            .join(files, files.c.id == refused.c.file_id)
+            .where(refused.c.file_id == file_id, refused.c.position > upto),
+        ).subquery()
+        found.add([(d, k) for d, k in conn.execute(select(past.c.domain, past.c.key).order_by(past.c.position))])
     return found
 
 
@@ -1274,13 +1291,14 @@ def restore_records(
                 conn.execute(update(files).where(files.c.id == layout.file_id).values(**old))
             touched.append(select(file_backups.c.file_id).where(file_backups.c.id.in_(first)))
             reslotted.append(touched[-1])
-        if gapped := _after_a_gap(conn, reslotted):
+        if misplaced := _misplaced(conn, reslotted):
             # Written, then refused: the transaction is rolled back whole.
             raise _conflict(
                 from_run,
-                gapped,
-                "would be in their array file after a place left empty, where export would write them at another "
-                "index than their key's",
+                misplaced,
+                "would be where their file has no place for them (in an array after a place left empty, or past "
+                "the record of a one-record file), and export would write them at another index than their key's, "
+                "or not as JSON",
                 "restore first the later runs that added them (newest first), or put back the records before them "
                 "(by domain and key)",
             )
