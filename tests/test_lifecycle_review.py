@@ -201,3 +201,27 @@ def test_restoring_the_import_that_made_a_one_record_file_an_array_keeps_its_exp
         store.export_to(out)
         assert json.loads((out / "notes" / "f.json").read_text()) == element("A")
         assert [(r.key, r.data) for r in store.query("note")] == [("notes/f.json", element("A"))]
+
+
+def test_a_one_record_file_s_record_does_not_go_back_by_its_key_into_what_is_an_array_now(tmp_path: Path) -> None:
+    """A one-record file the application rewrote as an array, imported. Restoring its
+    record by domain and key (or the whole domain) put the one-record file's row back in
+    the array's first place: `query` showed ``notes/f.json`` while export wrote it as
+    ``notes/f.json[0]``, and the next import took it for another record. Refused, saying
+    to restore the import by run, which puts the file's layout back with it."""
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    f = home / "notes" / "f.json"
+    f.write_text(json.dumps(element("A")))
+    with Store(tmp_path / "store.db", registry=registry(2)) as store:
+        store.import_paths([home], jobs=0)
+        f.write_text(json.dumps([element("X"), element("Y")]))
+        became_array = store.import_paths([home], jobs=0).run_id
+        for how in ({"key": "notes/f.json"}, {}):
+            with pytest.raises(RestoreConflictError, match=r"\(note notes/f.json\); restore by run the import that gave"):
+                store.restore(domain="note", **how)
+        assert [r.key for r in store.query("note")] == ["notes/f.json[0]", "notes/f.json[1]"]
+        store.restore(run=became_array)
+        store.export_to(tmp_path / "out")
+        assert json.loads((tmp_path / "out" / "notes" / "f.json").read_text()) == element("A")
+        assert [r.key for r in store.query("note")] == ["notes/f.json"]

@@ -33,6 +33,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast as sql_cast,  # (typing's cast is this module's cast)
     delete,
     exists,
     false,
@@ -1119,6 +1120,36 @@ def _misplaced(conn: Connection, file_ids: list[Select[Any]]) -> _Conflicting:
     return found
 
 
+def _keys_astray(conn: Connection, relaid: list[Select[Any]]) -> _Conflicting:
+    """The records this restore wrote (and those of the files whose layout it put back:
+    ``relaid``) whose key is not one their file's layout gives: a one-record file's key
+    in a file that is an array now, an element's in a one-record file, either in a
+    JSON-lines file. Export would write such a record under another key than its own
+    (the next import taking it for another record), the array's first element for a
+    one-record file's key."""
+    element = files.c.path + "[" + sql_cast(records.c.position, String) + "]"
+    astray = or_(
+        and_(files.c.container == "object", or_(records.c.key != files.c.path, records.c.position != 0)),
+        and_(files.c.container == "array", records.c.key != element),
+        and_(files.c.container == "lines", func.substr(records.c.key, 1, func.length(files.c.path) + 1) != files.c.path + ":"),
+    )
+    # Found from the plan (by the records' and files' ids), and from the (file_id,
+    # position) index for the files relaid: no pass over every record.
+    page = union(
+        select(records.c.id, records.c.domain, records.c.key)
+        .select_from(_plan.join(records, records.c.id == _plan.c.record_id).join(files, files.c.id == records.c.file_id))
+        .where(astray),
+        select(records.c.id, records.c.domain, records.c.key)
+        .join(files, files.c.id == records.c.file_id)
+        .where(records.c.file_id.in_(union(*relaid)), astray),
+    ).subquery()
+    found = _Conflicting()
+    found.add([(d, k) for _, d, k in conn.execute(select(page).order_by(page.c.id).limit(CONFLICT_KEYS_KEPT))])
+    if found.count == CONFLICT_KEYS_KEPT:  # perhaps more: counted by SQLite, not read
+        found.count = int(conn.execute(select(func.count()).select_from(page)).scalar() or 0)
+    return found
+
+
 def _counted(conn: Connection, domain: Any, query: Select[Any], first: Any) -> dict[str, int]:
     """Records by domain, the domains in the order their first record comes (``first``)."""
     return {name: int(n) for name, n in conn.execute(query.add_columns(domain, func.count()).group_by(domain).order_by(func.min(first)))}
@@ -1281,6 +1312,7 @@ def restore_records(
         touched = [select(_plan.c.file_id), select(_leaving.c.file_id)]
         # The files whose slots this restore empties or fills: only there can it leave a gap.
         reslotted = [select(_plan.c.file_id).where(gone), select(_leaving.c.file_id)]
+        relaid = [select(literal(-1))]  # (a file id none has)
         if from_run is not None:
             # The files the run gave another layout (an import: an object become an array,
             # a last newline gone) go back to the one they had, as their records do.
@@ -1291,6 +1323,7 @@ def restore_records(
                 conn.execute(update(files).where(files.c.id == layout.file_id).values(**old))
             touched.append(select(file_backups.c.file_id).where(file_backups.c.id.in_(first)))
             reslotted.append(touched[-1])
+            relaid.append(touched[-1])
         if misplaced := _misplaced(conn, reslotted):
             # Written, then refused: the transaction is rolled back whole.
             raise _conflict(
@@ -1301,6 +1334,14 @@ def restore_records(
                 "or not as JSON",
                 "restore first the later runs that added them (newest first), or put back the records before them "
                 "(by domain and key)",
+            )
+        if astray := _keys_astray(conn, relaid):
+            raise _conflict(
+                from_run,
+                astray,
+                "would go back under a key their file's layout does not give them (a one-record file's in what is an "
+                "array now, or an element's), and export would write them under another",
+                "restore by run the import that gave their file its layout, which puts that layout back too",
             )
         # The next import must compare these files again rather than trust their digest.
         conn.execute(update(files).where(files.c.id.in_(union(*touched))).values(digest=""))
