@@ -294,9 +294,9 @@ def test_a_batch_stops_reading_once_its_payloads_reach_the_byte_bound(
 
     real_result = migrator_module.workers.result
 
-    def spy_result(future: Any, command: str) -> Any:
+    def spy_result(future: Any, command: str, *kept: Any) -> Any:
         out.discard(future)
-        return real_result(future, command)
+        return real_result(future, command, *kept)
 
     monkeypatch.setattr(migrator_module._Pass, "_submit", spy_submit)
     monkeypatch.setattr(migrator_module._Pass, "_write", spy_write)

@@ -713,18 +713,22 @@ class Importer:
     def _write_changed(self, batch: list[Slot], file_id: int, domain: str, counts: DomainCounts) -> None:
         """Write a changed file's slots: each record compared with the row in its slot,
         each refused text in place of what its slot held (a record there is backed up
-        and removed: the file no longer holds it)."""
+        and removed: the file no longer holds it), unless that record is the text itself."""
         if not batch:
             return
         conn, m = self.conn, self._mark
         positions = [r.position for r in batch]
         in_positions = f"file_id = {m} AND position IN ({', '.join([m] * len(positions))})"
         found = [r for r in batch if isinstance(r, ParsedRecord)]
+        kept = [r for r in batch if isinstance(r, Refused)]
         # The texts as read (on SQLite, the UTF-8 bytes of a file's text, compared with
         # the stored payload's and written as they are): a huge record's text is not
         # also held as a str, nor its stored payload.
         as_bytes = self.bytes_as_text
         texts = {r.position: r.text if as_bytes else as_text(r.text) for r in found}
+        # A refused text too: it may be the very record its slot holds, taken when the
+        # registry knew its version and refused now by one older than the store's records.
+        texts.update((r.position, r.text if as_bytes else text) for r in kept if (text := _utf8(r.text)) is not None)
         payload_column = "CAST(payload AS BLOB)" if as_bytes else "payload"
         # What each slot holds: (id, key, domain, whether its payload is the file's text,
         # the run that wrote it), read row by row, so that the rows replaced are never
@@ -740,18 +744,33 @@ class Importer:
             old[position] = (rid, key, row_domain, same, run_id)
             del payload, text
         sql_text(conn, f"DELETE FROM refused WHERE {in_positions}", (file_id, *positions))
-        kept = [r for r in batch if isinstance(r, Refused)]
-        if kept:
-            gone = [old.pop(r.position)[0] for r in kept if r.position in old]
-            self._remove(gone)
-            counts.removed += len(gone)
-            sql_text(conn, self.sql_refused, [(file_id, r.position, r.key, r.text, self.run_id) for r in kept])
         # A record that differs from the file's text, last written by a migration or a
         # restore, may still be the text an import last wrote for it.
         imports = self._import_runs()
         imported = self._last_imported(
-            [row[0] for r in found if (row := old.get(r.position)) is not None and not row[3] and row[4] not in imports]
+            [row[0] for r in batch if (row := old.get(r.position)) is not None and not row[3] and row[4] not in imports]
         )
+
+        def unchanged(r: Slot, row: tuple[int, str, str, bool, int | None]) -> bool:
+            """As stored, or as this record was last imported, since migrated or restored:
+            the file did not change it, and what later runs made of it stands."""
+            return (
+                row[1] == r.key
+                and row[2] == domain
+                and (row[3] or (row[0] in imported and imported[row[0]] == text_digest(texts[r.position])))
+            )
+
+        if kept:
+            # A record the file still holds as the store took it, refused now (newer than
+            # the registry, which is older than the store's records, or than the one it
+            # was imported with) is not touched: it is reported, and stays a record.
+            held = {r.position for r in kept if r.position in texts and (row := old.get(r.position)) and unchanged(r, row)}
+            kept = [r for r in kept if r.position not in held]
+            gone = [old.pop(r.position)[0] for r in kept if r.position in old]
+            self._remove(gone)
+            counts.removed += len(gone)
+            if kept:
+                sql_text(conn, self.sql_refused, [(file_id, r.position, r.key, r.text, self.run_id) for r in kept])
         changed: list[tuple[Any, ...]] = []
         for r in found:
             row = old.get(r.position)
@@ -759,13 +778,7 @@ class Importer:
             if row is None:
                 self.record_rows.append((domain, r.key, r.version, text, file_id, r.position, self.run_id))
                 counts.imported += 1
-            elif (
-                row[1] == r.key
-                and row[2] == domain
-                and (row[3] or (row[0] in imported and imported[row[0]] == text_digest(text)))
-            ):
-                # As stored, or as this record was last imported, since migrated or restored:
-                # the file did not change it, and what later runs made of it stands.
+            elif unchanged(r, row):
                 counts.unchanged += 1
             else:
                 changed.append((domain, r.key, r.version, text, self.run_id, row[0]))
@@ -892,6 +905,14 @@ def keep_import_digests(conn: Connection, before: int) -> None:
 
 def as_text(text: str | bytes | bytearray) -> str:
     return text if isinstance(text, str) else text.decode("utf-8")
+
+
+def _utf8(text: bytes) -> str | None:
+    """``text`` decoded, or ``None`` if it is not UTF-8 (a refused text may not be)."""
+    try:
+        return text.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _sql_int(value: int | None) -> int | None:

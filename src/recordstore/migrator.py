@@ -33,6 +33,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast as sql_cast,  # (typing's cast is this module's cast)
     delete,
     exists,
     false,
@@ -43,6 +44,7 @@ from sqlalchemy import (
     or_,
     select,
     union,
+    union_all,
     update,
 )
 
@@ -653,6 +655,15 @@ class _Pass:
                 if stepped is not None:
                     stepped.cancel()
 
+    @property
+    def _kept(self) -> str | None:
+        """What a dead worker leaves of this pass, when not every batch committed so far."""
+        if self.run is None:
+            return "nothing was written (a dry run writes nothing): run the dry run again"
+        if self.atomic:
+            return "nothing was changed (an atomic migration is rolled back whole): run the migrate again"
+        return None
+
     def _submit(self, dom: Domain, span: _Span) -> Future[_Stepped] | None:
         """Hand ``span`` to a worker; without workers, ``None``: its steps run when its
         batch is written (:meth:`_stepped`), never before the batch ahead of it is
@@ -660,12 +671,12 @@ class _Pass:
         if self.pool is None:
             return None
         wanted = max(0, self.diff - len(self.result.diffs))
-        return workers.submit(self.pool, "migrate", _step_span_in_worker, span, self.fail_fast, wanted)
+        return workers.submit(self.pool, "migrate", _step_span_in_worker, span, self.fail_fast, wanted, kept=self._kept)
 
     def _stepped(self, dom: Domain, span: _Span, future: Future[_Stepped] | None) -> _Stepped:
         """What a worker made of ``span``, or (``future`` is ``None``) its steps run here."""
         if future is not None:
-            return workers.result(future, "migrate")
+            return workers.result(future, "migrate", self._kept)
         wanted = max(0, self.diff - len(self.result.diffs))
         conn = self.conn
         dbapi_conn = conn.connection.dbapi_connection  # the transaction's own connection
@@ -1077,6 +1088,90 @@ def _already_restored(row: Any, backup: Any, same_payload: Any) -> bool:
     )
 
 
+def _misplaced(conn: Connection, file_ids: list[Select[Any]]) -> _Conflicting:
+    """The slots (records, refused texts) of the files among ``file_ids`` that their file
+    has no place for: past a one-record file's record, or in an array after a slot
+    holding neither a record nor a refused text. A JSON-lines file keeps an empty line in
+    such a place, so its records keep their lines; an array keeps no empty element, so
+    export would write each record after it at another index than its key's (``[2]`` as
+    the first element), and a one-record file holds one JSON value: export would write
+    two, one after the other, which is no JSON (an application reading the file over
+    which it was exported could not read it)."""
+    laid_out = {
+        i: container
+        for i, container in conn.execute(
+            select(files.c.id, files.c.container).where(files.c.id.in_(union(*file_ids)), files.c.container.in_(("array", "object")))
+        )
+    }
+    # A file's slots are numbered from 0, one a position: fewer than its last one's
+    # number, and there is a gap. Counted by the (file_id, position) indexes.
+    slots: dict[int, list[int]] = {}  # file id -> [count, last position]
+    ids = list(laid_out)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for table in (records, refused):
+            for file_id, n, last in conn.execute(
+                select(table.c.file_id, func.count(), func.max(table.c.position))
+                .where(table.c.file_id.in_(chunk))
+                .group_by(table.c.file_id)
+            ):
+                seen = slots.setdefault(file_id, [0, -1])
+                seen[0] += n
+                seen[1] = max(seen[1], last)
+    found = _Conflicting()
+    for file_id in sorted(slots):  # a refusal where any is found, file by file
+        n, last = slots[file_id]
+        if laid_out[file_id] == "object":
+            if last == 0:
+                continue
+            upto = 0  # its one record's place
+        elif n > last:
+            continue
+        else:
+            held = {p for t in (records, refused) for (p,) in conn.execute(select(t.c.position).where(t.c.file_id == file_id))}
+            upto = next(p for p in range(len(held) + 1) if p not in held)
+        past = union_all(
+            select(records.c.domain.label("domain"), records.c.key.label("key"), records.c.position.label("position")).where(
+                records.c.file_id == file_id, records.c.position > upto
+            ),
+            select(files.c.domain, refused.c.key, refused.c.position)
+            .join(files, files.c.id == refused.c.file_id)
+            .where(refused.c.file_id == file_id, refused.c.position > upto),
+        ).subquery()
+        found.add([(d, k) for d, k in conn.execute(select(past.c.domain, past.c.key).order_by(past.c.position))])
+    return found
+
+
+def _keys_astray(conn: Connection, relaid: list[Select[Any]]) -> _Conflicting:
+    """The records this restore wrote (and those of the files whose layout it put back:
+    ``relaid``) whose key is not one their file's layout gives: a one-record file's key
+    in a file that is an array now, an element's in a one-record file, either in a
+    JSON-lines file. Export would write such a record under another key than its own
+    (the next import taking it for another record), the array's first element for a
+    one-record file's key."""
+    element = files.c.path + "[" + sql_cast(records.c.position, String) + "]"
+    astray = or_(
+        and_(files.c.container == "object", or_(records.c.key != files.c.path, records.c.position != 0)),
+        and_(files.c.container == "array", records.c.key != element),
+        and_(files.c.container == "lines", func.substr(records.c.key, 1, func.length(files.c.path) + 1) != files.c.path + ":"),
+    )
+    # Found from the plan (by the records' and files' ids), and from the (file_id,
+    # position) index for the files relaid: no pass over every record.
+    page = union(
+        select(records.c.id, records.c.domain, records.c.key)
+        .select_from(_plan.join(records, records.c.id == _plan.c.record_id).join(files, files.c.id == records.c.file_id))
+        .where(astray),
+        select(records.c.id, records.c.domain, records.c.key)
+        .join(files, files.c.id == records.c.file_id)
+        .where(records.c.file_id.in_(union(*relaid)), astray),
+    ).subquery()
+    found = _Conflicting()
+    found.add([(d, k) for _, d, k in conn.execute(select(page).order_by(page.c.id).limit(CONFLICT_KEYS_KEPT))])
+    if found.count == CONFLICT_KEYS_KEPT:  # perhaps more: counted by SQLite, not read
+        found.count = int(conn.execute(select(func.count()).select_from(page)).scalar() or 0)
+    return found
+
+
 def _counted(conn: Connection, domain: Any, query: Select[Any], first: Any) -> dict[str, int]:
     """Records by domain, the domains in the order their first record comes (``first``)."""
     return {name: int(n) for name, n in conn.execute(query.add_columns(domain, func.count()).group_by(domain).order_by(func.min(first)))}
@@ -1266,6 +1361,9 @@ def restore_records(
             done = upto
         result.restored = _counted(conn, backups.c.domain, select().select_from(planned), _plan.c.seq)
         touched = [select(_plan.c.file_id), select(_leaving.c.file_id)]
+        # The files whose slots this restore empties or fills: only there can it leave a gap.
+        reslotted = [select(_plan.c.file_id).where(gone), select(_leaving.c.file_id)]
+        relaid = [select(literal(-1))]  # (a file id none has)
         if from_run is not None:
             # The files the run gave another layout (an import: an object become an array,
             # a last newline gone) go back to the one they had, as their records do.
@@ -1275,6 +1373,27 @@ def restore_records(
                 backup_file_layout(conn, layout.file_id, old, run.run_id)  # so this restore can be undone
                 conn.execute(update(files).where(files.c.id == layout.file_id).values(**old))
             touched.append(select(file_backups.c.file_id).where(file_backups.c.id.in_(first)))
+            reslotted.append(touched[-1])
+            relaid.append(touched[-1])
+        if misplaced := _misplaced(conn, reslotted):
+            # Written, then refused: the transaction is rolled back whole.
+            raise _conflict(
+                from_run,
+                misplaced,
+                "would be where their file has no place for them (in an array after a place left empty, or past "
+                "the record of a one-record file), and export would write them at another index than their key's, "
+                "or not as JSON",
+                "restore first the later runs that added them (newest first), or put back the records before them "
+                "(by domain and key)",
+            )
+        if astray := _keys_astray(conn, relaid):
+            raise _conflict(
+                from_run,
+                astray,
+                "would go back under a key their file's layout does not give them (a one-record file's in what is an "
+                "array now, or an element's), and export would write them under another",
+                "restore by run the import that gave their file its layout, which puts that layout back too",
+            )
         # The next import must compare these files again rather than trust their digest.
         conn.execute(update(files).where(files.c.id.in_(union(*touched))).values(digest=""))
         run.counts = {"restored": result.restored, "removed": result.removed, "from_run": from_run}

@@ -148,6 +148,18 @@ def _undone_runs(history: list[RunInfo]) -> set[int]:
     return undone
 
 
+def _backed_up(info: RunInfo) -> bool:
+    """Whether run ``info`` wrote backups, as its counts tell: an import that only added
+    records (or a migration that migrated none) wrote none. Counts that cannot tell (an
+    import stopped midway) are taken to say it did."""
+    c = info.counts
+    if info.kind == "import" and isinstance(c.get("domains"), dict):
+        return any(d.get("updated") or d.get("removed") for d in c["domains"].values())
+    if info.kind == "migrate" and isinstance(c.get("migrated"), dict):
+        return any(n for steps in c["migrated"].values() for n in steps.values())
+    return True
+
+
 #: The runs that change no record, which a restore cannot undo: what to say instead.
 _UNDOABLE_ELSEWISE = {
     "prune": "a prune: the backups it deleted are gone for good, and it changed no record to restore",
@@ -505,21 +517,23 @@ class Store:
                 f"a restore of run {run} puts back every row run {run} changed, in any domain; a domain and a key "
                 "choose the latest backups instead: give one or the other"
             )
+        backed_up = True
         if run is not None:
-            kind = self.history(run, failure_limit=0)[0].kind
-            if kind in _UNDOABLE_ELSEWISE:
-                raise RecordStoreError(f"run {run} is {_UNDOABLE_ELSEWISE[kind]}")
+            info = self.history(run, failure_limit=0)[0]
+            if info.kind in _UNDOABLE_ELSEWISE:
+                raise RecordStoreError(f"run {run} is {_UNDOABLE_ELSEWISE[info.kind]}")
+            backed_up = _backed_up(info)
         if domain is not None:
             self._named_domain(domain)
-        self._refuse_a_restore_of_nothing(run, domain, key)
+        self._refuse_a_restore_of_nothing(run, domain, key, backed_up)
         options = {"run": run, "domain": domain, "key": key, "force": force}
         with self._held_run("restore", options=options) as handle:
             return restore_records(handle.engine, run=handle, from_run=run, domain=domain, key=key, force=force)
 
-    def _refuse_a_restore_of_nothing(self, run: int | None, domain: str | None, key: str | None) -> None:
-        """A restore that can find no backup because a prune deleted them, or of a key
-        that has none (a typo?), is refused, saying so; any other that finds nothing is
-        a run that restores nothing."""
+    def _refuse_a_restore_of_nothing(self, run: int | None, domain: str | None, key: str | None, backed_up: bool) -> None:
+        """A restore that can find no backup because a prune deleted them (of a run that
+        wrote some: ``backed_up``), or of a key that has none (a typo?), is refused, saying
+        so; any other that finds nothing is a run that restores nothing."""
         if run is None and key is None:
             return
         with translate_errors(), self.engine.connect() as conn:
@@ -527,6 +541,8 @@ class Store:
                 return
             if run is None:
                 raise RecordStoreError(f"nothing to restore: no backups of record {key!r} of domain {domain!r}")
+            if not backed_up:
+                return  # none to prune: an import that only added records is undone without
             prunes = conn.execute(
                 select(runs.c.id, runs.c.counts).where(runs.c.kind == "prune", runs.c.outcome == "ok").order_by(runs.c.id)
             )

@@ -244,26 +244,30 @@ def _start_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, 
         initializer(*initargs)
 
 
-def submit(executor: ProcessPoolExecutor, command: str, fn: Callable[..., T], *args: Any) -> Future[T]:
+def submit(
+    executor: ProcessPoolExecutor, command: str, fn: Callable[..., T], *args: Any, kept: str | None = None
+) -> Future[T]:
     """``executor.submit``; a pool a dead worker broke becomes one line (see :func:`result`)."""
     try:
         return executor.submit(fn, *args)
     except BrokenProcessPool as exc:
-        raise _died(command) from exc
+        raise _died(command, kept) from exc
 
 
-def result(future: Future[T], command: str) -> T:
-    """The future's result; a dead worker becomes one line naming what to do."""
+def result(future: Future[T], command: str, kept: str | None = None) -> T:
+    """The future's result; a dead worker becomes one line naming what to do. ``kept``
+    says what is kept of the command's work, and how to go on, when that is not every
+    batch committed so far (a dry run, an atomic migration, commit none)."""
     try:
         return future.result()
     except BrokenProcessPool as exc:
-        raise _died(command) from exc
+        raise _died(command, kept) from exc
 
 
-def _died(command: str) -> RecordStoreError:
+def _died(command: str, kept: str | None = None) -> RecordStoreError:
+    kept = kept or f"every batch committed so far is kept: run the {command} again to go on"
     return RecordStoreError(
-        f"a worker process of the {command} died (killed, or out of memory?); every batch committed "
-        f"so far is kept: run the {command} again to go on, or with no workers (--jobs 0, or jobs=0)"
+        f"a worker process of the {command} died (killed, or out of memory?); {kept}, or with no workers (--jobs 0, or jobs=0)"
     )
 
 
