@@ -725,10 +725,10 @@ class Importer:
         # the stored payload's and written as they are): a huge record's text is not
         # also held as a str, nor its stored payload.
         as_bytes = self.bytes_as_text
-        texts = {r.position: r.text if as_bytes else as_text(r.text) for r in found}
+        texts: dict[int, str | bytes] = {r.position: r.text if as_bytes else as_text(r.text) for r in found}
         # A refused text too: it may be the very record its slot holds, taken when the
         # registry knew its version and refused now by one older than the store's records.
-        texts.update((r.position, r.text if as_bytes else text) for r in kept if (text := _utf8(r.text)) is not None)
+        texts.update((r.position, r.text if as_bytes else utf8) for r in kept if (utf8 := _utf8(r.text)) is not None)
         payload_column = "CAST(payload AS BLOB)" if as_bytes else "payload"
         # What each slot holds: (id, key, domain, whether its payload is the file's text,
         # the run that wrote it), read row by row, so that the rows replaced are never
