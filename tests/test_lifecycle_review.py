@@ -218,7 +218,11 @@ def test_a_one_record_file_s_record_does_not_go_back_by_its_key_into_what_is_an_
         store.import_paths([home], jobs=0)
         f.write_text(json.dumps([element("X"), element("Y")]))
         became_array = store.import_paths([home], jobs=0).run_id
-        for how in ({"key": "notes/f.json"}, {}):
+        # By its key, the place is first seen to hold another record (the array's first
+        # element), which --force would back up; forced, the key is still refused.
+        with pytest.raises(RestoreConflictError, match=r"now holds another record or a refused text \(note notes/f.json\)"):
+            store.restore(domain="note", key="notes/f.json")
+        for how in ({"key": "notes/f.json", "force": True}, {}):
             with pytest.raises(RestoreConflictError, match=r"\(note notes/f.json\); restore by run the import that gave"):
                 store.restore(domain="note", **how)
         assert [r.key for r in store.query("note")] == ["notes/f.json[0]", "notes/f.json[1]"]
