@@ -131,6 +131,7 @@ def test_a_hostile_key_in_a_path_is_a_name_or_refused(loaded: Store, db_path: Pa
 
 
 HOSTILE_PATHS = [
+    "a[\u0663]",  # an Arabic-Indic digit three: not an index (it was looked up as a[3])
     "'; DROP TABLE records; --",
     "prompt'; DROP TABLE records; --",
     "prompt') = 1 OR 1=1 --",

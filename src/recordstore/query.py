@@ -47,7 +47,8 @@ INFINITY = float("inf")
 MAX_INDEX = 2**31 - 1
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SEGMENT = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]|\.?"((?:[^"\\]|\\.)*)"')
+# (ASCII digits alone: ``\d`` would also read a[٣] as a[3].)
+_SEGMENT = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_]*)|\[([0-9]+)\]|\["((?:[^"\\]|\\.)*)"\]|\.?"((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True)
