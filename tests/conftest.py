@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -124,6 +124,23 @@ def traced_peak(call: Callable[[], T]) -> tuple[T, int]:
         return call(), tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+#: What :func:`value_at` gives for a path that leads nowhere.
+MISSING = object()
+
+
+def value_at(data: Any, steps: Iterable[Any]) -> Any:
+    """The value a JSON path's ``steps`` (keys, and indexes into arrays) lead to in
+    ``data``, as Python reads it, or MISSING: the model the query tests hold SQLite to."""
+    for step in steps:
+        if not (
+            (isinstance(step, str) and isinstance(data, dict) and step in data)
+            or (isinstance(step, int) and isinstance(data, list) and step < len(data))
+        ):
+            return MISSING
+        data = data[step]
+    return data
 
 
 def tree(root: Path) -> dict[str, bytes]:

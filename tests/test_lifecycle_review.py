@@ -177,6 +177,15 @@ def test_a_worker_killed_in_a_run_that_commits_nothing_does_not_say_batches_are_
         assert store.status().domains["note"].versions == {1: 4}
 
 
+def _one_record_file(tmp_path: Path) -> tuple[Path, Path]:
+    """A home, and its ``notes/f.json`` holding one record (``A``)."""
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    f = home / "notes" / "f.json"
+    f.write_text(json.dumps(element("A")))
+    return home, f
+
+
 def test_restoring_the_import_that_made_a_one_record_file_an_array_keeps_its_export_json(tmp_path: Path) -> None:
     """A one-record file the application rewrote as an array, then grew by an element,
     each imported. Restoring the import that made it an array put its record and its
@@ -184,10 +193,7 @@ def test_restoring_the_import_that_made_a_one_record_file_an_array_keeps_its_exp
     the record and the element one after the other, which is no JSON (over the home,
     the application's file became unreadable), and `store check` said all was well.
     Refused, saying to restore the later run first, which works."""
-    home = tmp_path / "home"
-    (home / "notes").mkdir(parents=True)
-    f = home / "notes" / "f.json"
-    f.write_text(json.dumps(element("A")))
+    home, f = _one_record_file(tmp_path)
     with Store(tmp_path / "store.db", registry=registry(2)) as store:
         store.import_paths([home], jobs=0)
         f.write_text(json.dumps([element("X")]))
@@ -210,10 +216,7 @@ def test_a_one_record_file_s_record_does_not_go_back_by_its_key_into_what_is_an_
     the array's first place: `query` showed ``notes/f.json`` while export wrote it as
     ``notes/f.json[0]``, and the next import took it for another record. Refused, saying
     to restore the import by run, which puts the file's layout back with it."""
-    home = tmp_path / "home"
-    (home / "notes").mkdir(parents=True)
-    f = home / "notes" / "f.json"
-    f.write_text(json.dumps(element("A")))
+    home, f = _one_record_file(tmp_path)
     with Store(tmp_path / "store.db", registry=registry(2)) as store:
         store.import_paths([home], jobs=0)
         f.write_text(json.dumps([element("X"), element("Y")]))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MISSING, value_at
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -125,19 +126,6 @@ def registry() -> Registry:
 
 # --------------------------------------------------------------------------- paths
 
-MISSING = object()
-
-
-def lookup(data: Any, steps: tuple[Any, ...]) -> Any:
-    for step in steps:
-        if isinstance(step, str) and isinstance(data, dict) and step in data:
-            data = data[step]
-        elif isinstance(step, int) and isinstance(data, list) and step < len(data):
-            data = data[step]
-        else:
-            return MISSING
-    return data
-
 
 def render(steps: tuple[Any, ...], choice: list[int]) -> str:
     """A path in one of the ways the README spells it: ``a.b``, ``a[0]``, ``["odd key"]``,
@@ -233,35 +221,35 @@ def predicate(steps: tuple[Any, ...], op: str, value: Any) -> Any:
         if value is not None and not isinstance(value, bool):
             raise Refused("exists takes no value")
         present = (op == "exists") == (value is not False)
-        return lambda d: (lookup(d, steps) is not MISSING) == present
+        return lambda d: (value_at(d, steps) is not MISSING) == present
     if op in ("in", "not in"):
         value = [plain(v) for v in value]
         for v in value:
             check_value(v)
             if v is None or isinstance(v, bool):
                 raise Refused("in takes strings and numbers")
-        member = lambda d: any(same(lookup(d, steps), v) for v in value)
+        member = lambda d: any(same(value_at(d, steps), v) for v in value)
         if op == "in":
             return member
-        return lambda d: lookup(d, steps) is not MISSING and not member(d)
+        return lambda d: value_at(d, steps) is not MISSING and not member(d)
     value = plain(value)
     check_value(value)
     if value is None or isinstance(value, bool):
         if op not in ("=", "==", "!="):
             raise Refused("true, false and null take = and != only")
         # (``is``: True is not 1, False is not 0.)
-        is_it = lambda d: (s := lookup(d, steps)) is not MISSING and s is value
+        is_it = lambda d: (s := value_at(d, steps)) is not MISSING and s is value
         if op == "!=":
-            return lambda d: lookup(d, steps) is not MISSING and not is_it(d)
+            return lambda d: value_at(d, steps) is not MISSING and not is_it(d)
         return is_it
     if op in ("=", "=="):
-        return lambda d: same(lookup(d, steps), value)
+        return lambda d: same(value_at(d, steps), value)
     if op == "!=":
-        return lambda d: lookup(d, steps) is not MISSING and not same(lookup(d, steps), value)
+        return lambda d: value_at(d, steps) is not MISSING and not same(value_at(d, steps), value)
     compare = COMPARE[op]
 
     def ordered(d: Any) -> bool:
-        s = lookup(d, steps)
+        s = value_at(d, steps)
         if isinstance(value, str):
             return isinstance(s, str) and compare(as_sqlite(s), value)
         return number(s) and compare(as_sqlite(s), value)
@@ -273,7 +261,7 @@ def sort_value(row: Row, steps: tuple[Any, ...]) -> tuple[int, Any]:
     """Where a record sorts by a path, as the README says SQLite's values go: nothing or
     null first, then numbers (false and true as 0 and 1), then strings, arrays and objects
     (those by their JSON text, compact, escapes as the file wrote them)."""
-    v = lookup(row.data, steps)
+    v = value_at(row.data, steps)
     if v is MISSING or v is None:
         return (0, 0)
     if isinstance(v, bool):
@@ -325,7 +313,7 @@ def scenario(draw: st.DrawFn, decimals: bool = False) -> tuple[Any, ...]:
         return [v]
 
     def condition(steps: tuple[Any, ...]) -> Any:
-        stored = [w for r in records if (w := lookup(r, steps)) is not MISSING and not isinstance(w, (list, dict))]
+        stored = [w for r in records if (w := value_at(r, steps)) is not MISSING and not isinstance(w, (list, dict))]
         nearby = [x for w in stored for x in near(w)]
         value = st.one_of(st.sampled_from(nearby), st.sampled_from(nearby), _scalars) if nearby else _scalars
         op = draw(st.sampled_from(query.OPERATORS))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MISSING, value_at
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -238,18 +239,6 @@ _awkward_records = st.lists(st.dictionaries(st.sampled_from(AWKWARD), _tree, max
 _steps = st.lists(st.sampled_from(AWKWARD) | st.integers(0, 3) | st.sampled_from([2**32, 2**32 + 1, 2**64]), min_size=1, max_size=3).filter(
     lambda s: isinstance(s[0], str)
 )
-GONE = object()
-
-
-def at(data: Any, steps: list[Any]) -> Any:
-    for step in steps:
-        if isinstance(step, str) and isinstance(data, dict) and step in data:
-            data = data[step]
-        elif isinstance(step, int) and isinstance(data, list) and step < len(data):
-            data = data[step]
-        else:
-            return GONE
-    return data
 
 
 def spelled(steps: list[Any]) -> str:
@@ -287,11 +276,11 @@ def test_awkward_keys_and_indexes_answer_as_python_does(records: list[dict[str, 
             q = store.query("d")
             for steps in paths:
                 path = spelled(steps)
-                found = [at(r, steps) for r in records]
-                assert lines(q.where(path, "exists")) == [n for n, v in enumerate(found, 1) if v is not GONE], path
-                assert lines(q.where(path, "missing")) == [n for n, v in enumerate(found, 1) if v is GONE], path
-                expected = [n for n, v in enumerate(found, 1) if v is not GONE and equal(v, value)]
+                found = [value_at(r, steps) for r in records]
+                assert lines(q.where(path, "exists")) == [n for n, v in enumerate(found, 1) if v is not MISSING], path
+                assert lines(q.where(path, "missing")) == [n for n, v in enumerate(found, 1) if v is MISSING], path
+                expected = [n for n, v in enumerate(found, 1) if v is not MISSING and equal(v, value)]
                 assert lines(q.where(path, "=", value)) == expected, (path, value)
                 # Ordered by the path: the records without it (or null there) first, in order.
-                nothing = [n for n, v in enumerate(found, 1) if v is GONE or v is None]
+                nothing = [n for n, v in enumerate(found, 1) if v is MISSING or v is None]
                 assert lines(q.order_by(path))[: len(nothing)] == nothing, path
