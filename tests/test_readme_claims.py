@@ -241,5 +241,5 @@ def test_history_says_a_restore_of_an_import_removed_records_in_plain_words(cli:
     assert cli("restore", "--run", "1").exit_code == 0
     assert cli("restore", "--run", "2").exit_code == 0  # undone: the records come back
     rows = {line.split("│")[1].strip(): line.split("│")[6].strip() for line in cli("history").stdout.splitlines() if line.startswith("│ ")}
-    assert rows["2"] == "removed 37"
-    assert rows["3"].startswith("automation: 2, automation_run: 3,") and "removed" not in rows["3"]
+    assert rows["2"] == "run 1: removed 37"  # which run each undid, too
+    assert rows["3"].startswith("run 2: automation: 2, automation_run: 3,") and "removed" not in rows["3"]

@@ -1022,7 +1022,10 @@ def _short_counts(r: Any) -> str:
         restored = ", ".join(f"{d}: {n}" for d, n in sorted((c.get("restored") or {}).items()))
         removed = sum((c.get("removed") or {}).values()) + sum((c.get("displaced") or {}).values())
         # A restore of an import only removes what it added: "removed 37", not "-; removed 37".
-        return "; ".join(part for part in (restored, f"removed {removed}" if removed else "") if part) or "-"
+        said = "; ".join(part for part in (restored, f"removed {removed}" if removed else "") if part) or "-"
+        # Which run it undid (restore --run), so the list alone tells an undo from an undo of it.
+        undid = c.get("from_run")
+        return f"run {undid}: {said}" if undid is not None else said
     if r.kind == "prune":
         return f"pruned {c.get('pruned', 0)} before run {c.get('before', '?')}"
     if r.kind == "index":
