@@ -130,3 +130,19 @@ def test_a_home_given_with_a_tilde_the_shell_left_is_imported(home: Path, cli: C
     assert res.exit_code == 0, res.output
     res = cli("import", "~/.codewhale")
     assert res.exit_code == 1 and res.stderr == f"store: error: {home.parent / '.codewhale'}: no such file or directory: nothing to import\n"
+
+
+# --------------------------------------------------------------------------- the registry by the application's new name
+
+
+def test_the_built_in_registry_answers_to_the_application_s_new_name(cli: Cli, home: Path, db_path: Path) -> None:
+    """The README calls it the DeepSeek TUI / CodeWhale registry, and the application
+    now keeps its home in ``~/.codewhale``: ``--registry codewhale`` said "no module
+    'codewhale'"."""
+    from recordstore import load_registry
+
+    assert load_registry("codewhale").fingerprints() == load_registry(None).fingerprints()
+    res = cli("import", home, registry="codewhale")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    with Store(db_path) as store:
+        assert sum(d.total for d in store.status().domains.values()) == 37  # the example home, whole

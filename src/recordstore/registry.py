@@ -531,10 +531,11 @@ class Registry:
 
 
 def load_registry(spec: str | os.PathLike[str] | None = None) -> Registry:
-    """Load and validate a registry: ``None`` for the built-in DeepSeek TUI one, a path
-    to a ``.py`` file (a string or a path object; ``~`` is expanded), or a dotted module
-    name, each exposing ``registry``."""
-    if spec is None or spec in ("", "deepseek", "builtin"):
+    """Load and validate a registry: ``None`` for the built-in DeepSeek TUI one (also
+    named ``deepseek``, ``codewhale``, the application's new name, and ``builtin``), a
+    path to a ``.py`` file (a string or a path object; ``~`` is expanded), or a dotted
+    module name, each exposing ``registry``."""
+    if spec is None or spec in ("", "deepseek", "codewhale", "builtin"):
         spec = "recordstore.domains.deepseek"
     text = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else None
     if not isinstance(text, str):  # a module object, bytes, anything else
