@@ -27,6 +27,7 @@ import re
 import signal
 import sys
 import traceback
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Optional
 
@@ -535,18 +536,18 @@ def _problems(problems: list[Any], *, alike: int | None = None, reasons: dict[st
     many, then one line saying how many more there were (``reasons``: how many had
     each, when ``problems`` holds only the first ones)."""
     shown: dict[str, int] = {}
-    counted = dict(reasons or {})
     lines = []
     for problem in problems:
         reason = getattr(problem, "reason", None)
         if alike is not None and reason is not None:
-            if reasons is None:
-                counted[reason] = counted.get(reason, 0) + 1
             if shown.get(reason, 0) == alike:
                 continue
             shown[reason] = shown.get(reason, 0) + 1
         lines.append(f"store: {problem}")
-    lines += [f"store: ... and {n - shown.get(r, 0)} more file(s): {r}" for r, n in counted.items() if n > shown.get(r, 0)]
+    if alike is not None:
+        counted = reasons if reasons is not None else Counter(getattr(p, "reason", None) for p in problems)
+        more = [(r, n - shown.get(r, 0)) for r, n in counted.items() if r is not None and n > shown.get(r, 0)]
+        lines += [f"store: ... and {n} more file(s): {r}" for r, n in more]
     _err_lines(lines)
 
 

@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 _T = TypeVar("_T")
 
 
-
 #: How many problems the result of an import or an export holds: the first ones. It
 #: counts them all (``problem_count``); holding them all took ~0.8 kB a bad line, 80 MB
 #: for 100,000 bad lines, and ~0.8 kB a file an export could not write.

@@ -46,7 +46,7 @@ class ExportResult:
     refused: int = 0  # refused records written back as their files held them
     domains: dict[str, int] = field(default_factory=dict)
     #: The first PROBLEMS_KEPT files not written, in order (an export over the home
-    #: without --force refuses each file that differs: 38,347 of them took 33 MB).
+    #: without --force refuses each file that differs: 38,347 of them took 31 MB more).
     problems: list[ExportError] = field(default_factory=list)
     #: How many files were not written: ``problems`` and those past them.
     problem_count: int = 0

@@ -708,6 +708,7 @@ class Store:
             lambda r: f"domain {r.domain!r} record {printable(r.key)}: its stored payload is not JSON",
             lambda n: f"... and {n} more record(s) whose stored payload is not JSON",
         )
+
         def mismatched() -> Iterator[tuple[str, str, Any, int, Any]]:
             for dom in self.registry:
                 field_path = '$."' + dom.version_field + '"'
